@@ -1,0 +1,374 @@
+"""Classification metrics computed on host from predicted probabilities (SPEC section 5).
+
+All functions work on numpy arrays holding *every* example of a split: the evaluator pads
+the last batch to a fixed shape (so the jit-compiled step does not recompile), and the
+optional ``mask`` (boolean or 0/1, shape ``(N,)``) marks the valid rows; padded rows are
+dropped before anything is computed, so a masked call equals a call on the sliced arrays.
+
+Conventions
+-----------
+* Threshold metrics (precision/recall/F1) are scikit-learn macro averages over *all*
+  ``num_classes`` labels with ``zero_division=0``, so a class absent from both labels and
+  predictions contributes 0 (this is what ``sklearn.metrics.f1_score(..., labels=range(K))``
+  does and keeps the number comparable across splits).
+* Ranking metrics (AUROC one-vs-rest, AUPRC = average precision) are undefined for a class
+  with no positive example. Such classes are **skipped** in the macro mean (scikit-learn
+  would raise for AUROC); if fewer than two classes are present at all, both are NaN.
+  With every class present the values equal ``roc_auc_score(onehot, probs)`` and
+  ``average_precision_score(onehot, probs)`` (macro), as in the reference implementation.
+* Non-finite probabilities (a diverged model) give NaN for every metric.
+* ``loss`` is the mean cross-entropy of the given probabilities, clipped to
+  ``[PROB_EPS, 1]`` so that a zero probability gives a large finite loss instead of inf.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+# Clip for log(p): float32 softmax outputs can be exactly 0; 1e-7 ~ float32 resolution near 1.
+PROB_EPS = 1e-7
+
+CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss")
+MULTILABEL_KEYS = ("precision", "recall", "f1", "auroc", "auprc", "loss")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Fetches a (possibly sharded) ``jax.Array`` or array-like to a host numpy array.
+
+    Only fully addressable arrays can be fetched by one process; in multi-host runs the
+    caller must first gather with ``jax.experimental.multihost_utils.process_allgather``.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        raise ValueError(
+            "Array is not fully addressable from this process; gather it first with "
+            "jax.experimental.multihost_utils.process_allgather(x, tiled=True)."
+        )
+    return np.asarray(jax.device_get(x))
+
+
+def _as_mask(mask: Any, n: int) -> np.ndarray:
+    """Validates a boolean / 0-1 mask of length ``n`` and returns it as bool."""
+    m = to_numpy(mask)
+    if m.shape != (n,):
+        raise ValueError(f"mask must have shape ({n},), got {m.shape}")
+    if m.dtype != np.bool_:
+        # A non-0/1 value most likely means weights or indices were passed by mistake.
+        if not np.isin(m, (0, 1)).all():
+            raise ValueError("mask must be boolean or contain only 0/1")
+        m = m.astype(bool)
+    return m
+
+
+def _apply_mask(mask: Any, *arrays: np.ndarray | None) -> list[np.ndarray | None]:
+    n = arrays[0].shape[0]
+    for a in arrays:
+        if a is not None and a.shape[0] != n:
+            raise ValueError(f"leading dimensions differ: {a.shape[0]} vs {n}")
+    if mask is None:
+        return list(arrays)
+    m = _as_mask(mask, n)
+    return [None if a is None else a[m] for a in arrays]
+
+
+def _all_nan(keys: Sequence[str]) -> dict[str, float]:
+    # A diverged model (NaN/inf outputs) gets NaN metrics instead of crashing the
+    # evaluation; early stopping never counts NaN as an improvement.
+    logging.warning("non-finite probabilities: all metrics set to NaN")
+    return dict.fromkeys(keys, math.nan)
+
+
+def _macro_ranking_scores(onehot: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Macro AUROC and AUPRC over the columns of ``onehot`` that have both classes.
+
+    Columns without a positive (or, for AUROC, without a negative) are skipped. NaN if
+    no column qualifies.
+    """
+    aurocs, auprcs = [], []
+    for k in range(onehot.shape[1]):
+        y, s = onehot[:, k], scores[:, k]
+        n_pos = int(y.sum())
+        if n_pos == 0:
+            continue
+        auprcs.append(average_precision_score(y, s))
+        if n_pos < y.shape[0]:
+            aurocs.append(roc_auc_score(y, s))
+    auroc = float(np.mean(aurocs)) if aurocs else math.nan
+    auprc = float(np.mean(auprcs)) if auprcs else math.nan
+    return auroc, auprc
+
+
+def classification_metrics(
+    probs: Any,
+    labels: Any,
+    mask: Any = None,
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """Single-label metrics from class probabilities.
+
+    Args:
+      probs: ``(N, K)`` probabilities (softmax outputs).
+      labels: ``(N,)`` integer class ids in ``[0, K)``.
+      mask: optional ``(N,)`` boolean/0-1 array; rows with False/0 are ignored.
+      num_classes: ``K``; defaults to ``probs.shape[1]`` and must match it.
+
+    Returns:
+      ``{"accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss"}`` as floats
+      (see the module docstring for macro averaging and absent classes).
+    """
+    probs = to_numpy(probs).astype(np.float64)
+    labels = to_numpy(labels)
+    if probs.ndim != 2 or labels.ndim != 1:
+        raise ValueError(
+            f"expected probs (N, K) and labels (N,), got {probs.shape}, {labels.shape}"
+        )
+    k = probs.shape[1] if num_classes is None else int(num_classes)
+    if probs.shape[1] != k:
+        raise ValueError(f"probs has {probs.shape[1]} columns but num_classes={k}")
+    probs, labels = _apply_mask(mask, probs, labels)
+    if labels.shape[0] == 0:
+        raise ValueError("no valid examples to compute metrics on")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise ValueError("labels must be integer class ids")
+        labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must lie in [0, {k}), got [{labels.min()}, {labels.max()}]")
+
+    if not np.isfinite(probs).all():
+        return _all_nan(CLASSIFICATION_KEYS)
+
+    preds = probs.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, preds, labels=np.arange(k), average="macro", zero_division=0
+    )
+    onehot = np.eye(k, dtype=np.int64)[labels]
+    if np.unique(labels).size < 2:
+        # One class only: no class has both positives and negatives to rank.
+        auroc = auprc = math.nan
+    else:
+        auroc, auprc = _macro_ranking_scores(onehot, probs)
+    p_true = np.clip(probs[np.arange(labels.shape[0]), labels], PROB_EPS, 1.0)
+    return {
+        "accuracy": float(np.mean(preds == labels)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "auroc": auroc,
+        "auprc": auprc,
+        "loss": float(-np.mean(np.log(p_true))),
+    }
+
+
+def multilabel_metrics(
+    probs: Any,
+    targets: Any,
+    mask: Any = None,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """Multi-label metrics (PTB-XL standard protocol) from per-label sigmoid probabilities.
+
+    Args:
+      probs: ``(N, K)`` independent probabilities.
+      targets: ``(N, K)`` 0/1 ground truth.
+      mask: optional ``(N,)`` boolean/0-1 array of valid rows.
+      threshold: decision threshold for precision/recall/F1.
+
+    Returns:
+      ``{"precision", "recall", "f1", "auroc", "auprc", "loss"}``: macro over labels.
+      F1 & co. use all K labels (zero_division=0). AUROC skips labels lacking positives or
+      negatives, AUPRC skips labels lacking positives; NaN if none qualifies. ``loss`` is
+      the mean binary cross-entropy over all N*K entries (clipped like the softmax loss).
+    """
+    probs = to_numpy(probs).astype(np.float64)
+    targets = to_numpy(targets)
+    if probs.ndim != 2 or targets.shape != probs.shape:
+        raise ValueError(f"expected probs and targets of equal (N, K) shape: {probs.shape}, "
+                         f"{targets.shape}")
+    probs, targets = _apply_mask(mask, probs, targets)
+    if targets.shape[0] == 0:
+        raise ValueError("no valid examples to compute metrics on")
+    if not np.isin(targets, (0, 1)).all():
+        raise ValueError("targets must be 0/1")
+    targets = targets.astype(np.int64)
+    if not np.isfinite(probs).all():
+        return _all_nan(MULTILABEL_KEYS)
+
+    preds = (probs >= threshold).astype(np.int64)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        targets, preds, average="macro", zero_division=0
+    )
+    auroc, auprc = _macro_ranking_scores(targets, probs)
+    p = np.clip(probs, PROB_EPS, 1.0 - PROB_EPS)
+    bce = -(targets * np.log(p) + (1 - targets) * np.log1p(-p))
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "auroc": auroc,
+        "auprc": auprc,
+        "loss": float(bce.mean()),
+    }
+
+
+def record_level(
+    probs: Any,
+    labels: Any,
+    record_ids: Any,
+    mask: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Averages segment probabilities per record (arithmetic mean over its segments).
+
+    Args:
+      probs: ``(N, K)`` segment probabilities.
+      labels: ``(N,)`` class ids or ``(N, K)`` multi-label targets; must be identical for
+        all segments of a record (else ValueError).
+      record_ids: ``(N,)`` record identifiers (ints or strings).
+      mask: optional ``(N,)`` boolean/0-1 array of valid rows.
+
+    Returns:
+      ``(record_probs (R, K), record_labels, unique_ids (R,))`` with records in sorted
+      id order.
+    """
+    probs = to_numpy(probs).astype(np.float64)
+    labels = to_numpy(labels)
+    record_ids = to_numpy(record_ids)
+    if record_ids.ndim != 1:
+        raise ValueError(f"record_ids must be 1-D, got shape {record_ids.shape}")
+    probs, labels, record_ids = _apply_mask(mask, probs, labels, record_ids)
+    ids, first, inverse = np.unique(record_ids, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=ids.size)
+    sums = np.zeros((ids.size, probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, probs)
+    rec_probs = sums / counts[:, None]
+    # The first segment gives the record label; every other segment must agree with it.
+    rec_labels = labels[first]
+    mismatch = rec_labels[inverse] != labels
+    if mismatch.ndim > 1:
+        mismatch = mismatch.any(axis=tuple(range(1, mismatch.ndim)))
+    if mismatch.any():
+        bad = ids[np.unique(inverse[mismatch])][:5]
+        raise ValueError(f"segments of the same record have different labels: {bad.tolist()}")
+    return rec_probs, rec_labels, ids
+
+
+def record_level_metrics(
+    probs: Any,
+    labels: Any,
+    record_ids: Any,
+    mask: Any = None,
+    num_classes: int | None = None,
+    multilabel: bool = False,
+) -> dict[str, float]:
+    """Metrics after averaging segment probabilities per record (see ``record_level``)."""
+    rec_probs, rec_labels, _ = record_level(probs, labels, record_ids, mask)
+    if multilabel:
+        return multilabel_metrics(rec_probs, rec_labels)
+    return classification_metrics(rec_probs, rec_labels, num_classes=num_classes)
+
+
+class MetricsAccumulator:
+    """Collects per-batch predictions on host and computes metrics over the whole split.
+
+    Each ``update`` fetches the batch to host (``jax.device_get``), drops padded rows and
+    stores the rest, so memory is O(valid examples * K). Arrays must be fully addressable:
+    in multi-host runs gather them first with
+    ``jax.experimental.multihost_utils.process_allgather(x, tiled=True)`` (every process
+    then holds the full batch; only process 0 needs to report).
+    """
+
+    def __init__(self, num_classes: int | None = None, multilabel: bool = False) -> None:
+        self.num_classes = num_classes
+        self.multilabel = multilabel
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all accumulated batches."""
+        self._probs: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._record_ids: list[np.ndarray] = []
+
+    def update(self, probs: Any, labels: Any, mask: Any = None, record_ids: Any = None) -> None:
+        """Adds one batch: probs ``(B, K)``, labels ``(B,)`` or ``(B, K)``, mask ``(B,)``.
+
+        ``record_ids`` (``(B,)``) are needed only for ``compute_record_level``; give them
+        for every batch or for none.
+        """
+        probs, labels = to_numpy(probs), to_numpy(labels)
+        rids = None if record_ids is None else to_numpy(record_ids)
+        if self._probs and (rids is None) != (not self._record_ids):
+            raise ValueError("record_ids must be given for every batch or for none")
+        probs, labels, rids = _apply_mask(mask, probs, labels, rids)
+        self._probs.append(probs)
+        self._labels.append(labels)
+        if rids is not None:
+            self._record_ids.append(rids)
+
+    @property
+    def num_examples(self) -> int:
+        """Number of valid (unmasked) examples collected so far."""
+        return sum(p.shape[0] for p in self._probs)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Concatenated ``(probs, labels, record_ids or None)`` of all valid examples."""
+        if not self._probs:
+            raise ValueError("no batches were added")
+        rids = np.concatenate(self._record_ids) if self._record_ids else None
+        return np.concatenate(self._probs), np.concatenate(self._labels), rids
+
+    def compute(self) -> dict[str, float]:
+        """Segment-level metrics over everything collected."""
+        probs, labels, _ = self.arrays()
+        if self.multilabel:
+            return multilabel_metrics(probs, labels)
+        return classification_metrics(probs, labels, num_classes=self.num_classes)
+
+    def compute_record_level(self) -> dict[str, float]:
+        """Metrics after averaging segment probabilities per record id."""
+        probs, labels, rids = self.arrays()
+        if rids is None:
+            raise ValueError("record_ids were not given to update()")
+        return record_level_metrics(
+            probs, labels, rids, num_classes=self.num_classes, multilabel=self.multilabel
+        )
+
+
+def aggregate_seeds(
+    results: Sequence[Mapping[str, float]], ddof: int = 1
+) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each metric over runs with different seeds.
+
+    ``std`` is the *sample* standard deviation (``ddof=1``, Bessel-corrected) by default:
+    the runs are a sample of the seed distribution and "mean ± std" in papers is usually
+    computed that way (``torch.std``/pandas default); pass ``ddof=0`` for the population
+    std (numpy's default). With ``ddof=1`` and a single run ``std`` is NaN. NaN values
+    propagate. All dicts must have the same keys.
+    """
+    if not results:
+        raise ValueError("no results to aggregate")
+    keys = list(results[0])
+    for i, r in enumerate(results):
+        if set(r) != set(keys):
+            raise ValueError(f"result {i} has keys {sorted(r)}, expected {sorted(keys)}")
+    out: dict[str, dict[str, float]] = {}
+    for key in keys:
+        values = np.array([float(r[key]) for r in results], dtype=np.float64)
+        std = math.nan if values.size <= ddof else float(np.std(values, ddof=ddof))
+        out[key] = {"mean": float(np.mean(values)), "std": std}
+    return out
+
+
+def format_mean_std(stats: Mapping[str, float], scale: float = 100.0, digits: int = 2) -> str:
+    """Formats ``{"mean", "std"}`` as in the paper tables, e.g. ``"96.34 ± 0.11"``."""
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"

@@ -1,0 +1,55 @@
+"""Stochastic weight averaging: equal-weight running mean of parameter pytrees.
+
+SPEC section 5 updates the average once per epoch with equal weights; validation and test
+use the averaged parameters. The update is elementwise, so it is jit-friendly and keeps
+each leaf's sharding; typical use::
+
+    swa_step = jax.jit(swa_update, donate_argnums=0)
+    # A copy owns its buffers, so donating it never invalidates the live parameters.
+    avg, n = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param)), 0
+    for epoch in ...:
+        ...
+        avg = swa_step(avg, nnx.state(model, nnx.Param), n)
+        n += 1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def swa_update(avg_params: Any, new_params: Any, n_averaged: int | jax.Array) -> Any:
+    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees.
+
+    ``avg_{n+1} = avg_n + (p - avg_n) / (n + 1)``, so after k updates the result is the
+    arithmetic mean of the k pytrees. With ``n_averaged == 0`` the result is exactly
+    ``new_params`` (whatever ``avg_params`` holds, e.g. an uninitialised copy).
+
+    Works on any pytree with matching structure (dicts, ``nnx.State``, ...). Floating
+    leaves are averaged in at least float32 (bf16 running means drift otherwise) and cast
+    back to their dtype; non-floating leaves (integer counters, RNG keys) are taken from
+    ``new_params`` since averaging them is meaningless.
+
+    Args:
+      avg_params: current average (pytree).
+      new_params: parameters to add (same structure).
+      n_averaged: number of pytrees already in the average (Python int or traced scalar).
+
+    Returns:
+      The new average, same structure and dtypes as ``avg_params``.
+    """
+    n = jnp.asarray(n_averaged, dtype=jnp.float32)
+
+    def update(avg: jax.Array, new: jax.Array) -> jax.Array:
+        avg, new = jnp.asarray(avg), jnp.asarray(new)
+        if not jnp.issubdtype(avg.dtype, jnp.inexact):
+            return new
+        compute = jnp.promote_types(avg.dtype, jnp.float32)
+        a, p = avg.astype(compute), new.astype(compute)
+        out = jnp.where(n == 0, p, a + (p - a) / (n + 1).astype(compute))
+        return out.astype(avg.dtype)
+
+    return jax.tree.map(update, avg_params, new_params)

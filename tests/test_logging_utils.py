@@ -1,0 +1,160 @@
+"""Tests for cardioformer_jax.logging_utils (real tensorboardX files, read back)."""
+
+import json
+import math
+import os
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import logging as absl_logging
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
+
+from cardioformer_jax.logging_utils import (
+    MetricWriter,
+    format_scalars,
+    log_scalars,
+    write_json,
+)
+
+
+def _read_events(path):
+    """Parses a TFRecord event file (length, crc, payload, crc), checking both CRCs.
+
+    The `tensorboard` package is not a dependency, so this is the reader instead of its
+    EventAccumulator; the format is the one TensorBoard reads.
+    """
+    events = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        assert header_crc == masked_crc32c(header)
+        payload = data[pos + 12:pos + 12 + length]
+        (payload_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+        assert payload_crc == masked_crc32c(payload)
+        events.append(event_pb2.Event.FromString(payload))
+        pos += 16 + length
+    return events
+
+
+def _scalars_from_events(workdir):
+    files = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
+    assert len(files) == 1
+    path = os.path.join(workdir, files[0])
+    assert os.path.getsize(path) > 0
+    out = {}
+    for event in _read_events(path):
+        for value in event.summary.value:
+            out[(value.tag, event.step)] = value.simple_value
+    return out
+
+
+def test_writer_writes_jsonl_and_tensorboard(tmp_path):
+    with MetricWriter(tmp_path, enabled=True) as writer:
+        writer.write_scalars(0, {"loss": 1.5, "f1": np.float32(0.25)}, split="train")
+        writer.write_scalars(1, {"f1": jnp.asarray(0.5), "auroc": float("nan")}, split="val")
+        writer.write_scalars(2, {"lr": 1e-4})
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # strict: NaN would not parse as null
+    assert "NaN" not in lines[1]
+    for r in records:
+        assert isinstance(r.pop("wall_time"), float)
+    assert records == [
+        {"step": 0, "split": "train", "loss": 1.5, "f1": 0.25},
+        {"step": 1, "split": "val", "f1": 0.5, "auroc": None},
+        {"step": 2, "split": None, "lr": pytest.approx(1e-4)},
+    ]
+
+    scalars = _scalars_from_events(tmp_path)
+    assert scalars[("train/loss", 0)] == pytest.approx(1.5)
+    assert scalars[("train/f1", 0)] == pytest.approx(0.25)
+    assert scalars[("val/f1", 1)] == pytest.approx(0.5)
+    assert math.isnan(scalars[("val/auroc", 1)])
+    assert scalars[("lr", 2)] == pytest.approx(1e-4)
+
+
+def test_jsonl_is_appended_on_resume(tmp_path):
+    with MetricWriter(tmp_path, enabled=True) as w:
+        w.write_scalars(0, {"a": 1.0}, split="train")
+    with MetricWriter(tmp_path, enabled=True) as w:
+        w.write_scalars(1, {"a": 2.0}, split="train")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["a"] for line in lines] == [1.0, 2.0]
+
+
+def test_default_is_enabled_on_process_zero(tmp_path):
+    w = MetricWriter(tmp_path / "run")
+    assert w.enabled  # single-process test run: jax.process_index() == 0
+    w.close()
+    w.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        w.write_scalars(0, {"a": 1.0})
+
+
+def test_disabled_writer_is_a_no_op(tmp_path):
+    workdir = tmp_path / "other_process"
+    with MetricWriter(workdir, enabled=False) as w:
+        w.write_scalars(0, {"a": 1.0}, split="train")
+        w.flush()
+    assert not workdir.exists()
+
+
+def test_reserved_and_non_scalar_values_rejected(tmp_path):
+    with MetricWriter(tmp_path, enabled=True) as w:
+        with pytest.raises(ValueError, match="reserved"):
+            w.write_scalars(0, {"step": 1.0})
+        with pytest.raises(ValueError, match="scalar"):
+            w.write_scalars(0, {"a": np.ones(3)})
+
+
+def test_separate_tensorboard_dir(tmp_path):
+    with MetricWriter(tmp_path / "wd", tensorboard_dir=tmp_path / "tb", enabled=True) as w:
+        w.write_scalars(3, {"x": 2.0}, split="test")
+    assert _scalars_from_events(tmp_path / "tb") == {("test/x", 3): 2.0}
+    assert (tmp_path / "wd" / "metrics.jsonl").exists()
+
+
+def test_format_and_log_scalars(caplog):
+    line = format_scalars({"f1": 0.81234, "loss": np.float32(0.41)}, step=3, split="val")
+    assert line == "[val] step 3 | f1=0.8123 | loss=0.4100"
+    assert format_scalars({"a": 1.0}) == "a=1.0000"
+    absl_logging.set_verbosity(absl_logging.INFO)
+    with caplog.at_level("INFO", logger="absl"):
+        log_scalars({"f1": 0.5}, step=1, split="train")
+    assert "[train] step 1 | f1=0.5000" in caplog.messages
+
+
+def test_write_json_atomic_and_strict(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    obj = {
+        "f1": {"mean": np.float64(0.9), "std": float("nan")},
+        "seeds": (41, 42),
+        "probs": np.array([0.25, 0.75], np.float32),
+        "inf": np.inf,
+        "n": np.int64(5),
+        "ok": True,
+    }
+    write_json(path, obj)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {
+        "f1": {"mean": 0.9, "std": None},
+        "seeds": [41, 42],
+        "probs": [0.25, 0.75],
+        "inf": None,
+        "n": 5,
+        "ok": True,
+    }
+    write_json(path, {"v": 2})  # overwrite in place
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["results.json"]  # no temp left
+    with pytest.raises(TypeError):
+        write_json(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"v": 2}  # failed write kept the old file

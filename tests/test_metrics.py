@@ -1,0 +1,267 @@
+"""Tests for cardioformer_jax.metrics against scikit-learn and hand-computed values."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from cardioformer_jax.metrics import (
+    CLASSIFICATION_KEYS,
+    MetricsAccumulator,
+    aggregate_seeds,
+    classification_metrics,
+    format_mean_std,
+    multilabel_metrics,
+    record_level,
+    record_level_metrics,
+)
+
+
+def _random_problem(n=300, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k))
+    labels = rng.integers(0, k, size=n)
+    logits[np.arange(n), labels] += 1.0  # informative but imperfect classifier
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs.astype(np.float32), labels
+
+
+def test_agrees_with_sklearn_on_random_arrays():
+    probs, labels = _random_problem()
+    k = probs.shape[1]
+    preds = probs.argmax(1)
+    onehot = np.eye(k)[labels]
+    m = classification_metrics(probs, labels)
+    assert set(m) == set(CLASSIFICATION_KEYS)
+    assert all(isinstance(v, float) for v in m.values())
+    kw = dict(labels=np.arange(k), average="macro", zero_division=0)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds))
+    assert m["precision"] == pytest.approx(skm.precision_score(labels, preds, **kw))
+    assert m["recall"] == pytest.approx(skm.recall_score(labels, preds, **kw))
+    assert m["f1"] == pytest.approx(skm.f1_score(labels, preds, **kw))
+    assert m["auroc"] == pytest.approx(
+        skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert m["auroc"] == pytest.approx(skm.roc_auc_score(onehot, probs, average="macro"))
+    assert m["auprc"] == pytest.approx(
+        skm.average_precision_score(onehot, probs, average="macro"))
+    # sklearn warns unless probabilities sum to 1 in float64.
+    probs64 = probs.astype(np.float64) / probs.astype(np.float64).sum(1, keepdims=True)
+    assert m["loss"] == pytest.approx(
+        skm.log_loss(labels, probs64, labels=np.arange(k)), rel=1e-5)
+
+
+def test_hand_computed_binary_case():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])
+    labels = np.array([0, 0, 1, 1])
+    m = classification_metrics(probs, labels)
+    # preds [0,1,1,0]: one TP, one FP, one FN for each class.
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["precision"] == pytest.approx(0.5)
+    assert m["recall"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.5)
+    # Each class: 3 of 4 positive/negative pairs ranked correctly.
+    assert m["auroc"] == pytest.approx(0.75)
+    # Ranking pos, neg, pos, neg: AP = 0.5 * 1 + 0.5 * 2/3.
+    assert m["auprc"] == pytest.approx(5 / 6)
+    assert m["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.7, 0.2])))
+
+
+def test_perfect_predictions():
+    labels = np.array([0, 1, 2, 2, 1])
+    probs = np.eye(3)[labels] * 0.97 + 0.01
+    m = classification_metrics(probs, labels)
+    for key in ("accuracy", "precision", "recall", "f1", "auroc", "auprc"):
+        assert m[key] == pytest.approx(1.0)
+    assert m["loss"] == pytest.approx(-np.log(0.98))
+
+
+def test_zero_probability_gives_finite_clipped_loss():
+    probs = np.array([[1.0, 0.0], [0.0, 1.0]])
+    labels = np.array([1, 1])  # first example has p_true == 0
+    m = classification_metrics(probs, labels)
+    assert math.isfinite(m["loss"])
+    assert m["loss"] == pytest.approx(-np.log(1e-7) / 2)
+
+
+@pytest.mark.parametrize("mask_dtype", [bool, np.int32, np.float32])
+def test_mask_equals_slicing(mask_dtype):
+    probs, labels = _random_problem(n=100, k=4, seed=1)
+    n_valid = 77
+    # Padded rows carry garbage that would change every metric if it were counted.
+    probs[n_valid:] = np.eye(4)[0]
+    labels[n_valid:] = 3
+    mask = (np.arange(100) < n_valid).astype(mask_dtype)
+    masked = classification_metrics(probs, labels, mask=mask)
+    sliced = classification_metrics(probs[:n_valid], labels[:n_valid])
+    unmasked = classification_metrics(probs, labels)
+    assert masked == pytest.approx(sliced)
+    assert unmasked["accuracy"] != pytest.approx(sliced["accuracy"])
+
+
+def test_mask_with_holes_and_jax_inputs():
+    probs, labels = _random_problem(n=60, k=3, seed=2)
+    mask = np.random.default_rng(3).random(60) < 0.7
+    m = classification_metrics(jnp.asarray(probs), jnp.asarray(labels), mask=jnp.asarray(mask))
+    assert m == pytest.approx(classification_metrics(probs[mask], labels[mask]))
+
+
+def test_invalid_inputs_raise():
+    probs, labels = _random_problem(n=10, k=3)
+    with pytest.raises(ValueError, match="0/1"):
+        classification_metrics(probs, labels, mask=np.full(10, 2))
+    with pytest.raises(ValueError, match="shape"):
+        classification_metrics(probs, labels, mask=np.ones(9, bool))
+    with pytest.raises(ValueError, match="num_classes"):
+        classification_metrics(probs, labels, num_classes=4)
+    with pytest.raises(ValueError, match="lie in"):
+        classification_metrics(probs, np.full(10, 3))
+    with pytest.raises(ValueError, match="no valid"):
+        classification_metrics(probs, labels, mask=np.zeros(10, bool))
+
+
+def test_absent_class_is_skipped_for_ranking_but_counted_for_f1():
+    rng = np.random.default_rng(4)
+    k = 4
+    labels = rng.integers(0, 3, size=80)  # class 3 never occurs
+    probs = rng.dirichlet(np.ones(k), size=80)
+    probs[:, 3] *= 0.01  # ...and is never predicted: zero_division=0 gives it F1 = 0
+    probs /= probs.sum(1, keepdims=True)
+    preds = probs.argmax(1)
+    m = classification_metrics(probs, labels, num_classes=k)
+    assert m["f1"] == pytest.approx(
+        skm.f1_score(labels, preds, labels=np.arange(k), average="macro", zero_division=0))
+    assert m["f1"] < skm.f1_score(labels, preds, labels=np.arange(3), average="macro")
+    onehot = np.eye(k)[labels]
+    expected_auroc = np.mean([skm.roc_auc_score(onehot[:, c], probs[:, c]) for c in range(3)])
+    expected_auprc = np.mean(
+        [skm.average_precision_score(onehot[:, c], probs[:, c]) for c in range(3)])
+    assert m["auroc"] == pytest.approx(expected_auroc)
+    assert m["auprc"] == pytest.approx(expected_auprc)
+
+
+def test_single_class_present_gives_nan_ranking_metrics():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    m = classification_metrics(probs, np.array([0, 0, 0]))
+    assert math.isnan(m["auroc"]) and math.isnan(m["auprc"])
+    assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_non_finite_probabilities_give_nan_metrics():
+    probs, labels = _random_problem(n=20, k=3)
+    probs[4, 1] = np.nan
+    m = classification_metrics(probs, labels)
+    assert set(m) == set(CLASSIFICATION_KEYS) and all(math.isnan(v) for v in m.values())
+    # ...unless the bad row is padding.
+    assert not math.isnan(classification_metrics(probs, labels, mask=np.arange(20) != 4)["f1"])
+    ml = multilabel_metrics(np.full((4, 2), np.inf), np.eye(2)[[0, 1, 0, 1]])
+    assert all(math.isnan(v) for v in ml.values())
+
+
+def _random_multilabel(n=200, k=6, seed=5):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, k)) < 0.3).astype(np.int64)
+    probs = np.clip(0.35 * targets + 0.65 * rng.random((n, k)), 0.0, 1.0)
+    return probs, targets
+
+
+def test_multilabel_agrees_with_sklearn():
+    probs, targets = _random_multilabel()
+    m = multilabel_metrics(probs, targets)
+    preds = (probs >= 0.5).astype(int)
+    assert m["auroc"] == pytest.approx(skm.roc_auc_score(targets, probs, average="macro"))
+    assert m["auprc"] == pytest.approx(
+        skm.average_precision_score(targets, probs, average="macro"))
+    assert m["f1"] == pytest.approx(
+        skm.f1_score(targets, preds, average="macro", zero_division=0))
+    assert m["precision"] == pytest.approx(
+        skm.precision_score(targets, preds, average="macro", zero_division=0))
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    bce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean()
+    assert m["loss"] == pytest.approx(bce)
+
+
+def test_multilabel_mask_and_absent_label():
+    probs, targets = _random_multilabel(n=50, k=4)
+    targets[:, 2] = 0  # label 2 has no positives: skipped by AUROC and AUPRC
+    mask = np.arange(50) < 40
+    m = multilabel_metrics(probs, targets, mask=mask)
+    p, t = probs[:40], targets[:40]
+    keep = [0, 1, 3]
+    assert m["auroc"] == pytest.approx(skm.roc_auc_score(t[:, keep], p[:, keep]))
+    assert m["auprc"] == pytest.approx(skm.average_precision_score(t[:, keep], p[:, keep]))
+    assert m == pytest.approx(multilabel_metrics(p, t))
+
+
+def test_accumulator_matches_one_shot_with_padded_batches():
+    probs, labels = _random_problem(n=250, k=5, seed=6)
+    acc = MetricsAccumulator(num_classes=5)
+    batch = 64
+    for start in range(0, 250, batch):
+        p, lab = probs[start:start + batch], labels[start:start + batch]
+        n = p.shape[0]
+        # Pad the last batch to the fixed batch size like the evaluator does.
+        pad = batch - n
+        p = np.concatenate([p, np.full((pad, 5), 0.2, np.float32)])
+        lab = np.concatenate([lab, np.zeros(pad, labels.dtype)])
+        acc.update(jnp.asarray(p), jnp.asarray(lab), mask=jnp.arange(batch) < n)
+    assert acc.num_examples == 250
+    assert acc.compute() == pytest.approx(classification_metrics(probs, labels))
+    acc.reset()
+    assert acc.num_examples == 0
+    with pytest.raises(ValueError):
+        acc.compute()
+
+
+def test_accumulator_multilabel():
+    probs, targets = _random_multilabel(n=90, k=3)
+    acc = MetricsAccumulator(multilabel=True)
+    for s in range(0, 90, 32):
+        acc.update(probs[s:s + 32], targets[s:s + 32])
+    assert acc.compute() == pytest.approx(multilabel_metrics(probs, targets))
+
+
+def test_record_level_averages_segments():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]])
+    labels = np.array([0, 0, 1, 1, 1])
+    rids = np.array(["b", "b", "a", "a", "pad"])
+    mask = np.array([1, 1, 1, 1, 0])
+    rec_probs, rec_labels, ids = record_level(probs, labels, rids, mask=mask)
+    assert ids.tolist() == ["a", "b"]
+    np.testing.assert_allclose(rec_probs, [[0.4, 0.6], [0.6, 0.4]])
+    assert rec_labels.tolist() == [1, 0]
+    m = record_level_metrics(probs, labels, rids, mask=mask)
+    assert m["accuracy"] == pytest.approx(1.0)  # segment-level accuracy is only 0.5
+
+
+def test_record_level_rejects_inconsistent_labels():
+    with pytest.raises(ValueError, match="different labels"):
+        record_level(np.full((2, 2), 0.5), np.array([0, 1]), np.array([7, 7]))
+
+
+def test_accumulator_record_level():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    labels = np.array([0, 0, 1, 1])
+    rids = np.array([10, 10, 11, 11])
+    acc = MetricsAccumulator()
+    acc.update(probs[:2], labels[:2], record_ids=rids[:2])
+    acc.update(probs[2:], labels[2:], record_ids=rids[2:])
+    assert acc.compute()["accuracy"] == pytest.approx(0.5)
+    assert acc.compute_record_level()["accuracy"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="every batch"):
+        acc.update(probs, labels)
+
+
+def test_aggregate_seeds_sample_std():
+    runs = [{"f1": 0.1, "auroc": 0.9}, {"f1": 0.2, "auroc": 0.9}, {"f1": 0.3, "auroc": 0.9}]
+    agg = aggregate_seeds(runs)
+    assert agg["f1"]["mean"] == pytest.approx(0.2)
+    assert agg["f1"]["std"] == pytest.approx(0.1)  # sqrt(0.02 / (3 - 1))
+    assert agg["auroc"] == pytest.approx({"mean": 0.9, "std": 0.0})
+    pop = aggregate_seeds(runs, ddof=0)
+    assert pop["f1"]["std"] == pytest.approx(np.std([0.1, 0.2, 0.3]))
+    assert math.isnan(aggregate_seeds(runs[:1])["f1"]["std"])
+    with pytest.raises(ValueError, match="keys"):
+        aggregate_seeds([{"f1": 0.1}, {"f1": 0.2, "auroc": 0.5}])
+    assert format_mean_std({"mean": 0.96344, "std": 0.00111}) == "96.34 ± 0.11"
