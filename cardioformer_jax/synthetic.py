@@ -483,22 +483,27 @@ def _default_rhythm(code: str, hr: float) -> str:
     return "SBRAD" if hr < 60 else "STACH" if hr > 100 else "SR"
 
 
+def _heart_rate(code: str, rhythm: str | None, rng: np.random.Generator) -> float:
+    """Ventricular rate (bpm) for a record of `code` (for AFLT: the conduction ratio's)."""
+    if code == "3AVB":
+        return float(rng.uniform(30, 45))
+    if code == "AFLT":
+        return 75.0  # unused: the flutter rate and conduction ratio set the rhythm
+    if code == "PACE":
+        return float(rng.choice([60.0, 70.0, 72.0, 80.0]))
+    if rhythm == "AFIB" or code == "AFIB":
+        return float(rng.uniform(60, 140))
+    sc = _CODE_TO_SUPERCLASS.get(code, "NORM")
+    return float(np.clip(rng.normal(_CLASS_HR[sc], 12.0), 45.0, 125.0))
+
+
 def _simulate(code: str, rng: np.random.Generator, *, fs: float = 500.0,
               duration_s: float = 10.0, heart_rate: float | None = None,
               rhythm: str | None = None, noise: float = 1.0, mains_hz: float = 50.0,
               pvc_prob: float = 0.0) -> tuple[np.ndarray, _SimInfo]:
     code = _resolve(code, rng)
     if heart_rate is None:
-        sc = _CODE_TO_SUPERCLASS.get(code, "NORM")
-        heart_rate = float(np.clip(rng.normal(_CLASS_HR[sc], 12.0), 45.0, 125.0))
-        if code == "3AVB":
-            heart_rate = rng.uniform(30, 45)
-        elif code == "AFLT":
-            heart_rate = 75.0  # replaced by the flutter conduction ratio
-        elif code == "PACE":
-            heart_rate = rng.choice([60.0, 70.0, 72.0, 80.0])
-        elif rhythm == "AFIB" or code == "AFIB":
-            heart_rate = rng.uniform(60, 140)
+        heart_rate = _heart_rate(code, rhythm, rng)
     rhythm = rhythm or _default_rhythm(code, heart_rate)
     morph = _morphology("NORM" if code in ("AFIB", "PVC") else code, 60.0 / heart_rate, rng)
     if code == "3AVB":  # ventricular escape: wide QRS
@@ -727,12 +732,16 @@ def _scp_dict(code: str, rhythm_code: str | None, rng: np.random.Generator,
     return dict(items)
 
 
-def _rhythm_code(info: _SimInfo, rng: np.random.Generator) -> str | None:
+def _rhythm_code(rhythm: str | None, hr: float, rng: np.random.Generator) -> str | None:
     if rng.random() < 0.1:
         return None  # many PTB-XL records carry no rhythm statement
-    if info.rhythm in ("AFIB", "AFLT", "PACE", "SARRH"):
-        return info.rhythm
-    return "SBRAD" if info.hr < 60 else "STACH" if info.hr > 100 else "SR"
+    if rhythm in ("AFIB", "SARRH"):
+        return rhythm
+    return "SBRAD" if hr < 60 else "STACH" if hr > 100 else "SR"
+
+
+_OTHER_SCP = {"AFLT": {"AFLT": 0.0}, "AFLT_TIE": {"AFLT": 0.0, "NDT": 0.0},
+              "PACE": {"PACE": 0.0}, "PVC": {"PVC": 100.0, "NORM": 80.0, "SR": 0.0}}
 
 
 @dataclass
@@ -740,8 +749,10 @@ class _PlannedRecord:
     patient: int
     code: str  # simulated SCP code (or AFLT/AFLT_TIE/PACE/PVC for "other")
     label: str  # intended SPEC 4.1 label: superclass or "other"
+    scp_codes: dict[str, float]
+    heart_rate: float
     tie: bool = False
-    rhythm: str | None = None  # forced rhythm (AFIB), else derived
+    rhythm: str | None = None  # forced rhythm (AFIB, SARRH), else derived from the rate
 
 
 def _plan_records(n_patients: int, rng: np.random.Generator) -> tuple[list[_PlannedRecord],
@@ -769,23 +780,32 @@ def _plan_records(n_patients: int, rng: np.random.Generator) -> tuple[list[_Plan
             # Same patient, same disease: the subtype usually repeats between visits.
             code = sub if (lab == c and rng.random() < 0.7) else _resolve(lab, rng)
             if kind == "other" and j == n_rec - 1:
-                recs.append(_PlannedRecord(p, _OTHER_KINDS[rng.integers(4)], "other"))
+                other = _OTHER_KINDS[rng.integers(4)]
+                sim = {"AFLT_TIE": "AFLT"}.get(other, other)
+                recs.append(_PlannedRecord(p, other, "other", dict(_OTHER_SCP[other]),
+                                           _heart_rate(sim, None, rng)))
                 continue
-            afib = lab not in ("NORM",) and code not in ("1AVB", "2AVB", "3AVB", "WPW",
-                                                         "LAO/LAE", "RAO/RAE")
-            recs.append(_PlannedRecord(
-                p, code, lab, tie=bool(lab != "NORM" and rng.random() < 0.04),
-                rhythm="AFIB" if afib and rng.random() < 0.06 else None))
+            rhythm = None
+            if lab == "NORM" and rng.random() < 0.05:
+                rhythm = "SARRH"
+            elif lab != "NORM" and code not in ("1AVB", "2AVB", "3AVB", "WPW", "LAO/LAE",
+                                                "RAO/RAE") and rng.random() < 0.06:
+                rhythm = "AFIB"
+            hr = _heart_rate(code, rhythm, rng)
+            tie = bool(lab != "NORM" and rng.random() < 0.04)
+            scp = _scp_dict(code, _rhythm_code(rhythm, hr, rng), rng, tie)
+            recs.append(_PlannedRecord(p, code, lab, scp, hr, tie, rhythm))
     return recs, kinds
 
 
 def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
     """The PTB-XL twin's ground truth, without writing anything (fast).
 
-    One row per record: ecg_id, patient_id, strat_fold, code (simulated SCP code, or
-    AFLT/AFLT_TIE/PACE/PVC for records meant to be "other"), label (the SPEC 4.1 label the
-    scp_codes encode), tie (the top likelihood is tied), patient_kind (pure/mixed/other) and
-    patient_kept (whether SPEC 4.1's patient filter must keep the patient).
+    One row per record: ecg_id, patient_id, strat_fold, scp_codes (the CSV's string),
+    code (simulated SCP code, or AFLT/AFLT_TIE/PACE/PVC for records meant to be "other"),
+    label (the SPEC 4.1 label that scp_codes encode), tie (top likelihood tied with a code of
+    another superclass), rhythm (forced rhythm or None), heart_rate (bpm), patient_kind
+    (pure/mixed/other) and patient_kept (whether SPEC 4.1's patient filter keeps the patient).
     """
     rng = np.random.default_rng([seed, 0])
     recs, kinds = _plan_records(n_patients, rng)
@@ -797,7 +817,7 @@ def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
     first_label = {}
     for r in recs:
         first_label.setdefault(r.patient, r.label)
-    for lab in set(first_label.values()):
+    for lab in sorted(set(first_label.values())):  # sorted: hash order varies
         members = [p for p, v in first_label.items() if v == lab]
         members = [members[i] for i in rng.permutation(len(members))]
         for k, p in enumerate(members):
@@ -806,10 +826,12 @@ def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
         "ecg_id": ecg_ids,
         "patient_id": pids[[r.patient for r in recs]],
         "strat_fold": folds[[r.patient for r in recs]],
+        "scp_codes": [str(r.scp_codes) for r in recs],
         "code": [r.code for r in recs],
         "label": [r.label for r in recs],
         "tie": [r.tie for r in recs],
         "rhythm": [r.rhythm for r in recs],
+        "heart_rate": [r.heart_rate for r in recs],
         "patient_kind": [kinds[r.patient] for r in recs],
     })
     df["patient_kept"] = df["patient_kind"] == "pure"
@@ -866,12 +888,8 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
         code = rec.code
         sim_code = {"AFLT_TIE": "AFLT"}.get(code, code)
         pvc_prob = 0.0 if code == "PVC" else (0.05 if r_rng.random() < 0.08 else 0.0)
-        sig, info = _simulate(sim_code, r_rng, rhythm=rec.rhythm, pvc_prob=pvc_prob)
-        if rec.label == "other":
-            scp = {"AFLT": {"AFLT": 0.0}, "AFLT_TIE": {"AFLT": 0.0, "NDT": 0.0},
-                   "PACE": {"PACE": 0.0}, "PVC": {"PVC": 100.0, "NORM": 80.0, "SR": 0.0}}[code]
-        else:
-            scp = _scp_dict(code, _rhythm_code(info, r_rng), r_rng, bool(rec.tie))
+        sig, info = _simulate(sim_code, r_rng, heart_rate=rec.heart_rate, rhythm=rec.rhythm,
+                              pvc_prob=pvc_prob)
         folder = f"{ecg_id // 1000 * 1000:05d}"
         hr_name, lr_name = f"records500/{folder}/{ecg_id:05d}_hr", \
             f"records100/{folder}/{ecg_id:05d}_lr"
@@ -901,7 +919,7 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
             "device": _DEVICES[r_rng.integers(len(_DEVICES))],
             "recording_date": str(stamp).replace("T", " "),
             "report": _REPORTS[sc][r_rng.integers(3)],
-            "scp_codes": str(scp),
+            "scp_codes": rec.scp_codes,
             "heart_axis": axis,
             "infarction_stadium1": (["Stadium I", "Stadium II", "Stadium III", "unknown"][
                 r_rng.integers(4)] if sc == "MI" else None),
