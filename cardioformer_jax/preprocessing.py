@@ -1,0 +1,369 @@
+"""Raw WFDB record -> model-ready arrays (SPEC section 4).
+
+This is the one place where signals are prepared: the TFDS builders and inference on raw
+records both call it, so a sample seen at inference time went through exactly the steps
+its training samples did.
+
+Steps: read in physical units (verifying the header against the data), resample to
+250 Hz by linear interpolation, standardise every lead over the whole record, then either
+cut 1 s segments (PTB-XL, MIMIC-IV-ECG) or heartbeats (PTB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import wfdb
+
+TARGET_FS = 250
+"""Sampling rate (Hz) every signal is resampled to."""
+
+SEGMENT_LENGTH = TARGET_FS
+"""Samples per segment for PTB-XL and MIMIC-IV-ECG: 1 s at 250 Hz."""
+
+BEAT_LENGTH = 300
+"""Samples per (zero-padded) PTB heartbeat."""
+
+MAX_RR = 300
+"""PTB records whose RR interval exceeds this many samples at 250 Hz (1.2 s) are dropped."""
+
+# Bytes per sample of the WFDB formats whose file size follows from the header. The
+# compressed FLAC formats (508/516/524) are absent: their size cannot be predicted.
+_BYTES_PER_SAMPLE = {
+    "8": 1.0,
+    "16": 2.0,
+    "24": 3.0,
+    "32": 4.0,
+    "61": 2.0,
+    "80": 1.0,
+    "160": 2.0,
+    "212": 1.5,
+    "310": 4 / 3,
+    "311": 4 / 3,
+}
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; names the record and why.
+
+    `kind` is a short machine-readable reason (used to count skipped records by reason),
+    e.g. "missing_file", "truncated", "header_mismatch", "nan_lead", "flat_lead",
+    "wrong_fs", "wrong_lead_count", "too_short", "beat_detection_failed", "rr_too_long".
+    """
+
+    def __init__(self, path: str | os.PathLike[str], kind: str, reason: str):
+        self.path = os.fspath(path)
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason} [{kind}]")
+
+
+@dataclasses.dataclass(frozen=True)
+class WfdbRecord:
+    """A record read in physical units (float64, shape (n_samples, n_leads))."""
+
+    path: str
+    signal: np.ndarray
+    fs: float
+    lead_names: tuple[str, ...]
+    units: tuple[str, ...]
+    comments: tuple[str, ...]
+
+
+def _check_signal_files(path: str, header: wfdb.Record) -> None:
+    """Checks that every signal file exists and has exactly the size the header implies.
+
+    wfdb silently ignores trailing bytes and reports a short file only as a generic
+    "Samples were not loaded correctly", so this is checked here to name the problem.
+    """
+    directory = os.path.dirname(path)
+    by_file: dict[str, list[int]] = {}
+    for index, file_name in enumerate(header.file_name):
+        by_file.setdefault(file_name, []).append(index)
+    for file_name, channels in by_file.items():
+        file_path = os.path.join(directory, file_name)
+        if not os.path.isfile(file_path):
+            raise RecordError(path, "missing_file", f"signal file {file_path} does not exist")
+        formats = {header.fmt[c] for c in channels}
+        if len(formats) != 1 or (fmt := formats.pop()) not in _BYTES_PER_SAMPLE:
+            continue
+        frame = sum((header.samps_per_frame[c] or 1) for c in channels)
+        offset = header.byte_offset[channels[0]] or 0
+        expected = offset + math.ceil(header.sig_len * frame * _BYTES_PER_SAMPLE[fmt])
+        actual = os.path.getsize(file_path)
+        if actual < expected:
+            raise RecordError(
+                path,
+                "truncated",
+                f"{file_name} has {actual} bytes, the header implies {expected} "
+                f"({header.sig_len} samples x {frame} signals in format {fmt})",
+            )
+        if actual > expected:
+            raise RecordError(
+                path,
+                "header_mismatch",
+                f"{file_name} has {actual} bytes but the header implies only {expected} "
+                f"({header.sig_len} samples x {frame} signals in format {fmt})",
+            )
+
+
+def _check_header_fields(path: str, record: wfdb.Record) -> None:
+    """Compares the header's initial values and checksums with the digital samples."""
+    digital = record.d_signal
+    for c, name in enumerate(record.sig_name):
+        init = record.init_value[c] if record.init_value else None
+        if init is not None and int(digital[0, c]) != int(init):
+            raise RecordError(
+                path,
+                "header_mismatch",
+                f"lead {name}: first sample {int(digital[0, c])} but the header says {init}",
+            )
+        checksum = record.checksum[c] if record.checksum else None
+        if checksum is not None:
+            actual = int(np.sum(digital[:, c], dtype=np.int64) % 65536)
+            if actual != int(checksum) % 65536:
+                raise RecordError(
+                    path,
+                    "header_mismatch",
+                    f"lead {name}: checksum of the data does not match the header's {checksum}",
+                )
+
+
+def read_record(
+    path: str | os.PathLike[str],
+    *,
+    expected_fs: float | None = None,
+    expected_leads: int | None = None,
+    min_seconds: float | None = None,
+) -> WfdbRecord:
+    """Reads a WFDB record (path without extension) in physical units, verified.
+
+    All signal files the header names are read (for PTB: the 12 leads of `.dat` and the
+    3 Frank leads of `.xyz`). Raises `RecordError` for a missing or unreadable header, a
+    missing or truncated signal file, a header that disagrees with the data (file size,
+    initial values, checksums), NaN or flat-line leads, a sampling rate other than
+    `expected_fs`, a lead count other than `expected_leads` and records shorter than
+    `min_seconds`.
+    """
+    path = os.fspath(path)
+    if path.endswith((".hea", ".dat")):
+        path = path[:-4]
+    if not os.path.isfile(path + ".hea"):
+        raise RecordError(path, "missing_record", f"header {path}.hea does not exist")
+    try:
+        header = wfdb.rdheader(path)
+    except Exception as err:  # wfdb raises many types for malformed headers
+        raise RecordError(path, "bad_header", f"cannot parse header: {err}") from err
+    if getattr(header, "seg_name", None) is not None:
+        raise RecordError(path, "unsupported", "multi-segment records are not supported")
+    if not header.n_sig or not header.sig_len:
+        raise RecordError(path, "too_short", "header declares no signals or no samples")
+    if expected_fs is not None and not math.isclose(header.fs, expected_fs):
+        raise RecordError(path, "wrong_fs", f"sampling rate {header.fs} Hz, expected {expected_fs}")
+    if expected_leads is not None and header.n_sig != expected_leads:
+        raise RecordError(
+            path, "wrong_lead_count", f"{header.n_sig} leads, expected {expected_leads}"
+        )
+    if any((s or 1) != 1 for s in header.samps_per_frame):
+        raise RecordError(path, "unsupported", "multi-frequency records are not supported")
+    if min_seconds is not None and header.sig_len < min_seconds * header.fs:
+        raise RecordError(
+            path,
+            "too_short",
+            f"{header.sig_len / header.fs:.3f} s long, at least {min_seconds} s needed",
+        )
+    _check_signal_files(path, header)
+
+    try:
+        record = wfdb.rdrecord(path, physical=False)
+    except Exception as err:
+        raise RecordError(path, "unreadable", f"wfdb cannot read the samples: {err}") from err
+    if record.d_signal is None or record.d_signal.shape != (header.sig_len, header.n_sig):
+        raise RecordError(path, "header_mismatch", "sample array does not match the header")
+    _check_header_fields(path, record)
+    # dac() maps each format's "invalid sample" code to NaN, so gaps surface as NaN here.
+    signal = np.asarray(record.dac(return_res=64), dtype=np.float64)
+
+    nan_leads = [record.sig_name[c] for c in np.flatnonzero(np.isnan(signal).any(axis=0))]
+    if nan_leads:
+        raise RecordError(path, "nan_lead", f"NaN / invalid samples in leads {nan_leads}")
+    flat = np.ptp(signal, axis=0) == 0
+    if flat.any():
+        names = [record.sig_name[c] for c in np.flatnonzero(flat)]
+        raise RecordError(path, "flat_lead", f"flat-line (constant) leads {names}")
+    return WfdbRecord(
+        path=path,
+        signal=signal,
+        fs=float(record.fs),
+        lead_names=tuple(record.sig_name),
+        units=tuple(record.units),
+        comments=tuple(record.comments or ()),
+    )
+
+
+def resampled_length(n_samples: int, fs: float, target_fs: float = TARGET_FS) -> int:
+    """`floor(n / fs * target_fs)`: the number of samples after resampling (SPEC 4)."""
+    return math.floor(n_samples / fs * target_fs)
+
+
+def resample_linear(signal: np.ndarray, fs: float, target_fs: float = TARGET_FS) -> np.ndarray:
+    """Resamples along axis 0 by linear interpolation (SPEC 4).
+
+    `n` samples at `fs` become `floor(n / fs * target_fs)` samples on an evenly spaced grid
+    spanning the same first and last sample, i.e. `np.interp(np.linspace(0, n - 1, m),
+    arange(n), x)` per lead; done for all leads at once with the same arithmetic.
+    """
+    signal = np.asarray(signal, dtype=np.float64)
+    n = signal.shape[0]
+    m = resampled_length(n, fs, target_fs)
+    if m < 2 or n < 2:
+        raise ValueError(f"{n} samples at {fs} Hz are too few to resample to {target_fs} Hz")
+    grid = np.linspace(0.0, n - 1, m)
+    left = np.minimum(np.floor(grid).astype(np.int64), n - 2)
+    frac = (grid - left)[:, None]
+    lo = signal[left]
+    hi = signal[left + 1]
+    # np.interp's formula: slope * (x - xp[j]) + fp[j]; keeps the endpoints exact.
+    return (hi - lo) * frac + lo
+
+
+def standardize(x: np.ndarray, axis: int = -2) -> np.ndarray:
+    """Per-lead standardisation: mean 0, population std 1; a constant lead becomes zeros.
+
+    `axis` is the time axis (default -2 for `(..., T, C)` arrays), so this serves both the
+    per-record step of SPEC 4 and the per-sample step of SPEC 1. Computed in float64,
+    returned as float32.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=axis, keepdims=True)
+    centred = x - mean
+    std = np.sqrt(np.mean(centred * centred, axis=axis, keepdims=True))
+    # Exact constancy (max == min) rather than a std threshold: round-off makes the std of
+    # a constant lead tiny but non-zero, and dividing by it would amplify noise.
+    constant = np.ptp(x, axis=axis, keepdims=True) == 0
+    out = np.divide(centred, std, out=np.zeros_like(centred), where=~constant)
+    return out.astype(np.float32)
+
+
+def segment(signal: np.ndarray, length: int = SEGMENT_LENGTH) -> np.ndarray:
+    """Cuts `(T, C)` into `(T // length, length, C)` consecutive non-overlapping segments.
+
+    A trailing remainder shorter than `length` is dropped.
+    """
+    k = signal.shape[0] // length
+    return np.ascontiguousarray(signal[: k * length].reshape(k, length, *signal.shape[1:]))
+
+
+def prepare_signal(signal: np.ndarray, fs: float) -> np.ndarray:
+    """The common steps of SPEC 4 on a physical `(n, C)` signal: resample + standardise."""
+    return standardize(resample_linear(signal, fs), axis=0)
+
+
+def prepare_record(
+    path: str | os.PathLike[str],
+    *,
+    expected_fs: float | None = None,
+    expected_leads: int | None = None,
+    min_seconds: float | None = 1.0,
+) -> np.ndarray:
+    """Reads a record and returns it at 250 Hz, standardised per lead: `(n250, C)` float32."""
+    record = read_record(
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=min_seconds
+    )
+    return prepare_signal(record.signal, record.fs)
+
+
+def record_segments(
+    path: str | os.PathLike[str],
+    *,
+    expected_fs: float | None = None,
+    expected_leads: int | None = None,
+) -> np.ndarray:
+    """PTB-XL / MIMIC-IV-ECG samples of a record: `(k, 250, C)` float32 (SPEC 4.1, 4.3)."""
+    prepared = prepare_record(
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
+    )
+    segments = segment(prepared)
+    if len(segments) == 0:  # pragma: no cover - min_seconds guarantees one segment
+        raise RecordError(path, "too_short", "shorter than one segment after resampling")
+    return segments
+
+
+def detect_r_peaks(lead: np.ndarray, fs: int = TARGET_FS) -> np.ndarray:
+    """R-peak sample indices of one lead: neurokit2 `ecg_clean` + `ecg_peaks` ("neurokit")."""
+    import neurokit2 as nk  # imported lazily: ~2 s, and only PTB heartbeats need it
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # neurokit warns about short / odd signals
+        cleaned = nk.ecg_clean(lead, sampling_rate=fs, method="neurokit")
+        _, info = nk.ecg_peaks(cleaned, sampling_rate=fs, method="neurokit")
+    return np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
+
+
+def heartbeats(
+    signal: np.ndarray,
+    *,
+    path: str | os.PathLike[str] = "<signal>",
+    fs: int = TARGET_FS,
+    max_rr: int = MAX_RR,
+    beat_length: int = BEAT_LENGTH,
+    peaks: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """Cuts a resampled, standardised `(T, C)` record into heartbeats (SPEC 4.2).
+
+    Per lead: R peaks (neurokit2) and the median RR interval; the record's RR is the median
+    over leads. The k-th beat's R position is the median over leads of their k-th peak.
+    SPEC 4.2 leaves open what happens when leads detect different numbers of beats: here
+    the number of beats is the median of the per-lead counts, and beat k's position is the
+    median over the leads that have a k-th peak, which tolerates one lead missing or adding
+    a few beats in either direction. Each beat is `[R - RR//2, R - RR//2 + RR)` clipped to
+    the record, zero-padded equally on both sides (the odd extra sample on the right) to
+    `beat_length`. Raises `RecordError` when detection fails (a lead with fewer than two
+    peaks, or neurokit2 raising) or the RR interval exceeds `max_rr`.
+
+    `peaks` (one index array per lead) bypasses detection; used to test the cutting alone.
+    """
+    signal = np.asarray(signal, dtype=np.float32)
+    n, n_leads = signal.shape
+    if peaks is None:
+        try:
+            peaks = [detect_r_peaks(signal[:, c], fs) for c in range(n_leads)]
+        except Exception as err:  # neurokit2 raises assorted errors on degenerate input
+            raise RecordError(path, "beat_detection_failed", f"neurokit2 failed: {err}") from err
+    counts = [len(p) for p in peaks]
+    if min(counts) < 2:
+        raise RecordError(
+            path, "beat_detection_failed", f"a lead has fewer than two R peaks (counts {counts})"
+        )
+    rr = float(np.median([np.median(np.diff(p)) for p in peaks]))
+    if rr > max_rr:
+        raise RecordError(path, "rr_too_long", f"RR interval {rr:g} samples exceeds {max_rr}")
+    rr_int = int(round(rr))
+    n_beats = int(np.median(counts))
+    beats = np.zeros((n_beats, beat_length, n_leads), dtype=np.float32)
+    for k in range(n_beats):
+        r = int(np.median([p[k] for p in peaks if len(p) > k]))
+        start = max(r - rr_int // 2, 0)
+        stop = min(r - rr_int // 2 + rr_int, n)
+        piece = signal[start:stop]
+        left = (beat_length - len(piece)) // 2
+        beats[k, left : left + len(piece)] = piece
+    return beats
+
+
+def record_heartbeats(
+    path: str | os.PathLike[str],
+    *,
+    expected_fs: float | None = None,
+    expected_leads: int | None = None,
+) -> np.ndarray:
+    """PTB samples of a record: heartbeats `(k, 300, C)` float32 (SPEC 4.2)."""
+    prepared = prepare_record(
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
+    )
+    return heartbeats(prepared, path=path)

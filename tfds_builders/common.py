@@ -1,0 +1,391 @@
+"""Shared TFDS machinery of the three ECG builders (PTB-XL, PTB, MIMIC-IV-ECG).
+
+A dataset builder only says how to index its PhysioNet folder (`_index`: which records,
+with which label, subject and demographics) and how records become samples (segments or
+heartbeats). Everything else lives here: features, configs, subject splits and their
+disjointness check, parallel record processing, skip accounting and the metadata.
+
+Files are written as ArrayRecord; TFDS 4.9.10 serialises examples with its own protobuf
+classes, so no TensorFlow is needed to build or to read (`as_data_source`).
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+from etils import epath
+
+from tfds_builders import parallel, processing, splits
+
+logger = logging.getLogger(__name__)
+
+SPLITS = splits.SPLITS
+MAX_LISTED_SKIPS = 100  # skipped records listed by path in the metadata (all are counted)
+
+
+@dataclasses.dataclass(eq=False)
+class EcgConfig(tfds.core.BuilderConfig):
+    """Builder config: how subjects are split and which records are used.
+
+    split_method: "ordered" (SPEC 4.4: subjects in ascending id order per class),
+        "random" (per class in an order shuffled with `split_seed`) or "strat_fold"
+        (PTB-XL's folds 1-8 / 9 / 10).
+    split_bounds: (a, b): per class the first floor(a*n) subjects go to train, those up to
+        floor(b*n) to validation, the rest to test (cumulative fractions, SPEC 4.4).
+    max_subject_id: keep only subjects with id <= this (MIMIC-IV reference subset).
+    label_scheme: PTB-XL only: "spec" (SPEC 4.1 single label and patient filter) or
+        "superdiagnostic" (multi-hot `labels` from scp_statements.csv, all records).
+    """
+
+    split_method: str = "ordered"
+    split_bounds: tuple[float, float] = (0.6, 0.8)
+    split_seed: int = 0
+    max_subject_id: int | None = None
+    label_scheme: str = "spec"
+
+    def __post_init__(self) -> None:
+        if self.split_method not in ("ordered", "random", "strat_fold"):
+            raise ValueError(f"unknown split_method {self.split_method!r}")
+        a, b = self.split_bounds
+        if not 0.0 <= a <= b <= 1.0:
+            raise ValueError(f"split_bounds must satisfy 0 <= a <= b <= 1: {self.split_bounds}")
+
+    def summary(self) -> dict[str, Any]:
+        """The settings that shaped the data, for the metadata."""
+        return {
+            "name": self.name,
+            "split_method": self.split_method,
+            "split_bounds": list(self.split_bounds),
+            "split_seed": self.split_seed if self.split_method == "random" else None,
+            "max_subject_id": self.max_subject_id,
+            "label_scheme": self.label_scheme,
+        }
+
+
+def derive_config(
+    base: EcgConfig,
+    *,
+    split_bounds: tuple[float, float] | None = None,
+    split_seed: int | None = None,
+) -> EcgConfig:
+    """A copy of `base` with other split bounds and/or a seeded random subject split.
+
+    The name records the change (e.g. `default-b0.7-0.85-seed3`), so differently split
+    datasets get different directories under `data_dir`.
+    """
+    name = base.name
+    changes: dict[str, Any] = {}
+    if split_bounds is not None:
+        a, b = (float(v) for v in split_bounds)
+        changes["split_bounds"] = (a, b)
+        name += f"-b{a:g}-{b:g}"
+    if split_seed is not None:
+        changes.update(split_method="random", split_seed=int(split_seed))
+        name += f"-seed{int(split_seed)}"
+    if not changes:
+        return base
+    description = f"{base.description} Derived: {changes}."
+    return dataclasses.replace(base, name=name, description=description, **changes)
+
+
+@dataclasses.dataclass
+class SourceIndex:
+    """What a builder found in its source folder before reading any signal.
+
+    `tasks` are the usable records sorted by (subject, record); `subject_classes` is the
+    class of every kept subject (for the ordered / random splits); `record_splits` maps
+    record_id to split for fold-based configs; `skipped` counts records left out by reason.
+    """
+
+    tasks: list[processing.RecordTask]
+    subject_classes: dict[int, int] = dataclasses.field(default_factory=dict)
+    record_splits: dict[str, str] | None = None
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+def find_source_root(base: Path, is_root: Callable[[Path], bool]) -> Path | None:
+    """`base` if `is_root(base)`, else its first sub-folder (sorted) for which it holds.
+
+    PhysioNet zips unpack into a versioned folder (e.g. `ptb-xl-...-1.0.3/`), so users may
+    point `manual_dir` at either level.
+    """
+    if is_root(base):
+        return base
+    if base.is_dir():
+        for child in sorted(base.iterdir()):
+            if child.is_dir() and is_root(child):
+                return child
+    return None
+
+
+def read_csv(path: Path, *, required: tuple[str, ...] = (), **kwargs: Any):
+    """pandas.read_csv with clear errors for a missing file or missing columns."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"metadata file {path} does not exist")
+    frame = pd.read_csv(path, **kwargs)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}")
+    return frame
+
+
+class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the ECG builders; subclasses set the class attributes and `_index`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+
+    HOMEPAGE: ClassVar[str]
+    DOWNLOAD_URL: ClassVar[str]
+    SOURCE_MARKERS: ClassVar[tuple[str, ...]]
+    CLASS_NAMES: ClassVar[tuple[str, ...]]
+    SIGNAL_SHAPE: ClassVar[tuple[int, int]]
+    MODE: ClassVar[processing.Mode]
+    SOURCE_FS: ClassVar[float]
+
+    def __init__(
+        self,
+        *,
+        num_workers: int | None = None,
+        progress: bool = True,
+        file_format: str | None = None,
+        **kwargs: Any,
+    ):
+        """`num_workers`: record-processing processes (default: all cores; 0 = in-process).
+
+        The file format defaults to ArrayRecord (random access, no TensorFlow).
+        """
+        super().__init__(file_format=file_format or "array_record", **kwargs)
+        self._num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+        self._progress = progress
+        self._explicit_manual_dir: str | None = None
+        self._split_stats: dict[str, dict[str, Any]] = {}
+        self._skipped: collections.Counter = collections.Counter()
+        self._skip_list: list[dict[str, str]] = []
+        self._pool = parallel.OrderedPool(0)
+
+    # --- where the builder's files are ---------------------------------------------------
+    # TFDS finds a builder's folder (README.md, CITATIONS.bib, checksums.tsv) through
+    # importlib.resources, and `code_path` then tests the result against the *backport*
+    # package `importlib_resources` (not a TFDS dependency, absent here): building any
+    # builder that lives in a package fails with ModuleNotFoundError without it. The
+    # folder is simply where the subclass's module file is.
+
+    @classmethod
+    def _get_pkg_dir_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls)).parent
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls))
+
+    # --- to be provided by each dataset --------------------------------------------------
+
+    @abc.abstractmethod
+    def _index(self, root: Path) -> SourceIndex:
+        """Reads the metadata under `root` and lists the usable records (no signals)."""
+
+    def _is_source_root(self, path: Path) -> bool:
+        """Whether `path` is the unpacked PhysioNet folder (default: holds SOURCE_MARKERS)."""
+        return all((path / marker).exists() for marker in self.SOURCE_MARKERS)
+
+    def _extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+        return {}
+
+    def _extra_example_fields(self, task: processing.RecordTask) -> dict[str, Any]:
+        return {}
+
+    # --- TFDS hooks ----------------------------------------------------------------------
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        length, leads = self.SIGNAL_SHAPE
+        features = {
+            "signal": tfds.features.Tensor(
+                shape=(length, leads),
+                dtype=np.float32,
+                # Raw bytes instead of a float list: ~15x faster to serialise and parse,
+                # and identical arrays after decoding.
+                encoding=tfds.features.Encoding.BYTES,
+                doc=f"{length} samples x {leads} leads at 250 Hz, standardised per lead",
+            ),
+            "label": tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
+            "subject_id": tfds.features.Scalar(np.int64, doc="patient / subject id"),
+            "record_id": tfds.features.Text(doc="record path relative to the source root"),
+            "segment": tfds.features.Scalar(np.int32, doc="segment / beat index in record"),
+            "age": tfds.features.Scalar(np.float32, doc="years; -1 unknown"),
+            "sex": tfds.features.Scalar(np.int32, doc="0 male, 1 female, -1 unknown"),
+            **self._extra_features(),
+        }
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features),
+            supervised_keys=("signal", "label"),
+            homepage=self.HOMEPAGE,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _download_and_prepare(self, dl_manager, download_config, **kwargs):
+        # Remembered so that a mistyped --manual_dir is an error, never a silent download.
+        self._explicit_manual_dir = download_config.manual_dir
+        # One set of worker processes serves all splits (TFDS generates them in turn).
+        with parallel.OrderedPool(self._num_workers) as self._pool:
+            result = super()._download_and_prepare(dl_manager, download_config, **kwargs)
+        self._finish_metadata()
+        return result
+
+    def _source_root(self, dl_manager) -> Path:
+        """The unpacked PhysioNet folder: manual_dir if there is one, else downloaded."""
+        manual = Path(self._explicit_manual_dir or dl_manager._manual_dir).expanduser()
+        if self._explicit_manual_dir is not None or (manual.is_dir() and any(manual.iterdir())):
+            if not manual.is_dir():
+                raise FileNotFoundError(f"manual_dir {manual} does not exist")
+            root = find_source_root(manual, self._is_source_root)
+            if root is None:
+                raise FileNotFoundError(
+                    f"{manual / self.SOURCE_MARKERS[0]} not found (nor in a sub-folder of "
+                    f"{manual}); expected the unpacked PhysioNet folder.\n"
+                    f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+                )
+            return root
+        logger.info("No manual_dir: downloading %s", self.DOWNLOAD_URL)
+        extracted = Path(dl_manager.download_and_extract(self.DOWNLOAD_URL))
+        root = find_source_root(extracted, self._is_source_root)
+        if root is None:
+            raise FileNotFoundError(
+                f"{self.SOURCE_MARKERS[0]} not found in the download {extracted}"
+            )
+        return root
+
+    def _split_generators(self, dl_manager):
+        config: EcgConfig = self.builder_config
+        root = self._source_root(dl_manager)
+        index = self._index(root)
+        self._skipped.update(index.skipped)
+        if not index.tasks:
+            raise ValueError(
+                f"no usable record under {root} (left out by reason: {dict(index.skipped)})"
+            )
+        if config.split_method == "strat_fold":
+            if index.record_splits is None:
+                raise ValueError(f"{self.name} does not support split_method='strat_fold'")
+            split_of = {t.record_id: index.record_splits[t.record_id] for t in index.tasks}
+        else:
+            seed = config.split_seed if config.split_method == "random" else None
+            by_subject = splits.subject_splits(
+                index.subject_classes, config.split_bounds, seed=seed
+            )
+            split_of = {t.record_id: by_subject[t.subject_id] for t in index.tasks}
+        plan: dict[str, list[processing.RecordTask]] = {s: [] for s in SPLITS}
+        for task in index.tasks:
+            plan[split_of[task.record_id]].append(task)
+        splits.check_disjoint({s: (t.subject_id for t in plan[s]) for s in SPLITS})
+
+        self._source_dir = os.fspath(root)
+        for split in SPLITS:
+            self._split_stats[split] = {
+                "planned_records": len(plan[split]),
+                "planned_subjects": len({t.subject_id for t in plan[split]}),
+            }
+        empty = [s for s in SPLITS if not plan[s]]
+        if empty:
+            # TFDS cannot write a split without examples; tiny sources can produce one.
+            logger.warning("%s: no subject falls into split(s) %s; not written", root, empty)
+        return {s: self._generate_examples(s, plan[s]) for s in SPLITS if plan[s]}
+
+    def _generate_examples(self, split: str, tasks: list[processing.RecordTask]):
+        process = functools.partial(
+            processing.process_record,
+            mode=self.MODE,
+            expected_fs=self.SOURCE_FS,
+            expected_leads=self.SIGNAL_SHAPE[1],
+        )
+        results = self._pool.map(process, tasks)
+        stats = self._split_stats[split]
+        class_examples: collections.Counter = collections.Counter()
+        class_records: collections.Counter = collections.Counter()
+        class_subjects: dict[int, set[int]] = collections.defaultdict(set)
+        hot_examples = np.zeros(len(self.CLASS_NAMES), dtype=np.int64)
+        desc = f"{self.name}/{self.builder_config.name} {split}"
+        with tqdm.tqdm(
+            total=len(tasks), desc=desc, unit=" records", disable=not self._progress
+        ) as bar:
+            for task, result in zip(tasks, results, strict=True):
+                bar.update()
+                if result.samples is None:
+                    self._record_skip(result.error_kind or "error", task.path, result.error)
+                    continue
+                fixed = {
+                    "label": task.label,
+                    "subject_id": task.subject_id,
+                    "record_id": task.record_id,
+                    "age": task.age,
+                    "sex": task.sex,
+                    **self._extra_example_fields(task),
+                }
+                for k, sample in enumerate(result.samples):
+                    yield f"{task.record_id}#{k}", {"signal": sample, "segment": k, **fixed}
+                n = len(result.samples)
+                class_examples[task.label] += n
+                class_records[task.label] += 1
+                class_subjects[task.label].add(task.subject_id)
+                if task.labels is not None:
+                    hot_examples += n * np.asarray(task.labels, dtype=np.int64)
+        names = self._label_names()
+        stats.update(
+            records=sum(class_records.values()),
+            examples=sum(class_examples.values()),
+            subjects=len(set().union(*class_subjects.values())) if class_subjects else 0,
+            class_examples={names[c]: class_examples[c] for c in sorted(class_examples)},
+            class_records={names[c]: class_records[c] for c in sorted(class_records)},
+            class_subjects={names[c]: len(class_subjects[c]) for c in sorted(class_subjects)},
+        )
+        if any(t.labels is not None for t in tasks):
+            stats["multilabel_examples"] = dict(
+                zip(self.CLASS_NAMES, hot_examples.tolist(), strict=True)
+            )
+        if stats["examples"] == 0:
+            raise ValueError(
+                f"{self._source_dir}: none of the {len(tasks)} records of split '{split}' "
+                f"could be used (skipped by reason: {dict(self._skipped)})"
+            )
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def _label_names(self) -> dict[int, str]:
+        return {-1: "unlabelled", **dict(enumerate(self.CLASS_NAMES))}
+
+    def _record_skip(self, kind: str, path: str, message: str | None) -> None:
+        self._skipped[kind] += 1
+        logger.warning("skipping record: %s", message or f"{path} [{kind}]")
+        if len(self._skip_list) < MAX_LISTED_SKIPS:
+            self._skip_list.append({"record": path, "reason": kind, "message": message or ""})
+
+    def _finish_metadata(self) -> None:
+        """Writes the build's statistics into `info.metadata` (saved as metadata.json)."""
+        self.info.metadata.update(
+            {
+                "config": self.builder_config.summary(),
+                "class_names": list(self.CLASS_NAMES),
+                "source_dir": getattr(self, "_source_dir", None),
+                "splits": self._split_stats,
+                "empty_splits": [
+                    s for s in SPLITS if self._split_stats.get(s, {}).get("planned_records") == 0
+                ],
+                "skipped_records": dict(sorted(self._skipped.items())),
+                "skipped_record_list": self._skip_list,
+            }
+        )

@@ -1,0 +1,69 @@
+"""Per-record work done in the builders' worker processes.
+
+Deliberately free of TFDS imports: worker processes import only this module (and
+`cardioformer_jax.preprocessing`, hence wfdb and numpy), which keeps their start-up short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from cardioformer_jax import preprocessing
+
+Mode = Literal["segments", "beats"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordTask:
+    """One source record and what every example cut from it carries.
+
+    `path` is the absolute record path without extension; `record_id` the path relative to
+    the dataset root (stable across machines, used as example key prefix).
+    """
+
+    path: str
+    record_id: str
+    subject_id: int
+    label: int
+    age: float = -1.0
+    sex: int = -1
+    labels: tuple[int, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordResult:
+    """Samples `(k, T, C)` float32 of a record, or why it was skipped."""
+
+    samples: np.ndarray | None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+def process_record(
+    task: RecordTask,
+    *,
+    mode: Mode,
+    expected_fs: float,
+    expected_leads: int,
+) -> RecordResult:
+    """Reads and prepares one record; a `RecordError` becomes a skipped result.
+
+    Other exceptions propagate: they are bugs, not bad input, and should stop the build.
+    """
+    try:
+        if mode == "segments":
+            samples = preprocessing.record_segments(
+                task.path, expected_fs=expected_fs, expected_leads=expected_leads
+            )
+        elif mode == "beats":
+            samples = preprocessing.record_heartbeats(
+                task.path, expected_fs=expected_fs, expected_leads=expected_leads
+            )
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+    except preprocessing.RecordError as err:
+        return RecordResult(samples=None, error_kind=err.kind, error=str(err))
+    return RecordResult(samples=samples)
