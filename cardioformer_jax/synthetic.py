@@ -30,6 +30,7 @@ from scipy import signal as sps
 __all__ = [
     "MIMIC_LEADS",
     "PTBXL_LEADS",
+    "RHYTHMS",
     "SUPERCLASS_CODES",
     "main",
     "plan_mimic",
@@ -74,6 +75,9 @@ _SUBTYPES: dict[str, dict[str, float]] = {
 _CLASS_PROBS = {"NORM": 0.38, "MI": 0.18, "STTC": 0.17, "CD": 0.15, "HYP": 0.12}
 # Mean heart rate per class (bpm); the rhythm code follows the simulated rate.
 _CLASS_HR = {"NORM": 70.0, "MI": 72.0, "STTC": 78.0, "CD": 70.0, "HYP": 74.0}
+# Rhythms the generator can simulate (PVC_BIGEMINY: every other beat a PVC).
+RHYTHMS = ("SR", "SBRAD", "STACH", "SARRH", "AFIB", "AFLT", "PACE", "2AVB", "3AVB",
+           "PVC_BIGEMINY")
 # Codes whose top position makes a record "other" under SPEC 4.1 (rhythm / form codes).
 _OTHER_KINDS = ("AFLT", "AFLT_TIE", "PACE", "PVC")
 
@@ -192,8 +196,8 @@ def _morphology(code: str, rr: float, rng: np.random.Generator) -> _Morphology:
         if inferior:
             away += _unit(0.0, -1.0, 0.1)
             r.vec[1] *= 0.35
-        if code in ("ASMI", "AMI", "ALMI", "INJAS", "INJAL") or code == "LMI":
-            away += _unit(0.1, 0.0, -1.0) if code != "LMI" else _unit(-1.0, 0.0, -0.2)
+        if code in ("ASMI", "AMI", "ALMI", "INJAS", "INJAL"):  # anterior: QS in V1-V3
+            away += _unit(0.1, 0.0, -1.0)
             r.vec[2] -= 0.3 * r_amp
             q.vec *= 0.2
         if lateral:
@@ -505,6 +509,8 @@ def _simulate(code: str, rng: np.random.Generator, *, fs: float = 500.0,
     if heart_rate is None:
         heart_rate = _heart_rate(code, rhythm, rng)
     rhythm = rhythm or _default_rhythm(code, heart_rate)
+    if rhythm not in RHYTHMS:
+        raise ValueError(f"unknown rhythm {rhythm!r}; expected one of {RHYTHMS}")
     morph = _morphology("NORM" if code in ("AFIB", "PVC") else code, 60.0 / heart_rate, rng)
     if code == "3AVB":  # ventricular escape: wide QRS
         for w in morph.qrst[:3]:
@@ -545,8 +551,9 @@ def _simulate(code: str, rng: np.random.Generator, *, fs: float = 500.0,
                                                + rng.uniform(0, 2 * np.pi)) for _ in range(3))
         out += np.outer(f * rng.uniform(0.015, 0.04), _unit(-0.3, 0.6, 0.75) @ basis)
     elif rhy.atrial_wave == "flutter":  # sawtooth, negative in II/III/aVF
-        saw = sps.sawtooth(2 * np.pi * rhy.atrial_rate * tt + rng.uniform(0, 6.3), width=0.85)
-        out += np.outer(saw * rng.uniform(0.12, 0.25), _unit(0.1, -0.85, 0.5) @ basis)
+        phase = rng.uniform(0, 2 * np.pi)
+        saw = sps.sawtooth(2 * np.pi * rhy.atrial_rate * tt + phase, width=0.85)
+        out += np.outer(saw * rng.uniform(0.08, 0.18), _unit(0.1, -0.85, 0.5) @ basis)
     extra, ninfo = _noise(n, fs, rng, noise, mains_hz)
     out += extra
     info = _SimInfo(code=code, rhythm=rhythm, hr=float(heart_rate), pr=morph.pr,
@@ -571,9 +578,10 @@ def synthesize_ecg(
 
     Leads are in PTB-XL order (`PTBXL_LEADS`). `code` is a PTB-XL superclass ("NORM", "MI",
     "STTC", "CD", "HYP": a random subtype is drawn), one of their SCP codes (e.g. "IMI",
-    "CLBBB", "LVH"), or "AFIB", "AFLT", "PACE", "PVC" (normal beats with that rhythm).
-    `rhythm` overrides the rhythm ("SR", "SBRAD", "STACH", "SARRH", "AFIB", ...); by default
-    it follows the code and the heart rate. `noise` scales all noise; 0 gives a clean signal.
+    "CLBBB", "LVH"), or "AFIB", "AFLT", "PVC" (normal beats in atrial fibrillation, flutter
+    or ventricular bigeminy) or "PACE" (ventricular pacing). `rhythm` (one of `RHYTHMS`)
+    overrides the rhythm; by default it follows the code and the heart rate (SBRAD below
+    60 bpm, STACH above 100). `noise` scales all noise; 0 gives a clean signal.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return _simulate(code, rng, fs=fs, duration_s=duration_s, heart_rate=heart_rate,
@@ -891,8 +899,8 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
         sig, info = _simulate(sim_code, r_rng, heart_rate=rec.heart_rate, rhythm=rec.rhythm,
                               pvc_prob=pvc_prob)
         folder = f"{ecg_id // 1000 * 1000:05d}"
-        hr_name, lr_name = f"records500/{folder}/{ecg_id:05d}_hr", \
-            f"records100/{folder}/{ecg_id:05d}_lr"
+        hr_name = f"records500/{folder}/{ecg_id:05d}_hr"
+        lr_name = f"records100/{folder}/{ecg_id:05d}_lr"
         _write_record(root / hr_name, sig, 500, 1000.0, PTBXL_LEADS)
         # records100 are the 500 Hz signals low-pass filtered and decimated, as in PTB-XL.
         _write_record(root / lr_name, sps.resample_poly(sig, 1, 5, axis=0), 100, 1000.0,

@@ -249,6 +249,8 @@ def test_synthesize_ecg_shape_units_and_lead_algebra():
     assert 0.3 < np.ptp(x, axis=0).max() < 10  # millivolts
     with pytest.raises(ValueError):
         synthetic.synthesize_ecg("NOT_A_CODE", seed=0)
+    with pytest.raises(ValueError):
+        synthetic.synthesize_ecg("NORM", rhythm="NOT_A_RHYTHM", seed=0)
 
 
 def test_bundle_branch_block_widens_qrs():
