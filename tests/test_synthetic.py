@@ -235,8 +235,8 @@ def _t_sign(x: np.ndarray, lead: str) -> float:
     return float(np.sign(np.median(vals)))
 
 
-def _clean(code: str, seed: int, **kw) -> np.ndarray:
-    return synthetic.synthesize_ecg(code, seed=seed, noise=0.0, **kw)
+def _clean(code: str, seed: int, duration_s: float = 4.0, **kw) -> np.ndarray:
+    return synthetic.synthesize_ecg(code, seed=seed, noise=0.0, duration_s=duration_s, **kw)
 
 
 def test_synthesize_ecg_shape_units_and_lead_algebra():
@@ -294,7 +294,7 @@ def test_first_degree_block_prolongs_pr_and_af_is_irregular():
     assert pr_gap(_clean("1AVB", 1, heart_rate=60)) > pr_gap(_clean("NORM", 1, heart_rate=60))
     rr_cv = {}
     for rhythm in ("SR", "AFIB"):
-        peaks, _ = _beats(_clean("NORM", 2, heart_rate=80, rhythm=rhythm))
+        peaks, _ = _beats(_clean("NORM", 2, duration_s=10.0, heart_rate=80, rhythm=rhythm))
         rr = np.diff(peaks)
         rr_cv[rhythm] = rr.std() / rr.mean()
     assert rr_cv["AFIB"] > 2 * rr_cv["SR"] and rr_cv["AFIB"] > 0.08
@@ -302,7 +302,7 @@ def test_first_degree_block_prolongs_pr_and_af_is_irregular():
 
 def test_heart_rate_follows_request():
     for hr in (50.0, 120.0):
-        peaks, _ = _beats(_clean("NORM", 3, heart_rate=hr))
+        peaks, _ = _beats(_clean("NORM", 3, duration_s=10.0, heart_rate=hr))
         assert abs(60 * FS / np.median(np.diff(peaks)) - hr) < 0.1 * hr
 
 
