@@ -1,0 +1,518 @@
+"""Cardioformer in Flax NNX (SPEC section 2).
+
+Layout choices that make the model fast to compile and to run:
+
+* Granularities that share a patch length see identical patches, so they form one *group*:
+  one patch extraction, one stacked embedding matmul and one batched attention (weights with
+  a leading granularity axis) per group instead of a Python loop over granularities.
+* Between layers the tokens of all granularities live in one array ``(B, S, D)`` ordered
+  group-major (``TokenLayout``), so the parts shared by all granularities (LayerNorms,
+  residual MLP blocks) are single large matmuls.
+* The ``e_layers`` encoder layers are stacked on a leading axis and applied with
+  ``jax.lax.scan``: one layer is traced and compiled, not six.
+
+Parameters are float32; ``dtype='bfloat16'`` runs the matmuls in bfloat16 while softmax,
+LayerNorm statistics and the logits stay float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cardioformer_jax import fast_random
+
+Array = jax.Array
+
+# SPEC 2.1 step 3: augmentations the port implements, with the reference's default strengths.
+_AUGMENTATION_DEFAULTS = {"none": 0.0, "jitter": 0.1, "scale": 0.1, "drop": 0.1}
+_REFERENCE_ONLY_AUGMENTATIONS = ("flip", "shuffle", "mask", "frequency")
+
+
+def parse_augmentations(spec: str | Sequence[str]) -> tuple[tuple[str, float], ...]:
+    """Parses the reference's augmentation list, e.g. ``"jitter0.2,scale0.2,drop0.5"``.
+
+    Returns ``(name, strength)`` pairs; a missing strength takes the reference's default.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    parsed = []
+    for item in (s.strip() for s in items):
+        match = re.fullmatch(r"([a-z]+)([0-9]*\.?[0-9]*)", item)
+        name = match.group(1) if match else item
+        if name in _REFERENCE_ONLY_AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation {item!r} exists in the reference but is not implemented here; "
+                f"use some of {sorted(_AUGMENTATION_DEFAULTS)}"
+            )
+        if match is None or name not in _AUGMENTATION_DEFAULTS:
+            raise ValueError(
+                f"unknown augmentation {item!r} in {spec!r}; expected names from "
+                f"{sorted(_AUGMENTATION_DEFAULTS)} followed by an optional strength, "
+                "e.g. 'jitter0.2,scale0.2,drop0.5'"
+            )
+        strength = float(match.group(2)) if match.group(2) else _AUGMENTATION_DEFAULTS[name]
+        if name == "drop" and not 0.0 <= strength < 1.0:
+            raise ValueError(f"augmentation {item!r}: a drop rate must lie in [0, 1)")
+        parsed.append((name, strength))
+    if not parsed:
+        raise ValueError("the augmentation list is empty; use 'none' for no augmentation")
+    return tuple(parsed)
+
+
+def _parse_patch_lens(value: str | int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [int(v) for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+    elif isinstance(value, int):
+        value = [value]
+    return tuple(int(v) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Validated, hashable model hyper-parameters (the ``model`` part of a config)."""
+
+    seq_len: int = 250
+    num_channels: int = 12
+    num_classes: int = 5
+    d_model: int = 128
+    d_ff: int = 256
+    n_heads: int = 8
+    e_layers: int = 6
+    dropout: float = 0.1
+    patch_lens: tuple[int, ...] = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
+    augmentations: tuple[tuple[str, float], ...] = (("jitter", 0.2), ("scale", 0.2), ("drop", 0.5))
+    no_inter_attn: bool = False
+    single_channel: bool = False
+    dtype: str = "float32"
+    rng_impl: str = "hash"  # dropout/augmentation randomness: see fast_random
+    scan_unroll: int = 1  # layers per scan iteration: 1 compiles fastest, e_layers runs fastest
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
+        if self.augmentations and isinstance(self.augmentations[0], tuple):
+            augmentations = self.augmentations
+        else:
+            augmentations = parse_augmentations(self.augmentations)
+        object.__setattr__(self, "augmentations", tuple(augmentations))
+        problems = []
+        for name in ("seq_len", "num_channels", "num_classes", "d_model", "d_ff", "n_heads",
+                     "e_layers"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_classes < 2:
+            problems.append(f"num_classes={self.num_classes} must be >= 2")
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        if not self.patch_lens:
+            problems.append("patch_lens is empty: give at least one patch length")
+        for p in self.patch_lens:
+            if p < 1:
+                problems.append(f"patch length {p} must be >= 1")
+            elif p > self.seq_len:
+                problems.append(
+                    f"patch length {p} is longer than the signal (seq_len={self.seq_len})"
+                )
+        if self.dtype not in ("float32", "bfloat16"):
+            problems.append(f"dtype={self.dtype!r} must be 'float32' or 'bfloat16'")
+        if not 1 <= self.scan_unroll:
+            problems.append(f"scan_unroll={self.scan_unroll} must be >= 1")
+        if self.rng_impl not in fast_random.IMPLEMENTATIONS:
+            problems.append(f"rng_impl={self.rng_impl!r} must be one of "
+                            f"{fast_random.IMPLEMENTATIONS}")
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | ModelConfig) -> ModelConfig:
+        """Builds from an ``ml_collections.ConfigDict`` (or dict); unknown keys are an error."""
+        if isinstance(config, ModelConfig):
+            return config
+        values = dict(config.items())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def num_granularities(self) -> int:
+        return len(self.patch_lens)
+
+    @property
+    def patch_channels(self) -> int:
+        """Channels one patch spans: all leads, or one in the ``single_channel`` ablation."""
+        return 1 if self.single_channel else self.num_channels
+
+    def num_patches(self, patch_len: int) -> int:
+        """SPEC 2.1: ``floor(T / p) + 1`` patches after padding ``p`` copies of the end."""
+        return self.seq_len // patch_len + 1
+
+    @property
+    def head_features(self) -> int:
+        features = self.d_model * sum(self.num_patches(p) for p in self.patch_lens)
+        return features * (self.num_channels if self.single_channel else 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+    """Where each granularity's tokens sit in the model's flat ``(B, S, D)`` token array.
+
+    Granularities are grouped by patch length (groups in order of first appearance in
+    ``patch_lens``); inside the flat array tokens are ordered group-major, and inside a group
+    granularity-major in config order.
+    """
+
+    group_patch_lens: tuple[int, ...]
+    group_members: tuple[tuple[int, ...], ...]  # config-order granularity indices per group
+    group_num_patches: tuple[int, ...]
+    group_offsets: tuple[int, ...]
+    num_tokens: int
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> TokenLayout:
+        members: dict[int, list[int]] = {}
+        for index, p in enumerate(config.patch_lens):
+            members.setdefault(p, []).append(index)
+        patch_lens = tuple(members)
+        num_patches = tuple(config.num_patches(p) for p in patch_lens)
+        offsets, offset = [], 0
+        for p, n in zip(patch_lens, num_patches, strict=True):
+            offsets.append(offset)
+            offset += len(members[p]) * n
+        return cls(patch_lens, tuple(tuple(m) for m in members.values()), num_patches,
+                   tuple(offsets), offset)
+
+    def granularity_slice(self, index: int) -> slice:
+        """Flat-array token slice of granularity ``index`` (config order)."""
+        for members, n, offset in zip(self.group_members, self.group_num_patches,
+                                      self.group_offsets, strict=True):
+            if index in members:
+                start = offset + members.index(index) * n
+                return slice(start, start + n)
+        raise IndexError(f"granularity {index} out of range")
+
+    @functools.cached_property
+    def router_indices(self) -> np.ndarray:
+        """Flat index of each granularity's last (router) token, in config order."""
+        num = sum(len(m) for m in self.group_members)
+        return np.array([self.granularity_slice(i).stop - 1 for i in range(num)], np.int32)
+
+    @functools.cached_property
+    def config_order(self) -> np.ndarray:
+        """Permutation taking the flat group-major tokens to config order (for the head)."""
+        num = sum(len(m) for m in self.group_members)
+        return np.concatenate([np.arange(self.granularity_slice(i).start,
+                                         self.granularity_slice(i).stop) for i in range(num)])
+
+
+def sinusoidal_position_encoding(num_positions: int, d_model: int) -> np.ndarray:
+    """The reference's fixed table: ``pe[pos, 2k] = sin(pos / 10000^(2k/D))``, cos at 2k+1."""
+    position = np.arange(num_positions, dtype=np.float32)[:, None]
+    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float32) * -(math.log(10000.0) / d_model))
+    pe = np.zeros((num_positions, d_model), np.float32)
+    pe[:, 0::2] = np.sin(position * div_term)
+    pe[:, 1::2] = np.cos(position * div_term)
+    return pe
+
+
+def torch_linear_init(fan_in: int) -> nnx.Initializer:
+    """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def dropout(x: Array, rate: float, key: Array | None, rng_impl: str = "hash") -> Array:
+    """Inverted dropout; identity when ``key`` is None (eval mode) or the rate is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = fast_random.bernoulli(key, 1.0 - rate, x.shape, rng_impl)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def gelu(x: Array) -> Array:
+    """Exact (erf) GELU as in PyTorch's default, not jax.nn.gelu's tanh approximation."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+class GroupedAttention(nnx.Module):
+    """``G`` independent multi-head self-attentions evaluated together.
+
+    Weights carry a leading granularity axis: ``kernel`` is ``(G, D, D)`` for each of the
+    query, key, value and output projections (``x @ kernel + bias``, i.e. PyTorch's weight
+    transposed). ``G = 1`` is an ordinary multi-head attention.
+    """
+
+    def __init__(self, num_groups: int, d_model: int, n_heads: int, dropout_rate: float, *,
+                 dtype: jnp.dtype, rng_impl: str, rngs: nnx.Rngs):
+        init = torch_linear_init(d_model)
+        shape = (num_groups, d_model, d_model)
+        for name in ("query", "key", "value", "out"):
+            setattr(self, f"{name}_kernel", nnx.Param(init(rngs.params(), shape)))
+            setattr(self, f"{name}_bias", nnx.Param(init(rngs.params(), (num_groups, d_model))))
+        self.n_heads = n_heads
+        self.dropout_rate = dropout_rate
+        self.dtype = dtype
+        self.rng_impl = rng_impl
+
+    def __call__(self, x: Array, key: Array | None) -> Array:
+        """``x``: ``(B, G, N, D)`` -> ``(B, G, N, D)``; ``key`` drives attention dropout."""
+        batch, groups, tokens, d_model = x.shape
+        head_dim = d_model // self.n_heads
+        # One fused projection for Q, K and V.
+        qkv_kernel = jnp.concatenate(
+            [self.query_kernel[...], self.key_kernel[...], self.value_kernel[...]], axis=-1)
+        qkv_bias = jnp.concatenate(
+            [self.query_bias[...], self.key_bias[...], self.value_bias[...]], axis=-1)
+        qkv = jnp.einsum("bgnd,gde->bgne", x, qkv_kernel.astype(self.dtype))
+        qkv = qkv + qkv_bias[:, None, :].astype(self.dtype)
+        qkv = qkv.reshape(batch, groups, tokens, 3, self.n_heads, head_dim)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        scores = jnp.einsum("bgqhd,bgkhd->bghqk", q, k, preferred_element_type=jnp.float32)
+        probs = jax.nn.softmax(scores / math.sqrt(head_dim), axis=-1)
+        probs = dropout(probs, self.dropout_rate, key, self.rng_impl).astype(self.dtype)
+        out = jnp.einsum("bghqk,bgkhd->bgqhd", probs, v).reshape(batch, groups, tokens, d_model)
+        out = jnp.einsum("bgnd,gde->bgne", out, self.out_kernel[...].astype(self.dtype))
+        return out + self.out_bias[:, None, :].astype(self.dtype)
+
+
+class ResidualBlock(nnx.Module):
+    """``LayerNorm(z + Dropout(W2 Dropout(GELU(W1 z))))`` (1x1 convolutions in the reference)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout_rate: float, *, dtype: jnp.dtype,
+                 rng_impl: str, rngs: nnx.Rngs):
+        self.conv1 = nnx.Linear(d_model, d_ff, kernel_init=torch_linear_init(d_model),
+                                bias_init=torch_linear_init(d_model), dtype=dtype, rngs=rngs)
+        self.conv2 = nnx.Linear(d_ff, d_model, kernel_init=torch_linear_init(d_ff),
+                                bias_init=torch_linear_init(d_ff), dtype=dtype, rngs=rngs)
+        self.norm = _layer_norm(d_model, dtype, rngs)
+        self.dropout_rate = dropout_rate
+        self.rng_impl = rng_impl
+
+    def __call__(self, z: Array, key: Array | None) -> Array:
+        keys = (None, None) if key is None else tuple(jax.random.split(key))
+        y = dropout(gelu(self.conv1(z)), self.dropout_rate, keys[0], self.rng_impl)
+        y = dropout(self.conv2(y), self.dropout_rate, keys[1], self.rng_impl)
+        return self.norm(z + y)
+
+
+def _layer_norm(d_model: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance as PyTorch computes it, for round-off agreement with the reference.
+    return nnx.LayerNorm(d_model, epsilon=1e-5, dtype=dtype, use_fast_variance=False, rngs=rngs)
+
+
+class EncoderLayer(nnx.Module):
+    """One encoder layer (SPEC 2.2) over the flat group-major token array."""
+
+    def __init__(self, config: ModelConfig, layout: TokenLayout, *, rngs: nnx.Rngs):
+        dtype, rng_impl = config.compute_dtype, config.rng_impl
+        self.intra_attentions = nnx.List([
+            GroupedAttention(len(members), config.d_model, config.n_heads, config.dropout,
+                             dtype=dtype, rng_impl=rng_impl, rngs=rngs)
+            for members in layout.group_members
+        ])
+        self.inter_attention = GroupedAttention(1, config.d_model, config.n_heads,
+                                                config.dropout, dtype=dtype, rng_impl=rng_impl,
+                                                rngs=rngs)
+        self.norm1 = _layer_norm(config.d_model, dtype, rngs)
+        self.norm2 = _layer_norm(config.d_model, dtype, rngs)
+        self.resblock1, self.resblock2, self.resblock3 = (
+            ResidualBlock(config.d_model, config.d_ff, config.dropout, dtype=dtype,
+                          rng_impl=rng_impl, rngs=rngs)
+            for _ in range(3))
+        self.layout = layout
+        self.no_inter_attn = config.no_inter_attn
+        self.dropout_rate = config.dropout
+        self.rng_impl = rng_impl
+
+    def __call__(self, x: Array, key: Array | None) -> Array:
+        """``x``: ``(B, S, D)`` flat tokens -> same shape."""
+        keys = [None] * (len(self.intra_attentions) + 5)
+        if key is not None:
+            keys = list(jax.random.split(key, len(keys)))
+        batch, _, d_model = x.shape
+        layout = self.layout
+        attended = []
+        for g, attention in enumerate(self.intra_attentions):
+            n, start = layout.group_num_patches[g], layout.group_offsets[g]
+            size = len(layout.group_members[g]) * n
+            tokens = x[:, start:start + size].reshape(batch, -1, n, d_model)
+            attended.append(attention(tokens, keys[g]).reshape(batch, size, d_model))
+        a = jnp.concatenate(attended, axis=1) if len(attended) > 1 else attended[0]
+        if not self.no_inter_attn:
+            routers = layout.router_indices
+            r = self.inter_attention(a[:, None, routers], keys[-5])[:, 0]
+            a = a.at[:, routers].set(r)
+        x = self.norm1(x + dropout(a, self.dropout_rate, keys[-4], self.rng_impl))
+        y = self.resblock1(x, keys[-3])
+        y = self.resblock2(y, keys[-2])
+        y = self.resblock3(y, keys[-1])
+        return self.norm2(x + y)
+
+
+class Cardioformer(nnx.Module):
+    """Cardioformer classifier: ``(B, T, C)`` ECG windows -> ``(B, num_classes)`` logits.
+
+    Train mode (dropout and the per-granularity augmentations) is on by default as for other
+    NNX modules; ``model.eval()`` / ``model.train()`` switch it. Randomness comes from the
+    ``dropout`` stream of the ``rngs`` given at construction.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | ModelConfig, *, rngs: nnx.Rngs,
+                 deterministic: bool = False):
+        config = ModelConfig.from_config(config)
+        layout = TokenLayout.from_config(config)
+        self.config = config
+        self.layout = layout
+        self.deterministic = deterministic
+        d_model, channels = config.d_model, config.patch_channels
+
+        # SPEC 2.1: Conv2d(1, D, kernel (C, p)) with Kaiming-normal (fan-in, leaky-relu gain
+        # sqrt(2)); stored per group as (G_group, p, C, D).
+        def patch_kernel(p: int, count: int) -> nnx.Param:
+            std = math.sqrt(2.0) / math.sqrt(channels * p)
+            return nnx.Param(std * jax.random.normal(rngs.params(), (count, p, channels, d_model)))
+
+        self.patch_kernels = nnx.List([
+            patch_kernel(p, len(m)) for p, m in zip(layout.group_patch_lens,
+                                                    layout.group_members, strict=True)
+        ])
+        self.granularity_embeddings = nnx.Param(
+            jax.random.normal(rngs.params(), (config.num_granularities, d_model)))
+        self.layers = _stacked_layers(config, layout, rngs)
+        self.norm = _layer_norm(d_model, config.compute_dtype, rngs)
+        self.projection = nnx.Linear(
+            config.head_features, config.num_classes,
+            kernel_init=torch_linear_init(config.head_features),
+            bias_init=torch_linear_init(config.head_features), rngs=rngs)
+        self.rngs = rngs["dropout"].fork()
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def check_input(self, x: Array) -> None:
+        """Static shape contract of the input (raises with a clear message)."""
+        config = self.config
+        chex.assert_rank(x, 3, custom_message="Cardioformer input must be (batch, time, leads)")
+        if x.shape[1:] != (config.seq_len, config.num_channels):
+            raise ValueError(
+                f"Cardioformer input has shape {x.shape}; this model expects (batch, "
+                f"{config.seq_len}, {config.num_channels}) = (batch, seq_len, num_channels)")
+
+    def embed(self, x: Array, key: Array | None = None) -> Array:
+        """SPEC 2.1: ``(B, T, C)`` -> flat group-major tokens ``(B', S, D)``.
+
+        ``B' = B`` or ``B * C`` in the ``single_channel`` ablation. ``key`` (train mode)
+        drives the augmentations.
+        """
+        config, layout = self.config, self.layout
+        dtype = config.compute_dtype
+        if config.single_channel:  # each lead becomes its own one-channel sample
+            batch, steps, channels = x.shape
+            x = jnp.transpose(x, (0, 2, 1)).reshape(batch * channels, steps, 1)
+        x = x.astype(dtype)
+        pe = sinusoidal_position_encoding(max(layout.group_num_patches), config.d_model)
+        group_keys = [None] * len(layout.group_members)
+        if key is not None:
+            group_keys = list(jax.random.split(key, len(group_keys)))
+        groups = []
+        for g, (p, n) in enumerate(zip(layout.group_patch_lens, layout.group_num_patches,
+                                       strict=True)):
+            padded = jnp.concatenate([x, jnp.repeat(x[:, -1:], p, axis=1)], axis=1)
+            patches = padded[:, :n * p].reshape(x.shape[0], n, p, x.shape[2])
+            kernel = self.patch_kernels[g][...].astype(dtype)
+            tokens = jnp.einsum("bnpc,gpcd->bgnd", patches, kernel)
+            tokens = self._augment(tokens, group_keys[g])
+            members = np.asarray(layout.group_members[g])
+            tokens = tokens + self.granularity_embeddings[members][None, :, None, :].astype(dtype)
+            tokens = tokens + jnp.asarray(pe[:n], dtype)
+            groups.append(tokens.reshape(x.shape[0], -1, config.d_model))
+        return jnp.concatenate(groups, axis=1) if len(groups) > 1 else groups[0]
+
+    def _augment(self, tokens: Array, key: Array | None) -> Array:
+        """SPEC 2.1 step 3: one augmentation per granularity, drawn uniformly per call."""
+        augmentations = self.config.augmentations
+        if key is None or all(name == "none" for name, _ in augmentations):
+            return tokens
+        batch, groups, n, d_model = tokens.shape
+        choice_key, noise_key = jax.random.split(key)
+        choice = jax.random.randint(choice_key, (groups,), 0, len(augmentations))
+        impl = self.config.rng_impl
+        out = tokens
+        for index, ((name, strength), k) in enumerate(
+                zip(augmentations, jax.random.split(noise_key, len(augmentations)), strict=True)):
+            if name == "jitter":
+                noise = fast_random.normal(k, tokens.shape, tokens.dtype, impl)
+                candidate = tokens + strength * noise
+            elif name == "scale":
+                noise = fast_random.normal(k, (batch, groups, n, 1), tokens.dtype, impl)
+                factor = 1.0 + strength * noise
+                candidate = tokens * factor
+            elif name == "drop":
+                candidate = dropout(tokens, strength, k, impl)
+            else:
+                continue
+            out = jnp.where((choice == index)[None, :, None, None], candidate, out)
+        return out
+
+    def encode(self, tokens: Array, key: Array | None = None) -> Array:
+        """SPEC 2.2: the ``e_layers`` encoder layers, scanned over the stacked weights."""
+        graphdef, state = nnx.split(self.layers)
+        keys = None if key is None else jax.random.split(key, self.config.e_layers)
+
+        def apply_layer(x, layer_inputs):
+            layer_state, layer_key = layer_inputs
+            return nnx.merge(graphdef, layer_state)(x, layer_key), None
+
+        tokens, _ = jax.lax.scan(apply_layer, tokens, (state, keys), unroll=self.config.scan_unroll)
+        return tokens
+
+    def head(self, tokens: Array, key: Array | None = None) -> Array:
+        """SPEC 2.3: LayerNorm, GELU, dropout, flatten (config order) and the classifier."""
+        config = self.config
+        tokens = jnp.take(tokens, self.layout.config_order, axis=1)
+        features = dropout(gelu(self.norm(tokens)), config.dropout, key, config.rng_impl)
+        features = features.reshape(-1, config.head_features)  # (B*C, S, D) -> (B, C*S*D) too
+        logits = features.astype(jnp.float32) @ self.projection.kernel[...]
+        return logits + self.projection.bias[...]
+
+    def __call__(self, x: Array) -> Array:
+        self.check_input(x)
+        keys = [None] * 3
+        if not self.deterministic:
+            keys = list(jax.random.split(self.rngs(), 3))
+        tokens = self.embed(x, keys[0])
+        tokens = self.encode(tokens, keys[1])
+        return self.head(tokens, keys[2])
+
+
+def _stacked_layers(config: ModelConfig, layout: TokenLayout, rngs: nnx.Rngs) -> EncoderLayer:
+    """``e_layers`` independently initialised layers as one module with a leading layer axis."""
+    layers = [EncoderLayer(config, layout, rngs=rngs) for _ in range(config.e_layers)]
+    graphdef, first = nnx.split(layers[0])
+    states = [first] + [nnx.state(layer) for layer in layers[1:]]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    return nnx.merge(graphdef, stacked)
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,14 @@
+"""MIMIC-IV-ECG, 4 classes (SB, ST, AF, NORM), split by subject (SPEC 2, 4.3, 5)."""
+
+import ml_collections
+
+from cardioformer_jax import config_lib
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = config_lib.base_config()
+    config.dataset.name = "mimic_iv_ecg"
+    config.model = config_lib.model_config(
+        seq_len=250, num_channels=12, num_classes=4,
+        patch_lens=config_lib.PATCH_LENS_16, augmentations="jitter0.2,scale0.2,drop0.5")
+    return config

@@ -1,0 +1,14 @@
+"""PTB, healthy control vs myocardial infarction, heartbeats (300, 15) (SPEC 2, 4.2, 5)."""
+
+import ml_collections
+
+from cardioformer_jax import config_lib
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = config_lib.base_config()
+    config.dataset.name = "ptb"
+    config.model = config_lib.model_config(
+        seq_len=300, num_channels=15, num_classes=2,
+        patch_lens=config_lib.PATCH_LENS_12, augmentations="none,drop0.5")
+    return config
