@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
 DEFAULT_CONFIG = "default"
@@ -81,11 +82,15 @@ def build(
     download_config = tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir)
     )
-    if progress:
-        # Our own per-record bar replaces TFDS's example counters (same information,
-        # but with a total and a rate in records/s).
-        tfds.disable_progress_bar()
-    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    # Our per-record bar (with a total and records/s) replaces TFDS's example counters
+    # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
+    # global switch is restored afterwards.
+    tfds_bars = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(tfds_bars and manual_dir is None)
+    try:
+        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    finally:
+        tfds.display_progress_bar(tfds_bars)
     return builder
 
 

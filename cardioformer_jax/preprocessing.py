@@ -134,6 +134,20 @@ def _check_header_fields(path: str, record: wfdb.Record) -> None:
                 )
 
 
+def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
+    """Names why wfdb could not read a record (it only says e.g. "Samples were not loaded
+    correctly" for a short file)."""
+    try:
+        header = wfdb.rdheader(path)
+    except Exception as header_err:
+        return RecordError(path, "bad_header", f"cannot parse header: {header_err}")
+    try:
+        _check_signal_files(path, header)
+    except RecordError as specific:
+        return specific
+    return RecordError(path, "unreadable", f"wfdb cannot read the samples: {err}")
+
+
 def read_record(
     path: str | os.PathLike[str],
     *,
@@ -155,35 +169,32 @@ def read_record(
         path = path[:-4]
     if not os.path.isfile(path + ".hea"):
         raise RecordError(path, "missing_record", f"header {path}.hea does not exist")
+    # The header is parsed once, by rdrecord: wfdb's header parser costs ~5 ms (pandas),
+    # more than reading and preparing the samples. Only a failed read is diagnosed further.
     try:
-        header = wfdb.rdheader(path)
-    except Exception as err:  # wfdb raises many types for malformed headers
-        raise RecordError(path, "bad_header", f"cannot parse header: {err}") from err
-    if getattr(header, "seg_name", None) is not None:
+        record = wfdb.rdrecord(path, physical=False)
+    except Exception as err:  # wfdb raises many types for malformed headers / files
+        raise _diagnose_read_failure(path, err) from err
+    if not isinstance(record, wfdb.Record):
         raise RecordError(path, "unsupported", "multi-segment records are not supported")
-    if not header.n_sig or not header.sig_len:
+    if not record.n_sig or not record.sig_len or record.d_signal is None:
         raise RecordError(path, "too_short", "header declares no signals or no samples")
-    if expected_fs is not None and not math.isclose(header.fs, expected_fs):
-        raise RecordError(path, "wrong_fs", f"sampling rate {header.fs} Hz, expected {expected_fs}")
-    if expected_leads is not None and header.n_sig != expected_leads:
+    if expected_fs is not None and not math.isclose(record.fs, expected_fs):
+        raise RecordError(path, "wrong_fs", f"sampling rate {record.fs} Hz, expected {expected_fs}")
+    if expected_leads is not None and record.n_sig != expected_leads:
         raise RecordError(
-            path, "wrong_lead_count", f"{header.n_sig} leads, expected {expected_leads}"
+            path, "wrong_lead_count", f"{record.n_sig} leads, expected {expected_leads}"
         )
-    if any((s or 1) != 1 for s in header.samps_per_frame):
+    if any((s or 1) != 1 for s in record.samps_per_frame):
         raise RecordError(path, "unsupported", "multi-frequency records are not supported")
-    if min_seconds is not None and header.sig_len < min_seconds * header.fs:
+    if min_seconds is not None and record.sig_len < min_seconds * record.fs:
         raise RecordError(
             path,
             "too_short",
-            f"{header.sig_len / header.fs:.3f} s long, at least {min_seconds} s needed",
+            f"{record.sig_len / record.fs:.3f} s long, at least {min_seconds} s needed",
         )
-    _check_signal_files(path, header)
-
-    try:
-        record = wfdb.rdrecord(path, physical=False)
-    except Exception as err:
-        raise RecordError(path, "unreadable", f"wfdb cannot read the samples: {err}") from err
-    if record.d_signal is None or record.d_signal.shape != (header.sig_len, header.n_sig):
+    _check_signal_files(path, record)
+    if record.d_signal.shape != (record.sig_len, record.n_sig):
         raise RecordError(path, "header_mismatch", "sample array does not match the header")
     _check_header_fields(path, record)
     # dac() maps each format's "invalid sample" code to NaN, so gaps surface as NaN here.
