@@ -285,6 +285,12 @@ def test_missing_metadata_empty_result_and_unbuilt_dataset(tmp_path):
     other = fx.write_ptbxl(tmp_path / "other", [fx.ptbxl_row(1, 1, "{'AFLT': 100.0}")])
     with pytest.raises(ValueError, match=f"no usable record under {other}"):
         bd.build("ptbxl", other, tmp_path / "data", num_workers=0)
+    # Every record of a split unreadable: a clear error rather than TFDS's bare assertion.
+    gone = fx.write_ptbxl(
+        tmp_path / "gone", [fx.ptbxl_row(1, 1, "{'NORM': 100.0}")], skip_signals=[1]
+    )
+    with pytest.raises(ValueError, match=r"none of the 1 records of split 'test'.*missing_record"):
+        bd.build("ptbxl", gone, tmp_path / "data", num_workers=0)
     with pytest.raises(FileNotFoundError) as err:
         bd.data_source("ptbxl", tmp_path / "data", "train")
     assert "python -m cardioformer_jax.build_dataset ptbxl" in str(err.value)
@@ -422,6 +428,23 @@ def test_mimic_cli_reference_subset_with_seeded_split(mimic_source, tmp_path, ca
     for split, subjects in per_split.items():
         assert subjects == {s for s in everyone if expected[s] == split}
     splits.check_disjoint(per_split)
+
+
+def test_mimic_twin_matches_its_ground_truth(tmp_path):
+    synthetic = pytest.importorskip("cardioformer_jax.synthetic")
+    root = synthetic.write_mimic_twin(tmp_path / "src", 24, seed=5)
+    plan = synthetic.plan_mimic(24, seed=5)
+    builder = bd.build("mimic_iv_ecg", root, tmp_path / "data", num_workers=0, progress=False)
+    got = {}
+    for split in builder.info.splits:
+        for ex in read_split(tmp_path / "data", "mimic_iv_ecg", split):
+            got[int(ex["record_id"].decode().rsplit("/", 1)[1])] = int(ex["label"])
+    kept = plan[plan["subject_kept"] & (plan["label"] != "excluded")]
+    assert set(got) == set(kept["study_id"])
+    classes = ["SB", "ST", "AF", "NORM"]
+    assert all(got[row.study_id] == classes.index(row.label) for row in kept.itertuples())
+    skipped = builder.info.metadata["skipped_records"]
+    assert skipped.get("excluded_abnormal", 0) == int((plan["label"] == "excluded").sum())
 
 
 # --- TFDS conventions ------------------------------------------------------------------

@@ -176,7 +176,8 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._split_stats: dict[str, dict[str, Any]] = {}
         self._skipped: collections.Counter = collections.Counter()
         self._skip_list: list[dict[str, str]] = []
-        self._pool = parallel.OrderedPool(0)
+        self._pool = parallel.OrderedPool(0)  # replaced by the build's pool
+        self._source_dir: str | None = None
 
     # --- where the builder's files are ---------------------------------------------------
     # TFDS finds a builder's folder (README.md, CITATIONS.bib, checksums.tsv) through
@@ -380,7 +381,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             {
                 "config": self.builder_config.summary(),
                 "class_names": list(self.CLASS_NAMES),
-                "source_dir": getattr(self, "_source_dir", None),
+                "source_dir": self._source_dir,
                 "splits": self._split_stats,
                 "empty_splits": [
                     s for s in SPLITS if self._split_stats.get(s, {}).get("planned_records") == 0

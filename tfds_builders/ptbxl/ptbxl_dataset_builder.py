@@ -87,6 +87,11 @@ class Builder(common.EcgBuilder):
         return {"labels": np.asarray(task.labels, dtype=np.int32)}
 
     def _index(self, root: Path) -> common.SourceIndex:
+        if self._superdiagnostic() and self.builder_config.split_method != "strat_fold":
+            raise ValueError(
+                "the superdiagnostic labels are multi-label: only split_method='strat_fold' "
+                "applies (per-class subject splits need one class per subject)"
+            )
         database = common.read_csv(
             root / "ptbxl_database.csv", required=_COLUMNS, dtype={"scp_codes": str}
         )
@@ -176,11 +181,6 @@ class Builder(common.EcgBuilder):
                     sex=sex,
                     labels=hot,
                 )
-            )
-        if self._superdiagnostic() and self.builder_config.split_method != "strat_fold":
-            raise ValueError(
-                "the superdiagnostic labels are multi-label: only split_method='strat_fold' "
-                "applies (per-class subject splits need one class per subject)"
             )
         return common.SourceIndex(
             tasks=tasks,
