@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import ml_collections
 
@@ -26,12 +27,109 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Dataset-independent defaults; the dataset configs fill in `dataset` and `model`."""
+    """Dataset-independent defaults; the dataset configs fill in `dataset` and `model`.
+
+    Every field a run can use exists here: `validate_config` rejects any other key, so
+    a misspelt override fails before training instead of being silently ignored.
+    """
     config = ml_collections.ConfigDict()
-    config.seed = 41
+    config.seed = 41  # first seed; also seeds the data order
+    config.seeds = 1  # >1: run seeds seed..seed+seeds-1 in workdir/seed_<s>, aggregate
+
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = ""
     config.dataset.builder_config = ""  # "" = the builder's default config
     config.dataset.data_dir = "~/tensorflow_datasets"
+    # > 0: write a synthetic PTB-XL twin of this many patients into `<workdir>/data` and
+    # build it there with the ptbxl builder (the demo); `data_dir` is then ignored.
+    config.dataset.synthetic_patients = 0
+
     config.model = model_config()
+
+    # SPEC 5: Adam 1e-4, no weight decay or schedule, clipping at global norm 4.0,
+    # batch 128, up to 100 epochs, SWA per epoch, early stopping on validation macro-F1.
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128  # global, over all devices and processes
+    config.train.eval_batch_size = 256  # global; the last batch is padded and masked
+    config.train.num_epochs = 100
+    config.train.steps_per_epoch = -1  # -1: one pass over the training split
+    config.train.learning_rate = 1e-4
+    config.train.grad_clip_norm = 4.0  # global norm; <= 0 disables clipping
+    config.train.patience = 10
+    config.train.min_delta = 1e-5
+    config.train.log_every_steps = 50
+    config.train.checkpoint_every_steps = 500  # plus one at every epoch end
+    config.train.keep_checkpoints = 2  # latest K; the best (validation F1) is kept too
+    config.train.async_checkpointing = True
+    config.train.nan_policy = "stop"  # "stop": fail naming the step; "skip": drop the update
+
+    # Input pipeline (Grain); see `input_pipeline`.
+    config.input = ml_collections.ConfigDict()
+    config.input.worker_count = 0  # Grain worker processes; 0 = in the main process
+    config.input.prefetch = 2  # batches prepared ahead of the step
+
+    # Device mesh: `data` x `fsdp` devices; -1 takes the devices left over.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
     return config
+
+
+def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
+    problems = []
+    for key in config.keys():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            problems.append(f"unknown config key {name!r} (known under "
+                            f"{prefix[:-1] or 'config'}: {sorted(schema.keys())})")
+        elif isinstance(schema[key], ml_collections.ConfigDict):
+            if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
+                problems.append(f"config key {name!r} must be a section, got {config[key]!r}")
+            else:
+                problems.extend(_schema_problems(config[key], schema[key], f"{name}."))
+    return problems
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for keys `base_config()` does not define or bad values.
+
+    The dataset configs only change values, so the key set of `base_config()` is the
+    schema of every config; `ModelConfig.from_config` checks the model section.
+    """
+    problems = _schema_problems(config, base_config(), "")
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
+    ModelConfig.from_config(config.model)
+    train = config.train
+    checks = [
+        (config.seeds >= 1, f"seeds={config.seeds} must be >= 1"),
+        (bool(config.dataset.name), "dataset.name is empty; use one of configs/*.py"),
+        (train.batch_size >= 1, f"train.batch_size={train.batch_size} must be >= 1"),
+        (train.eval_batch_size >= 1,
+         f"train.eval_batch_size={train.eval_batch_size} must be >= 1"),
+        (train.num_epochs >= 1, f"train.num_epochs={train.num_epochs} must be >= 1"),
+        (train.steps_per_epoch == -1 or train.steps_per_epoch >= 1,
+         f"train.steps_per_epoch={train.steps_per_epoch} must be -1 or >= 1"),
+        (train.learning_rate > 0, f"train.learning_rate={train.learning_rate} must be > 0"),
+        (train.patience >= 1, f"train.patience={train.patience} must be >= 1"),
+        (train.min_delta >= 0, f"train.min_delta={train.min_delta} must be >= 0"),
+        (train.log_every_steps >= 1,
+         f"train.log_every_steps={train.log_every_steps} must be >= 1"),
+        (train.checkpoint_every_steps >= 1,
+         f"train.checkpoint_every_steps={train.checkpoint_every_steps} must be >= 1"),
+        (train.keep_checkpoints >= 1,
+         f"train.keep_checkpoints={train.keep_checkpoints} must be >= 1"),
+        (train.nan_policy in ("stop", "skip"),
+         f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
+        (config.dataset.synthetic_patients >= 0,
+         f"dataset.synthetic_patients={config.dataset.synthetic_patients} must be >= 0"),
+        (config.mesh.data == -1 or config.mesh.data >= 1,
+         f"mesh.data={config.mesh.data} must be -1 or >= 1"),
+        (config.mesh.fsdp == -1 or config.mesh.fsdp >= 1,
+         f"mesh.fsdp={config.mesh.fsdp} must be -1 or >= 1"),
+        (not (config.mesh.data == -1 and config.mesh.fsdp == -1),
+         "at most one of mesh.data and mesh.fsdp may be -1"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
