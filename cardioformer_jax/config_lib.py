@@ -43,6 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
     # > 0: write a synthetic PTB-XL twin of this many patients into `<workdir>/data` and
     # build it there with the ptbxl builder (the demo); `data_dir` is then ignored.
     config.dataset.synthetic_patients = 0
+    # Input pipeline (see `input_pipeline`): Grain worker processes (0: threads only),
+    # read threads per process, batches buffered per process.
+    config.dataset.num_workers = 0
+    config.dataset.num_threads = 2
+    config.dataset.prefetch_batches = 4
 
     config.model = model_config()
 
@@ -63,15 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.async_checkpointing = True
     config.train.nan_policy = "stop"  # "stop": fail naming the step; "skip": drop the update
 
-    # Input pipeline (Grain); see `input_pipeline`.
-    config.input = ml_collections.ConfigDict()
-    config.input.worker_count = 0  # Grain worker processes; 0 = in the main process
-    config.input.prefetch = 2  # batches prepared ahead of the step
-
-    # Device mesh: `data` x `fsdp` devices; -1 takes the devices left over.
+    # Device mesh (see `sharding.create_mesh`): the batch is split over both axes, the
+    # large weights over `fsdp`; -1 takes the devices left over.
     config.mesh = ml_collections.ConfigDict()
-    config.mesh.data = -1
-    config.mesh.fsdp = 1
+    config.mesh.shape = (-1, 1)
+    config.mesh.axis_names = ("data", "fsdp")
     return config
 
 
@@ -123,12 +124,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
         (config.dataset.synthetic_patients >= 0,
          f"dataset.synthetic_patients={config.dataset.synthetic_patients} must be >= 0"),
-        (config.mesh.data == -1 or config.mesh.data >= 1,
-         f"mesh.data={config.mesh.data} must be -1 or >= 1"),
-        (config.mesh.fsdp == -1 or config.mesh.fsdp >= 1,
-         f"mesh.fsdp={config.mesh.fsdp} must be -1 or >= 1"),
-        (not (config.mesh.data == -1 and config.mesh.fsdp == -1),
-         "at most one of mesh.data and mesh.fsdp may be -1"),
+        (config.dataset.num_workers >= 0,
+         f"dataset.num_workers={config.dataset.num_workers} must be >= 0"),
+        (config.dataset.num_threads >= 1,
+         f"dataset.num_threads={config.dataset.num_threads} must be >= 1"),
+        (len(config.mesh.shape) == len(config.mesh.axis_names),
+         f"mesh.shape={tuple(config.mesh.shape)} and mesh.axis_names="
+         f"{tuple(config.mesh.axis_names)} differ in length"),
     ]
     problems = [message for ok, message in checks if not ok]
     if problems:

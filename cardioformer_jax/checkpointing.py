@@ -1,0 +1,281 @@
+"""Orbax checkpoints of a training run: resumable at any step, best epoch kept.
+
+One `orbax.checkpoint.CheckpointManager` under ``<run dir>/checkpoints`` holds three items
+per step:
+
+* ``state``: the `train.TrainState` pytree (params, Adam state, SWA average and count,
+  RNG streams, step), saved asynchronously: `save` returns once the arrays are copied to
+  host memory, the files are written in a background thread while training goes on;
+* ``meta``: JSON with what lives on the host (epoch, position in the epoch, early-stopping
+  state, best epoch's metrics, non-finite step count, ...);
+* ``data``: the Grain iterator state, one small JSON file per process (Grain's own Orbax
+  handler), so a resumed run reads exactly the batches the killed run would have read.
+
+Which steps survive: the latest ``keep`` checkpoints and the one of the best epoch. Both are
+one `AnyPreservationPolicy([LatestN, BestN])` (orbax >= 0.12's replacement for the
+deprecated ``max_to_keep``/``best_fn`` pair). Epoch-end checkpoints carry the metric
+``best_epoch_rank`` = the epoch number when early stopping counted the epoch as an
+improvement and -1 otherwise; ranking by it keeps exactly the checkpoint early stopping
+calls best (ranking by raw F1 would disagree with it when a later epoch beats the best by
+less than ``min_delta``). Mid-epoch checkpoints carry no metrics and count only as latest.
+
+Orbax commits a step by renaming its temporary directory, so a process killed at any
+moment (even mid-save) leaves either the complete step or nothing; temporary leftovers are
+removed when the manager is next created.
+
+The run directory also holds ``config.json``: `check_run_config` refuses to resume a run
+whose dataset, model shape, seed or batch size differ from the saved ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers
+
+from cardioformer_jax import logging_utils
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+RANK_METRIC = "best_epoch_rank"
+
+# Fields that make a checkpoint unusable (other shapes, other data, another data order).
+# Everything else (epochs, logging, checkpoint cadence, data_dir, workers, ...) may change
+# between a run and its resumption.
+INCOMPATIBLE_FIELDS: tuple[str, ...] = (
+    "seed",
+    "dataset.name",
+    "dataset.builder_config",
+    "dataset.synthetic_patients",
+    "model.seq_len",
+    "model.num_channels",
+    "model.num_classes",
+    "model.d_model",
+    "model.d_ff",
+    "model.n_heads",
+    "model.e_layers",
+    "model.patch_lens",
+    "model.single_channel",
+    "model.no_inter_attn",
+    "train.batch_size",
+)
+
+
+def _best_rank(metrics: Mapping[str, Any]) -> float:
+    value = float(metrics.get(RANK_METRIC, -1))
+    return value if math.isfinite(value) else -1.0
+
+
+# --- typed PRNG keys ------------------------------------------------------------------------
+# Orbax's standard handler stores plain arrays; typed keys (the model's `RngKey`, dtype
+# key<fry>) go to disk as their raw uint32 key data and are re-wrapped on restore.
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract_keys_to_data(tree: Any) -> Any:
+    def convert(x: Any) -> Any:
+        if not _is_key(x):
+            return x
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        # A key's PartitionSpec leaves the extra trailing key-data dimension whole.
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+
+    return jax.tree.map(convert, tree)
+
+
+def _data_to_keys(tree: Any, abstract: Any) -> Any:
+    return jax.tree.map(
+        lambda x, a: jax.random.wrap_key_data(x, dtype=a.dtype) if _is_key(a) else x,
+        tree, abstract)
+
+
+# --- the manager ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Restored:
+    """What `Checkpointer.restore` returns."""
+
+    step: int
+    state: Any
+    meta: dict[str, Any]
+
+
+class Checkpointer:
+    """The run's `CheckpointManager` (see the module docstring).
+
+    Args:
+      directory: where the step directories go (created).
+      keep: how many of the latest checkpoints to keep (the best epoch's is kept as well).
+      async_save: write in a background thread (the default for training).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
+                 async_save: bool = True) -> None:
+        self.directory = Path(directory).absolute()
+        policy = checkpoint_managers.AnyPreservationPolicy([
+            checkpoint_managers.LatestN(n=keep),
+            checkpoint_managers.BestN(get_metric_fn=_best_rank, n=1,
+                                      keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            # Set so that Orbax writes the metrics and `best_step()` ranks by them; which
+            # steps are deleted is decided by `preservation_policy` alone.
+            best_fn=_best_rank,
+            best_mode="max",
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # leftovers of a save killed half-way
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta", "data"))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step of the best epoch's checkpoint (None before the first epoch end)."""
+        with_metrics = [s for s in self._manager.all_steps()
+                        if self._manager.metrics(s) is not None]
+        if not with_metrics:
+            return None
+        return max(with_metrics, key=lambda s: _best_rank(self._manager.metrics(s)))
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: Mapping[str, Any], data_iterator: Any = None,
+             *, best_epoch_rank: int | None = None) -> None:
+        """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
+
+        `best_epoch_rank` marks an epoch-end checkpoint (see the module docstring). Returns
+        once the state is copied off the devices, so the caller may donate its buffers.
+        """
+        items = {
+            "state": ocp.args.StandardSave(_keys_to_data(state)),
+            "meta": ocp.args.JsonSave(logging_utils.to_jsonable(dict(meta))),
+        }
+        if data_iterator is not None:
+            items["data"] = data_iterator.checkpoint_save_args()
+        metrics = None if best_epoch_rank is None else {RANK_METRIC: int(best_epoch_rank)}
+        # The loop decides when to save (every N steps and at epoch ends); `force` skips
+        # Orbax's own interval policy.
+        self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Restored:
+        """Restores `step` into the shapes, dtypes and shardings of `abstract_state` (a
+        pytree of `jax.ShapeDtypeStruct`) and, if given, the data iterator in place."""
+        items = {
+            "state": ocp.args.StandardRestore(_abstract_keys_to_data(abstract_state)),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if data_iterator is not None:
+            items["data"] = data_iterator.checkpoint_restore_args()
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        state = _data_to_keys(restored["state"], abstract_state)
+        return Restored(step=step, state=state, meta=dict(restored["meta"]))
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the background writes are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending writes and releases the manager's threads."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- the run's config -----------------------------------------------------------------------
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _normalise(value: Any) -> Any:
+    # JSON turns tuples into lists; compare both the same way.
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+    """Saves ``config.json`` in a new run directory, or checks a resumed run against it.
+
+    Raises ValueError naming each differing field of `INCOMPATIBLE_FIELDS` when the run
+    directory holds a run of another dataset or model shape (resuming would fail with an
+    obscure shape error or silently mix two experiments). Other differences are logged
+    and the file is updated to the current config. Only process 0 writes.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    current = json.loads(config.to_json_best_effort())
+    has_checkpoints = (Path(run_dir) / CHECKPOINT_DIR).is_dir() and any(
+        p.name.isdigit() for p in (Path(run_dir) / CHECKPOINT_DIR).iterdir())
+    if path.is_file() and has_checkpoints:
+        saved = json.loads(path.read_text())
+        conflicts = []
+        for field in INCOMPATIBLE_FIELDS:
+            old, new = _normalise(_lookup(saved, field)), _normalise(_lookup(current, field))
+            if old != new:
+                conflicts.append(f"{field}: {old!r} in the checkpoint, {new!r} now")
+        if conflicts:
+            raise ValueError(
+                f"{run_dir} holds checkpoints of an incompatible run ("
+                + "; ".join(conflicts)
+                + "). Use another --workdir, or delete the old run to start over.")
+        changed = _changed_fields(saved, current)
+        if changed:
+            logging.warning("resuming %s with changed config fields: %s", run_dir,
+                            ", ".join(changed))
+    if jax.process_index() == 0:
+        logging_utils.write_json(path, current)
+
+
+def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out.extend(_changed_fields(old.get(key), new.get(key), f"{prefix}{key}."))
+        return out
+    return [] if _normalise(old) == _normalise(new) else [prefix[:-1]]
+
+
+def tree_equal(a: Any, b: Any) -> bool:
+    """Whether two pytrees have the same structure and bitwise-equal leaves (for tests
+    and resume checks); typed keys compare by their key data."""
+    a, b = _keys_to_data(a), _keys_to_data(b)
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a),
+                                                              jax.tree.leaves(b), strict=True))
