@@ -1,0 +1,557 @@
+"""Grain input pipelines over the TFDS ArrayRecord datasets (training and evaluation).
+
+Training (`create_train_input`)::
+
+    ArrayRecord source -> this process's contiguous 1/process_count of the examples
+    (`grain.sharding.ShardByJaxProcess` semantics, remainder dropped) -> seeded shuffle
+    -> per-sample per-lead standardisation (SPEC 1), label -> int32 -> batches of
+    global_batch / process_count (last partial batch of an epoch dropped) -> repeat
+    (the shuffle is re-seeded every epoch) -> read threads / worker processes
+    -> global `jax.Array`s sharded by `sharding.data_sharding(mesh)`.
+
+Every epoch is exactly `steps_per_epoch = len(split) // global_batch` steps; the iterator
+state (a few integers per process) is checkpointable with Orbax, see `TrainInput`.
+
+Evaluation (`eval_batches`) visits every example of a split exactly once, in order, with
+the last batch padded and a `mask`; see its docstring for multi-process use.
+
+Config fields read (defaults when absent)::
+
+    config.seed                       41      shuffle seed (folded with the epoch by Grain)
+    config.dataset.name               --      "ptbxl" | "ptb" | "mimic_iv_ecg"
+    config.dataset.builder_config     ""      "" = the builder's default config
+    config.dataset.data_dir           --      TFDS data_dir the dataset was built into
+    config.dataset.num_workers        0       Grain worker processes (0: threads only)
+    config.dataset.num_threads        2       read/transform threads per process
+    config.dataset.prefetch_batches   4       batches buffered per process
+    config.model.seq_len / num_channels / num_classes   -- the model's input contract
+    config.train.batch_size           128     GLOBAL batch (all processes together)
+    config.train.eval_batch_size      None    GLOBAL eval batch; None = train.batch_size
+    config.mesh.shape / axis_names    see sharding.create_mesh (only via the mesh passed in)
+
+Throughput: ``python -m cardioformer_jax.input_pipeline --config=configs/ptbxl.py
+--config.dataset.data_dir=DIR`` prints samples/s of the training pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import grain
+import jax
+import numpy as np
+
+from cardioformer_jax import build_dataset, preprocessing, sharding
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_NUM_WORKERS = 0
+DEFAULT_NUM_THREADS = 2
+DEFAULT_PREFETCH_BATCHES = 4
+# Examples read from the start of a split to check shapes and labels before training.
+VALIDATION_EXAMPLES = 16
+
+
+def _get(config: Any, dotted: str, default: Any = None) -> Any:
+    """`config.a.b` or `default` when a field (or section) is absent or None."""
+    node = config
+    for part in dotted.split("."):
+        if node is None:
+            return default
+        node = node.get(part, None) if hasattr(node, "get") else getattr(node, part, None)
+    return default if node is None else node
+
+
+# --- what to read --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """The dataset of a config and the model's input contract it must satisfy."""
+
+    name: str
+    builder_config: str | None
+    data_dir: str
+    seq_len: int
+    num_channels: int
+    num_classes: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> DataSpec:
+        name = _get(config, "dataset.name")
+        if not name:
+            raise ValueError("config.dataset.name is empty: set ptbxl, ptb or mimic_iv_ecg")
+        return cls(
+            name=name,
+            builder_config=_get(config, "dataset.builder_config") or None,
+            data_dir=os.path.expanduser(_get(config, "dataset.data_dir", "~/tensorflow_datasets")),
+            seq_len=int(_get(config, "model.seq_len")),
+            num_channels=int(_get(config, "model.num_channels")),
+            num_classes=int(_get(config, "model.num_classes")),
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.builder_config or build_dataset.DEFAULT_CONFIG}"
+
+
+def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> None:
+    shape = np.shape(example["signal"])
+    expected = (spec.seq_len, spec.num_channels)
+    if shape != expected:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has a "
+            f"signal of shape {shape}, the model expects (seq_len, num_channels) = {expected}"
+        )
+    label = int(example["label"])
+    if not 0 <= label < spec.num_classes:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has "
+            f"label {label}, outside [0, {spec.num_classes}) (model.num_classes="
+            f"{spec.num_classes})"
+        )
+
+
+def open_split(spec: DataSpec, split: str):
+    """The validated random-access source of one split.
+
+    Raises ValueError naming the dataset, split, expected and actual values when the
+    signal shape differs from the model's (seq_len, num_channels), when the dataset has
+    more classes than the model or unlabelled (-1) examples in this split, or when one of
+    the first examples disagrees; FileNotFoundError with the build command when the
+    dataset is not built.
+    """
+    builder = build_dataset.load_builder(spec.name, spec.data_dir, spec.builder_config)
+    source = build_dataset.data_source(spec.name, spec.data_dir, split, spec.builder_config)
+    features = builder.info.features
+    expected = (spec.seq_len, spec.num_channels)
+    actual = tuple(features["signal"].shape)
+    if actual != expected:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r} has signals of shape {actual} (time, leads); "
+            f"the model config expects (seq_len, num_channels) = {expected}. Use the config "
+            f"that matches the dataset, or rebuild the dataset."
+        )
+    num_classes = features["label"].num_classes
+    if num_classes > spec.num_classes:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r} has {num_classes} classes "
+            f"{features['label'].names}, labels up to {num_classes - 1}; the model config "
+            f"has num_classes={spec.num_classes}, i.e. labels must lie in "
+            f"[0, {spec.num_classes})"
+        )
+    stats = (builder.info.metadata or {}).get("splits", {}).get(split, {})
+    unlabelled = stats.get("class_examples", {}).get("unlabelled", 0)
+    if unlabelled:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r} has {unlabelled} examples with label -1 "
+            f"(unlabelled), outside [0, {spec.num_classes}); single-label training needs a "
+            f"config without them"
+        )
+    if len(source) == 0:
+        raise ValueError(f"dataset {spec.label} split {split!r} has no examples")
+    for i in range(min(len(source), VALIDATION_EXAMPLES)):
+        _check_example(source[i], spec, split)
+    return source
+
+
+def validate(config: Any, splits: tuple[str, ...] = ("train", "validation", "test")) -> None:
+    """Checks the config's dataset against its model config before training (see
+    `open_split`); call once at start-up for a clear error instead of a failed step."""
+    spec = DataSpec.from_config(config)
+    for split in splits:
+        open_split(spec, split)
+
+
+# --- per-example transforms (classes, so worker processes can pickle them) ----------------
+
+
+class TrainTransform(grain.transforms.Map):
+    """Keeps `signal` (standardised per lead, SPEC 1) and `label` (int32)."""
+
+    def __init__(self, spec: DataSpec, split: str):
+        self._spec, self._split = spec, split
+
+    def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        # Cheap next to decoding; catches bad examples beyond the ones `open_split` read.
+        _check_example(element, self._spec, self._split)
+        return {
+            "signal": preprocessing.standardize(element["signal"]),
+            "label": np.int32(element["label"]),
+        }
+
+
+class EvalTransform(TrainTransform):
+    """`TrainTransform` plus the host-side ids, the example's index and `mask` = 1."""
+
+    def map(self, element: tuple[int, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        index, example = element
+        out = super().map(example)
+        out.update(
+            mask=np.int32(1),
+            index=np.int64(index),
+            record_id=np.bytes_(example["record_id"]),
+            subject_id=np.int64(example["subject_id"]),
+            segment=np.int32(example["segment"]),
+        )
+        return out
+
+
+def _padding_example(spec: DataSpec) -> dict[str, np.ndarray]:
+    return {
+        "signal": np.zeros((spec.seq_len, spec.num_channels), np.float32),
+        "label": np.int32(0),
+        "mask": np.int32(0),
+        "index": np.int64(-1),
+        "record_id": np.bytes_(b""),
+        "subject_id": np.int64(-1),
+        "segment": np.int32(-1),
+    }
+
+
+# --- batch sizes and process shares --------------------------------------------------------
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if not 0 <= index < count:
+        raise ValueError(f"process_index {index} not in [0, {count})")
+    return index, count
+
+
+def per_process_batch_size(
+    global_batch: int, process_count: int, mesh: jax.sharding.Mesh | None = None
+) -> int:
+    """global_batch / process_count, after checking that the batch splits evenly over the
+    processes and over the devices it is sharded on."""
+    if global_batch < 1:
+        raise ValueError(f"batch size {global_batch} must be positive")
+    if global_batch % process_count:
+        raise ValueError(
+            f"global batch size {global_batch} is not divisible by the number of processes "
+            f"{process_count}"
+        )
+    if mesh is not None:
+        divisor = sharding.batch_divisor(mesh)
+        if global_batch % divisor:
+            raise ValueError(
+                f"global batch size {global_batch} is not divisible by the {divisor} devices "
+                f"of the mesh's batch axes {sharding.batch_axes(mesh)} ({dict(mesh.shape)})"
+            )
+    return global_batch // process_count
+
+
+def _read_options(config: Any) -> grain.ReadOptions:
+    threads = int(_get(config, "dataset.num_threads", DEFAULT_NUM_THREADS))
+    buffer = int(_get(config, "dataset.prefetch_batches", DEFAULT_PREFETCH_BATCHES))
+    # Elements here are whole batches: Grain's default buffer (500) would hold ~0.8 GB.
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(buffer, threads))
+
+
+def _with_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+    if num_workers > 0:
+        from absl import flags
+
+        # Grain's worker processes read absl flags; outside `absl.app.run` (tests,
+        # notebooks) they are unparsed and reading them raises. Grain's documented fix:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return ds
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def train_dataset(
+    config: Any,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    split: str = "train",
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_epochs: int | None = None,
+) -> tuple[grain.IterDataset, int]:
+    """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
+
+    Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32}`` with b = global
+    batch / process_count. `process_index`/`process_count` default to JAX's (override
+    to emulate another process); `num_epochs` None repeats forever.
+    """
+    spec = DataSpec.from_config(config)
+    index, count = _process(process_index, process_count)
+    global_batch = int(_get(config, "train.batch_size", DEFAULT_BATCH_SIZE))
+    local_batch = per_process_batch_size(global_batch, count, mesh)
+    source = open_split(spec, split)
+    steps_per_epoch = len(source) // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"dataset {spec.label} split {split!r} has {len(source)} examples, fewer than "
+            f"one global batch of {global_batch}"
+        )
+    start, stop = _even_split(len(source), index, count, drop_remainder=True)
+    ds = (
+        grain.MapDataset.source(source)[start:stop]
+        .shuffle(seed=int(_get(config, "seed", 41)))
+        .map(TrainTransform(spec, split))
+        .batch(local_batch, drop_remainder=True)
+        # After `batch`: epochs stay separate and each one re-seeds the shuffle.
+        .repeat(num_epochs)
+    )
+    # Every process has floor(floor(n / count) / local_batch) == floor(n / global_batch)
+    # batches per epoch, so all of them step through epochs in lockstep.
+    ds = ds.to_iter_dataset(_read_options(config))
+    num_workers = int(_get(config, "dataset.num_workers", DEFAULT_NUM_WORKERS))
+    return _with_workers(ds, num_workers), steps_per_epoch
+
+
+def _even_split(n: int, index: int, count: int, *, drop_remainder: bool) -> tuple[int, int]:
+    """[start, stop) of process `index`'s contiguous share (Grain's `even_split`)."""
+    options = grain.sharding.ShardOptions(index, count, drop_remainder=drop_remainder)
+    from grain._src.core.sharding import even_split  # not re-exported by grain 0.2.18
+
+    return even_split(n, options)
+
+
+class TrainInput:
+    """Iterator of global training batches ``{"signal": (B, T, C) f32, "label": (B,) i32}``
+    (`jax.Array`s sharded by `sharding.data_sharding(mesh)`), with checkpointable state.
+
+    Checkpointing with Orbax (one JSON file per process, written by Grain's handler)::
+
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(train_state),
+            data=train_input.checkpoint_save_args()))
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=train_input.checkpoint_restore_args()))   # restores in place
+
+    Without Orbax: `get_state()` / `set_state()` (a JSON-serialisable dict).
+    """
+
+    def __init__(
+        self,
+        dataset: grain.IterDataset,
+        mesh: jax.sharding.Mesh | None,
+        *,
+        steps_per_epoch: int,
+        global_batch_size: int,
+    ):
+        self.mesh = mesh
+        self.steps_per_epoch = steps_per_epoch
+        self.global_batch_size = global_batch_size
+        self.iterator: grain.DatasetIterator = iter(dataset)
+
+    def __iter__(self) -> TrainInput:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self.iterator)
+        return batch if self.mesh is None else sharding.global_batch(batch, self.mesh)
+
+    def get_state(self) -> dict[str, Any]:
+        """The position of the next batch (Grain's state; JSON-serialisable)."""
+        return self.iterator.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.iterator.set_state(state)
+
+    def checkpoint_save_args(self) -> Any:
+        """Orbax args saving this process's iterator state (`grain.checkpoint.CheckpointSave`)."""
+        return grain.checkpoint.CheckpointSave(self.iterator)
+
+    def checkpoint_restore_args(self) -> Any:
+        """Orbax args restoring the state into this iterator in place."""
+        return grain.checkpoint.CheckpointRestore(self.iterator)
+
+    def close(self) -> None:
+        """Stops read threads and worker processes."""
+        self.iterator.close()
+
+
+def create_train_input(
+    config: Any,
+    mesh: jax.sharding.Mesh | None,
+    *,
+    split: str = "train",
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> TrainInput:
+    """The training input of this process; `mesh` None yields host NumPy batches."""
+    ds, steps = train_dataset(
+        config, mesh=mesh, split=split, process_index=process_index, process_count=process_count
+    )
+    return TrainInput(
+        ds,
+        mesh,
+        steps_per_epoch=steps,
+        global_batch_size=int(_get(config, "train.batch_size", DEFAULT_BATCH_SIZE)),
+    )
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+class EvalBatch(NamedTuple):
+    """`device`: ``signal``, ``label``, ``mask`` (global `jax.Array`s when a mesh is given,
+    else NumPy); `host`: this process's rows as NumPy: ``label``, ``mask`` (1 real, 0 pad),
+    ``index`` (position in the split, -1 pad), ``record_id`` (bytes), ``subject_id``,
+    ``segment``."""
+
+    device: dict[str, Any]
+    host: dict[str, np.ndarray]
+
+
+def eval_dataset(
+    config: Any,
+    split: str,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tuple[grain.IterDataset, int]:
+    """This process's evaluation batches (host NumPy, all fields) and their number.
+
+    The split is cut into `process_count` contiguous shares (sizes differing by at most
+    one); every share is padded to the same number of full batches.
+    """
+    spec = DataSpec.from_config(config)
+    index, count = _process(process_index, process_count)
+    global_batch = batch_size or int(
+        _get(config, "train.eval_batch_size", None)
+        or _get(config, "train.batch_size", DEFAULT_BATCH_SIZE)
+    )
+    local_batch = per_process_batch_size(global_batch, count, mesh)
+    source = open_split(spec, split)
+    start, stop = _even_split(len(source), index, count, drop_remainder=False)
+    num_batches = math.ceil(math.ceil(len(source) / count) / local_batch)
+    real = (
+        grain.MapDataset.range(start, stop)
+        .map(lambda i: (i, source[i]))
+        .map(EvalTransform(spec, split))
+    )
+    pad = _padding_example(spec)
+    padding = grain.MapDataset.range(num_batches * local_batch - (stop - start)).map(
+        lambda _: dict(pad)
+    )
+    ds = grain.MapDataset.concatenate([real, padding]).batch(local_batch)
+    return ds.to_iter_dataset(_read_options(config)), num_batches
+
+
+def eval_batches(
+    config: Any,
+    split: str,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[EvalBatch]:
+    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
+    eval batch size (the last ones padded, ``mask`` 0).
+
+    Multi-process: all processes run the same number of batches (shares are padded). A
+    caller keeps, per batch, the outputs of its own rows
+    (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
+    concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
+    """
+    ds, _ = eval_dataset(
+        config,
+        split,
+        mesh=mesh,
+        batch_size=batch_size,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    iterator = iter(ds)
+    try:
+        for batch in iterator:
+            device = {k: batch[k] for k in ("signal", "label", "mask")}
+            if mesh is not None:
+                device = sharding.global_batch(device, mesh)
+            yield EvalBatch(device=device, host=batch)
+    finally:
+        iterator.close()
+
+
+def allgather_host(tree: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Concatenates each process's host arrays along axis 0, in process order, on every
+    process (`multihost_utils.process_allgather`); byte strings are supported. Arrays
+    must have the same number of rows on every process (`eval_batches` ensures it)."""
+    if jax.process_count() == 1:
+        return {k: np.asarray(v) for k, v in tree.items()}
+    from jax.experimental import multihost_utils
+
+    out = {}
+    for key, value in tree.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "S":
+            local_width = np.array([value.dtype.itemsize], np.int32)
+            width = int(multihost_utils.process_allgather(local_width).max())
+            raw = value.astype(f"S{width}").view(np.uint8).reshape(*value.shape, width)
+            gathered = multihost_utils.process_allgather(raw, tiled=True)
+            out[key] = np.ascontiguousarray(gathered).view(f"S{width}").reshape(-1)
+        else:
+            out[key] = multihost_utils.process_allgather(value, tiled=True)
+    return out
+
+
+# --- throughput -----------------------------------------------------------------------------
+
+
+def measure_throughput(
+    config: Any,
+    *,
+    num_batches: int = 50,
+    warmup_batches: int = 5,
+    mesh: jax.sharding.Mesh | None = None,
+) -> float:
+    """Samples/s this process's training pipeline delivers (to global arrays if `mesh`)."""
+    train_input = create_train_input(config, mesh)
+    try:
+        for _ in range(warmup_batches):
+            jax.block_until_ready(next(train_input))
+        start = time.perf_counter()
+        for _ in range(num_batches):
+            jax.block_until_ready(next(train_input))
+        elapsed = time.perf_counter() - start
+    finally:
+        train_input.close()
+    return num_batches * train_input.global_batch_size / jax.process_count() / elapsed
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    del argv
+    config = flags.FLAGS.config
+    mesh = sharding.mesh_from_config(config)
+    validate(config)
+    for workers in flags.FLAGS.workers:
+        config.dataset.num_workers = int(workers)
+        rate = measure_throughput(config, num_batches=flags.FLAGS.num_batches, mesh=mesh)
+        threads = _get(config, "dataset.num_threads", DEFAULT_NUM_THREADS)
+        print(
+            f"{DataSpec.from_config(config).label} train: {rate:,.0f} samples/s "
+            f"(batch {_get(config, 'train.batch_size', DEFAULT_BATCH_SIZE)}, "
+            f"{workers} worker processes, {threads} threads, mesh {dict(mesh.shape)})"
+        )
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "configs/<dataset>.py", lock_config=False)
+    flags.DEFINE_integer("num_batches", 50, "batches to time (after 5 warm-up batches)")
+    flags.DEFINE_list("workers", ["0"], "worker process counts to compare, e.g. 0,2")
+    app.run(main)
