@@ -1,0 +1,188 @@
+"""Mesh creation, partition rules and batch placement; 8 emulated CPU devices in a child."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
+
+from cardioformer_jax import sharding
+from cardioformer_jax.model import Cardioformer
+from configs import ptbxl
+
+REPO = Path(__file__).resolve().parents[1]
+MESH_4x2 = AbstractMesh((4, 2), ("data", "fsdp"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "count", "want"),
+    [(None, 8, (8, 1)), ((-1, 1), 8, (8, 1)), ((4, -1), 8, (4, 2)), ((2, 4), 8, (2, 4)),
+     ((-1, 2), 2, (1, 2))],
+)
+def test_resolve_mesh_shape(shape, count, want):
+    assert sharding.resolve_mesh_shape(shape, 2, count) == want
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((3, -1), "does not divide the 8 devices"), ((2, 2), "uses 4 of the 8 devices"),
+     ((-1, -1), "at most one axis"), ((8,), "expected 2"), ((0, 8), "positive")],
+)
+def test_resolve_mesh_shape_errors(shape, message):
+    with pytest.raises(ValueError, match=message):
+        sharding.resolve_mesh_shape(shape, 2, 8)
+
+
+def test_create_mesh_single_device():
+    mesh = sharding.create_mesh()
+    assert dict(mesh.shape) == {"data": jax.device_count(), "fsdp": 1}
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2
+    assert sharding.data_sharding(mesh).spec == P(("data", "fsdp"))
+
+
+def _specs_by_name(tree, mesh):
+    specs = sharding.tree_partition_specs(tree, mesh)
+    flat = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: isinstance(x, P))[0]
+    return {sharding.path_name(path): spec for path, spec in flat}
+
+
+def test_default_rules_on_model_and_adam_state():
+    def create():
+        model = Cardioformer(ptbxl.get_config().model, rngs=nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+
+    model, optimizer = nnx.eval_shape(create)
+    params = _specs_by_name(nnx.state(model, nnx.Param), MESH_4x2)
+    assert params["projection/kernel"] == P("fsdp")  # (48768, 5)
+    assert params["layers/resblock2/conv1/kernel"] == P(None, None, "fsdp")  # (6, 128, 256)
+    assert params["layers/resblock2/conv2/kernel"] == P(None, "fsdp")  # (6, 256, 128)
+    assert params["layers/intra_attentions/0/query_kernel"] == P(None, None, None, "fsdp")
+    assert params["patch_kernels/4"] == P(None, None, None, "fsdp")
+    for name in ("projection/bias", "norm/scale", "granularity_embeddings",
+                 "layers/resblock1/norm/bias", "layers/inter_attention/key_bias"):
+        assert params[name] == P(), name
+    opt = _specs_by_name(nnx.state(optimizer), MESH_4x2)
+    for name, spec in params.items():  # Adam's mu and nu follow their parameter
+        assert opt[f"opt_state/0/mu/{name}"] == spec
+        assert opt[f"opt_state/0/nu/{name}"] == spec
+    assert opt["opt_state/0/count"] == P() and opt["step"] == P()
+
+
+def test_rules_fall_back_to_replicated():
+    tree = {
+        "projection": {"kernel": np.zeros((7, 5))},  # 7 rows: not divisible by fsdp=2
+        "resblock1": {"conv1": {"kernel": np.zeros((2, 3))}},  # rank below the rule's
+        "other": np.zeros((4, 4)),
+    }
+    assert set(_specs_by_name(tree, MESH_4x2).values()) == {P()}
+    no_fsdp = AbstractMesh((8,), ("data",))
+    assert sharding.partition_spec("projection/kernel", (48768, 5), no_fsdp) == P()
+
+
+def test_path_names():
+    tree = {"a": [{"b": 1}], "c": optax.ScaleByAdamState(count=0, mu={"k": 1}, nu={"k": 2})}
+    names = [sharding.path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert names == ["a/0/b", "c/count", "c/mu/k", "c/nu/k"]
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P
+    from cardioformer_jax import input_pipeline, sharding
+    from cardioformer_jax.model import Cardioformer
+    from configs import ptbxl
+
+    assert jax.device_count() == 8, jax.devices()
+    mesh = sharding.create_mesh((4, -1))
+    out = {"mesh": dict(mesh.shape)}
+    try:
+        sharding.create_mesh((3, -1))
+    except ValueError as err:
+        out["mesh_error"] = str(err)
+
+    config = ptbxl.get_config()
+    config.model.d_model, config.model.d_ff, config.model.e_layers = 16, 32, 1
+    config.model.n_heads, config.model.patch_lens = 2, (8, 16, 32)
+
+    def create():
+        model = Cardioformer(config.model, rngs=nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+
+    # Params-like tree with the model's real structure and shapes (eager init of the
+    # model on 8 emulated devices would take ~10 s).
+    model, optimizer = nnx.eval_shape(create)
+    shapes = {"params": nnx.state(model, nnx.Param), "opt": nnx.state(optimizer)}
+    state = sharding.shard_tree(jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes), mesh)
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    out["leaves"] = {
+        sharding.path_name(path): [str(leaf.sharding.spec), list(leaf.shape),
+                                   sorted({tuple(s.data.shape) for s in leaf.addressable_shards}),
+                                   len(leaf.addressable_shards)]
+        for path, leaf in leaves if leaf.ndim}
+
+    config.dataset.data_dir = sys.argv[1]
+    config.train.batch_size = 16
+    train_input = input_pipeline.create_train_input(config, mesh)
+    batch = next(train_input)
+    train_input.close()
+    signal = batch["signal"]
+    out["batch"] = [str(signal.sharding.spec), list(signal.shape),
+                    sorted({tuple(s.data.shape) for s in signal.addressable_shards}),
+                    len(signal.addressable_shards)]
+    rows = jax.jit(lambda x: 2 * x[:, :, 0])(signal)  # batch-sharded like logits
+    out["rows_roundtrip"] = bool(np.array_equal(sharding.host_local_rows(rows),
+                                                2 * np.asarray(signal)[:, :, 0]))
+    loss = jax.jit(lambda p, x: (x.mean() * p["projection"]["kernel"]).sum())(
+        state["params"], signal)
+    out["loss_finite"] = bool(np.isfinite(loss))
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_eight_devices_mesh_params_and_batch(tiny_ptbxl, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, str(script), str(tiny_ptbxl[1])], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    out = json.loads(line[len("RESULT"):])
+
+    assert out["mesh"] == {"data": 4, "fsdp": 2}
+    assert "does not divide the 8 devices" in out["mesh_error"]
+    leaves = out["leaves"]
+    # Head: (16 * (32 + 16 + 8), 5) = (896, 5) split in two halves along fsdp.
+    spec, shape, shards, count = leaves["params/projection/kernel"]
+    assert spec == str(P("fsdp")) and shape == [896, 5]
+    assert shards == [[448, 5]] and count == 8
+    assert leaves["opt/opt_state/0/mu/projection/kernel"][0] == str(P("fsdp"))
+    assert leaves["opt/opt_state/0/nu/projection/kernel"][2] == [[448, 5]]
+    spec, shape, shards, _ = leaves["params/layers/resblock1/conv1/kernel"]
+    assert spec == str(P(None, None, "fsdp")) and shards == [[1, 16, 16]]
+    spec, _, shards, _ = leaves["params/layers/intra_attentions/0/query_kernel"]
+    assert spec == str(P(None, None, None, "fsdp")) and shards == [[1, 1, 16, 8]]
+    spec, shape, shards, _ = leaves["params/norm/scale"]
+    assert spec == str(P()) and shards == [shape]
+    # Batch of 16 over all 8 devices: 2 rows each.
+    assert out["batch"] == [str(P(("data", "fsdp"))), [16, 250, 12], [[2, 250, 12]], 8]
+    assert out["rows_roundtrip"] and out["loss_finite"]
