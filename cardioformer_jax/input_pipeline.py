@@ -314,11 +314,15 @@ def train_dataset(
 
 
 def _even_split(n: int, index: int, count: int, *, drop_remainder: bool) -> tuple[int, int]:
-    """[start, stop) of process `index`'s contiguous share (Grain's `even_split`)."""
-    options = grain.sharding.ShardOptions(index, count, drop_remainder=drop_remainder)
-    from grain._src.core.sharding import even_split  # not re-exported by grain 0.2.18
-
-    return even_split(n, options)
+    """[start, stop) of process `index`'s contiguous share of `n` examples, as Grain's
+    `ShardByJaxProcess` computes it: n // count each, the remainder dropped or spread
+    over the first processes."""
+    size, remainder = divmod(n, count)
+    start, stop = size * index, size * (index + 1)
+    if not drop_remainder:
+        start += min(index, remainder)
+        stop += min(index + 1, remainder)
+    return start, stop
 
 
 class TrainInput:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,102 @@ def test_eight_devices_mesh_params_and_batch(tiny_ptbxl, tmp_path):
     # Batch of 16 over all 8 devices: 2 rows each.
     assert out["batch"] == [str(P(("data", "fsdp"))), [16, 250, 12], [[2, 250, 12]], 8]
     assert out["rows_roundtrip"] and out["loss_finite"]
+
+
+# Two JAX processes (2 emulated CPU devices each) joined by jax.distributed over Gloo: the
+# multi-host code paths of the input pipeline, of Orbax iterator checkpoints and of the
+# gathering of evaluation results.
+MULTIPROCESS_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    pid, nproc, port, data_dir, ckpt = sys.argv[1:]
+    pid, nproc = int(pid), int(nproc)
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{port}", nproc, pid)
+    import numpy as np
+    import orbax.checkpoint as ocp
+    from cardioformer_jax import build_dataset, input_pipeline as ip, preprocessing, sharding
+    from configs import ptbxl
+    config = ptbxl.get_config()
+    config.dataset.data_dir = data_dir
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 24
+    mesh = sharding.create_mesh((2, 2))
+    out = {"process_count": jax.process_count()}
+    ti = ip.create_train_input(config, mesh)
+    first = next(ti)
+    out["train"] = [list(first["signal"].shape), len(first["signal"].addressable_shards)]
+    with ocp.CheckpointManager(ckpt) as manager:
+        manager.save(1, args=ocp.args.Composite(data=ti.checkpoint_save_args()))
+        manager.wait_until_finished()
+    want = sharding.host_local_rows(next(ti)["signal"])
+    ti.close()
+    fresh = ip.create_train_input(config, mesh)
+    with ocp.CheckpointManager(ckpt) as manager:
+        manager.restore(1, args=ocp.args.Composite(data=fresh.checkpoint_restore_args()))
+    out["resumed"] = bool(np.array_equal(sharding.host_local_rows(next(fresh)["signal"]), want))
+    fresh.close()
+    out["files"] = sorted(os.listdir(os.path.join(ckpt, "1", "data")))
+    local = {k: [] for k in ("index", "record_id", "mask")}
+    firsts = []
+    for batch in ip.eval_batches(config, "validation", mesh):
+        rows = jax.jit(lambda x: x[:, 0, :])(batch.device["signal"])  # batch-sharded output
+        firsts.append(sharding.host_local_rows(rows))
+        for k in local:
+            local[k].append(batch.host[k])
+    local = {k: np.concatenate(v) for k, v in local.items()}
+    local["first"] = np.concatenate(firsts)
+    gathered = ip.allgather_host(local)
+    real = gathered["mask"] == 1
+    source = build_dataset.data_source("ptbxl", data_dir, "validation")
+    order = gathered["index"][real]
+    out["eval_once"] = sorted(order.tolist()) == list(range(len(source)))
+    out["eval_aligned"] = all(
+        np.allclose(preprocessing.standardize(source[i]["signal"])[0], row, atol=1e-6)
+        and source[i]["record_id"] == rid
+        for i, row, rid in zip(order, gathered["first"][real], gathered["record_id"][real]))
+    print("RESULT" + json.dumps(out), flush=True)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_resume_and_eval_gather(tiny_ptbxl, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(MULTIPROCESS_CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(pid), "2", port,
+                          str(tiny_ptbxl[1]), str(tmp_path / "ckpt")],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for pid in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=180)
+            assert proc.returncode == 0, stderr[-3000:]
+            outputs.append(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for stdout in outputs:
+        line = next(x for x in stdout.splitlines() if x.startswith("RESULT"))
+        out = json.loads(line[len("RESULT"):])
+        assert out["process_count"] == 2
+        assert out["train"] == [[8, 250, 12], 2]  # global batch, 2 of its 4 shards here
+        assert out["resumed"]
+        assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(out["files"])
+        assert out["eval_once"] and out["eval_aligned"]
