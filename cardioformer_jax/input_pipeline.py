@@ -20,17 +20,21 @@ Config fields read (defaults when absent)::
     config.seed                       41      shuffle seed (folded with the epoch by Grain)
     config.dataset.name               --      "ptbxl" | "ptb" | "mimic_iv_ecg"
     config.dataset.builder_config     ""      "" = the builder's default config
-    config.dataset.data_dir           --      TFDS data_dir the dataset was built into
+    config.dataset.data_dir           ~/tensorflow_datasets   where the dataset was built
     config.dataset.num_workers        0       Grain worker processes (0: threads only)
     config.dataset.num_threads        2       read/transform threads per process
     config.dataset.prefetch_batches   4       batches buffered per process
     config.model.seq_len / num_channels / num_classes   -- the model's input contract
     config.train.batch_size           128     GLOBAL batch (all processes together)
-    config.train.eval_batch_size      None    GLOBAL eval batch; None = train.batch_size
+    config.train.eval_batch_size      None    GLOBAL eval batch; None/0 = train.batch_size
     config.mesh.shape / axis_names    see sharding.create_mesh (only via the mesh passed in)
 
 Throughput: ``python -m cardioformer_jax.input_pipeline --config=configs/ptbxl.py
---config.dataset.data_dir=DIR`` prints samples/s of the training pipeline.
+--config.dataset.data_dir=DIR [--workers=0,4]`` prints samples/s of the training pipeline.
+One core gives roughly 3,000 samples/s (ArrayRecord read ~0.1 ms, TFDS decoding ~0.1 ms,
+standardisation ~0.08 ms per sample), far above a CPU training step (~20 samples/s);
+read threads add little (the work holds the GIL), so for accelerators set
+`dataset.num_workers` to a few processes per host, which scale with the cores.
 """
 
 from __future__ import annotations
