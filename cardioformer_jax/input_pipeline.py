@@ -123,8 +123,8 @@ def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> No
         )
 
 
-def open_split(spec: DataSpec, split: str):
-    """The validated random-access source of one split.
+def open_split(spec: DataSpec, split: str) -> Any:
+    """The validated random-access source of one split (TFDS ArrayRecord data source).
 
     Raises ValueError naming the dataset, split, expected and actual values when the
     signal shape differs from the model's (seq_len, num_channels), when the dataset has
@@ -264,8 +264,9 @@ def _with_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
     if num_workers > 0:
         from absl import flags
 
-        # Grain's worker processes read absl flags; outside `absl.app.run` (tests,
-        # notebooks) they are unparsed and reading them raises. Grain's documented fix:
+        # Grain's worker start-up reads absl flags; outside `absl.app.run` (tests,
+        # notebooks) they are unparsed and reading them raises, so mark them parsed
+        # (their defaults then apply).
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
