@@ -1,0 +1,568 @@
+"""Training and evaluation loop (SPEC section 5), from one CPU to a multi-host mesh.
+
+* The whole training state is one pytree (`TrainState`) created directly sharded by a
+  jitted initialiser (`create_train_state`; `sharding.DEFAULT_RULES` place the weights,
+  the batch is split over every device) and updated by one jitted, buffer-donating step
+  (`train_step`): cross-entropy, gradient clipping at global norm 4.0, Adam 1e-4.
+* After each epoch the SWA average takes the parameters with equal weight (`swa.py`);
+  validation and test are evaluated with the averaged model on every example exactly
+  once; early stopping watches validation macro-F1 (patience 10, min_delta 1e-5) and the
+  best epoch's test metrics are the result (``results.json``).
+* Checkpoints (`checkpointing.py`) every ``train.checkpoint_every_steps`` and at every epoch
+  end hold everything a resumed run needs, including the data iterator's position, so a
+  run killed at any moment and restarted with the same command ends with the same
+  parameters, bit for bit, as one that was never interrupted.
+* ``config.seeds > 1`` repeats the protocol for consecutive seeds in ``seed_<s>/``
+  subdirectories and reports the mean and std of each metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from cardioformer_jax import (
+    build_dataset,
+    checkpointing,
+    config_lib,
+    input_pipeline,
+    logging_utils,
+    metrics,
+    sharding,
+    swa,
+)
+from cardioformer_jax.early_stopping import EarlyStopping
+from cardioformer_jax.model import Cardioformer, ModelConfig
+
+RESULTS_FILE = "results.json"
+# Split names of the built TFDS datasets.
+TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = "train", "validation", "test"
+
+# `evaluate_fn(state, split, epoch) -> metrics` replaces the real evaluation (tests script
+# the metric sequence the early stopping sees with it).
+EvaluateFn = Callable[["TrainState", str, int], Mapping[str, float]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything on the devices that a training run updates.
+
+    Attributes:
+      step: optimizer steps taken (int32 scalar).
+      params: the model's `nnx.Param` variables.
+      opt_state: the optax state (Adam moments mirror `params`).
+      rngs: the model's random streams (dropout/augmentation key and counter).
+      swa_params: equal-weight average of the parameters at the ends of epochs.
+      swa_count: epochs in the average.
+      nonfinite_steps: updates skipped for a non-finite loss (``nan_policy="skip"``).
+    """
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    rngs: nnx.State
+    swa_params: nnx.State
+    swa_count: jax.Array
+    nonfinite_steps: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+    """The static half of the model (NNX graph definitions) and the optimizer."""
+
+    graphdef: nnx.GraphDef  # train mode: dropout and augmentations on
+    eval_graphdef: nnx.GraphDef  # eval mode
+    tx: optax.GradientTransformation
+    config: ModelConfig
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+def create_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """SPEC 5: clipping at the global gradient norm, then Adam (no weight decay/schedule).
+
+    Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``.
+    """
+    adam = optax.adam(train_config.learning_rate)
+    if train_config.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), adam)
+    return adam
+
+
+def _model_rngs(seed: int) -> nnx.Rngs:
+    # Separate keys: the same integer for both streams would reuse the init key as the
+    # dropout key.
+    key = jax.random.key(seed)
+    return nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
+
+
+def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation
+             ) -> Callable[[], TrainState]:
+    model_config = ModelConfig.from_config(config.model)
+
+    def init() -> TrainState:
+        model = Cardioformer(model_config, rngs=_model_rngs(config.seed))
+        _, params, rngs = nnx.split(model, nnx.Param, ...)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(
+            step=zero, params=params, opt_state=tx.init(params), rngs=rngs,
+            # Zeros, not a copy: `swa_update` with count 0 ignores them, and they are
+            # separate buffers from `params` (donation forbids aliases).
+            swa_params=jax.tree.map(jnp.zeros_like, params), swa_count=zero,
+            nonfinite_steps=zero)
+
+    return init
+
+
+def model_def(config: ml_collections.ConfigDict) -> ModelDef:
+    """Graph definitions of the config's model (traced abstractly: no weights created)."""
+    model_config = ModelConfig.from_config(config.model)
+    model = nnx.eval_shape(lambda: Cardioformer(model_config, rngs=_model_rngs(0)))
+    graphdef = nnx.graphdef(model)
+    model.eval()
+    return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
+                    tx=create_optimizer(config.train), config=model_config)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                         ) -> tuple[TrainState, Any]:
+    """Shapes/dtypes of the state with their shardings (`jax.ShapeDtypeStruct`s), and the
+    shardings alone (a pytree of `NamedSharding` like the state)."""
+    init = _init_fn(config, create_optimizer(config.train))
+    shapes = jax.eval_shape(init)
+    shardings = sharding.tree_shardings(shapes, mesh)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            shapes, shardings)
+    return abstract, shardings
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                       ) -> tuple[TrainState, ModelDef]:
+    """A fresh state, created directly sharded on `mesh` (no host copy of the weights),
+    and the static model definition."""
+    definition = model_def(config)
+    _, shardings = abstract_train_state(config, mesh)
+    state = jax.jit(_init_fn(config, definition.tx), out_shardings=shardings)()
+    return state, definition
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array], *,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}``.
+
+    With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the
+    parameters and Adam state as they were (the random stream still advances) and counts
+    itself in ``nonfinite_steps``. Returns the new state and ``{"loss", "grad_norm"}``.
+    """
+
+    def loss_fn(params: nnx.State, rngs: nnx.State) -> tuple[jax.Array, nnx.State]:
+        # copy=True: fresh Variables owned by this trace, so the model may advance its
+        # RNG counter inside `value_and_grad`.
+        model = nnx.merge(definition.graphdef, params, rngs, copy=True)
+        logits = model(batch["signal"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, nnx.state(model, nnx.RngState)
+
+    (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
+    updates, opt_state = definition.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rngs=rngs)
+    if skip_nonfinite:
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = functools.partial(jax.tree.map, lambda n, o: jnp.where(finite, n, o))
+        new = new.replace(params=keep(new.params, state.params),
+                          opt_state=keep(new.opt_state, state.opt_state),
+                          nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    return new, {"loss": loss, "grad_norm": grad_norm}
+
+
+def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
+              batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Class probabilities ``(B, K)`` (float32) of the model in eval mode."""
+    model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
+    return jax.nn.softmax(model(batch["signal"]).astype(jnp.float32), axis=-1)
+
+
+def swa_epoch_update(state: TrainState) -> TrainState:
+    """Adds the current parameters to the SWA average with equal weight (SPEC 5)."""
+    return state.replace(swa_params=swa.swa_update(state.swa_params, state.params,
+                                                   state.swa_count),
+                         swa_count=state.swa_count + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+    """The jitted steps with their shardings pinned (one compilation each)."""
+
+    train: Callable[[TrainState, Mapping[str, jax.Array]],
+                    tuple[TrainState, dict[str, jax.Array]]]
+    eval: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
+    swa: Callable[[TrainState], TrainState]
+
+
+def compile_steps(definition: ModelDef, state_shardings: Any, mesh: jax.sharding.Mesh, *,
+                  skip_nonfinite: bool) -> CompiledSteps:
+    """`jax.jit` of the steps: state in and out with the rule shardings and donated, the
+    batch split over all devices, scalars and probabilities as XLA leaves them."""
+    data = sharding.data_sharding(mesh)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    train = jax.jit(
+        functools.partial(train_step, definition, skip_nonfinite=skip_nonfinite),
+        in_shardings=(state_shardings, data), out_shardings=(state_shardings, replicated),
+        donate_argnums=0)
+    evaluate = jax.jit(functools.partial(eval_step, definition),
+                       in_shardings=(state_shardings.swa_params, state_shardings.rngs, data),
+                       out_shardings=data)
+    swa_fn = jax.jit(swa_epoch_update, in_shardings=(state_shardings,),
+                     out_shardings=state_shardings, donate_argnums=0)
+    return CompiledSteps(train=train, eval=evaluate, swa=swa_fn)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
+            config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
+            ) -> dict[str, np.ndarray]:
+    """Probabilities of every example of `split` exactly once, on every process.
+
+    Returns ``{"probs" (N, K), "label" (N,), "index" (N,)}`` in split order (padding rows
+    removed). Raises RuntimeError if the batches did not cover each example once.
+    """
+    device_probs, host = [], []
+    for batch in input_pipeline.eval_batches(config, split, mesh):
+        # Dispatch all batches first; fetching each one would stall the device.
+        device_probs.append(eval_fn(params, rngs, batch.device))
+        host.append({k: batch.host[k] for k in ("label", "mask", "index")})
+    local = {k: np.concatenate([h[k] for h in host]) for k in ("label", "mask", "index")}
+    local["probs"] = np.concatenate([sharding.host_local_rows(p) for p in device_probs])
+    gathered = input_pipeline.allgather_host(local)
+    valid = gathered["mask"].astype(bool)
+    out = {k: gathered[k][valid] for k in ("probs", "label", "index")}
+    order = np.argsort(out["index"], kind="stable")
+    out = {k: v[order] for k, v in out.items()}
+    if not np.array_equal(out["index"], np.arange(out["index"].size)):
+        raise RuntimeError(f"evaluation of {split!r} did not see every example exactly once")
+    return out
+
+
+def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
+             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
+             ) -> dict[str, float]:
+    """SPEC 5 metrics (`metrics.classification_metrics`) of `params` on `split`."""
+    out = predict(eval_fn, params, rngs, config, split, mesh)
+    result = metrics.classification_metrics(out["probs"], out["label"],
+                                            num_classes=config.model.num_classes)
+    result["num_examples"] = float(out["label"].size)
+    return result
+
+
+# --- checks before training -----------------------------------------------------------------
+
+
+def check_fits(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raises ValueError, before anything is compiled, for a config the mesh cannot run."""
+    divisor = sharding.batch_divisor(mesh)
+    process_count = jax.process_count()
+    for name in ("batch_size", "eval_batch_size"):
+        size = config.train[name]
+        if size % divisor or size % process_count:
+            raise ValueError(
+                f"train.{name}={size} must be divisible by the {divisor} devices the batch "
+                f"is split over (mesh {dict(mesh.shape)}) and by the {process_count} "
+                f"processes; e.g. use {max(divisor, size // divisor * divisor)}")
+
+
+# --- data preparation (the demo) ------------------------------------------------------------
+
+
+def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+                              ) -> ml_collections.ConfigDict:
+    """For ``dataset.synthetic_patients > 0``: writes the synthetic PTB-XL twin to
+    ``<workdir>/data/raw`` and builds it into ``<workdir>/data/tfds`` (each once; process 0
+    does the work) and returns the config pointing at it. Other configs pass through."""
+    patients = config.dataset.synthetic_patients
+    if patients <= 0:
+        return config
+    if config.dataset.name != "ptbxl":
+        raise ValueError(f"dataset.synthetic_patients needs dataset.name='ptbxl', got "
+                         f"{config.dataset.name!r}")
+    from cardioformer_jax import synthetic  # only the demo needs the generator
+
+    data = Path(workdir).absolute() / "data"
+    raw, tfds_dir = data / "raw", data / "tfds"
+    if jax.process_index() == 0:
+        if not (raw / "ptbxl_database.csv").is_file():
+            logging.info("writing a synthetic PTB-XL twin of %d patients to %s", patients, raw)
+            # Written aside and renamed: a run killed half-way leaves no partial twin.
+            partial = data / "raw.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            synthetic.write_ptbxl_twin(partial, patients, seed=config.seed)
+            partial.rename(raw)
+        builder_config = config.dataset.builder_config or None
+        build_dataset.build("ptbxl", raw, tfds_dir, builder_config, progress=False)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("synthetic dataset built")
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.dataset.data_dir = os.fspath(tfds_dir)
+    return config
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+class _StepLog:
+    """Device scalars of recent steps, fetched only at log/checkpoint points so the
+    host never waits for the device between steps."""
+
+    def __init__(self) -> None:
+        self.first_step = 0
+        self.values: list[dict[str, jax.Array]] = []
+        self.start = time.perf_counter()
+
+    def add(self, step_metrics: dict[str, jax.Array]) -> None:
+        self.values.append(step_metrics)
+
+    def fetch(self) -> tuple[int, dict[str, np.ndarray], float]:
+        """(first step number, stacked host values, seconds since the last fetch); resets."""
+        host = jax.device_get(self.values)
+        stacked = {k: np.asarray([v[k] for v in host]) for k in (host[0] if host else {})}
+        now = time.perf_counter()
+        elapsed, first = now - self.start, self.first_step
+        self.first_step += len(self.values)
+        self.values, self.start = [], now
+        return first, stacked, elapsed
+
+
+def _check_finite(losses: np.ndarray, first_step: int, epoch: int, policy: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size and policy == "stop":
+        step = first_step + int(bad[0]) + 1
+        raise FloatingPointError(
+            f"non-finite training loss ({losses[bad[0]]}) at step {step} (epoch {epoch}); "
+            f"stopping (train.nan_policy='stop'). Lower train.learning_rate, or set "
+            f"train.nan_policy='skip' to drop such updates.")
+
+
+def _resume(checkpoints: checkpointing.Checkpointer, abstract: TrainState,
+            train_input: input_pipeline.TrainInput
+            ) -> tuple[TrainState | None, dict[str, Any]]:
+    step = checkpoints.latest_step()
+    if step is None:
+        return None, {}
+    restored = checkpoints.restore(step, abstract, train_input)
+    logging.info("resumed from the checkpoint of step %d (epoch %d, %d steps into it)", step,
+                 restored.meta["epoch"], restored.meta["step_in_epoch"])
+    return restored.state, restored.meta
+
+
+def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
+               evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+    """The SPEC 5 protocol for one seed in `run_dir`, resuming a previous run there.
+
+    Returns (and writes to ``run_dir/results.json``) the best epoch's metrics.
+    """
+    run_dir = Path(run_dir).absolute()
+    train_config = config.train
+    mesh = sharding.mesh_from_config(config)
+    check_fits(config, mesh)
+    input_pipeline.validate(config)  # shapes and labels against the model, before compiling
+    checkpointing.check_run_config(run_dir, config)
+
+    definition = model_def(config)
+    abstract, shardings = abstract_train_state(config, mesh)
+    steps = compile_steps(definition, shardings, mesh,
+                          skip_nonfinite=train_config.nan_policy == "skip")
+    train_input = input_pipeline.create_train_input(config, mesh)
+    steps_per_epoch = train_input.steps_per_epoch
+    if train_config.steps_per_epoch > 0:
+        steps_per_epoch = train_config.steps_per_epoch
+
+    checkpoints = checkpointing.Checkpointer(run_dir / checkpointing.CHECKPOINT_DIR,
+                                             keep=train_config.keep_checkpoints,
+                                             async_save=train_config.async_checkpointing)
+    writer = logging_utils.MetricWriter(run_dir)
+    try:
+        state, meta = _resume(checkpoints, abstract, train_input)
+        if state is None:
+            state = jax.jit(_init_fn(config, definition.tx), out_shardings=shardings)()
+            logging.info("new run in %s: %s parameters, mesh %s, %d steps per epoch",
+                         run_dir, f"{count_params_state(state.params):,}", dict(mesh.shape),
+                         steps_per_epoch)
+        early = EarlyStopping(patience=train_config.patience, min_delta=train_config.min_delta)
+        if "early_stopping" in meta:
+            early = _early_stopping_from_meta(meta["early_stopping"])
+        best = meta.get("best")
+        epoch, step_in_epoch = int(meta.get("epoch", 0)), int(meta.get("step_in_epoch", 0))
+        step = int(meta.get("step", 0))
+
+        if evaluate_fn is None:
+            evaluate_fn = functools.partial(_evaluate_swa, steps.eval, config, mesh)
+
+        def save(is_epoch_end: bool, rank: int | None = None) -> None:
+            checkpoints.save(step, state, {
+                "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "early_stopping": early.to_dict(), "best": best,
+                "steps_per_epoch": steps_per_epoch}, train_input,
+                best_epoch_rank=rank if is_epoch_end else None)
+
+        log = _StepLog()
+        log.first_step = start_step = step
+        while epoch < train_config.num_epochs and not early.should_stop:
+            while step_in_epoch < steps_per_epoch:
+                state, step_metrics = steps.train(state, next(train_input))
+                log.add(step_metrics)
+                step += 1
+                step_in_epoch += 1
+                # Also right after this process's first step: that log's throughput
+                # holds the compilation, later ones are clean.
+                if step % train_config.log_every_steps == 0 or step == start_step + 1:
+                    _log_train(log, writer, epoch + 1, train_config, state)
+                if (step % train_config.checkpoint_every_steps == 0
+                        and step_in_epoch < steps_per_epoch):  # epoch ends save below
+                    _log_train(log, writer, epoch + 1, train_config, state)  # NaN check first
+                    save(is_epoch_end=False)
+            _log_train(log, writer, epoch + 1, train_config, state)
+            epoch += 1
+            step_in_epoch = 0
+            state = steps.swa(state)
+            results = {split: dict(evaluate_fn(state, split, epoch))
+                       for split in (VALIDATION_SPLIT, TEST_SPLIT)}
+            early, is_best = early.update(results[VALIDATION_SPLIT]["f1"], epoch)
+            if is_best:
+                best = {"epoch": epoch, "step": step, **results}
+            for split, values in results.items():
+                writer.write_scalars(step, values, split=split)
+                logging_utils.log_scalars(values, step=step, split=f"{split} epoch {epoch}")
+            save(is_epoch_end=True, rank=epoch if is_best else -1)
+            log.start = time.perf_counter()  # evaluation time is not training throughput
+        checkpoints.wait_until_finished()
+        final_state = state
+    finally:
+        writer.close()
+        checkpoints.close()
+        train_input.close()
+
+    result = {
+        "seed": int(config.seed),
+        "best_epoch": None if best is None else best["epoch"],
+        "best_step": None if best is None else best["step"],
+        "epochs_completed": epoch,
+        "stopped_early": bool(early.should_stop),
+        "nonfinite_steps": int(jax.device_get(final_state.nonfinite_steps)),
+        "validation": None if best is None else best[VALIDATION_SPLIT],
+        "test": None if best is None else best[TEST_SPLIT],
+    }
+    if jax.process_index() == 0:
+        logging_utils.write_json(run_dir / RESULTS_FILE, result)
+    return result
+
+
+def _evaluate_swa(eval_fn: Callable[..., jax.Array], config: ml_collections.ConfigDict,
+                  mesh: jax.sharding.Mesh, state: TrainState, split: str, epoch: int
+                  ) -> dict[str, float]:
+    del epoch
+    return evaluate(eval_fn, state.swa_params, state.rngs, config, split, mesh)
+
+
+def _early_stopping_from_meta(values: Mapping[str, Any]) -> EarlyStopping:
+    values = dict(values)
+    if values["best_metric"] is None:  # JSON stores the initial -inf as null
+        values["best_metric"] = float("-inf") if values["higher_is_better"] else float("inf")
+    return EarlyStopping.from_dict(values)
+
+
+def count_params_state(params: nnx.State) -> int:
+    """Number of scalars in a parameter state."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
+               train_config: ml_collections.ConfigDict, state: TrainState) -> None:
+    if not log.values:
+        return
+    first_step, values, elapsed = log.fetch()
+    _check_finite(values["loss"], first_step, epoch, train_config.nan_policy)
+    n = values["loss"].size
+    finite = np.isfinite(values["loss"])
+    scalars = {
+        "loss": float(values["loss"][finite].mean()) if finite.any() else float("nan"),
+        "grad_norm": float(values["grad_norm"][finite].mean()) if finite.any() else float("nan"),
+        "steps_per_second": n / elapsed,
+        "examples_per_second": n * train_config.batch_size / elapsed,
+        "epoch": float(epoch),
+    }
+    if train_config.nan_policy == "skip":
+        scalars["nonfinite_steps"] = float(jax.device_get(state.nonfinite_steps))
+        if not finite.all():
+            logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
+                            first_step + 1, first_step + n)
+    step = first_step + n
+    writer.write_scalars(step, scalars, split="train")
+    logging_utils.log_scalars(scalars, step=step, split="train")
+
+
+def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.seed = seed
+    config.seeds = 1
+    return config
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+    """Validates `config`, prepares the data and runs every seed; returns the results.
+
+    With ``config.seeds == 1`` the run lives in `workdir` and the result is its
+    ``results.json``. With more, seed ``s`` runs in ``workdir/seed_<s>`` and
+    ``workdir/results.json`` holds each seed's test metrics and, per metric, their mean
+    and std (`metrics.aggregate_seeds`). Rerunning the same command resumes.
+    """
+    config_lib.validate_config(config)
+    workdir = Path(workdir).absolute()
+    config = prepare_synthetic_dataset(config, workdir)
+    if config.seeds == 1:
+        return train_seed(config, workdir, evaluate_fn=evaluate_fn)
+    seeds = [config.seed + i for i in range(config.seeds)]
+    per_seed = {}
+    for seed in seeds:
+        logging.info("seed %d (%d of %d)", seed, seed - seeds[0] + 1, len(seeds))
+        per_seed[seed] = train_seed(_seed_config(config, seed), workdir / f"seed_{seed}",
+                                    evaluate_fn=evaluate_fn)
+    tests = [r["test"] for r in per_seed.values()]
+    if any(t is None for t in tests):
+        raise RuntimeError("a seed finished without an evaluated epoch")
+    aggregate = metrics.aggregate_seeds(tests)
+    result = {
+        "seeds": seeds,
+        "test": aggregate,
+        "test_formatted": {k: metrics.format_mean_std(v) for k, v in aggregate.items()
+                           if k != "num_examples"},
+        "per_seed": {str(s): r for s, r in per_seed.items()},
+    }
+    if jax.process_index() == 0:
+        logging_utils.write_json(workdir / RESULTS_FILE, result)
+        for name, text in result["test_formatted"].items():
+            logging.info("test %s over %d seeds: %s", name, len(seeds), text)
+    return result

@@ -1,0 +1,384 @@
+"""The training system end to end on the tiny synthetic PTB-XL build; nothing mocked.
+
+Compilation dominates these tests on a CPU (the tiny model's train step takes ~20 s to
+compile on a loaded 2-core machine), so this module points JAX's persistent compilation
+cache at a per-session directory: every later run of the same program, in this process or
+in the subprocesses, loads it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from cardioformer_jax import (
+    build_dataset,
+    checkpointing,
+    config_lib,
+    preprocessing,
+    sharding,
+    train,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import train_fixtures  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# Collection imports every test module before any test compiles, so this takes effect.
+XLA_CACHE = tempfile.mkdtemp(prefix="cardioformer_jax_test_xla_cache_")
+atexit.register(shutil.rmtree, XLA_CACHE, True)
+jax.config.update("jax_compilation_cache_dir", XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tiny_ptbxl):
+    return tiny_ptbxl[1]
+
+
+def _config(data_dir, **train_overrides):
+    config = train_fixtures.tiny_config(data_dir)
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def _single_device_mesh():
+    return sharding.create_mesh((1, 1), devices=jax.devices()[:1])
+
+
+def _restore(run_dir, config, step=None):
+    abstract, _ = train.abstract_train_state(config, sharding.mesh_from_config(config))
+    with checkpointing.Checkpointer(Path(run_dir) / checkpointing.CHECKPOINT_DIR) as ckpt:
+        step = ckpt.latest_step() if step is None else step
+        return ckpt.restore(step, abstract)
+
+
+def _subprocess_env():
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": XLA_CACHE,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _main_command(workdir, data_dir, *overrides):
+    return [sys.executable, "-m", "cardioformer_jax.main", "--config=tests/train_fixtures.py",
+            f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", *overrides]
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def test_one_epoch_writes_results_and_logs(data_dir, tmp_path):
+    result = train.train_and_evaluate(_config(data_dir), tmp_path)
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["best_epoch"] == 1 and saved["epochs_completed"] == 1
+    for split in ("validation", "test"):
+        values = saved[split]
+        assert values["num_examples"] == 100  # every example of the split
+        for name in ("accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss"):
+            assert math.isfinite(values[name]), (split, name)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if x["split"] == "train"]
+    # Logged after the first step, every 5 steps and at the epoch end (19 steps).
+    assert [x["step"] for x in train_lines] == [1, 5, 10, 15, 19]
+    assert all(x["steps_per_second"] > 0 and math.isfinite(x["loss"]) for x in train_lines)
+    assert {x["split"] for x in lines} == {"train", "validation", "test"}
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["d_model"] == 8
+
+
+def test_loss_decreases_on_a_learnable_task():
+    config = train_fixtures.tiny_config()
+    mesh = _single_device_mesh()
+    state, definition = train.create_train_state(config, mesh)
+    _, shardings = train.abstract_train_state(config, mesh)
+    steps = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    # Class k: a sine of k + 1 cycles per window on every lead, plus noise.
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 250, dtype=np.float32)
+    batches = []
+    for _ in range(4):
+        labels = rng.integers(0, 5, 32)
+        waves = np.sin(2 * np.pi * (labels[:, None] + 1) * t)[:, :, None]
+        signal_ = waves + 0.3 * rng.standard_normal((32, 250, 12))
+        batches.append({"signal": preprocessing.standardize(signal_.astype(np.float32)),
+                        "label": labels.astype(np.int32)})
+    losses = []
+    for i in range(60):
+        state, out = steps.train(state, batches[i % 4])
+        losses.append(float(out["loss"]))
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:8]), losses
+
+
+def test_swa_is_the_mean_of_the_epoch_parameters(data_dir, tmp_path):
+    config = _config(data_dir, num_epochs=3, steps_per_epoch=2, keep_checkpoints=10)
+    train.train_and_evaluate(config, tmp_path)
+
+    epoch_params = [_restore(tmp_path, config, step).state.params for step in (2, 4, 6)]
+    last = _restore(tmp_path, config, 6).state
+    assert int(last.swa_count) == 3
+    expected = jax.tree.map(lambda *p: sum(np.asarray(x, np.float64) for x in p) / 3,
+                            *epoch_params)
+    for got, want in zip(jax.tree.leaves(last.swa_params), jax.tree.leaves(expected),
+                         strict=True):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7)
+    # The parameters moved between epochs, so the mean is not any one of them.
+    assert not checkpointing.tree_equal(epoch_params[0], epoch_params[2])
+
+
+def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best(data_dir, tmp_path):
+    # Validation F1 per epoch: 0.5, 0.7, +1e-7 (not an improvement: min_delta 1e-5), 0.6
+    # -> with patience 2 the run stops after epoch 4; epoch 2 is the result.
+    val_f1 = {1: 0.5, 2: 0.7, 3: 0.7 + 1e-7, 4: 0.6, 5: 0.9}
+    seen = []
+
+    def scripted(state, split, epoch):
+        seen.append((epoch, split))
+        f1 = val_f1[epoch] if split == "validation" else epoch / 10
+        return {"f1": f1, "auroc": f1}
+
+    config = _config(data_dir, num_epochs=5, steps_per_epoch=2, patience=2,
+                     checkpoint_every_steps=1, keep_checkpoints=1)
+    result = train.train_and_evaluate(config, tmp_path, evaluate_fn=scripted)
+
+    assert [e for e, s in seen if s == "validation"] == [1, 2, 3, 4]
+    assert result["best_epoch"] == 2 and result["best_step"] == 4
+    assert result["epochs_completed"] == 4 and result["stopped_early"]
+    assert result["test"] == {"f1": 0.2, "auroc": 0.2}
+    with checkpointing.Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.best_step() == 4
+        # Latest (epoch 4) and best (epoch 2) survive; mid-epoch steps were pruned.
+        assert ckpt.all_steps() == [4, 8]
+    # Rerunning the finished run trains nothing more and reports the same result.
+    assert train.train_and_evaluate(config, tmp_path, evaluate_fn=scripted) == result
+    assert len(seen) == 8
+
+
+def test_evaluation_sees_every_example_exactly_once(data_dir):
+    config = _config(data_dir, eval_batch_size=48)  # 100 examples: 3 batches, 44 padded
+    mesh = _single_device_mesh()
+    state, definition = train.create_train_state(config, mesh)
+    _, shardings = train.abstract_train_state(config, mesh)
+    steps = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    out = train.predict(steps.eval, state.params, state.rngs, config, "validation", mesh)
+
+    source = build_dataset.data_source("ptbxl", data_dir, "validation")
+    assert np.array_equal(out["index"], np.arange(len(source)))
+    examples = [source[i] for i in range(len(source))]
+    assert np.array_equal(out["label"], [e["label"] for e in examples])
+    # The same probabilities as one unpadded forward pass over the whole split.
+    model = nnx.merge(definition.eval_graphdef, state.params, state.rngs)
+    signals = np.stack([preprocessing.standardize(e["signal"]) for e in examples])
+    want = jax.nn.softmax(model(signals), axis=-1)
+    np.testing.assert_allclose(out["probs"], want, rtol=1e-5, atol=1e-6)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_naming_the_step(data_dir, tmp_path):
+    # Adam moves every weight by ~lr: after step 1 the weights are ~1e38 and the logits
+    # of step 2 overflow.
+    config = _config(data_dir, learning_rate=1e38, steps_per_epoch=4, log_every_steps=100)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step 2 "):
+        train.train_and_evaluate(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_nonfinite_steps_are_skipped_and_counted(data_dir, tmp_path):
+    one_step = _config(data_dir, learning_rate=1e38, steps_per_epoch=1)
+    train.train_and_evaluate(one_step, tmp_path / "one")
+    skipped = _config(data_dir, learning_rate=1e38, steps_per_epoch=4, nan_policy="skip")
+    result = train.train_and_evaluate(skipped, tmp_path / "skip")
+
+    assert result["nonfinite_steps"] == 3
+    # Steps 2-4 were dropped: the parameters are exactly those after step 1.
+    assert checkpointing.tree_equal(_restore(tmp_path / "skip", skipped).state.params,
+                                    _restore(tmp_path / "one", one_step).state.params)
+    logged = [json.loads(x) for x in (tmp_path / "skip" / "metrics.jsonl").read_text()
+              .splitlines()]
+    assert [x["nonfinite_steps"] for x in logged if x["split"] == "train"][-1] == 3
+
+
+def test_incompatible_workdir_is_refused(data_dir, tmp_path):
+    config = _config(data_dir, steps_per_epoch=1)
+    train.train_and_evaluate(config, tmp_path)
+    other = _config(data_dir, steps_per_epoch=1)
+    other.model.d_model = 16
+    other.dataset.builder_config = "random_split"
+    with pytest.raises(ValueError, match="incompatible run") as error:
+        train.train_and_evaluate(other, tmp_path)
+    assert "model.d_model: 8 in the checkpoint, 16 now" in str(error.value)
+    assert "dataset.builder_config" in str(error.value)
+
+
+def test_unknown_config_key_is_refused(data_dir, tmp_path):
+    config = _config(data_dir)
+    config.unlock()
+    config.train.learning_rte = 1e-3
+    with pytest.raises(ValueError, match="unknown config key 'train.learning_rte'"):
+        train.train_and_evaluate(config, tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_classes", 3, r"labels must lie in \[0, 3\)"),
+    ("seq_len", 300, r"expects \(seq_len, num_channels\) = \(300, 12\)"),
+])
+def test_dataset_that_does_not_fit_the_model_is_refused(data_dir, tmp_path, field, value,
+                                                        message):
+    config = _config(data_dir)
+    config.model[field] = value
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_config_validation_rejects_bad_values():
+    config = train_fixtures.tiny_config()
+    config.train.nan_policy = "ignore"
+    config.train.batch_size = 0
+    with pytest.raises(ValueError, match="nan_policy='ignore'.*|batch_size=0"):
+        config_lib.validate_config(config)
+
+
+# --- seeds ----------------------------------------------------------------------------------
+
+
+def test_seeds_run_in_subdirectories_and_aggregate(data_dir, tmp_path):
+    config = _config(data_dir, steps_per_epoch=2)
+    config.seeds = 2
+    result = train.train_and_evaluate(config, tmp_path)
+
+    per_seed = [json.loads((tmp_path / f"seed_{s}" / "results.json").read_text())
+                for s in (41, 42)]
+    assert [r["seed"] for r in per_seed] == [41, 42]
+    assert per_seed[0]["test"] != per_seed[1]["test"]  # different seeds, different runs
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [41, 42] == result["seeds"]
+    aurocs = [r["test"]["auroc"] for r in per_seed]
+    assert saved["test"]["auroc"]["mean"] == pytest.approx(np.mean(aurocs))
+    assert saved["test"]["auroc"]["std"] == pytest.approx(np.std(aurocs, ddof=1))
+    assert "±" in saved["test_formatted"]["f1"]
+
+
+# --- subprocesses: 8 devices, kill -9, the command line --------------------------------------
+
+EIGHT_DEVICES = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    sys.path.insert(0, "tests")
+    import jax
+    import train_fixtures
+    from cardioformer_jax import sharding, train
+
+    assert jax.device_count() == 8
+    config = train_fixtures.tiny_config(sys.argv[1])
+    config.mesh.shape = (4, 2)
+    out = {"losses": train_fixtures.loss_sequence(config, steps=6)}
+    mesh = sharding.mesh_from_config(config)
+    out["mesh"] = dict(mesh.shape)
+    out["predict"] = train_fixtures.initial_predictions(config, mesh)
+    config.train.batch_size = 12
+    try:
+        train.check_fits(config, mesh)
+    except ValueError as error:
+        out["batch_error"] = str(error)
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
+    script = tmp_path / "eight.py"
+    script.write_text(EIGHT_DEVICES)
+    proc = subprocess.run([sys.executable, str(script), str(data_dir)], cwd=REPO,
+                          env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    eight = json.loads(line[len("RESULT"):])
+
+    config = train_fixtures.tiny_config(data_dir)
+    config.mesh.shape = (1, 1)
+    one = train_fixtures.loss_sequence(config, steps=6, devices=jax.devices()[:1])
+    assert eight["mesh"] == {"data": 4, "fsdp": 2}
+    np.testing.assert_allclose(eight["losses"], one, rtol=2e-5)
+    assert one[-1] < one[0]
+    # Evaluation over 8 devices: every example once, same probabilities.
+    one_predict = train_fixtures.initial_predictions(config, _single_device_mesh())
+    assert eight["predict"]["index"] == list(range(100)) == one_predict["index"]
+    np.testing.assert_allclose(eight["predict"]["probs"], one_predict["probs"], rtol=1e-4,
+                               atol=1e-6)
+    assert "train.batch_size=12 must be divisible by the 8 devices" in eight["batch_error"]
+
+
+def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
+    overrides = ["--config.train.num_epochs=3", "--config.train.checkpoint_every_steps=4"]
+    env = _subprocess_env()
+    reference = subprocess.run(_main_command(tmp_path / "reference", data_dir, *overrides),
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    command = _main_command(tmp_path / "killed", data_dir, *overrides)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        # SIGKILL as soon as the first checkpoint is committed: mid-run, possibly while
+        # the next one is being written.
+        while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "killed" / "results.json").exists(), "killed too late"
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the checkpoint of step" in resumed.stderr
+
+    config = train_fixtures.tiny_config(data_dir)
+    config.train.num_epochs = 3
+    final = {name: _restore(tmp_path / name, config) for name in ("reference", "killed")}
+    assert final["reference"].step == final["killed"].step == 57
+    assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
+    results = [json.loads((tmp_path / name / "results.json").read_text())
+               for name in ("reference", "killed")]
+    assert results[0] == results[1]
+
+
+def test_command_line_names_the_build_command_for_a_missing_dataset(tmp_path):
+    missing = tmp_path / "no_data"
+    proc = subprocess.run(_main_command(tmp_path / "work", missing), cwd=REPO,
+                          env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "python -m cardioformer_jax.build_dataset ptbxl" in proc.stderr
+    assert f"--data_dir={missing}" in proc.stderr
+    assert "Traceback" not in proc.stderr

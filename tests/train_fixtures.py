@@ -1,0 +1,73 @@
+"""A tiny training config for the training-loop tests (also usable as a --config file).
+
+    python -m cardioformer_jax.main --config=tests/train_fixtures.py \
+        --config.dataset.data_dir=DIR --workdir=W
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from cardioformer_jax import config_lib
+from configs import ptbxl
+
+
+def tiny_config(data_dir: str | os.PathLike | None = None) -> ml_collections.ConfigDict:
+    """PTB-XL config with a ~3k-parameter model, batch 16, one epoch, few logs."""
+    config = ptbxl.get_config()
+    if data_dir is not None:
+        config.dataset.data_dir = os.fspath(data_dir)
+    config.model = config_lib.model_config(
+        seq_len=250, num_channels=12, num_classes=5, d_model=8, d_ff=16, n_heads=2,
+        e_layers=1, patch_lens=(16, 32), augmentations="jitter0.2,scale0.2,drop0.5")
+    config.train.batch_size = 16
+    config.train.eval_batch_size = 64
+    config.train.num_epochs = 1
+    config.train.learning_rate = 1e-3
+    config.train.log_every_steps = 5
+    config.train.checkpoint_every_steps = 1000
+    config.dataset.num_threads = 1
+    config.dataset.prefetch_batches = 2
+    return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    return tiny_config()
+
+
+def _mesh(config: ml_collections.ConfigDict, devices=None):
+    from cardioformer_jax import sharding
+
+    return sharding.create_mesh(config.mesh.shape, devices=devices)
+
+
+def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -> list[float]:
+    """Training losses of the first `steps` steps on the config's mesh (over `devices`)."""
+    from cardioformer_jax import input_pipeline, train
+
+    mesh = _mesh(config, devices)
+    state, definition = train.create_train_state(config, mesh)
+    _, shardings = train.abstract_train_state(config, mesh)
+    compiled = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    train_input = input_pipeline.create_train_input(config, mesh)
+    losses = []
+    try:
+        for _ in range(steps):
+            state, out = compiled.train(state, next(train_input))
+            losses.append(float(out["loss"]))
+    finally:
+        train_input.close()
+    return losses
+
+
+def initial_predictions(config: ml_collections.ConfigDict, mesh) -> dict[str, list]:
+    """`train.predict` of the initial parameters on the validation split, as lists."""
+    from cardioformer_jax import train
+
+    state, definition = train.create_train_state(config, mesh)
+    _, shardings = train.abstract_train_state(config, mesh)
+    compiled = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
+    return {"index": out["index"].tolist(), "probs": out["probs"].tolist()}
