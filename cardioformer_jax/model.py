@@ -96,6 +96,10 @@ class ModelConfig:
     dtype: str = "float32"
     rng_impl: str = "hash"  # dropout/augmentation randomness: see fast_random
     scan_unroll: int = 1  # layers per scan iteration: 1 compiles fastest, e_layers runs fastest
+    # Recompute each layer in the backward pass instead of saving its activations: on CPU this
+    # is faster than storing them from inside the scan (measured 12.1 -> 4.4-7.5 op-seconds
+    # per batch-32 step), and it cuts activation memory by about e_layers times.
+    remat: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
@@ -482,6 +486,8 @@ class Cardioformer(nnx.Module):
             layer_state, layer_key = layer_inputs
             return nnx.merge(graphdef, layer_state)(x, layer_key), None
 
+        if self.config.remat:
+            apply_layer = jax.checkpoint(apply_layer)
         tokens, _ = jax.lax.scan(apply_layer, tokens, (state, keys), unroll=self.config.scan_unroll)
         return tokens
 
@@ -505,12 +511,18 @@ class Cardioformer(nnx.Module):
 
 
 def _stacked_layers(config: ModelConfig, layout: TokenLayout, rngs: nnx.Rngs) -> EncoderLayer:
-    """``e_layers`` independently initialised layers as one module with a leading layer axis."""
-    layers = [EncoderLayer(config, layout, rngs=rngs) for _ in range(config.e_layers)]
-    graphdef, first = nnx.split(layers[0])
-    states = [first] + [nnx.state(layer) for layer in layers[1:]]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    return nnx.merge(graphdef, stacked)
+    """``e_layers`` independently initialised layers as one module with a leading layer axis.
+
+    Vectorised creation traces one layer's initialisers instead of ``e_layers`` copies,
+    which keeps a jitted initialisation small and quick to compile.
+    """
+
+    @nnx.split_rngs(splits=config.e_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(layer_rngs: nnx.Rngs) -> EncoderLayer:
+        return EncoderLayer(config, layout, rngs=layer_rngs)
+
+    return create(rngs)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -1,0 +1,49 @@
+"""Statistics and determinism of the hashed random numbers used for dropout and noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cardioformer_jax import fast_random
+
+
+@pytest.mark.parametrize("impl", fast_random.IMPLEMENTATIONS)
+def test_bernoulli_rate_and_determinism(impl):
+    key = jax.random.key(3)
+    mask = np.asarray(fast_random.bernoulli(key, 0.9, (512, 256), impl))
+    assert abs(mask.mean() - 0.9) < 0.005
+    np.testing.assert_array_equal(mask, fast_random.bernoulli(key, 0.9, (512, 256), impl))
+    other = np.asarray(fast_random.bernoulli(jax.random.key(4), 0.9, (512, 256), impl))
+    assert (mask != other).mean() > 0.1
+
+
+def test_hash_bits_have_no_visible_structure():
+    bits = np.asarray(fast_random.random_bits(jax.random.key(0), (256, 256)))
+    # Every bit position is set about half of the time ...
+    per_bit = np.array([((bits >> b) & 1).mean() for b in range(32)])
+    assert np.all(np.abs(per_bit - 0.5) < 0.01)
+    # ... and neighbouring elements along either axis are uncorrelated.
+    u = (bits >> 8).astype(np.float64)
+    for a, b in ((u[:, :-1], u[:, 1:]), (u[:-1], u[1:])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+    # Keys split from one parent give unrelated streams.
+    k1, k2 = jax.random.split(jax.random.key(0))
+    v1 = np.asarray(fast_random.uniform(k1, (4096,)))
+    v2 = np.asarray(fast_random.uniform(k2, (4096,)))
+    assert abs(np.corrcoef(v1, v2)[0, 1]) < 0.05
+
+
+@pytest.mark.parametrize("impl", fast_random.IMPLEMENTATIONS)
+def test_normal_moments(impl):
+    z = np.asarray(fast_random.normal(jax.random.key(1), (200_000,), jnp.float32, impl))
+    assert np.all(np.isfinite(z))
+    assert abs(z.mean()) < 0.01
+    assert abs(z.std() - 1.0) < 0.01
+    assert abs((np.abs(z) < 1.0).mean() - 0.6827) < 0.005  # the shape, not just two moments
+
+
+def test_uniform_range():
+    u = np.asarray(fast_random.uniform(jax.random.key(2), (100_000,)))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005

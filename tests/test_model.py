@@ -1,0 +1,245 @@
+"""Shape, randomness, ablation and gradient contracts of the NNX Cardioformer."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cardioformer_jax import config_lib
+from cardioformer_jax.model import (
+    Cardioformer,
+    ModelConfig,
+    TokenLayout,
+    count_params,
+    parse_augmentations,
+)
+
+SMALL = dict(d_model=16, d_ff=32, n_heads=2, e_layers=2)
+
+
+def small_model(seed: int = 0, **overrides) -> Cardioformer:
+    return Cardioformer(ModelConfig(**{**SMALL, **overrides}), rngs=nnx.Rngs(seed))
+
+
+def ecg(batch: int, steps: int = 250, leads: int = 12, seed: int = 0) -> jax.Array:
+    return jnp.asarray(
+        np.random.default_rng(seed).standard_normal((batch, steps, leads)), jnp.float32
+    )
+
+
+def test_paper_configs_have_the_published_parameter_count():
+    # Abstract evaluation: counts shapes without materialising 8.7 M parameters.
+    model = nnx.eval_shape(lambda: Cardioformer(config_lib.model_config(), rngs=nnx.Rngs(0)))
+    assert count_params(model) == 8_702_597
+    assert model.config.head_features == 48_768
+
+
+def test_token_counts_per_patch_length():
+    config = ModelConfig(**SMALL)
+    layout = TokenLayout.from_config(config)
+    counts = {p: n for p, n in zip(layout.group_patch_lens, layout.group_num_patches, strict=True)}
+    assert counts == {2: 126, 4: 63, 8: 32, 16: 16, 32: 8}
+    assert layout.num_tokens == 381
+    sizes = [
+        layout.granularity_slice(i).stop - layout.granularity_slice(i).start
+        for i in range(config.num_granularities)
+    ]
+    assert sizes == [126, 63, 32, 32] + [16] * 4 + [8] * 8
+    # Every flat token belongs to exactly one granularity.
+    covered = np.sort(layout.config_order)
+    np.testing.assert_array_equal(covered, np.arange(381))
+
+
+@pytest.mark.parametrize(
+    "overrides, steps, leads",
+    [
+        ({}, 250, 12),
+        ({"patch_lens": (8, 2, 8, 4), "num_classes": 3}, 250, 12),
+        (
+            {
+                "patch_lens": config_lib.PATCH_LENS_12,
+                "num_classes": 2,
+            },
+            300,
+            15,
+        ),
+        ({"patch_lens": (8,)}, 250, 12),
+        ({"single_channel": True, "patch_lens": (16, 32)}, 250, 12),
+        ({"no_inter_attn": True, "patch_lens": (4, 16)}, 250, 12),
+    ],
+)
+def test_stage_shapes(overrides, steps, leads):
+    model = small_model(**overrides, seq_len=steps, num_channels=leads)
+    config, batch = model.config, 3
+    x = ecg(batch, steps, leads)
+    rows = batch * leads if config.single_channel else batch
+    tokens = model.embed(x)
+    chex.assert_shape(tokens, (rows, model.layout.num_tokens, config.d_model))
+    encoded = model.encode(tokens)
+    chex.assert_shape(encoded, tokens.shape)
+    logits = model.head(encoded)
+    chex.assert_shape(logits, (batch, config.num_classes))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+    expected_features = (
+        config.d_model * model.layout.num_tokens * (leads if config.single_channel else 1)
+    )
+    assert model.projection.kernel.shape == (expected_features, config.num_classes)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_random():
+    x = ecg(2)
+    model = small_model(seed=0, patch_lens=(8, 16))
+    model.eval()
+    np.testing.assert_array_equal(model(x), model(x))
+
+    def train_logits(dropout_seed):
+        config = ModelConfig(**SMALL, patch_lens=(8, 16))
+        m = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=dropout_seed))
+        return m(x)
+
+    first, again, other = train_logits(1), train_logits(1), train_logits(2)
+    np.testing.assert_array_equal(first, again)  # same rngs, same output
+    assert not np.allclose(first, other)  # different rngs, different output
+    # Successive calls draw fresh randomness from the stream.
+    model.train()
+    assert not np.allclose(model(x), model(x))
+    # Eval output differs from train output (dropout/augmentation really act in train mode).
+    model.eval()
+    assert not np.allclose(model(x), train_logits(1))
+
+
+def _router_outputs(model: Cardioformer, tokens: jax.Array) -> np.ndarray:
+    return np.asarray(model.encode(tokens)[:, model.layout.router_indices])
+
+
+@pytest.mark.parametrize("no_inter_attn", [True, False])
+def test_inter_attention_is_the_only_cross_granularity_path(no_inter_attn):
+    model = small_model(patch_lens=(4, 8, 8, 32), no_inter_attn=no_inter_attn)
+    model.eval()
+    tokens = model.embed(ecg(2))
+    changed = model.layout.granularity_slice(0)
+    perturbed = tokens.at[:, changed].add(1.0)
+    before, after = _router_outputs(model, tokens), _router_outputs(model, perturbed)
+    assert not np.allclose(before[:, 0], after[:, 0])  # the perturbed granularity changes
+    others_equal = np.allclose(before[:, 1:], after[:, 1:], atol=1e-6)
+    assert others_equal == no_inter_attn
+
+
+class JitVariantsTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_logits_agree_across_variants(self):
+        model = small_model(patch_lens=(8, 16, 16))
+        model.eval()
+        graphdef, state = nnx.split(model)
+        x = ecg(2)
+        reference = nnx.merge(graphdef, state)(x)
+        logits = self.variant(lambda s, v: nnx.merge(graphdef, s)(v))(state, x)
+        np.testing.assert_allclose(logits, reference, rtol=2e-5, atol=2e-5)
+
+
+def test_gradients_are_finite_and_reach_every_parameter():
+    model = small_model(patch_lens=(2, 8, 8, 32))
+    x, labels = ecg(4), jnp.array([0, 1, 2, 3])
+
+    def loss_fn(m):
+        logits = m(x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+    grads = nnx.grad(loss_fn)(model)
+    flat = nnx.to_flat_state(grads)
+    assert len(flat) == len(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    for path, value in flat:
+        array = np.asarray(value[...])
+        assert np.all(np.isfinite(array)), path
+        # Per layer / per granularity slice, every tensor must receive some gradient.
+        per_slice = (
+            np.abs(array).reshape(array.shape[0], -1).max(axis=1)
+            if array.ndim > 1
+            else np.abs(array)
+        )
+        assert np.all(per_slice > 0), f"no gradient reaches {'.'.join(map(str, path))}"
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    config = dict(patch_lens=(8, 16))
+    model32 = small_model(**config)
+    model16 = small_model(**config, dtype="bfloat16")
+    model32.eval()
+    model16.eval()
+    for _, value in nnx.to_flat_state(nnx.state(model16, nnx.Param)):
+        assert value[...].dtype == jnp.float32
+    x = ecg(2)
+    logits16 = model16(x)
+    chex.assert_type(logits16, jnp.float32)
+    np.testing.assert_allclose(logits16, model32(x), atol=0.15, rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"patch_lens": (8, 300)}, "longer than the signal"),
+        ({"d_model": 30, "n_heads": 4}, "not divisible by n_heads"),
+        ({"augmentations": "jitter0.2,warp0.1"}, "unknown augmentation"),
+        ({"augmentations": "flip"}, "not implemented here"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"patch_lens": ()}, "patch_lens is empty"),
+    ],
+)
+def test_bad_config_values_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{**SMALL, **overrides})
+
+
+def test_unknown_model_config_key_is_refused():
+    values = dict(config_lib.model_config())
+    values["d_modle"] = 64
+    with pytest.raises(ValueError, match="unknown model config keys.*d_modle"):
+        ModelConfig.from_config(values)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((250, 12), "batch, time, leads"),
+        ((2, 250, 15), r"\(batch, 250, 12\)"),
+        ((2, 200, 12), r"\(batch, 250, 12\)"),
+    ],
+)
+def test_bad_inputs_are_refused(shape, message):
+    model = small_model(patch_lens=(8,))
+    with pytest.raises((ValueError, AssertionError), match=message):
+        model(jnp.zeros(shape))
+
+
+def test_augmentation_parsing():
+    assert parse_augmentations("jitter0.2,scale0.2,drop0.5") == (
+        ("jitter", 0.2),
+        ("scale", 0.2),
+        ("drop", 0.5),
+    )
+    assert parse_augmentations("none,drop") == (("none", 0.0), ("drop", 0.1))
+
+
+def test_augmentations_are_drawn_per_granularity():
+    model = small_model(patch_lens=(8,) * 6, augmentations="none,drop0.5")
+    x = ecg(2)
+    clean = model.embed(x)  # no key: eval mode, no augmentation
+    tokens = np.asarray(clean - model.embed(jnp.zeros_like(x)))  # before the embeddings
+    kinds = set()
+    for seed in range(4):
+        delta = np.asarray(model.embed(x, jax.random.key(seed)) - clean)
+        for g in range(6):
+            part = model.layout.granularity_slice(g)
+            dropped = np.isclose(delta[:, part], -tokens[:, part], atol=1e-5).mean()
+            if np.allclose(delta[:, part], 0.0):
+                kinds.add("none")
+            else:  # dropout at rate 0.5 zeroes about half of the token values
+                assert 0.35 < dropped < 0.65
+                kinds.add("drop")
+    assert kinds == {"none", "drop"}
+    none_model = small_model(patch_lens=(8, 8), augmentations="none")
+    np.testing.assert_array_equal(none_model.embed(x), none_model.embed(x, jax.random.key(0)))
