@@ -1,0 +1,280 @@
+"""Multi-process start-up (`cardioformer_jax.distributed`) and a real two-process run.
+
+The decision logic is a pure function of an environment mapping (`distributed.plan`),
+tested on SLURM, Open MPI, Cloud TPU, explicit and empty environments. The slow test runs
+`python -m cardioformer_jax.main` as two processes of 4 emulated CPU devices each, joined
+over loopback (jax.distributed, Gloo), and compares it with one process of 8 devices fed
+the same global batches: same losses, same evaluation, and only process 0 writes.
+
+That each process reads only its share of the data is tested in
+`tests/test_input_pipeline.py` (`test_process_shards_are_disjoint_and_drop_remainder`)
+and, with two real processes, in `tests/test_sharding.py`
+(`test_two_processes_train_resume_and_eval_gather`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cardioformer_jax import distributed
+
+REPO = Path(__file__).resolve().parents[1]
+
+SLURM_STEP = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[07-10]",
+              "SLURM_NTASKS": "16", "SLURM_PROCID": "3", "SLURM_LOCALID": "3"}
+
+
+def _no_tpu() -> int | None:
+    return None
+
+
+def _tpu_must_not_be_asked() -> int | None:
+    raise AssertionError("the Cloud TPU probe was consulted")
+
+
+# --- the decision -------------------------------------------------------------------------
+
+
+def test_plain_machine_stays_single_process():
+    plan = distributed.plan({"HOME": "/root", "PATH": "/usr/bin"}, cloud_tpu_worker_count=_no_tpu)
+    assert not plan.initialize and plan.source == "single"
+    assert "no explicit coordinator" in plan.reason
+
+
+def test_explicit_flags_and_environment():
+    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
+           "JAX_PROCESS_ID": "2"}
+    plan = distributed.plan(env, cloud_tpu_worker_count=_tpu_must_not_be_asked)
+    assert plan.initialize and plan.source == "explicit"
+    # Explicit values only: JAX must not take the local devices from some cluster variable.
+    assert plan.initialize_kwargs() == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2,
+        "cluster_detection_method": "deactivate"}
+    flags = distributed.plan(env, coordinator_address="[::1]:999", process_id=0)  # flags win
+    assert (flags.coordinator_address, flags.num_processes, flags.process_id) == (
+        "[::1]:999", 4, 0)
+    single = distributed.plan(env, num_processes=1)
+    assert not single.initialize and "num_processes=1" in single.reason
+
+
+@pytest.mark.parametrize("env, kwargs, message", [
+    ({}, {"coordinator_address": "h:1", "num_processes": 2}, r"process_id missing"),
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, {}, r"coordinator_address missing"),
+    ({}, {"coordinator_address": "h:1"}, r"num_processes, process_id missing"),
+    ({}, {"coordinator_address": "h:1", "num_processes": 2, "process_id": 2},
+     r"process_id=2 must be in \[0, 2\)"),
+    ({"JAX_NUM_PROCESSES": "two"}, {}, r"JAX_NUM_PROCESSES='two' is not an integer"),
+    ({}, {"num_processes": 0}, r"num_processes=0 must be >= 1"),
+    ({}, {"coordinator_address": "localhost", "num_processes": 2, "process_id": 0},
+     r"must be HOST:PORT"),
+    ({}, {"coordinator_address": "h:70000", "num_processes": 2, "process_id": 0},
+     r"port 70000 is not in 1-65535"),
+    (SLURM_STEP, {"num_processes": 8}, r"num_processes=8 contradicts the SLURM job 4242"),
+])
+def test_incomplete_or_bad_explicit_values_are_errors(env, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.plan(env, cloud_tpu_worker_count=_no_tpu, **kwargs)
+
+
+def test_slurm_step_with_several_tasks():
+    plan = distributed.plan(SLURM_STEP, cloud_tpu_worker_count=_tpu_must_not_be_asked)
+    assert plan.initialize and plan.source == "slurm"
+    # Coordinator and local device left to JAX's SlurmCluster (one process per GPU).
+    assert plan.initialize_kwargs() == {"num_processes": 16, "process_id": 3}
+    assert "task 3 of 16" in plan.reason and "coordinator detected by JAX" in plan.reason
+    # The coordinator the sbatch script passes on the command line.
+    with_address = distributed.plan(SLURM_STEP, coordinator_address="gpu07:61586")
+    assert with_address.initialize_kwargs() == {
+        "coordinator_address": "gpu07:61586", "num_processes": 16, "process_id": 3}
+
+
+def test_slurm_without_a_multi_task_step_stays_single():
+    one_task = distributed.plan({**SLURM_STEP, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
+    assert not one_task.initialize and "task 0 of 1" in one_task.reason
+    batch_script = {k: v for k, v in SLURM_STEP.items() if k != "SLURM_STEP_NODELIST"}
+    plan = distributed.plan(batch_script, cloud_tpu_worker_count=_no_tpu)
+    assert not plan.initialize and "not an srun step" in plan.reason
+
+
+def test_open_mpi():
+    env = {"OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1:34911",
+           "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"}
+    plan = distributed.plan(env, cloud_tpu_worker_count=_tpu_must_not_be_asked)
+    assert plan.initialize and plan.source == "openmpi"
+    assert plan.initialize_kwargs() == {"num_processes": 4, "process_id": 1}
+
+
+def test_cloud_tpu_vm_uses_jax_detection():
+    pod = distributed.plan({}, cloud_tpu_worker_count=lambda: 4)
+    assert pod.initialize and pod.source == "cloud-tpu"
+    assert pod.initialize_kwargs() == {"num_processes": 4}  # id and coordinator: JAX's
+    single_host = distributed.plan({}, cloud_tpu_worker_count=lambda: 1)
+    assert not single_host.initialize and "1 worker" in single_host.reason
+    # This machine has no TPU: the probe answers without any network access.
+    assert distributed.cloud_tpu_worker_count() is None
+
+
+def test_force_leaves_detection_to_jax():
+    plan = distributed.plan({}, cloud_tpu_worker_count=_no_tpu, force=True)
+    assert plan.initialize and plan.source == "forced" and plan.initialize_kwargs() == {}
+
+
+# --- maybe_initialize ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No cached plan, and a recorder instead of `jax.distributed.initialize`."""
+    monkeypatch.setattr(distributed, "_PLAN", None)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_maybe_initialize_skips_a_single_process_and_is_idempotent(fresh):
+    first = distributed.maybe_initialize(env={})
+    assert not first.initialize and fresh == []
+    assert distributed.maybe_initialize(coordinator_address="h:1", num_processes=2,
+                                        process_id=0, env={}) is first
+
+
+def test_maybe_initialize_calls_jax_before_the_devices_are_used(fresh, monkeypatch):
+    from jax._src import xla_bridge
+
+    env = {"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": "0"}
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="before anything uses the devices"):
+        distributed.maybe_initialize(env=env)
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    plan = distributed.maybe_initialize(env=env)
+    assert fresh == [plan.initialize_kwargs()] and plan.source == "explicit"
+    assert distributed.maybe_initialize(env=env) is plan and len(fresh) == 1
+
+
+# --- two real processes -------------------------------------------------------------------
+
+# The reference: one process with 8 devices running `main`, its training input replaced by
+# the global batches that two processes form (process 0's rows, then process 1's), so both
+# runs see the same data. Everything else is the unmodified command line.
+REFERENCE = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import numpy as np
+    from absl import app
+    from cardioformer_jax import input_pipeline, main, sharding
+
+    create = input_pipeline.create_train_input
+
+    class TwoProcessBatches:
+        def __init__(self, config, mesh, **kwargs):
+            self.parts = [create(config, None, process_index=i, process_count=2, **kwargs)
+                          for i in range(2)]
+            self.mesh = mesh
+            self.steps_per_epoch = self.parts[0].steps_per_epoch
+            self.global_batch_size = self.parts[0].global_batch_size
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            rows = [next(part) for part in self.parts]
+            batch = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+            return sharding.global_batch(batch, self.mesh)
+
+        def checkpoint_save_args(self):  # this run is never resumed
+            return self.parts[0].checkpoint_save_args()
+
+        def checkpoint_restore_args(self):
+            return self.parts[0].checkpoint_restore_args()
+
+        def close(self):
+            for part in self.parts:
+                part.close()
+
+    input_pipeline.create_train_input = TwoProcessBatches
+    app.run(main.main)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _records(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_only_process_0_writes(tiny_ptbxl, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           # Half the compile time; both runs use it, so their numbers stay comparable.
+           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    for name in ("XLA_FLAGS", *distributed.EXPLICIT_VARS):
+        env.pop(name, None)
+    args = ["--config=tests/train_fixtures.py", f"--config.dataset.data_dir={tiny_ptbxl[1]}",
+            "--config.train.steps_per_epoch=3", "--config.train.log_every_steps=1",
+            "--config.train.eval_batch_size=112", "--config.model.remat=False"]
+    main = [sys.executable, "-m", "cardioformer_jax.main", *args]
+    multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+    address = f"localhost:{_free_port()}"
+    worker_env = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    commands = [
+        # Process 0 from the command-line flags, process 1 from the environment.
+        ([*main, f"--workdir={multi}", f"--coordinator_address={address}",
+          "--num_processes=2", "--process_id=0"], worker_env),
+        ([*main, f"--workdir={multi}"],
+         {**worker_env, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": "1"}),
+        ([sys.executable, "-c", REFERENCE, *args, f"--workdir={single}"], env),
+    ]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=e, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for cmd, e in commands]
+    logs = []
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=300)
+            logs.append(stderr)
+            assert proc.returncode == 0, stderr[-4000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    log0, log1, _ = logs
+
+    got, want = _records(multi), _records(single)
+    train = [r for r in got if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]  # each step once: one writer
+    want_train = [r for r in want if r["split"] == "train"]
+    for key in ("loss", "grad_norm"):
+        np.testing.assert_allclose([r[key] for r in train], [r[key] for r in want_train],
+                                   rtol=2e-5)
+    for split in ("validation", "test"):
+        (mine,) = [r for r in got if r["split"] == split]
+        (theirs,) = [r for r in want if r["split"] == split]
+        assert mine["num_examples"] == 100
+        for key in ("accuracy", "f1", "auroc", "loss"):
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6)
+
+    # Only process 0 writes summaries and results and logs the run.
+    assert len(list(multi.glob("events.out.tfevents.*"))) == 1
+    assert json.loads((multi / "results.json").read_text())["best_epoch"] == 1
+    assert "jax.distributed.initialize(" in log0 and "process 0 of 2" in log0
+    assert "jax.distributed.initialize(" in log1 and "process 1 of 2" in log1
+    assert "[train] step 1" in log0 and "[validation epoch 1]" in log0
+    for line in ("[train]", "[validation", "new run in", "JAX 0."):
+        assert line not in log1
