@@ -17,10 +17,10 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import tensorflow_datasets as tfds
+from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
@@ -107,13 +107,17 @@ def _version_key(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None) -> Path:
+def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
+                ) -> epath.Path:
     """`data_dir/name/config/<latest version>`; FileNotFoundError with the build command
-    when the dataset has not been built (completely) there."""
+    when the dataset has not been built (completely) there.
+
+    An `epath.Path`, so a ``gs://`` data_dir stays a URL (`pathlib` would collapse its
+    ``//``); reading one needs gcsfs (`etils.epath`'s GCS backend)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     config = config or DEFAULT_CONFIG
-    config_dir = Path(data_dir).expanduser() / name / config
+    config_dir = epath.Path(data_dir).expanduser() / name / config
     versions = []
     if config_dir.is_dir():
         versions = [
