@@ -70,7 +70,7 @@ class TrainState:
       rngs: the model's random streams (dropout/augmentation key and counter).
       swa_params: equal-weight average of the parameters at the ends of epochs.
       swa_count: epochs in the average.
-      nonfinite_steps: updates skipped for a non-finite loss (``nan_policy="skip"``).
+      nonfinite_steps: updates dropped because the loss or gradients were not finite.
     """
 
     step: jax.Array
@@ -88,41 +88,48 @@ class ModelDef:
 
     graphdef: nnx.GraphDef  # train mode: dropout and augmentations on
     eval_graphdef: nnx.GraphDef  # eval mode
-    tx: optax.GradientTransformation
+    tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
     config: ModelConfig
 
 
 # --- state ----------------------------------------------------------------------------------
 
 
-def create_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SPEC 5: clipping at the global gradient norm, then Adam (no weight decay/schedule).
+def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
+                     ) -> optax.GradientTransformation:
+    """SPEC 5: clipping at the global gradient norm (<= 0: none), then Adam.
 
-    Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``.
+    Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``. The learning rate is
+    a value in the optimizer state (`optax.inject_hyperparams`): `learning_rate` only sets
+    its initial value in ``tx.init``, updates read the state's. So it is not a constant
+    compiled into the programs: runs that differ only in it share their compilations,
+    and a resumed run can take the config's (`_set_learning_rate`).
     """
-    adam = optax.adam(train_config.learning_rate)
-    if train_config.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), adam)
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+    if grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
     return adam
 
 
-def _model_rngs(seed: int) -> nnx.Rngs:
+def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
     # Separate keys: the same integer for both streams would reuse the init key as the
     # dropout key.
     key = jax.random.key(seed)
     return nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
 
 
-def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation
-             ) -> Callable[[], TrainState]:
-    model_config = ModelConfig.from_config(config.model)
+def _init_fn(model_config: ModelConfig, grad_clip_norm: float
+             ) -> Callable[[jax.Array, jax.Array], TrainState]:
+    """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
+    only in them share one compilation."""
 
-    def init() -> TrainState:
-        model = Cardioformer(model_config, rngs=_model_rngs(config.seed))
+    def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
+        model = Cardioformer(model_config, rngs=_model_rngs(seed))
         _, params, rngs = nnx.split(model, nnx.Param, ...)
         zero = jnp.zeros((), jnp.int32)
+        opt_state = create_optimizer(grad_clip_norm, learning_rate).init(params)
         return TrainState(
-            step=zero, params=params, opt_state=tx.init(params), rngs=rngs,
+            step=zero, params=params, opt_state=opt_state, rngs=rngs,
             # Zeros, not a copy: `swa_update` with count 0 ignores them, and they are
             # separate buffers from `params` (donation forbids aliases).
             swa_params=jax.tree.map(jnp.zeros_like, params), swa_count=zero,
@@ -131,48 +138,31 @@ def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation
     return init
 
 
-def model_def(config: ml_collections.ConfigDict) -> ModelDef:
-    """Graph definitions of the config's model (traced abstractly: no weights created)."""
-    model_config = ModelConfig.from_config(config.model)
+def _init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    return (jnp.asarray(config.seed, jnp.uint32),
+            jnp.asarray(config.train.learning_rate, jnp.float32))
+
+
+def model_def(model_config: ModelConfig, grad_clip_norm: float) -> ModelDef:
+    """Graph definitions of the model (traced abstractly: no weights created)."""
     model = nnx.eval_shape(lambda: Cardioformer(model_config, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
     return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                    tx=create_optimizer(config.train), config=model_config)
-
-
-def abstract_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-                         ) -> tuple[TrainState, Any]:
-    """Shapes/dtypes of the state with their shardings (`jax.ShapeDtypeStruct`s), and the
-    shardings alone (a pytree of `NamedSharding` like the state)."""
-    init = _init_fn(config, create_optimizer(config.train))
-    shapes = jax.eval_shape(init)
-    shardings = sharding.tree_shardings(shapes, mesh)
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            shapes, shardings)
-    return abstract, shardings
-
-
-def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-                       ) -> tuple[TrainState, ModelDef]:
-    """A fresh state, created directly sharded on `mesh` (no host copy of the weights),
-    and the static model definition."""
-    definition = model_def(config)
-    _, shardings = abstract_train_state(config, mesh)
-    state = jax.jit(_init_fn(config, definition.tx), out_shardings=shardings)()
-    return state, definition
+                    tx=create_optimizer(grad_clip_norm), config=model_config)
 
 
 # --- steps ----------------------------------------------------------------------------------
 
 
-def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array], *,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}``.
 
-    With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the
-    parameters and Adam state as they were (the random stream still advances) and counts
-    itself in ``nonfinite_steps``. Returns the new state and ``{"loss", "grad_norm"}``.
+    A step whose loss or gradients are not finite leaves the parameters and Adam state as
+    they were (the random stream still advances) and counts itself in
+    ``nonfinite_steps``; whether training then stops is the loop's decision
+    (``train.nan_policy``). Returns the new state and ``{"loss", "grad_norm"}``.
     """
 
     def loss_fn(params: nnx.State, rngs: nnx.State) -> tuple[jax.Array, nnx.State]:
@@ -186,14 +176,14 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
     (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
     updates, opt_state = definition.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
-    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rngs=rngs)
-    if skip_nonfinite:
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep = functools.partial(jax.tree.map, lambda n, o: jnp.where(finite, n, o))
-        new = new.replace(params=keep(new.params, state.params),
-                          opt_state=keep(new.opt_state, state.opt_state),
-                          nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    grad_norm = optax.tree.norm(grads)
+    # Selecting costs one elementwise pass over the weights; doing it unconditionally keeps
+    # one compiled step for both NaN policies and a "stop" run's state free of NaNs.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new = state.replace(step=state.step + 1, params=keep(params, state.params),
+                        opt_state=keep(opt_state, state.opt_state), rngs=rngs,
+                        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
     return new, {"loss": loss, "grad_norm": grad_norm}
 
 
@@ -211,32 +201,81 @@ def swa_epoch_update(state: TrainState) -> TrainState:
                          swa_count=state.swa_count + 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class CompiledSteps:
-    """The jitted steps with their shardings pinned (one compilation each)."""
+# --- the compiled programs ------------------------------------------------------------------
 
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Programs:
+    """The jitted programs of one model on one mesh, with their shardings pinned.
+
+    `init(seed, learning_rate)` creates the state directly sharded (no host copy of the
+    weights); `train(state, batch)` and `swa(state)` donate the state; `eval(params, rngs,
+    batch)` returns probabilities split like the batch. The batch is split over every
+    device (`sharding.data_sharding`), the state placed by `sharding.DEFAULT_RULES`.
+    """
+
+    definition: ModelDef
+    mesh: jax.sharding.Mesh
+    abstract_state: TrainState  # `jax.ShapeDtypeStruct`s carrying their shardings
+    shardings: TrainState  # a `NamedSharding` per leaf
+    init: Callable[[jax.Array, jax.Array], TrainState]
     train: Callable[[TrainState, Mapping[str, jax.Array]],
                     tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
     swa: Callable[[TrainState], TrainState]
 
 
-def compile_steps(definition: ModelDef, state_shardings: Any, mesh: jax.sharding.Mesh, *,
-                  skip_nonfinite: bool) -> CompiledSteps:
-    """`jax.jit` of the steps: state in and out with the rule shardings and donated, the
-    batch split over all devices, scalars and probabilities as XLA leaves them."""
+def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Programs:
+    """The `Programs` of the config's model on `mesh`, built once per process: runs of the
+    same model (other seeds, learning rates, datasets of the same shape) reuse them, so
+    they are neither traced nor compiled again."""
+    return _programs(ModelConfig.from_config(config.model),
+                     float(config.train.grad_clip_norm), mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model_config: ModelConfig, grad_clip_norm: float, mesh: jax.sharding.Mesh
+              ) -> Programs:
+    definition = model_def(model_config, grad_clip_norm)
+    init = _init_fn(model_config, grad_clip_norm)
+    shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
+    shardings = sharding.tree_shardings(shapes, mesh)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            shapes, shardings)
     data = sharding.data_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    train = jax.jit(
-        functools.partial(train_step, definition, skip_nonfinite=skip_nonfinite),
-        in_shardings=(state_shardings, data), out_shardings=(state_shardings, replicated),
-        donate_argnums=0)
-    evaluate = jax.jit(functools.partial(eval_step, definition),
-                       in_shardings=(state_shardings.swa_params, state_shardings.rngs, data),
-                       out_shardings=data)
-    swa_fn = jax.jit(swa_epoch_update, in_shardings=(state_shardings,),
-                     out_shardings=state_shardings, donate_argnums=0)
-    return CompiledSteps(train=train, eval=evaluate, swa=swa_fn)
+    return Programs(
+        definition=definition, mesh=mesh, abstract_state=abstract, shardings=shardings,
+        init=jax.jit(init, out_shardings=shardings),
+        train=jax.jit(functools.partial(train_step, definition),
+                      in_shardings=(shardings, data), out_shardings=(shardings, replicated),
+                      donate_argnums=0),
+        eval=jax.jit(functools.partial(eval_step, definition),
+                     in_shardings=(shardings.swa_params, shardings.rngs, data),
+                     out_shardings=data),
+        swa=jax.jit(swa_epoch_update, in_shardings=(shardings,), out_shardings=shardings,
+                    donate_argnums=0),
+    )
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                       ) -> tuple[TrainState, Programs]:
+    """A fresh state of the config's model and seed, created sharded on `mesh`, and the
+    programs that update it."""
+    compiled = programs(config, mesh)
+    return compiled.init(*_init_args(config)), compiled
+
+
+def _set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -> TrainState:
+    """The state with the optimizer's learning rate set to `learning_rate` (placed like
+    the one it replaces)."""
+    current = optax.tree.get(state.opt_state, "learning_rate")
+    wanted = jnp.asarray(learning_rate, current.dtype)
+    if float(current) == float(wanted):
+        return state
+    logging.info("learning rate %g (the checkpoint had %g)", learning_rate, float(current))
+    value = jax.device_put(wanted, optax.tree.get(shardings.opt_state, "learning_rate"))
+    return state.replace(opt_state=optax.tree.set(state.opt_state, learning_rate=value))
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -387,13 +426,10 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     train_config = config.train
     mesh = sharding.mesh_from_config(config)
     check_fits(config, mesh)
-    input_pipeline.validate(config)  # shapes and labels against the model, before compiling
     checkpointing.check_run_config(run_dir, config)
+    input_pipeline.validate(config)  # shapes and labels against the model, before compiling
 
-    definition = model_def(config)
-    abstract, shardings = abstract_train_state(config, mesh)
-    steps = compile_steps(definition, shardings, mesh,
-                          skip_nonfinite=train_config.nan_policy == "skip")
+    compiled = programs(config, mesh)
     train_input = input_pipeline.create_train_input(config, mesh)
     steps_per_epoch = train_input.steps_per_epoch
     if train_config.steps_per_epoch > 0:
@@ -404,9 +440,11 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                                              async_save=train_config.async_checkpointing)
     writer = logging_utils.MetricWriter(run_dir)
     try:
-        state, meta = _resume(checkpoints, abstract, train_input)
-        if state is None:
-            state = jax.jit(_init_fn(config, definition.tx), out_shardings=shardings)()
+        state, meta = _resume(checkpoints, compiled.abstract_state, train_input)
+        if state is not None:
+            state = _set_learning_rate(state, train_config.learning_rate, compiled.shardings)
+        else:
+            state = compiled.init(*_init_args(config))
             logging.info("new run in %s: %s parameters, mesh %s, %d steps per epoch",
                          run_dir, f"{count_params_state(state.params):,}", dict(mesh.shape),
                          steps_per_epoch)
@@ -418,7 +456,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         step = int(meta.get("step", 0))
 
         if evaluate_fn is None:
-            evaluate_fn = functools.partial(_evaluate_swa, steps.eval, config, mesh)
+            evaluate_fn = functools.partial(_evaluate_swa, compiled.eval, config, mesh)
 
         def save(is_epoch_end: bool, rank: int | None = None) -> None:
             checkpoints.save(step, state, {
@@ -431,7 +469,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         log.first_step = start_step = step
         while epoch < train_config.num_epochs and not early.should_stop:
             while step_in_epoch < steps_per_epoch:
-                state, step_metrics = steps.train(state, next(train_input))
+                state, step_metrics = compiled.train(state, next(train_input))
                 log.add(step_metrics)
                 step += 1
                 step_in_epoch += 1
@@ -446,7 +484,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
             _log_train(log, writer, epoch + 1, train_config, state)
             epoch += 1
             step_in_epoch = 0
-            state = steps.swa(state)
+            state = compiled.swa(state)
             results = {split: dict(evaluate_fn(state, split, epoch))
                        for split in (VALIDATION_SPLIT, TEST_SPLIT)}
             early, is_best = early.update(results[VALIDATION_SPLIT]["f1"], epoch)
@@ -513,11 +551,10 @@ def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
         "examples_per_second": n * train_config.batch_size / elapsed,
         "epoch": float(epoch),
     }
-    if train_config.nan_policy == "skip":
-        scalars["nonfinite_steps"] = float(jax.device_get(state.nonfinite_steps))
-        if not finite.all():
-            logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
-                            first_step + 1, first_step + n)
+    scalars["nonfinite_steps"] = float(jax.device_get(state.nonfinite_steps))
+    if not finite.all():  # only reached with nan_policy="skip"; "stop" raised above
+        logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
+                        first_step + 1, first_step + n)
     step = first_step + n
     writer.write_scalars(step, scalars, split="train")
     logging_utils.log_scalars(scalars, step=step, split="train")

@@ -48,9 +48,7 @@ def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -
     from cardioformer_jax import input_pipeline, train
 
     mesh = _mesh(config, devices)
-    state, definition = train.create_train_state(config, mesh)
-    _, shardings = train.abstract_train_state(config, mesh)
-    compiled = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    state, compiled = train.create_train_state(config, mesh)
     train_input = input_pipeline.create_train_input(config, mesh)
     losses = []
     try:
@@ -66,8 +64,6 @@ def initial_predictions(config: ml_collections.ConfigDict, mesh) -> dict[str, li
     """`train.predict` of the initial parameters on the validation split, as lists."""
     from cardioformer_jax import train
 
-    state, definition = train.create_train_state(config, mesh)
-    _, shardings = train.abstract_train_state(config, mesh)
-    compiled = train.compile_steps(definition, shardings, mesh, skip_nonfinite=False)
+    state, compiled = train.create_train_state(config, mesh)
     out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
     return {"index": out["index"].tolist(), "probs": out["probs"].tolist()}
