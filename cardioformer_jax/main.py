@@ -4,28 +4,41 @@
         [--config.train.batch_size=256 ...]
 
 Any config field can be overridden (`ml_collections.config_flags`); unknown fields are an
-error. Rerunning the same command resumes from the latest checkpoint in DIR. Multi-host
-(TPU pods, GPU clusters): pass --jax_distributed on every process.
+error. Rerunning the same command resumes from the latest checkpoint in DIR. Multi-process
+runs (TPU pods, SLURM/Open MPI GPU clusters) are detected, see `distributed`; explicit
+--coordinator_address/--num_processes/--process_id override the detection.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax import train
+from cardioformer_jax import distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process runs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False,
-    "Call jax.distributed.initialize() first (multi-process runs; the cluster is detected).")
+    "Initialise jax.distributed even when no cluster is recognised (JAX auto-detects).")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "Persistent XLA compilation cache ('' disables). Default: $JAX_COMPILATION_CACHE_DIR, "
+    "else ~/.cache/cardioformer_jax/xla. A restarted or resumed run then starts in seconds "
+    "instead of recompiling.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
 
 
 def _quiet_orbax() -> None:
@@ -38,14 +51,24 @@ def _quiet_orbax() -> None:
     logging.get_absl_handler().addFilter(keep)
 
 
+def _set_compilation_cache() -> None:
+    path = _CACHE_DIR.value
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _quiet_orbax()
-    if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+    # Before anything touches the devices.
+    distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                 force=_DISTRIBUTED.value)
     if jax.process_index() != 0:
         logging.set_verbosity(logging.WARNING)  # process 0 reports for everyone
+    _set_compilation_cache()
     logging.info("JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(),
                  jax.devices())
     try:
