@@ -7,6 +7,7 @@ from typing import Any
 
 import ml_collections
 
+from cardioformer_jax import models, resnet1d
 from cardioformer_jax.model import ModelConfig
 
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
@@ -50,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.prefetch_batches = 4
 
     config.model = model_config()
+    # Which network to train (`models.MODEL_NAMES`): "cardioformer" reads the `model`
+    # section; "resnet1d" (baseline) reads `resnet` and the input/class fields of `model`.
+    config.model_name = "cardioformer"
+    config.resnet = ml_collections.ConfigDict(resnet1d.default_section())
 
     # SPEC 5: Adam 1e-4, no weight decay or schedule, clipping at global norm 4.0,
     # batch 128, up to 100 epochs, SWA per epoch, early stopping on validation macro-F1.
@@ -101,6 +106,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
     ModelConfig.from_config(config.model)
+    models.model_spec(config)  # model_name and, for the baseline, the resnet section
     train = config.train
     checks = [
         (config.seeds >= 1, f"seeds={config.seeds} must be >= 1"),

@@ -1,0 +1,158 @@
+"""What a trained model expects from a raw WFDB record, per dataset, and how to make it.
+
+A model trained on one of the datasets takes samples prepared exactly as that dataset's
+builder prepared its training samples (SPEC 4), followed by the per-sample standardisation
+of the input pipeline (SPEC 1):
+
+* PTB-XL, MIMIC-IV-ECG: resample to 250 Hz, standardise each lead over the record, cut
+  consecutive 1 s segments ``(250, 12)``;
+* PTB: the same, then heartbeats ``(300, 15)`` around the detected R peaks.
+
+The builders receive records of one known sampling rate and lead layout; records given at
+inference time may come from anywhere, so here the sampling rate is free (any rate the
+resampling supports) and the leads are matched by name to the dataset's, ignoring case, and
+reordered when all are present (MIMIC-IV-ECG stores aVF before aVL, PTB-XL the other way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cardioformer_jax import preprocessing
+from cardioformer_jax.preprocessing import RecordError
+from tfds_builders import labels
+
+_LEADS_12 = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """The input contract of a dataset's models.
+
+    Attributes:
+      dataset: the TFDS dataset name (``config.dataset.name``).
+      lead_names: the leads, in the order of the model's channel axis.
+      class_names: the classes, in the order of the model's outputs.
+      mode: ``"segments"`` (1 s windows) or ``"beats"`` (heartbeats).
+      sample_length: samples per model input at ``sample_rate``.
+      sample_rate: Hz, what every record is resampled to.
+    """
+
+    dataset: str
+    lead_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    mode: str
+    sample_length: int
+    sample_rate: int = preprocessing.TARGET_FS
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description of the preparation (for exported models)."""
+        steps = [
+            "read the WFDB record in physical units",
+            f"select and order the leads {list(self.lead_names)} (names match ignoring case)",
+            f"resample every lead to {self.sample_rate} Hz by linear interpolation "
+            "(n samples at fs -> floor(n / fs * 250) on a grid spanning the same first and "
+            "last sample)",
+            "standardise each lead over the whole record (mean 0, population std 1; a "
+            "constant lead becomes zeros)",
+        ]
+        if self.mode == "segments":
+            steps.append(f"cut consecutive non-overlapping windows of {self.sample_length} "
+                         "samples (a shorter remainder is dropped)")
+        else:
+            steps.append(
+                "detect R peaks per lead (neurokit2 ecg_clean + ecg_peaks, method 'neurokit', "
+                f"at {self.sample_rate} Hz); RR = median over leads of each lead's median RR "
+                f"(records with RR > {preprocessing.MAX_RR} samples are refused); beat k = "
+                "[R_k - RR//2, R_k - RR//2 + RR) with R_k the median over leads of their "
+                f"k-th peak, clipped to the record and zero-padded equally on both sides to "
+                f"{self.sample_length} samples")
+        steps.append("standardise each sample per lead (mean 0, population std 1; a constant "
+                     "lead becomes zeros), float32")
+        steps.append("class probabilities of a record: softmax of the logits, averaged over "
+                     "its samples")
+        return {
+            "dataset": self.dataset,
+            "lead_names": list(self.lead_names),
+            "class_names": list(self.class_names),
+            "mode": self.mode,
+            "sample_length": self.sample_length,
+            "sample_rate_hz": self.sample_rate,
+            "standardise_per_record": True,
+            "standardise_per_sample": True,
+            "steps": steps,
+        }
+
+
+INPUT_SPECS: dict[str, InputSpec] = {
+    "ptbxl": InputSpec("ptbxl", _LEADS_12, labels.PTBXL_CLASSES, "segments",
+                       preprocessing.SEGMENT_LENGTH),
+    "mimic_iv_ecg": InputSpec(
+        "mimic_iv_ecg", ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5",
+                         "V6"), labels.MIMIC_CLASSES, "segments", preprocessing.SEGMENT_LENGTH),
+    "ptb": InputSpec("ptb", (*(lead.lower() for lead in _LEADS_12), "vx", "vy", "vz"),
+                     labels.PTB_CLASSES, "beats", preprocessing.BEAT_LENGTH),
+}
+
+
+def input_spec(dataset: str) -> InputSpec:
+    """The `InputSpec` of a dataset name; ValueError for an unknown one."""
+    if dataset not in INPUT_SPECS:
+        raise ValueError(f"no input specification for dataset {dataset!r}; known: "
+                         f"{', '.join(INPUT_SPECS)}")
+    return INPUT_SPECS[dataset]
+
+
+def match_leads(names: Sequence[str], expected: Sequence[str],
+                path: str | os.PathLike[str] = "<record>") -> np.ndarray:
+    """Column indices that take a record's leads `names` to the order `expected`.
+
+    Names match ignoring case and surrounding spaces; extra leads are left out. Raises
+    `RecordError` (kind ``"lead_mismatch"``) naming the missing or ambiguous leads.
+    """
+    found: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        found.setdefault(name.strip().lower(), []).append(index)
+    missing = [lead for lead in expected if lead.lower() not in found]
+    duplicated = [lead for lead in expected if len(found.get(lead.lower(), ())) > 1]
+    if missing or duplicated:
+        problems = []
+        if missing:
+            problems.append(f"missing leads {missing}")
+        if duplicated:
+            problems.append(f"leads named more than once {duplicated}")
+        raise RecordError(
+            path, "lead_mismatch",
+            f"{'; '.join(problems)}: the record has {list(names)}, the model expects "
+            f"{list(expected)} (names are matched ignoring case)")
+    return np.asarray([found[lead.lower()][0] for lead in expected], dtype=np.int64)
+
+
+def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
+    """A raw WFDB record -> the model's inputs ``(k, sample_length, len(lead_names))``.
+
+    Raises `RecordError` for a record that cannot be read or used (unreadable or missing
+    files, missing leads, NaN or flat leads, shorter than one second, no heartbeats, ...).
+    """
+    record = preprocessing.read_record(path, min_seconds=1.0)
+    columns = match_leads(record.lead_names, spec.lead_names, record.path)
+    try:
+        prepared = preprocessing.prepare_signal(record.signal[:, columns], record.fs)
+    except ValueError as err:  # too few samples for the resampling
+        raise RecordError(record.path, "too_short", str(err)) from err
+    if spec.mode == "segments":
+        samples = preprocessing.segment(prepared, spec.sample_length)
+    else:
+        samples = preprocessing.heartbeats(prepared, path=record.path,
+                                           beat_length=spec.sample_length)
+    if len(samples) == 0:
+        raise RecordError(record.path, "too_short",
+                          f"no complete sample of {spec.sample_length} samples at "
+                          f"{spec.sample_rate} Hz")
+    # SPEC 1: the input pipeline standardises every sample again right before the model.
+    return preprocessing.standardize(samples)

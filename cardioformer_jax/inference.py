@@ -1,0 +1,284 @@
+"""A trained run as an eval-mode model: the one loader behind predict, evaluate and export.
+
+`load(workdir)` reads the run's saved ``config.json``, restores the checkpoint that early
+stopping kept as best (its SWA-averaged parameters are what validation and test were
+evaluated with, SPEC 5) and returns a `TrainedModel`: the parameters, the eval-mode graph
+and the dataset's input contract (`dataset_inputs.InputSpec`).
+
+Checkpoints are opened read-only: loading a run that is still training neither deletes its
+temporary files nor writes anything.
+
+A multi-seed workdir (``seed_<s>/`` sub-directories) holds one run per seed; `load` takes
+the seed asked for, by default the one with the best validation macro-F1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from cardioformer_jax import checkpointing, dataset_inputs, sharding, train
+
+DEFAULT_BATCH_SIZE = 64
+_SEED_DIR = re.compile(r"^seed_(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A restored run, ready for inference.
+
+    Attributes:
+      config: the run's config (as saved in its ``config.json``).
+      run_dir: the run directory (``workdir`` or ``workdir/seed_<s>``).
+      step: the restored checkpoint's training step.
+      epoch: the epoch that checkpoint ends (None if its metadata lacks it).
+      graphdef: the eval-mode NNX graph definition.
+      params: the SWA-averaged parameters.
+      rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
+      spec: the dataset's input contract.
+    """
+
+    config: ml_collections.ConfigDict
+    run_dir: Path
+    step: int
+    epoch: int | None
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    rngs: nnx.State
+    spec: dataset_inputs.InputSpec
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(seq_len, num_channels)`` of one sample."""
+        return int(self.config.model.seq_len), int(self.config.model.num_channels)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.model.num_classes)
+
+    def module(self) -> nnx.Module:
+        """The eval-mode model (a fresh copy; dropout and augmentations off)."""
+        return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
+
+    def apply_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
+        """``f(params, rngs, signal (B, T, C)) -> logits (B, K)`` (float32), pure."""
+        return functools.partial(_apply, self.graphdef)
+
+    def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)``.
+
+        Runs in fixed-size batches (the last one zero-padded), so inputs of any length
+        reuse one compiled program.
+        """
+        signals = np.asarray(signals, np.float32)
+        if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
+            raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
+                             f"{self.input_shape[1]}), got {signals.shape}")
+        n = signals.shape[0]
+        outputs = []
+        for start in range(0, n, batch_size):
+            chunk = signals[start:start + batch_size]
+            padded = np.zeros((batch_size, *self.input_shape), np.float32)
+            padded[:len(chunk)] = chunk
+            outputs.append(np.asarray(_jitted_apply(self.graphdef, self.params, self.rngs,
+                                                    padded))[:len(chunk)])
+        if not outputs:
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.concatenate(outputs)
+
+    def probabilities(self, signals: np.ndarray,
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Softmax class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``."""
+        logits = self.logits(signals, batch_size)
+        return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+
+def _apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
+           signal: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, params, rngs, copy=True)
+    return model(signal).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
+                  signal: jax.Array) -> jax.Array:
+    return _apply(graphdef, params, rngs, signal)
+
+
+def quiet_orbax() -> None:
+    """Hides Orbax's informational warnings (e.g. that a read-only directory is read only)
+    from a command line's output; its errors stay. Orbax logs through absl's logger."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "/orbax/" not in record.pathname
+
+    logging.getLogger("absl").addFilter(keep)
+
+
+# --- finding the run ------------------------------------------------------------------------
+
+
+def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, Path]:
+    """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
+    workdir = Path(workdir)
+    runs = {}
+    if workdir.is_dir():
+        for child in workdir.iterdir():
+            match = _SEED_DIR.match(child.name)
+            if match and child.is_dir():
+                runs[int(match.group(1))] = child
+    return dict(sorted(runs.items()))
+
+
+def _validation_f1(run_dir: Path) -> float:
+    path = run_dir / train.RESULTS_FILE
+    try:
+        value = json.loads(path.read_text())["validation"]["f1"]
+        return float(value) if value is not None and math.isfinite(value) else -math.inf
+    except (OSError, KeyError, TypeError, ValueError):
+        return -math.inf
+
+
+def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> Path:
+    """The run directory to load: `workdir` itself, or one of its ``seed_<s>/`` runs.
+
+    For a multi-seed workdir, `seed` picks the run; None takes the seed with the best
+    validation macro-F1 in its ``results.json`` (the first seed on ties or when none has
+    results yet). Raises FileNotFoundError when there is no run.
+    """
+    workdir = Path(workdir).expanduser()
+    seeds = seed_run_dirs(workdir)
+    if seed is not None:
+        if seed in seeds:
+            return seeds[seed]
+        if not seeds and (workdir / checkpointing.CONFIG_FILE).is_file():
+            config = json.loads((workdir / checkpointing.CONFIG_FILE).read_text())
+            if int(config.get("seed", -1)) == seed:
+                return workdir
+        raise FileNotFoundError(f"no run of seed {seed} in {workdir} (seeds: "
+                                f"{sorted(seeds) or 'a single run'})")
+    if seeds:
+        return max(seeds.values(), key=_validation_f1)  # max keeps the first on ties
+    if not (workdir / checkpointing.CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{workdir} is not a training workdir (no {checkpointing.CONFIG_FILE} and no "
+            f"seed_<s>/ runs); pass the --workdir given to cardioformer_jax.main")
+    return workdir
+
+
+def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The run's saved config (``config.json``)."""
+    path = Path(run_dir) / checkpointing.CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a training run?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+# --- restoring ------------------------------------------------------------------------------
+# Orbax stores the typed PRNG keys of the state as their uint32 key data (checkpointing.py);
+# restore into that form, then wrap them again.
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _key_data_target(abstract: Any) -> Any:
+    def convert(x: Any) -> Any:
+        if not _is_key(x):
+            return x
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+
+    return jax.tree.map(convert, abstract)
+
+
+def _best_step(manager: ocp.CheckpointManager) -> int | None:
+    """The step `checkpointing.Checkpointer` keeps as best (highest epoch rank >= 0)."""
+    best, best_rank = None, -1.0
+    for step in manager.all_steps():
+        values = manager.metrics(step)
+        if not values:
+            continue
+        rank = float(values.get(checkpointing.RANK_METRIC, -1))
+        if math.isfinite(rank) and rank >= 0 and rank > best_rank:
+            best, best_rank = step, rank
+    return best
+
+
+def restore_state(run_dir: Path, abstract: train.TrainState, step: int | None = None
+                  ) -> tuple[train.TrainState, dict[str, Any], int]:
+    """Restores the best (or the given) checkpoint of `run_dir` read-only.
+
+    Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
+    checkpoint of a finished epoch (only those hold SWA parameters that were evaluated).
+    """
+    directory = run_dir / checkpointing.CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                           cleanup_tmp_directories=False)
+    manager = ocp.CheckpointManager(directory, options=options,
+                                    item_names=("state", "meta", "data"))
+    try:
+        if step is None:
+            step = _best_step(manager)
+            if step is None:
+                raise FileNotFoundError(
+                    f"{directory} holds no checkpoint of a finished epoch (steps "
+                    f"{list(manager.all_steps())}); train at least one epoch first")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_key_data_target(abstract)),
+            meta=ocp.args.JsonRestore()))
+    finally:
+        manager.close()
+    state = jax.tree.map(
+        lambda x, a: jax.random.wrap_key_data(x, dtype=a.dtype) if _is_key(a) else x,
+        restored["state"], abstract)
+    return state, dict(restored["meta"]), int(step)
+
+
+def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | None = None
+         ) -> TrainedModel:
+    """The best checkpoint's SWA parameters of a training workdir as a `TrainedModel`.
+
+    Args:
+      workdir: the ``--workdir`` of a training run (single or multi-seed).
+      seed: for a multi-seed workdir, which seed's run (default: best validation F1).
+      step: restore this checkpoint step instead of the best one.
+    """
+    run_dir = resolve_run_dir(workdir, seed)
+    config = read_config(run_dir)
+    spec = dataset_inputs.input_spec(config.dataset.name)
+    shape = (int(config.model.seq_len), int(config.model.num_channels))
+    if shape != (spec.sample_length, len(spec.lead_names)):
+        raise ValueError(f"{run_dir}: the model takes samples of shape {shape}, but "
+                         f"{spec.dataset} samples are ({spec.sample_length}, "
+                         f"{len(spec.lead_names)})")
+    # One device is plenty for inference, and makes the restore independent of the mesh
+    # the run was trained on.
+    mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
+    programs = train.programs(config, mesh)
+    state, meta, step = restore_state(run_dir, programs.abstract_state, step)
+    if int(jax.device_get(state.swa_count)) == 0:
+        raise ValueError(f"checkpoint {step} of {run_dir} has no SWA average yet")
+    epoch = meta.get("epoch")
+    return TrainedModel(config=config, run_dir=run_dir, step=step,
+                        epoch=None if epoch is None else int(epoch),
+                        graphdef=programs.definition.eval_graphdef, params=state.swa_params,
+                        rngs=state.rngs, spec=spec)

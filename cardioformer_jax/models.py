@@ -1,0 +1,63 @@
+"""Which network a config trains: ``config.model_name`` -> an NNX module.
+
+* ``"cardioformer"`` (default): `model.Cardioformer` from the ``model`` section;
+* ``"resnet1d"``: the `resnet1d.ResNet1D` baseline from the ``resnet`` section, with the
+  input contract (``seq_len``, ``num_channels``, ``num_classes``) of the ``model`` section,
+  which the data pipeline checks the dataset against for every model.
+
+Every model maps ``(B, T, C)`` windows to ``(B, num_classes)`` logits, is in train mode
+after construction (``.eval()`` switches dropout off) and keeps only its ``dropout``
+random stream, so the training loop treats them all alike.
+
+`model_spec` returns a frozen, hashable dataclass: the training code can key its compiled
+programs on it (two configs that build the same network share them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flax import nnx
+
+from cardioformer_jax.model import Cardioformer, ModelConfig
+from cardioformer_jax.resnet1d import ResNet1D, ResNet1DConfig
+
+MODEL_NAMES: tuple[str, ...] = ("cardioformer", "resnet1d")
+DEFAULT_MODEL = "cardioformer"
+
+ModelSpec = ModelConfig | ResNet1DConfig
+
+
+def model_name(config: Mapping[str, Any]) -> str:
+    """``config.model_name``; configs written before the field existed are Cardioformers."""
+    name = config.get("model_name", None) or DEFAULT_MODEL
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model_name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def model_spec(config: Mapping[str, Any]) -> ModelSpec:
+    """The validated hyper-parameters of the config's model (hashable)."""
+    name = model_name(config)
+    if name == "cardioformer":
+        return ModelConfig.from_config(config["model"])
+    model = config["model"]
+    section = dict(config.get("resnet", None) or {})
+    return ResNet1DConfig.from_config({
+        **section, "seq_len": int(model["seq_len"]), "num_channels": int(model["num_channels"]),
+        "num_classes": int(model["num_classes"])})
+
+
+def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The module of a `model_spec` (train mode)."""
+    if isinstance(spec, ResNet1DConfig):
+        return ResNet1D(spec, rngs=rngs)
+    if isinstance(spec, ModelConfig):
+        return Cardioformer(spec, rngs=rngs)
+    raise TypeError(f"not a model spec: {type(spec).__name__}")
+
+
+def create_model(config: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+    """The config's model in train mode: ``build_model(model_spec(config), rngs=rngs)``."""
+    return build_model(model_spec(config), rngs=rngs)

@@ -1,0 +1,181 @@
+"""A 1-D ResNet baseline for ECG classification, in Flax NNX.
+
+The usual ECG ResNet (as in Hannun et al. 2019 and the PTB-XL benchmark's ``resnet1d``):
+a strided convolution stem with max pooling, stages of basic residual blocks (two
+convolutions with normalisation and ReLU; the first block of every stage after the first
+halves the time axis and a 1x1 projection adapts the shortcut), global average pooling
+over time, dropout and a linear head.
+
+Same contract as `model.Cardioformer`: ``(B, T, C)`` float windows -> ``(B, num_classes)``
+logits; train mode (dropout on) by default, ``model.eval()`` / ``deterministic=True`` for
+evaluation; randomness from the ``dropout`` stream of the ``rngs`` given at construction.
+
+Normalisation is GroupNorm (default) or LayerNorm over channels, not BatchNorm, on purpose:
+the training state (`train.TrainState`) carries parameters and random streams only, so
+BatchNorm's running statistics would have nowhere to live, and the SWA-averaged weights
+that are evaluated would not match statistics collected along the way (SWA with BatchNorm
+needs an extra pass over the data). Group/Layer norm have neither problem and do not
+depend on the batch composition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cardioformer_jax import fast_random
+from cardioformer_jax.model import dropout
+
+NORMS = ("group", "layer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNet1DConfig:
+    """Validated, hashable hyper-parameters of `ResNet1D`.
+
+    ``seq_len``, ``num_channels`` and ``num_classes`` come from the config's ``model``
+    section (the dataset's input contract); the rest from its ``resnet`` section.
+    """
+
+    seq_len: int = 250
+    num_channels: int = 12
+    num_classes: int = 5
+    stem_width: int = 64
+    stem_kernel: int = 15
+    widths: tuple[int, ...] = (64, 128, 256)  # one stage per width
+    blocks_per_stage: int = 2
+    kernel_size: int = 7
+    norm: str = "group"  # "group" or "layer"
+    num_groups: int = 8  # GroupNorm groups (capped by the channel count)
+    dropout: float = 0.2  # before the linear head
+    rng_impl: str = "hash"  # see fast_random
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        problems = []
+        for name in ("seq_len", "num_channels", "stem_width", "stem_kernel", "blocks_per_stage",
+                     "kernel_size", "num_groups"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_classes < 2:
+            problems.append(f"num_classes={self.num_classes} must be >= 2")
+        if not self.widths or min(self.widths) < 1:
+            problems.append(f"widths={self.widths} must be a non-empty list of positive ints")
+        if self.norm not in NORMS:
+            problems.append(f"norm={self.norm!r} must be one of {NORMS}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        if self.rng_impl not in fast_random.IMPLEMENTATIONS:
+            problems.append(f"rng_impl={self.rng_impl!r} must be one of "
+                            f"{fast_random.IMPLEMENTATIONS}")
+        if problems:
+            raise ValueError("invalid resnet config: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | ResNet1DConfig) -> ResNet1DConfig:
+        """Builds from a dict / ``ConfigDict``; unknown keys are an error."""
+        if isinstance(config, ResNet1DConfig):
+            return config
+        values = dict(config.items())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown resnet config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+def default_section() -> dict[str, Any]:
+    """The config's ``resnet`` section: every field except the input contract."""
+    skip = {"seq_len", "num_channels", "num_classes"}
+    return {f.name: f.default for f in dataclasses.fields(ResNet1DConfig) if f.name not in skip}
+
+
+def _norm(features: int, config: ResNet1DConfig, rngs: nnx.Rngs) -> nnx.Module:
+    if config.norm == "layer":
+        return nnx.LayerNorm(features, epsilon=1e-5, rngs=rngs)
+    # The largest group count <= num_groups that divides the channels.
+    groups = max(g for g in range(1, min(config.num_groups, features) + 1) if features % g == 0)
+    return nnx.GroupNorm(features, num_groups=groups, epsilon=1e-5, rngs=rngs)
+
+
+def _conv(in_features: int, out_features: int, kernel: int, stride: int,
+          rngs: nnx.Rngs) -> nnx.Conv:
+    # No bias: a normalisation follows every convolution. He init suits the ReLUs.
+    return nnx.Conv(in_features, out_features, kernel_size=(kernel,), strides=(stride,),
+                    padding="SAME", use_bias=False,
+                    kernel_init=nnx.initializers.kaiming_normal(), rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+    """``relu(norm2(conv2(relu(norm1(conv1(x))))) + shortcut(x))``."""
+
+    def __init__(self, in_features: int, out_features: int, stride: int,
+                 config: ResNet1DConfig, *, rngs: nnx.Rngs):
+        k = config.kernel_size
+        self.conv1 = _conv(in_features, out_features, k, stride, rngs)
+        self.norm1 = _norm(out_features, config, rngs)
+        self.conv2 = _conv(out_features, out_features, k, 1, rngs)
+        self.norm2 = _norm(out_features, config, rngs)
+        # A 1x1 projection only where the shape changes; otherwise the identity.
+        self.project = stride != 1 or in_features != out_features
+        if self.project:
+            self.shortcut = _conv(in_features, out_features, 1, stride, rngs)
+            self.shortcut_norm = _norm(out_features, config, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jax.nn.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        skip = self.shortcut_norm(self.shortcut(x)) if self.project else x
+        return jax.nn.relu(y + skip)
+
+
+class ResNet1D(nnx.Module):
+    """1-D ResNet classifier: ``(B, T, C)`` ECG windows -> ``(B, num_classes)`` logits."""
+
+    def __init__(self, config: Mapping[str, Any] | ResNet1DConfig, *, rngs: nnx.Rngs,
+                 deterministic: bool = False):
+        config = ResNet1DConfig.from_config(config)
+        self.config = config
+        self.deterministic = deterministic
+        self.stem = _conv(config.num_channels, config.stem_width, config.stem_kernel, 2, rngs)
+        self.stem_norm = _norm(config.stem_width, config, rngs)
+        blocks = []
+        features = config.stem_width
+        for stage, width in enumerate(config.widths):
+            for index in range(config.blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(features, width, stride, config, rngs=rngs))
+                features = width
+        self.blocks = nnx.List(blocks)
+        self.head = nnx.Linear(features, config.num_classes, rngs=rngs)
+        # Only the dropout stream is kept (as in Cardioformer): the training state's random
+        # part is exactly the model's RNG state.
+        self.rngs = rngs["dropout"].fork()
+
+    def check_input(self, x: jax.Array) -> None:
+        """Static shape contract of the input (raises with a clear message)."""
+        config = self.config
+        if x.ndim != 3 or x.shape[1:] != (config.seq_len, config.num_channels):
+            raise ValueError(
+                f"ResNet1D input has shape {x.shape}; this model expects (batch, "
+                f"{config.seq_len}, {config.num_channels}) = (batch, seq_len, num_channels)")
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """``(B, T, C)`` -> pooled features ``(B, widths[-1])``."""
+        x = jax.nn.relu(self.stem_norm(self.stem(x.astype(jnp.float32))))
+        x = nnx.max_pool(x, window_shape=(3,), strides=(2,), padding="SAME")
+        for block in self.blocks:
+            x = block(x)
+        return x.mean(axis=1)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.check_input(x)
+        key = None if self.deterministic else self.rngs()
+        features = dropout(self.features(x), self.config.dropout, key, self.config.rng_impl)
+        return self.head(features)
+
