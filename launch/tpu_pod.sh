@@ -308,8 +308,10 @@ cmd_setup() {
     fetch="rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf \$HOME/cardioformer_jax.tar.gz -C $REMOTE_DIR"
   fi
   # The TPU images ship an older Python (3.10 on Ubuntu 22.04): uv installs the project's
-  # Python into a fresh venv, then the project with jax[tpu] (libtpu comes from PyPI).
-  on_all_workers "set -e; $fetch; { [ -x $UV ] || curl -LsSf https://astral.sh/uv/install.sh | sh; }; rm -rf \$HOME/venv; $UV venv --quiet --python $PYTHON_VERSION \$HOME/venv; cd $REMOTE_DIR; $UV pip install --quiet --python \$HOME/venv/bin/python '.[tpu]'; \$HOME/venv/bin/python -c 'import cardioformer_jax, jax; print(\"installed, jax\", jax.__version__)'"
+  # Python into a fresh venv, then the project with jax[tpu] (libtpu comes from PyPI) and
+  # the gs:// clients: gcsfs (etils.epath, TFDS metadata, Orbax directories) and
+  # google-cloud-storage (tensorboardX event files).
+  on_all_workers "set -e; $fetch; { [ -x $UV ] || curl -LsSf https://astral.sh/uv/install.sh | sh; }; rm -rf \$HOME/venv; $UV venv --quiet --python $PYTHON_VERSION \$HOME/venv; cd $REMOTE_DIR; $UV pip install --quiet --python \$HOME/venv/bin/python '.[tpu]' gcsfs google-cloud-storage; \$HOME/venv/bin/python -c 'import cardioformer_jax, jax; print(\"installed, jax\", jax.__version__)'"
 }
 
 train_args() {
