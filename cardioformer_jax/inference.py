@@ -51,6 +51,8 @@ class TrainedModel:
       params: the SWA-averaged parameters.
       rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
       spec: the dataset's input contract.
+      mesh: the (one-device) mesh the parameters live on; `train.programs(config, mesh)`
+        gives the training code's compiled programs for them.
     """
 
     config: ml_collections.ConfigDict
@@ -61,6 +63,7 @@ class TrainedModel:
     params: nnx.State
     rngs: nnx.State
     spec: dataset_inputs.InputSpec
+    mesh: jax.sharding.Mesh
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -281,4 +284,4 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     return TrainedModel(config=config, run_dir=run_dir, step=step,
                         epoch=None if epoch is None else int(epoch),
                         graphdef=programs.definition.eval_graphdef, params=state.swa_params,
-                        rngs=state.rngs, spec=spec)
+                        rngs=state.rngs, spec=spec, mesh=mesh)

@@ -1,0 +1,197 @@
+"""Numbers behind the evaluation report: pure functions of probabilities and labels.
+
+Everything here takes NumPy arrays and returns numbers or arrays (no files, no plotting),
+so that the report (`evaluate.py`) can be checked against direct computation.
+
+* `expected_calibration_error` / `reliability_bins`: top-label calibration with equal-width
+  confidence bins (Guo et al. 2017): a sample's confidence is its largest probability, it
+  is correct when that class is the label; ECE = sum over bins of (bin share) x
+  |accuracy - mean confidence|.
+* `per_class_curves`: one-vs-rest ROC and precision-recall curves with AUROC and AP.
+* `metrics_by_group`: `metrics.classification_metrics` per subgroup (sex, age band, ...).
+* `seed_summary`: mean ± std over seeds next to the paper's numbers (SPEC 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from cardioformer_jax import metrics
+
+ECE_BINS = 15
+
+# SPEC 5: AUROC (%) of the paper, mean ± std over 5 seeds, subject-independent splits.
+PAPER_AUROC: dict[str, tuple[float, float]] = {
+    "ptb": (96.34, 0.11),
+    "ptbxl": (89.99, 0.12),
+    "mimic_iv_ecg": (95.59, 1.66),
+}
+
+SEX_NAMES = {0: "male", 1: "female"}
+# Upper bounds (exclusive) of the age bands; PTB-XL codes ages of 90 and over as 300,
+# which falls in the last band.
+AGE_BANDS: tuple[tuple[str, float, float], ...] = (
+    ("<40", 0.0, 40.0), ("40-59", 40.0, 60.0), ("60-79", 60.0, 80.0), (">=80", 80.0, math.inf))
+UNKNOWN = "unknown"
+
+REPORTED_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "auprc")
+
+
+def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(f"expected probs (N, K) and labels (N,), got {probs.shape}, "
+                         f"{labels.shape}")
+    if probs.shape[0] == 0:
+        raise ValueError("no examples")
+    return probs, labels
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS
+                     ) -> dict[str, np.ndarray]:
+    """Top-label reliability diagram data over `num_bins` equal-width confidence bins.
+
+    Bin b holds confidences in ``(b / num_bins, (b + 1) / num_bins]`` (the first also 0).
+    Returns ``{"lower", "upper", "count", "confidence", "accuracy"}`` arrays of length
+    `num_bins`; mean confidence and accuracy are NaN in empty bins.
+    """
+    probs, labels = _check(probs, labels)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # ceil(c * B) - 1: right-closed bins; clip puts c = 0 into the first bin.
+    index = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    count = np.bincount(index, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(index, confidence, num_bins) / count
+        accuracy = np.bincount(index, correct, num_bins) / count
+    return {"lower": edges[:-1], "upper": edges[1:], "count": count,
+            "confidence": mean_confidence, "accuracy": accuracy}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
+                               num_bins: int = ECE_BINS) -> float:
+    """Top-label ECE with `num_bins` equal-width bins (see `reliability_bins`)."""
+    bins = reliability_bins(probs, labels, num_bins)
+    used = bins["count"] > 0
+    weights = bins["count"][used] / bins["count"].sum()
+    return float(np.sum(weights * np.abs(bins["accuracy"][used] - bins["confidence"][used])))
+
+
+def confusion_matrix(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``(K, K)`` counts: row = true class, column = predicted (argmax) class."""
+    probs, labels = _check(probs, labels)
+    k = probs.shape[1]
+    return skm.confusion_matrix(labels, probs.argmax(axis=1), labels=np.arange(k))
+
+
+def per_class_curves(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any] | None]:
+    """One-vs-rest curves per class: ``{"fpr", "tpr", "auroc", "precision", "recall",
+    "ap", "positives"}``, or None for a class without positives or without negatives."""
+    probs, labels = _check(probs, labels)
+    curves: list[dict[str, Any] | None] = []
+    for k in range(probs.shape[1]):
+        y = labels == k
+        if y.all() or not y.any():
+            curves.append(None)
+            continue
+        fpr, tpr, _ = skm.roc_curve(y, probs[:, k])
+        precision, recall, _ = skm.precision_recall_curve(y, probs[:, k])
+        curves.append({
+            "fpr": fpr, "tpr": tpr, "auroc": float(skm.roc_auc_score(y, probs[:, k])),
+            "precision": precision, "recall": recall,
+            "ap": float(skm.average_precision_score(y, probs[:, k])),
+            "positives": int(y.sum())})
+    return curves
+
+
+def per_class_metrics(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, float]]:
+    """Per class: support, precision, recall, F1 (argmax decisions), AUROC and AP (NaN
+    when the class has no positive or no negative)."""
+    probs, labels = _check(probs, labels)
+    k = probs.shape[1]
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, probs.argmax(axis=1), labels=np.arange(k), zero_division=0)
+    rows = []
+    for c, curve in enumerate(per_class_curves(probs, labels)):
+        rows.append({
+            "support": int(support[c]), "precision": float(precision[c]),
+            "recall": float(recall[c]), "f1": float(f1[c]),
+            "auroc": math.nan if curve is None else curve["auroc"],
+            "ap": math.nan if curve is None else curve["ap"]})
+    return rows
+
+
+def age_bands(ages: np.ndarray) -> np.ndarray:
+    """Age band names (`AGE_BANDS`) of ages in years; negative (unknown) -> "unknown"."""
+    ages = np.asarray(ages, dtype=np.float64)
+    out = np.full(ages.shape, UNKNOWN, dtype=object)
+    for name, low, high in AGE_BANDS:
+        out[(ages >= low) & (ages < high)] = name
+    return out
+
+
+def sex_groups(sexes: np.ndarray) -> np.ndarray:
+    """``0 -> "male"``, ``1 -> "female"``, anything else (-1) -> "unknown"."""
+    return np.asarray([SEX_NAMES.get(int(s), UNKNOWN) for s in np.asarray(sexes)], dtype=object)
+
+
+def metrics_by_group(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                     num_classes: int, order: Sequence[str] | None = None
+                     ) -> dict[str, dict[str, float]]:
+    """`metrics.classification_metrics` of each group, with ``"n"`` its size.
+
+    Groups named "unknown" are skipped; `order` fixes the order (and the set) of the
+    groups reported, default sorted. Groups without examples are left out.
+    """
+    probs, labels = _check(probs, labels)
+    groups = np.asarray(groups, dtype=object)
+    names = [g for g in (order if order is not None else sorted(set(groups.tolist())))
+             if g != UNKNOWN]
+    out = {}
+    for name in names:
+        mask = groups == name
+        if not mask.any():
+            continue
+        values = metrics.classification_metrics(probs[mask], labels[mask],
+                                                num_classes=num_classes)
+        out[str(name)] = {"n": float(mask.sum()), **values}
+    return out
+
+
+def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.ndarray,
+                         num_classes: int) -> dict[str, float]:
+    """Metrics after averaging the segment probabilities of each record, with ``"n"`` the
+    number of records."""
+    record_probs, record_labels, ids = metrics.record_level(probs, labels, record_ids)
+    values = metrics.classification_metrics(record_probs, record_labels,
+                                            num_classes=num_classes)
+    return {"n": float(ids.size), **values}
+
+
+def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str
+                 ) -> list[dict[str, Any]]:
+    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds.
+
+    ``formatted`` is the paper's ``"89.99 ± 0.12"`` form (percent; std over seeds with
+    ddof=1, as `metrics.aggregate_seeds`); ``paper`` is the paper's value for AUROC
+    (SPEC 5), else None.
+    """
+    values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
+    aggregate = metrics.aggregate_seeds(values)
+    paper = PAPER_AUROC.get(dataset)
+    rows = []
+    for name in REPORTED_METRICS:
+        stats = aggregate[name]
+        rows.append({
+            "metric": name, "mean": stats["mean"], "std": stats["std"],
+            "formatted": metrics.format_mean_std(stats),
+            "paper": (f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper
+                      else None)})
+    return rows
