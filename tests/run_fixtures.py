@@ -1,0 +1,56 @@
+"""Tiny run directories for the inference tests, made by the training code itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from cardioformer_jax import checkpointing, config_lib, sharding, train
+
+
+def tiny_model(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """`config` with a tiny Cardioformer of the same input, classes and ablation flags."""
+    model = config.model
+    values = dict(seq_len=model.seq_len, num_channels=model.num_channels,
+                  num_classes=model.num_classes, d_model=8, d_ff=16, n_heads=2, e_layers=1,
+                  patch_lens=(16, 32), augmentations=model.augmentations,
+                  no_inter_attn=model.no_inter_attn, single_channel=model.single_channel)
+    values.update(overrides)
+    config.model = config_lib.model_config(**values)
+    return config
+
+
+def tiny_training(config: ml_collections.ConfigDict, data_dir: str | os.PathLike,
+                  steps_per_epoch: int = 2) -> ml_collections.ConfigDict:
+    """Training settings for a run of a few steps on the tiny synthetic PTB-XL build."""
+    config.dataset.data_dir = os.fspath(data_dir)
+    config.dataset.num_threads = 1
+    config.dataset.prefetch_batches = 2
+    config.train.batch_size = 16
+    config.train.eval_batch_size = 128
+    config.train.num_epochs = 1
+    config.train.steps_per_epoch = steps_per_epoch
+    config.train.learning_rate = 1e-3
+    config.train.log_every_steps = 100
+    config.train.checkpoint_every_steps = 1000
+    return config
+
+
+def save_epoch_end_run(config: ml_collections.ConfigDict, run_dir: Path) -> Path:
+    """A run directory as the training loop leaves it after an epoch, without data.
+
+    Fresh parameters go through the loop's own SWA update and are saved by its
+    `Checkpointer` as the best epoch's checkpoint, next to the run's ``config.json``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
+    state, programs = train.create_train_state(config, mesh)
+    state = programs.swa(state)
+    checkpointing.check_run_config(run_dir, config)
+    with checkpointing.Checkpointer(run_dir / checkpointing.CHECKPOINT_DIR,
+                                    async_save=False) as checkpoints:
+        checkpoints.save(1, state, {"step": 1, "epoch": 1}, best_epoch_rank=1)
+    return run_dir

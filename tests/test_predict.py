@@ -1,0 +1,207 @@
+"""Prediction on raw WFDB records and export, with a PTB-shaped run; nothing mocked.
+
+The run is a tiny PTB-config model saved by the training code's own epoch-end path
+(`run_fixtures.save_epoch_end_run`); the records are the real PTB record and records
+written with wfdb from it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import ecg_fixtures as fx
+import jax
+import numpy as np
+import pytest
+import run_fixtures
+from scipy import signal as sps
+
+from cardioformer_jax import build_dataset, dataset_inputs, export, inference, predict
+from cardioformer_jax import preprocessing as pp
+from cardioformer_jax.preprocessing import RecordError
+from configs import ptb
+
+REAL = fx.REAL_PTB_RECORD
+
+
+@pytest.fixture(scope="module")
+def ptb_run(tmp_path_factory) -> Path:
+    config = run_fixtures.tiny_model(ptb.get_config(), patch_lens=(32,))
+    return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
+
+
+@pytest.fixture(scope="module")
+def ptb_model(ptb_run) -> inference.TrainedModel:
+    return inference.load(ptb_run)
+
+
+@pytest.fixture(scope="module")
+def real_signal() -> np.ndarray:
+    """The first 10 s of the real PTB record (physical units, 1 kHz, 15 leads)."""
+    return pp.read_record(REAL).signal[:10_000]
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = predict.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- preparation ----------------------------------------------------------------------------
+
+
+def _order(names: list[str], expected: tuple[str, ...]) -> list[int]:
+    return dataset_inputs.match_leads(names, expected).tolist()
+
+
+def test_leads_matched_ignoring_case_and_reordered():
+    expected = ("I", "II", "aVR", "V1")
+    assert _order(["v1", "AVR", "i", "ii"], expected) == [2, 3, 1, 0]
+    assert _order(["I", "II", "aVR", "V1", "V9"], expected) == [0, 1, 2, 3]  # extra
+    with pytest.raises(RecordError, match=r"missing leads \['aVR', 'V1'\]") as err:
+        _order(["I", "II", "V2"], expected)
+    assert err.value.kind == "lead_mismatch"
+    with pytest.raises(RecordError, match="more than once"):
+        _order(["I", "i", "II", "aVR", "V1"], expected)
+
+
+def test_real_ptb_record_prepared_as_the_builder_does(ptb_model):
+    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    # The PTB builder's samples of this record, standardised as the input pipeline does.
+    built = pp.record_heartbeats(REAL, expected_fs=1000, expected_leads=15)
+    np.testing.assert_array_equal(samples, pp.standardize(built))
+    assert samples.shape == (len(built), 300, 15) and samples.dtype == np.float32
+
+
+def test_ptbxl_segments_equal_the_built_dataset(tiny_ptbxl):
+    manual_dir, data_dir = tiny_ptbxl
+    source = build_dataset.data_source("ptbxl", data_dir, "test")
+    record_id = source[0]["record_id"].decode()
+    built = sorted((int(source[i]["segment"]), source[i]["signal"]) for i in range(len(source))
+                   if source[i]["record_id"].decode() == record_id)
+    samples = dataset_inputs.prepare_samples(manual_dir / record_id,
+                                             dataset_inputs.input_spec("ptbxl"))
+    np.testing.assert_array_equal(samples, pp.standardize(np.stack([s for _, s in built])))
+
+
+# --- predict --------------------------------------------------------------------------------
+
+
+def test_real_record_probabilities(ptb_run, ptb_model, capsys):
+    code, out, _ = _run_cli(["--workdir", str(ptb_run), str(REAL), "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["classes"] == ["healthy control", "myocardial infarction"]
+    (record,) = result["records"]
+    assert record["ok"] and record["record"] == str(REAL)
+    probabilities = np.array(list(record["probabilities"].values()))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+    # The mean over the record's heartbeats of the model's own probabilities.
+    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    assert record["num_samples"] == len(samples)
+    np.testing.assert_allclose(probabilities, ptb_model.probabilities(samples).mean(0),
+                               rtol=1e-6)
+    assert record["predicted"] == result["classes"][int(probabilities.argmax())]
+
+
+def test_same_record_twice_same_answer(ptb_model, tmp_path):
+    for suffix in (".hea", ".dat", ".xyz"):
+        shutil.copy(REAL.with_suffix(suffix), tmp_path)
+    first, again, copy = predict.predict_records(
+        ptb_model, [str(REAL), str(REAL), str(tmp_path / REAL.name)])
+    np.testing.assert_array_equal(first.probabilities, again.probabilities)
+    np.testing.assert_array_equal(first.probabilities, copy.probabilities)
+
+
+@pytest.mark.parametrize("fs", [360, 500])
+def test_other_sampling_rates_are_resampled(ptb_model, real_signal, tmp_path, fs):
+    resampled = sps.resample_poly(real_signal, fs, 1000, axis=0)
+    # Upper-case names in another order: matched and put back in PTB's order.
+    order = np.random.default_rng(fs).permutation(15)
+    names = [fx.LEADS_15[i].upper() for i in order]
+    path = fx.write_record(tmp_path, f"rec{fs}", resampled[:, order], fs, leads=names)
+    reference = fx.write_record(tmp_path, "rec1000", real_signal, 1000, leads=fx.LEADS_15)
+
+    samples = dataset_inputs.prepare_samples(path, ptb_model.spec)
+    expected = dataset_inputs.prepare_samples(reference, ptb_model.spec)
+    # Same heartbeats, up to the anti-aliasing filter of the test's own resampling.
+    assert abs(len(samples) - len(expected)) <= 1
+    n = min(len(samples), len(expected))
+    corr = np.corrcoef(samples[:n].ravel(), expected[:n].ravel())[0, 1]
+    assert corr > 0.95
+
+    (result,) = predict.predict_records(ptb_model, [str(path)])
+    assert isinstance(result, predict.Prediction) and result.num_samples == len(samples)
+    assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_reordered_leads_give_identical_samples(ptb_model, real_signal, tmp_path):
+    order = np.arange(15)[::-1]
+    shuffled = fx.write_record(tmp_path, "shuffled", real_signal[:, order], 1000,
+                               leads=[fx.LEADS_15[i].upper() for i in order])
+    plain = fx.write_record(tmp_path, "plain", real_signal, 1000, leads=fx.LEADS_15)
+    np.testing.assert_array_equal(dataset_inputs.prepare_samples(shuffled, ptb_model.spec),
+                                  dataset_inputs.prepare_samples(plain, ptb_model.spec))
+
+
+def test_bad_records_reported_while_others_succeed(ptb_run, real_signal, tmp_path, capsys):
+    folder = tmp_path / "records"
+    good = fx.write_record(folder, "a_good", real_signal, 1000, leads=fx.LEADS_15)
+    fx.write_record(folder, "b_missing_lead", real_signal[:, :14], 1000, leads=fx.LEADS_15[:14])
+    fx.write_record(folder, "c_short", real_signal[:500], 1000, leads=fx.LEADS_15)
+    truncated = fx.write_record(folder, "d_truncated", real_signal, 1000, leads=fx.LEADS_15)
+    dat = truncated.with_suffix(".dat")
+    dat.write_bytes(dat.read_bytes()[:3000])
+    (folder / "e_garbage.hea").write_text("this is not a WFDB header\n")
+
+    code, out, err = _run_cli(["--workdir", str(ptb_run), str(folder), "--json"], capsys)
+    assert code == 0
+    records = {Path(r["record"]).name: r for r in json.loads(out)["records"]}
+    assert list(records) == ["a_good", "b_missing_lead", "c_short", "d_truncated", "e_garbage"]
+    assert records["a_good"]["ok"] and records["a_good"]["num_samples"] > 5
+    kinds = {name: r.get("error") for name, r in records.items() if not r["ok"]}
+    assert kinds == {"b_missing_lead": "lead_mismatch", "c_short": "too_short",
+                     "d_truncated": "truncated", "e_garbage": "bad_header"}
+    assert "missing leads ['vz']" in records["b_missing_lead"]["message"]
+    for name in kinds:  # one readable line per bad record on stderr
+        assert sum(name in line for line in err.splitlines()) == 1
+    assert "1 of 5 records predicted" in err
+
+    # The table form, and exit status 1 when no record succeeds.
+    code, out, _ = _run_cli(["--workdir", str(ptb_run), str(good)], capsys)
+    assert code == 0
+    header, row = out.splitlines()[1:3]
+    assert header.split()[:2] == ["record", "beats"] and "predicted" in header
+    assert row.startswith(str(good)) and row.split()[-2:] in (
+        ["healthy", "control"], ["myocardial", "infarction"])
+    code, _, err = _run_cli(["--workdir", str(ptb_run), str(folder / "c_short")], capsys)
+    assert code == 1 and "too_short" in err
+
+
+def test_unusable_workdir_is_a_clear_error(tmp_path, capsys):
+    code, _, err = _run_cli(["--workdir", str(tmp_path), str(REAL)], capsys)
+    assert code == 2 and "not a training workdir" in err
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
+    out = tmp_path / "served" / "model.jax_exported"
+    assert export.main(["--workdir", str(ptb_run), f"--out={out}"]) == 0
+    assert "model.json" in capsys.readouterr().out
+    exported, meta = export.load(out)
+    assert meta["input"]["shape"] == [None, 300, 15] and meta["output"]["shape"] == [None, 2]
+    assert meta["lead_names"] == list(ptb_model.spec.lead_names)
+    assert meta["class_names"] == ["healthy control", "myocardial infarction"]
+    assert meta["preparation"]["mode"] == "beats" and meta["platforms"] == ["cpu"]
+
+    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    forward = jax.jit(export.model_function(ptb_model))
+    for batch in (samples[:1], samples[:5], samples):  # the batch size is symbolic
+        np.testing.assert_array_equal(export.run(exported, batch), np.asarray(forward(batch)))
+    # The in-process model takes the parameters as arguments: equal up to round-off.
+    np.testing.assert_allclose(export.run(exported, samples), ptb_model.logits(samples),
+                               rtol=1e-5, atol=1e-5)
