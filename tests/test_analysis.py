@@ -1,0 +1,93 @@
+"""The report's computations (`analysis`) on constructed cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cardioformer_jax import analysis, metrics
+
+
+def _calibrated(confidences: list[float], per_level: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Two-class probabilities whose confidence c is right in exactly c of the cases."""
+    probs, labels = [], []
+    for c in confidences:
+        right = round(c * per_level)
+        probs += [[c, 1 - c]] * per_level
+        labels += [0] * right + [1] * (per_level - right)
+    return np.asarray(probs), np.asarray(labels)
+
+
+def test_ece_is_zero_when_perfectly_calibrated():
+    probs, labels = _calibrated([0.55, 0.6, 0.75, 0.8, 0.95, 1.0])
+    assert analysis.expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-12)
+    bins = analysis.reliability_bins(probs, labels)
+    used = bins["count"] > 0
+    np.testing.assert_allclose(bins["accuracy"][used], bins["confidence"][used])
+    assert bins["count"].sum() == len(labels) and bins["count"].shape == (15,)
+
+
+def test_ece_of_a_miscalibrated_model():
+    # Confidence 0.9, right half of the time: ECE = |0.5 - 0.9| = 0.4.
+    probs = np.tile([[0.9, 0.05, 0.05]], (40, 1))
+    labels = np.array([0, 1] * 20)
+    assert analysis.expected_calibration_error(probs, labels) == pytest.approx(0.4)
+    # Two populations in two bins, weighted by their size: (30 * |0 - 0.7| + 10 * 0) / 40.
+    probs = np.concatenate([np.tile([[0.7, 0.3]], (30, 1)), np.tile([[0.2, 0.8]], (10, 1))])
+    labels = np.array([1] * 30 + [1] * 8 + [0] * 2)  # 0 % right at 0.7, 80 % right at 0.8
+    assert analysis.expected_calibration_error(probs, labels) == pytest.approx(0.525)
+
+
+def test_bins_are_right_closed():
+    probs = np.array([[1 / 15, 14 / 15], [0.5, 0.5]])  # confidences 14/15 and 1/2
+    bins = analysis.reliability_bins(probs, np.array([1, 0]))
+    assert np.flatnonzero(bins["count"]).tolist() == [7, 13]  # (7/15, 8/15] and (13/15, 14/15]
+
+
+def test_confusion_and_per_class():
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    labels = np.array([0, 1, 1, 2])
+    assert analysis.confusion_matrix(probs, labels).tolist() == [[1, 0, 0], [1, 1, 0],
+                                                                 [0, 0, 1]]
+    rows = analysis.per_class_metrics(probs, labels)
+    assert [r["support"] for r in rows] == [1, 2, 1]
+    assert rows[0]["precision"] == 0.5 and rows[1]["recall"] == 0.5
+    assert rows[2]["auroc"] == 1.0 and rows[2]["ap"] == 1.0
+    # A class without positives has no curve.
+    assert analysis.per_class_curves(probs, np.array([0, 1, 1, 1]))[2] is None
+
+
+def test_groups_skip_unknown_and_equal_direct_computation():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 60)
+    labels = rng.integers(0, 3, 60)
+    sexes = np.array([0, 1, -1] * 20)
+    groups = analysis.metrics_by_group(probs, labels, analysis.sex_groups(sexes), 3,
+                                       order=["male", "female"])
+    assert list(groups) == ["male", "female"]
+    for name, code in (("male", 0), ("female", 1)):
+        mask = sexes == code
+        direct = metrics.classification_metrics(probs[mask], labels[mask], num_classes=3)
+        assert groups[name] == {"n": 20.0, **direct}
+
+    ages = np.array([-1, 25, 39.9, 40, 59, 60, 79.5, 80, 300])
+    assert analysis.age_bands(ages).tolist() == [
+        "unknown", "<40", "<40", "40-59", "40-59", "60-79", "60-79", ">=80", ">=80"]
+
+
+def test_record_level_and_seed_summary():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.4, 0.6]])
+    labels = np.array([0, 0, 1, 1])
+    result = analysis.record_level_metrics(probs, labels, np.array(["a", "a", "b", "b"]), 2)
+    assert result["n"] == 2 and result["accuracy"] == 1.0  # a: (0.6, 0.4), b: (0.3, 0.7)
+
+    per_seed = {41: {m: 0.9 for m in analysis.REPORTED_METRICS},
+                42: {m: 0.8 for m in analysis.REPORTED_METRICS}}
+    rows = {r["metric"]: r for r in analysis.seed_summary(per_seed, "ptbxl")}
+    assert rows["auroc"]["formatted"] == "85.00 ± 7.07"  # sample std of 90 and 80
+    assert rows["auroc"]["paper"] == "89.99 ± 0.12" and rows["f1"]["paper"] is None
+    assert math.isclose(rows["accuracy"]["std"], np.std([0.9, 0.8], ddof=1))
+    ptb_rows = {r["metric"]: r for r in analysis.seed_summary(per_seed, "ptb")}
+    assert ptb_rows["auroc"]["paper"] == "96.34 ± 0.11"
