@@ -1,0 +1,155 @@
+"""The evaluation report of a real (tiny) two-seed training run; nothing mocked.
+
+Its numbers are checked against direct computation: the model's probabilities on the
+split's examples (read from the built dataset, standardised as the input pipeline does),
+the training's own results.json, and `metrics` / `analysis` applied to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import train_fixtures
+
+from cardioformer_jax import (
+    analysis,
+    build_dataset,
+    evaluate,
+    inference,
+    metrics,
+    predict,
+    preprocessing,
+    train,
+)
+
+SEEDS = (41, 42)
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_ptbxl, tmp_path_factory):
+    config = train_fixtures.tiny_config(tiny_ptbxl[1])
+    config.seeds = len(SEEDS)
+    config.train.steps_per_epoch = 2
+    workdir = tmp_path_factory.mktemp("two_seeds")
+    train.train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def evaluation(workdir):
+    assert evaluate.main(["--workdir", str(workdir)]) == 0
+    return json.loads((workdir / "evaluation.json").read_text())
+
+
+def _direct(model: inference.TrainedModel, split: str) -> dict[str, np.ndarray]:
+    """Probabilities of every example of `split`, computed without the evaluation code."""
+    config = model.config
+    source = build_dataset.data_source("ptbxl", config.dataset.data_dir, split)
+    rows = [source[i] for i in range(len(source))]
+    signals = preprocessing.standardize(np.stack([r["signal"] for r in rows]))
+    return {
+        "probs": model.probabilities(signals).astype(np.float64),
+        "labels": np.array([int(r["label"]) for r in rows]),
+        "records": np.array([r["record_id"].decode() for r in rows]),
+        "sexes": np.array([int(r["sex"]) for r in rows]),
+        "ages": np.array([float(r["age"]) for r in rows]),
+    }
+
+
+def _close(a: dict, b: dict, keys=analysis.REPORTED_METRICS, tol: float = 1e-6) -> None:
+    for key in keys:
+        assert a[key] == pytest.approx(b[key], abs=tol), key
+
+
+def test_files_written(workdir, evaluation):
+    report = (workdir / "report.md").read_text()
+    for name in ("roc", "pr", "confusion", "reliability"):
+        png = workdir / "plots" / f"test_{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"](plots/test_{name}.png)" in report
+    for section in ("## Segment level", "## Record level", "## Per class", "## By sex",
+                    "## By age band", "## Calibration", f"## Mean ± std over {len(SEEDS)}"):
+        assert section in report
+    assert evaluation["seeds"] == list(SEEDS) and evaluation["split"] == "test"
+
+
+def test_report_numbers_equal_direct_computation(workdir, evaluation):
+    seed = evaluation["seed"]
+    model = inference.load(workdir, seed=seed)
+    direct = _direct(model, "test")
+    p, y = direct["probs"], direct["labels"]
+    detail = evaluation["detail"]
+
+    # The detailed seed is the one with the best validation F1.
+    f1 = {s: json.loads((workdir / f"seed_{s}" / "results.json").read_text())["validation"]["f1"]
+          for s in SEEDS}
+    assert seed == max(SEEDS, key=lambda s: (f1[s], -s))
+
+    _close(detail["segment"], metrics.classification_metrics(p, y, num_classes=5))
+    assert detail["ece"] == pytest.approx(analysis.expected_calibration_error(p, y), abs=1e-6)
+    record_probs, record_labels, ids = metrics.record_level(p, y, direct["records"])
+    assert detail["record"]["n"] == len(ids) == 10
+    _close(detail["record"], metrics.classification_metrics(record_probs, record_labels,
+                                                            num_classes=5))
+    for code, name in analysis.SEX_NAMES.items():
+        mask = direct["sexes"] == code
+        assert detail["by_sex"][name]["n"] == mask.sum()
+        _close(detail["by_sex"][name],
+               metrics.classification_metrics(p[mask], y[mask], num_classes=5),
+               keys=("accuracy", "f1"))
+    bands = analysis.age_bands(direct["ages"])
+    for band, values in detail["by_age"].items():
+        assert values["n"] == (bands == band).sum()
+    assert np.sum(detail["confusion"]) == len(y)
+    assert np.array_equal(np.sum(detail["confusion"], axis=1), np.bincount(y, minlength=5))
+
+    # The report prints these numbers.
+    report = (workdir / "report.md").read_text()
+    assert f"bins): **{analysis.expected_calibration_error(p, y):.4f}**" in report
+    auroc = metrics.classification_metrics(p, y, num_classes=5)["auroc"]
+    segment = report.split("## Segment level")[1]
+    assert re.search(rf"\| auroc \| {100 * auroc:.2f} \|", segment)
+
+
+def test_seed_table_equals_training_results(workdir, evaluation):
+    results = json.loads((workdir / "results.json").read_text())
+    for seed in SEEDS:  # each seed's best checkpoint gives the test metrics training recorded
+        _close(evaluation["per_seed"][str(seed)], results["per_seed"][str(seed)]["test"])
+    rows = {r["metric"]: r for r in evaluation["seed_summary"]}
+    tests = [results["per_seed"][str(s)]["test"] for s in SEEDS]
+    expected = metrics.aggregate_seeds([{k: t[k] for k in analysis.REPORTED_METRICS}
+                                        for t in tests])
+    for name in analysis.REPORTED_METRICS:
+        assert rows[name]["formatted"] == metrics.format_mean_std(expected[name])
+        assert rows[name]["formatted"] == results["test_formatted"][name]
+    report = (workdir / "report.md").read_text()
+    assert f"| auroc | {rows['auroc']['formatted']} | 89.99 ± 0.12 |" in report
+
+
+def test_validation_split_report(workdir, evaluation):
+    assert evaluate.main(["--workdir", str(workdir), "--split", "validation",
+                          "--seed", "42"]) == 0
+    report = (workdir / "report_validation.md").read_text()
+    assert "(validation split)" in report and "seed 42" in report
+    saved = json.loads((workdir / "evaluation_validation.json").read_text())
+    recorded = json.loads((workdir / "seed_42" / "results.json").read_text())["validation"]
+    _close(saved["detail"]["segment"], recorded)
+    assert (workdir / "plots" / "validation_roc.png").is_file()
+
+
+def test_predict_on_a_raw_record_matches_the_evaluation(tiny_ptbxl, workdir, evaluation,
+                                                        capsys):
+    """A test record predicted from its raw files = the mean of its evaluated segments."""
+    manual_dir, _ = tiny_ptbxl
+    model = inference.load(workdir, seed=evaluation["seed"])
+    direct = _direct(model, "test")
+    record = direct["records"][0]
+    assert predict.main(["--workdir", str(workdir), "--seed", str(evaluation["seed"]),
+                         "--json", str(manual_dir / record)]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["records"]
+    expected = direct["probs"][direct["records"] == record].mean(axis=0)
+    assert result["num_samples"] == 10
+    np.testing.assert_allclose(list(result["probabilities"].values()), expected, atol=1e-6)
