@@ -78,7 +78,7 @@ class Plan:
 @dataclasses.dataclass(frozen=True)
 class _Cluster:
     name: str
-    num_processes: int
+    num_processes: int | None  # None: SLURM_NTASKS etc. empty
     process_id: int | None  # None: JAX detects it (TPU worker number)
     detail: str
 
