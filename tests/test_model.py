@@ -71,44 +71,60 @@ def test_token_counts_per_patch_length():
     ],
 )
 def test_stage_shapes(overrides, steps, leads):
-    model = small_model(**overrides, seq_len=steps, num_channels=leads)
-    config, batch = model.config, 3
-    x = ecg(batch, steps, leads)
+    config = ModelConfig(**{**SMALL, **overrides, "seq_len": steps, "num_channels": leads})
+    # Shapes only: abstract evaluation, no parameters materialised and nothing compiled.
+    model = nnx.eval_shape(lambda: Cardioformer(config, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+
+    def stages(state, x):
+        m = nnx.merge(graphdef, state)
+        tokens = m.embed(x)
+        encoded = m.encode(tokens)
+        return tokens, encoded, m.head(encoded)
+
+    batch = 3
+    x = jax.ShapeDtypeStruct((batch, steps, leads), jnp.float32)
+    tokens, encoded, logits = jax.eval_shape(stages, state, x)
     rows = batch * leads if config.single_channel else batch
-    tokens = model.embed(x)
     chex.assert_shape(tokens, (rows, model.layout.num_tokens, config.d_model))
-    encoded = model.encode(tokens)
     chex.assert_shape(encoded, tokens.shape)
-    logits = model.head(encoded)
     chex.assert_shape(logits, (batch, config.num_classes))
-    chex.assert_type(logits, jnp.float32)
-    chex.assert_tree_all_finite(logits)
-    expected_features = (
-        config.d_model * model.layout.num_tokens * (leads if config.single_channel else 1)
-    )
+    assert logits.dtype == jnp.float32
+    expected_features = config.d_model * model.layout.num_tokens * (
+        leads if config.single_channel else 1)
     assert model.projection.kernel.shape == (expected_features, config.num_classes)
+
+
+def test_forward_is_finite_in_both_modes():
+    model = small_model(patch_lens=(4, 16, 16), single_channel=True)
+    forward = nnx.jit(lambda m, v: m(v))
+    x = ecg(2)
+    chex.assert_tree_all_finite(forward(model, x))
+    model.eval()
+    chex.assert_tree_all_finite(forward(model, x))
 
 
 def test_eval_mode_is_deterministic_and_train_mode_is_random():
     x = ecg(2)
-    model = small_model(seed=0, patch_lens=(8, 16))
+    config = ModelConfig(**SMALL, patch_lens=(8, 16))
+    # One jitted forward (NNX caches it per graph: one compilation per mode).
+    forward = nnx.jit(lambda m, v: m(v))
+    model = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=5))
     model.eval()
-    np.testing.assert_array_equal(model(x), model(x))
+    np.testing.assert_array_equal(forward(model, x), forward(model, x))
+    eval_logits = forward(model, x)
 
     def train_logits(dropout_seed):
-        config = ModelConfig(**SMALL, patch_lens=(8, 16))
-        m = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=dropout_seed))
-        return m(x)
+        return forward(Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=dropout_seed)), x)
 
     first, again, other = train_logits(1), train_logits(1), train_logits(2)
     np.testing.assert_array_equal(first, again)  # same rngs, same output
     assert not np.allclose(first, other)  # different rngs, different output
     # Successive calls draw fresh randomness from the stream.
     model.train()
-    assert not np.allclose(model(x), model(x))
-    # Eval output differs from train output (dropout/augmentation really act in train mode).
-    model.eval()
-    assert not np.allclose(model(x), train_logits(1))
+    assert not np.allclose(forward(model, x), forward(model, x))
+    # Dropout/augmentation really act in train mode only (same params as `first`).
+    assert not np.allclose(eval_logits, first)
 
 
 def _router_outputs(model: Cardioformer, tokens: jax.Array) -> np.ndarray:
@@ -148,7 +164,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
         logits = m(x)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
 
-    grads = nnx.grad(loss_fn)(model)
+    grads = nnx.jit(nnx.grad(loss_fn))(model)
     flat = nnx.to_flat_state(grads)
     assert len(flat) == len(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     for path, value in flat:
