@@ -13,11 +13,11 @@ per step:
 
 Which steps survive: the latest ``keep`` checkpoints and the one of the best epoch. Both are
 one `AnyPreservationPolicy([LatestN, BestN])` (orbax >= 0.12's replacement for the
-deprecated ``max_to_keep``/``best_fn`` pair). Epoch-end checkpoints carry the metric
-``best_epoch_rank`` = the epoch number when early stopping counted the epoch as an
-improvement and -1 otherwise; ranking by it keeps exactly the checkpoint early stopping
-calls best (ranking by raw F1 would disagree with it when a later epoch beats the best by
-less than ``min_delta``). Mid-epoch checkpoints carry no metrics and count only as latest.
+deprecated ``max_to_keep``/``best_fn`` pair). Every checkpoint carries the metric
+``best_epoch_rank``: the epoch number at the end of an epoch that early stopping counted
+as an improvement, -1 otherwise (other epoch ends, mid-epoch checkpoints). Ranking by it
+keeps exactly the checkpoint early stopping calls best; ranking by raw F1 would disagree
+with it when a later epoch beats the best by less than ``min_delta``.
 
 Orbax commits a step by renaming its temporary directory, so a process killed at any
 moment (even mid-save) leaves either the complete step or nothing; temporary leftovers are
@@ -155,12 +155,11 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step of the best epoch's checkpoint (None before the first epoch end)."""
-        with_metrics = [s for s in self._manager.all_steps()
-                        if self._manager.metrics(s) is not None]
-        if not with_metrics:
-            return None
-        return max(with_metrics, key=lambda s: _best_rank(self._manager.metrics(s)))
+        """The step of the best epoch's checkpoint (None before an epoch improved)."""
+        ranked = [(_best_rank(self._manager.metrics(s) or {}), s)
+                  for s in self._manager.all_steps()]
+        rank, step = max(ranked, default=(-1.0, None))
+        return step if rank >= 0 else None
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
@@ -169,8 +168,9 @@ class Checkpointer:
              *, best_epoch_rank: int | None = None) -> None:
         """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
 
-        `best_epoch_rank` marks an epoch-end checkpoint (see the module docstring). Returns
-        once the state is copied off the devices, so the caller may donate its buffers.
+        `best_epoch_rank`: the epoch number if this is the end of an improving epoch (see
+        the module docstring). Returns once the state is copied off the devices, so the
+        caller may donate its buffers.
         """
         items = {
             "state": ocp.args.StandardSave(_keys_to_data(state)),
@@ -178,10 +178,11 @@ class Checkpointer:
         }
         if data_iterator is not None:
             items["data"] = data_iterator.checkpoint_save_args()
-        metrics = None if best_epoch_rank is None else {RANK_METRIC: int(best_epoch_rank)}
+        rank = -1 if best_epoch_rank is None else int(best_epoch_rank)
         # The loop decides when to save (every N steps and at epoch ends); `force` skips
         # Orbax's own interval policy.
-        self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        self._manager.save(step, args=ocp.args.Composite(**items), metrics={RANK_METRIC: rank},
+                           force=True)
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Restored:
         """Restores `step` into the shapes, dtypes and shardings of `abstract_state` (a

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import time
@@ -350,7 +351,8 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
     from cardioformer_jax import synthetic  # only the demo needs the generator
 
     data = Path(workdir).absolute() / "data"
-    raw, tfds_dir = data / "raw", data / "tfds"
+    raw, tfds_dir, marker = data / "raw", data / "tfds", data / "synthetic.json"
+    wanted = {"patients": patients, "seed": int(config.seed)}
     if jax.process_index() == 0:
         if not (raw / "ptbxl_database.csv").is_file():
             logging.info("writing a synthetic PTB-XL twin of %d patients to %s", patients, raw)
@@ -358,7 +360,12 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
             partial = data / "raw.partial"
             shutil.rmtree(partial, ignore_errors=True)
             synthetic.write_ptbxl_twin(partial, patients, seed=config.seed)
+            logging_utils.write_json(marker, wanted)
             partial.rename(raw)
+        existing = json.loads(marker.read_text()) if marker.is_file() else None
+        if existing != wanted:
+            raise ValueError(f"{data} holds a synthetic dataset {existing}, not {wanted}; "
+                             f"use another --workdir")
         builder_config = config.dataset.builder_config or None
         build_dataset.build("ptbxl", raw, tfds_dir, builder_config, progress=False)
     if jax.process_count() > 1:
@@ -458,12 +465,11 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         if evaluate_fn is None:
             evaluate_fn = functools.partial(_evaluate_swa, compiled.eval, config, mesh)
 
-        def save(is_epoch_end: bool, rank: int | None = None) -> None:
+        def save(best_epoch: int | None = None) -> None:
             checkpoints.save(step, state, {
                 "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch,
                 "early_stopping": early.to_dict(), "best": best,
-                "steps_per_epoch": steps_per_epoch}, train_input,
-                best_epoch_rank=rank if is_epoch_end else None)
+                "steps_per_epoch": steps_per_epoch}, train_input, best_epoch_rank=best_epoch)
 
         log = _StepLog()
         log.first_step = start_step = step
@@ -480,7 +486,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                 if (step % train_config.checkpoint_every_steps == 0
                         and step_in_epoch < steps_per_epoch):  # epoch ends save below
                     _log_train(log, writer, epoch + 1, train_config, state)  # NaN check first
-                    save(is_epoch_end=False)
+                    save()
             _log_train(log, writer, epoch + 1, train_config, state)
             epoch += 1
             step_in_epoch = 0
@@ -493,7 +499,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
             for split, values in results.items():
                 writer.write_scalars(step, values, split=split)
                 logging_utils.log_scalars(values, step=step, split=f"{split} epoch {epoch}")
-            save(is_epoch_end=True, rank=epoch if is_best else -1)
+            save(best_epoch=epoch if is_best else None)
             log.start = time.perf_counter()  # evaluation time is not training throughput
         checkpoints.wait_until_finished()
         final_state = state
