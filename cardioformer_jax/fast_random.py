@@ -61,6 +61,12 @@ def normal(key: Array, shape: tuple[int, ...], dtype=jnp.float32, impl: str = "h
     """Standard normal samples (inverse-CDF of a hashed uniform)."""
     if impl == "jax":
         return jax.random.normal(key, shape, dtype)
-    # Centre the 24-bit grid so that u is never 0 or 1 (finite erfinv).
-    u = ((random_bits(key, shape) >> 8).astype(jnp.float32) + 0.5) * (2.0 / (1 << 24)) - 1.0
-    return (jnp.sqrt(2.0) * jax.scipy.special.erfinv(u)).astype(dtype)
+    return normal_from_bits(random_bits(key, shape)).astype(dtype)
+
+
+def normal_from_bits(bits: Array) -> Array:
+    """Standard normal float32 from uint32 bits by the inverse CDF."""
+    # A centred 23-bit grid: every value k + 0.5 < 2^23 is exact in float32, so u stays
+    # strictly inside (-1, 1) and erfinv finite. (With 24 bits the top value rounds to 1.)
+    u = ((bits >> 9).astype(jnp.float32) + 0.5) * (2.0 / (1 << 23)) - 1.0
+    return jnp.sqrt(2.0) * jax.scipy.special.erfinv(u)

@@ -47,3 +47,12 @@ def test_uniform_range():
     u = np.asarray(fast_random.uniform(jax.random.key(2), (100_000,)))
     assert u.min() >= 0.0 and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 0.005
+
+
+def test_normal_is_finite_for_every_bit_pattern_extreme():
+    # The extreme bit patterns are hit about once per 8 million draws: test them directly.
+    bits = jnp.array([0, 1, 511, 512, 0x7FFFFFFF, 0xFFFFFE00, 0xFFFFFFFF], jnp.uint32)
+    z = np.asarray(fast_random.normal_from_bits(bits))
+    assert np.all(np.isfinite(z))
+    assert z[0] < -5.0 and z[-1] > 5.0  # the tails are reached, symmetric
+    np.testing.assert_allclose(z[0], -z[-1], rtol=1e-5)
