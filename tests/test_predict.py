@@ -29,7 +29,8 @@ REAL = fx.REAL_PTB_RECORD
 @pytest.fixture(scope="module")
 def ptb_run(tmp_path_factory) -> Path:
     config = run_fixtures.tiny_model(ptb.get_config(), patch_lens=(32,))
-    return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
+    with run_fixtures.few_step_compilation():
+        return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,7 @@ def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
 
     samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
     forward = jax.jit(export.model_function(ptb_model))
-    for batch in (samples[:1], samples[:5], samples):  # the batch size is symbolic
+    for batch in (samples[:1], samples):  # the batch size is symbolic
         np.testing.assert_array_equal(export.run(exported, batch), np.asarray(forward(batch)))
     # The in-process model takes the parameters as arguments: equal up to round-off.
     np.testing.assert_allclose(export.run(exported, samples), ptb_model.logits(samples),
