@@ -229,7 +229,7 @@ def restore_state(run_dir: Path, abstract: train.TrainState, step: int | None = 
     """Restores the best (or the given) checkpoint of `run_dir` read-only.
 
     Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
-    checkpoint of a finished epoch (only those hold SWA parameters that were evaluated).
+    best-epoch checkpoint (only epoch ends hold SWA parameters that were evaluated).
     """
     directory = run_dir / checkpointing.CHECKPOINT_DIR
     if not directory.is_dir():
@@ -243,8 +243,9 @@ def restore_state(run_dir: Path, abstract: train.TrainState, step: int | None = 
             step = _best_step(manager)
             if step is None:
                 raise FileNotFoundError(
-                    f"{directory} holds no checkpoint of a finished epoch (steps "
-                    f"{list(manager.all_steps())}); train at least one epoch first")
+                    f"{directory} holds no best-epoch checkpoint (steps "
+                    f"{list(manager.all_steps())}): no epoch has ended with a finite "
+                    "validation F1 yet; train at least one epoch first")
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_key_data_target(abstract)),
             meta=ocp.args.JsonRestore()))
