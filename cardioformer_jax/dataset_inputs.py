@@ -133,8 +133,23 @@ def match_leads(names: Sequence[str], expected: Sequence[str],
     return np.asarray([found[lead.lower()][0] for lead in expected], dtype=np.int64)
 
 
-def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
-    """A raw WFDB record -> the model's inputs ``(k, sample_length, len(lead_names))``.
+@dataclasses.dataclass(frozen=True)
+class PreparedRecord:
+    """A record's model inputs and what was done to get them.
+
+    Attributes:
+      samples: ``(k, sample_length, len(lead_names))`` float32, ready for the model.
+      source_fs: the record's sampling rate (Hz) before resampling.
+      ignored_leads: the record's leads the model does not use.
+    """
+
+    samples: np.ndarray
+    source_fs: float
+    ignored_leads: tuple[str, ...]
+
+
+def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRecord:
+    """A raw WFDB record -> the model's inputs (see the module docstring).
 
     Raises `RecordError` for a record that cannot be read or used (unreadable or missing
     files, missing leads, NaN or flat leads, shorter than one second, no heartbeats, ...).
@@ -154,5 +169,12 @@ def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray
         raise RecordError(record.path, "too_short",
                           f"no complete sample of {spec.sample_length} samples at "
                           f"{spec.sample_rate} Hz")
+    ignored = tuple(name for i, name in enumerate(record.lead_names) if i not in set(columns))
     # SPEC 1: the input pipeline standardises every sample again right before the model.
-    return preprocessing.standardize(samples)
+    return PreparedRecord(samples=preprocessing.standardize(samples), source_fs=record.fs,
+                          ignored_leads=ignored)
+
+
+def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
+    """`prepare_record`'s samples ``(k, sample_length, len(lead_names))``."""
+    return prepare_record(path, spec).samples

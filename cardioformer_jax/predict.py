@@ -37,6 +37,8 @@ class Prediction:
     record: str
     num_samples: int
     probabilities: np.ndarray
+    source_fs: float
+    ignored_leads: tuple[str, ...]
 
     def predicted(self, class_names: Sequence[str]) -> str:
         return class_names[int(np.argmax(self.probabilities))]
@@ -75,12 +77,13 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
     results: list[Prediction | Failure] = []
     for record in records:
         try:
-            samples = dataset_inputs.prepare_samples(record, model.spec)
+            prepared = dataset_inputs.prepare_record(record, model.spec)
         except RecordError as err:
             results.append(Failure(record, err.kind, err.reason))
             continue
-        probabilities = model.probabilities(samples, batch_size).astype(np.float64)
-        results.append(Prediction(record, len(samples), probabilities.mean(axis=0)))
+        probabilities = model.probabilities(prepared.samples, batch_size).astype(np.float64)
+        results.append(Prediction(record, len(prepared.samples), probabilities.mean(axis=0),
+                                  prepared.source_fs, prepared.ignored_leads))
     return results
 
 
@@ -94,7 +97,8 @@ def to_json(model: inference.TrainedModel, results: Sequence[Prediction | Failur
             records.append({
                 "record": r.record, "ok": True, "num_samples": r.num_samples,
                 "probabilities": dict(zip(names, map(float, r.probabilities), strict=True)),
-                "predicted": r.predicted(names)})
+                "predicted": r.predicted(names), "source_sampling_rate_hz": r.source_fs,
+                "ignored_leads": list(r.ignored_leads)})
         else:
             records.append({"record": r.record, "ok": False, "error": r.kind,
                             "message": r.message})

@@ -135,16 +135,21 @@ def test_other_sampling_rates_are_resampled(ptb_model, real_signal, tmp_path, fs
 
     (result,) = predict.predict_records(ptb_model, [str(path)])
     assert isinstance(result, predict.Prediction) and result.num_samples == len(samples)
+    assert result.source_fs == fs and result.ignored_leads == ()
     assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_reordered_leads_give_identical_samples(ptb_model, real_signal, tmp_path):
+def test_reordered_and_extra_leads_give_identical_samples(ptb_model, real_signal, tmp_path):
     order = np.arange(15)[::-1]
-    shuffled = fx.write_record(tmp_path, "shuffled", real_signal[:, order], 1000,
-                               leads=[fx.LEADS_15[i].upper() for i in order])
+    extra = real_signal[:, :1] * 0.5 + 0.1  # a 16th lead the model does not use
+    shuffled = fx.write_record(tmp_path, "shuffled",
+                               np.concatenate([real_signal[:, order], extra], axis=1), 1000,
+                               leads=[*(fx.LEADS_15[i].upper() for i in order), "EXTRA"])
     plain = fx.write_record(tmp_path, "plain", real_signal, 1000, leads=fx.LEADS_15)
-    np.testing.assert_array_equal(dataset_inputs.prepare_samples(shuffled, ptb_model.spec),
+    prepared = dataset_inputs.prepare_record(shuffled, ptb_model.spec)
+    np.testing.assert_array_equal(prepared.samples,
                                   dataset_inputs.prepare_samples(plain, ptb_model.spec))
+    assert prepared.ignored_leads == ("EXTRA",) and prepared.source_fs == 1000
 
 
 def test_bad_records_reported_while_others_succeed(ptb_run, real_signal, tmp_path, capsys):
