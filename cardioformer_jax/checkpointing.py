@@ -68,6 +68,8 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "model.patch_lens",
     "model.single_channel",
     "model.no_inter_attn",
+    "model_name",
+    "resnet",
     "train.batch_size",
 )
 

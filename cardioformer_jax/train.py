@@ -45,11 +45,11 @@ from cardioformer_jax import (
     input_pipeline,
     logging_utils,
     metrics,
+    models,
     sharding,
     swa,
 )
 from cardioformer_jax.early_stopping import EarlyStopping
-from cardioformer_jax.model import Cardioformer, ModelConfig
 
 RESULTS_FILE = "results.json"
 # Split names of the built TFDS datasets.
@@ -90,7 +90,7 @@ class ModelDef:
     graphdef: nnx.GraphDef  # train mode: dropout and augmentations on
     eval_graphdef: nnx.GraphDef  # eval mode
     tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
-    config: ModelConfig
+    config: models.ModelSpec
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -119,13 +119,13 @@ def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
     return nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
 
 
-def _init_fn(model_config: ModelConfig, grad_clip_norm: float
+def _init_fn(model_config: models.ModelSpec, grad_clip_norm: float
              ) -> Callable[[jax.Array, jax.Array], TrainState]:
     """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
     only in them share one compilation."""
 
     def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
-        model = Cardioformer(model_config, rngs=_model_rngs(seed))
+        model = models.build_model(model_config, rngs=_model_rngs(seed))
         _, params, rngs = nnx.split(model, nnx.Param, ...)
         zero = jnp.zeros((), jnp.int32)
         opt_state = create_optimizer(grad_clip_norm, learning_rate).init(params)
@@ -144,9 +144,9 @@ def _init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]
             jnp.asarray(config.train.learning_rate, jnp.float32))
 
 
-def model_def(model_config: ModelConfig, grad_clip_norm: float) -> ModelDef:
+def model_def(model_config: models.ModelSpec, grad_clip_norm: float) -> ModelDef:
     """Graph definitions of the model (traced abstractly: no weights created)."""
-    model = nnx.eval_shape(lambda: Cardioformer(model_config, rngs=_model_rngs(0)))
+    model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
     return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
@@ -230,12 +230,12 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     """The `Programs` of the config's model on `mesh`, built once per process: runs of the
     same model (other seeds, learning rates, datasets of the same shape) reuse them, so
     they are neither traced nor compiled again."""
-    return _programs(ModelConfig.from_config(config.model),
+    return _programs(models.model_spec(config),
                      float(config.train.grad_clip_norm), mesh)
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model_config: ModelConfig, grad_clip_norm: float, mesh: jax.sharding.Mesh
+def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh
               ) -> Programs:
     definition = model_def(model_config, grad_clip_norm)
     init = _init_fn(model_config, grad_clip_norm)
