@@ -77,6 +77,18 @@ def _parse_patch_lens(value: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def dataclass_from_config(cls: type, config: Any, section: str) -> Any:
+    """``cls(**config)`` for a config-section dataclass; unknown keys are a clear error."""
+    if isinstance(config, cls):
+        return config
+    values = dict(config.items())
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} config keys {unknown}; known keys: {sorted(known)}")
+    return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Validated, hashable model hyper-parameters (the ``model`` part of a config)."""
@@ -141,14 +153,7 @@ class ModelConfig:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | ModelConfig) -> ModelConfig:
         """Builds from an ``ml_collections.ConfigDict`` (or dict); unknown keys are an error."""
-        if isinstance(config, ModelConfig):
-            return config
-        values = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_config(cls, config, "model")
 
     @property
     def compute_dtype(self) -> jnp.dtype:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cardioformer_jax import fast_random
-from cardioformer_jax.model import dropout
+from cardioformer_jax.model import dataclass_from_config, dropout
 
 NORMS = ("group", "layer")
 
@@ -79,14 +79,7 @@ class ResNet1DConfig:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | ResNet1DConfig) -> ResNet1DConfig:
         """Builds from a dict / ``ConfigDict``; unknown keys are an error."""
-        if isinstance(config, ResNet1DConfig):
-            return config
-        values = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown resnet config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_config(cls, config, "resnet")
 
 
 def default_section() -> dict[str, Any]:
