@@ -34,7 +34,6 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -44,7 +43,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from cardioformer_jax import logging_utils
+from cardioformer_jax import logging_utils, paths
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -126,14 +125,15 @@ class Checkpointer:
     """The run's `CheckpointManager` (see the module docstring).
 
     Args:
-      directory: where the step directories go (created).
+      directory: where the step directories go (created): a local path or a URL such as
+        ``gs://bucket/run/checkpoints`` (see `paths.resolve_path`).
       keep: how many of the latest checkpoints to keep (the best epoch's is kept as well).
       async_save: write in a background thread (the default for training).
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
                  async_save: bool = True) -> None:
-        self.directory = Path(directory).absolute()
+        self.directory = paths.resolve_path(directory)
         policy = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=keep),
             checkpoint_managers.BestN(get_metric_fn=_best_rank, n=1,
@@ -241,10 +241,12 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
     obscure shape error or silently mix two experiments). Other differences are logged
     and the file is updated to the current config. Only process 0 writes.
     """
-    path = Path(run_dir) / CONFIG_FILE
+    run_dir = paths.resolve_path(run_dir)
+    path = run_dir / CONFIG_FILE
     current = json.loads(config.to_json_best_effort())
-    has_checkpoints = (Path(run_dir) / CHECKPOINT_DIR).is_dir() and any(
-        p.name.isdigit() for p in (Path(run_dir) / CHECKPOINT_DIR).iterdir())
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    has_checkpoints = checkpoint_dir.is_dir() and any(
+        p.name.isdigit() for p in checkpoint_dir.iterdir())
     if path.is_file() and has_checkpoints:
         saved = json.loads(path.read_text())
         conflicts = []
@@ -258,7 +260,7 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
                 + "; ".join(conflicts)
                 + "). Use another --workdir, or delete the old run to start over.")
         changed = _changed_fields(saved, current)
-        if changed:
+        if changed and jax.process_index() == 0:
             logging.warning("resuming %s with changed config fields: %s", run_dir,
                             ", ".join(changed))
     if jax.process_index() == 0:

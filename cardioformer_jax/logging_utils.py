@@ -3,6 +3,10 @@
 Only process 0 writes (``jax.process_index() == 0``); on other processes ``MetricWriter``
 is a no-op, so the training loop can call it unconditionally in multi-host runs.
 TensorBoard files are written with tensorboardX (no TensorFlow needed).
+
+Paths may be local or URLs such as ``gs://bucket/run`` (`paths.resolve_path`). Object
+stores can neither rename atomically nor append, so `write_json` and ``metrics.jsonl``
+write whole objects there (see each docstring).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
+
+from cardioformer_jax import paths
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")
@@ -58,20 +63,33 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Writes ``obj`` as strict JSON atomically (temp file in the same dir, then rename).
+    """Writes ``obj`` as strict JSON atomically (see `write_text_atomic`).
 
     Readers never see a half-written file, and a crash leaves the previous version.
     Parent directories are created. NaN/inf are written as null (see ``to_jsonable``).
-    Local file systems only (``os.replace``); callers decide which process writes.
+    Callers decide which process writes.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, sort_keys=False)
+    write_text_atomic(path, text + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replaces the file at `path` by `text` (UTF-8) in one step, creating parent dirs.
+
+    A local path is written to a temp file in the same directory, synced and renamed over
+    the target (``os.replace``). A URL (``gs://...``) is written directly: object stores
+    have no rename, but replace an object atomically when its upload completes.
+    """
+    path = paths.resolve_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if paths.is_url(path):
+        path.write_text(text, encoding="utf-8")
+        return
     # Unique name: concurrent writers (other processes/threads) never share a temp file.
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,19 +101,31 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 class MetricWriter:
     """Writes scalars to TensorBoard and ``<workdir>/metrics.jsonl`` on process 0.
 
-    Each ``write_scalars`` call appends one JSON object per line::
+    Each ``write_scalars`` call adds one JSON object per line::
 
         {"step": 3, "split": "val", "wall_time": 1.7e9, "f1": 0.81, "auroc": null}
 
-    (NaN/inf as null) and adds ``<split>/<name>`` scalars to the event file. The JSONL
-    file is opened in append mode (a resumed run continues it) and flushed on every write
-    so a crash leaves only complete lines. Use as a context manager or call ``close``.
+    (NaN/inf as null) and adds ``<split>/<name>`` scalars to the event file. A resumed run
+    continues an existing ``metrics.jsonl``. Use as a context manager or call ``close``.
+
+    How ``metrics.jsonl`` is written (``jsonl_mode``):
+
+    * ``"append"`` (the default for a local workdir): the file is opened in append mode
+      and flushed on every write, so a crash leaves only complete lines.
+    * ``"rewrite"`` (the default, and the only mode, for a URL workdir such as
+      ``gs://bucket/run``: objects cannot be appended to): the existing object is read
+      once, the lines are kept in memory and the whole object is uploaded again, atomically
+      (`write_text_atomic`), on the first write, then at the first write at least
+      ``sync_seconds`` after the previous upload, on ``flush`` and on ``close``. The object
+      always holds complete lines; a crash loses at most the last ``sync_seconds`` of them.
 
     Args:
-      workdir: directory for ``metrics.jsonl`` and, unless ``tensorboard_dir`` is given,
-        the event files (so ``tensorboard --logdir <workdir>`` works).
+      workdir: directory (or URL) for ``metrics.jsonl`` and, unless ``tensorboard_dir`` is
+        given, the event files (so ``tensorboard --logdir <workdir>`` works).
       tensorboard_dir: optional separate directory for event files.
       enabled: force writing on/off; default ``jax.process_index() == 0``.
+      jsonl_mode: ``"append"``, ``"rewrite"`` or None (by the kind of workdir, see above).
+      sync_seconds: the upload interval of ``"rewrite"`` mode.
     """
 
     def __init__(
@@ -103,11 +133,26 @@ class MetricWriter:
         workdir: str | os.PathLike,
         tensorboard_dir: str | os.PathLike | None = None,
         enabled: bool | None = None,
+        *,
+        jsonl_mode: str | None = None,
+        sync_seconds: float = 60.0,
     ) -> None:
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
-        self.workdir = Path(workdir)
+        self.workdir = paths.resolve_path(workdir)
         self.jsonl_path = self.workdir / JSONL_NAME
-        self._jsonl = None
+        url = paths.is_url(self.workdir)
+        self.jsonl_mode = jsonl_mode or ("rewrite" if url else "append")
+        if self.jsonl_mode not in ("append", "rewrite"):
+            raise ValueError(f"jsonl_mode={jsonl_mode!r}: use 'append' or 'rewrite'")
+        if self.jsonl_mode == "append" and url:
+            raise ValueError(f"{self.jsonl_path} is a URL: objects cannot be appended to, "
+                             f"use jsonl_mode='rewrite'")
+        self.sync_seconds = float(sync_seconds)
+        self._open = False
+        self._jsonl = None  # "append": the open file
+        self._chunks: list[str] = []  # "rewrite": the whole file's text
+        self._dirty = False
+        self._last_sync = -math.inf
         self._tb = None
         if not self.enabled:
             return
@@ -115,9 +160,13 @@ class MetricWriter:
         from tensorboardX import SummaryWriter
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        tb_dir = self.workdir if tensorboard_dir is None else Path(tensorboard_dir)
+        tb_dir = self.workdir if tensorboard_dir is None else paths.resolve_path(tensorboard_dir)
         self._tb = SummaryWriter(logdir=os.fspath(tb_dir))
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        if self.jsonl_mode == "append":
+            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        elif self.jsonl_path.exists():
+            self._chunks.append(self.jsonl_path.read_text(encoding="utf-8"))
+        self._open = True
 
     def write_scalars(
         self, step: int, scalars: Mapping[str, Any], split: str | None = None
@@ -125,7 +174,7 @@ class MetricWriter:
         """Writes a dict of scalars (Python, numpy or jax) for ``step`` under ``split``."""
         if not self.enabled:
             return
-        if self._jsonl is None:
+        if not self._open:
             raise RuntimeError("MetricWriter is closed")
         values = {str(k): _to_float(v) for k, v in scalars.items()}
         clash = set(values) & set(_RESERVED_KEYS)
@@ -138,15 +187,31 @@ class MetricWriter:
             self._tb.add_scalar(tag, value, global_step=step, walltime=wall_time)
         record = {"step": step, "split": split, "wall_time": wall_time}
         record.update({k: _finite_or_none(v) for k, v in values.items()})
-        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(record, allow_nan=False) + "\n"
+        if self._jsonl is not None:
+            self._jsonl.write(line)
+            self._jsonl.flush()
+        else:
+            self._chunks.append(line)
+            self._dirty = True
+            if time.monotonic() - self._last_sync >= self.sync_seconds:
+                self._sync()
+
+    def _sync(self) -> None:
+        text = "".join(self._chunks)
+        self._chunks = [text]
+        write_text_atomic(self.jsonl_path, text)
+        self._dirty = False
+        self._last_sync = time.monotonic()
 
     def flush(self) -> None:
-        """Flushes both outputs to disk."""
+        """Flushes both outputs (in ``"rewrite"`` mode: uploads unsaved lines)."""
         if self._tb is not None:
             self._tb.flush()
         if self._jsonl is not None:
             self._jsonl.flush()
+        if self._dirty:
+            self._sync()
 
     def close(self) -> None:
         """Flushes and closes; further writes raise. Safe to call twice."""
@@ -156,6 +221,9 @@ class MetricWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+        self._open = False
+        if self._dirty:
+            self._sync()
 
     def __enter__(self) -> MetricWriter:
         return self

@@ -22,10 +22,8 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import flax
@@ -35,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -46,6 +45,7 @@ from cardioformer_jax import (
     logging_utils,
     metrics,
     models,
+    paths,
     sharding,
     swa,
 )
@@ -341,16 +341,23 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
                               ) -> ml_collections.ConfigDict:
     """For ``dataset.synthetic_patients > 0``: writes the synthetic PTB-XL twin to
     ``<workdir>/data/raw`` and builds it into ``<workdir>/data/tfds`` (each once; process 0
-    does the work) and returns the config pointing at it. Other configs pass through."""
+    does the work) and returns the config pointing at it. Other configs pass through.
+
+    The workdir must be local here: the ArrayRecord writer opens local files only, so a URL
+    workdir (``gs://...``) is refused with the commands that build the data locally and
+    copy it to the bucket."""
     patients = config.dataset.synthetic_patients
     if patients <= 0:
         return config
     if config.dataset.name != "ptbxl":
         raise ValueError(f"dataset.synthetic_patients needs dataset.name='ptbxl', got "
                          f"{config.dataset.name!r}")
+    workdir = paths.resolve_path(workdir)
+    if paths.is_url(workdir):
+        raise ValueError(_synthetic_url_message(config, workdir))
     from cardioformer_jax import synthetic  # only the demo needs the generator
 
-    data = Path(workdir).absolute() / "data"
+    data = workdir / "data"
     raw, tfds_dir, marker = data / "raw", data / "tfds", data / "synthetic.json"
     wanted = {"patients": patients, "seed": int(config.seed)}
     if jax.process_index() == 0:
@@ -358,7 +365,7 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
             logging.info("writing a synthetic PTB-XL twin of %d patients to %s", patients, raw)
             # Written aside and renamed: a run killed half-way leaves no partial twin.
             partial = data / "raw.partial"
-            shutil.rmtree(partial, ignore_errors=True)
+            partial.rmtree(missing_ok=True)
             synthetic.write_ptbxl_twin(partial, patients, seed=config.seed)
             logging_utils.write_json(marker, wanted)
             partial.rename(raw)
@@ -373,6 +380,24 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
     config = ml_collections.ConfigDict(config.to_dict())
     config.dataset.data_dir = os.fspath(tfds_dir)
     return config
+
+
+def _synthetic_url_message(config: ml_collections.ConfigDict, workdir: epath.Path) -> str:
+    builder_config = config.dataset.builder_config or None
+    bucket_data = workdir / "data" / "tfds"
+    build = build_dataset.build_command("ptbxl", "/tmp/synthetic_tfds", builder_config)
+    build = build.replace("<unpacked PhysioNet folder>", "/tmp/synthetic_ptbxl")
+    return (
+        f"the synthetic dataset (dataset.synthetic_patients={config.dataset.synthetic_patients})"
+        f" is built into the workdir, and {workdir} is a URL: ArrayRecord files can only be "
+        f"written to a local file system. Use a local --workdir, or build the data locally, "
+        f"copy it to the bucket and train from there:\n"
+        f"  python -m cardioformer_jax.synthetic --out /tmp/synthetic_ptbxl "
+        f"--patients {config.dataset.synthetic_patients} --seed {config.seed}\n"
+        f"  {build}\n"
+        f"  gcloud storage cp --recursive /tmp/synthetic_tfds/ptbxl {bucket_data}/\n"
+        f"  python -m cardioformer_jax.main --config=... --workdir={workdir} "
+        f"--config.dataset.synthetic_patients=0 --config.dataset.data_dir={bucket_data}")
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -429,7 +454,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
 
     Returns (and writes to ``run_dir/results.json``) the best epoch's metrics.
     """
-    run_dir = Path(run_dir).absolute()
+    run_dir = paths.resolve_path(run_dir)
     train_config = config.train
     mesh = sharding.mesh_from_config(config)
     check_fits(config, mesh)
@@ -558,7 +583,8 @@ def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
         "epoch": float(epoch),
     }
     scalars["nonfinite_steps"] = float(jax.device_get(state.nonfinite_steps))
-    if not finite.all():  # only reached with nan_policy="skip"; "stop" raised above
+    # Only reached with nan_policy="skip" ("stop" raised above); process 0 reports.
+    if not finite.all() and jax.process_index() == 0:
         logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
                         first_step + 1, first_step + n)
     step = first_step + n
@@ -583,7 +609,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     and std (`metrics.aggregate_seeds`). Rerunning the same command resumes.
     """
     config_lib.validate_config(config)
-    workdir = Path(workdir).absolute()
+    workdir = paths.resolve_path(workdir)
     config = prepare_synthetic_dataset(config, workdir)
     if config.seeds == 1:
         return train_seed(config, workdir, evaluate_fn=evaluate_fn)

@@ -158,3 +158,43 @@ def test_write_json_atomic_and_strict(tmp_path):
     with pytest.raises(TypeError):
         write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"v": 2}  # failed write kept the old file
+
+
+def _jsonl_values(path):
+    return [json.loads(line)["a"] for line in path.read_text().splitlines()]
+
+
+def test_rewrite_mode_uploads_whole_files_and_continues_on_resume(tmp_path):
+    # The mode a gs:// workdir gets (objects cannot be appended to), on a local directory.
+    path = tmp_path / "metrics.jsonl"
+    with MetricWriter(tmp_path, enabled=True, jsonl_mode="rewrite", sync_seconds=0) as w:
+        w.write_scalars(0, {"a": 1.0})
+        assert _jsonl_values(path) == [1.0]  # written before close
+        w.write_scalars(1, {"a": 2.0})
+        assert _jsonl_values(path) == [1.0, 2.0]
+    with MetricWriter(tmp_path, enabled=True, jsonl_mode="rewrite", sync_seconds=0) as w:
+        w.write_scalars(2, {"a": 3.0})
+    assert _jsonl_values(path) == [1.0, 2.0, 3.0]  # a resumed run continues the file
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp." in p.name]  # no temp left
+    with MetricWriter(tmp_path, enabled=True) as w:  # and append mode continues it too
+        w.write_scalars(3, {"a": 4.0})
+    assert _jsonl_values(path) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_rewrite_mode_uploads_at_most_every_sync_seconds(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    w = MetricWriter(tmp_path, enabled=True, jsonl_mode="rewrite", sync_seconds=3600)
+    w.write_scalars(0, {"a": 1.0})
+    assert _jsonl_values(path) == [1.0]  # the first write uploads at once
+    w.write_scalars(1, {"a": 2.0})
+    w.write_scalars(2, {"a": 3.0})
+    assert _jsonl_values(path) == [1.0]  # within the interval: kept in memory
+    w.flush()
+    assert _jsonl_values(path) == [1.0, 2.0, 3.0]
+    w.write_scalars(3, {"a": 4.0})
+    w.close()
+    assert _jsonl_values(path) == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(RuntimeError, match="closed"):
+        w.write_scalars(4, {"a": 5.0})
+    with pytest.raises(ValueError, match="jsonl_mode"):
+        MetricWriter(tmp_path, enabled=False, jsonl_mode="overwrite")

@@ -1,0 +1,128 @@
+"""URL workdirs (``gs://...``) stay URLs; local workdirs become absolute (`paths`).
+
+GCS is not reachable here and nothing is mocked: what runs is the path handling up to the
+point where a file system would be touched, and every local path through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from etils import epath
+
+from cardioformer_jax import checkpointing, logging_utils, paths, train
+from configs import demo
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/run", "gs://my-bucket/runs/ptbxl/seed_41",
+                                 "s3://bucket/x"])
+@pytest.mark.parametrize("kind", [str, epath.Path])
+def test_urls_are_kept_exactly(url, kind):
+    resolved = paths.resolve_path(kind(url))
+    assert isinstance(resolved, epath.Path)
+    assert str(resolved) == os.fspath(resolved) == url
+    assert paths.is_url(resolved)
+    # Joined the way train/checkpointing join them.
+    assert os.fspath(resolved / checkpointing.CHECKPOINT_DIR) == f"{url}/checkpoints"
+    assert paths.resolve_path(resolved) == resolved  # idempotent
+
+
+def test_pathlib_would_mangle_what_resolve_path_keeps():
+    # What the training program did before: the URL became a local path under the cwd.
+    assert str(pathlib.Path("gs://bucket/run").absolute()) != "gs://bucket/run"
+    assert str(epath.Path("gs://bucket/run").absolute()) != "gs://bucket/run"
+    assert str(paths.resolve_path("gs://bucket/run")) == "gs://bucket/run"
+
+
+@pytest.mark.parametrize("url", ["memory://x", "file:///tmp/x", "nosuch://bucket/run"])
+def test_url_schemes_without_an_epath_backend_are_refused(url):
+    # etils.epath (through which Orbax writes) has no in-memory or file:// backend; a clear
+    # error beats a KeyError from inside Orbax.
+    with pytest.raises(ValueError, match=url.split("://")[0] + "://"):
+        paths.resolve_path(url)
+
+
+@pytest.mark.parametrize("kind", [str, pathlib.Path, epath.Path])
+def test_local_paths_become_absolute(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    resolved = paths.resolve_path(kind("runs/a"))
+    assert isinstance(resolved, epath.Path)
+    assert not paths.is_url(resolved)
+    assert os.fspath(resolved) == os.path.join(os.fspath(tmp_path), "runs", "a")
+    assert paths.resolve_path(kind(tmp_path)) == epath.Path(tmp_path)
+
+
+def test_home_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", os.fspath(tmp_path))
+    assert os.fspath(paths.resolve_path("~/runs")) == os.path.join(os.fspath(tmp_path), "runs")
+
+
+@pytest.mark.parametrize("kind", [str, epath.Path])
+def test_write_json_round_trip(kind, tmp_path):
+    path = kind(os.path.join(os.fspath(tmp_path), "sub", "results.json"))
+    logging_utils.write_json(path, {"f1": 0.5, "nan": float("nan")})
+    assert json.loads(epath.Path(path).read_text()) == {"f1": 0.5, "nan": None}
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("kind", [str, epath.Path])
+def test_checkpointer_accepts_str_and_epath_directories(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    directory = kind("run/checkpoints")  # relative: made absolute
+    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
+        assert isinstance(ckpt.directory, epath.Path)
+        assert os.fspath(ckpt.directory) == os.fspath(tmp_path / "run" / "checkpoints")
+        ckpt.save(3, {"w": jax.numpy.asarray([1.0, 2.0])}, {"epoch": 1})
+        assert ckpt.latest_step() == 3
+    assert (tmp_path / "run" / "checkpoints" / "3").is_dir()
+    with checkpointing.Checkpointer(epath.Path(tmp_path) / "run" / "checkpoints") as ckpt:
+        abstract = {"w": jax.ShapeDtypeStruct(
+            (2,), np.float32, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))}
+        restored = ckpt.restore(3, abstract)
+    np.testing.assert_array_equal(restored.state["w"], [1.0, 2.0])
+    assert restored.meta == {"epoch": 1}
+
+
+def test_check_run_config_reads_an_epath_run_dir(tmp_path):
+    config = demo.get_config()
+    run_dir = epath.Path(tmp_path)
+    checkpointing.check_run_config(run_dir, config)
+    saved = json.loads((tmp_path / checkpointing.CONFIG_FILE).read_text())
+    assert saved["dataset"]["synthetic_patients"] == config.dataset.synthetic_patients
+    (tmp_path / checkpointing.CHECKPOINT_DIR / "7").mkdir(parents=True)  # a saved step
+    other = demo.get_config()
+    other.model.d_model = 16
+    with pytest.raises(ValueError, match="model.d_model: 32 in the checkpoint, 16 now"):
+        checkpointing.check_run_config(os.fspath(run_dir), other)
+
+
+def test_metric_writer_keeps_a_url_workdir(tmp_path):
+    # enabled=False: another process of a multi-host run, which touches no file system.
+    writer = logging_utils.MetricWriter("gs://bucket/run", enabled=False)
+    assert os.fspath(writer.jsonl_path) == "gs://bucket/run/metrics.jsonl"
+    assert writer.jsonl_mode == "rewrite"  # objects cannot be appended to
+    writer.write_scalars(0, {"a": 1.0})
+    writer.close()
+    with pytest.raises(ValueError, match="cannot be appended"):
+        logging_utils.MetricWriter("gs://bucket/run", enabled=False, jsonl_mode="append")
+    assert logging_utils.MetricWriter(tmp_path, enabled=False).jsonl_mode == "append"
+
+
+def test_synthetic_demo_with_a_url_workdir_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a mangled URL would have been written
+    config = demo.get_config()
+    config.dataset.synthetic_patients = 7
+    with pytest.raises(ValueError, match="ArrayRecord files can only be written") as error:
+        train.train_and_evaluate(config, "gs://bucket/demo")
+    message = str(error.value)
+    assert "--patients 7 --seed 41" in message
+    assert "--manual_dir=/tmp/synthetic_ptbxl --data_dir=/tmp/synthetic_tfds" in message
+    assert "gcloud storage cp --recursive /tmp/synthetic_tfds/ptbxl gs://bucket/demo/data/tfds/"\
+        in message
+    assert "--config.dataset.data_dir=gs://bucket/demo/data/tfds" in message
+    assert not list(tmp_path.iterdir())  # nothing written anywhere
