@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -112,6 +113,12 @@ class ModelConfig:
     # is faster than storing them from inside the scan (measured 12.1 -> 4.4-7.5 op-seconds
     # per batch-32 step), and it cuts activation memory by about e_layers times.
     remat: bool = True
+    # Independent sub-batches per call (0 = auto: 2 on a CPU backend with >= 2 cores, else 1).
+    # XLA:CPU runs each op on one thread and only overlaps independent ops, so a single chain
+    # of layers leaves the second core of this 2-core machine about 40% idle; two chains over
+    # halves of the batch keep both busy (measured 12.3 -> 14.7 samples/s at batch 128).
+    # Results do not depend on it (eval mode: identical logits; train mode: other masks).
+    parallel_chains: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
@@ -144,6 +151,8 @@ class ModelConfig:
             problems.append(f"dtype={self.dtype!r} must be 'float32' or 'bfloat16'")
         if not 1 <= self.scan_unroll:
             problems.append(f"scan_unroll={self.scan_unroll} must be >= 1")
+        if self.parallel_chains < 0:
+            problems.append(f"parallel_chains={self.parallel_chains} must be >= 0 (0 = auto)")
         if self.rng_impl not in fast_random.IMPLEMENTATIONS:
             problems.append(f"rng_impl={self.rng_impl!r} must be one of "
                             f"{fast_random.IMPLEMENTATIONS}")
@@ -171,6 +180,16 @@ class ModelConfig:
     def num_patches(self, patch_len: int) -> int:
         """SPEC 2.1: ``floor(T / p) + 1`` patches after padding ``p`` copies of the end."""
         return self.seq_len // patch_len + 1
+
+    def chains_for_batch(self, batch: int) -> int:
+        """Sub-batches a call of ``batch`` samples is split into (see ``parallel_chains``).
+
+        The largest count up to the requested (or automatic) one that divides the batch.
+        """
+        wanted = self.parallel_chains
+        if wanted == 0:
+            wanted = 2 if jax.default_backend() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+        return max(c for c in range(1, min(wanted, batch) + 1) if batch % c == 0)
 
     @property
     def head_features(self) -> int:
@@ -507,9 +526,20 @@ class Cardioformer(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         self.check_input(x)
-        keys = [None] * 3
+        batch = x.shape[0]
+        chains = self.config.chains_for_batch(batch)
+        keys = [None] * 3 * chains
         if not self.deterministic:
-            keys = list(jax.random.split(self.rngs(), 3))
+            keys = list(jax.random.split(self.rngs(), 3 * chains))
+        if chains == 1:
+            return self._forward(x, keys)
+        # Chain i takes samples i, i + chains, ...: strided sub-batches keep a batch-sharded
+        # input's samples on their own device, and the stack below restores the order.
+        parts = x.reshape(batch // chains, chains, *x.shape[1:])
+        logits = [self._forward(parts[:, i], keys[3 * i:3 * i + 3]) for i in range(chains)]
+        return jnp.stack(logits, axis=1).reshape(batch, -1)
+
+    def _forward(self, x: Array, keys: Sequence[Array | None]) -> Array:
         tokens = self.embed(x, keys[0])
         tokens = self.encode(tokens, keys[1])
         return self.head(tokens, keys[2])
