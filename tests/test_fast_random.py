@@ -32,6 +32,15 @@ def test_hash_bits_have_no_visible_structure():
     v1 = np.asarray(fast_random.uniform(k1, (4096,)))
     v2 = np.asarray(fast_random.uniform(k2, (4096,)))
     assert abs(np.corrcoef(v1, v2)[0, 1]) < 0.05
+    # ... also when one stream is shifted against the other (keys map to different
+    # bijections of the index, not to offsets of one sequence).
+    for shift in (1, 2, 7, 64):
+        assert abs(np.corrcoef(v1[shift:], v2[:-shift])[0, 1]) < 0.05
+        assert abs(np.corrcoef(v1[shift:], v1[:-shift])[0, 1]) < 0.05
+    # Dropout masks of sibling keys agree only by chance (rate 0.9 -> 0.82 agreement).
+    m1 = np.asarray(fast_random.bernoulli(k1, 0.9, (512, 256)))
+    m2 = np.asarray(fast_random.bernoulli(k2, 0.9, (512, 256)))
+    assert abs((m1 == m2).mean() - 0.82) < 0.005
 
 
 @pytest.mark.parametrize("impl", fast_random.IMPLEMENTATIONS)
