@@ -1,0 +1,37 @@
+"""The benchmark's JSON contract on a tiny model (speed itself is never asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cardioformer_jax import benchmark
+from cardioformer_jax.model import ModelConfig
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.py"
+TINY = ModelConfig(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16, 16))
+
+
+def test_run_reports_every_field_with_sane_values():
+    results = benchmark.run(TINY, batch=4, eval_batch=4, steps=1)
+    assert results["parameters"] > 0 and results["batch_size"] == 4
+    assert results["parallel_chains"] == TINY.chains_for_batch(4)
+    for name in ("compile_seconds", "train_samples_per_second", "eval_samples_per_second",
+                 "inference_latency_ms", "peak_host_memory_mib", "train_gflops_per_sample",
+                 "achieved_tflops"):
+        assert results[name] > 0, name
+    assert results["final_loss"] == pytest.approx(results["final_loss"])  # finite, not NaN
+    json.dumps(results, allow_nan=False)  # strict JSON
+
+
+def test_command_line_prints_one_json_object(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "cardioformer_jax.benchmark", f"--config={DEMO_CONFIG}",
+         "--batch_size=4", "--eval_batch_size=4", "--steps=1",
+         "--config.model.e_layers=1", "--config.model.d_model=16", "--config.model.d_ff=16",
+         "--config.model.n_heads=2"],
+        capture_output=True, text=True, check=True, timeout=600)
+    results = json.loads(out.stdout)
+    assert results["batch_size"] == 4 and results["device_count"] >= 1
