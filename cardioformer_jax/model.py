@@ -184,8 +184,11 @@ class ModelConfig:
     def chains_for_batch(self, batch: int) -> int:
         """Sub-batches a call of ``batch`` samples is split into (see ``parallel_chains``).
 
-        The largest count up to the requested (or automatic) one that divides the batch.
+        The largest count up to the requested (or automatic) one that divides the batch; one
+        for a symbolic batch size (an exported model serves any batch).
         """
+        if not isinstance(batch, int):  # symbolic (jax.export) batch: cannot be split
+            return 1
         wanted = self.parallel_chains
         if wanted == 0:
             wanted = 2 if jax.default_backend() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
