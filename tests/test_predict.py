@@ -207,7 +207,10 @@ def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
     samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
     forward = jax.jit(export.model_function(ptb_model))
     for batch in (samples[:1], samples):  # the batch size is symbolic
-        np.testing.assert_array_equal(export.run(exported, batch), np.asarray(forward(batch)))
+        # Round-off only: in process an even batch runs as parallel chains, the exported
+        # (symbolic-batch) program as one.
+        np.testing.assert_allclose(export.run(exported, batch), np.asarray(forward(batch)),
+                                   rtol=1e-5, atol=1e-6)
     # The in-process model takes the parameters as arguments: equal up to round-off.
     np.testing.assert_allclose(export.run(exported, samples), ptb_model.logits(samples),
                                rtol=1e-5, atol=1e-5)
