@@ -137,11 +137,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parse_args(sys.argv[1:] if argv is None else argv)
-    inference.quiet_orbax()
-    try:
-        model = inference.load(args.workdir, seed=args.seed)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    model = inference.load_for_command_line(args.workdir, seed=args.seed)
+    if model is None:
         return 1
     platforms = [p.strip() for p in args.platforms.split(",")] if args.platforms else None
     exported = export_model(model, batch_size=args.batch_size, platforms=platforms)

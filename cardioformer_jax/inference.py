@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from cardioformer_jax import checkpointing, dataset_inputs, sharding, train
+from cardioformer_jax import checkpointing, dataset_inputs, logging_utils, sharding, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -125,12 +126,8 @@ def _jitted_apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
 
 def quiet_orbax() -> None:
     """Hides Orbax's informational warnings (e.g. that a read-only directory is read only)
-    from a command line's output; its errors stay. Orbax logs through absl's logger."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or "/orbax/" not in record.pathname
-
-    logging.getLogger("absl").addFilter(keep)
+    from a command line's output; its errors stay."""
+    logging_utils.quiet_orbax(logging.ERROR)
 
 
 # --- finding the run ------------------------------------------------------------------------
@@ -255,6 +252,18 @@ def restore_state(run_dir: Path, abstract: train.TrainState, step: int | None = 
         lambda x, a: jax.random.wrap_key_data(x, dtype=a.dtype) if _is_key(a) else x,
         restored["state"], abstract)
     return state, dict(restored["meta"]), int(step)
+
+
+def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
+                          ) -> TrainedModel | None:
+    """`load` for a command line: Orbax's chatter hidden, and a missing or unusable run
+    printed as ``error: ...`` on stderr (None returned; the caller picks the exit status)."""
+    quiet_orbax()
+    try:
+        return load(workdir, seed=seed)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
 
 
 def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | None = None

@@ -12,6 +12,7 @@ write whole objects there (see each docstring).
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import os
 import time
@@ -60,6 +61,17 @@ def to_jsonable(obj: Any) -> Any:
         arr = np.asarray(jax.device_get(obj))
         return to_jsonable(arr.tolist())  # tolist() yields Python scalars / nested lists
     raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
+
+
+def quiet_orbax(min_level: int, target: std_logging.Filterer | None = None) -> None:
+    """Drops Orbax's log records below `min_level` (e.g. its dozen INFO lines per checkpoint)
+    from `target`, by default absl's logger; other sources are untouched. Orbax logs through
+    absl like this program, so records are told apart by their source path."""
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        return record.levelno >= min_level or "/orbax/" not in record.pathname
+
+    (std_logging.getLogger("absl") if target is None else target).addFilter(keep)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:

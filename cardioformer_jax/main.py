@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax import distributed, train
+from cardioformer_jax import distributed, logging_utils, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
@@ -41,16 +41,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
 
 
-def _quiet_orbax() -> None:
-    """Drops Orbax's INFO lines (a dozen per checkpoint) from the console; its warnings and
-    errors stay. Orbax logs through absl like this program, so filter by source path."""
-
-    def keep(record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-    logging.get_absl_handler().addFilter(keep)
-
-
 def _set_compilation_cache() -> None:
     path = _CACHE_DIR.value
     if path is None:
@@ -62,7 +52,8 @@ def _set_compilation_cache() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    _quiet_orbax()
+    # Orbax's INFO lines leave the console; its warnings and errors stay.
+    logging_utils.quiet_orbax(std_logging.WARNING, logging.get_absl_handler())
     # Before anything touches the devices.
     distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                  force=_DISTRIBUTED.value)
