@@ -285,6 +285,65 @@ def gelu(x: Array) -> Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def _attention_probs(q: Array, k: Array) -> Array:
+    """Softmax attention probabilities (float32) of ``(..., N, d)`` queries and keys."""
+    scores = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
+    return jax.nn.softmax(scores / math.sqrt(q.shape[-1]), axis=-1)
+
+
+def _dropout_scale(x: Array, keep: Array | None, rate: float) -> Array:
+    if keep is None:
+        return x
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _attention_keep(key: Array | None, rate: float, rng_impl: str, shape) -> Array | None:
+    if key is None or rate == 0.0:
+        return None
+    return fast_random.bernoulli(key, 1.0 - rate, shape, rng_impl)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def attention_core(q: Array, k: Array, v: Array, key: Array | None, rate: float,
+                   rng_impl: str) -> Array:
+    """``Dropout(softmax(q k^T / sqrt(d))) v`` over ``(..., N, d)`` heads (SPEC 2.2 step 1).
+
+    Same values as the plain formula; the hand-written backward pass orders its dots so that
+    the large ``(N, N)`` probability arrays are never transposed (XLA:CPU copies an operand
+    whose contracting dimension is not where its dot kernel wants it), and reuses the saved
+    probabilities. ``key`` None or ``rate`` 0 means no dropout.
+    """
+    return _attention_core_fwd(q, k, v, key, rate, rng_impl)[0]
+
+
+def _attention_core_fwd(q, k, v, key, rate, rng_impl):
+    probs = _attention_probs(q, k)
+    keep = _attention_keep(key, rate, rng_impl, probs.shape)
+    dropped = _dropout_scale(probs, keep, rate).astype(v.dtype)
+    return jnp.einsum("...qk,...kd->...qd", dropped, v), (q, k, v, key, probs)
+
+
+def _attention_core_bwd(rate, rng_impl, residuals, d_out):
+    q, k, v, key, probs = residuals
+    keep = _attention_keep(key, rate, rng_impl, probs.shape)
+    d_dropped = jnp.einsum("...qd,...kd->...qk", d_out, v, preferred_element_type=jnp.float32)
+    d_probs = _dropout_scale(d_dropped, keep, rate)
+    # Softmax backward, then the 1/sqrt(d) of the scores.
+    d_scores = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True))
+    d_scores = (d_scores / math.sqrt(q.shape[-1])).astype(q.dtype)
+    d_q = jnp.einsum("...qk,...kd->...qd", d_scores, k)
+    # Gradients contracting over queries are computed transposed ((d, N) = (d, N_q) @ (N_q,
+    # N)): the (N, N) operand then enters its dot as-is.
+    d_k = jnp.swapaxes(jnp.einsum("...qd,...qk->...dk", q, d_scores), -1, -2)
+    dropped = _dropout_scale(probs, keep, rate).astype(v.dtype)
+    d_v = jnp.swapaxes(jnp.einsum("...qd,...qk->...dk", d_out, dropped), -1, -2)
+    d_key = None if key is None else np.zeros(key.shape, jax.dtypes.float0)
+    return d_q, d_k, d_v, d_key
+
+
+attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
+
+
 class GroupedAttention(nnx.Module):
     """``G`` independent multi-head self-attentions evaluated together.
 
@@ -317,11 +376,10 @@ class GroupedAttention(nnx.Module):
         qkv = jnp.einsum("bgnd,gde->bgne", x, qkv_kernel.astype(self.dtype))
         qkv = qkv + qkv_bias[:, None, :].astype(self.dtype)
         qkv = qkv.reshape(batch, groups, tokens, 3, self.n_heads, head_dim)
-        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-        scores = jnp.einsum("bgqhd,bgkhd->bghqk", q, k, preferred_element_type=jnp.float32)
-        probs = jax.nn.softmax(scores / math.sqrt(head_dim), axis=-1)
-        probs = dropout(probs, self.dropout_rate, key, self.rng_impl).astype(self.dtype)
-        out = jnp.einsum("bghqk,bgkhd->bgqhd", probs, v).reshape(batch, groups, tokens, d_model)
+        # (B, G, N, 3, H, d) -> three (B, G, H, N, d) arrays, heads as a batch dimension.
+        q, k, v = jnp.moveaxis(qkv, (3, 4), (0, 3))
+        out = attention_core(q, k, v, key, self.dropout_rate, self.rng_impl)
+        out = jnp.moveaxis(out, 2, 3).reshape(batch, groups, tokens, d_model)
         out = jnp.einsum("bgnd,gde->bgne", out, self.out_kernel[...].astype(self.dtype))
         return out + self.out_bias[:, None, :].astype(self.dtype)
 
@@ -394,10 +452,14 @@ class EncoderLayer(nnx.Module):
             r = self.inter_attention(a[:, None, routers], keys[-5])[:, 0]
             a = a.at[:, routers].set(r)
         x = self.norm1(x + dropout(a, self.dropout_rate, keys[-4], self.rng_impl))
+        # The residual blocks see a 2-D (tokens, D) array: their weight gradients are then
+        # plain (M, K)^T (M, N) dots that XLA:CPU runs without transposed copies of the
+        # activations (from a 3-D array it transposes them first, measured ~2x slower).
+        x = x.reshape(-1, d_model)
         y = self.resblock1(x, keys[-3])
         y = self.resblock2(y, keys[-2])
         y = self.resblock3(y, keys[-1])
-        return self.norm2(x + y)
+        return self.norm2(x + y).reshape(batch, -1, d_model)
 
 
 class Cardioformer(nnx.Module):
@@ -506,17 +568,29 @@ class Cardioformer(nnx.Module):
 
     def encode(self, tokens: Array, key: Array | None = None) -> Array:
         """SPEC 2.2: the ``e_layers`` encoder layers, scanned over the stacked weights."""
-        graphdef, state = nnx.split(self.layers)
-        keys = None if key is None else jax.random.split(key, self.config.e_layers)
+        return self.encode_chains([tokens], [key])[0]
 
-        def apply_layer(x, layer_inputs):
-            layer_state, layer_key = layer_inputs
-            return nnx.merge(graphdef, layer_state)(x, layer_key), None
+    def encode_chains(self, chains: Sequence[Array],
+                      keys: Sequence[Array | None]) -> list[Array]:
+        """``encode`` for independent token arrays (sub-batches) in one scan over the layers.
+
+        One loop whose body holds every chain's layer lets XLA:CPU run the chains' ops side
+        by side; separate loops (one per chain) run one after the other.
+        """
+        graphdef, state = nnx.split(self.layers)
+        layers = self.config.e_layers
+        layer_keys = [None if k is None else jax.random.split(k, layers) for k in keys]
+
+        def apply_layer(carry, layer_inputs):
+            layer_state, chain_keys = layer_inputs
+            layer = nnx.merge(graphdef, layer_state)
+            return tuple(layer(x, k) for x, k in zip(carry, chain_keys, strict=True)), None
 
         if self.config.remat:
             apply_layer = jax.checkpoint(apply_layer)
-        tokens, _ = jax.lax.scan(apply_layer, tokens, (state, keys), unroll=self.config.scan_unroll)
-        return tokens
+        tokens, _ = jax.lax.scan(apply_layer, tuple(chains), (state, tuple(layer_keys)),
+                                 unroll=self.config.scan_unroll)
+        return list(tokens)
 
     def head(self, tokens: Array, key: Array | None = None) -> Array:
         """SPEC 2.3: LayerNorm, GELU, dropout, flatten (config order) and the classifier."""
@@ -534,18 +608,16 @@ class Cardioformer(nnx.Module):
         keys = [None] * 3 * chains
         if not self.deterministic:
             keys = list(jax.random.split(self.rngs(), 3 * chains))
-        if chains == 1:
-            return self._forward(x, keys)
         # Chain i takes samples i, i + chains, ...: strided sub-batches keep a batch-sharded
         # input's samples on their own device, and the stack below restores the order.
-        parts = x.reshape(batch // chains, chains, *x.shape[1:])
-        logits = [self._forward(parts[:, i], keys[3 * i:3 * i + 3]) for i in range(chains)]
+        parts = [x] if chains == 1 else list(
+            jnp.moveaxis(x.reshape(batch // chains, chains, *x.shape[1:]), 1, 0))
+        tokens = [self.embed(part, keys[3 * i]) for i, part in enumerate(parts)]
+        tokens = self.encode_chains(tokens, keys[1::3])
+        logits = [self.head(t, keys[3 * i + 2]) for i, t in enumerate(tokens)]
+        if chains == 1:
+            return logits[0]
         return jnp.stack(logits, axis=1).reshape(batch, -1)
-
-    def _forward(self, x: Array, keys: Sequence[Array | None]) -> Array:
-        tokens = self.embed(x, keys[0])
-        tokens = self.encode(tokens, keys[1])
-        return self.head(tokens, keys[2])
 
 
 def _stacked_layers(config: ModelConfig, layout: TokenLayout, rngs: nnx.Rngs) -> EncoderLayer:
