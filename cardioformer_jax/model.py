@@ -328,13 +328,14 @@ def _attention_core_bwd(rate, rng_impl, residuals, d_out):
     keep = _attention_keep(key, rate, rng_impl, probs.shape)
     d_dropped = jnp.einsum("...qd,...kd->...qk", d_out, v, preferred_element_type=jnp.float32)
     d_probs = _dropout_scale(d_dropped, keep, rate)
-    # Softmax backward, then the 1/sqrt(d) of the scores.
+    # Softmax backward; the 1/sqrt(d) of the scores is applied to the smaller (N, d) results.
     d_scores = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True))
-    d_scores = (d_scores / math.sqrt(q.shape[-1])).astype(q.dtype)
-    d_q = jnp.einsum("...qk,...kd->...qd", d_scores, k)
+    d_scores = d_scores.astype(q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    d_q = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
     # Gradients contracting over queries are computed transposed ((d, N) = (d, N_q) @ (N_q,
     # N)): the (N, N) operand then enters its dot as-is.
-    d_k = jnp.swapaxes(jnp.einsum("...qd,...qk->...dk", q, d_scores), -1, -2)
+    d_k = jnp.swapaxes(jnp.einsum("...qd,...qk->...dk", q, d_scores), -1, -2) * scale
     dropped = _dropout_scale(probs, keep, rate).astype(v.dtype)
     d_v = jnp.swapaxes(jnp.einsum("...qd,...qk->...dk", d_out, dropped), -1, -2)
     d_key = None if key is None else np.zeros(key.shape, jax.dtypes.float0)
