@@ -10,6 +10,7 @@ from flax import nnx
 from cardioformer_jax import config_lib
 from cardioformer_jax.model import (
     Cardioformer,
+    LayerNorm,
     ModelConfig,
     TokenLayout,
     attention_core,
@@ -324,3 +325,33 @@ def test_attention_core_matches_plain_formula_and_its_autodiff(rate):
         assert not np.allclose(got, attention_core(q, k, v, None, 0.0, "hash"))
     for name, g, e in zip("qkv", got_vjp(cotangent), expected_vjp(cotangent), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_matches_nnx_layer_norm_and_its_autodiff(dtype):
+    """The model's LayerNorm has nnx.LayerNorm's values, and its backward is autodiff's."""
+    rng = np.random.default_rng(4)
+    x, cotangent = (jnp.asarray(3 * rng.standard_normal((3, 5, 16)) + 1, jnp.float32)
+                    for _ in range(2))
+    ours = LayerNorm(16, epsilon=1e-5, dtype=dtype, use_fast_variance=False, rngs=nnx.Rngs(0))
+    reference = nnx.LayerNorm(16, epsilon=1e-5, dtype=dtype, use_fast_variance=False,
+                              rngs=nnx.Rngs(0))
+    for norm in (ours, reference):  # non-trivial affine parameters, the same in both
+        norm.scale[...] = jnp.asarray(rng.standard_normal(16) if norm is ours else ours.scale[...])
+        norm.bias[...] = jnp.asarray(rng.standard_normal(16) if norm is ours else ours.bias[...])
+
+    results = []
+    for norm in (ours, reference):
+        graphdef, params = nnx.split(norm)
+        y, vjp = jax.vjp(lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, x)
+        results.append((y, vjp(cotangent.astype(y.dtype))))
+    (y, (d_params, d_x)), (y_ref, (d_params_ref, d_x_ref)) = results
+    assert y.dtype == y_ref.dtype == dtype
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32),
+                               rtol=tolerance, atol=tolerance)
+    for got, expected in zip(jax.tree.leaves(d_params) + [d_x],
+                             jax.tree.leaves(d_params_ref) + [d_x_ref], strict=True):
+        assert got.dtype == expected.dtype
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32),
+                                   rtol=10 * tolerance, atol=10 * tolerance)
