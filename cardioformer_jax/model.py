@@ -322,16 +322,21 @@ def _attention_core_fwd(q, k, v, key, rate, rng_impl):
     probs = _attention_probs(q, k)
     keep = _attention_keep(key, rate, rng_impl, probs.shape)
     dropped = _dropout_scale(probs, keep, rate).astype(v.dtype)
-    return jnp.einsum("...qk,...kd->...qd", dropped, v), (q, k, v, key, probs)
+    out = jnp.einsum("...qk,...kd->...qd", dropped, v)
+    return out, (q, k, v, key, probs, out)
 
 
 def _attention_core_bwd(rate, rng_impl, residuals, d_out):
-    q, k, v, key, probs = residuals
+    q, k, v, key, probs, out = residuals
     keep = _attention_keep(key, rate, rng_impl, probs.shape)
     d_dropped = jnp.einsum("...qd,...kd->...qk", d_out, v, preferred_element_type=jnp.float32)
     d_probs = _dropout_scale(d_dropped, keep, rate)
     # Softmax backward; the 1/sqrt(d) of the scores is applied to the smaller (N, d) results.
-    d_scores = probs * (d_probs - jnp.sum(d_probs * probs, axis=-1, keepdims=True))
+    # Its row sums sum_k d_probs * probs equal sum_d d_out * out (expand d_probs and out), a
+    # reduction over (N, d) instead of over the (N, N) probabilities.
+    row_sums = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1,
+                       keepdims=True)
+    d_scores = probs * (d_probs - row_sums)
     d_scores = d_scores.astype(q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1])
     d_q = jnp.einsum("...qk,...kd->...qd", d_scores, k) * scale
