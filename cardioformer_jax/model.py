@@ -276,9 +276,20 @@ def torch_linear_init(fan_in: int) -> nnx.Initializer:
 
 def dropout(x: Array, rate: float, key: Array | None, rng_impl: str = "hash") -> Array:
     """Inverted dropout; identity when ``key`` is None (eval mode) or the rate is 0."""
+    return _dropout_scale(x, _dropout_keep(key, rate, rng_impl, x.shape), rate)
+
+
+def _dropout_keep(key: Array | None, rate: float, rng_impl: str, shape) -> Array | None:
+    """``dropout``'s keep mask (None: keep everything)."""
     if key is None or rate == 0.0:
+        return None
+    return fast_random.bernoulli(key, 1.0 - rate, shape, rng_impl)
+
+
+def _dropout_scale(x: Array, keep: Array | None, rate: float) -> Array:
+    """``dropout`` with a given keep mask: kept elements scaled by 1 / (1 - rate)."""
+    if keep is None:
         return x
-    keep = fast_random.bernoulli(key, 1.0 - rate, x.shape, rng_impl)
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
 
 
@@ -291,18 +302,6 @@ def _attention_probs(q: Array, k: Array) -> Array:
     """Softmax attention probabilities (float32) of ``(..., N, d)`` queries and keys."""
     scores = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
     return jax.nn.softmax(scores / math.sqrt(q.shape[-1]), axis=-1)
-
-
-def _dropout_scale(x: Array, keep: Array | None, rate: float) -> Array:
-    if keep is None:
-        return x
-    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
-
-
-def _attention_keep(key: Array | None, rate: float, rng_impl: str, shape) -> Array | None:
-    if key is None or rate == 0.0:
-        return None
-    return fast_random.bernoulli(key, 1.0 - rate, shape, rng_impl)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -320,7 +319,7 @@ def attention_core(q: Array, k: Array, v: Array, key: Array | None, rate: float,
 
 def _attention_core_fwd(q, k, v, key, rate, rng_impl):
     probs = _attention_probs(q, k)
-    keep = _attention_keep(key, rate, rng_impl, probs.shape)
+    keep = _dropout_keep(key, rate, rng_impl, probs.shape)
     dropped = _dropout_scale(probs, keep, rate).astype(v.dtype)
     out = jnp.einsum("...qk,...kd->...qd", dropped, v)
     return out, (q, k, v, key, probs, out)
@@ -328,7 +327,7 @@ def _attention_core_fwd(q, k, v, key, rate, rng_impl):
 
 def _attention_core_bwd(rate, rng_impl, residuals, d_out):
     q, k, v, key, probs, out = residuals
-    keep = _attention_keep(key, rate, rng_impl, probs.shape)
+    keep = _dropout_keep(key, rate, rng_impl, probs.shape)
     d_dropped = jnp.einsum("...qd,...kd->...qk", d_out, v, preferred_element_type=jnp.float32)
     d_probs = _dropout_scale(d_dropped, keep, rate)
     # Softmax backward; the 1/sqrt(d) of the scores is applied to the smaller (N, d) results.
