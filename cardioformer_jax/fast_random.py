@@ -35,9 +35,9 @@ def random_bits(key: Array, shape: tuple[int, ...]) -> Array:
 
     The element's flat index ``i`` becomes ``i * m + a`` (``m`` odd and ``a`` drawn from the
     key, so each key walks a different bijection of the 32-bit integers) and goes through
-    one lowbias32 round. The key enters every per-axis term, so nothing here is a
-    loop-invariant array that XLA would hoist out of the layer scan and then re-read from
-    memory: the whole draw fuses into its consumer at nearly memory speed.
+    one lowbias32 round. The key enters every per-axis term before it is broadcast, so
+    nothing here is a full-size loop-invariant array (see below): the whole draw fuses
+    into its consumer at nearly memory speed.
     """
     seed = jax.random.bits(key, (2,), jnp.uint32)
     multiplier = seed[1] | jnp.uint32(1)
@@ -45,7 +45,11 @@ def random_bits(key: Array, shape: tuple[int, ...]) -> Array:
     stride = 1
     for axis in reversed(range(len(shape))):
         axis_step = multiplier * jnp.uint32(stride % (1 << 32))
-        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * axis_step
+        # A 1-D term broadcast here: a full-size iota would be loop-invariant inside a
+        # scan, and JAX's scan autodiff hoists loop-invariant values out of the loop, so
+        # every draw would read ndim materialised index arrays from memory.
+        term = jax.lax.iota(jnp.uint32, shape[axis]) * axis_step
+        index = index + jax.lax.broadcast_in_dim(term, shape, (axis,))
         stride *= shape[axis]
     return _lowbias32(index)
 

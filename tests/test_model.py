@@ -16,6 +16,7 @@ from cardioformer_jax.model import (
     attention_core,
     count_params,
     dropout,
+    gelu,
     parse_augmentations,
 )
 
@@ -355,3 +356,25 @@ def test_layer_norm_matches_nnx_layer_norm_and_its_autodiff(dtype):
         assert got.dtype == expected.dtype
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32),
                                    rtol=10 * tolerance, atol=10 * tolerance)
+
+
+def test_gelu_is_the_exact_erf_form_with_its_derivative():
+    """``gelu`` = x Phi(x) (PyTorch's default) in value and gradient, also far in the tails."""
+    from scipy.special import erf
+
+    x = np.linspace(-12.0, 12.0, 4001)
+    phi = 0.5 * (1.0 + erf(x / np.sqrt(2.0)))
+    density = np.exp(-0.5 * x**2) / np.sqrt(2.0 * np.pi)
+    got, grad = jax.vmap(jax.value_and_grad(gelu))(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, x * phi, rtol=1e-6, atol=2e-6)
+    np.testing.assert_allclose(grad, phi + x * density, rtol=1e-6, atol=2e-6)
+    assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_dropout_keeps_values_scaled_and_drops_the_rest():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 256)) + 3.0, jnp.float32)
+    y = np.asarray(dropout(x, 0.25, jax.random.key(1)))
+    kept = y != 0
+    assert 0.72 < kept.mean() < 0.78
+    np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(dropout(x, 0.25, None), x)
