@@ -7,7 +7,9 @@ Layout choices that make the model fast to compile and to run:
   a leading granularity axis) per group instead of a Python loop over granularities.
 * Between layers the tokens of all granularities live in one array ``(B, S, D)`` ordered
   group-major (``TokenLayout``), so the parts shared by all granularities (LayerNorms,
-  residual MLP blocks) are single large matmuls.
+  residual MLP blocks) are single large matmuls. Inside the layer scan the array is
+  token-major ``(S, B, D)``: each group is then a contiguous ``(G, N, B, D)`` block whose
+  projections are plain batched matmuls.
 * The ``e_layers`` encoder layers are stacked on a leading axis and applied with
   ``jax.lax.scan``: one layer is traced and compiled, not six.
 
@@ -386,23 +388,30 @@ class GroupedAttention(nnx.Module):
         self.rng_impl = rng_impl
 
     def __call__(self, x: Array, key: Array | None) -> Array:
-        """``x``: ``(B, G, N, D)`` -> ``(B, G, N, D)``; ``key`` drives attention dropout."""
-        batch, groups, tokens, d_model = x.shape
+        """``x``: ``(G, N, B, D)`` -> same shape; ``key`` drives attention dropout.
+
+        Group-leading, batch-inner tokens make each projection one batched matmul over
+        contiguous ``(N*B, D)`` rows (XLA:CPU transposes a dot operand whose batch axis does
+        not lead).
+        """
+        groups, tokens, batch, d_model = x.shape
         head_dim = d_model // self.n_heads
         # One fused projection for Q, K and V.
         qkv_kernel = jnp.concatenate(
             [self.query_kernel[...], self.key_kernel[...], self.value_kernel[...]], axis=-1)
         qkv_bias = jnp.concatenate(
             [self.query_bias[...], self.key_bias[...], self.value_bias[...]], axis=-1)
-        qkv = jnp.einsum("bgnd,gde->bgne", x, qkv_kernel.astype(self.dtype))
+        qkv = jnp.einsum("gmd,gde->gme", x.reshape(groups, tokens * batch, d_model),
+                         qkv_kernel.astype(self.dtype))
         qkv = qkv + qkv_bias[:, None, :].astype(self.dtype)
-        qkv = qkv.reshape(batch, groups, tokens, 3, self.n_heads, head_dim)
-        # (B, G, N, 3, H, d) -> three (B, G, H, N, d) arrays, heads as a batch dimension.
-        q, k, v = jnp.moveaxis(qkv, (3, 4), (0, 3))
+        qkv = qkv.reshape(groups, tokens, batch, 3, self.n_heads, head_dim)
+        # (G, N, B, 3, H, d) -> three (G, B, H, N, d) arrays, heads as a batch dimension.
+        q, k, v = jnp.transpose(qkv, (3, 0, 2, 4, 1, 5))
         out = attention_core(q, k, v, key, self.dropout_rate, self.rng_impl)
-        out = jnp.moveaxis(out, 2, 3).reshape(batch, groups, tokens, d_model)
-        out = jnp.einsum("bgnd,gde->bgne", out, self.out_kernel[...].astype(self.dtype))
-        return out + self.out_bias[:, None, :].astype(self.dtype)
+        out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(groups, tokens * batch, d_model)
+        out = jnp.einsum("gmd,gde->gme", out, self.out_kernel[...].astype(self.dtype))
+        out = out + self.out_bias[:, None, :].astype(self.dtype)
+        return out.reshape(groups, tokens, batch, d_model)
 
 
 class ResidualBlock(nnx.Module):
@@ -501,32 +510,35 @@ class EncoderLayer(nnx.Module):
         self.rng_impl = rng_impl
 
     def __call__(self, x: Array, key: Array | None) -> Array:
-        """``x``: ``(B, S, D)`` flat tokens -> same shape."""
+        """``x``: ``(S, B, D)`` token-major flat tokens -> same shape.
+
+        Token-major order keeps each group's tokens one contiguous ``(G, N, B, D)`` block.
+        """
         keys = [None] * (len(self.intra_attentions) + 5)
         if key is not None:
             keys = list(jax.random.split(key, len(keys)))
-        batch, _, d_model = x.shape
+        _, batch, d_model = x.shape
         layout = self.layout
-        attended = []  # per group: (B, G_group, N, D)
+        attended = []  # per group: (G_group, N, B, D)
         for g, attention in enumerate(self.intra_attentions):
             n, start = layout.group_num_patches[g], layout.group_offsets[g]
             size = len(layout.group_members[g]) * n
-            tokens = x[:, start:start + size].reshape(batch, -1, n, d_model)
+            tokens = x[start:start + size].reshape(-1, n, batch, d_model)
             attended.append(attention(tokens, keys[g]))
         if not self.no_inter_attn:
             # The routers (last tokens) attend to each other in config order; their outputs
             # replace them by concatenation (a scatter's autodiff builds full-size masks).
             order = layout.router_config_order
             reorder = not np.array_equal(order, np.arange(len(order)))
-            routers = jnp.concatenate([t[:, :, -1] for t in attended], axis=1)
-            routers = routers[:, order] if reorder else routers
-            r = self.inter_attention(routers[:, None], keys[-5])[:, 0]
-            r = r[:, np.argsort(order)] if reorder else r
+            routers = jnp.concatenate([t[:, -1] for t in attended], axis=0)  # (R, B, D)
+            routers = routers[order] if reorder else routers
+            r = self.inter_attention(routers[None], keys[-5])[0]
+            r = r[np.argsort(order)] if reorder else r
             bounds = np.cumsum([len(m) for m in layout.group_members])[:-1]
-            attended = [jnp.concatenate([t[:, :, :-1], part[:, :, None]], axis=2)
-                        for t, part in zip(attended, jnp.split(r, bounds, axis=1), strict=True)]
-        attended = [t.reshape(batch, -1, d_model) for t in attended]
-        a = jnp.concatenate(attended, axis=1) if len(attended) > 1 else attended[0]
+            attended = [jnp.concatenate([t[:, :-1], part[:, None]], axis=1)
+                        for t, part in zip(attended, jnp.split(r, bounds, axis=0), strict=True)]
+        attended = [t.reshape(-1, batch, d_model) for t in attended]
+        a = jnp.concatenate(attended, axis=0) if len(attended) > 1 else attended[0]
         x = self.norm1(x + dropout(a, self.dropout_rate, keys[-4], self.rng_impl))
         # The residual blocks see a 2-D (tokens, D) array: their weight gradients are then
         # plain (M, K)^T (M, N) dots that XLA:CPU runs without transposed copies of the
@@ -535,7 +547,7 @@ class EncoderLayer(nnx.Module):
         y = self.resblock1(x, keys[-3])
         y = self.resblock2(y, keys[-2])
         y = self.resblock3(y, keys[-1])
-        return self.norm2(x + y).reshape(batch, -1, d_model)
+        return self.norm2(x + y).reshape(-1, batch, d_model)
 
 
 class Cardioformer(nnx.Module):
@@ -669,9 +681,11 @@ class Cardioformer(nnx.Module):
             apply_layer = jax.checkpoint(
                 apply_layer,
                 policy=jax.checkpoint_policies.save_only_these_names("layer_norm_stats"))
-        tokens, _ = jax.lax.scan(apply_layer, tuple(chains), (state, tuple(layer_keys)),
+        # The layers work on token-major (S, B, D) arrays (see EncoderLayer).
+        chains = tuple(jnp.swapaxes(tokens, 0, 1) for tokens in chains)
+        tokens, _ = jax.lax.scan(apply_layer, chains, (state, tuple(layer_keys)),
                                  unroll=self.config.scan_unroll)
-        return list(tokens)
+        return [jnp.swapaxes(t, 0, 1) for t in tokens]
 
     def head(self, tokens: Array, key: Array | None = None) -> Array:
         """SPEC 2.3: LayerNorm, GELU, dropout, flatten (config order) and the classifier."""

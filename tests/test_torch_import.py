@@ -219,14 +219,17 @@ def test_known_attention_weights_give_known_attention_output():
     rng = np.random.default_rng(3)
     # Granularity 2 is member 1 of group 0 (patch length 8, 6 tokens).
     tokens = rng.standard_normal((2, 2, 6, config.d_model)).astype(np.float32)
-    out = np.asarray(layer.intra_attentions[0](jnp.asarray(tokens), None))
+    # The layer's attentions take group-leading, batch-inner (G, N, B, D) tokens.
+    out = np.asarray(layer.intra_attentions[0](jnp.asarray(tokens.transpose(1, 2, 0, 3)), None))
+    out = out.transpose(2, 0, 1, 3)
     for j, g in enumerate((0, 2)):
         expected = ref.multi_head_attention(
             tokens[:, j].astype(np.float64), sd,
             f"encoder.attn_layers.1.attention.intra_attentions.{g}", config.n_heads)
         np.testing.assert_allclose(out[:, j], expected, rtol=1e-5, atol=1e-5)
     routers = rng.standard_normal((2, 4, config.d_model)).astype(np.float32)
-    out = np.asarray(layer.inter_attention(jnp.asarray(routers[:, None]), None))[:, 0]
+    out = np.asarray(layer.inter_attention(jnp.asarray(routers.transpose(1, 0, 2)[None]),
+                                           None))[0].transpose(1, 0, 2)
     expected = ref.multi_head_attention(routers.astype(np.float64), sd,
                                         "encoder.attn_layers.1.attention.inter_attention",
                                         config.n_heads)
