@@ -119,8 +119,9 @@ class ModelConfig:
     remat: bool = True
     # Independent sub-batches per call (0 = auto: 2 on a CPU backend with >= 2 cores, else 1).
     # The chains share one scan over the layers, whose body holds every chain's layer: XLA:CPU
-    # then runs the chains' ops side by side (separate loops would run one after the other),
-    # which keeps both cores of a small machine busy between its multi-threaded dots.
+    # then runs the chains' ops side by side (separate loops would run one after the other).
+    # It runs each op, dots included, on one thread, so independent chains are what keeps
+    # both cores of a small machine busy.
     # Results do not depend on it (eval mode: identical logits; train mode: other masks).
     parallel_chains: int = 0
 
