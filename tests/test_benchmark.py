@@ -15,13 +15,17 @@ TINY = ModelConfig(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16
 
 
 def test_run_reports_every_field_with_sane_values():
-    results = benchmark.run(TINY, batch=4, eval_batch=4, steps=1)
+    results = benchmark.run(TINY, batch=4, eval_batch=4, steps=3)
     assert results["parameters"] > 0 and results["batch_size"] == 4
     assert results["parallel_chains"] == TINY.chains_for_batch(4)
     for name in ("compile_seconds", "train_samples_per_second", "eval_samples_per_second",
                  "inference_latency_ms", "peak_host_memory_mib", "train_gflops_per_sample",
                  "achieved_tflops"):
         assert results[name] > 0, name
+    slowest, fastest = results["train_samples_per_second_range"]
+    # The mean and the median of three steps lie within the slowest and fastest step.
+    assert slowest <= results["train_samples_per_second_median"] <= fastest
+    assert slowest <= results["train_samples_per_second"] <= fastest
     assert results["final_loss"] == pytest.approx(results["final_loss"])  # finite, not NaN
     json.dumps(results, allow_nan=False)  # strict JSON
 
