@@ -1,0 +1,98 @@
+"""The PyTorch re-creation of the reference against the JAX model (needs the [torch] extra).
+
+Its ``state_dict`` goes through ``torch_import`` into the JAX model, whose eval-mode logits
+must match PyTorch's: an end-to-end check of the import against real ``Conv2d``,
+``Conv1d``, ``Linear`` and ``LayerNorm`` layouts rather than hand-built arrays.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cardioformer_jax import config_lib  # noqa: E402
+from cardioformer_jax.model import ModelConfig  # noqa: E402
+from cardioformer_jax.torch_import import (  # noqa: E402
+    expected_reference_shapes,
+    load_reference_model,
+)
+from cardioformer_jax.torch_reference import build_model, time_training  # noqa: E402
+
+SMALL = dict(seq_len=40, num_channels=3, num_classes=3, d_model=16, d_ff=32, n_heads=4,
+             e_layers=2, patch_lens=(8, 2, 8, 4), augmentations="none")
+CASES = {
+    "grouped": {},
+    "ordered": dict(patch_lens=(2, 4, 8, 8, 8)),
+    "no_inter_attn": dict(no_inter_attn=True),
+    "odd_lengths": dict(seq_len=37, num_channels=2, patch_lens=(5, 3, 5, 37), e_layers=3,
+                        n_heads=2),
+}
+
+
+def perturbed_reference(config: ModelConfig, seed: int = 3):
+    """A reference model whose LayerNorms are not at their (1, 0) init, in eval mode."""
+    model = build_model(config, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(0.2 * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_imported_weights_reproduce_torch_logits(case):
+    config = ModelConfig(**{**SMALL, **CASES[case]})
+    reference = perturbed_reference(config)
+    state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+    model = load_reference_model(config, state_dict)
+    model.eval()
+    x = np.random.default_rng(0).standard_normal(
+        (4, config.seq_len, config.num_channels)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    got = np.asarray(model(jnp.asarray(x)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # The check can tell models apart: other weights give other logits.
+    other = build_model(config, seed=11).eval()
+    with torch.no_grad():
+        assert not np.allclose(other(torch.from_numpy(x)).numpy(), got, atol=1e-3)
+
+
+def test_ptbxl_structure_has_the_documented_names_and_size():
+    config = ModelConfig.from_config(config_lib.model_config(
+        seq_len=250, num_channels=12, num_classes=5, patch_lens=config_lib.PATCH_LENS_16))
+    reference = build_model(config)
+    shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert len(shapes) == 985
+    assert shapes == expected_reference_shapes(config)
+    assert sum(p.numel() for p in reference.parameters()) == 8_702_597
+
+
+def test_train_mode_is_random_and_eval_mode_is_not():
+    config = ModelConfig(**{**SMALL, "augmentations": "jitter0.2,scale0.2,drop0.5"})
+    reference = build_model(config)
+    x = torch.randn(2, config.seq_len, config.num_channels)
+    with torch.no_grad():
+        assert not torch.equal(reference(x), reference(x))
+        reference.eval()
+        assert torch.equal(reference(x), reference(x))
+
+
+def test_time_training_reports_the_benchmark_fields():
+    result = time_training(ModelConfig(**SMALL), batch=4, steps=2, threads=1)
+    assert result["threads"] == 1 and result["batch_size"] == 4
+    slowest, fastest = result["train_samples_per_second_range"]
+    assert 0 < slowest <= result["train_samples_per_second_median"] <= fastest
+    assert result["train_samples_per_second"] == pytest.approx(
+        4 / result["train_step_seconds"], rel=1e-2)
+    with pytest.raises(ValueError, match="steps"):
+        time_training(ModelConfig(**SMALL), batch=4, steps=0)
+
+
+def test_single_channel_is_refused():
+    with pytest.raises(ValueError, match="single_channel"):
+        build_model(ModelConfig(**{**SMALL, "single_channel": True}))
