@@ -143,7 +143,9 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
     state, loss = compiled(state, x, y)  # warm-up
     jax.block_until_ready(loss)
 
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     step_seconds, state, loss = _step_seconds(compiled, state, x, y, steps)
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
     train_step_seconds = float(np.mean(step_seconds))
 
     model = nnx.merge(graphdef, state)[0]
@@ -185,6 +187,15 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
         "train_samples_per_second_median": round(batch / float(np.median(step_seconds)), 2),
         "train_samples_per_second_range": [round(batch / float(np.max(step_seconds)), 2),
                                            round(batch / float(np.min(step_seconds)), 2)],
+        # Host CPU time and minor page faults of the whole process per step. High system
+        # time means costly page faults (fresh temp buffers each step), which on a shared
+        # virtual machine vary with what else runs there: it explains slow runs.
+        "train_host_user_seconds_per_step": round(
+            (usage_after.ru_utime - usage_before.ru_utime) / steps, 4),
+        "train_host_system_seconds_per_step": round(
+            (usage_after.ru_stime - usage_before.ru_stime) / steps, 4),
+        "train_page_faults_per_step": round(
+            (usage_after.ru_minflt - usage_before.ru_minflt) / steps),
         "eval_batch_size": eval_batch,
         "eval_compile_seconds": round(eval_compile_seconds, 2),
         "eval_samples_per_second": round(eval_batch / eval_seconds, 2),

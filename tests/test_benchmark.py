@@ -26,6 +26,11 @@ def test_run_reports_every_field_with_sane_values():
     # The mean and the median of three steps lie within the slowest and fastest step.
     assert slowest <= results["train_samples_per_second_median"] <= fastest
     assert slowest <= results["train_samples_per_second"] <= fastest
+    # The steps ran on this host's CPU: they took user time and system time cannot be negative.
+    assert results["train_host_user_seconds_per_step"] > 0
+    assert results["train_host_system_seconds_per_step"] >= 0
+    assert isinstance(results["train_page_faults_per_step"], int)
+    assert results["train_page_faults_per_step"] >= 0
     assert results["final_loss"] == pytest.approx(results["final_loss"])  # finite, not NaN
     json.dumps(results, allow_nan=False)  # strict JSON
 
