@@ -17,7 +17,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -29,13 +29,6 @@ from flax import nnx
 from ml_collections import config_flags
 
 from cardioformer_jax.model import Cardioformer, ModelConfig, count_params
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ptbxl.py", "Config file.")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Global training batch size.")
-_EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
-_PEAK = flags.DEFINE_float("peak_tflops", 0.0,
-                           "Peak dense TFLOP/s of one device for MFU (0: known devices only).")
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
 _KNOWN_PEAK_TFLOPS = {
@@ -106,6 +99,28 @@ def _step_seconds(compiled: Callable, state: Any, x: jax.Array, y: jax.Array, st
     return np.diff(np.asarray([start, *done])), state, losses[-1]
 
 
+def train_speed_fields(batch: int, step_seconds: Sequence[float]) -> dict[str, Any]:
+    """Mean step seconds and training samples/s (mean, median, slowest and fastest step).
+
+    Shared with ``torch_reference`` so that both report the same fields the same way.
+    """
+    step_seconds = np.asarray(step_seconds, np.float64)
+    mean = float(step_seconds.mean())
+    return {
+        "train_step_seconds": round(mean, 4),
+        "train_samples_per_second": round(batch / mean, 2),
+        # Per-step spread: on a shared machine one run's steps can differ by 20% or more.
+        "train_samples_per_second_median": round(batch / float(np.median(step_seconds)), 2),
+        "train_samples_per_second_range": [round(batch / float(step_seconds.max()), 2),
+                                           round(batch / float(step_seconds.min()), 2)],
+    }
+
+
+def peak_host_memory_mib() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss`` is KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _flops_per_sample(config: ModelConfig, tx, batch: int) -> float:
     """Training FLOPs per sample from XLA's cost analysis of the unrolled step.
 
@@ -165,8 +180,6 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
     achieved = flops * batch / train_step_seconds
     kind = devices[0].device_kind
     peak = peak_tflops or _KNOWN_PEAK_TFLOPS.get(kind, {}).get(config.dtype, 0.0)
-    # ru_maxrss is KiB on Linux.
-    peak_host_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device_memory = devices[0].memory_stats() or {}
     return {
         "device_kind": kind,
@@ -181,12 +194,7 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
         "scan_unroll": config.scan_unroll,
         "init_seconds": round(init_seconds, 2),
         "compile_seconds": round(compile_seconds, 2),
-        "train_step_seconds": round(train_step_seconds, 4),
-        "train_samples_per_second": round(batch / train_step_seconds, 2),
-        # Per-step spread: on a shared machine one run's steps can differ by 20% or more.
-        "train_samples_per_second_median": round(batch / float(np.median(step_seconds)), 2),
-        "train_samples_per_second_range": [round(batch / float(np.max(step_seconds)), 2),
-                                           round(batch / float(np.min(step_seconds)), 2)],
+        **train_speed_fields(batch, step_seconds),
         # Host CPU time and minor page faults of the whole process per step. High system
         # time means costly page faults (fresh temp buffers each step), which on a shared
         # virtual machine vary with what else runs there: it explains slow runs.
@@ -200,7 +208,7 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
         "eval_compile_seconds": round(eval_compile_seconds, 2),
         "eval_samples_per_second": round(eval_batch / eval_seconds, 2),
         "inference_latency_ms": round(latency_seconds * 1e3, 3),
-        "peak_host_memory_mib": round(peak_host_mib, 1),
+        "peak_host_memory_mib": peak_host_memory_mib(),
         "peak_device_memory_mib": round(device_memory.get("peak_bytes_in_use", 0) / 2**20, 1)
         or None,
         "train_gflops_per_sample": round(flops / 1e9, 4),
@@ -210,13 +218,25 @@ def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
     }
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    config = ModelConfig.from_config(_CONFIG.value.model)
-    results = run(config, _BATCH.value, _EVAL_BATCH.value, _STEPS.value, _PEAK.value)
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def _main() -> None:
+    # Flags are defined here, not at import, so that other modules (torch_reference) can
+    # import this one's helpers and define flags of the same names.
+    config_file = config_flags.DEFINE_config_file("config", "configs/ptbxl.py", "Config file.")
+    batch = flags.DEFINE_integer("batch_size", 128, "Global training batch size.")
+    eval_batch = flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
+    steps = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
+    peak = flags.DEFINE_float("peak_tflops", 0.0,
+                              "Peak dense TFLOP/s of one device for MFU (0: known devices only).")
+
+    def main(argv: list[str]) -> None:
+        del argv
+        config = ModelConfig.from_config(config_file.value.model)
+        results = run(config, batch.value, eval_batch.value, steps.value, peak.value)
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+    app.run(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _main()

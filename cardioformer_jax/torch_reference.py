@@ -23,13 +23,11 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from cardioformer_jax.benchmark import peak_host_memory_mib, train_speed_fields
 from cardioformer_jax.model import ModelConfig
 from cardioformer_jax.torch_import import _import_torch
 
@@ -220,24 +218,18 @@ def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: in
         start = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - start)
-    seconds = np.asarray(seconds)
     return {
         "framework": f"torch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "batch_size": batch,
-        "train_step_seconds": round(float(seconds.mean()), 4),
-        "train_samples_per_second": round(batch / float(seconds.mean()), 2),
-        "train_samples_per_second_median": round(batch / float(np.median(seconds)), 2),
-        "train_samples_per_second_range": [round(batch / float(seconds.max()), 2),
-                                           round(batch / float(seconds.min()), 2)],
-        "peak_host_memory_mib": round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **train_speed_fields(batch, seconds),
+        "peak_host_memory_mib": peak_host_memory_mib(),
     }
 
 
 def _main() -> None:
-    # Flags are defined here, not at import: cardioformer_jax.benchmark defines the same names.
+    # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
     from ml_collections import config_flags
 
