@@ -45,7 +45,7 @@ PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V
 # a builder that selects leads by PTB-XL names would fail on the real download too.
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 
-# SPEC 4.1: the diagnostic codes of each superclass; any other top code is "other".
+# docs/data.md (PTB-XL): the diagnostic codes of each superclass; any other top code is "other".
 SUPERCLASS_CODES: dict[str, tuple[str, ...]] = {
     "NORM": ("NORM",),
     "MI": ("IMI", "ASMI", "ILMI", "AMI", "ALMI", "INJAS", "LMI", "INJAL", "IPLMI", "IPMI",
@@ -78,7 +78,7 @@ _CLASS_HR = {"NORM": 70.0, "MI": 72.0, "STTC": 78.0, "CD": 70.0, "HYP": 74.0}
 # Rhythms the generator can simulate (PVC_BIGEMINY: every other beat a PVC).
 RHYTHMS = ("SR", "SBRAD", "STACH", "SARRH", "AFIB", "AFLT", "PACE", "2AVB", "3AVB",
            "PVC_BIGEMINY")
-# Codes whose top position makes a record "other" under SPEC 4.1 (rhythm / form codes).
+# Codes whose top position makes a record "other" (docs/data.md, PTB-XL).
 _OTHER_KINDS = ("AFLT", "AFLT_TIE", "PACE", "PVC")
 
 
@@ -756,7 +756,7 @@ _OTHER_SCP = {"AFLT": {"AFLT": 0.0}, "AFLT_TIE": {"AFLT": 0.0, "NDT": 0.0},
 class _PlannedRecord:
     patient: int
     code: str  # simulated SCP code (or AFLT/AFLT_TIE/PACE/PVC for "other")
-    label: str  # intended SPEC 4.1 label: superclass or "other"
+    label: str  # intended PTB-XL label: superclass or "other"
     scp_codes: dict[str, float]
     heart_rate: float
     tie: bool = False
@@ -811,9 +811,9 @@ def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
 
     One row per record: ecg_id, patient_id, strat_fold, scp_codes (the CSV's string),
     code (simulated SCP code, or AFLT/AFLT_TIE/PACE/PVC for records meant to be "other"),
-    label (the SPEC 4.1 label that scp_codes encode), tie (top likelihood tied with a code of
+    label (the PTB-XL label that scp_codes encode), tie (top likelihood tied with a code of
     another superclass), rhythm (forced rhythm or None), heart_rate (bpm), patient_kind
-    (pure/mixed/other) and patient_kept (whether SPEC 4.1's patient filter keeps the patient).
+    (pure/mixed/other) and patient_kept (whether the PTB-XL patient filter keeps the patient).
     """
     rng = np.random.default_rng([seed, 0])
     recs, kinds = _plan_records(n_patients, rng)
@@ -838,7 +838,8 @@ def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
         "code": [r.code for r in recs],
         "label": [r.label for r in recs],
         "tie": [r.tie for r in recs],
-        "rhythm": [r.rhythm for r in recs],
+        # object dtype keeps None as None: pandas 3 would store a str column's None as NaN.
+        "rhythm": pd.Series([r.rhythm for r in recs], dtype=object),
         "heart_rate": [r.heart_rate for r in recs],
         "patient_kind": [kinds[r.patient] for r in recs],
     })
@@ -896,7 +897,8 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
         code = rec.code
         sim_code = {"AFLT_TIE": "AFLT"}.get(code, code)
         pvc_prob = 0.0 if code == "PVC" else (0.05 if r_rng.random() < 0.08 else 0.0)
-        sig, info = _simulate(sim_code, r_rng, heart_rate=rec.heart_rate, rhythm=rec.rhythm,
+        rhythm = None if pd.isna(rec.rhythm) else rec.rhythm
+        sig, info = _simulate(sim_code, r_rng, heart_rate=rec.heart_rate, rhythm=rhythm,
                               pvc_prob=pvc_prob)
         folder = f"{ecg_id // 1000 * 1000:05d}"
         hr_name = f"records500/{folder}/{ecg_id:05d}_hr"
@@ -959,7 +961,7 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
 # --------------------------------------------------------------------------------------
 # MIMIC-IV-ECG twin.
 # --------------------------------------------------------------------------------------
-MIMIC_MAX_SUBJECT_ID = 10370032  # the reference's subset (SPEC 4.3)
+MIMIC_MAX_SUBJECT_ID = 10370032  # the reference's subset (docs/data.md)
 MEASUREMENT_COLUMNS = (
     "subject_id", "study_id", "cart_id", "ecg_time",
     *(f"report_{i}" for i in range(18)),
@@ -1109,7 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         kept = plan[plan["patient_kept"]]
         print(f"PTB-XL twin in {root}: {len(plan)} records of {args.patients} patients "
               f"(ptbxl_database.csv, scp_statements.csv, records500/, records100/)")
-        print(f"  SPEC 4.1 keeps {kept['patient_id'].nunique()} patients / {len(kept)} "
+        print(f"  the PTB-XL rules keep {kept['patient_id'].nunique()} patients / {len(kept)} "
               f"records; per class (records): {kept['label'].value_counts().to_dict()}")
     else:
         root = write_mimic_twin(args.out, args.patients, args.seed)

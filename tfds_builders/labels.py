@@ -1,4 +1,4 @@
-"""Label rules of SPEC sections 1 and 4: pure functions, no TFDS, no file access.
+"""Label rules of docs/model.md and docs/data.md: pure functions, no TFDS, no file access.
 
 Kept apart from the builders so the rules can be tested on hand-made inputs and reused
 (e.g. by evaluation scripts) without importing TensorFlow Datasets.
@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-# --- PTB-XL (SPEC 4.1) -----------------------------------------------------------------
+# --- PTB-XL (docs/data.md) -------------------------------------------------------------
 
 PTBXL_CLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 
@@ -28,7 +28,7 @@ PTBXL_CODE_TO_CLASS: dict[str, int] = {
     for cls, codes in _PTBXL_SUPERCLASS_CODES.items()
     for code in codes
 }
-"""SCP code -> class index of SPEC 4.1; codes not listed are "other"."""
+"""SCP code -> class index of docs/data.md; codes not listed are "other"."""
 
 
 def parse_scp_codes(text: str) -> dict[str, float]:
@@ -46,11 +46,11 @@ def parse_scp_codes(text: str) -> dict[str, float]:
 
 
 def ptbxl_top_code_class(scp_codes: Mapping[str, float]) -> int | None:
-    """SPEC 4.1 record label: the highest-likelihood code (first in dict order on ties)
+    """PTB-XL record label: the highest-likelihood code (first in dict order on ties)
     mapped to its superclass index; None for "other" (or no codes at all)."""
     if not scp_codes:
         return None
-    # max() returns the first maximal item, which is the SPEC's tie rule.
+    # max() returns the first maximal item, which is the reference's tie rule.
     top = max(scp_codes.items(), key=lambda item: item[1])[0]
     return PTBXL_CODE_TO_CLASS.get(top)
 
@@ -87,7 +87,7 @@ def consistent_subject_labels(
     return kept
 
 
-# --- PTB (SPEC 4.2) --------------------------------------------------------------------
+# --- PTB (docs/data.md) ----------------------------------------------------------------
 
 PTB_CLASSES: tuple[str, ...] = ("healthy control", "myocardial infarction")
 
@@ -110,7 +110,7 @@ def ptb_reason(comments: Iterable[str]) -> str | None:
 
 
 def ptb_label(comments: Iterable[str]) -> int | None:
-    """0 healthy control, 1 myocardial infarction, None for any other reason (SPEC 4.2)."""
+    """0 healthy control, 1 myocardial infarction, None for any other reason (docs/data.md)."""
     reason = ptb_reason(comments)
     if reason is None:
         return None
@@ -118,8 +118,23 @@ def ptb_label(comments: Iterable[str]) -> int | None:
     return PTB_CLASSES.index(reason) if reason in PTB_CLASSES else None
 
 
+def is_missing(value: object) -> bool:
+    """True for an absent metadata value: None, NaN, or pandas' NA/NaT.
+
+    pandas 3 reads an empty text cell as NaN (its default string dtype) and nullable
+    dtypes give pd.NA, so a plain `is None` test is not enough.
+    """
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
 def parse_age(value: object) -> float:
     """Age in years, -1.0 when unknown ("n/a", empty, NaN, unparsable)."""
+    if is_missing(value):
+        return -1.0
     try:
         age = float(str(value).strip())
     except ValueError:
@@ -129,6 +144,8 @@ def parse_age(value: object) -> float:
 
 def parse_sex(value: object) -> int:
     """0 male, 1 female, -1 unknown. Accepts "male"/"female"/"m"/"f" and PTB-XL's 0/1."""
+    if is_missing(value):
+        return -1
     text = str(value).strip().lower()
     if text in ("male", "m", "0", "0.0"):
         return 0
@@ -146,7 +163,7 @@ def ptb_age_sex(comments: Iterable[str]) -> tuple[float, int]:
     )
 
 
-# --- MIMIC-IV-ECG (SPEC 4.3) -----------------------------------------------------------
+# --- MIMIC-IV-ECG (docs/data.md) -------------------------------------------------------
 
 MIMIC_CLASSES: tuple[str, ...] = ("SB", "ST", "AF", "NORM")
 
@@ -154,17 +171,13 @@ MIMIC_REPORT_COLUMNS: tuple[str, ...] = tuple(f"report_{i}" for i in range(18))
 
 
 def mimic_label(reports: Iterable[object]) -> int | None:
-    """SPEC 4.3: first matching rule over the lower-cased machine reports.
+    """MIMIC-IV-ECG class: first matching rule over the lower-cased machine reports.
 
     "bradycardia" in any report -> SB; "tachycardia" -> ST; "atrial fibrillation" -> AF;
     a report containing "abnormal" but not "possible" -> None (excluded); otherwise NORM.
     Missing reports (None / NaN) are ignored.
     """
-    texts = [
-        str(r).lower()
-        for r in reports
-        if r is not None and not (isinstance(r, float) and math.isnan(r))
-    ]
+    texts = [str(r).lower() for r in reports if not is_missing(r)]
     for keyword, label in (("bradycardia", 0), ("tachycardia", 1), ("atrial fibrillation", 2)):
         if any(keyword in t for t in texts):
             return label

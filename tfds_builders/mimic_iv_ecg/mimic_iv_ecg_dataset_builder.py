@@ -1,4 +1,4 @@
-"""MIMIC-IV-ECG v1.0 as ArrayRecord: 1 s samples (250, 12), four rhythm classes (SPEC 4.3)."""
+"""MIMIC-IV-ECG v1.0 as ArrayRecord: 1 s samples (250, 12), four rhythm classes (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Builder(common.EcgBuilder):
         common.EcgConfig(
             name="default",
             description=(
-                "SPEC 4.3 with its fixes: four classes kept, subjects whose records disagree "
+                "Reference rules, fixed: four classes kept, subjects whose records disagree "
                 "dropped, subjects split per class in ascending subject_id order 60/20/20."
             ),
             split_bounds=(0.6, 0.8),
@@ -81,7 +81,7 @@ class Builder(common.EcgBuilder):
         for subject, study, path in records[["subject_id", "study_id", "path"]].itertuples(
             index=False
         ):
-            if not isinstance(path, str) or not path.strip() or study != study:  # NaN
+            if not isinstance(path, str) or not path.strip() or labels.is_missing(study):
                 skipped["bad_metadata_row"] += 1
                 continue
             if study not in study_labels:
@@ -108,7 +108,7 @@ class Builder(common.EcgBuilder):
 
 
 def _study_labels(path: Path, studies: set[int]) -> dict[int, int | None]:
-    """study_id -> SPEC 4.3 class (None: excluded) for the given studies, read in chunks."""
+    """study_id -> docs/data.md class (None: excluded) for the given studies, read in chunks."""
     import pandas as pd
 
     if not path.is_file():

@@ -1,9 +1,8 @@
-"""PTB-XL v1.0.3 as ArrayRecord: 1 s samples (250, 12) of the 500 Hz records (SPEC 4.1)."""
+"""PTB-XL v1.0.3 as ArrayRecord: 1 s samples (250, 12) of the 500 Hz records (docs/data.md)."""
 
 from __future__ import annotations
 
 import collections
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,15 @@ _COLUMNS = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "fi
 
 
 class Builder(common.EcgBuilder):
-    """PTB-XL: SPEC 4.1 single-label default, plus the literature's superdiagnostic protocol."""
+    """PTB-XL: docs/data.md single-label default, plus the literature's superdiagnostic protocol."""
 
     BUILDER_CONFIGS = [
         common.EcgConfig(
             name="default",
             description=(
-                "SPEC 4.1: label = superclass of the highest-likelihood SCP code; patients "
+                "Label = superclass of the highest-likelihood SCP code; patients "
                 "kept only if all their records share one superclass (none 'other'); "
-                "subjects split per class in ascending patient_id order 60/20/20 (SPEC 4.4)."
+                "subjects split per class in ascending patient_id order 60/20/20."
             ),
             split_bounds=(0.6, 0.8),
         ),
@@ -41,7 +40,7 @@ class Builder(common.EcgBuilder):
                 "Literature standard protocol (Strodthoff et al. 2020): multi-hot `labels` "
                 "over the 5 diagnostic superclasses from scp_statements.csv, all records "
                 "with at least one, strat_fold 1-8 train / 9 validation / 10 test. `label` "
-                "is the SPEC 4.1 single label, -1 where the top code is 'other'."
+                "is the default config's single label, -1 where the top code is 'other'."
             ),
             split_method="strat_fold",
             label_scheme="superdiagnostic",
@@ -114,8 +113,8 @@ class Builder(common.EcgBuilder):
             if (
                 not isinstance(filename, str)
                 or not filename.strip()
-                or _is_nan(row.patient_id)
-                or _is_nan(row.ecg_id)
+                or labels.is_missing(row.patient_id)
+                or labels.is_missing(row.ecg_id)
             ):
                 skipped["bad_metadata_row"] += 1
                 continue
@@ -131,7 +130,7 @@ class Builder(common.EcgBuilder):
                 if not any(hot):
                     skipped["no_superdiagnostic_label"] += 1
                     continue
-            fold = None if _is_nan(row.strat_fold) else int(row.strat_fold)
+            fold = None if labels.is_missing(row.strat_fold) else int(row.strat_fold)
             rows.append(
                 (
                     int(row.patient_id),
@@ -190,5 +189,3 @@ class Builder(common.EcgBuilder):
         )
 
 
-def _is_nan(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
