@@ -12,10 +12,10 @@ a mesh). It decides from, first match wins:
    of a node the GPU of that number (one process per GPU) unless ``JAX_LOCAL_DEVICE_IDS``
    says otherwise;
 3. **Open MPI**: ``mpirun`` (``OMPI_MCA_orte_hnp_uri``) with ``OMPI_COMM_WORLD_SIZE > 1``;
-4. **Cloud TPU VM**: JAX's TPU cluster detection (GKE environment variables or the GCE
+4. **Cloud TPU VM**: `cloud_tpu_worker_count` (GKE environment variables or the GCE
    metadata server) reports more than one worker, i.e. a pod slice or multislice. It is
-   consulted only where JAX found TPU chips on the PCI bus at import (a local check), so
-   a plain machine makes no network call;
+   consulted only where TPU chips sit on the PCI bus and libtpu is installed (a local
+   check), so a plain machine makes no network call;
 5. otherwise a single process: nothing is initialised.
 
 Steps 1-3 read only an environment mapping (`plan` is a pure function of it, tested in
@@ -27,8 +27,12 @@ is left to ``jax.distributed.initialize``, so both always agree.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import pathlib
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 
 import jax
@@ -204,26 +208,82 @@ def plan(
     return Plan(True, cluster.name, reason, coordinator, count, rank)
 
 
-def cloud_tpu_worker_count() -> int | None:
-    """Processes of this Cloud TPU slice (all slices of a multislice) by JAX's own TPU
-    cluster classes, or None when this is not a Cloud TPU VM.
+# PCI vendor id of Google's TPU chips, as sysfs spells it.
+GOOGLE_PCI_VENDOR = "0x1ae0"
+_METADATA_URL = "http://{host}/computeMetadata/v1/instance/attributes/{key}"
 
-    ``jax._src.cloud_tpu_init.running_in_cloud_tpu_vm`` is set by ``import jax`` from the
-    PCI bus and libtpu (no network); only then are GKE's environment variables or GCE's
-    metadata server (link-local) consulted. Private JAX API, hence the guard: an
-    incompatible JAX raises a RuntimeError instead of silently training one process per
-    worker, each on its own.
-    """
+
+def tpu_chips_present(pci_devices: str | os.PathLike[str] = "/sys/bus/pci/devices") -> bool:
+    """Whether the PCI bus holds a Google TPU chip (a local file read, no network)."""
+    for vendor in pathlib.Path(pci_devices).glob("*/vendor"):
+        try:
+            if vendor.read_text().strip().lower() == GOOGLE_PCI_VENDOR:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def on_cloud_tpu_vm() -> bool:
+    """TPU chips on the PCI bus and libtpu installed: what makes a Cloud TPU VM here."""
+    return importlib.util.find_spec("libtpu") is not None and tpu_chips_present()
+
+
+def gce_metadata(key: str, env: Mapping[str, str] | None = None,
+                 timeout_s: float = 5.0) -> str | None:
+    """An instance attribute from the GCE metadata server (link-local), None if absent."""
+    env = os.environ if env is None else env
+    host = env.get("GCE_METADATA_IP", "metadata.google.internal")
+    request = urllib.request.Request(_METADATA_URL.format(host=host, key=key),
+                                     headers={"Metadata-Flavor": "Google"})
     try:
-        from jax._src import cloud_tpu_init, clusters
-    except ImportError as error:  # pragma: no cover - depends on the JAX version
-        raise RuntimeError(f"JAX's cluster detection is not importable: {error}") from error
-    if not getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False):
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError):
         return None
-    for cluster in (clusters.GkeTpuCluster, clusters.GceTpuCluster):
-        if cluster.is_env_present():
-            return int(cluster.get_process_count())
+
+
+def _tpu_env_value(key: str, env: Mapping[str, str],
+                   metadata: Callable[[str], str | None]) -> str | None:
+    """A TPU runtime variable: the environment first, else the VM's `tpu-env` attribute
+    (lines like ``MEGASCALE_NUM_SLICES: '2'``)."""
+    if env.get(key):
+        return env[key]
+    for line in (metadata("tpu-env") or "").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip().strip("'\"")
     return None
+
+
+def cloud_tpu_worker_count(
+    env: Mapping[str, str] | None = None,
+    *,
+    on_tpu_vm: Callable[[], bool] = on_cloud_tpu_vm,
+    metadata: Callable[[str], str | None] = gce_metadata,
+) -> int | None:
+    """Processes of this Cloud TPU slice (all slices of a multislice), or None when this is
+    not a Cloud TPU VM.
+
+    Only a machine with TPU chips on its PCI bus and libtpu installed counts as a TPU VM;
+    only there are GKE's variables (``TPU_WORKER_HOSTNAMES``) or, on GCE, the metadata
+    server's ``worker-network-endpoints`` consulted, so a plain machine makes no network
+    call. Workers of one slice times ``MEGASCALE_NUM_SLICES`` (1 when unset). A TPU VM
+    whose worker list cannot be read raises RuntimeError instead of silently training one
+    process per worker, each on its own.
+    """
+    env = os.environ if env is None else env
+    if not on_tpu_vm():
+        return None
+    hosts = env.get("TPU_WORKER_HOSTNAMES") or metadata("worker-network-endpoints")
+    if not hosts:
+        raise RuntimeError(
+            "this is a Cloud TPU VM, but neither TPU_WORKER_HOSTNAMES nor the metadata "
+            "server's worker-network-endpoints lists its workers; pass --num_processes, "
+            "--process_id and --coordinator_address explicitly")
+    workers = len([h for h in hosts.split(",") if h.strip()])
+    slices = _tpu_env_value("MEGASCALE_NUM_SLICES", env, metadata)
+    return workers * (int(slices) if slices else 1)
 
 
 _PLAN: Plan | None = None
@@ -249,24 +309,27 @@ def maybe_initialize(
         _PLAN = Plan(False, "already", "jax.distributed was initialised before")
         logging.info("jax.distributed: %s", _PLAN.reason)
         return _PLAN
-    decided = plan(os.environ if env is None else env,
-                   coordinator_address=coordinator_address, num_processes=num_processes,
-                   process_id=process_id, cloud_tpu_worker_count=cloud_tpu_worker_count,
-                   force=force)
+    env = os.environ if env is None else env
+    decided = plan(env, coordinator_address=coordinator_address, num_processes=num_processes,
+                   process_id=process_id,
+                   cloud_tpu_worker_count=lambda: cloud_tpu_worker_count(env), force=force)
     if not decided.initialize:
         logging.info("jax.distributed not initialised: %s", decided.reason)
         _PLAN = decided
         return decided
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError(
-            f"jax.distributed must be initialised ({decided.reason}) before anything uses "
-            f"the devices, but a JAX backend is already up: call maybe_initialize() first")
     # Every process logs this line: a wrong id or count on one host is what it shows.
     logging.info("jax.distributed.initialize(%s): %s", decided.initialize_kwargs(),
                  decided.reason)
-    jax.distributed.initialize(**decided.initialize_kwargs())
+    try:
+        jax.distributed.initialize(**decided.initialize_kwargs())
+    except RuntimeError as error:
+        # JAX refuses once a backend is up; say what to do rather than only that.
+        if "before" not in str(error):
+            raise
+        raise RuntimeError(
+            f"jax.distributed must be initialised ({decided.reason}) before anything uses "
+            f"the devices, but a JAX backend is already up: call maybe_initialize() "
+            f"first ({error})") from error
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count())

@@ -1,7 +1,9 @@
-"""Label rules (SPEC 4.1-4.3) and subject splits (SPEC 4.4) on hand-made inputs."""
+"""Label rules and subject splits (docs/data.md) on hand-made inputs."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tfds_builders import labels, splits
@@ -36,7 +38,7 @@ def test_parse_scp_codes_rejects_non_dicts():
             labels.parse_scp_codes(bad)
 
 
-def test_every_spec_code_maps_to_its_superclass():
+def test_every_listed_code_maps_to_its_superclass():
     assert len(labels.PTBXL_CODE_TO_CLASS) == 1 + 14 + 13 + 11 + 5
     assert labels.PTBXL_CODE_TO_CLASS["INJIL"] == 1
     assert labels.PTBXL_CODE_TO_CLASS["ISCAN"] == 2
@@ -142,3 +144,24 @@ def test_check_disjoint_names_the_shared_subjects():
     splits.check_disjoint({"train": [1, 2], "validation": [3], "test": [4]})
     with pytest.raises(splits.SplitLeakError, match=r"'test'.*'train'.*\[2\]"):
         splits.check_disjoint({"train": [1, 2], "validation": [3], "test": [2]})
+
+
+def test_missing_metadata_values_are_recognised_whatever_pandas_gives():
+    # pandas 3 reads an empty text cell as NaN; nullable dtypes give pd.NA, dates pd.NaT.
+    for missing in (None, float("nan"), np.float64("nan"), pd.NA, pd.NaT):
+        assert labels.is_missing(missing), missing
+        assert labels.parse_age(missing) == -1.0 and labels.parse_sex(missing) == -1
+    for present in ("", "NORM", 0, 0.0, 71.0, "female"):
+        assert not labels.is_missing(present), present
+    assert labels.mimic_label([pd.NA, "Sinus bradycardia", np.nan]) == 0
+
+
+def test_csv_columns_read_by_pandas_keep_their_missing_cells_missing(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("study_id,report_0,report_1\n1,Sinus rhythm,\n2,,Atrial fibrillation\n")
+    for dtype in (None, str, "string"):
+        frame = pd.read_csv(path, dtype=dtype)
+        cells = list(frame.itertuples(index=False))
+        assert labels.mimic_label(cells[0][1:]) == labels.MIMIC_CLASSES.index("NORM")
+        assert labels.mimic_label(cells[1][1:]) == labels.MIMIC_CLASSES.index("AF")
+        assert [labels.is_missing(c) for c in cells[0][1:]] == [False, True]

@@ -148,18 +148,61 @@ def test_maybe_initialize_skips_a_single_process_and_is_idempotent(fresh):
                                         process_id=0, env={}) is first
 
 
-def test_maybe_initialize_calls_jax_before_the_devices_are_used(fresh, monkeypatch):
-    from jax._src import xla_bridge
-
+def test_maybe_initialize_passes_the_plan_to_jax_once(fresh):
     env = {"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": "0"}
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
-    with pytest.raises(RuntimeError, match="before anything uses the devices"):
-        distributed.maybe_initialize(env=env)
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     plan = distributed.maybe_initialize(env=env)
     assert fresh == [plan.initialize_kwargs()] and plan.source == "explicit"
     assert distributed.maybe_initialize(env=env) is plan and len(fresh) == 1
+
+
+def test_maybe_initialize_after_the_devices_are_used_says_what_to_do():
+    # The real jax.distributed.initialize, in a process whose backend is already up: JAX
+    # refuses before it contacts any coordinator.
+    code = textwrap.dedent(
+        """
+        import jax
+        jax.devices()
+        from cardioformer_jax import distributed
+        env = {"JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": "0"}
+        try:
+            distributed.maybe_initialize(env=env)
+        except RuntimeError as error:
+            print("REFUSED:", error)
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr
+    assert "REFUSED:" in done.stdout and "before anything uses the devices" in done.stdout
+
+
+def test_cloud_tpu_worker_count_reads_gke_or_gce_only_on_a_tpu_vm():
+    def no_metadata(key):
+        raise AssertionError(f"metadata server asked for {key}")
+
+    gke = {"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}
+    assert distributed.cloud_tpu_worker_count(
+        gke, on_tpu_vm=lambda: False, metadata=no_metadata) is None
+    assert distributed.cloud_tpu_worker_count(
+        gke, on_tpu_vm=lambda: True, metadata=lambda key: None) == 4
+    assert distributed.cloud_tpu_worker_count(
+        {**gke, "MEGASCALE_NUM_SLICES": "2"}, on_tpu_vm=lambda: True, metadata=no_metadata) == 8
+    gce = {"worker-network-endpoints": "a:10.0.0.2:8470,b:10.0.0.3:8470",
+           "tpu-env": "ACCELERATOR_TYPE: 'v5litepod-16'\nMEGASCALE_NUM_SLICES: '3'\n"}
+    assert distributed.cloud_tpu_worker_count({}, on_tpu_vm=lambda: True,
+                                              metadata=gce.get) == 6
+    with pytest.raises(RuntimeError, match="worker-network-endpoints"):
+        distributed.cloud_tpu_worker_count({}, on_tpu_vm=lambda: True, metadata=lambda k: None)
+
+
+def test_tpu_chips_are_recognised_by_their_pci_vendor(tmp_path):
+    (tmp_path / "0000:00:04.0").mkdir()
+    (tmp_path / "0000:00:04.0" / "vendor").write_text("0x8086\n")
+    assert not distributed.tpu_chips_present(tmp_path)
+    (tmp_path / "0000:00:05.0").mkdir()
+    (tmp_path / "0000:00:05.0" / "vendor").write_text("0x1ae0\n")
+    assert distributed.tpu_chips_present(tmp_path)
 
 
 # --- two real processes -------------------------------------------------------------------
