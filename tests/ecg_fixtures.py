@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-REAL_PTB_RECORD = Path("/work/shared/data/wfdb/ptbdb/patient001/s0010_re")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wfdb"
+# Real records, copied into the repository with their attribution (fixtures/README.md).
+REAL_PTB_RECORD = FIXTURES / "ptbdb" / "patient001" / "s0010_re"
+REAL_PTBXL_RECORD = FIXTURES / "ptbxl" / "00001_lr"
 
 LEADS_12 = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 LEADS_15 = [*(lead.lower() for lead in LEADS_12), "vx", "vy", "vz"]

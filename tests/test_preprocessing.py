@@ -1,4 +1,4 @@
-"""Signal preparation (SPEC 4): reading, resampling, standardisation, segments, beats."""
+"""Signal preparation (docs/data.md): reading, resampling, standardisation, segments, beats."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ REAL = fx.REAL_PTB_RECORD
 
 
 @pytest.mark.parametrize("fs,n", [(500, 5000), (1000, 38400), (360, 1000), (500, 4999)])
-def test_resample_matches_np_interp_on_the_spec_grid(fs, n):
+def test_resample_matches_np_interp_on_the_reference_grid(fs, n):
     rng = np.random.default_rng(n)
     t = np.arange(n) / fs
     x = np.stack([np.sin(2 * np.pi * 1.3 * t), rng.normal(size=n), t**2], axis=1)
@@ -237,3 +237,26 @@ def test_wrong_sampling_rate_lead_count_and_too_short(tmp_path):
     with pytest.raises(pp.RecordError) as err:
         pp.record_segments(path)
     assert err.value.kind == "too_short"
+
+
+# --- a real PTB-XL record ----------------------------------------------------------------
+
+
+def test_real_ptbxl_record_at_100_hz_becomes_ten_standardised_segments():
+    record = pp.read_record(fx.REAL_PTBXL_RECORD, expected_fs=100, expected_leads=12)
+    assert record.signal.shape == (1000, 12) and record.fs == 100
+    segments = pp.record_segments(fx.REAL_PTBXL_RECORD, expected_fs=100, expected_leads=12)
+    # 10 s at 100 Hz -> floor(1000 / 100 * 250) = 2500 samples at 250 Hz -> 10 segments.
+    assert segments.shape == (10, 250, 12) and segments.dtype == np.float32
+    whole = segments.reshape(-1, 12)
+    np.testing.assert_allclose(whole.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(whole.std(axis=0), 1.0, atol=1e-4)
+    # The resampled record still runs through the original samples' values.
+    np.testing.assert_allclose(
+        pp.resample_linear(record.signal, 100)[[0, -1]], record.signal[[0, -1]], atol=1e-9
+    )
+
+
+def test_real_ptbxl_record_with_the_wrong_expected_rate_is_refused():
+    with pytest.raises(pp.RecordError, match="100"):
+        pp.read_record(fx.REAL_PTBXL_RECORD, expected_fs=500)
