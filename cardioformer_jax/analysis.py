@@ -9,7 +9,7 @@ so that the report (`evaluate.py`) can be checked against direct computation.
   |accuracy - mean confidence|.
 * `per_class_curves`: one-vs-rest ROC and precision-recall curves with AUROC and AP.
 * `metrics_by_group`: `metrics.classification_metrics` per subgroup (sex, age band, ...).
-* `seed_summary`: mean ± std over seeds next to the paper's numbers (SPEC 5).
+* `seed_summary`: mean ± std over seeds next to the paper's numbers (docs/training.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cardioformer_jax import metrics
 
 ECE_BINS = 15
 
-# SPEC 5: AUROC (%) of the paper, mean ± std over 5 seeds, subject-independent splits.
+# docs/training.md: AUROC (%) of the paper, mean ± std over 5 seeds, subject-independent splits.
 PAPER_AUROC: dict[str, tuple[float, float]] = {
     "ptb": (96.34, 0.11),
     "ptbxl": (89.99, 0.12),
@@ -181,7 +181,7 @@ def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str
 
     ``formatted`` is the paper's ``"89.99 ± 0.12"`` form (percent; std over seeds with
     ddof=1, as `metrics.aggregate_seeds`); ``paper`` is the paper's value for AUROC
-    (SPEC 5), else None.
+    (docs/training.md), else None.
     """
     values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
     aggregate = metrics.aggregate_seeds(values)

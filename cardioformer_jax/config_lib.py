@@ -1,4 +1,4 @@
-"""Shared pieces of the `configs/*.py` files (SPEC sections 2 and 5)."""
+"""Shared pieces of the `configs/*.py` files (docs/model.md, docs/training.md)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model_name = "cardioformer"
     config.resnet = ml_collections.ConfigDict(resnet1d.default_section())
 
-    # SPEC 5: Adam 1e-4, no weight decay or schedule, clipping at global norm 4.0,
+    # docs/training.md: Adam 1e-4, no weight decay or schedule, clipping at global norm 4.0,
     # batch 128, up to 100 epochs, SWA per epoch, early stopping on validation macro-F1.
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, over all devices and processes

@@ -1,8 +1,8 @@
 """What a trained model expects from a raw WFDB record, per dataset, and how to make it.
 
 A model trained on one of the datasets takes samples prepared exactly as that dataset's
-builder prepared its training samples (SPEC 4), followed by the per-sample standardisation
-of the input pipeline (SPEC 1):
+builder prepared its training samples (docs/data.md), followed by the per-sample standardisation
+of the input pipeline (docs/model.md, Input):
 
 * PTB-XL, MIMIC-IV-ECG: resample to 250 Hz, standardise each lead over the record, cut
   consecutive 1 s segments ``(250, 12)``;
@@ -170,7 +170,7 @@ def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRec
                           f"no complete sample of {spec.sample_length} samples at "
                           f"{spec.sample_rate} Hz")
     ignored = tuple(name for i, name in enumerate(record.lead_names) if i not in set(columns))
-    # SPEC 1: the input pipeline standardises every sample again right before the model.
+    # docs/model.md: the input pipeline standardises every sample again right before the model.
     return PreparedRecord(samples=preprocessing.standardize(samples), source_fs=record.fs,
                           ignored_leads=ignored)
 

@@ -1,4 +1,4 @@
-"""Early stopping on a validation metric (SPEC section 5: macro-F1, patience 10, 1e-5).
+"""Early stopping on a validation metric (docs/training.md: macro-F1, patience 10, 1e-5).
 
 The state is an immutable dataclass so the training loop can store it next to the model
 in a checkpoint (``to_dict``/``from_dict`` give a flat dict of Python numbers) and resume

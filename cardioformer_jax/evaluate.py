@@ -5,7 +5,7 @@
 Scores every example of the split with the best checkpoint's SWA parameters (the training
 code's own evaluation program and input pipeline) and writes to the workdir:
 
-* ``report.md`` (``report_<split>.md`` for another split): segment-level metrics (SPEC 5),
+* ``report.md`` (``report_<split>.md`` for another split): segment-level metrics (docs/training.md),
   record-level metrics (segment probabilities averaged per record), per-class metrics,
   expected calibration error (15 bins, top label), metrics by sex and by age band when the
   dataset records them (unknown values skipped) and, for a multi-seed workdir, the mean ± std
@@ -222,7 +222,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
         lines.append(f"- seeds: {', '.join(map(str, evaluation['seeds']))}; the detailed "
                      f"sections and plots are of seed {evaluation['seed']}")
     lines.append("- percentages: metrics x 100; AUROC one-vs-rest macro, AUPRC macro average "
-                 "precision, precision/recall/F1 macro (SPEC 5)")
+                 "precision, precision/recall/F1 macro")
     lines.append("")
 
     training = evaluation.get("training_results")
@@ -241,7 +241,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     if evaluation.get("seed_summary"):
         n = len(evaluation["seeds"])
         lines += [f"## Mean ± std over {n} seeds ({split})", ""]
-        lines += _table(["metric", f"this work ({n} seeds)", "paper (5 seeds, SPEC 5)"],
+        lines += _table(["metric", f"this work ({n} seeds)", "paper (5 seeds)"],
                         [[r["metric"], r["formatted"], r["paper"] or "–"]
                          for r in evaluation["seed_summary"]])
         lines += ["", "Per seed:", ""]

@@ -2,7 +2,7 @@
 
 `load(workdir)` reads the run's saved ``config.json``, restores the checkpoint that early
 stopping kept as best (its SWA-averaged parameters are what validation and test were
-evaluated with, SPEC 5) and returns a `TrainedModel`: the parameters, the eval-mode graph
+evaluated with, docs/training.md) and returns a `TrainedModel`: the parameters, the eval-mode graph
 and the dataset's input contract (`dataset_inputs.InputSpec`).
 
 Checkpoints are opened read-only: loading a run that is still training neither deletes its

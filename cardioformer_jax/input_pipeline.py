@@ -4,7 +4,7 @@ Training (`create_train_input`)::
 
     ArrayRecord source -> this process's contiguous 1/process_count of the examples
     (`grain.sharding.ShardByJaxProcess` semantics, remainder dropped) -> seeded shuffle
-    -> per-sample per-lead standardisation (SPEC 1), label -> int32 -> batches of
+    -> per-sample per-lead standardisation (docs/model.md), label -> int32 -> batches of
     global_batch / process_count (last partial batch of an epoch dropped) -> repeat
     (the shuffle is re-seeded every epoch) -> read threads / worker processes
     -> global `jax.Array`s sharded by `sharding.data_sharding(mesh)`.
@@ -178,7 +178,7 @@ def validate(config: Any, splits: tuple[str, ...] = ("train", "validation", "tes
 
 
 class TrainTransform(grain.transforms.Map):
-    """Keeps `signal` (standardised per lead, SPEC 1) and `label` (int32)."""
+    """Keeps `signal` (standardised per lead, docs/model.md) and `label` (int32)."""
 
     def __init__(self, spec: DataSpec, split: str):
         self._spec, self._split = spec, split

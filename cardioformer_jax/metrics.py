@@ -1,4 +1,4 @@
-"""Classification metrics computed on host from predicted probabilities (SPEC section 5).
+"""Classification metrics computed on host from predicted probabilities (docs/training.md).
 
 All functions work on numpy arrays holding *every* example of a split: the evaluator pads
 the last batch to a fixed shape (so the jit-compiled step does not recompile), and the

@@ -1,4 +1,4 @@
-"""Cardioformer in Flax NNX (SPEC section 2).
+"""Cardioformer in Flax NNX (described in docs/model.md).
 
 Layout choices that make the model fast to compile and to run:
 
@@ -38,7 +38,7 @@ from cardioformer_jax import fast_random
 
 Array = jax.Array
 
-# SPEC 2.1 step 3: augmentations the port implements, with the reference's default strengths.
+# docs/model.md (Embedding, step 3): implemented augmentations, reference default strengths.
 _AUGMENTATION_DEFAULTS = {"none": 0.0, "jitter": 0.1, "scale": 0.1, "drop": 0.1}
 _REFERENCE_ONLY_AUGMENTATIONS = ("flip", "shuffle", "mask", "frequency")
 
@@ -184,7 +184,7 @@ class ModelConfig:
         return 1 if self.single_channel else self.num_channels
 
     def num_patches(self, patch_len: int) -> int:
-        """SPEC 2.1: ``floor(T / p) + 1`` patches after padding ``p`` copies of the end."""
+        """``floor(T / p) + 1`` patches after padding ``p`` copies of the end (docs/model.md)."""
         return self.seq_len // patch_len + 1
 
     def chains_for_batch(self, batch: int) -> int:
@@ -325,7 +325,7 @@ def _attention_probs(q: Array, k: Array) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def attention_core(q: Array, k: Array, v: Array, key: Array | None, rate: float,
                    rng_impl: str) -> Array:
-    """``Dropout(softmax(q k^T / sqrt(d))) v`` over ``(..., N, d)`` heads (SPEC 2.2 step 1).
+    """``Dropout(softmax(q k^T / sqrt(d))) v`` over ``(..., N, d)`` heads (docs/model.md).
 
     Same values as the plain formula; the hand-written backward pass orders its dots so that
     the large ``(N, N)`` probability arrays are never transposed (XLA:CPU copies an operand
@@ -488,7 +488,7 @@ def _layer_norm(d_model: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> LayerNorm:
 
 
 class EncoderLayer(nnx.Module):
-    """One encoder layer (SPEC 2.2) over the flat group-major token array."""
+    """One encoder layer (docs/model.md, Encoder layer) over the flat group-major tokens."""
 
     def __init__(self, config: ModelConfig, layout: TokenLayout, *, rngs: nnx.Rngs):
         dtype, rng_impl = config.compute_dtype, config.rng_impl
@@ -569,7 +569,7 @@ class Cardioformer(nnx.Module):
         self.deterministic = deterministic
         d_model, channels = config.d_model, config.patch_channels
 
-        # SPEC 2.1: Conv2d(1, D, kernel (C, p)) with Kaiming-normal (fan-in, leaky-relu gain
+        # docs/model.md: Conv2d(1, D, kernel (C, p)), Kaiming-normal (fan-in, leaky-relu gain
         # sqrt(2)); stored per group as (G_group, p, C, D).
         def patch_kernel(p: int, count: int) -> nnx.Param:
             std = math.sqrt(2.0) / math.sqrt(channels * p)
@@ -601,7 +601,7 @@ class Cardioformer(nnx.Module):
                 f"{config.seq_len}, {config.num_channels}) = (batch, seq_len, num_channels)")
 
     def embed(self, x: Array, key: Array | None = None) -> Array:
-        """SPEC 2.1: ``(B, T, C)`` -> flat group-major tokens ``(B', S, D)``.
+        """docs/model.md (Embedding): ``(B, T, C)`` -> flat group-major tokens ``(B', S, D)``.
 
         ``B' = B`` or ``B * C`` in the ``single_channel`` ablation. ``key`` (train mode)
         drives the augmentations.
@@ -631,7 +631,7 @@ class Cardioformer(nnx.Module):
         return jnp.concatenate(groups, axis=1) if len(groups) > 1 else groups[0]
 
     def _augment(self, tokens: Array, key: Array | None) -> Array:
-        """SPEC 2.1 step 3: one augmentation per granularity, drawn uniformly per call."""
+        """One augmentation per granularity, drawn uniformly per call (docs/model.md)."""
         augmentations = self.config.augmentations
         if key is None or all(name == "none" for name, _ in augmentations):
             return tokens
@@ -657,7 +657,7 @@ class Cardioformer(nnx.Module):
         return out
 
     def encode(self, tokens: Array, key: Array | None = None) -> Array:
-        """SPEC 2.2: the ``e_layers`` encoder layers, scanned over the stacked weights."""
+        """The ``e_layers`` encoder layers, scanned over the stacked weights (docs/model.md)."""
         return self.encode_chains([tokens], [key])[0]
 
     def encode_chains(self, chains: Sequence[Array],
@@ -690,7 +690,7 @@ class Cardioformer(nnx.Module):
         return [jnp.swapaxes(t, 0, 1) for t in tokens]
 
     def head(self, tokens: Array, key: Array | None = None) -> Array:
-        """SPEC 2.3: LayerNorm, GELU, dropout, flatten (config order) and the classifier."""
+        """Head (docs/model.md): LayerNorm, GELU, dropout, flatten (config order), classifier."""
         config = self.config
         tokens = jnp.take(tokens, self.layout.config_order, axis=1)
         features = dropout(gelu(self.norm(tokens)), config.dropout, key, config.rng_impl)

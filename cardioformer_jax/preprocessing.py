@@ -1,4 +1,4 @@
-"""Raw WFDB record -> model-ready arrays (SPEC section 4).
+"""Raw WFDB record -> model-ready arrays (docs/data.md).
 
 This is the one place where signals are prepared: the TFDS builders and inference on raw
 records both call it, so a sample seen at inference time went through exactly the steps
@@ -218,12 +218,12 @@ def read_record(
 
 
 def resampled_length(n_samples: int, fs: float, target_fs: float = TARGET_FS) -> int:
-    """`floor(n / fs * target_fs)`: the number of samples after resampling (SPEC 4)."""
+    """`floor(n / fs * target_fs)`: the number of samples after resampling (docs/data.md)."""
     return math.floor(n_samples / fs * target_fs)
 
 
 def resample_linear(signal: np.ndarray, fs: float, target_fs: float = TARGET_FS) -> np.ndarray:
-    """Resamples along axis 0 by linear interpolation (SPEC 4).
+    """Resamples along axis 0 by linear interpolation (docs/data.md).
 
     `n` samples at `fs` become `floor(n / fs * target_fs)` samples on an evenly spaced grid
     spanning the same first and last sample, i.e. `np.interp(np.linspace(0, n - 1, m),
@@ -247,7 +247,7 @@ def standardize(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Per-lead standardisation: mean 0, population std 1; a constant lead becomes zeros.
 
     `axis` is the time axis (default -2 for `(..., T, C)` arrays), so this serves both the
-    per-record step of SPEC 4 and the per-sample step of SPEC 1. Computed in float64,
+    per-record step of docs/data.md and the per-sample one of docs/model.md. Computed in float64,
     returned as float32.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -271,7 +271,7 @@ def segment(signal: np.ndarray, length: int = SEGMENT_LENGTH) -> np.ndarray:
 
 
 def prepare_signal(signal: np.ndarray, fs: float) -> np.ndarray:
-    """The common steps of SPEC 4 on a physical `(n, C)` signal: resample + standardise."""
+    """The common steps of docs/data.md on a physical `(n, C)` signal: resample + standardise."""
     return standardize(resample_linear(signal, fs), axis=0)
 
 
@@ -295,7 +295,7 @@ def record_segments(
     expected_fs: float | None = None,
     expected_leads: int | None = None,
 ) -> np.ndarray:
-    """PTB-XL / MIMIC-IV-ECG samples of a record: `(k, 250, C)` float32 (SPEC 4.1, 4.3)."""
+    """PTB-XL / MIMIC-IV-ECG samples of a record: `(k, 250, C)` float32 (docs/data.md)."""
     prepared = prepare_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
     )
@@ -325,11 +325,11 @@ def heartbeats(
     beat_length: int = BEAT_LENGTH,
     peaks: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Cuts a resampled, standardised `(T, C)` record into heartbeats (SPEC 4.2).
+    """Cuts a resampled, standardised `(T, C)` record into heartbeats (docs/data.md, PTB).
 
     Per lead: R peaks (neurokit2) and the median RR interval; the record's RR is the median
     over leads. The k-th beat's R position is the median over leads of their k-th peak.
-    SPEC 4.2 leaves open what happens when leads detect different numbers of beats: here
+    The reference leaves open what happens when leads detect different numbers of beats: here
     the number of beats is the median of the per-lead counts, and beat k's position is the
     median over the leads that have a k-th peak, which tolerates one lead missing or adding
     a few beats in either direction. Each beat is `[R - RR//2, R - RR//2 + RR)` clipped to
@@ -373,7 +373,7 @@ def record_heartbeats(
     expected_fs: float | None = None,
     expected_leads: int | None = None,
 ) -> np.ndarray:
-    """PTB samples of a record: heartbeats `(k, 300, C)` float32 (SPEC 4.2)."""
+    """PTB samples of a record: heartbeats `(k, 300, C)` float32 (docs/data.md, PTB)."""
     prepared = prepare_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
     )

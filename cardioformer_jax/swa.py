@@ -1,6 +1,6 @@
 """Stochastic weight averaging: equal-weight running mean of parameter pytrees.
 
-SPEC section 5 updates the average once per epoch with equal weights; validation and test
+docs/training.md: one equal-weight update of the average per epoch; validation and test
 use the averaged parameters. The update is elementwise, so it is jit-friendly and keeps
 each leaf's sharding; typical use::
 

@@ -1,4 +1,4 @@
-"""Import (and export) the PyTorch reference's weights (SPEC section 3).
+"""Import (and export) the PyTorch reference's weights (docs/pytorch_checkpoints.md).
 
 The reference keeps one module per granularity and one per encoder layer; this port groups
 granularities by patch length and stacks the layers on a leading axis (see ``model.py``).
@@ -109,7 +109,7 @@ class _Slot:
 
 
 def _slots(config: ModelConfig, layout: TokenLayout) -> list[_Slot]:
-    """Every reference parameter (the ``pe`` buffer aside), in the SPEC 3 listing order."""
+    """Every reference parameter (the ``pe`` buffer aside), in the documented listing order."""
     d, ff = config.d_model, config.d_ff
     # Position of each granularity inside its patch-length group.
     where = {member: (group, j) for group, members in enumerate(layout.group_members)

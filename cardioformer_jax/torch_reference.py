@@ -1,10 +1,10 @@
 """The reference's model structure in PyTorch, for checking the import and timing the original.
 
-This is Cardioformer as SPEC 2 describes the authors' code running it: one module per
+This is Cardioformer as docs/model.md describes the authors' code running it: one module per
 granularity in ``ModuleList``s and Python loops over them (per-granularity patch
 ``Conv2d``, per-granularity attention, the residual blocks applied granularity by
 granularity as 1x1 ``Conv1d``s), attention in the ``(B, L, H, E)`` einsum style of the
-code base it grew from, and parameter names exactly as SPEC 3 lists them. It serves two
+code base it grew from, and parameter names as in docs/pytorch_checkpoints.md. It serves two
 purposes:
 
 * an independent check of ``torch_import``: its ``state_dict`` loads into the JAX model,
@@ -12,7 +12,7 @@ purposes:
 * a same-machine yardstick for throughput: ``python -m cardioformer_jax.torch_reference
   --config=configs/ptbxl.py`` times its training step (Adam, gradient clipping at 4.0) and
   prints JSON with the same field names as ``cardioformer_jax.benchmark``, so the two can be
-  run back to back on the same host. It is a re-creation from the SPEC, not the authors'
+  run back to back on the same host. It is a re-creation from the docs, not the authors'
   script: no data loading, no logging, a current PyTorch.
 
 Needs the ``[torch]`` extra. The ``single_channel`` ablation is not reproduced here.

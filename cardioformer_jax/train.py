@@ -1,4 +1,4 @@
-"""Training and evaluation loop (SPEC section 5), from one CPU to a multi-host mesh.
+"""Training and evaluation loop (docs/training.md), from one CPU to a multi-host mesh.
 
 * The whole training state is one pytree (`TrainState`) created directly sharded by a
   jitted initialiser (`create_train_state`; `sharding.DEFAULT_RULES` place the weights,
@@ -98,7 +98,7 @@ class ModelDef:
 
 def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
                      ) -> optax.GradientTransformation:
-    """SPEC 5: clipping at the global gradient norm (<= 0: none), then Adam.
+    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam.
 
     Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``. The learning rate is
     a value in the optimizer state (`optax.inject_hyperparams`): `learning_rate` only sets
@@ -196,7 +196,7 @@ def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
 
 
 def swa_epoch_update(state: TrainState) -> TrainState:
-    """Adds the current parameters to the SWA average with equal weight (SPEC 5)."""
+    """Adds the current parameters to the SWA average with equal weight (docs/training.md)."""
     return state.replace(swa_params=swa.swa_update(state.swa_params, state.params,
                                                    state.swa_count),
                          swa_count=state.swa_count + 1)
@@ -310,7 +310,7 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
 def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
              config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
              ) -> dict[str, float]:
-    """SPEC 5 metrics (`metrics.classification_metrics`) of `params` on `split`."""
+    """The metrics of docs/training.md (`metrics.classification_metrics`) of `params` on `split`."""
     out = predict(eval_fn, params, rngs, config, split, mesh)
     result = metrics.classification_metrics(out["probs"], out["label"],
                                             num_classes=config.model.num_classes)
@@ -450,7 +450,7 @@ def _resume(checkpoints: checkpointing.Checkpointer, abstract: TrainState,
 
 def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
-    """The SPEC 5 protocol for one seed in `run_dir`, resuming a previous run there.
+    """The docs/training.md protocol for one seed in `run_dir`, resuming a previous run there.
 
     Returns (and writes to ``run_dir/results.json``) the best epoch's metrics.
     """

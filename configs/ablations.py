@@ -1,4 +1,4 @@
-"""The paper's ablations (SPEC 2.4) as ready configs, on top of a dataset config.
+"""The paper's ablations (docs/model.md, Ablations) as ready configs, on top of a dataset config.
 
     python -m cardioformer_jax.main --config=configs/ablations.py:no_inter_attn --workdir=DIR
     python -m cardioformer_jax.main --config=configs/ablations.py:single_channel,ptb ...
@@ -6,7 +6,7 @@
 The argument is ``ABLATION[,DATASET]``; DATASET is ``ptbxl`` (default), ``ptb`` or
 ``mimic_iv`` (the `configs/<dataset>.py` the ablation starts from). Ablations:
 
-* ``no_inter_attn``: no inter-granularity attention (SPEC 2.2 step 2 skipped);
+* ``no_inter_attn``: no inter-granularity attention (docs/model.md, Encoder layer step 2 skipped);
 * ``single_granularity``: one granularity, patch length 8 (another length with
   ``--config.model.patch_lens=16``);
 * ``single_channel``: patches cut per lead (each lead its own one-channel sample);

@@ -4,7 +4,7 @@
 
 writes a synthetic PTB-XL look-alike (`cardioformer_jax.synthetic`) into
 `<workdir>/data/raw`, builds it with the real `ptbxl` TFDS builder into `<workdir>/data/tfds`
-and trains a reduced model (fewer, narrower layers and granularities) with the full SPEC 5
+and trains a reduced model (fewer, narrower layers and granularities) with the paper's full
 protocol (SWA, early stopping, checkpoints). The paper's model is `configs/ptbxl.py`.
 """
 
@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 64
     config.train.eval_batch_size = 256
     config.train.num_epochs = 10
-    # 10x SPEC 5's 1e-4: the small model then gets to test AUROC ~0.96 in 10 epochs
+    # 10x the paper's 1e-4: the small model then gets to test AUROC ~0.96 in 10 epochs
     # instead of ~0.92.
     config.train.learning_rate = 1e-3
     config.train.log_every_steps = 20

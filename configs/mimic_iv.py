@@ -1,4 +1,4 @@
-"""MIMIC-IV-ECG, 4 classes (SB, ST, AF, NORM), split by subject (SPEC 2, 4.3, 5)."""
+"""MIMIC-IV-ECG, 4 classes (SB, ST, AF, NORM), split by subject (docs/README.md)."""
 
 import ml_collections
 

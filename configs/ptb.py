@@ -1,4 +1,4 @@
-"""PTB, healthy control vs myocardial infarction, heartbeats (300, 15) (SPEC 2, 4.2, 5)."""
+"""PTB, healthy control vs myocardial infarction, heartbeats (300, 15) (docs/README.md)."""
 
 import ml_collections
 

@@ -1,4 +1,4 @@
-"""PTB-XL, 5 superclasses, subject-independent splits (SPEC 2, 4.1, 5)."""
+"""PTB-XL, 5 superclasses, subject-independent splits (docs/README.md)."""
 
 import ml_collections
 

@@ -1,6 +1,6 @@
-"""A plain NumPy forward pass of the reference Cardioformer, written from SPEC section 2.
+"""A plain NumPy forward pass of the reference Cardioformer, written from docs/model.md.
 
-It reads the reference's own ``state_dict`` names (SPEC 3) and follows the reference's
+It reads the reference's own ``state_dict`` names and follows the reference's
 structure, not the port's: a Python loop over granularities in config order, a convolution
 written out as a matmul over explicit patches, one attention module per granularity, the
 router (last) token replaced after the inter-granularity attention. Eval mode only (no
@@ -60,7 +60,7 @@ def multi_head_attention(x: np.ndarray, sd: Mapping[str, np.ndarray], prefix: st
 
 @functools.cache
 def positional_table(num_positions: int, d_model: int) -> np.ndarray:
-    """SPEC 2.1: ``pe[pos, 2k] = sin(pos / 10000^(2k/D))``, ``pe[pos, 2k+1] = cos(...)``."""
+    """Fixed table: ``pe[pos, 2k] = sin(pos / 10000^(2k/D))``, ``pe[pos, 2k+1] = cos(...)``."""
     pe = np.zeros((num_positions, d_model))
     for pos in range(num_positions):
         for k in range(0, d_model, 2):
@@ -73,7 +73,7 @@ def positional_table(num_positions: int, d_model: int) -> np.ndarray:
 
 def embed(x: np.ndarray, sd: Mapping[str, np.ndarray], patch_lens: Sequence[int],
           granularity: int) -> np.ndarray:
-    """SPEC 2.1 for one granularity: ``x (B, T, C)`` -> tokens ``(B, N, D)``."""
+    """Embedding for one granularity: ``x (B, T, C)`` -> tokens ``(B, N, D)``."""
     p = patch_lens[granularity]
     weight = sd[f"enc_embedding.value_embeddings.{granularity}.tokenConv.weight"]  # (D,1,C,p)
     d_model = weight.shape[0]
@@ -92,7 +92,7 @@ def embed(x: np.ndarray, sd: Mapping[str, np.ndarray], patch_lens: Sequence[int]
 
 def encoder_layer(xs: list[np.ndarray], sd: Mapping[str, np.ndarray], layer: int,
                   n_heads: int, no_inter_attn: bool) -> list[np.ndarray]:
-    """SPEC 2.2 on the per-granularity token list."""
+    """Encoder layer (docs/model.md) on the per-granularity token list."""
     prefix = f"encoder.attn_layers.{layer}"
     attended = [multi_head_attention(x, sd, f"{prefix}.attention.intra_attentions.{g}", n_heads)
                 for g, x in enumerate(xs)]

@@ -161,7 +161,7 @@ def test_ptbxl_examples_equal_the_shared_preprocessing(ptbxl_built):
     for record_id, samples in records.items():
         expected = pp.record_segments(root / record_id, expected_fs=500, expected_leads=12)
         np.testing.assert_array_equal(samples, expected)
-        # Per-record standardisation (SPEC 4): 10 full segments, mean 0 / std 1 per lead.
+        # Per-record standardisation (docs/data.md): 10 full segments, mean 0 / std 1 per lead.
         flat = samples.reshape(-1, 12).astype(np.float64)
         np.testing.assert_allclose(flat.mean(0), 0, atol=1e-5)
         np.testing.assert_allclose(flat.std(0), 1, atol=1e-4)

@@ -22,7 +22,7 @@ def _run(metrics, **kwargs):
     return None, flags, state
 
 
-def test_defaults_follow_spec():
+def test_defaults_follow_the_paper_protocol():
     state = EarlyStopping()
     assert state.patience == 10
     assert state.min_delta == 1e-5

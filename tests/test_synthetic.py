@@ -31,26 +31,26 @@ SCP_COLUMNS = [
     "aECG REFID", "CDISC Code", "DICOM Code",
 ]
 PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-SPEC_SUPERCLASSES = {  # SPEC 4.1
+PTBXL_SUPERCLASSES = {  # docs/data.md (PTB-XL)
     "NORM": "NORM",
     "MI": "IMI ASMI ILMI AMI ALMI INJAS LMI INJAL IPLMI IPMI INJIN INJLA PMI INJIL",
     "STTC": "NDT NST_ DIG ISC_ ISCAL LNGQT ISCIN ISCIL ISCAS ISCLA ANEUR EL ISCAN",
     "CD": "LAFB IRBBB 1AVB IVCD CRBBB CLBBB LPFB WPW ILBBB 3AVB 2AVB",
     "HYP": "LVH LAO/LAE RVH RAO/RAE SEHYP",
 }
-CODE_TO_CLASS = {c: k for k, v in SPEC_SUPERCLASSES.items() for c in v.split()}
+CODE_TO_CLASS = {c: k for k, v in PTBXL_SUPERCLASSES.items() for c in v.split()}
 
 
-def spec_label(scp_codes: str) -> str:
-    """SPEC 4.1's record label: top likelihood, first in dict order on ties."""
+def ptbxl_label(scp_codes: str) -> str:
+    """The PTB-XL record label: top likelihood, first in dict order on ties."""
     codes = ast.literal_eval(scp_codes)
     best = max(codes.values())
     top = next(c for c, v in codes.items() if v == best)
     return CODE_TO_CLASS.get(top, "other")
 
 
-def spec_mimic_label(reports: list[str]) -> str:
-    """SPEC 4.3's record class from the machine report lines."""
+def mimic_label(reports: list[str]) -> str:
+    """The MIMIC-IV-ECG record class from the machine report lines."""
     lines = [r.lower() for r in reports]
     for word, label in (("bradycardia", "SB"), ("tachycardia", "ST"),
                         ("atrial fibrillation", "AF")):
@@ -127,10 +127,10 @@ def test_fast_writer_is_byte_identical_to_wfdb_wrsamp(ptbxl, tmp_path):
             assert ours == (tmp_path / (rec.record_name + ext)).read_bytes(), name + ext
 
 
-def test_ptbxl_plan_mix_and_spec_labels():
+def test_ptbxl_plan_mix_and_rule_labels():
     plan = synthetic.plan_ptbxl(600, seed=0)
     assert plan["ecg_id"].tolist() == list(range(1, len(plan) + 1))
-    assert [spec_label(s) for s in plan["scp_codes"]] == plan["label"].tolist()
+    assert [ptbxl_label(s) for s in plan["scp_codes"]] == plan["label"].tolist()
     assert set(plan["label"]) == {"NORM", "MI", "STTC", "CD", "HYP", "other"}
     counts = plan.loc[plan["patient_kept"], "label"].value_counts()
     assert counts.idxmax() == "NORM" and counts.min() >= 40  # every class well represented
@@ -154,7 +154,7 @@ def test_ptbxl_ties_and_ordering_traps():
         d = ast.literal_eval(s)
         tied = [c for c, v in d.items() if v == max(d.values())]
         assert len({CODE_TO_CLASS[c] for c in tied}) == 2  # tied across superclasses
-        assert spec_label(s) == label and CODE_TO_CLASS[tied[-1]] != label  # last-wins fails
+        assert ptbxl_label(s) == label and CODE_TO_CLASS[tied[-1]] != label  # last-wins fails
         alphabetical_wrong += CODE_TO_CLASS[min(tied)] != label
     assert alphabetical_wrong >= len(ties) // 2
     # An "other" code can also win a tie by coming first.
@@ -168,8 +168,8 @@ def test_ptbxl_csv_matches_plan_and_patient_filter(tmp_path):
     assert db["ecg_id"].tolist() == plan["ecg_id"].tolist()
     assert db["scp_codes"].tolist() == plan["scp_codes"].tolist()
     assert db["patient_id"].tolist() == plan["patient_id"].astype(float).tolist()
-    labels = [spec_label(s) for s in db["scp_codes"]]
-    # Patient filter of SPEC 4.1: one superclass for all records, none "other".
+    labels = [ptbxl_label(s) for s in db["scp_codes"]]
+    # PTB-XL patient filter (docs/data.md): one superclass for all records, none "other".
     per_patient = pd.Series(labels).groupby(db["patient_id"]).agg(set)
     kept = per_patient.map(lambda s: len(s) == 1 and "other" not in s)
     expected = plan.drop_duplicates("patient_id").set_index("patient_id")["patient_kept"]
@@ -342,11 +342,11 @@ def test_mimic_layout_paths_and_records(mimic):
         assert str(rec.base_datetime) == row.ecg_time
 
 
-def test_mimic_reports_exercise_spec_rules(mimic):
+def test_mimic_reports_exercise_label_rules(mimic):
     mm = pd.read_csv(mimic / "machine_measurements.csv")
     plan = synthetic.plan_mimic(12, seed=5)
     reports = mm[[f"report_{i}" for i in range(18)]]
-    labels = [spec_mimic_label([r for r in row if isinstance(r, str)])
+    labels = [mimic_label([r for r in row if isinstance(r, str)])
               for row in reports.itertuples(index=False)]
     assert labels == plan["label"].tolist() == mm.merge(plan, on="study_id")["label"].tolist()
     big = synthetic.plan_mimic(80, seed=0)

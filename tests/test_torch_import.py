@@ -1,8 +1,8 @@
-"""Importing the PyTorch reference's weights (SPEC 3), checked against a NumPy reference.
+"""Importing the PyTorch reference's weights, checked against a NumPy reference.
 
 No PyTorch here: state_dicts are built as NumPy arrays with the reference's names, straight
-from the SPEC 3 listing (not from ``torch_import``'s own tables), and ``numpy_reference``
-is an independent float64 forward pass of the reference written from SPEC 2.
+from docs/pytorch_checkpoints.md (not from ``torch_import``'s own tables), and ``numpy_reference``
+is an independent float64 forward pass of the reference written from docs/model.md.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def torch_style_pe(max_len: int, d_model: int) -> np.ndarray:
 
 
 def make_state_dict(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random reference state_dict with the SPEC 3 names and shapes.
+    """A random reference state_dict with the reference's names and shapes.
 
     Scales follow the reference's initialisers, and LayerNorm weights and biases are
     perturbed away from 1 and 0 so that a swapped or dropped tensor shows in the output.

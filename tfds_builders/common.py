@@ -39,13 +39,13 @@ MAX_LISTED_SKIPS = 100  # skipped records listed by path in the metadata (all ar
 class EcgConfig(tfds.core.BuilderConfig):
     """Builder config: how subjects are split and which records are used.
 
-    split_method: "ordered" (SPEC 4.4: subjects in ascending id order per class),
+    split_method: "ordered" (docs/data.md, Splits: subjects in ascending id order per class),
         "random" (per class in an order shuffled with `split_seed`) or "strat_fold"
         (PTB-XL's folds 1-8 / 9 / 10).
     split_bounds: (a, b): per class the first floor(a*n) subjects go to train, those up to
-        floor(b*n) to validation, the rest to test (cumulative fractions, SPEC 4.4).
+        floor(b*n) to validation, the rest to test (cumulative fractions, docs/data.md).
     max_subject_id: keep only subjects with id <= this (MIMIC-IV reference subset).
-    label_scheme: PTB-XL only: "spec" (SPEC 4.1 single label and patient filter) or
+    label_scheme: PTB-XL only: "spec" (single label and patient filter of docs/data.md) or
         "superdiagnostic" (multi-hot `labels` from scp_statements.csv, all records).
     """
 

@@ -1,4 +1,4 @@
-"""Subject-independent splits (SPEC 4.4) and the disjointness check.
+"""Subject-independent splits (docs/data.md, Splits) and the disjointness check.
 
 No TFDS import: the rules are tested on their own and the builders only call them.
 """
@@ -21,7 +21,7 @@ def subject_splits(
 ) -> dict[int, str]:
     """Assigns every subject to "train", "validation" or "test".
 
-    Per class, subjects are taken in ascending id order (SPEC 4.4), or in an order shuffled
+    Per class, subjects are taken in ascending id order (reference rule), or in an order shuffled
     with `seed` when one is given (the seeded random alternative). With `n` subjects in the
     class and `bounds = (a, b)`: the first `floor(a*n)` go to train, the next ones up to
     `floor(b*n)` to validation, the rest to test.

@@ -1,4 +1,4 @@
-"""PTB Diagnostic ECG Database v1.0.0 as ArrayRecord: heartbeats (300, 15) (SPEC 4.2)."""
+"""PTB Diagnostic ECG Database v1.0.0 as ArrayRecord: heartbeats (300, 15) (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Builder(common.EcgBuilder):
         common.EcgConfig(
             name="default",
             description=(
-                "SPEC 4.2 as the reference code runs it: subjects split per class in "
+                "As the reference code runs it: subjects split per class in "
                 "ascending patient order 55/15/30 (bounds 0.55, 0.7)."
             ),
             split_bounds=(0.55, 0.7),
@@ -88,7 +88,7 @@ class Builder(common.EcgBuilder):
         by_subject: dict[int, list[int | None]] = collections.defaultdict(list)
         for patient, _, label, _, _ in found:
             by_subject[patient].append(label)
-        # Not in SPEC 4.2 (which assumes one reason per patient): a patient whose records
+        # Not in the reference (which assumes one reason per patient): a patient whose records
         # disagree would have no class to be split by, so it is dropped and counted.
         subject_classes = labels.consistent_subject_labels(by_subject)
         tasks = []
