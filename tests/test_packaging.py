@@ -1,0 +1,123 @@
+"""The repository as a new user meets it: the README's commands, the lock, standing alone."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
+LOCK = REPO / "requirements" / "lock.txt"
+
+
+def _readme_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+
+
+def _locked() -> list[tuple[str, str, Marker | None]]:
+    """(name, version, marker) for every pin of the lock."""
+    pins = []
+    for line in LOCK.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)(?:\s*;\s*(.+))?$", line)
+        if match:
+            marker = Marker(match.group(3)) if match.group(3) else None
+            pins.append((canonicalize_name(match.group(1)), match.group(2), marker))
+    return pins
+
+
+def _direct_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"]
+            + project["optional-dependencies"]["test"]]
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    test_blocks = [b for b in _readme_blocks() if "pytest" in b and "ruff" in b]
+    assert len(test_blocks) == 1, test_blocks
+    command = test_blocks[0].strip()
+    assert "-c requirements/lock.txt" in command
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert command in ci_lines
+
+
+def test_readme_first_block_makes_a_venv_and_installs_from_the_lock():
+    first = _readme_blocks()[0]
+    assert first.startswith("python3 -m venv ") and "bin/activate" in first
+    assert "pip install -c requirements/lock.txt -e ." in first
+    assert "python -m cardioformer_jax.main --config=configs/demo.py" in first
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
+def test_lock_pins_every_direct_dependency_within_its_range(python):
+    env = {"python_version": python, "python_full_version": f"{python}.0",
+           "sys_platform": "linux", "platform_system": "Linux",
+           "platform_machine": "x86_64", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "os_name": "posix"}
+    pins: dict[str, list[str]] = {}
+    for name, version, marker in _locked():
+        if marker is None or marker.evaluate(env | {"extra": ""}):
+            pins.setdefault(name, []).append(version)
+    for requirement in _direct_requirements():
+        name = canonicalize_name(requirement.name)
+        assert len(pins.get(name, [])) == 1, f"{name} pinned {pins.get(name)} for {python}"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (
+            f"{name}=={pins[name][0]} is outside pyproject's {requirement.specifier}")
+
+
+def test_nothing_points_outside_the_repository_or_into_private_jax():
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    offenders = []
+    outside = re.compile(r"\.\./shared|/work/shared|\bSPEC(\.md)?\b")
+    private_jax = re.compile(r"^\s*(from jax\._src\b|import jax\._src\b)", re.M)
+    for name in files:
+        path = REPO / name
+        if path.suffix not in (".py", ".md", ".sh", ".sbatch", ".toml", ".txt", ".cff", "") \
+                or not path.is_file() or name == "tests/test_packaging.py":
+            continue
+        text = path.read_text(errors="replace")
+        if outside.search(text) or (path.suffix == ".py" and private_jax.search(text)):
+            offenders.append(name)
+    assert offenders == []
+
+
+def test_configs_is_not_an_installed_top_level_package(tmp_path):
+    # From outside the clone, only the installed packages are importable.
+    probe = ("import importlib.util as u; "
+             "print(u.find_spec('configs'), u.find_spec('cardioformer_jax') is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "True"]
+
+
+@pytest.mark.parametrize("script", ["run", "upgrade", "pythons.sh"])
+def test_ci_scripts_are_shellcheck_clean(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (Debian/Ubuntu: apt-get install -y shellcheck)")
+    proc = subprocess.run(["shellcheck", "-x", "--shell=bash", f".ci/{script}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_supported_pythons_finds_this_interpreter_or_takes_the_override():
+    script = 'source .ci/pythons.sh; supported_pythons'
+    bash = shutil.which("bash")
+    override = subprocess.run([bash, "-c", script], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONS": f"{sys.executable} /x/python3.99"})
+    assert override.stdout.split() == [sys.executable, "/x/python3.99"]
+    found = subprocess.run([bash, "-c", script], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    versions = [subprocess.run([p, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+                for p in found]
+    assert versions and len(set(versions)) == len(versions)
+    assert all(v in ("(3, 11)", "(3, 12)") for v in versions)
