@@ -121,6 +121,7 @@ def test_resnet_baseline_trains(tiny_ptbxl, tmp_path):
     assert isinstance(model, ResNet1D) and model.config.widths == (8, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ablations.ABLATIONS)
 def test_ablation_trains(name, tiny_ptbxl, tmp_path):
     ablated = ablations.get_config(name)

@@ -10,6 +10,9 @@ import pytest
 from cardioformer_jax import benchmark
 from cardioformer_jax.model import ModelConfig
 
+# Each test compiles the full-size PTB-XL model: slow lane.
+pytestmark = pytest.mark.slow
+
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.py"
 TINY = ModelConfig(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16, 16))
 

@@ -25,6 +25,9 @@ from cardioformer_jax import (
     train,
 )
 
+# The module fixture trains a run first: slow lane.
+pytestmark = pytest.mark.slow
+
 SEEDS = (41, 42)
 
 

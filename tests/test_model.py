@@ -99,6 +99,7 @@ def test_stage_shapes(overrides, steps, leads):
     assert model.projection.kernel.shape == (expected_features, config.num_classes)
 
 
+@pytest.mark.slow
 def test_forward_is_finite_in_both_modes():
     model = small_model(patch_lens=(4, 16, 16), single_channel=True)
     forward = nnx.jit(lambda m, v: m(v))
@@ -108,6 +109,7 @@ def test_forward_is_finite_in_both_modes():
     chex.assert_tree_all_finite(forward(model, x))
 
 
+@pytest.mark.slow
 def test_eval_mode_is_deterministic_and_train_mode_is_random():
     x = ecg(2)
     config = ModelConfig(**SMALL, patch_lens=(8, 16))
@@ -160,6 +162,7 @@ class JitVariantsTest(chex.TestCase):
         np.testing.assert_allclose(logits, reference, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_gradients_are_finite_and_reach_every_parameter():
     model = small_model(patch_lens=(2, 8, 8, 32))
     # 16 samples: a head feature dropped (p=0.1) in every sample is then a 1e-16 event.
@@ -296,6 +299,7 @@ def test_parallel_chains_give_the_same_eval_logits_in_sample_order(single_channe
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_parallel_chains_train_mode_gradients_are_finite():
     model = small_model(patch_lens=(8, 16), parallel_chains=2)
 

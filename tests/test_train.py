@@ -308,6 +308,7 @@ EIGHT_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
     script = tmp_path / "eight.py"
     script.write_text(EIGHT_DEVICES)
@@ -331,6 +332,7 @@ def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
     assert "train.batch_size=12 must be divisible by the 8 devices" in eight["batch_error"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
     overrides = ["--config.train.num_epochs=2", "--config.train.checkpoint_every_steps=8"]
     env = _subprocess_env()
