@@ -179,6 +179,12 @@ class ModelConfig:
         return len(self.patch_lens)
 
     @property
+    def has_inter_attention(self) -> bool:
+        """The reference builds no inter-granularity attention (no parameters at all) when
+        it is switched off or there is a single granularity to route between."""
+        return not self.no_inter_attn and self.num_granularities > 1
+
+    @property
     def patch_channels(self) -> int:
         """Channels one patch spans: all leads, or one in the ``single_channel`` ablation."""
         return 1 if self.single_channel else self.num_channels
@@ -497,9 +503,10 @@ class EncoderLayer(nnx.Module):
                              dtype=dtype, rng_impl=rng_impl, rngs=rngs)
             for members in layout.group_members
         ])
-        self.inter_attention = GroupedAttention(1, config.d_model, config.n_heads,
-                                                config.dropout, dtype=dtype, rng_impl=rng_impl,
-                                                rngs=rngs)
+        self.inter_attention = (
+            GroupedAttention(1, config.d_model, config.n_heads, config.dropout, dtype=dtype,
+                             rng_impl=rng_impl, rngs=rngs)
+            if config.has_inter_attention else None)
         self.norm1 = _layer_norm(config.d_model, dtype, rngs)
         self.norm2 = _layer_norm(config.d_model, dtype, rngs)
         self.resblock1, self.resblock2, self.resblock3 = (
@@ -507,7 +514,6 @@ class EncoderLayer(nnx.Module):
                           rng_impl=rng_impl, rngs=rngs)
             for _ in range(3))
         self.layout = layout
-        self.no_inter_attn = config.no_inter_attn
         self.dropout_rate = config.dropout
         self.rng_impl = rng_impl
 
@@ -527,7 +533,7 @@ class EncoderLayer(nnx.Module):
             size = len(layout.group_members[g]) * n
             tokens = x[start:start + size].reshape(-1, n, batch, d_model)
             attended.append(attention(tokens, keys[g]))
-        if not self.no_inter_attn:
+        if self.inter_attention is not None:
             # The routers (last tokens) attend to each other in config order; their outputs
             # replace them by concatenation (a scatter's autodiff builds full-size masks).
             order = layout.router_config_order

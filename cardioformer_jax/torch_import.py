@@ -145,8 +145,9 @@ def _slots(config: ModelConfig, layout: TokenLayout) -> list[_Slot]:
             group, j = where[g]
             attention(f"{prefix}.attention.intra_attentions.{g}",
                       ("layers", "intra_attentions", group), (layer, j))
-        attention(f"{prefix}.attention.inter_attention", ("layers", "inter_attention"),
-                  (layer, 0))
+        if config.has_inter_attention:
+            attention(f"{prefix}.attention.inter_attention", ("layers", "inter_attention"),
+                      (layer, 0))
         for r in (1, 2, 3):
             block = f"{prefix}.resblock{r}"
             path = ("layers", f"resblock{r}")

@@ -120,12 +120,13 @@ def build_model(config: ModelConfig | Mapping[str, Any], seed: int = 0):
             super().__init__()
             self.intra_attentions = nn.ModuleList(
                 [AttentionLayer() for _ in config.patch_lens])
-            # Built even when unused: the reference's checkpoints hold its weights either way.
-            self.inter_attention = AttentionLayer()
+            # As the reference: none at all when switched off or with a single granularity,
+            # so its checkpoints of those ablations hold no inter_attention tensors.
+            self.inter_attention = (AttentionLayer() if config.has_inter_attention else None)
 
         def forward(self, xs):
             out = [attention(x) for attention, x in zip(self.intra_attentions, xs, strict=True)]
-            if config.no_inter_attn:
+            if self.inter_attention is None:
                 return out
             routers = self.inter_attention(torch.cat([o[:, -1:] for o in out], dim=1))
             return [torch.cat([o[:, :-1], routers[:, i:i + 1]], dim=1)

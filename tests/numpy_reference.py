@@ -96,7 +96,7 @@ def encoder_layer(xs: list[np.ndarray], sd: Mapping[str, np.ndarray], layer: int
     prefix = f"encoder.attn_layers.{layer}"
     attended = [multi_head_attention(x, sd, f"{prefix}.attention.intra_attentions.{g}", n_heads)
                 for g, x in enumerate(xs)]
-    if not no_inter_attn:
+    if not no_inter_attn and len(xs) > 1:  # the reference's rule for building it at all
         routers = np.stack([a[:, -1] for a in attended], axis=1)  # (B, G, D)
         routers = multi_head_attention(routers, sd, f"{prefix}.attention.inter_attention",
                                        n_heads)

@@ -89,7 +89,8 @@ def make_state_dict(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]
         prefix = f"encoder.attn_layers.{layer}"
         for g in range(len(config.patch_lens)):
             attention(f"{prefix}.attention.intra_attentions.{g}")
-        attention(f"{prefix}.attention.inter_attention")
+        if not config.no_inter_attn and len(config.patch_lens) > 1:  # the reference's rule
+            attention(f"{prefix}.attention.inter_attention")
         for r in (1, 2, 3):
             sd[f"{prefix}.resblock{r}.conv1.weight"] = uniform((ff, d, 1), d)
             sd[f"{prefix}.resblock{r}.conv1.bias"] = uniform((ff,), d)
@@ -267,6 +268,26 @@ def test_known_projection_gives_known_logit():
     expected = ref.gelu(normed[:, feature]) + sd["projection.bias"][1]
     np.testing.assert_allclose(logits[:, 1], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(logits[:, 0], sd["projection.bias"][0], rtol=1e-6)
+
+
+# The reference's own counts for PTB-XL and its two ablations that drop the inter-attention.
+@pytest.mark.parametrize("overrides,tensors,params", [
+    ({}, 985, 8_702_597),
+    ({"no_inter_attn": True}, 937, 8_306_309),
+    ({"patch_lens": (8,)}, 187, 1_623_685),
+], ids=["full", "no_inter_attn", "single_granularity"])
+def test_ptbxl_ablations_have_the_reference_tensors_and_parameter_counts(
+        overrides, tensors, params):
+    config = ModelConfig.from_config(config_lib.model_config(
+        seq_len=250, num_channels=12, num_classes=5,
+        **{"patch_lens": config_lib.PATCH_LENS_16, **overrides}))
+    sd = make_state_dict(config)
+    assert len(sd) == tensors
+    assert sum(v.size for k, v in sd.items() if k != PE_NAME) == params
+    assert {k: v.shape for k, v in sd.items()} == expected_reference_shapes(config)
+    abstract = nnx.eval_shape(lambda: Cardioformer(config, rngs=nnx.Rngs(0)))
+    assert count_params(abstract) == params
+    assert (abstract.layers.inter_attention is None) == (not overrides == {})
 
 
 @pytest.mark.slow

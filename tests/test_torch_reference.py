@@ -17,6 +17,7 @@ from cardioformer_jax import config_lib  # noqa: E402
 from cardioformer_jax.model import ModelConfig  # noqa: E402
 from cardioformer_jax.torch_import import (  # noqa: E402
     expected_reference_shapes,
+    export_reference_state_dict,
     load_reference_model,
 )
 from cardioformer_jax.torch_reference import build_model, time_training  # noqa: E402
@@ -27,6 +28,7 @@ CASES = {
     "grouped": {},
     "ordered": dict(patch_lens=(2, 4, 8, 8, 8)),
     "no_inter_attn": dict(no_inter_attn=True),
+    "single_granularity": dict(patch_lens=(8,)),
     "odd_lengths": dict(seq_len=37, num_channels=2, patch_lens=(5, 3, 5, 37), e_layers=3,
                         n_heads=2),
 }
@@ -96,3 +98,23 @@ def test_time_training_reports_the_benchmark_fields():
 def test_single_channel_is_refused():
     with pytest.raises(ValueError, match="single_channel"):
         build_model(ModelConfig(**{**SMALL, "single_channel": True}))
+
+
+@pytest.mark.parametrize("case", ["no_inter_attn", "single_granularity"])
+def test_ablation_exports_load_strictly_into_the_reference(case):
+    # The reference has no inter_attention module in these ablations: an export that wrote
+    # its tensors (or lacked others) would fail a strict load_state_dict.
+    config = ModelConfig(**{**SMALL, **CASES[case]})
+    reference = build_model(config, seed=5).eval()
+    assert not any("inter_attention" in name for name in reference.state_dict())
+    model = load_reference_model(config, {k: v.numpy()
+                                          for k, v in reference.state_dict().items()})
+    exported = export_reference_state_dict(model)
+    other = build_model(config, seed=6).eval()
+    other.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in exported.items()},
+                          strict=True)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal(
+        (2, config.seq_len, config.num_channels)).astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(other(x).numpy(), reference(x).numpy(), rtol=1e-6,
+                                   atol=1e-6)
