@@ -426,14 +426,24 @@ class _StepLog:
         return first, stacked, elapsed
 
 
-def _check_finite(losses: np.ndarray, first_step: int, epoch: int, policy: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
+def _finite_steps(values: dict[str, np.ndarray]) -> np.ndarray:
+    """Per logged step: loss and gradient norm both finite (what the step itself tests)."""
+    return np.isfinite(values["loss"]) & np.isfinite(values["grad_norm"])
+
+
+def _check_finite(values: dict[str, np.ndarray], first_step: int, epoch: int,
+                  policy: str) -> None:
+    """With ``nan_policy='stop'``, raises on the first step whose loss or gradients were not
+    finite (a finite loss can come with infinite or NaN gradients)."""
+    bad = np.flatnonzero(~_finite_steps(values))
     if bad.size and policy == "stop":
-        step = first_step + int(bad[0]) + 1
+        i = int(bad[0])
+        what, value = (("loss", values["loss"][i]) if not np.isfinite(values["loss"][i])
+                       else ("gradient norm", values["grad_norm"][i]))
         raise FloatingPointError(
-            f"non-finite training loss ({losses[bad[0]]}) at step {step} (epoch {epoch}); "
-            f"stopping (train.nan_policy='stop'). Lower train.learning_rate, or set "
-            f"train.nan_policy='skip' to drop such updates.")
+            f"non-finite training {what} ({value}) at step {first_step + i + 1} (epoch "
+            f"{epoch}); stopping (train.nan_policy='stop'). Lower train.learning_rate, or "
+            f"set train.nan_policy='skip' to drop such updates.")
 
 
 def _resume(checkpoints: checkpointing.Checkpointer, abstract: TrainState,
@@ -572,9 +582,9 @@ def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
     if not log.values:
         return
     first_step, values, elapsed = log.fetch()
-    _check_finite(values["loss"], first_step, epoch, train_config.nan_policy)
+    _check_finite(values, first_step, epoch, train_config.nan_policy)
     n = values["loss"].size
-    finite = np.isfinite(values["loss"])
+    finite = _finite_steps(values)
     scalars = {
         "loss": float(values["loss"][finite].mean()) if finite.any() else float("nan"),
         "grad_norm": float(values["grad_norm"][finite].mean()) if finite.any() else float("nan"),

@@ -382,3 +382,35 @@ def test_dropout_keeps_values_scaled_and_drops_the_rest():
     assert 0.72 < kept.mean() < 0.78
     np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / 0.75, rtol=1e-6)
     np.testing.assert_array_equal(dropout(x, 0.25, None), x)
+
+
+def test_bfloat16_dropout_scale_is_not_rounded_to_bfloat16():
+    # 1/0.9 in bfloat16 is 1.109375: every kept activation would shrink by 0.16%. With the
+    # scale in float32 only each product is rounded, without a systematic bias.
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(1.0, 2.0, (512, 1024)), jnp.bfloat16)
+    y = dropout(x, 0.1, jax.random.key(3))
+    assert y.dtype == jnp.bfloat16
+    x32, y32 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    kept = y32 != 0
+    ratio = y32[kept].sum() / x32[kept].sum()
+    assert abs(ratio * 0.9 - 1.0) < 2e-4, ratio
+
+
+def test_bfloat16_layer_norm_parameter_gradients_are_float32_sums():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(2 * rng.standard_normal((4, 64, 16)) + 1, jnp.bfloat16)
+    cotangent = jnp.asarray(rng.standard_normal((4, 64, 16)), jnp.bfloat16)
+    norm = LayerNorm(16, epsilon=1e-5, dtype=jnp.bfloat16, use_fast_variance=False,
+                     rngs=nnx.Rngs(0))
+    norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, 16), jnp.float32)
+    graphdef, params = nnx.split(norm)
+    _, vjp = jax.vjp(lambda p: nnx.merge(graphdef, p)(x), params)
+    (d_params,) = vjp(cotangent)
+    d_scale, d_bias = d_params["scale"][...], d_params["bias"][...]
+    assert d_scale.dtype == d_bias.dtype == jnp.float32
+    # Expected sums in float64 from the same bfloat16 inputs.
+    x64, g64 = np.asarray(x, np.float64), np.asarray(cotangent, np.float64)
+    normalized = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(d_bias, g64.sum((0, 1)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(d_scale, (g64 * normalized).sum((0, 1)), rtol=1e-4, atol=1e-3)
