@@ -23,17 +23,27 @@ Orbax commits a step by renaming its temporary directory, so a process killed at
 moment (even mid-save) leaves either the complete step or nothing; temporary leftovers are
 removed when the manager is next created.
 
-The run directory also holds ``config.json``: `check_run_config` refuses to resume a run
-whose dataset, model shape, seed or batch size differ from the saved ones.
+The run directory also holds ``config.json`` (the config in force) and
+``config_history.jsonl`` (every config the run has started or resumed with):
+`check_run_config` refuses to resume a run whose dataset, model shape, seed or batch size
+differ from the saved ones, and any other change that alters what the run computes unless
+the user allows that field explicitly.
+
+A checkpoint that cannot be read (a truncated or corrupt file in a committed step) is not
+fatal: `restore_latest_readable` moves it aside into ``unreadable_checkpoints/`` (never
+deleting it) and resumes from the newest step that reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -71,6 +81,23 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "resnet",
     "train.batch_size",
 )
+
+
+# Fields that may change when a run resumes: they change how it runs and reports, not
+# what it computes. Any other change needs the user's explicit permission (`allow`).
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "seeds",
+    "train.num_epochs",
+    "train.log_every_steps",
+    "train.checkpoint_every_steps",
+    "train.keep_checkpoints",
+    "train.async_checkpointing",
+    "train.eval_batch_size",
+    "dataset.num_threads",
+    "dataset.prefetch_batches",
+)
+HISTORY_FILE = "config_history.jsonl"
+UNREADABLE_DIR = "unreadable_checkpoints"
 
 
 def _best_rank(metrics: Mapping[str, Any]) -> float:
@@ -166,6 +193,41 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
+    def set_aside(self, step: int) -> str:
+        """Moves the directory of `step` out of the manager's view into
+        ``<run dir>/unreadable_checkpoints/`` (kept for inspection, never deleted)."""
+        source = self.directory / str(step)
+        target_dir = self.directory.parent / UNREADABLE_DIR
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{step}_{time.strftime('%Y%m%d-%H%M%S')}"
+        source.rename(target)
+        self._manager.reload()
+        return str(target)
+
+    def restore_latest_readable(self, abstract_state: Any, data_iterator: Any = None
+                                ) -> Restored | None:
+        """Restores the newest checkpoint that reads; None when there is none at all.
+
+        An unreadable step (truncated or corrupt files) is set aside with a warning naming
+        it and the error, and the next older one is tried. Raises RuntimeError, listing
+        each failure, when none of the steps can be read.
+        """
+        failures = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return self.restore(step, abstract_state, data_iterator)
+            except Exception as error:  # noqa: BLE001 - any read failure: try older steps
+                moved = self.set_aside(step) if jax.process_index() == 0 else "(process 0)"
+                failures.append(f"step {step}: {type(error).__name__}: {error}")
+                logging.warning("checkpoint of step %d is unreadable (%s: %s); moved to %s, "
+                                "trying the previous one", step, type(error).__name__,
+                                error, moved)
+        if failures:
+            raise RuntimeError("no checkpoint in " + str(self.directory) + " can be read ("
+                               + "; ".join(failures) + "); they were moved to "
+                               + str(self.directory.parent / UNREADABLE_DIR))
+        return None
+
     def save(self, step: int, state: Any, meta: Mapping[str, Any], data_iterator: Any = None,
              *, best_epoch_rank: int | None = None) -> None:
         """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
@@ -233,13 +295,33 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+def config_digest(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    """SHA-256 of a config's canonical JSON: names exactly which config produced a result."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = json.loads(config.to_json_best_effort())
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The entries of ``config_history.jsonl``, oldest first ([] for a new run)."""
+    path = paths.resolve_path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict,
+                     allow: Sequence[str] = ()) -> list[str]:
     """Saves ``config.json`` in a new run directory, or checks a resumed run against it.
 
     Raises ValueError naming each differing field of `INCOMPATIBLE_FIELDS` when the run
     directory holds a run of another dataset or model shape (resuming would fail with an
-    obscure shape error or silently mix two experiments). Other differences are logged
-    and the file is updated to the current config. Only process 0 writes.
+    obscure shape error or silently mix two experiments), and each changed field outside
+    `RESUMABLE_CHANGES` that `allow` does not name (a learning rate, dropout, dtype, data
+    directory, mesh, ... would change what the run computes from then on). Each start is
+    appended to ``config_history.jsonl`` with the fields it changed; ``config.json`` holds
+    the config in force. Only process 0 writes. Returns the changed fields.
     """
     run_dir = paths.resolve_path(run_dir)
     path = run_dir / CONFIG_FILE
@@ -247,6 +329,7 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     has_checkpoints = checkpoint_dir.is_dir() and any(
         p.name.isdigit() for p in checkpoint_dir.iterdir())
+    changed: list[str] = []
     if path.is_file() and has_checkpoints:
         saved = json.loads(path.read_text())
         conflicts = []
@@ -260,11 +343,28 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
                 + "; ".join(conflicts)
                 + "). Use another --workdir, or delete the old run to start over.")
         changed = _changed_fields(saved, current)
+        altering = [f for f in changed if f not in RESUMABLE_CHANGES and f not in allow]
+        if altering:
+            details = "; ".join(f"{f}: {_lookup(saved, f)!r} in {CONFIG_FILE}, "
+                                f"{_lookup(current, f)!r} now" for f in altering)
+            raise ValueError(
+                f"resuming {run_dir} with these changes would alter what the run computes: "
+                f"{details}. Resume with the saved values, pass "
+                f"--allow_config_change={','.join(altering)} to apply them from the "
+                f"checkpoint's step on, or use another --workdir.")
         if changed and jax.process_index() == 0:
             logging.warning("resuming %s with changed config fields: %s", run_dir,
                             ", ".join(changed))
     if jax.process_index() == 0:
+        entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                 "resumed": bool(path.is_file() and has_checkpoints), "changed": changed,
+                 "sha256": config_digest(current), "config": current}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        history = run_dir / HISTORY_FILE
+        previous = history.read_text() if history.is_file() else ""
+        history.write_text(previous + json.dumps(logging_utils.to_jsonable(entry)) + "\n")
         logging_utils.write_json(path, current)
+    return changed
 
 
 def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:

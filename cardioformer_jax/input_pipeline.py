@@ -166,6 +166,21 @@ def open_split(spec: DataSpec, split: str) -> Any:
     return source
 
 
+def dataset_identity(config: Any) -> dict[str, Any]:
+    """Which built dataset a config reads: name, builder config, version, directory and
+    examples per split (what `results.json` records next to the numbers)."""
+    spec = DataSpec.from_config(config)
+    builder = build_dataset.load_builder(spec.name, spec.data_dir, spec.builder_config)
+    info = builder.info
+    return {
+        "name": spec.name,
+        "builder_config": builder.builder_config.name if builder.builder_config else None,
+        "version": str(info.version),
+        "data_dir": os.fspath(builder.data_dir),
+        "splits": {name: int(split.num_examples) for name, split in info.splits.items()},
+    }
+
+
 def validate(config: Any, splits: tuple[str, ...] = ("train", "validation", "test")) -> None:
     """Checks the config's dataset against its model config before training (see
     `open_split`); call once at start-up for a clear error instead of a failed step."""

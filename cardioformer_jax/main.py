@@ -4,9 +4,11 @@
         [--config.train.batch_size=256 ...]
 
 Any config field can be overridden (`ml_collections.config_flags`); unknown fields are an
-error. Rerunning the same command resumes from the latest checkpoint in DIR. Multi-process
-runs (TPU pods, SLURM/Open MPI GPU clusters) are detected, see `distributed`; explicit
---coordinator_address/--num_processes/--process_id override the detection.
+error. Rerunning the same command resumes from the latest readable checkpoint in DIR; a
+change that alters what the run computes is refused unless --allow_config_change names
+it. Multi-process runs (TPU pods, SLURM/Open MPI GPU clusters) are detected, see
+`distributed`; explicit --coordinator_address/--num_processes/--process_id override the
+detection.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ _CACHE_DIR = flags.DEFINE_string(
     "Persistent XLA compilation cache ('' disables). Default: $JAX_COMPILATION_CACHE_DIR, "
     "else ~/.cache/cardioformer_jax/xla. A restarted or resumed run then starts in seconds "
     "instead of recompiling.")
+_ALLOW_CHANGE = flags.DEFINE_list(
+    "allow_config_change", [],
+    "Config fields (e.g. train.learning_rate,model.dropout) that may differ from the saved "
+    "config when resuming; a resumed run refuses any other change that alters what it "
+    "computes. Shapes, dataset and seed can never change.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
@@ -63,7 +70,8 @@ def main(argv: list[str]) -> None:
     logging.info("JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(),
                  jax.devices())
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                 allow_config_change=_ALLOW_CHANGE.value)
     except FileNotFoundError as error:
         # A dataset that is not built: the message holds the command that builds it, a
         # traceback would only bury it. Other errors keep theirs.

@@ -23,7 +23,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -107,9 +107,10 @@ def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0
     and a resumed run can take the config's (`_set_learning_rate`).
     """
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
-    if grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
-    return adam
+    # No clipping is a clip at infinity: the optimizer state keeps one structure, so a
+    # resumed run may switch clipping on or off (with --allow_config_change).
+    max_norm = grad_clip_norm if grad_clip_norm > 0 else float("inf")
+    return optax.chain(optax.clip_by_global_norm(max_norm), adam)
 
 
 def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
@@ -449,26 +450,29 @@ def _check_finite(values: dict[str, np.ndarray], first_step: int, epoch: int,
 def _resume(checkpoints: checkpointing.Checkpointer, abstract: TrainState,
             train_input: input_pipeline.TrainInput
             ) -> tuple[TrainState | None, dict[str, Any]]:
-    step = checkpoints.latest_step()
-    if step is None:
+    restored = checkpoints.restore_latest_readable(abstract, train_input)
+    if restored is None:
         return None, {}
-    restored = checkpoints.restore(step, abstract, train_input)
-    logging.info("resumed from the checkpoint of step %d (epoch %d, %d steps into it)", step,
-                 restored.meta["epoch"], restored.meta["step_in_epoch"])
+    logging.info("resumed from the checkpoint of step %d (epoch %d, %d steps into it)",
+                 restored.step, restored.meta["epoch"], restored.meta["step_in_epoch"])
     return restored.state, restored.meta
 
 
 def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
-               evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+               evaluate_fn: EvaluateFn | None = None,
+               allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
     """The docs/training.md protocol for one seed in `run_dir`, resuming a previous run there.
 
-    Returns (and writes to ``run_dir/results.json``) the best epoch's metrics.
+    A resumed run refuses config changes that alter what it computes unless
+    `allow_config_change` names them (`checkpointing.check_run_config`). Returns (and
+    writes to ``run_dir/results.json``) the best epoch's metrics, with the configs and the
+    dataset that produced them.
     """
     run_dir = paths.resolve_path(run_dir)
     train_config = config.train
     mesh = sharding.mesh_from_config(config)
     check_fits(config, mesh)
-    checkpointing.check_run_config(run_dir, config)
+    checkpointing.check_run_config(run_dir, config, allow=allow_config_change)
     input_pipeline.validate(config)  # shapes and labels against the model, before compiling
 
     compiled = programs(config, mesh)
@@ -492,7 +496,12 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                          steps_per_epoch)
         early = EarlyStopping(patience=train_config.patience, min_delta=train_config.min_delta)
         if "early_stopping" in meta:
-            early = _early_stopping_from_meta(meta["early_stopping"])
+            # The progress comes from the checkpoint, the rules from the config (they can
+            # only differ when the user allowed the change).
+            restored = _early_stopping_from_meta(meta["early_stopping"])
+            early = dataclasses.replace(
+                restored, patience=early.patience, min_delta=early.min_delta,
+                should_stop=restored.num_bad_epochs >= early.patience)
         best = meta.get("best")
         epoch, step_in_epoch = int(meta.get("epoch", 0)), int(meta.get("step_in_epoch", 0))
         step = int(meta.get("step", 0))
@@ -552,6 +561,13 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         "nonfinite_steps": int(jax.device_get(final_state.nonfinite_steps)),
         "validation": None if best is None else best[VALIDATION_SPLIT],
         "test": None if best is None else best[TEST_SPLIT],
+        # What produced these numbers: every config the run started or resumed with
+        # (config_history.jsonl holds them in full) and the dataset it read.
+        "provenance": {
+            "configs": [{"sha256": e["sha256"], "time": e["time"], "changed": e["changed"]}
+                        for e in checkpointing.config_history(run_dir)],
+            "dataset": input_pipeline.dataset_identity(config),
+        },
     }
     if jax.process_index() == 0:
         logging_utils.write_json(run_dir / RESULTS_FILE, result)
@@ -610,7 +626,8 @@ def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                       evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+                       evaluate_fn: EvaluateFn | None = None,
+                       allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
     """Validates `config`, prepares the data and runs every seed; returns the results.
 
     With ``config.seeds == 1`` the run lives in `workdir` and the result is its
@@ -622,13 +639,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir = paths.resolve_path(workdir)
     config = prepare_synthetic_dataset(config, workdir)
     if config.seeds == 1:
-        return train_seed(config, workdir, evaluate_fn=evaluate_fn)
+        return train_seed(config, workdir, evaluate_fn=evaluate_fn,
+                          allow_config_change=allow_config_change)
     seeds = [config.seed + i for i in range(config.seeds)]
     per_seed = {}
     for seed in seeds:
         logging.info("seed %d (%d of %d)", seed, seed - seeds[0] + 1, len(seeds))
         per_seed[seed] = train_seed(_seed_config(config, seed), workdir / f"seed_{seed}",
-                                    evaluate_fn=evaluate_fn)
+                                    evaluate_fn=evaluate_fn,
+                                    allow_config_change=allow_config_change)
     tests = [r["test"] for r in per_seed.values()]
     if any(t is None for t in tests):
         raise RuntimeError("a seed finished without an evaluated epoch")

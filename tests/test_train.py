@@ -58,6 +58,11 @@ def _config(data_dir, **train_overrides):
     return config
 
 
+def _numbers(result):
+    """A results.json without its provenance (which records each start of the run)."""
+    return {k: v for k, v in result.items() if k != "provenance"}
+
+
 def _single_device_mesh():
     return sharding.create_mesh((1, 1), devices=jax.devices()[:1])
 
@@ -167,7 +172,9 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best(data_dir, tm
         # Latest (epoch 4) and best (epoch 2) survive; mid-epoch steps were pruned.
         assert ckpt.all_steps() == [4, 8]
     # Rerunning the finished run trains nothing more and reports the same result.
-    assert train.train_and_evaluate(config, tmp_path, evaluate_fn=scripted) == result
+    rerun = train.train_and_evaluate(config, tmp_path, evaluate_fn=scripted)
+    assert _numbers(rerun) == _numbers(result)
+    assert len(rerun["provenance"]["configs"]) == 2  # the rerun is on record
     assert len(seen) == 8
 
 
@@ -372,7 +379,8 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
     assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
     results = [json.loads((tmp_path / name / "results.json").read_text())
                for name in ("reference", "killed")]
-    assert results[0] == results[1]
+    assert _numbers(results[0]) == _numbers(results[1])
+    assert [len(r["provenance"]["configs"]) for r in results] == [1, 2]
 
 
 def test_command_line_names_the_build_command_for_a_missing_dataset(tmp_path):
@@ -395,3 +403,73 @@ def test_stop_policy_also_stops_on_nonfinite_gradients_with_a_finite_loss():
         train._check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
     clean = {"loss": np.array([0.7]), "grad_norm": np.array([1.0])}
     train._check_finite(clean, first_step=0, epoch=1, policy="stop")
+
+
+# --- resume integrity -------------------------------------------------------------------------
+
+
+def test_resume_refuses_a_change_that_alters_the_run_unless_allowed(data_dir, tmp_path):
+    config = _config(data_dir, steps_per_epoch=2)
+    train.train_and_evaluate(config, tmp_path)
+    changed = _config(data_dir, steps_per_epoch=2, learning_rate=3e-3, num_epochs=2)
+    changed.model.dropout = 0.2
+    with pytest.raises(ValueError, match="alter what the run computes") as error:
+        train.train_and_evaluate(changed, tmp_path)
+    message = str(error.value)
+    assert "train.learning_rate: 0.001 in config.json, 0.003 now" in message
+    assert "model.dropout" in message and "--allow_config_change=" in message
+    assert "num_epochs" not in message  # extending a run is not a change of what it computes
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 1e-3
+
+    result = train.train_and_evaluate(
+        changed, tmp_path, allow_config_change=["train.learning_rate", "model.dropout"])
+    assert result["epochs_completed"] == 2
+    history = checkpointing.config_history(tmp_path)
+    assert [h["resumed"] for h in history] == [False, True]
+    assert set(history[1]["changed"]) == {"train.learning_rate", "model.dropout",
+                                          "train.num_epochs"}
+    assert history[1]["config"]["train"]["learning_rate"] == 3e-3
+    provenance = json.loads((tmp_path / "results.json").read_text())["provenance"]
+    assert [c["sha256"] for c in provenance["configs"]] == [
+        checkpointing.config_digest(config), checkpointing.config_digest(changed)]
+    dataset = provenance["dataset"]
+    assert (dataset["name"], dataset["builder_config"]) == ("ptbxl", "default")
+    assert dataset["splits"] == {"train": 310, "validation": 100, "test": 100}
+
+
+def test_allowed_patience_change_applies_to_the_restored_early_stopping(data_dir, tmp_path):
+    def run(patience, num_epochs, **allow):
+        config = _config(data_dir, steps_per_epoch=1, num_epochs=num_epochs,
+                         patience=patience, min_delta=10.0)  # no epoch after the first improves
+        return train.train_and_evaluate(config, tmp_path, **allow)
+
+    assert run(patience=1, num_epochs=5)["epochs_completed"] == 2  # stopped early
+    resumed = run(patience=3, num_epochs=5, allow_config_change=["train.patience"])
+    assert resumed["epochs_completed"] == 4 and resumed["stopped_early"]
+
+
+def _truncate_largest_file(directory: Path) -> Path:
+    largest = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = largest.read_bytes()
+    largest.write_bytes(data[: len(data) // 3])
+    return largest
+
+
+def test_unreadable_latest_checkpoint_resumes_from_the_previous_one(data_dir, tmp_path):
+    overrides = dict(steps_per_epoch=4, checkpoint_every_steps=2, keep_checkpoints=3)
+    reference = train.train_and_evaluate(_config(data_dir, num_epochs=2, **overrides),
+                                         tmp_path / "uninterrupted")
+    run_dir = tmp_path / "run"
+    train.train_and_evaluate(_config(data_dir, num_epochs=1, **overrides), run_dir)
+    checkpoints = run_dir / checkpointing.CHECKPOINT_DIR
+    assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == [2, 4]
+    _truncate_largest_file(checkpoints / "4" / "state")
+
+    resumed = train.train_and_evaluate(_config(data_dir, num_epochs=2, **overrides), run_dir)
+    (kept,) = (run_dir / checkpointing.UNREADABLE_DIR).iterdir()
+    assert kept.name.startswith("4_") and (kept / "state").is_dir()  # set aside, not deleted
+    # From step 2 the run redid steps 3-4 exactly: same result as never interrupted.
+    assert resumed["test"] == reference["test"] and resumed["best_step"] == 8
+    config = _config(data_dir, num_epochs=2, **overrides)
+    assert checkpointing.tree_equal(_restore(run_dir, config).state.params,
+                                    _restore(tmp_path / "uninterrupted", config).state.params)
