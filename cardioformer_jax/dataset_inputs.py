@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cardioformer_jax import preprocessing
-from cardioformer_jax.preprocessing import RecordError
+from cardioformer_jax.preprocessing import RecordError, match_leads  # noqa: F401 (API)
 from tfds_builders import labels
 
 _LEADS_12 = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -106,31 +105,6 @@ def input_spec(dataset: str) -> InputSpec:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
     return INPUT_SPECS[dataset]
-
-
-def match_leads(names: Sequence[str], expected: Sequence[str],
-                path: str | os.PathLike[str] = "<record>") -> np.ndarray:
-    """Column indices that take a record's leads `names` to the order `expected`.
-
-    Names match ignoring case and surrounding spaces; extra leads are left out. Raises
-    `RecordError` (kind ``"lead_mismatch"``) naming the missing or ambiguous leads.
-    """
-    found: dict[str, list[int]] = {}
-    for index, name in enumerate(names):
-        found.setdefault(name.strip().lower(), []).append(index)
-    missing = [lead for lead in expected if lead.lower() not in found]
-    duplicated = [lead for lead in expected if len(found.get(lead.lower(), ())) > 1]
-    if missing or duplicated:
-        problems = []
-        if missing:
-            problems.append(f"missing leads {missing}")
-        if duplicated:
-            problems.append(f"leads named more than once {duplicated}")
-        raise RecordError(
-            path, "lead_mismatch",
-            f"{'; '.join(problems)}: the record has {list(names)}, the model expects "
-            f"{list(expected)} (names are matched ignoring case)")
-    return np.asarray([found[lead.lower()][0] for lead in expected], dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

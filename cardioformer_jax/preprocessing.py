@@ -148,12 +148,38 @@ def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
     return RecordError(path, "unreadable", f"wfdb cannot read the samples: {err}")
 
 
+def match_leads(names: Sequence[str], expected: Sequence[str],
+                path: str | os.PathLike[str] = "<record>") -> np.ndarray:
+    """Column indices that take a record's leads `names` to the order `expected`.
+
+    Names match ignoring case and surrounding spaces; extra leads are left out. Raises
+    `RecordError` (kind ``"lead_mismatch"``) naming the missing or ambiguous leads.
+    """
+    found: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        found.setdefault(name.strip().lower(), []).append(index)
+    missing = [lead for lead in expected if lead.lower() not in found]
+    duplicated = [lead for lead in expected if len(found.get(lead.lower(), ())) > 1]
+    if missing or duplicated:
+        problems = []
+        if missing:
+            problems.append(f"missing leads {missing}")
+        if duplicated:
+            problems.append(f"leads named more than once {duplicated}")
+        raise RecordError(
+            path, "lead_mismatch",
+            f"{'; '.join(problems)}: the record has {list(names)}, the model expects "
+            f"{list(expected)} (names are matched ignoring case)")
+    return np.asarray([found[lead.lower()][0] for lead in expected], dtype=np.int64)
+
+
 def read_record(
     path: str | os.PathLike[str],
     *,
     expected_fs: float | None = None,
     expected_leads: int | None = None,
     min_seconds: float | None = None,
+    lead_names: Sequence[str] | None = None,
 ) -> WfdbRecord:
     """Reads a WFDB record (path without extension) in physical units, verified.
 
@@ -162,7 +188,9 @@ def read_record(
     missing or truncated signal file, a header that disagrees with the data (file size,
     initial values, checksums), NaN or flat-line leads, a sampling rate other than
     `expected_fs`, a lead count other than `expected_leads` and records shorter than
-    `min_seconds`.
+    `min_seconds`. With `lead_names`, the leads are matched by name (ignoring case) and
+    returned in that order, extra leads left out; a missing or doubled name is a
+    ``lead_mismatch`` (the lead count is then not checked).
     """
     path = os.fspath(path)
     if path.endswith((".hea", ".dat")):
@@ -181,7 +209,10 @@ def read_record(
         raise RecordError(path, "too_short", "header declares no signals or no samples")
     if expected_fs is not None and not math.isclose(record.fs, expected_fs):
         raise RecordError(path, "wrong_fs", f"sampling rate {record.fs} Hz, expected {expected_fs}")
-    if expected_leads is not None and record.n_sig != expected_leads:
+    order = None
+    if lead_names is not None:
+        order = match_leads(record.sig_name, lead_names, path)
+    elif expected_leads is not None and record.n_sig != expected_leads:
         raise RecordError(
             path, "wrong_lead_count", f"{record.n_sig} leads, expected {expected_leads}"
         )
@@ -199,20 +230,23 @@ def read_record(
     _check_header_fields(path, record)
     # dac() maps each format's "invalid sample" code to NaN, so gaps surface as NaN here.
     signal = np.asarray(record.dac(return_res=64), dtype=np.float64)
+    names = list(record.sig_name)
+    if order is not None:
+        signal, names = signal[:, order], [names[i] for i in order]
 
-    nan_leads = [record.sig_name[c] for c in np.flatnonzero(np.isnan(signal).any(axis=0))]
+    nan_leads = [names[c] for c in np.flatnonzero(np.isnan(signal).any(axis=0))]
     if nan_leads:
         raise RecordError(path, "nan_lead", f"NaN / invalid samples in leads {nan_leads}")
     flat = np.ptp(signal, axis=0) == 0
     if flat.any():
-        names = [record.sig_name[c] for c in np.flatnonzero(flat)]
-        raise RecordError(path, "flat_lead", f"flat-line (constant) leads {names}")
+        flat_names = [names[c] for c in np.flatnonzero(flat)]
+        raise RecordError(path, "flat_lead", f"flat-line (constant) leads {flat_names}")
     return WfdbRecord(
         path=path,
         signal=signal,
         fs=float(record.fs),
-        lead_names=tuple(record.sig_name),
-        units=tuple(record.units),
+        lead_names=tuple(names),
+        units=tuple(record.units[i] for i in order) if order is not None else tuple(record.units),
         comments=tuple(record.comments or ()),
     )
 
@@ -281,10 +315,12 @@ def prepare_record(
     expected_fs: float | None = None,
     expected_leads: int | None = None,
     min_seconds: float | None = 1.0,
+    lead_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Reads a record and returns it at 250 Hz, standardised per lead: `(n250, C)` float32."""
     record = read_record(
-        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=min_seconds
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=min_seconds,
+        lead_names=lead_names,
     )
     return prepare_signal(record.signal, record.fs)
 
@@ -294,10 +330,12 @@ def record_segments(
     *,
     expected_fs: float | None = None,
     expected_leads: int | None = None,
+    lead_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """PTB-XL / MIMIC-IV-ECG samples of a record: `(k, 250, C)` float32 (docs/data.md)."""
     prepared = prepare_record(
-        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0,
+        lead_names=lead_names,
     )
     segments = segment(prepared)
     if len(segments) == 0:  # pragma: no cover - min_seconds guarantees one segment
@@ -372,9 +410,11 @@ def record_heartbeats(
     *,
     expected_fs: float | None = None,
     expected_leads: int | None = None,
+    lead_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """PTB samples of a record: heartbeats `(k, 300, C)` float32 (docs/data.md, PTB)."""
     prepared = prepare_record(
-        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0
+        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0,
+        lead_names=lead_names,
     )
     return heartbeats(prepared, path=path)

@@ -56,9 +56,12 @@ BAD_SECOND_RECORDS = {
     103: (12, "nan_lead"),
     104: (16, "flat_lead"),
     105: (21, "wrong_fs"),
-    106: (22, "wrong_lead_count"),
+    106: (22, "lead_mismatch"),  # 11 leads: V6 is missing
     107: (23, "header_mismatch"),
 }
+
+
+PERMUTATION = [6, 0, 1, 2, 11, 3, 4, 5, 7, 8, 10, 9]
 
 
 def _ptbxl_rows() -> tuple[list[list[object]], dict[int, str]]:
@@ -96,6 +99,10 @@ def _corrupt_ptbxl(root: Path) -> None:
     fx.write_record(rec(105).parent, rec(105).name, sig, 250, leads=fx.LEADS_12)
     sig = fx.ecg_like(5000, 500, 11, 106)
     fx.write_record(rec(106).parent, rec(106).name, sig, 500, leads=fx.LEADS_12[:11])
+    # Patient 2's record stores its leads in another order: the builder reorders them.
+    sig = fx.ecg_like(5000, 500, 12, 2)
+    fx.write_record(rec(2).parent, rec(2).name, sig[:, PERMUTATION], 500,
+                    leads=[fx.LEADS_12[i] for i in PERMUTATION])
     hea = rec(107).with_suffix(".hea")
     lines = hea.read_text().splitlines()
     fields = lines[3].split()
@@ -159,12 +166,18 @@ def test_ptbxl_examples_equal_the_shared_preprocessing(ptbxl_built):
         records.update(by_record(read_split(data_dir, "ptbxl", split)))
     assert len(records) == 25
     for record_id, samples in records.items():
-        expected = pp.record_segments(root / record_id, expected_fs=500, expected_leads=12)
+        expected = pp.record_segments(root / record_id, expected_fs=500,
+                                      lead_names=fx.LEADS_12)
         np.testing.assert_array_equal(samples, expected)
         # Per-record standardisation (docs/data.md): 10 full segments, mean 0 / std 1 per lead.
         flat = samples.reshape(-1, 12).astype(np.float64)
         np.testing.assert_allclose(flat.mean(0), 0, atol=1e-5)
         np.testing.assert_allclose(flat.std(0), 1, atol=1e-4)
+    # The permuted record came out in the dataset's lead order: as if written in that order.
+    permuted = records["records500/00000/00002_hr"]
+    stored_order = pp.record_segments(root / "records500/00000/00002_hr", expected_fs=500)
+    np.testing.assert_array_equal(permuted, stored_order[..., np.argsort(PERMUTATION)])
+    assert not np.array_equal(permuted, stored_order)
 
 
 def test_ptbxl_metadata_counts_skips_and_classes(ptbxl_built):
@@ -181,7 +194,7 @@ def test_ptbxl_metadata_counts_skips_and_classes(ptbxl_built):
         "subject_label_conflict": 3,
         "truncated": 1,
         "wrong_fs": 1,
-        "wrong_lead_count": 1,
+        "lead_mismatch": 1,
     }
     listed = {Path(item["record"]).name: item["reason"] for item in meta["skipped_record_list"]}
     assert listed["00101_hr"] == "truncated" and listed["00102_hr"] == "missing_record"
@@ -465,3 +478,14 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
     metadata = cls.get_metadata()
     assert metadata.description and "@" in metadata.citation
     assert bd.builder_class(name).name == name
+
+
+@pytest.mark.parametrize("name", ["ptbxl", "ptb", "mimic_iv_ecg"])
+def test_builders_read_the_leads_predict_expects(name):
+    # Training data and inference take the leads by the same names in the same order.
+    from cardioformer_jax import dataset_inputs
+
+    builder = bd.builder_class(name)
+    assert len(builder.LEAD_NAMES) == builder.SIGNAL_SHAPE[1]
+    assert [n.lower() for n in builder.LEAD_NAMES] == [
+        n.lower() for n in dataset_inputs.input_spec(name).lead_names]

@@ -34,7 +34,7 @@ def test_build_and_read_back(tiny_ptbxl, tmp_path, as_path):
 
     built = build_dataset.dataset_dir("ptbxl", data_dir)
     assert isinstance(built, epath.Path)
-    assert os.fspath(built) == os.fspath(tmp_path / "tfds" / "ptbxl" / "default" / "1.0.0")
+    assert os.fspath(built) == os.fspath(tmp_path / "tfds" / "ptbxl" / "default" / "1.1.0")
     assert len(build_dataset.data_source("ptbxl", data_dir, "validation")) == 100
 
     config = _config(os.fspath(data_dir))
@@ -60,6 +60,6 @@ def test_gs_data_dir_reaches_tfds_unchanged(tiny_ptbxl):
     with epath.testing.mock_epath(exists=to_local, isdir=to_local, listdir=to_local,
                                   glob=to_local, stat=to_local):
         built = build_dataset.dataset_dir("ptbxl", url)
-    assert os.fspath(built) == f"{url}/ptbxl/default/1.0.0"
+    assert os.fspath(built) == f"{url}/ptbxl/default/1.1.0"
     assert ip.DataSpec.from_config(_config(url)).data_dir == url
     assert f"--data_dir={url}" in build_dataset.build_command("ptbxl", url, None)

@@ -146,14 +146,22 @@ def read_csv(path: Path, *, required: tuple[str, ...] = (), **kwargs: Any):
 class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the ECG builders; subclasses set the class attributes and `_index`."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    # Bump when the preparation changes what a build contains: a build of another version
+    # is then rebuilt instead of silently reused.
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Leads are matched by name: a record storing them in another order is "
+                 "reordered, one lacking a lead is skipped (lead_mismatch).",
+    }
 
     HOMEPAGE: ClassVar[str]
     DOWNLOAD_URL: ClassVar[str]
     SOURCE_MARKERS: ClassVar[tuple[str, ...]]
     CLASS_NAMES: ClassVar[tuple[str, ...]]
     SIGNAL_SHAPE: ClassVar[tuple[int, int]]
+    # The dataset's leads in channel order; records are read by these names (any case).
+    LEAD_NAMES: ClassVar[tuple[str, ...]]
     MODE: ClassVar[processing.Mode]
     SOURCE_FS: ClassVar[float]
 
@@ -312,7 +320,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             processing.process_record,
             mode=self.MODE,
             expected_fs=self.SOURCE_FS,
-            expected_leads=self.SIGNAL_SHAPE[1],
+            lead_names=self.LEAD_NAMES,
         )
         results = self._pool.map(process, tasks)
         stats = self._split_stats[split]

@@ -7,6 +7,7 @@ Deliberately free of TFDS imports: worker processes import only this module (and
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -47,20 +48,22 @@ def process_record(
     *,
     mode: Mode,
     expected_fs: float,
-    expected_leads: int,
+    lead_names: Sequence[str],
 ) -> RecordResult:
-    """Reads and prepares one record; a `RecordError` becomes a skipped result.
+    """Reads and prepares one record, its leads matched by name to `lead_names` (so a
+    record that stores them in another order is reordered); a `RecordError` (e.g. a lead
+    missing: ``lead_mismatch``) becomes a skipped result.
 
     Other exceptions propagate: they are bugs, not bad input, and should stop the build.
     """
     try:
         if mode == "segments":
             samples = preprocessing.record_segments(
-                task.path, expected_fs=expected_fs, expected_leads=expected_leads
+                task.path, expected_fs=expected_fs, lead_names=lead_names
             )
         elif mode == "beats":
             samples = preprocessing.record_heartbeats(
-                task.path, expected_fs=expected_fs, expected_leads=expected_leads
+                task.path, expected_fs=expected_fs, lead_names=lead_names
             )
         else:
             raise ValueError(f"unknown mode {mode!r}")

@@ -55,6 +55,8 @@ class Builder(common.EcgBuilder):
     SOURCE_MARKERS = ("patientNNN/*.hea",)
     CLASS_NAMES = labels.PTB_CLASSES
     SIGNAL_SHAPE = (300, 15)
+    LEAD_NAMES = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6",
+                  "vx", "vy", "vz")
     MODE = "beats"
     SOURCE_FS = 1000.0
 

@@ -63,6 +63,7 @@ class Builder(common.EcgBuilder):
     SOURCE_MARKERS = ("ptbxl_database.csv",)
     CLASS_NAMES = labels.PTBXL_CLASSES
     SIGNAL_SHAPE = (250, 12)
+    LEAD_NAMES = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
     MODE = "segments"
     SOURCE_FS = 500.0
 
