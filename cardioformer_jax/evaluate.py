@@ -238,6 +238,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     lines += ["", f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width "
               f"bins): **{detail['ece']:.4f}**", ""]
 
+    comparison = evaluation["paper_comparison"]
     if evaluation.get("seed_summary"):
         n = len(evaluation["seeds"])
         lines += [f"## Mean ± std over {n} seeds ({split})", ""]
@@ -249,10 +250,12 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
                         [[seed, *(_pct(v[m]) for m in analysis.REPORTED_METRICS)]
                          for seed, v in evaluation["per_seed"].items()])
         lines.append("")
-    elif evaluation["dataset"] in analysis.PAPER_AUROC:
+    elif comparison["comparable"]:
         mean, std = analysis.PAPER_AUROC[evaluation["dataset"]]
         lines += [f"Paper AUROC on {evaluation['dataset']} (5 seeds): {mean:.2f} ± {std:.2f}; "
                   f"this run: {_pct(detail['segment']['auroc'])}.", ""]
+    if not comparison["comparable"]:
+        lines += [f"Not set beside the paper's results: {comparison['reason']}.", ""]
 
     record = detail["record"]
     lines += ["## Record level", "",
@@ -305,6 +308,21 @@ def report_paths(workdir: Path, split: str) -> tuple[Path, Path]:
     return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
 
 
+def _paper_comparison(model: inference.TrainedModel, split: str, data_dir: str | None
+                      ) -> dict[str, Any]:
+    """`analysis.paper_comparison` for the dataset the run was trained on, as built."""
+    config = _with_data_dir(model.config, data_dir)
+    builder_config = config.dataset.get("builder_config") or None
+    builder = build_dataset.load_builder(config.dataset.name, config.dataset.data_dir,
+                                         builder_config)
+    metadata = builder.info.metadata or {}
+    synthetic = bool(metadata.get("synthetic")) or bool(
+        config.dataset.get("synthetic_patients", 0))
+    comparable, reason = analysis.paper_comparison(config.dataset.name, builder_config, split,
+                                                   synthetic)
+    return {"comparable": comparable, "reason": reason}
+
+
 def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
                      seed: int | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluates a training workdir, writes the report, plots and JSON; returns the JSON."""
@@ -324,6 +342,7 @@ def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
         "classes": class_names, "detail": detail,
         "training_results": _training_results(detail_dir, split),
+        "paper_comparison": _paper_comparison(model, split, data_dir),
     }
     if seeds:
         per_seed = {}
@@ -336,7 +355,9 @@ def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
                 seed_predictions.probs, seed_predictions.labels, num_classes=num_classes)
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
-        evaluation["seed_summary"] = analysis.seed_summary(per_seed, evaluation["dataset"])
+        evaluation["seed_summary"] = analysis.seed_summary(
+            per_seed, evaluation["dataset"],
+            compare_with_paper=evaluation["paper_comparison"]["comparable"])
 
     report_path, json_path = report_paths(workdir, split)
     plots = write_plots(predictions, detail, class_names, workdir / PLOTS_DIR, split)

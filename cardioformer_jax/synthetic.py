@@ -40,6 +40,8 @@ __all__ = [
     "write_ptbxl_twin",
 ]
 
+# Marks a twin's root; the builders record it (tfds_builders.common.SYNTHETIC_MARKER).
+SYNTHETIC_MARKER = "SYNTHETIC_TWIN.txt"
 PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # MIMIC-IV-ECG headers really use this spelling and order (aVF before aVL), unlike PTB-XL;
 # a builder that selects leads by PTB-XL names would fail on the real download too.
@@ -869,6 +871,14 @@ def _write_record(path: pathlib.Path, sig: np.ndarray, fs: int, gain: float,
     path.with_name(name + ".dat").write_bytes(d.tobytes())
 
 
+def _mark_synthetic(root: pathlib.Path, layout: str) -> None:
+    """The marker the builders record (metadata ``synthetic``): reports then never set a
+    twin's results beside the paper's."""
+    (root / SYNTHETIC_MARKER).write_text(
+        f"Synthetic {layout} look-alike written by cardioformer_jax.synthetic: simulated "
+        f"signals, not patient data. Results on it are not comparable with published ones.\n")
+
+
 def _lead_list(rng: np.random.Generator, names: Sequence[str]) -> str:
     a, b = sorted(rng.choice(len(names), 2, replace=False))
     return f", {names[a]}-{names[b]},"
@@ -954,6 +964,7 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
         })
     db = pd.DataFrame(rows, columns=list(PTBXL_COLUMNS))
     db.to_csv(root / "ptbxl_database.csv", index=False)
+    _mark_synthetic(root, "PTB-XL")
     _scp_statements().to_csv(root / "scp_statements.csv")
     return root
 
@@ -1086,6 +1097,7 @@ def write_mimic_twin(out_dir: str | os.PathLike, n_subjects: int, seed: int = 0
             "qrs_axis": int(r_rng.integers(-30, 90)), "t_axis": int(r_rng.integers(0, 80)),
         })
     pd.DataFrame(records).to_csv(root / "record_list.csv", index=False)
+    _mark_synthetic(root, "MIMIC-IV-ECG")
     pd.DataFrame(measurements, columns=list(MEASUREMENT_COLUMNS)).to_csv(
         root / "machine_measurements.csv", index=False)
     return root

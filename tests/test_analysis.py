@@ -91,3 +91,22 @@ def test_record_level_and_seed_summary():
     assert math.isclose(rows["accuracy"]["std"], np.std([0.9, 0.8], ddof=1))
     ptb_rows = {r["metric"]: r for r in analysis.seed_summary(per_seed, "ptb")}
     assert ptb_rows["auroc"]["paper"] == "96.34 ± 0.11"
+
+
+@pytest.mark.parametrize("dataset,builder_config,split,synthetic,comparable,why", [
+    ("ptbxl", "", "test", False, True, "real data"),
+    ("ptb", "default", "test", False, True, "real data"),
+    ("ptbxl", "", "test", True, False, "synthetic twin"),
+    ("ptbxl", "random_split", "test", False, False, "random_split"),
+    ("ptbxl", "", "validation", False, False, "test split"),
+    ("mimic_iv_ecg", "", "test", False, False, "split by record"),
+])
+def test_only_the_papers_protocol_on_real_data_is_compared(dataset, builder_config, split,
+                                                           synthetic, comparable, why):
+    got, reason = analysis.paper_comparison(dataset, builder_config, split, synthetic)
+    assert got is comparable and why in reason
+    per_seed = {41: {m: 0.9 for m in analysis.REPORTED_METRICS},
+                42: {m: 0.8 for m in analysis.REPORTED_METRICS}}
+    rows = {r["metric"]: r for r in analysis.seed_summary(per_seed, dataset,
+                                                          compare_with_paper=got)}
+    assert (rows["auroc"]["paper"] is not None) == comparable

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from cardioformer_jax import build_dataset as bd
 from cardioformer_jax import preprocessing as pp
-from tfds_builders import splits
+from tfds_builders import common, splits
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -205,6 +205,7 @@ def test_ptbxl_metadata_counts_skips_and_classes(ptbxl_built):
     # Planned: records kept before reading signals; the 7 corrupted ones are all in train.
     assert train["planned_records"] == 15 + 7 and meta["splits"]["test"]["planned_records"] == 5
     assert meta["config"]["split_bounds"] == [0.6, 0.8]
+    assert meta["synthetic"] is False  # a PhysioNet-layout folder without the twin's marker
     json.dumps(dict(meta))  # plain JSON
 
 
@@ -267,6 +268,10 @@ def test_ptbxl_twin_matches_its_ground_truth(tmp_path):
     assert set(got) == set(kept["ecg_id"])
     for row in kept.itertuples():
         assert got[row.ecg_id] == (row.patient_id, list(PTBXL_CODES).index(row.label))
+    # The twin says what it is, and the build records it (reports never compare it).
+    assert synthetic.SYNTHETIC_MARKER == common.SYNTHETIC_MARKER
+    assert (root / synthetic.SYNTHETIC_MARKER).is_file()
+    assert bd.load_builder("ptbxl", tmp_path / "data").info.metadata["synthetic"] is True
 
 
 def test_ptbxl_split_leak_is_refused(tmp_path):

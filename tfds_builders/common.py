@@ -115,6 +115,10 @@ class SourceIndex:
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
+# Written by `cardioformer_jax.synthetic` into the root of every synthetic twin.
+SYNTHETIC_MARKER = "SYNTHETIC_TWIN.txt"
+
+
 def find_source_root(base: Path, is_root: Callable[[Path], bool]) -> Path | None:
     """`base` if `is_root(base)`, else its first sub-folder (sorted) for which it holds.
 
@@ -304,6 +308,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         splits.check_disjoint({s: (t.subject_id for t in plan[s]) for s in SPLITS})
 
         self._source_dir = os.fspath(root)
+        self._synthetic = (root / SYNTHETIC_MARKER).is_file()
         for split in SPLITS:
             self._split_stats[split] = {
                 "planned_records": len(plan[split]),
@@ -390,6 +395,9 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "config": self.builder_config.summary(),
                 "class_names": list(self.CLASS_NAMES),
                 "source_dir": self._source_dir,
+                # A synthetic twin (cardioformer_jax.synthetic) is never compared with the
+                # paper's numbers, whatever its layout.
+                "synthetic": bool(getattr(self, "_synthetic", False)),
                 "splits": self._split_stats,
                 "empty_splits": [
                     s for s in SPLITS if self._split_stats.get(s, {}).get("planned_records") == 0
