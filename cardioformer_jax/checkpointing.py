@@ -100,6 +100,11 @@ HISTORY_FILE = "config_history.jsonl"
 UNREADABLE_DIR = "unreadable_checkpoints"
 
 
+class ResumeConfigError(ValueError):
+    """A run directory's checkpoints do not belong with this config (see
+    `check_run_config`); the message names each field and what to do."""
+
+
 def _best_rank(metrics: Mapping[str, Any]) -> float:
     value = float(metrics.get(RANK_METRIC, -1))
     return value if math.isfinite(value) else -1.0
@@ -338,7 +343,7 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
             if old != new:
                 conflicts.append(f"{field}: {old!r} in the checkpoint, {new!r} now")
         if conflicts:
-            raise ValueError(
+            raise ResumeConfigError(
                 f"{run_dir} holds checkpoints of an incompatible run ("
                 + "; ".join(conflicts)
                 + "). Use another --workdir, or delete the old run to start over.")
@@ -347,7 +352,7 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
         if altering:
             details = "; ".join(f"{f}: {_lookup(saved, f)!r} in {CONFIG_FILE}, "
                                 f"{_lookup(current, f)!r} now" for f in altering)
-            raise ValueError(
+            raise ResumeConfigError(
                 f"resuming {run_dir} with these changes would alter what the run computes: "
                 f"{details}. Resume with the saved values, pass "
                 f"--allow_config_change={','.join(altering)} to apply them from the "

@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax import distributed, logging_utils, train
+from cardioformer_jax import checkpointing, distributed, logging_utils, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
@@ -72,9 +72,10 @@ def main(argv: list[str]) -> None:
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  allow_config_change=_ALLOW_CHANGE.value)
-    except FileNotFoundError as error:
-        # A dataset that is not built: the message holds the command that builds it, a
-        # traceback would only bury it. Other errors keep theirs.
+    except (FileNotFoundError, checkpointing.ResumeConfigError) as error:
+        # A dataset that is not built, or a workdir whose run does not fit this config:
+        # the message says what to do, a traceback would only bury it. Other errors keep
+        # theirs.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

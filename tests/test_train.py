@@ -473,3 +473,16 @@ def test_unreadable_latest_checkpoint_resumes_from_the_previous_one(data_dir, tm
     config = _config(data_dir, num_epochs=2, **overrides)
     assert checkpointing.tree_equal(_restore(run_dir, config).state.params,
                                     _restore(tmp_path / "uninterrupted", config).state.params)
+
+
+def test_command_line_refuses_a_changed_resume_with_a_message_not_a_traceback(data_dir,
+                                                                              tmp_path):
+    train.train_and_evaluate(_config(data_dir, steps_per_epoch=1), tmp_path)
+    command = _main_command(tmp_path, data_dir, "--config.train.steps_per_epoch=1",
+                            "--config.train.learning_rate=0.5")
+    proc = subprocess.run(command, cwd=REPO, env=_subprocess_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error: resuming" in proc.stderr and "train.learning_rate" in proc.stderr
+    assert "--allow_config_change=train.learning_rate" in proc.stderr
+    assert "Traceback" not in proc.stderr
