@@ -109,8 +109,9 @@ def _version_key(text: str) -> tuple[int, ...]:
 
 def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
                 ) -> epath.Path:
-    """`data_dir/name/config/<latest version>`; FileNotFoundError with the build command
-    when the dataset has not been built (completely) there.
+    """`data_dir/name/config/<the builder's version>`; FileNotFoundError with the build
+    command when the dataset has not been built (completely) there by this version of the
+    preparation code.
 
     An `epath.Path`, so a ``gs://`` data_dir stays a URL (`pathlib` would collapse its
     ``//``); reading one needs gcsfs (`etils.epath`'s GCS backend)."""
@@ -130,7 +131,16 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
             f"dataset {name}/{config} is not built under {config_dir.parent.parent}. "
             f"Build it with:\n  {build_command(name, data_dir, config)}"
         )
-    return config_dir / max(versions, key=_version_key)
+    current = str(builder_class(name).VERSION)
+    if current not in versions:
+        # Another version's preparation: reusing it would silently train on other data.
+        raise FileNotFoundError(
+            f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
+            f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
+            f"version {current}, so that build is not reused. Build it with:\n  "
+            f"{build_command(name, data_dir, config)}"
+        )
+    return config_dir / current
 
 
 def load_builder(

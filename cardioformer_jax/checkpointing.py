@@ -97,6 +97,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "dataset.prefetch_batches",
 )
 HISTORY_FILE = "config_history.jsonl"
+DATASET_FILE = "dataset.json"
 UNREADABLE_DIR = "unreadable_checkpoints"
 
 
@@ -317,7 +318,8 @@ def config_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict,
-                     allow: Sequence[str] = ()) -> list[str]:
+                     allow: Sequence[str] = (),
+                     dataset: Mapping[str, Any] | None = None) -> list[str]:
     """Saves ``config.json`` in a new run directory, or checks a resumed run against it.
 
     Raises ValueError naming each differing field of `INCOMPATIBLE_FIELDS` when the run
@@ -326,7 +328,10 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
     `RESUMABLE_CHANGES` that `allow` does not name (a learning rate, dropout, dtype, data
     directory, mesh, ... would change what the run computes from then on). Each start is
     appended to ``config_history.jsonl`` with the fields it changed; ``config.json`` holds
-    the config in force. Only process 0 writes. Returns the changed fields.
+    the config in force. `dataset` (`input_pipeline.dataset_identity`) is kept in
+    ``dataset.json``; resuming on a dataset with another fingerprint (another build, other
+    source files, other preparation) is refused unless `allow` names
+    ``dataset.fingerprint``. Only process 0 writes. Returns the changed fields.
     """
     run_dir = paths.resolve_path(run_dir)
     path = run_dir / CONFIG_FILE
@@ -348,6 +353,19 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
                 + "; ".join(conflicts)
                 + "). Use another --workdir, or delete the old run to start over.")
         changed = _changed_fields(saved, current)
+        dataset_file = run_dir / DATASET_FILE
+        if dataset is not None and dataset_file.is_file():
+            old = json.loads(dataset_file.read_text()).get("fingerprint_sha256")
+            new = dataset.get("fingerprint_sha256")
+            if old != new:
+                changed.append("dataset.fingerprint")
+                if "dataset.fingerprint" not in allow:
+                    raise ResumeConfigError(
+                        f"{run_dir} was trained on a dataset with fingerprint {old}, the "
+                        f"dataset now at {dataset.get('data_dir')} has {new} (another build,"
+                        f" source or preparation). Resuming would mix two datasets in one "
+                        f"run: use another --workdir, or pass "
+                        f"--allow_config_change=dataset.fingerprint to accept it.")
         altering = [f for f in changed if f not in RESUMABLE_CHANGES and f not in allow]
         if altering:
             details = "; ".join(f"{f}: {_lookup(saved, f)!r} in {CONFIG_FILE}, "
@@ -363,12 +381,16 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
     if jax.process_index() == 0:
         entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "resumed": bool(path.is_file() and has_checkpoints), "changed": changed,
-                 "sha256": config_digest(current), "config": current}
+                 "sha256": config_digest(current), "config": current,
+                 "dataset_fingerprint": None if dataset is None
+                 else dataset.get("fingerprint_sha256")}
         run_dir.mkdir(parents=True, exist_ok=True)
         history = run_dir / HISTORY_FILE
         previous = history.read_text() if history.is_file() else ""
         history.write_text(previous + json.dumps(logging_utils.to_jsonable(entry)) + "\n")
         logging_utils.write_json(path, current)
+        if dataset is not None:
+            logging_utils.write_json(run_dir / DATASET_FILE, dict(dataset))
     return changed
 
 

@@ -178,6 +178,7 @@ def dataset_identity(config: Any) -> dict[str, Any]:
         "version": str(info.version),
         "data_dir": os.fspath(builder.data_dir),
         "splits": {name: int(split.num_examples) for name, split in info.splits.items()},
+        "fingerprint_sha256": ((info.metadata or {}).get("fingerprint") or {}).get("sha256"),
     }
 
 

@@ -472,7 +472,11 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     train_config = config.train
     mesh = sharding.mesh_from_config(config)
     check_fits(config, mesh)
-    checkpointing.check_run_config(run_dir, config, allow=allow_config_change)
+    try:
+        dataset = input_pipeline.dataset_identity(config)
+    except FileNotFoundError:
+        dataset = None  # not built: `validate` below says how to build it
+    checkpointing.check_run_config(run_dir, config, allow=allow_config_change, dataset=dataset)
     input_pipeline.validate(config)  # shapes and labels against the model, before compiling
 
     compiled = programs(config, mesh)
@@ -566,7 +570,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         "provenance": {
             "configs": [{"sha256": e["sha256"], "time": e["time"], "changed": e["changed"]}
                         for e in checkpointing.config_history(run_dir)],
-            "dataset": input_pipeline.dataset_identity(config),
+            "dataset": dataset,
         },
     }
     if jax.process_index() == 0:

@@ -226,12 +226,43 @@ def test_ptbxl_parallel_build_writes_the_same_examples(ptbxl_built, tmp_path):
     _, data_dir, root, _ = ptbxl_built
     builder = bd.build("ptbxl", root, tmp_path, num_workers=2, progress=False)
     assert builder.info.metadata["skipped_records"]["truncated"] == 1
+    # Same source, code and config: the same fingerprint, however the build was run.
+    fingerprint = builder.info.metadata["fingerprint"]
+    serial = bd.load_builder("ptbxl", data_dir).info.metadata["fingerprint"]
+    assert fingerprint["sha256"] == serial["sha256"] and fingerprint["builder_version"] == "1.1.0"
+    assert fingerprint["source"]["records"] == 25 + 7  # every planned record, corrupt ones too
+    assert set(fingerprint["source"]["metadata_files"]) == {"ptbxl_database.csv",
+                                                           "scp_statements.csv"}
     for split in SPLIT_NAMES:
         parallel = by_record(read_split(tmp_path, "ptbxl", split))
         serial = by_record(read_split(data_dir, "ptbxl", split))
         assert parallel.keys() == serial.keys()
         for record_id in serial:
             np.testing.assert_array_equal(parallel[record_id], serial[record_id])
+
+
+def test_fingerprint_follows_source_files_and_preparation(tmp_path):
+    from tfds_builders import fingerprint
+
+    root = tmp_path / "src"
+    record = fx.write_record(root, "r1", fx.ecg_like(500, 500, 2, 0), 500, leads=["I", "II"])
+    (root / "db.csv").write_text("a,b\n1,2\n")
+
+    def sha(preparation=None):
+        source = fingerprint.source_summary(root, ["db.csv", "absent.csv"], [str(record)])
+        return fingerprint.fingerprint(builder_version="1.1.0",
+                                       preparation=preparation or {"fs": 250},
+                                       source=source, code_digest="x")["sha256"]
+
+    base = sha()
+    assert sha() == base
+    assert sha({"fs": 500}) != base  # other preparation parameters
+    (root / "db.csv").write_text("a,b\n1,3\n")
+    edited = sha()
+    assert edited != base  # other metadata
+    with open(str(record) + ".dat", "ab") as f:
+        f.write(b"\0\0")
+    assert sha() != edited  # a record's file changed size
 
 
 def test_ptbxl_superdiagnostic_config(ptbxl_source, tmp_path):

@@ -63,3 +63,15 @@ def test_gs_data_dir_reaches_tfds_unchanged(tiny_ptbxl):
     assert os.fspath(built) == f"{url}/ptbxl/default/1.1.0"
     assert ip.DataSpec.from_config(_config(url)).data_dir == url
     assert f"--data_dir={url}" in build_dataset.build_command("ptbxl", url, None)
+
+
+def test_a_build_of_another_builder_version_is_not_reused(tiny_ptbxl, tmp_path):
+    import shutil
+
+    _, data_dir = tiny_ptbxl
+    old = tmp_path / "ptbxl" / "default" / "1.0.0"
+    shutil.copytree(build_dataset.dataset_dir("ptbxl", data_dir), old)
+    with pytest.raises(FileNotFoundError, match="built by builder version 1.0.0; this code "
+                                                "prepares version 1.1.0") as error:
+        build_dataset.dataset_dir("ptbxl", tmp_path)
+    assert "python -m cardioformer_jax.build_dataset ptbxl" in str(error.value)

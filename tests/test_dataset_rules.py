@@ -165,3 +165,25 @@ def test_csv_columns_read_by_pandas_keep_their_missing_cells_missing(tmp_path):
         assert labels.mimic_label(cells[0][1:]) == labels.MIMIC_CLASSES.index("NORM")
         assert labels.mimic_label(cells[1][1:]) == labels.MIMIC_CLASSES.index("AF")
         assert [labels.is_missing(c) for c in cells[0][1:]] == [False, True]
+
+
+def test_preparation_code_digest_is_recorded_for_this_builder_version():
+    from tfds_builders import common, fingerprint
+
+    got = fingerprint.preparation_code_digest()
+    assert got == fingerprint.PREPARATION_CODE_SHA256, (
+        f"the preparation code changed (digest {got}): bump EcgBuilder.VERSION (now "
+        f"{common.EcgBuilder.VERSION}) with a release note, and set "
+        f"fingerprint.PREPARATION_CODE_SHA256 to the new digest")
+
+
+def test_preparation_code_digest_ignores_comments_and_docstrings_only(tmp_path):
+    from tfds_builders import fingerprint
+
+    def digest(source: str) -> str:
+        (tmp_path / "m.py").write_text(source)
+        return fingerprint.preparation_code_digest(("m.py",), root=tmp_path)
+
+    base = digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x * 2\n')
+    assert digest('"""Other."""\n# note\ndef f(x):\n    return x * 2  # why\n') == base
+    assert digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x * 3\n') != base

@@ -486,3 +486,20 @@ def test_command_line_refuses_a_changed_resume_with_a_message_not_a_traceback(da
     assert "error: resuming" in proc.stderr and "train.learning_rate" in proc.stderr
     assert "--allow_config_change=train.learning_rate" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_on_a_dataset_with_another_fingerprint_is_refused(data_dir, tmp_path):
+    config = _config(data_dir, steps_per_epoch=1)
+    train.train_and_evaluate(config, tmp_path)
+    recorded = json.loads((tmp_path / checkpointing.DATASET_FILE).read_text())
+    assert recorded["fingerprint_sha256"]  # the build's fingerprint is on record
+    # As if the run had been trained on another build of the dataset.
+    other = {**recorded, "fingerprint_sha256": "0" * 64}
+    (tmp_path / checkpointing.DATASET_FILE).write_text(json.dumps(other))
+    more = _config(data_dir, steps_per_epoch=1, num_epochs=2)
+    with pytest.raises(checkpointing.ResumeConfigError, match="mix two datasets"):
+        train.train_and_evaluate(more, tmp_path)
+    result = train.train_and_evaluate(more, tmp_path,
+                                      allow_config_change=["dataset.fingerprint"])
+    assert result["epochs_completed"] == 2
+    assert "dataset.fingerprint" in checkpointing.config_history(tmp_path)[-1]["changed"]

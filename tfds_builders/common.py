@@ -27,7 +27,8 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from tfds_builders import parallel, processing, splits
+from cardioformer_jax import preprocessing
+from tfds_builders import fingerprint, parallel, processing, splits
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,21 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
         self._source_dir = os.fspath(root)
         self._synthetic = (root / SYNTHETIC_MARKER).is_file()
+        self._fingerprint = fingerprint.fingerprint(
+            builder_version=str(self.VERSION),
+            preparation={
+                "config": config.summary(),
+                "mode": self.MODE,
+                "source_fs": self.SOURCE_FS,
+                "target_fs": preprocessing.TARGET_FS,
+                "signal_shape": list(self.SIGNAL_SHAPE),
+                "lead_names": list(self.LEAD_NAMES),
+                "class_names": list(self.CLASS_NAMES),
+            },
+            source=fingerprint.source_summary(
+                root, (*self.SOURCE_MARKERS, "scp_statements.csv"),
+                (t.path for t in index.tasks)),
+        )
         for split in SPLITS:
             self._split_stats[split] = {
                 "planned_records": len(plan[split]),
@@ -395,6 +411,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "config": self.builder_config.summary(),
                 "class_names": list(self.CLASS_NAMES),
                 "source_dir": self._source_dir,
+                "fingerprint": getattr(self, "_fingerprint", None),
                 # A synthetic twin (cardioformer_jax.synthetic) is never compared with the
                 # paper's numbers, whatever its layout.
                 "synthetic": bool(getattr(self, "_synthetic", False)),

@@ -1,0 +1,94 @@
+"""What a built dataset was made from and how: its fingerprint.
+
+A build records (``info.metadata["fingerprint"]``) the builder version, the preparation
+parameters, a digest of the preparation code and a summary of the source files, plus one
+SHA-256 over all of it. Training stores that digest with the run and refuses to resume on a
+dataset with another one, so two datasets are never mixed in one run.
+
+The code digest covers the modules that decide what an example contains. Comments and
+docstrings do not count (the digest is taken over the parsed syntax tree), so only a change
+of behaviour moves it; `tests/test_dataset_rules.py` then fails until the builder version
+is bumped and `PREPARATION_CODE_SHA256` updated, so a stale build is never reused silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# Digest of the preparation code of builder version 1.1.0 (see the module docstring).
+PREPARATION_CODE_SHA256 = "0348008e8b8b6a0e8455a24c7b7038701ee3cb17888dca22698cf3069916d0cc"
+
+_ROOT = Path(__file__).resolve().parents[1]
+PREPARATION_MODULES: tuple[str, ...] = (
+    "cardioformer_jax/preprocessing.py",
+    "tfds_builders/common.py",
+    "tfds_builders/labels.py",
+    "tfds_builders/processing.py",
+    "tfds_builders/splits.py",
+    "tfds_builders/ptbxl/ptbxl_dataset_builder.py",
+    "tfds_builders/ptb/ptb_dataset_builder.py",
+    "tfds_builders/mimic_iv_ecg/mimic_iv_ecg_dataset_builder.py",
+)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def preparation_code_digest(modules: Sequence[str] = PREPARATION_MODULES,
+                            root: Path = _ROOT) -> str:
+    """SHA-256 over the syntax trees (no comments, no docstrings) of the preparation code."""
+    digest = hashlib.sha256()
+    for name in modules:
+        tree = _without_docstrings(ast.parse((root / name).read_text(), filename=name))
+        digest.update(name.encode())
+        digest.update(ast.dump(tree, annotate_fields=False).encode())
+    return digest.hexdigest()
+
+
+def source_summary(root: Path, metadata_files: Iterable[str],
+                   record_paths: Iterable[str]) -> dict[str, Any]:
+    """The source folder in brief: SHA-256 of each metadata file, and the number, names and
+    byte sizes of the records' files (a stat per file, no signal is read)."""
+    files = {}
+    for name in metadata_files:
+        path = root / name
+        if path.is_file():
+            files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    records = hashlib.sha256()
+    count = 0
+    for record in sorted(record_paths):
+        sizes = []
+        for suffix in (".hea", ".dat", ".xyz", ".mat"):
+            try:
+                sizes.append(f"{suffix}:{os.stat(record + suffix).st_size}")
+            except OSError:
+                continue
+        records.update(f"{os.path.relpath(record, root)} {' '.join(sizes)}\n".encode())
+        count += 1
+    return {"metadata_files": files, "records": count, "records_sha256": records.hexdigest()}
+
+
+def fingerprint(*, builder_version: str, preparation: Mapping[str, Any],
+                source: Mapping[str, Any], code_digest: str | None = None) -> dict[str, Any]:
+    """The fingerprint dict, with ``sha256`` over everything else in it."""
+    value = {
+        "builder_version": builder_version,
+        "preparation": dict(preparation),
+        "preparation_code_sha256": code_digest or preparation_code_digest(),
+        "source": dict(source),
+    }
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return {**value, "sha256": hashlib.sha256(text.encode()).hexdigest()}
