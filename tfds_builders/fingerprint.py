@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Digest of the preparation code of builder version 1.1.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "0348008e8b8b6a0e8455a24c7b7038701ee3cb17888dca22698cf3069916d0cc"
+PREPARATION_CODE_SHA256 = "57ef3e6b8d60862ff2feb47c5e018a2b610b7c4d05ed8e930171f09592b93847"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (
@@ -47,6 +47,22 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# AST fields newer Pythons add with empty defaults (3.12: type parameters): left out, so
+# the digest is the same on every supported Python.
+_OPTIONAL_FIELDS = frozenset({"type_params", "type_comment"})
+
+
+def _canonical(node: Any) -> Any:
+    """A plain, Python-version-independent form of a syntax tree (no positions)."""
+    if isinstance(node, ast.AST):
+        fields = [(name, _canonical(getattr(node, name, None))) for name in node._fields
+                  if not (name in _OPTIONAL_FIELDS and not getattr(node, name, None))]
+        return [type(node).__name__, fields]
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    return repr(node)
+
+
 def preparation_code_digest(modules: Sequence[str] = PREPARATION_MODULES,
                             root: Path = _ROOT) -> str:
     """SHA-256 over the syntax trees (no comments, no docstrings) of the preparation code."""
@@ -54,7 +70,7 @@ def preparation_code_digest(modules: Sequence[str] = PREPARATION_MODULES,
     for name in modules:
         tree = _without_docstrings(ast.parse((root / name).read_text(), filename=name))
         digest.update(name.encode())
-        digest.update(ast.dump(tree, annotate_fields=False).encode())
+        digest.update(json.dumps(_canonical(tree)).encode())
     return digest.hexdigest()
 
 
