@@ -292,7 +292,8 @@ cmd_create() {
 cmd_setup() {
   local fetch
   if [[ -n "$GIT_URL" ]]; then
-    fetch="rm -rf $REMOTE_DIR && git clone --quiet $(quote "$GIT_URL") $REMOTE_DIR && git -C $REMOTE_DIR checkout --quiet $(quote "$GIT_REF")"
+    # "--": a URL starting with "-" is never read as an option.
+    fetch="rm -rf $REMOTE_DIR && git clone --quiet -- $(quote "$GIT_URL") $REMOTE_DIR && git -C $REMOTE_DIR checkout --quiet $(quote "$GIT_REF")"
   else
     # HEAD of this checkout, as a tarball copied to every worker.
     local repo archive
@@ -307,11 +308,12 @@ cmd_setup() {
       --worker=all
     fetch="rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf \$HOME/cardioformer_jax.tar.gz -C $REMOTE_DIR"
   fi
-  # The TPU images ship an older Python (3.10 on Ubuntu 22.04): uv installs the project's
-  # Python into a fresh venv, then the project with jax[tpu] (libtpu comes from PyPI) and
-  # the gs:// clients: gcsfs (etils.epath, TFDS metadata, Orbax directories) and
-  # google-cloud-storage (tensorboardX event files).
-  on_all_workers "set -e; $fetch; { [ -x $UV ] || curl -LsSf https://astral.sh/uv/install.sh | sh; }; rm -rf \$HOME/venv; $UV venv --quiet --python $PYTHON_VERSION \$HOME/venv; cd $REMOTE_DIR; $UV pip install --quiet --python \$HOME/venv/bin/python '.[tpu]' gcsfs google-cloud-storage; \$HOME/venv/bin/python -c 'import cardioformer_jax, jax; print(\"installed, jax\", jax.__version__)'"
+  # The TPU images ship an older Python (3.10 on Ubuntu 22.04): uv (from PyPI, not a
+  # piped install script) installs the project's Python into a fresh venv, then the
+  # project at the lock's versions with jax[tpu] (libtpu comes from PyPI) and the gs://
+  # clients: gcsfs (etils.epath, TFDS metadata, Orbax directories) and google-cloud-storage
+  # (tensorboardX event files).
+  on_all_workers "set -e; $fetch; { [ -x $UV ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --user --break-system-packages uv; }; rm -rf \$HOME/venv; $UV venv --quiet --python $PYTHON_VERSION \$HOME/venv; cd $REMOTE_DIR; $UV pip install --quiet --python \$HOME/venv/bin/python -c requirements/lock.txt '.[tpu]' gcsfs google-cloud-storage; \$HOME/venv/bin/python -c 'import cardioformer_jax, jax; print(\"installed, jax\", jax.__version__)'"
 }
 
 train_args() {

@@ -164,7 +164,11 @@ def test_tpu_detached_train_git_setup_and_other_commands(tmp_path):
                         "--git-ref=v1", "setup", env=env)
     install = _option(setup, "--command")
     _check_remote_syntax(install)
-    assert "git clone --quiet https://github.com/me/cardioformer-jax.git" in install
+    assert "git clone --quiet -- https://github.com/me/cardioformer-jax.git" in install
+    # uv comes from the package registry, never from a script piped into a shell.
+    assert "curl" not in install and "| sh" not in install
+    assert "python3 -m pip install --quiet --user uv" in install
+    assert "-c requirements/lock.txt '.[tpu]'" in install
     assert "checkout --quiet v1" in install
     tpu = ["gcloud", "compute", "tpus", "tpu-vm"]
     assert _dry_run(TPU, "delete", env=env) == [
