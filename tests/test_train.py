@@ -503,3 +503,55 @@ def test_resume_on_a_dataset_with_another_fingerprint_is_refused(data_dir, tmp_p
                                       allow_config_change=["dataset.fingerprint"])
     assert result["epochs_completed"] == 2
     assert "dataset.fingerprint" in checkpointing.config_history(tmp_path)[-1]["changed"]
+
+
+@pytest.mark.slow
+def test_run_killed_at_random_moments_ends_identical_to_an_uninterrupted_one(data_dir,
+                                                                             tmp_path):
+    overrides = ["--config.train.num_epochs=2", "--config.train.checkpoint_every_steps=4"]
+    env = _subprocess_env()
+    reference = subprocess.Popen(_main_command(tmp_path / "reference", data_dir, *overrides),
+                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+    command = _main_command(tmp_path / "killed", data_dir, *overrides)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    rng = np.random.default_rng(15)
+    kills = 0
+
+    def steps() -> set[str]:
+        return {p.name for p in checkpoints.iterdir()} if checkpoints.is_dir() else set()
+
+    for _ in range(3):  # SIGKILL at a random moment after a new checkpoint appears
+        before = steps()
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 240
+            while steps() == before and proc.poll() is None:
+                assert time.time() < deadline
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 1.0))  # mid-step, mid-save or mid-evaluation
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        if (tmp_path / "killed" / "results.json").exists():
+            break
+    assert kills >= 2, "the run finished before it could be killed twice"
+    if not (tmp_path / "killed" / "results.json").exists():
+        finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=300)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    _, reference_log = reference.communicate(timeout=300)
+    assert reference.returncode == 0, reference_log[-3000:]
+
+    config = train_fixtures.tiny_config(data_dir)
+    final = {name: _restore(tmp_path / name, config) for name in ("reference", "killed")}
+    assert final["reference"].step == final["killed"].step == 38
+    assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
+    results = [json.loads((tmp_path / name / "results.json").read_text())
+               for name in ("reference", "killed")]
+    assert _numbers(results[0]) == _numbers(results[1])
