@@ -339,6 +339,19 @@ def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
     assert "train.batch_size=12 must be divisible by the 8 devices" in eight["batch_error"]
 
 
+def _assert_killed_run_ends_as_the_reference(tmp_path, data_dir) -> list[dict]:
+    """Both runs (``reference``, ``killed``) end at step 38 with equal state and numbers;
+    returns their results.json."""
+    config = train_fixtures.tiny_config(data_dir)
+    final = {name: _restore(tmp_path / name, config) for name in ("reference", "killed")}
+    assert final["reference"].step == final["killed"].step == 38
+    assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
+    results = [json.loads((tmp_path / name / "results.json").read_text())
+               for name in ("reference", "killed")]
+    assert _numbers(results[0]) == _numbers(results[1])
+    return results
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
     overrides = ["--config.train.num_epochs=2", "--config.train.checkpoint_every_steps=8"]
@@ -373,13 +386,7 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
     _, reference_log = reference.communicate(timeout=300)
     assert reference.returncode == 0, reference_log[-3000:]
 
-    config = train_fixtures.tiny_config(data_dir)
-    final = {name: _restore(tmp_path / name, config) for name in ("reference", "killed")}
-    assert final["reference"].step == final["killed"].step == 38
-    assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
-    results = [json.loads((tmp_path / name / "results.json").read_text())
-               for name in ("reference", "killed")]
-    assert _numbers(results[0]) == _numbers(results[1])
+    results = _assert_killed_run_ends_as_the_reference(tmp_path, data_dir)
     assert [len(r["provenance"]["configs"]) for r in results] == [1, 2]
 
 
@@ -549,10 +556,4 @@ def test_run_killed_at_random_moments_ends_identical_to_an_uninterrupted_one(dat
     _, reference_log = reference.communicate(timeout=300)
     assert reference.returncode == 0, reference_log[-3000:]
 
-    config = train_fixtures.tiny_config(data_dir)
-    final = {name: _restore(tmp_path / name, config) for name in ("reference", "killed")}
-    assert final["reference"].step == final["killed"].step == 38
-    assert checkpointing.tree_equal(final["reference"].state, final["killed"].state)
-    results = [json.loads((tmp_path / name / "results.json").read_text())
-               for name in ("reference", "killed")]
-    assert _numbers(results[0]) == _numbers(results[1])
+    _assert_killed_run_ends_as_the_reference(tmp_path, data_dir)
