@@ -65,12 +65,15 @@ def build(
     split_bounds: tuple[float, float] | None = None,
     split_seed: int | None = None,
     progress: bool = True,
+    register_checksums: bool = False,
 ) -> tfds.core.DatasetBuilder:
     """Builds `name` into `data_dir` (ArrayRecord) and returns the builder.
 
     `manual_dir`: the unpacked PhysioNet folder (or its parent); None downloads the
     open-access zip (network needed only then). An already built dataset is reused.
     `num_workers`: record-processing processes (None: all cores, 0: in this process).
+    `register_checksums`: record the downloaded archive's size and SHA-256 in the
+    builder's `checksums.tsv` (later downloads are then checked against it).
     """
     builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
     builder = builder_class(name)(
@@ -80,7 +83,8 @@ def build(
         progress=progress,
     )
     download_config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+        register_checksums=register_checksums,
     )
     # Our per-record bar (with a total and records/s) replaces TFDS's example counters
     # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
@@ -207,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         "(derives a config named <config>-seed<N>)",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--register_checksums", action="store_true",
+        help="record the downloaded archive's size and SHA-256 in the builder's checksums.tsv",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     builder = build(
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         split_bounds=args.split_bounds,
         split_seed=args.split_seed,
         progress=not args.no_progress,
+        register_checksums=args.register_checksums,
     )
     metadata = builder.info.metadata
     print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")

@@ -40,6 +40,7 @@ class InputSpec:
       mode: ``"segments"`` (1 s windows) or ``"beats"`` (heartbeats).
       sample_length: samples per model input at ``sample_rate``.
       sample_rate: Hz, what every record is resampled to.
+      beat_rule: for heartbeats, how they are cut (`preprocessing.heartbeats`).
     """
 
     dataset: str
@@ -48,6 +49,7 @@ class InputSpec:
     mode: str
     sample_length: int
     sample_rate: int = preprocessing.TARGET_FS
+    beat_rule: str = "port"
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description of the preparation (for exported models)."""
@@ -63,14 +65,24 @@ class InputSpec:
         if self.mode == "segments":
             steps.append(f"cut consecutive non-overlapping windows of {self.sample_length} "
                          "samples (a shorter remainder is dropped)")
-        else:
+        elif self.beat_rule == "port":
             steps.append(
                 "detect R peaks per lead (neurokit2 ecg_clean + ecg_peaks, method 'neurokit', "
                 f"at {self.sample_rate} Hz); RR = median over leads of each lead's median RR "
-                f"(records with RR > {preprocessing.MAX_RR} samples are refused); beat k = "
-                "[R_k - RR//2, R_k - RR//2 + RR) with R_k the median over leads of their "
-                f"k-th peak, clipped to the record and zero-padded equally on both sides to "
-                f"{self.sample_length} samples")
+                f"(records with RR > {preprocessing.MAX_RR} samples are refused); as many "
+                "beats as the median per-lead peak count; beat k = "
+                "[R_k - RR//2, R_k - RR//2 + RR) with RR rounded and R_k the median over the "
+                "leads that have a k-th peak, clipped to the record and zero-padded equally "
+                f"on both sides to {self.sample_length} samples")
+        else:
+            steps.append(
+                "detect R peaks per lead (neurokit2 ecg_clean + ecg_peaks, method 'neurokit', "
+                f"at {self.sample_rate} Hz); RR = median, over the leads with two or more "
+                "peaks, of each lead's median RR (records with RR > "
+                f"{preprocessing.MAX_RR} samples are refused); as many beats as the lead with "
+                "the most peaks; beat k = [int(R_k) - int(RR/2), int(R_k) + int(RR/2)) with "
+                "R_k the median over the leads that have a k-th peak, clipped to the record "
+                f"and zero-padded equally on both sides to {self.sample_length} samples")
         steps.append("standardise each sample per lead (mean 0, population std 1; a constant "
                      "lead becomes zeros), float32")
         steps.append("class probabilities of a record: softmax of the logits, averaged over "
@@ -82,6 +94,7 @@ class InputSpec:
             "mode": self.mode,
             "sample_length": self.sample_length,
             "sample_rate_hz": self.sample_rate,
+            **({"beat_rule": self.beat_rule} if self.mode == "beats" else {}),
             "standardise_per_record": True,
             "standardise_per_sample": True,
             "steps": steps,
@@ -99,12 +112,19 @@ INPUT_SPECS: dict[str, InputSpec] = {
 }
 
 
-def input_spec(dataset: str) -> InputSpec:
-    """The `InputSpec` of a dataset name; ValueError for an unknown one."""
+# Builder configs whose samples are cut differently from their dataset's default.
+_BEAT_RULE_CONFIGS = {("ptb", "reference_beats"): "reference"}
+
+
+def input_spec(dataset: str, builder_config: str = "") -> InputSpec:
+    """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one."""
     if dataset not in INPUT_SPECS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
-    return INPUT_SPECS[dataset]
+    spec = INPUT_SPECS[dataset]
+    # A derived config (`common.derive_config`: "reference_beats-b0.6-0.8") cuts as its base.
+    rule = _BEAT_RULE_CONFIGS.get((dataset, builder_config.split("-")[0]))
+    return spec if rule is None else dataclasses.replace(spec, beat_rule=rule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +158,7 @@ def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRec
         samples = preprocessing.segment(prepared, spec.sample_length)
     else:
         samples = preprocessing.heartbeats(prepared, path=record.path,
-                                           beat_length=spec.sample_length)
+                                           beat_length=spec.sample_length, rule=spec.beat_rule)
     if len(samples) == 0:
         raise RecordError(record.path, "too_short",
                           f"no complete sample of {spec.sample_length} samples at "

@@ -354,6 +354,10 @@ def detect_r_peaks(lead: np.ndarray, fs: int = TARGET_FS) -> np.ndarray:
     return np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
 
 
+BEAT_RULES = ("port", "reference")
+"""How heartbeats are cut (docs/data.md, PTB): this port's rule (default) or the reference's."""
+
+
 def heartbeats(
     signal: np.ndarray,
     *,
@@ -362,21 +366,29 @@ def heartbeats(
     max_rr: int = MAX_RR,
     beat_length: int = BEAT_LENGTH,
     peaks: Sequence[np.ndarray] | None = None,
+    rule: str = "port",
 ) -> np.ndarray:
     """Cuts a resampled, standardised `(T, C)` record into heartbeats (docs/data.md, PTB).
 
     Per lead: R peaks (neurokit2) and the median RR interval; the record's RR is the median
     over leads. The k-th beat's R position is the median over leads of their k-th peak.
-    The reference leaves open what happens when leads detect different numbers of beats: here
-    the number of beats is the median of the per-lead counts, and beat k's position is the
-    median over the leads that have a k-th peak, which tolerates one lead missing or adding
-    a few beats in either direction. Each beat is `[R - RR//2, R - RR//2 + RR)` clipped to
-    the record, zero-padded equally on both sides (the odd extra sample on the right) to
-    `beat_length`. Raises `RecordError` when detection fails (a lead with fewer than two
-    peaks, or neurokit2 raising) or the RR interval exceeds `max_rr`.
+    Each beat is clipped to the record and zero-padded equally on both sides (the odd extra
+    sample on the right) to `beat_length`. Raises `RecordError` when detection fails or the
+    RR interval exceeds `max_rr`. The two rules differ where leads disagree:
+
+    * ``"port"``: every lead needs two peaks (else ``beat_detection_failed``); the number of
+      beats is the median of the per-lead counts and beat k's R the median over the leads
+      that have a k-th peak, which tolerates one lead missing or adding a few beats; a beat
+      is ``[R - RR//2, R - RR//2 + RR)`` with RR rounded.
+    * ``"reference"``: as the reference code cuts them, to reproduce its sample counts.
+      Medians skip missing values (a lead with fewer than two peaks has no RR and is left
+      out; detection fails only when no lead has one); there are as many beats as the lead
+      with the most peaks has; a beat is ``[int(R) - int(RR/2), int(R) + int(RR/2))``.
 
     `peaks` (one index array per lead) bypasses detection; used to test the cutting alone.
     """
+    if rule not in BEAT_RULES:
+        raise ValueError(f"unknown heartbeat rule {rule!r}; use one of {BEAT_RULES}")
     signal = np.asarray(signal, dtype=np.float32)
     n, n_leads = signal.shape
     if peaks is None:
@@ -385,21 +397,30 @@ def heartbeats(
         except Exception as err:  # neurokit2 raises assorted errors on degenerate input
             raise RecordError(path, "beat_detection_failed", f"neurokit2 failed: {err}") from err
     counts = [len(p) for p in peaks]
-    if min(counts) < 2:
-        raise RecordError(
-            path, "beat_detection_failed", f"a lead has fewer than two R peaks (counts {counts})"
-        )
-    rr = float(np.median([np.median(np.diff(p)) for p in peaks]))
+    if rule == "port":
+        if min(counts) < 2:
+            raise RecordError(path, "beat_detection_failed",
+                              f"a lead has fewer than two R peaks (counts {counts})")
+        rr = float(np.median([np.median(np.diff(p)) for p in peaks]))
+        n_beats = int(np.median(counts))
+    else:
+        lead_rr = [float(np.median(np.diff(p))) for p in peaks if len(p) >= 2]
+        if not lead_rr:
+            raise RecordError(path, "beat_detection_failed",
+                              f"no lead has two R peaks (counts {counts})")
+        rr = float(np.median(lead_rr))
+        n_beats = max(counts)
     if rr > max_rr:
         raise RecordError(path, "rr_too_long", f"RR interval {rr:g} samples exceeds {max_rr}")
-    rr_int = int(round(rr))
-    n_beats = int(np.median(counts))
+    if rule == "port":
+        rr_int = int(round(rr))
+        half_before, half_after = rr_int // 2, rr_int - rr_int // 2
+    else:
+        half_before = half_after = int(rr / 2)
     beats = np.zeros((n_beats, beat_length, n_leads), dtype=np.float32)
     for k in range(n_beats):
         r = int(np.median([p[k] for p in peaks if len(p) > k]))
-        start = max(r - rr_int // 2, 0)
-        stop = min(r - rr_int // 2 + rr_int, n)
-        piece = signal[start:stop]
+        piece = signal[max(r - half_before, 0) : min(r + half_after, n)]
         left = (beat_length - len(piece)) // 2
         beats[k, left : left + len(piece)] = piece
     return beats
@@ -411,10 +432,11 @@ def record_heartbeats(
     expected_fs: float | None = None,
     expected_leads: int | None = None,
     lead_names: Sequence[str] | None = None,
+    rule: str = "port",
 ) -> np.ndarray:
     """PTB samples of a record: heartbeats `(k, 300, C)` float32 (docs/data.md, PTB)."""
     prepared = prepare_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0,
         lead_names=lead_names,
     )
-    return heartbeats(prepared, path=path)
+    return heartbeats(prepared, path=path, rule=rule)

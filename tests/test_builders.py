@@ -229,7 +229,8 @@ def test_ptbxl_parallel_build_writes_the_same_examples(ptbxl_built, tmp_path):
     # Same source, code and config: the same fingerprint, however the build was run.
     fingerprint = builder.info.metadata["fingerprint"]
     serial = bd.load_builder("ptbxl", data_dir).info.metadata["fingerprint"]
-    assert fingerprint["sha256"] == serial["sha256"] and fingerprint["builder_version"] == "1.1.0"
+    assert fingerprint["sha256"] == serial["sha256"] and fingerprint["builder_version"] == str(
+        common.EcgBuilder.VERSION)
     assert fingerprint["source"]["records"] == 25 + 7  # every planned record, corrupt ones too
     assert set(fingerprint["source"]["metadata_files"]) == {"ptbxl_database.csv",
                                                            "scp_statements.csv"}
@@ -508,7 +509,8 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
     folder = Path(__file__).resolve().parents[1] / "tfds_builders" / name
     cls, _ = tfds_cli_build._get_builder_cls_and_kwargs(str(folder), has_imports=False)
     assert cls.name == name and cls.__name__ == "Builder"
-    assert cls.DEFAULT_CONFIG_NAME == "default" and len(cls.BUILDER_CONFIGS) == 3
+    assert cls.DEFAULT_CONFIG_NAME == "default"
+    assert len(cls.BUILDER_CONFIGS) == (4 if name == "ptb" else 3)
     assert "physionet.org" in cls.MANUAL_DOWNLOAD_INSTRUCTIONS
     assert cls.DOWNLOAD_URL.startswith("https://physionet.org/static/published-projects/")
     metadata = cls.get_metadata()
@@ -525,3 +527,137 @@ def test_builders_read_the_leads_predict_expects(name):
     assert len(builder.LEAD_NAMES) == builder.SIGNAL_SHAPE[1]
     assert [n.lower() for n in builder.LEAD_NAMES] == [
         n.lower() for n in dataset_inputs.input_spec(name).lead_names]
+
+
+def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
+    # The builder's workers, and predict on a model trained on that config, use one rule.
+    from cardioformer_jax import dataset_inputs
+    from tfds_builders import processing
+
+    builder = bd.builder_class("ptb")
+    config = {c.name: c for c in builder.BUILDER_CONFIGS}["reference_beats"]
+    assert config.summary()["beat_rule"] == "reference"
+    assert config.split_bounds == (0.55, 0.7)  # the default split
+    task = processing.RecordTask(path=str(fx.REAL_PTB_RECORD), record_id="r", subject_id=1,
+                                 label=0)
+    result = processing.process_record(task, mode="beats", expected_fs=1000,
+                                       lead_names=builder.LEAD_NAMES,
+                                       beat_rule=config.beat_rule)
+    want = pp.record_heartbeats(fx.REAL_PTB_RECORD, expected_fs=1000, rule="reference")
+    np.testing.assert_array_equal(result.samples, want)
+    assert not np.array_equal(
+        want, pp.record_heartbeats(fx.REAL_PTB_RECORD, expected_fs=1000, rule="port"))
+    # A derived split of that config cuts the same way.
+    spec = dataset_inputs.input_spec("ptb", "reference_beats-b0.6-0.8")
+    assert spec.beat_rule == "reference" and spec.describe()["beat_rule"] == "reference"
+    assert dataset_inputs.input_spec("ptb").beat_rule == "port"
+    np.testing.assert_allclose(dataset_inputs.prepare_samples(fx.REAL_PTB_RECORD, spec),
+                               pp.standardize(want), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown beat_rule"):
+        common.EcgConfig(name="x", beat_rule="median")
+
+
+# --- downloads ---------------------------------------------------------------------------
+
+
+def _zip_project(src: Path, zip_path: Path, *, sums: bool = True) -> Path:
+    """`src` as a PhysioNet project archive: one top folder, with its SHA256SUMS.txt."""
+    import hashlib
+    import zipfile
+
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for p in files:
+            z.write(p, f"project-1.0.0/{p.relative_to(src).as_posix()}")
+        if sums:
+            z.writestr("project-1.0.0/SHA256SUMS.txt", "".join(
+                f"{hashlib.sha256(p.read_bytes()).hexdigest()} "
+                f"{p.relative_to(src).as_posix()}\n" for p in files))
+    return zip_path
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server for `tmp_path / "www"` (the builders' download path, offline)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _ptb_from(url: str, folder: Path) -> type:
+    """The PTB builder downloading `url`, its checksums.tsv in `folder`."""
+    from etils import epath
+
+    class LocalPtb(bd.builder_class("ptb"), skip_registration=True):
+        name = "ptb"
+        DOWNLOAD_URL = url
+
+        @classmethod
+        def _get_pkg_dir_path(cls):
+            return epath.Path(folder)
+
+        @tfds.core.utils.classproperty
+        @classmethod
+        def code_path(cls):
+            return epath.Path(folder) / "ptb_dataset_builder.py"
+
+    return LocalPtb
+
+
+def test_downloads_are_checked_against_recorded_and_physionet_checksums(tmp_path, served):
+    import hashlib
+
+    www, base = served
+    src = tmp_path / "src"
+    fx.copy_real_ptb_record(src)
+    for p in range(2, 4):
+        fx.write_ptb_patient(src, p, "Myocardial infarction", seed=p)
+    for p in range(4, 7):
+        fx.write_ptb_patient(src, p, "Healthy control", seed=p)
+    url = f"{base}/ptb.zip"
+    folder = tmp_path / "builder"
+    folder.mkdir()
+
+    def download(data_dir, register=False):
+        builder = _ptb_from(url, folder)(data_dir=str(tmp_path / data_dir), num_workers=0,
+                                         progress=False)
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(register_checksums=register),
+            file_format="array_record")
+        return builder
+
+    # Unrecorded: a file altered after the sums were taken, or no sums at all, is refused.
+    # (First: TFDS keeps the checksums it has read for the rest of the process.)
+    import zipfile
+
+    altered = src / "patient002" / "s0001_re.dat"
+    _zip_project(src, www / "ptb.zip")
+    good = altered.read_bytes()
+    altered.write_bytes(good[:-2] + b"\0\0")
+    with zipfile.ZipFile(www / "ptb.zip", "a") as z, pytest.warns(UserWarning, match="Dup"):
+        z.write(altered, "project-1.0.0/patient002/s0001_re.dat")  # the later entry wins
+    altered.write_bytes(good)
+    with pytest.raises(ValueError, match=r"1 file\(s\) differ \['patient002/s0001_re.dat'\]"):
+        download("d1")
+    _zip_project(src, www / "ptb.zip", sums=False)
+    with pytest.raises(FileNotFoundError, match="SHA256SUMS.txt not found"):
+        download("d2")
+    # Recorded on request, its files checked against SHA256SUMS.txt, then built.
+    archive = _zip_project(src, www / "ptb.zip")
+    built = download("d3", register=True)
+    assert built.info.splits["train"].num_examples > 0
+    recorded = (folder / "checksums.tsv").read_text()
+    assert url in recorded and hashlib.sha256(archive.read_bytes()).hexdigest() in recorded
+    # Another archive at the same address no longer matches the recorded checksum.
+    _zip_project(src, www / "ptb.zip", sums=False)
+    with pytest.raises(Exception, match="wrong checksum"):
+        download("d4")

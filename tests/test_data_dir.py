@@ -14,6 +14,9 @@ from etils import epath
 from cardioformer_jax import build_dataset
 from cardioformer_jax import input_pipeline as ip
 from configs import ptbxl
+from tfds_builders import common
+
+VERSION = str(common.EcgBuilder.VERSION)
 
 
 def _config(data_dir: str):
@@ -34,7 +37,7 @@ def test_build_and_read_back(tiny_ptbxl, tmp_path, as_path):
 
     built = build_dataset.dataset_dir("ptbxl", data_dir)
     assert isinstance(built, epath.Path)
-    assert os.fspath(built) == os.fspath(tmp_path / "tfds" / "ptbxl" / "default" / "1.1.0")
+    assert os.fspath(built) == os.fspath(tmp_path / "tfds" / "ptbxl" / "default" / VERSION)
     assert len(build_dataset.data_source("ptbxl", data_dir, "validation")) == 100
 
     config = _config(os.fspath(data_dir))
@@ -60,7 +63,7 @@ def test_gs_data_dir_reaches_tfds_unchanged(tiny_ptbxl):
     with epath.testing.mock_epath(exists=to_local, isdir=to_local, listdir=to_local,
                                   glob=to_local, stat=to_local):
         built = build_dataset.dataset_dir("ptbxl", url)
-    assert os.fspath(built) == f"{url}/ptbxl/default/1.1.0"
+    assert os.fspath(built) == f"{url}/ptbxl/default/{VERSION}"
     assert ip.DataSpec.from_config(_config(url)).data_dir == url
     assert f"--data_dir={url}" in build_dataset.build_command("ptbxl", url, None)
 
@@ -72,6 +75,6 @@ def test_a_build_of_another_builder_version_is_not_reused(tiny_ptbxl, tmp_path):
     old = tmp_path / "ptbxl" / "default" / "1.0.0"
     shutil.copytree(build_dataset.dataset_dir("ptbxl", data_dir), old)
     with pytest.raises(FileNotFoundError, match="built by builder version 1.0.0; this code "
-                                                "prepares version 1.1.0") as error:
+                                                f"prepares version {VERSION}") as error:
         build_dataset.dataset_dir("ptbxl", tmp_path)
     assert "python -m cardioformer_jax.build_dataset ptbxl" in str(error.value)

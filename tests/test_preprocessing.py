@@ -145,6 +145,67 @@ def test_heartbeat_cutting_with_known_peaks():
     assert np.all(beats[4, 249:] == 0)
 
 
+def _reference_beats_as_dataframes(x, peaks, max_duration=300):
+    """The reference's cutting, stated with pandas frames as its code does: NaN-padded peak
+    and interval tables whose medians skip missing values."""
+    pd = pytest.importorskip("pandas")
+    df_peaks = pd.DataFrame(  # rows: leads, columns: k
+        {c: pd.Series(p, dtype=float) for c, p in enumerate(peaks)}).T
+    intervals = pd.DataFrame(  # columns: leads
+        {c: pd.Series(np.diff(p), dtype=float) for c, p in enumerate(peaks)})
+    trial_med = intervals.median().median()
+    beats = []
+    for i in range(df_peaks.shape[1]):
+        r = df_peaks.iloc[:, i].median()
+        piece = x[max(0, int(r) - int(trial_med / 2)):min(int(r) + int(trial_med / 2), len(x))]
+        left = int((max_duration - len(piece)) / 2)
+        beats.append(np.concatenate([np.zeros((left, x.shape[1])), piece,
+                                     np.zeros((max_duration - left - len(piece), x.shape[1]))]))
+    return np.stack(beats)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reference_beat_rule_equals_the_reference_tables(seed):
+    rng = np.random.default_rng(seed)
+    n, leads = 3000, 5
+    x = rng.standard_normal((n, leads)).astype(np.float32)
+    true_r = np.cumsum(rng.integers(150, 260, size=16)) - 100
+    true_r = true_r[(true_r > 0) & (true_r < n)]
+    peaks = []
+    for c in range(leads):
+        p = true_r + rng.integers(-3, 4, size=len(true_r))
+        if c == 1:  # a lead that misses beats, and one that adds a spurious peak
+            p = np.delete(p, rng.choice(len(p), size=3, replace=False))
+        if c == 2:
+            p = np.sort(np.append(p, rng.integers(0, n)))
+        peaks.append(np.clip(p, 0, n - 1))
+    peaks.append(np.array([int(true_r[0])]))  # a lead with a single peak: no RR
+    x = np.concatenate([x, rng.standard_normal((n, 1)).astype(np.float32)], axis=1)
+    beats = pp.heartbeats(x, peaks=peaks, rule="reference")
+    np.testing.assert_array_equal(beats, _reference_beats_as_dataframes(x, peaks))
+    assert len(beats) == max(len(p) for p in peaks)
+    # This port's rule refuses the record: a lead has fewer than two peaks.
+    with pytest.raises(pp.RecordError, match="fewer than two R peaks"):
+        pp.heartbeats(x, peaks=peaks, rule="port")
+
+
+def test_the_two_beat_rules_on_the_real_ptb_record():
+    prepared = pp.prepare_record(REAL, expected_fs=1000, expected_leads=15, min_seconds=1.0)
+    peaks = [pp.detect_r_peaks(prepared[:, c]) for c in range(prepared.shape[1])]
+    counts = [len(p) for p in peaks]
+    rr = float(np.median([np.median(np.diff(p)) for p in peaks]))
+    port = pp.heartbeats(prepared, peaks=peaks, rule="port")
+    reference = pp.heartbeats(prepared, peaks=peaks, rule="reference")
+    assert len(port) == int(np.median(counts)) and len(reference) == max(counts)
+    # An interior beat spans round(RR) samples under this port's rule, 2*int(RR/2) under
+    # the reference's.
+    for beats, width in ((port, round(rr)), (reference, 2 * int(rr / 2))):
+        nonzero = np.flatnonzero(np.any(beats[5] != 0, axis=1))
+        assert nonzero[-1] - nonzero[0] + 1 == width
+    with pytest.raises(ValueError, match="unknown heartbeat rule"):
+        pp.heartbeats(prepared, peaks=peaks, rule="median")
+
+
 def test_heartbeats_rejects_long_rr_and_failed_detection():
     x = np.zeros((2000, 2), dtype=np.float32)
     with pytest.raises(pp.RecordError) as err:

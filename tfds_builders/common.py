@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import abc
 import collections
+import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import inspect
 import logging
 import os
+import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +52,8 @@ class EcgConfig(tfds.core.BuilderConfig):
     max_subject_id: keep only subjects with id <= this (MIMIC-IV reference subset).
     label_scheme: PTB-XL only: "spec" (single label and patient filter of docs/data.md) or
         "superdiagnostic" (multi-hot `labels` from scp_statements.csv, all records).
+    beat_rule: PTB only: how heartbeats are cut, "port" or "reference"
+        (`preprocessing.heartbeats`, docs/data.md).
     """
 
     split_method: str = "ordered"
@@ -55,6 +61,7 @@ class EcgConfig(tfds.core.BuilderConfig):
     split_seed: int = 0
     max_subject_id: int | None = None
     label_scheme: str = "spec"
+    beat_rule: str = "port"
 
     def __post_init__(self) -> None:
         if self.split_method not in ("ordered", "random", "strat_fold"):
@@ -62,6 +69,9 @@ class EcgConfig(tfds.core.BuilderConfig):
         a, b = self.split_bounds
         if not 0.0 <= a <= b <= 1.0:
             raise ValueError(f"split_bounds must satisfy 0 <= a <= b <= 1: {self.split_bounds}")
+        if self.beat_rule not in preprocessing.BEAT_RULES:
+            raise ValueError(f"unknown beat_rule {self.beat_rule!r}; use one of "
+                             f"{preprocessing.BEAT_RULES}")
 
     def summary(self) -> dict[str, Any]:
         """The settings that shaped the data, for the metadata."""
@@ -72,6 +82,7 @@ class EcgConfig(tfds.core.BuilderConfig):
             "split_seed": self.split_seed if self.split_method == "random" else None,
             "max_subject_id": self.max_subject_id,
             "label_scheme": self.label_scheme,
+            "beat_rule": self.beat_rule,
         }
 
 
@@ -135,6 +146,72 @@ def find_source_root(base: Path, is_root: Callable[[Path], bool]) -> Path | None
     return None
 
 
+def extract_zip(archive: Path) -> Path:
+    """Unpacks a zip next to it (`extracted/<name>`), once: a partial unpacking is redone."""
+    target = archive.parent / "extracted" / archive.name
+    if target.is_dir():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(partial)  # zipfile drops absolute paths and '..' components
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{archive}: not a readable zip archive ({err}); delete it and "
+                         "download again") from err
+    partial.rename(target)  # atomic: `target` exists only complete
+    return target
+
+
+PHYSIONET_SUMS = "SHA256SUMS.txt"
+"""PhysioNet's per-file digests, shipped at the top of every project archive."""
+
+
+def verify_physionet_sums(root: Path) -> int:
+    """Checks every file listed in `root`'s SHA256SUMS.txt against its SHA-256.
+
+    Returns the number of files checked. Raises FileNotFoundError when the list is missing
+    and ValueError naming the files that are missing or differ (a truncated, corrupted or
+    altered download).
+    """
+    listing = root / PHYSIONET_SUMS
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing} not found: the download is not a complete "
+                                "PhysioNet project archive")
+    expected = {}
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        if len(digest) != 64 or not name:
+            raise ValueError(f"{listing}:{number}: not a 'sha256  path' line: {line!r}")
+        expected[name] = digest.lower()
+
+    def actual(name: str) -> str | None:
+        path = root / name
+        if not path.is_file():
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    # hashlib releases the GIL: threads hash several files at once.
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        digests = dict(zip(expected, pool.map(actual, expected), strict=True))
+    missing = [n for n, d in digests.items() if d is None]
+    differ = [n for n, d in digests.items() if d is not None and d != expected[n]]
+    if missing or differ:
+        raise ValueError(
+            f"{root}: the download does not match its {PHYSIONET_SUMS}: "
+            f"{len(differ)} file(s) differ {differ[:5]}, {len(missing)} missing "
+            f"{missing[:5]}; delete the download and try again")
+    logger.info("%s: %d files match %s", root, len(expected), PHYSIONET_SUMS)
+    return len(expected)
+
+
 def read_csv(path: Path, *, required: tuple[str, ...] = (), **kwargs: Any):
     """pandas.read_csv with clear errors for a missing file or missing columns."""
     import pandas as pd
@@ -153,11 +230,14 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     # Bump when the preparation changes what a build contains: a build of another version
     # is then rebuilt instead of silently reused.
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Initial release.",
         "1.1.0": "Leads are matched by name: a record storing them in another order is "
                  "reordered, one lacking a lead is skipped (lead_mismatch).",
+        "1.2.0": "PTB config reference_beats (heartbeats cut by the reference code's rule); "
+                 "downloads are unpacked without TensorFlow and checked against the "
+                 "archive's SHA256SUMS.txt.",
     }
 
     HOMEPAGE: ClassVar[str]
@@ -276,12 +356,21 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 )
             return root
         logger.info("No manual_dir: downloading %s", self.DOWNLOAD_URL)
-        extracted = Path(dl_manager.download_and_extract(self.DOWNLOAD_URL))
+        if self.DOWNLOAD_URL not in (self.url_infos or {}):
+            logger.warning(
+                "%s has no recorded checksum in %s: the archive itself is not pinned (its "
+                "files are still checked against its %s); record it with "
+                "build_dataset --register_checksums", self.DOWNLOAD_URL,
+                self._checksums_path, PHYSIONET_SUMS)
+        # TFDS checks the archive's size and SHA-256 against checksums.tsv when recorded.
+        # Its extractor needs TensorFlow, so the zip is unpacked here.
+        extracted = extract_zip(Path(dl_manager.download(self.DOWNLOAD_URL)))
         root = find_source_root(extracted, self._is_source_root)
         if root is None:
             raise FileNotFoundError(
                 f"{self.SOURCE_MARKERS[0]} not found in the download {extracted}"
             )
+        verify_physionet_sums(root)
         return root
 
     def _split_generators(self, dl_manager):
@@ -342,6 +431,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             mode=self.MODE,
             expected_fs=self.SOURCE_FS,
             lead_names=self.LEAD_NAMES,
+            beat_rule=self.builder_config.beat_rule,
         )
         results = self._pool.map(process, tasks)
         stats = self._split_stats[split]

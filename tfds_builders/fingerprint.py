@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Digest of the preparation code of builder version 1.1.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "57ef3e6b8d60862ff2feb47c5e018a2b610b7c4d05ed8e930171f09592b93847"
+# Digest of the preparation code of builder version 1.2.0 (see the module docstring).
+PREPARATION_CODE_SHA256 = "d2409a8b1e38af5ea08a2136ca27536a821b42cb8e5444f27b7d4392c6b277b1"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (

@@ -49,6 +49,7 @@ def process_record(
     mode: Mode,
     expected_fs: float,
     lead_names: Sequence[str],
+    beat_rule: str = "port",
 ) -> RecordResult:
     """Reads and prepares one record, its leads matched by name to `lead_names` (so a
     record that stores them in another order is reordered); a `RecordError` (e.g. a lead
@@ -63,7 +64,7 @@ def process_record(
             )
         elif mode == "beats":
             samples = preprocessing.record_heartbeats(
-                task.path, expected_fs=expected_fs, lead_names=lead_names
+                task.path, expected_fs=expected_fs, lead_names=lead_names, rule=beat_rule
             )
         else:
             raise ValueError(f"unknown mode {mode!r}")

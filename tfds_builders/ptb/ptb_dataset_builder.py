@@ -38,6 +38,15 @@ class Builder(common.EcgBuilder):
             split_bounds=(0.55, 0.7),
             split_seed=0,
         ),
+        common.EcgConfig(
+            name="reference_beats",
+            description=(
+                "As 'default', with heartbeats cut by the reference code's rule instead of "
+                "this port's (docs/data.md, PTB), to reproduce its sample counts."
+            ),
+            split_bounds=(0.55, 0.7),
+            beat_rule="reference",
+        ),
     ]
     DEFAULT_CONFIG_NAME = "default"
 
