@@ -28,7 +28,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from cardioformer_jax.model import Cardioformer, ModelConfig, count_params
+from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig, count_params
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
 _KNOWN_PEAK_TFLOPS = {

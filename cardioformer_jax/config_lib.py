@@ -7,8 +7,9 @@ from typing import Any
 
 import ml_collections
 
-from cardioformer_jax import models, resnet1d
-from cardioformer_jax.model import ModelConfig
+from cardioformer_jax import models
+from cardioformer_jax.models import resnet1d
+from cardioformer_jax.models.cardioformer import ModelConfig
 
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
 PATCH_LENS_12 = (2, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32)

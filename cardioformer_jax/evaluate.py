@@ -34,7 +34,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from cardioformer_jax import analysis, build_dataset, inference, logging_utils, metrics, train
+from cardioformer_jax import build_dataset
+from cardioformer_jax.evaluation import analysis, inference, metrics
+from cardioformer_jax.training import logging_utils, train
 
 PLOTS_DIR = "plots"
 

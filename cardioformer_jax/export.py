@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
-from cardioformer_jax import inference, logging_utils
+from cardioformer_jax.evaluation import inference
+from cardioformer_jax.training import logging_utils
 
 FORMAT = "cardioformer_jax.export/1"
 

@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax import checkpointing, distributed, logging_utils, train
+from cardioformer_jax.training import checkpointing, distributed, logging_utils, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)

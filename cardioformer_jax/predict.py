@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from cardioformer_jax import dataset_inputs, inference
-from cardioformer_jax.preprocessing import RecordError
+from cardioformer_jax.data import dataset_inputs
+from cardioformer_jax.data.preprocessing import RecordError
+from cardioformer_jax.evaluation import inference
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The 1-D ResNet baseline (`cardioformer_jax.resnet1d`) with a dataset's data and protocol.
+"""The 1-D ResNet baseline (`cardioformer_jax.models.resnet1d`) with a dataset's data and protocol.
 
     python -m cardioformer_jax.main --config=configs/resnet1d.py --workdir=DIR        # PTB-XL
     python -m cardioformer_jax.main --config=configs/resnet1d.py:ptb --workdir=DIR

@@ -105,7 +105,7 @@ if [[ "$DRY_RUN" == 0 ]]; then
   command -v "$PYTHON" >/dev/null || die "Python interpreter '$PYTHON' not found (--python)"
 fi
 
-# JAX_NUM_PROCESSES=1: cardioformer_jax.distributed then never initialises a cluster.
+# JAX_NUM_PROCESSES=1: cardioformer_jax.training.distributed then never initialises a cluster.
 environment=(JAX_NUM_PROCESSES=1)
 [[ -z "$GPUS" ]] || environment+=(CUDA_VISIBLE_DEVICES="$GPUS")
 [[ -z "$MEM_FRACTION" ]] || environment+=(XLA_PYTHON_CLIENT_MEM_FRACTION="$MEM_FRACTION")

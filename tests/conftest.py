@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cardioformer_jax import build_dataset, synthetic
+from cardioformer_jax import build_dataset
+from cardioformer_jax.data import synthetic
 
 TINY_PTBXL_PATIENTS = 40
 

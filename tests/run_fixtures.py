@@ -10,7 +10,8 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from cardioformer_jax import checkpointing, config_lib, sharding, train
+from cardioformer_jax import config_lib
+from cardioformer_jax.training import checkpointing, sharding, train
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cardioformer_jax import analysis, metrics
+from cardioformer_jax.evaluation import analysis, metrics
 
 
 def _calibrated(confidences: list[float], per_level: int = 20) -> tuple[np.ndarray, np.ndarray]:

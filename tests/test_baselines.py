@@ -12,9 +12,11 @@ import pytest
 import run_fixtures
 from flax import nnx
 
-from cardioformer_jax import config_lib, inference, models, train
-from cardioformer_jax.model import Cardioformer, count_params
-from cardioformer_jax.resnet1d import ResNet1D, ResNet1DConfig
+from cardioformer_jax import config_lib, models
+from cardioformer_jax.evaluation import inference
+from cardioformer_jax.models.cardioformer import Cardioformer, count_params
+from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
+from cardioformer_jax.training import train
 from configs import ablations, resnet1d
 
 TINY_RESNET = dict(stem_width=8, stem_kernel=7, widths=(8, 16), blocks_per_stage=1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cardioformer_jax import benchmark
-from cardioformer_jax.model import ModelConfig
+from cardioformer_jax.models.cardioformer import ModelConfig
 
 # Each test compiles the full-size PTB-XL model: slow lane.
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cardioformer_jax import build_dataset as bd
-from cardioformer_jax import preprocessing as pp
+from cardioformer_jax.data import preprocessing as pp
 from tfds_builders import common, splits
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -288,7 +288,7 @@ def test_ptbxl_superdiagnostic_config(ptbxl_source, tmp_path):
 
 
 def test_ptbxl_twin_matches_its_ground_truth(tmp_path):
-    synthetic = pytest.importorskip("cardioformer_jax.synthetic")
+    synthetic = pytest.importorskip("cardioformer_jax.data.synthetic")
     root = synthetic.write_ptbxl_twin(tmp_path / "src", 30, seed=3)
     plan = synthetic.plan_ptbxl(30, seed=3)
     builder = bd.build("ptbxl", root, tmp_path / "data", num_workers=0, progress=False)
@@ -481,7 +481,7 @@ def test_mimic_cli_reference_subset_with_seeded_split(mimic_source, tmp_path, ca
 
 
 def test_mimic_twin_matches_its_ground_truth(tmp_path):
-    synthetic = pytest.importorskip("cardioformer_jax.synthetic")
+    synthetic = pytest.importorskip("cardioformer_jax.data.synthetic")
     root = synthetic.write_mimic_twin(tmp_path / "src", 24, seed=5)
     plan = synthetic.plan_mimic(24, seed=5)
     builder = bd.build("mimic_iv_ecg", root, tmp_path / "data", num_workers=0, progress=False)
@@ -521,7 +521,7 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
 @pytest.mark.parametrize("name", ["ptbxl", "ptb", "mimic_iv_ecg"])
 def test_builders_read_the_leads_predict_expects(name):
     # Training data and inference take the leads by the same names in the same order.
-    from cardioformer_jax import dataset_inputs
+    from cardioformer_jax.data import dataset_inputs
 
     builder = bd.builder_class(name)
     assert len(builder.LEAD_NAMES) == builder.SIGNAL_SHAPE[1]
@@ -531,7 +531,7 @@ def test_builders_read_the_leads_predict_expects(name):
 
 def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
     # The builder's workers, and predict on a model trained on that config, use one rule.
-    from cardioformer_jax import dataset_inputs
+    from cardioformer_jax.data import dataset_inputs
     from tfds_builders import processing
 
     builder = bd.builder_class("ptb")

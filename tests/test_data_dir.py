@@ -12,7 +12,7 @@ import pytest
 from etils import epath
 
 from cardioformer_jax import build_dataset
-from cardioformer_jax import input_pipeline as ip
+from cardioformer_jax.data import input_pipeline as ip
 from configs import ptbxl
 from tfds_builders import common
 

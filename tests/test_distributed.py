@@ -1,4 +1,4 @@
-"""Multi-process start-up (`cardioformer_jax.distributed`) and a real two-process run.
+"""Multi-process start-up (`cardioformer_jax.training.distributed`) and a real two-process run.
 
 The decision logic is a pure function of an environment mapping (`distributed.plan`),
 tested on SLURM, Open MPI, Cloud TPU, explicit and empty environments. The slow test runs
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from cardioformer_jax import distributed
+from cardioformer_jax.training import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_maybe_initialize_after_the_devices_are_used_says_what_to_do():
         """
         import jax
         jax.devices()
-        from cardioformer_jax import distributed
+        from cardioformer_jax.training import distributed
         env = {"JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": "0"}
         try:
@@ -216,7 +216,9 @@ REFERENCE = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import numpy as np
     from absl import app
-    from cardioformer_jax import input_pipeline, main, sharding
+    from cardioformer_jax import main
+    from cardioformer_jax.data import input_pipeline
+    from cardioformer_jax.training import sharding
 
     create = input_pipeline.create_train_input
 

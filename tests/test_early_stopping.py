@@ -1,4 +1,4 @@
-"""Tests for cardioformer_jax.early_stopping."""
+"""Tests for cardioformer_jax.training.early_stopping."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cardioformer_jax.early_stopping import EarlyStopping
+from cardioformer_jax.training.early_stopping import EarlyStopping
 
 
 def _run(metrics, **kwargs):

@@ -14,16 +14,10 @@ import numpy as np
 import pytest
 import train_fixtures
 
-from cardioformer_jax import (
-    analysis,
-    build_dataset,
-    evaluate,
-    inference,
-    metrics,
-    predict,
-    preprocessing,
-    train,
-)
+from cardioformer_jax import build_dataset, evaluate, predict
+from cardioformer_jax.data import preprocessing
+from cardioformer_jax.evaluation import analysis, inference, metrics
+from cardioformer_jax.training import train
 
 # The module fixture trains a run first: slow lane.
 pytestmark = pytest.mark.slow

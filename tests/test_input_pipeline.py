@@ -11,8 +11,10 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from cardioformer_jax import build_dataset, preprocessing, sharding
-from cardioformer_jax import input_pipeline as ip
+from cardioformer_jax import build_dataset
+from cardioformer_jax.data import input_pipeline as ip
+from cardioformer_jax.data import preprocessing
+from cardioformer_jax.training import sharding
 from configs import ptbxl
 
 

@@ -1,4 +1,4 @@
-"""Tests for cardioformer_jax.metrics against scikit-learn and hand-computed values."""
+"""Tests for cardioformer_jax.evaluation.metrics against scikit-learn and hand-computed values."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cardioformer_jax.metrics import (
+from cardioformer_jax.evaluation.metrics import (
     CLASSIFICATION_KEYS,
     MetricsAccumulator,
     aggregate_seeds,

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.model import (
+from cardioformer_jax.models.cardioformer import (
     Cardioformer,
     LayerNorm,
     ModelConfig,

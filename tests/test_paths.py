@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cardioformer_jax import checkpointing, logging_utils, paths, train
+from cardioformer_jax.training import checkpointing, logging_utils, paths, train
 from configs import demo
 
 

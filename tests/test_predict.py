@@ -18,9 +18,11 @@ import pytest
 import run_fixtures
 from scipy import signal as sps
 
-from cardioformer_jax import build_dataset, dataset_inputs, export, inference, predict
-from cardioformer_jax import preprocessing as pp
-from cardioformer_jax.preprocessing import RecordError
+from cardioformer_jax import build_dataset, export, predict
+from cardioformer_jax.data import dataset_inputs
+from cardioformer_jax.data import preprocessing as pp
+from cardioformer_jax.data.preprocessing import RecordError
+from cardioformer_jax.evaluation import inference
 from configs import ptb
 
 REAL = fx.REAL_PTB_RECORD

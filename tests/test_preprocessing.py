@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from cardioformer_jax import preprocessing as pp
+from cardioformer_jax.data import preprocessing as pp
 
 REAL = fx.REAL_PTB_RECORD
 

@@ -18,8 +18,8 @@ from flax import nnx
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
-from cardioformer_jax import sharding
-from cardioformer_jax.model import Cardioformer
+from cardioformer_jax.models.cardioformer import Cardioformer
+from cardioformer_jax.training import sharding
 from configs import ptbxl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +106,9 @@ CHILD = textwrap.dedent(
     import optax
     from flax import nnx
     from jax.sharding import PartitionSpec as P
-    from cardioformer_jax import input_pipeline, sharding
-    from cardioformer_jax.model import Cardioformer
+    from cardioformer_jax.data import input_pipeline
+    from cardioformer_jax.training import sharding
+    from cardioformer_jax.models.cardioformer import Cardioformer
     from configs import ptbxl
 
     assert jax.device_count() == 8, jax.devices()
@@ -203,7 +204,9 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     jax.distributed.initialize(f"localhost:{port}", nproc, pid)
     import numpy as np
     import orbax.checkpoint as ocp
-    from cardioformer_jax import build_dataset, input_pipeline as ip, preprocessing, sharding
+    from cardioformer_jax import build_dataset
+    from cardioformer_jax.data import input_pipeline as ip, preprocessing
+    from cardioformer_jax.training import sharding
     from configs import ptbxl
     config = ptbxl.get_config()
     config.dataset.data_dir = data_dir

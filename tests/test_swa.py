@@ -1,4 +1,4 @@
-"""Tests for cardioformer_jax.swa."""
+"""Tests for cardioformer_jax.training.swa."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cardioformer_jax.swa import swa_update
+from cardioformer_jax.training.swa import swa_update
 
 
 def _random_tree(seed):

@@ -13,7 +13,7 @@ import pytest
 import wfdb
 from scipy import signal as sps
 
-from cardioformer_jax import synthetic
+from cardioformer_jax.data import synthetic
 
 FS = 500
 # Written out here (not imported) so that a drift in the module is caught.
@@ -195,7 +195,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path):
 
 
 def test_plans_do_not_depend_on_python_hash_seed():
-    code = ("from cardioformer_jax import synthetic as s; "
+    code = ("from cardioformer_jax.data import synthetic as s; "
             "print(s.plan_ptbxl(40, 0).to_csv(), s.plan_mimic(6, 0).to_csv())")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

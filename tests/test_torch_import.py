@@ -21,8 +21,7 @@ import pytest
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.model import Cardioformer, ModelConfig, count_params
-from cardioformer_jax.torch_import import (
+from cardioformer_jax.interop.torch_import import (
     PE_NAME,
     convert,
     expected_reference_shapes,
@@ -31,6 +30,7 @@ from cardioformer_jax.torch_import import (
     load_reference_model,
     load_torch_state_dict,
 )
+from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig, count_params
 
 REPO = Path(__file__).resolve().parents[1]
 

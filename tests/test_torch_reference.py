@@ -14,13 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cardioformer_jax import config_lib  # noqa: E402
-from cardioformer_jax.model import ModelConfig  # noqa: E402
-from cardioformer_jax.torch_import import (  # noqa: E402
+from cardioformer_jax.interop.torch_import import (  # noqa: E402
     expected_reference_shapes,
     export_reference_state_dict,
     load_reference_model,
 )
-from cardioformer_jax.torch_reference import build_model, time_training  # noqa: E402
+from cardioformer_jax.interop.torch_reference import build_model, time_training  # noqa: E402
+from cardioformer_jax.models.cardioformer import ModelConfig  # noqa: E402
 
 SMALL = dict(seq_len=40, num_channels=3, num_classes=3, d_model=16, d_ff=32, n_heads=4,
              e_layers=2, patch_lens=(8, 2, 8, 4), augmentations="none")

@@ -26,14 +26,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cardioformer_jax import (
-    build_dataset,
-    checkpointing,
-    config_lib,
-    preprocessing,
-    sharding,
-    train,
-)
+from cardioformer_jax import build_dataset, config_lib
+from cardioformer_jax.data import preprocessing
+from cardioformer_jax.training import checkpointing, sharding, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_fixtures  # noqa: E402
@@ -296,7 +291,7 @@ EIGHT_DEVICES = textwrap.dedent(
     sys.path.insert(0, "tests")
     import jax
     import train_fixtures
-    from cardioformer_jax import sharding, train
+    from cardioformer_jax.training import sharding, train
 
     assert jax.device_count() == 8
     config = train_fixtures.tiny_config(sys.argv[1])

@@ -38,14 +38,15 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def _mesh(config: ml_collections.ConfigDict, devices=None):
-    from cardioformer_jax import sharding
+    from cardioformer_jax.training import sharding
 
     return sharding.create_mesh(config.mesh.shape, devices=devices)
 
 
 def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -> list[float]:
     """Training losses of the first `steps` steps on the config's mesh (over `devices`)."""
-    from cardioformer_jax import input_pipeline, train
+    from cardioformer_jax.data import input_pipeline
+    from cardioformer_jax.training import train
 
     mesh = _mesh(config, devices)
     state, compiled = train.create_train_state(config, mesh)
@@ -62,7 +63,7 @@ def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -
 
 def initial_predictions(config: ml_collections.ConfigDict, mesh) -> dict[str, list]:
     """`train.predict` of the initial parameters on the validation split, as lists."""
-    from cardioformer_jax import train
+    from cardioformer_jax.training import train
 
     state, compiled = train.create_train_state(config, mesh)
     out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)

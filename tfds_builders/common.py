@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from cardioformer_jax import preprocessing
+from cardioformer_jax.data import preprocessing
 from tfds_builders import fingerprint, parallel, processing, splits
 
 logger = logging.getLogger(__name__)

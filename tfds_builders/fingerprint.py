@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 # Digest of the preparation code of builder version 1.2.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "d2409a8b1e38af5ea08a2136ca27536a821b42cb8e5444f27b7d4392c6b277b1"
+PREPARATION_CODE_SHA256 = "2300173491218ca88c4d6966d63f247f4eec6860d562a06368078b185b9fc617"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (
-    "cardioformer_jax/preprocessing.py",
+    "cardioformer_jax/data/preprocessing.py",
     "tfds_builders/common.py",
     "tfds_builders/labels.py",
     "tfds_builders/processing.py",

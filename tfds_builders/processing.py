@@ -1,7 +1,7 @@
 """Per-record work done in the builders' worker processes.
 
 Deliberately free of TFDS imports: worker processes import only this module (and
-`cardioformer_jax.preprocessing`, hence wfdb and numpy), which keeps their start-up short.
+`cardioformer_jax.data.preprocessing`, hence wfdb and numpy), which keeps their start-up short.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from cardioformer_jax import preprocessing
+from cardioformer_jax.data import preprocessing
 
 Mode = Literal["segments", "beats"]
 

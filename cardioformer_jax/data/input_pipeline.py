@@ -29,7 +29,7 @@ Config fields read (defaults when absent)::
     config.train.eval_batch_size      None    GLOBAL eval batch; None/0 = train.batch_size
     config.mesh.shape / axis_names    see sharding.create_mesh (only via the mesh passed in)
 
-Throughput: ``python -m cardioformer_jax.input_pipeline --config=configs/ptbxl.py
+Throughput: ``python -m cardioformer_jax.data.input_pipeline --config=configs/ptbxl.py
 --config.dataset.data_dir=DIR [--workers=0,4]`` prints samples/s of the training pipeline.
 One core gives roughly 3,000 samples/s (ArrayRecord read ~0.1 ms, TFDS decoding ~0.1 ms,
 standardisation ~0.08 ms per sample), far above a CPU training step (~20 samples/s);
@@ -51,7 +51,9 @@ import grain
 import jax
 import numpy as np
 
-from cardioformer_jax import build_dataset, preprocessing, sharding
+from cardioformer_jax import build_dataset
+from cardioformer_jax.data import preprocessing
+from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cardioformer_jax import fast_random
-from cardioformer_jax.model import dataclass_from_config, dropout
+from cardioformer_jax.models.cardioformer import dataclass_from_config, dropout
+from cardioformer_jax.ops import hash_random as hash_random
 
 NORMS = ("group", "layer")
 
@@ -53,7 +53,7 @@ class ResNet1DConfig:
     norm: str = "group"  # "group" or "layer"
     num_groups: int = 8  # GroupNorm groups (capped by the channel count)
     dropout: float = 0.2  # before the linear head
-    rng_impl: str = "hash"  # see fast_random
+    rng_impl: str = "hash"  # see hash_random
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -70,9 +70,9 @@ class ResNet1DConfig:
             problems.append(f"norm={self.norm!r} must be one of {NORMS}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.rng_impl not in fast_random.IMPLEMENTATIONS:
+        if self.rng_impl not in hash_random.IMPLEMENTATIONS:
             problems.append(f"rng_impl={self.rng_impl!r} must be one of "
-                            f"{fast_random.IMPLEMENTATIONS}")
+                            f"{hash_random.IMPLEMENTATIONS}")
         if problems:
             raise ValueError("invalid resnet config: " + "; ".join(problems))
 

@@ -33,7 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from cardioformer_jax import checkpointing, dataset_inputs, logging_utils, sharding, train
+from cardioformer_jax.data import dataset_inputs
+from cardioformer_jax.training import checkpointing, logging_utils, sharding, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")

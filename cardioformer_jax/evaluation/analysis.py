@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from cardioformer_jax import metrics
+from cardioformer_jax.evaluation import metrics
 
 ECE_BINS = 15
 

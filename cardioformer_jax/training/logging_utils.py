@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from cardioformer_jax import paths
+from cardioformer_jax.training import paths
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")

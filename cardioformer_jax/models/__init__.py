@@ -20,8 +20,8 @@ from typing import Any
 
 from flax import nnx
 
-from cardioformer_jax.model import Cardioformer, ModelConfig
-from cardioformer_jax.resnet1d import ResNet1D, ResNet1DConfig
+from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 
 MODEL_NAMES: tuple[str, ...] = ("cardioformer", "resnet1d")
 DEFAULT_MODEL = "cardioformer"

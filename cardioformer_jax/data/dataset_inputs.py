@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from cardioformer_jax import preprocessing
-from cardioformer_jax.preprocessing import RecordError, match_leads  # noqa: F401 (API)
+from cardioformer_jax.data import preprocessing
+from cardioformer_jax.data.preprocessing import RecordError, match_leads  # noqa: F401 (API)
 from tfds_builders import labels
 
 _LEADS_12 = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")

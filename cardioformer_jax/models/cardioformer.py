@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from cardioformer_jax import fast_random
+from cardioformer_jax.ops import hash_random as hash_random
 
 Array = jax.Array
 
@@ -110,7 +110,7 @@ class ModelConfig:
     no_inter_attn: bool = False
     single_channel: bool = False
     dtype: str = "float32"
-    rng_impl: str = "hash"  # dropout/augmentation randomness: see fast_random
+    rng_impl: str = "hash"  # dropout/augmentation randomness: see hash_random
     scan_unroll: int = 1  # layers per scan iteration: 1 compiles fastest, e_layers runs fastest
     # Recompute each layer in the backward pass instead of saving its activations (only the
     # LayerNorm statistics are kept): on CPU this is faster than storing them from inside the
@@ -159,9 +159,9 @@ class ModelConfig:
             problems.append(f"scan_unroll={self.scan_unroll} must be >= 1")
         if self.parallel_chains < 0:
             problems.append(f"parallel_chains={self.parallel_chains} must be >= 0 (0 = auto)")
-        if self.rng_impl not in fast_random.IMPLEMENTATIONS:
+        if self.rng_impl not in hash_random.IMPLEMENTATIONS:
             problems.append(f"rng_impl={self.rng_impl!r} must be one of "
-                            f"{fast_random.IMPLEMENTATIONS}")
+                            f"{hash_random.IMPLEMENTATIONS}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
@@ -299,7 +299,7 @@ def _dropout_keep(key: Array | None, rate: float, rng_impl: str, shape) -> Array
     """``dropout``'s keep mask (None: keep everything)."""
     if key is None or rate == 0.0:
         return None
-    return fast_random.bernoulli(key, 1.0 - rate, shape, rng_impl)
+    return hash_random.bernoulli(key, 1.0 - rate, shape, rng_impl)
 
 
 def _dropout_scale(x: Array, keep: Array | None, rate: float) -> Array:
@@ -653,10 +653,10 @@ class Cardioformer(nnx.Module):
         for index, ((name, strength), k) in enumerate(
                 zip(augmentations, jax.random.split(noise_key, len(augmentations)), strict=True)):
             if name == "jitter":
-                noise = fast_random.normal(k, tokens.shape, tokens.dtype, impl)
+                noise = hash_random.normal(k, tokens.shape, tokens.dtype, impl)
                 candidate = tokens + strength * noise
             elif name == "scale":
-                noise = fast_random.normal(k, (batch, groups, n, 1), tokens.dtype, impl)
+                noise = hash_random.normal(k, (batch, groups, n, 1), tokens.dtype, impl)
                 factor = 1.0 + strength * noise
                 candidate = tokens * factor
             elif name == "drop":

@@ -37,19 +37,11 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cardioformer_jax import (
-    build_dataset,
-    checkpointing,
-    config_lib,
-    input_pipeline,
-    logging_utils,
-    metrics,
-    models,
-    paths,
-    sharding,
-    swa,
-)
-from cardioformer_jax.early_stopping import EarlyStopping
+from cardioformer_jax import build_dataset, config_lib, models
+from cardioformer_jax.data import input_pipeline
+from cardioformer_jax.evaluation import metrics
+from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, swa
+from cardioformer_jax.training.early_stopping import EarlyStopping
 
 RESULTS_FILE = "results.json"
 # Split names of the built TFDS datasets.
@@ -356,7 +348,7 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
     workdir = paths.resolve_path(workdir)
     if paths.is_url(workdir):
         raise ValueError(_synthetic_url_message(config, workdir))
-    from cardioformer_jax import synthetic  # only the demo needs the generator
+    from cardioformer_jax.data import synthetic  # only the demo needs the generator
 
     data = workdir / "data"
     raw, tfds_dir, marker = data / "raw", data / "tfds", data / "synthetic.json"

@@ -1,0 +1,1 @@
+"""Data: reading and preparing WFDB records, the Grain input pipeline, the synthetic twin."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, record-level analysis, and trained runs loaded for inference."""

@@ -1,0 +1,1 @@
+"""Training: the loop and its steps, checkpoints, SWA, early stopping, sharding, logging."""
