@@ -14,7 +14,8 @@ from flax import nnx
 
 from cardioformer_jax import config_lib, models
 from cardioformer_jax.evaluation import inference
-from cardioformer_jax.models.cardioformer import Cardioformer, count_params
+from cardioformer_jax.models import count_params
+from cardioformer_jax.models.cardioformer import Cardioformer
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 from cardioformer_jax.training import train
 from configs import ablations, resnet1d

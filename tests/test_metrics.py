@@ -9,13 +9,10 @@ from sklearn import metrics as skm
 
 from cardioformer_jax.evaluation.metrics import (
     CLASSIFICATION_KEYS,
-    MetricsAccumulator,
     aggregate_seeds,
     classification_metrics,
     format_mean_std,
-    multilabel_metrics,
     record_level,
-    record_level_metrics,
 )
 
 
@@ -155,71 +152,6 @@ def test_non_finite_probabilities_give_nan_metrics():
     assert set(m) == set(CLASSIFICATION_KEYS) and all(math.isnan(v) for v in m.values())
     # ...unless the bad row is padding.
     assert not math.isnan(classification_metrics(probs, labels, mask=np.arange(20) != 4)["f1"])
-    ml = multilabel_metrics(np.full((4, 2), np.inf), np.eye(2)[[0, 1, 0, 1]])
-    assert all(math.isnan(v) for v in ml.values())
-
-
-def _random_multilabel(n=200, k=6, seed=5):
-    rng = np.random.default_rng(seed)
-    targets = (rng.random((n, k)) < 0.3).astype(np.int64)
-    probs = np.clip(0.35 * targets + 0.65 * rng.random((n, k)), 0.0, 1.0)
-    return probs, targets
-
-
-def test_multilabel_agrees_with_sklearn():
-    probs, targets = _random_multilabel()
-    m = multilabel_metrics(probs, targets)
-    preds = (probs >= 0.5).astype(int)
-    assert m["auroc"] == pytest.approx(skm.roc_auc_score(targets, probs, average="macro"))
-    assert m["auprc"] == pytest.approx(
-        skm.average_precision_score(targets, probs, average="macro"))
-    assert m["f1"] == pytest.approx(
-        skm.f1_score(targets, preds, average="macro", zero_division=0))
-    assert m["precision"] == pytest.approx(
-        skm.precision_score(targets, preds, average="macro", zero_division=0))
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    bce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean()
-    assert m["loss"] == pytest.approx(bce)
-
-
-def test_multilabel_mask_and_absent_label():
-    probs, targets = _random_multilabel(n=50, k=4)
-    targets[:, 2] = 0  # label 2 has no positives: skipped by AUROC and AUPRC
-    mask = np.arange(50) < 40
-    m = multilabel_metrics(probs, targets, mask=mask)
-    p, t = probs[:40], targets[:40]
-    keep = [0, 1, 3]
-    assert m["auroc"] == pytest.approx(skm.roc_auc_score(t[:, keep], p[:, keep]))
-    assert m["auprc"] == pytest.approx(skm.average_precision_score(t[:, keep], p[:, keep]))
-    assert m == pytest.approx(multilabel_metrics(p, t))
-
-
-def test_accumulator_matches_one_shot_with_padded_batches():
-    probs, labels = _random_problem(n=250, k=5, seed=6)
-    acc = MetricsAccumulator(num_classes=5)
-    batch = 64
-    for start in range(0, 250, batch):
-        p, lab = probs[start:start + batch], labels[start:start + batch]
-        n = p.shape[0]
-        # Pad the last batch to the fixed batch size like the evaluator does.
-        pad = batch - n
-        p = np.concatenate([p, np.full((pad, 5), 0.2, np.float32)])
-        lab = np.concatenate([lab, np.zeros(pad, labels.dtype)])
-        acc.update(jnp.asarray(p), jnp.asarray(lab), mask=jnp.arange(batch) < n)
-    assert acc.num_examples == 250
-    assert acc.compute() == pytest.approx(classification_metrics(probs, labels))
-    acc.reset()
-    assert acc.num_examples == 0
-    with pytest.raises(ValueError):
-        acc.compute()
-
-
-def test_accumulator_multilabel():
-    probs, targets = _random_multilabel(n=90, k=3)
-    acc = MetricsAccumulator(multilabel=True)
-    for s in range(0, 90, 32):
-        acc.update(probs[s:s + 32], targets[s:s + 32])
-    assert acc.compute() == pytest.approx(multilabel_metrics(probs, targets))
 
 
 def test_record_level_averages_segments():
@@ -231,26 +163,13 @@ def test_record_level_averages_segments():
     assert ids.tolist() == ["a", "b"]
     np.testing.assert_allclose(rec_probs, [[0.4, 0.6], [0.6, 0.4]])
     assert rec_labels.tolist() == [1, 0]
-    m = record_level_metrics(probs, labels, rids, mask=mask)
+    m = classification_metrics(rec_probs, rec_labels)
     assert m["accuracy"] == pytest.approx(1.0)  # segment-level accuracy is only 0.5
 
 
 def test_record_level_rejects_inconsistent_labels():
     with pytest.raises(ValueError, match="different labels"):
         record_level(np.full((2, 2), 0.5), np.array([0, 1]), np.array([7, 7]))
-
-
-def test_accumulator_record_level():
-    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
-    labels = np.array([0, 0, 1, 1])
-    rids = np.array([10, 10, 11, 11])
-    acc = MetricsAccumulator()
-    acc.update(probs[:2], labels[:2], record_ids=rids[:2])
-    acc.update(probs[2:], labels[2:], record_ids=rids[2:])
-    assert acc.compute()["accuracy"] == pytest.approx(0.5)
-    assert acc.compute_record_level()["accuracy"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="every batch"):
-        acc.update(probs, labels)
 
 
 def test_aggregate_seeds_sample_std():

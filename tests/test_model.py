@@ -8,13 +8,13 @@ import pytest
 from flax import nnx
 
 from cardioformer_jax import config_lib
+from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import (
     Cardioformer,
     LayerNorm,
     ModelConfig,
     TokenLayout,
     attention_core,
-    count_params,
     dropout,
     gelu,
     parse_augmentations,

@@ -131,7 +131,8 @@ CHILD = textwrap.dedent(
     # model on 8 emulated devices would take ~10 s).
     model, optimizer = nnx.eval_shape(create)
     shapes = {"params": nnx.state(model, nnx.Param), "opt": nnx.state(optimizer)}
-    state = sharding.shard_tree(jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes), mesh)
+    ones = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes)
+    state = jax.device_put(ones, sharding.tree_shardings(ones, mesh))
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     out["leaves"] = {
         sharding.path_name(path): [str(leaf.sharding.spec), list(leaf.shape),

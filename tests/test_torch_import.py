@@ -30,7 +30,8 @@ from cardioformer_jax.interop.torch_import import (
     load_reference_model,
     load_torch_state_dict,
 )
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig, count_params
+from cardioformer_jax.models import count_params
+from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,7 +40,6 @@ from sklearn.metrics import (
 PROB_EPS = 1e-7
 
 CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss")
-MULTILABEL_KEYS = ("precision", "recall", "f1", "auroc", "auprc", "loss")
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -170,69 +169,19 @@ def classification_metrics(
     }
 
 
-def multilabel_metrics(
-    probs: Any,
-    targets: Any,
-    mask: Any = None,
-    threshold: float = 0.5,
-) -> dict[str, float]:
-    """Multi-label metrics (PTB-XL standard protocol) from per-label sigmoid probabilities.
-
-    Args:
-      probs: ``(N, K)`` independent probabilities.
-      targets: ``(N, K)`` 0/1 ground truth.
-      mask: optional ``(N,)`` boolean/0-1 array of valid rows.
-      threshold: decision threshold for precision/recall/F1.
-
-    Returns:
-      ``{"precision", "recall", "f1", "auroc", "auprc", "loss"}``: macro over labels.
-      F1 & co. use all K labels (zero_division=0). AUROC skips labels lacking positives or
-      negatives, AUPRC skips labels lacking positives; NaN if none qualifies. ``loss`` is
-      the mean binary cross-entropy over all N*K entries (clipped like the softmax loss).
-    """
-    probs = to_numpy(probs).astype(np.float64)
-    targets = to_numpy(targets)
-    if probs.ndim != 2 or targets.shape != probs.shape:
-        raise ValueError(f"expected probs and targets of equal (N, K) shape: {probs.shape}, "
-                         f"{targets.shape}")
-    probs, targets = _apply_mask(mask, probs, targets)
-    if targets.shape[0] == 0:
-        raise ValueError("no valid examples to compute metrics on")
-    if not np.isin(targets, (0, 1)).all():
-        raise ValueError("targets must be 0/1")
-    targets = targets.astype(np.int64)
-    if not np.isfinite(probs).all():
-        return _all_nan(MULTILABEL_KEYS)
-
-    preds = (probs >= threshold).astype(np.int64)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        targets, preds, average="macro", zero_division=0
-    )
-    auroc, auprc = _macro_ranking_scores(targets, probs)
-    p = np.clip(probs, PROB_EPS, 1.0 - PROB_EPS)
-    bce = -(targets * np.log(p) + (1 - targets) * np.log1p(-p))
-    return {
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "auroc": auroc,
-        "auprc": auprc,
-        "loss": float(bce.mean()),
-    }
-
-
 def record_level(
     probs: Any,
     labels: Any,
     record_ids: Any,
     mask: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Averages segment probabilities per record (arithmetic mean over its segments).
+    """Averages segment probabilities per record (arithmetic mean over its segments);
+    `analysis.record_level_metrics` gives the metrics of the result.
 
     Args:
       probs: ``(N, K)`` segment probabilities.
-      labels: ``(N,)`` class ids or ``(N, K)`` multi-label targets; must be identical for
-        all segments of a record (else ValueError).
+      labels: ``(N,)`` class ids; must be identical for all segments of a record (else
+        ValueError).
       record_ids: ``(N,)`` record identifiers (ints or strings).
       mask: optional ``(N,)`` boolean/0-1 array of valid rows.
 
@@ -255,93 +204,10 @@ def record_level(
     # The first segment gives the record label; every other segment must agree with it.
     rec_labels = labels[first]
     mismatch = rec_labels[inverse] != labels
-    if mismatch.ndim > 1:
-        mismatch = mismatch.any(axis=tuple(range(1, mismatch.ndim)))
     if mismatch.any():
         bad = ids[np.unique(inverse[mismatch])][:5]
         raise ValueError(f"segments of the same record have different labels: {bad.tolist()}")
     return rec_probs, rec_labels, ids
-
-
-def record_level_metrics(
-    probs: Any,
-    labels: Any,
-    record_ids: Any,
-    mask: Any = None,
-    num_classes: int | None = None,
-    multilabel: bool = False,
-) -> dict[str, float]:
-    """Metrics after averaging segment probabilities per record (see ``record_level``)."""
-    rec_probs, rec_labels, _ = record_level(probs, labels, record_ids, mask)
-    if multilabel:
-        return multilabel_metrics(rec_probs, rec_labels)
-    return classification_metrics(rec_probs, rec_labels, num_classes=num_classes)
-
-
-class MetricsAccumulator:
-    """Collects per-batch predictions on host and computes metrics over the whole split.
-
-    Each ``update`` fetches the batch to host (``jax.device_get``), drops padded rows and
-    stores the rest, so memory is O(valid examples * K). Arrays must be fully addressable:
-    in multi-host runs gather them first with
-    ``jax.experimental.multihost_utils.process_allgather(x, tiled=True)`` (every process
-    then holds the full batch; only process 0 needs to report).
-    """
-
-    def __init__(self, num_classes: int | None = None, multilabel: bool = False) -> None:
-        self.num_classes = num_classes
-        self.multilabel = multilabel
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets all accumulated batches."""
-        self._probs: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-        self._record_ids: list[np.ndarray] = []
-
-    def update(self, probs: Any, labels: Any, mask: Any = None, record_ids: Any = None) -> None:
-        """Adds one batch: probs ``(B, K)``, labels ``(B,)`` or ``(B, K)``, mask ``(B,)``.
-
-        ``record_ids`` (``(B,)``) are needed only for ``compute_record_level``; give them
-        for every batch or for none.
-        """
-        probs, labels = to_numpy(probs), to_numpy(labels)
-        rids = None if record_ids is None else to_numpy(record_ids)
-        if self._probs and (rids is None) != (not self._record_ids):
-            raise ValueError("record_ids must be given for every batch or for none")
-        probs, labels, rids = _apply_mask(mask, probs, labels, rids)
-        self._probs.append(probs)
-        self._labels.append(labels)
-        if rids is not None:
-            self._record_ids.append(rids)
-
-    @property
-    def num_examples(self) -> int:
-        """Number of valid (unmasked) examples collected so far."""
-        return sum(p.shape[0] for p in self._probs)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Concatenated ``(probs, labels, record_ids or None)`` of all valid examples."""
-        if not self._probs:
-            raise ValueError("no batches were added")
-        rids = np.concatenate(self._record_ids) if self._record_ids else None
-        return np.concatenate(self._probs), np.concatenate(self._labels), rids
-
-    def compute(self) -> dict[str, float]:
-        """Segment-level metrics over everything collected."""
-        probs, labels, _ = self.arrays()
-        if self.multilabel:
-            return multilabel_metrics(probs, labels)
-        return classification_metrics(probs, labels, num_classes=self.num_classes)
-
-    def compute_record_level(self) -> dict[str, float]:
-        """Metrics after averaging segment probabilities per record id."""
-        probs, labels, rids = self.arrays()
-        if rids is None:
-            raise ValueError("record_ids were not given to update()")
-        return record_level_metrics(
-            probs, labels, rids, num_classes=self.num_classes, multilabel=self.multilabel
-        )
 
 
 def aggregate_seeds(

@@ -37,11 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import (
     Cardioformer,
     ModelConfig,
     TokenLayout,
-    count_params,
     sinusoidal_position_encoding,
 )
 

@@ -10,7 +10,8 @@ after construction (``.eval()`` switches dropout off) and keeps only its ``dropo
 random stream, so the training loop treats them all alike.
 
 `model_spec` returns a frozen, hashable dataclass: the training code can key its compiled
-programs on it (two configs that build the same network share them).
+programs on it (two configs that build the same network share them). `count_params` counts
+the trainable scalars of any of them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import numpy as np
 from flax import nnx
 
 from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
@@ -61,3 +64,10 @@ def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:
 def create_model(config: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
     """The config's model in train mode: ``build_model(model_spec(config), rngs=rngs)``."""
     return build_model(model_spec(config), rngs=rngs)
+
+
+def count_params(model: nnx.Module | nnx.State) -> int:
+    """Number of trainable scalars: the `nnx.Param`s of a module (abstract ones from
+    `nnx.eval_shape` too), or every leaf of a parameter state such as ``TrainState.params``."""
+    params = nnx.state(model, nnx.Param) if isinstance(model, nnx.Module) else model
+    return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))

@@ -251,12 +251,3 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                         is_leaf=lambda x: isinstance(x, P))
 
-
-def shard_tree(tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
-    """Places the arrays of `tree` (params, optimizer state, ...) by the rules.
-
-    The values must be identical on every process (e.g. created from the same seed);
-    for large states prefer creating them directly sharded with
-    ``jax.jit(create, out_shardings=tree_shardings(jax.eval_shape(create), mesh))``.
-    """
-    return jax.device_put(tree, tree_shardings(tree, mesh, rules))

@@ -488,7 +488,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         else:
             state = compiled.init(*_init_args(config))
             logging.info("new run in %s: %s parameters, mesh %s, %d steps per epoch",
-                         run_dir, f"{count_params_state(state.params):,}", dict(mesh.shape),
+                         run_dir, f"{models.count_params(state.params):,}", dict(mesh.shape),
                          steps_per_epoch)
         early = EarlyStopping(patience=train_config.patience, min_delta=train_config.min_delta)
         if "early_stopping" in meta:
@@ -582,11 +582,6 @@ def _early_stopping_from_meta(values: Mapping[str, Any]) -> EarlyStopping:
     if values["best_metric"] is None:  # JSON stores the initial -inf as null
         values["best_metric"] = float("-inf") if values["higher_is_better"] else float("inf")
     return EarlyStopping.from_dict(values)
-
-
-def count_params_state(params: nnx.State) -> int:
-    """Number of scalars in a parameter state."""
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
