@@ -1,6 +1,7 @@
 """Tests of the synthetic PTB-XL / MIMIC-IV-ECG twins and the ECG generator."""
 
 import ast
+import importlib.util
 import os
 import pathlib
 import re
@@ -92,6 +93,9 @@ def test_ptbxl_csv_layout(ptbxl):
 
     scp = pd.read_csv(ptbxl / "scp_statements.csv")
     assert list(scp.columns) == SCP_COLUMNS
+    # The twin's table is the package's scp_statements.csv, as is.
+    pd.testing.assert_frame_equal(scp.set_index("Unnamed: 0").rename_axis(None),
+                                  synthetic.scp_statements())
     scp = scp.set_index("Unnamed: 0")
     emitted = {c for s in db["scp_codes"] for c in ast.literal_eval(s)}
     assert emitted | set(CODE_TO_CLASS) <= set(scp.index)
@@ -361,11 +365,33 @@ def test_mimic_reports_exercise_label_rules(mimic):
     assert (m.loc[m["label"] == "AF", "p_onset"] == 29999).all()
 
 
-def test_cli_writes_and_reports(tmp_path, capsys):
-    synthetic.main(["--out", str(tmp_path / "p"), "--patients", "2", "--seed", "1"])
-    synthetic.main(["--out", str(tmp_path / "m"), "--patients", "2", "--seed", "1",
-                    "--layout", "mimic_iv_ecg"])
-    out = capsys.readouterr().out
-    assert "PTB-XL twin" in out and "MIMIC-IV-ECG twin" in out
-    assert (tmp_path / "p" / "ptbxl_database.csv").exists()
-    assert (tmp_path / "m" / "record_list.csv").exists()
+def test_cli_writes_and_reports(tmp_path):
+    command = [sys.executable, "-m", "cardioformer_jax.synthetic", "--patients=2", "--seed=1"]
+    p = subprocess.run([*command, f"--out={tmp_path / 'p'}"], capture_output=True,
+                       text=True, check=True)
+    m = subprocess.run([*command, f"--out={tmp_path / 'm'}", "--layout=mimic_iv_ecg"],
+                       capture_output=True, text=True, check=True)
+    assert "PTB-XL twin" in p.stdout and "MIMIC-IV-ECG twin" in m.stdout
+    assert p.stdout.startswith(synthetic.describe_twin(tmp_path / "p", 2, 1, "ptbxl"))
+    # The command writes what the library writes for the same arguments.
+    assert _tree(tmp_path / "p") == _tree(synthetic.write_twin(tmp_path / "q", 2, 1, "ptbxl"))
+    assert _tree(tmp_path / "m") == _tree(synthetic.write_mimic_twin(tmp_path / "n", 2, 1))
+    missing = subprocess.run(command, capture_output=True, text=True)
+    assert missing.returncode != 0 and "--out" in missing.stderr  # --out is required
+    with pytest.raises(ValueError, match="unknown layout"):
+        synthetic.write_twin(tmp_path / "x", 2, 1, "ptb")
+
+
+def test_library_defines_no_flags_and_reads_its_scp_table_as_a_resource():
+    # Flags belong to the command (cardioformer_jax.synthetic), not to the library.
+    code = ("from absl import flags; before = set(flags.FLAGS); "
+            "import cardioformer_jax.data.synthetic; print(sorted(set(flags.FLAGS) - before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+    sources = [*pathlib.Path(synthetic.__file__).parent.glob("*.py"),
+               pathlib.Path(importlib.util.find_spec("cardioformer_jax.synthetic").origin)]
+    assert len(sources) > 2 and not [f for f in sources if "argparse" in f.read_text()]
+    scp = synthetic.scp_statements()
+    assert list(scp.columns) == SCP_COLUMNS[1:] == list(synthetic.SCP_COLUMNS)
+    assert set(CODE_TO_CLASS) <= set(scp.index) and scp.index.is_unique
