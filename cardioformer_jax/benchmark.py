@@ -1,34 +1,37 @@
-"""Speed of the model on this machine, as one JSON object.
+"""Speed of training on this machine, as one JSON object.
 
     python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
         [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
 
+Times the programs a training run executes (`train.programs`): the config's model
+(``model_name``) and optimizer, the state created sharded on the config's mesh by
+`train.create_train_state`, the jitted `train.train_step` with its shardings and buffer
+donation, the SWA update and `train.eval_step`. Any change to them shows here.
+
 Measures, on random inputs of the config's shape: compile time of the training step,
-training samples/s (forward, backward and Adam update), evaluation samples/s (eval-mode
-forward), single-sample inference latency, peak host memory, model FLOPs per training
-sample from XLA's cost analysis and the achieved FLOP/s (and MFU where the device's peak
-is known or given with --peak_tflops).
+training samples/s, evaluation samples/s, single-sample latency of the evaluation step on
+one device (where `inference.load` puts a trained model), peak host memory, model FLOPs per
+training sample from XLA's cost analysis and the achieved FLOP/s (and MFU where the
+device's peak is known or given with --peak_tflops).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig, count_params
+from cardioformer_jax import models
+from cardioformer_jax.training import sharding, train
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
 _KNOWN_PEAK_TFLOPS = {
@@ -41,31 +44,30 @@ _KNOWN_PEAK_TFLOPS = {
 }
 
 
-def _make_train_step(graphdef: nnx.GraphDef) -> Callable:
-    def train_step(state, x, y):
-        model, optimizer = nnx.merge(graphdef, state)
-
-        def loss_fn(m):
-            return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-
-    return train_step
+def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch: int
+                      ) -> ml_collections.ConfigDict:
+    """A copy of `config` with the benchmark's batch sizes (`train.check_fits` reads them)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.batch_size = batch
+    config.train.eval_batch_size = eval_batch
+    return config
 
 
-def _model_and_optimizer(config: ModelConfig, tx: optax.GradientTransformation):
-    model = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=1))
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-
-def _create_state(config: ModelConfig, tx: optax.GradientTransformation):
-    # Initialising under jit builds the 8.7 M parameters in one compiled program instead of
-    # hundreds of eager ops.
-    graphdef = nnx.split(nnx.eval_shape(lambda: _model_and_optimizer(config, tx)))[0]
-    state = jax.jit(lambda: nnx.state(_model_and_optimizer(config, tx)))()
-    return graphdef, state
+def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
+                  mesh: jax.sharding.Mesh, evaluation: bool = False) -> dict[str, jax.Array]:
+    """A global batch of `rows` random examples, split over `mesh` like the input pipeline's
+    (``{"signal", "label"}``; evaluation batches also carry ``"mask"``)."""
+    model = config.model
+    if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
+        rows //= jax.process_count()  # each process feeds its own rows
+    host = {
+        "signal": rng.standard_normal((rows, model.seq_len, model.num_channels)
+                                      ).astype(np.float32),
+        "label": rng.integers(0, model.num_classes, rows).astype(np.int32),
+    }
+    if evaluation:
+        host["mask"] = np.ones(rows, np.int32)
+    return sharding.global_batch(host, mesh)
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -78,20 +80,20 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _step_seconds(compiled: Callable, state: Any, x: jax.Array, y: jax.Array, steps: int
-                  ) -> tuple[np.ndarray, Any, jax.Array]:
+def _step_seconds(step: Callable, state: train.TrainState, batch: Mapping[str, jax.Array],
+                  steps: int) -> tuple[np.ndarray, train.TrainState, jax.Array]:
     """Seconds of each of ``steps`` training steps, without a host sync between them.
 
-    Every step is dispatched first; each step's duration is then the gap between the
-    moments its loss and the previous one become ready (the donated state makes the steps
-    run one after the other), so the device stays as busy as in a training loop. Returns
-    the seconds, the final state and the last loss.
+    Every step is dispatched first, as the training loop does; each step's duration is
+    then the gap between the moments its loss and the previous one become ready (the
+    donated state makes the steps run one after the other). Returns the seconds, the final
+    state and the last loss.
     """
     start = time.perf_counter()
     losses = []
     for _ in range(steps):
-        state, loss = compiled(state, x, y)
-        losses.append(loss)
+        state, step_metrics = step(state, batch)
+        losses.append(step_metrics["loss"])
     done = []
     for loss in losses:
         jax.block_until_ready(loss)
@@ -121,77 +123,99 @@ def peak_host_memory_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _flops_per_sample(config: ModelConfig, tx, batch: int) -> float:
-    """Training FLOPs per sample from XLA's cost analysis of the unrolled step.
+def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                      batch: Mapping[str, jax.Array]) -> float:
+    """Training FLOPs per sample from XLA's cost analysis of the training step.
 
-    Cost analysis counts a scan body once, so this lowers (without compiling) a variant
-    with every layer unrolled.
+    Cost analysis counts a scan body once, so for a Cardioformer this lowers (without
+    compiling) the step of the same model with every layer unrolled.
     """
-    unrolled = dataclasses.replace(config, scan_unroll=config.e_layers)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: _model_and_optimizer(unrolled, tx)))
-    x = jax.ShapeDtypeStruct((batch, config.seq_len, config.num_channels), jnp.float32)
-    y = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    cost = jax.jit(_make_train_step(graphdef)).lower(state, x, y).cost_analysis()
+    spec = models.model_spec(config)
+    if isinstance(spec, models.ModelConfig) and spec.scan_unroll != spec.e_layers:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model.scan_unroll = spec.e_layers
+    programs = train.programs(config, mesh)
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                          batch)
+    cost = programs.train.lower(programs.abstract_state, shapes).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"]) / batch if cost and "flops" in cost else float("nan")
+    rows = next(iter(batch.values())).shape[0]
+    return float(cost["flops"]) / rows if cost and "flops" in cost else float("nan")
 
 
-def run(config: ModelConfig, batch: int, eval_batch: int, steps: int,
+def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: int,
         peak_tflops: float = 0.0) -> dict[str, Any]:
-    """Runs every measurement and returns the JSON-ready results."""
-    devices = jax.devices()
-    tx = optax.chain(optax.clip_by_global_norm(4.0), optax.adam(1e-4))
+    """Runs every measurement of `config`'s model and returns the JSON-ready results.
+
+    `batch` and `eval_batch` replace ``config.train.batch_size`` and ``eval_batch_size``;
+    both must divide over the config's mesh (``mesh.shape``, default every device).
+    """
+    config = _benchmark_config(config, batch, eval_batch)
+    spec = models.model_spec(config)
+    mesh = sharding.mesh_from_config(config)
+    train.check_fits(config, mesh)
+    devices = list(mesh.devices.flat)
     rng = np.random.default_rng(0)
-    shape = (config.seq_len, config.num_channels)
-    x = jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, config.num_classes, batch), jnp.int32)
+    train_batch = _random_batch(config, batch, rng, mesh)
 
     start = time.perf_counter()
-    graphdef, state = _create_state(config, tx)
+    state, programs = train.create_train_state(config, mesh)
     jax.block_until_ready(state)
     init_seconds = time.perf_counter() - start
 
-    step = jax.jit(_make_train_step(graphdef), donate_argnums=0)
+    # Compiled ahead of time from the jitted step training calls: the same executable,
+    # with its shardings and donated state, without a second compilation.
     start = time.perf_counter()
-    compiled = step.lower(state, x, y).compile()
+    step = programs.train.lower(state, train_batch).compile()
     compile_seconds = time.perf_counter() - start
-    state, loss = compiled(state, x, y)  # warm-up
-    jax.block_until_ready(loss)
+    state, step_metrics = step(state, train_batch)  # warm-up
+    jax.block_until_ready(step_metrics)
 
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    step_seconds, state, loss = _step_seconds(compiled, state, x, y, steps)
+    step_seconds, state, loss = _step_seconds(step, state, train_batch, steps)
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     train_step_seconds = float(np.mean(step_seconds))
 
-    model = nnx.merge(graphdef, state)[0]
-    model.eval()
-    model_def, model_state = nnx.split(model)
-    forward = jax.jit(lambda s, v: nnx.merge(model_def, s)(v))
-    x_eval = jnp.asarray(rng.standard_normal((eval_batch, *shape)), jnp.float32)
+    # As at an epoch end: the SWA update, then evaluation of the averaged parameters.
+    state = programs.swa(state)
+    eval_batch_arrays = _random_batch(config, eval_batch, rng, mesh, evaluation=True)
     start = time.perf_counter()
-    jax.block_until_ready(forward(model_state, x_eval))
+    evaluate = programs.eval.lower(state.swa_params, state.rngs, eval_batch_arrays).compile()
     eval_compile_seconds = time.perf_counter() - start
-    eval_seconds = _timed(lambda: forward(model_state, x_eval), max(2, steps))
-    x_one = x_eval[:1]
-    jax.block_until_ready(forward(model_state, x_one))
-    latency_seconds = _timed(lambda: forward(model_state, x_one), 20)
+    jax.block_until_ready(evaluate(state.swa_params, state.rngs, eval_batch_arrays))
+    eval_seconds = _timed(lambda: evaluate(state.swa_params, state.rngs, eval_batch_arrays),
+                          max(2, steps))
 
-    flops = _flops_per_sample(config, tx, batch)
+    # One sample on one device, where `inference.load` places a trained model.
+    one_device = sharding.create_mesh((1, 1), devices=devices[:1])
+    single = train.programs(config, one_device)
+    params = jax.device_put(state.swa_params, single.shardings.swa_params)
+    model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
+    sample = _random_batch(config, 1, rng, one_device, evaluation=True)
+    forward = single.eval.lower(params, model_rngs, sample).compile()
+    jax.block_until_ready(forward(params, model_rngs, sample))
+    latency_seconds = _timed(lambda: forward(params, model_rngs, sample), 20)
+
+    flops = _flops_per_sample(config, mesh, train_batch)
     achieved = flops * batch / train_step_seconds
     kind = devices[0].device_kind
-    peak = peak_tflops or _KNOWN_PEAK_TFLOPS.get(kind, {}).get(config.dtype, 0.0)
+    dtype = getattr(spec, "dtype", "float32")
+    peak = peak_tflops or _KNOWN_PEAK_TFLOPS.get(kind, {}).get(dtype, 0.0)
     device_memory = devices[0].memory_stats() or {}
     return {
         "device_kind": kind,
         "platform": devices[0].platform,
         "device_count": len(devices),
+        "mesh": {name: int(size) for name, size in mesh.shape.items()},
         "jax_version": jax.__version__,
-        "dtype": config.dtype,
-        "parameters": count_params(nnx.merge(graphdef, state)[0]),
+        "model_name": models.model_name(config),
+        "dtype": dtype,
+        "parameters": models.count_params(state.params),
         "batch_size": batch,
-        "parallel_chains": config.chains_for_batch(batch),
-        "remat": config.remat,
-        "scan_unroll": config.scan_unroll,
+        # The Cardioformer's execution settings (None for other models).
+        "kernels": getattr(spec, "kernels", None),
+        "remat": getattr(spec, "remat", None),
+        "scan_unroll": getattr(spec, "scan_unroll", None),
         "init_seconds": round(init_seconds, 2),
         "compile_seconds": round(compile_seconds, 2),
         **train_speed_fields(batch, step_seconds),
@@ -230,8 +254,8 @@ def _main() -> None:
 
     def main(argv: list[str]) -> None:
         del argv
-        config = ModelConfig.from_config(config_file.value.model)
-        results = run(config, batch.value, eval_batch.value, steps.value, peak.value)
+        results = run(config_file.value, batch.value, eval_batch.value, steps.value,
+                      peak.value)
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

@@ -8,19 +8,40 @@ from pathlib import Path
 import pytest
 
 from cardioformer_jax import benchmark
-from cardioformer_jax.models.cardioformer import ModelConfig
+from cardioformer_jax.training import train
+from configs import demo
 
-# Each test compiles the full-size PTB-XL model: slow lane.
+# Each test compiles a model's training step: slow lane.
 pytestmark = pytest.mark.slow
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.py"
-TINY = ModelConfig(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16, 16))
 
 
-def test_run_reports_every_field_with_sane_values():
-    results = benchmark.run(TINY, batch=4, eval_batch=4, steps=3)
+def _tiny_config():
+    config = demo.get_config()
+    config.model.update(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16, 16))
+    return config
+
+
+def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
+    # The benchmark must time the step training runs: a wrapped `train.train_step` is
+    # what it traces (fresh programs, so none come from an earlier test's cache).
+    traced = []
+
+    def train_step(*args, **kwargs):
+        traced.append(args[-1]["signal"].shape)
+        return original(*args, **kwargs)
+
+    original = train.train_step
+    monkeypatch.setattr(train, "train_step", train_step)
+    train._programs.cache_clear()
+    try:
+        results = benchmark.run(_tiny_config(), batch=4, eval_batch=4, steps=3)
+    finally:
+        train._programs.cache_clear()
+    assert traced and traced[0] == (4, 250, 12)
     assert results["parameters"] > 0 and results["batch_size"] == 4
-    assert results["parallel_chains"] == TINY.chains_for_batch(4)
+    assert results["model_name"] == "cardioformer" and results["scan_unroll"] == 1
     for name in ("compile_seconds", "train_samples_per_second", "eval_samples_per_second",
                  "inference_latency_ms", "peak_host_memory_mib", "train_gflops_per_sample",
                  "achieved_tflops"):
@@ -47,3 +68,4 @@ def test_command_line_prints_one_json_object(tmp_path):
         capture_output=True, text=True, check=True, timeout=600)
     results = json.loads(out.stdout)
     assert results["batch_size"] == 4 and results["device_count"] >= 1
+    assert results["mesh"] == {"data": results["device_count"], "fsdp": 1}
