@@ -11,14 +11,15 @@ from cardioformer_jax import config_lib
 from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import (
     Cardioformer,
-    LayerNorm,
     ModelConfig,
     TokenLayout,
-    attention_core,
-    dropout,
-    gelu,
     parse_augmentations,
 )
+from cardioformer_jax.models.layers import gelu
+from cardioformer_jax.ops import resolve_kernels
+from cardioformer_jax.ops.attention import attention_cpu, attention_xla
+from cardioformer_jax.ops.dropout import dropout
+from cardioformer_jax.ops.layer_norm import LayerNorm
 
 SMALL = dict(d_model=16, d_ff=32, n_heads=2, e_layers=2)
 
@@ -134,7 +135,9 @@ def test_eval_mode_is_deterministic_and_train_mode_is_random():
 
 
 def _router_outputs(model: Cardioformer, tokens: jax.Array) -> np.ndarray:
-    return np.asarray(model.encode(tokens)[:, model.layout.router_indices])
+    layout = model.layout
+    routers = [layout.granularity_slice(i).stop - 1 for i in range(len(model.config.patch_lens))]
+    return np.asarray(model.encode(tokens)[:, routers])
 
 
 @pytest.mark.parametrize("no_inter_attn", [True, False])
@@ -211,7 +214,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
         ({"dropout": 1.0}, "dropout"),
         ({"dtype": "float16"}, "dtype"),
         ({"patch_lens": ()}, "patch_lens is empty"),
-        ({"parallel_chains": -1}, "parallel_chains"),
+        ({"kernels": "gpu"}, "kernels"),
     ],
 )
 def test_bad_config_values_are_refused(overrides, message):
@@ -270,49 +273,10 @@ def test_augmentations_are_drawn_per_granularity():
     np.testing.assert_array_equal(none_model.embed(x), none_model.embed(x, jax.random.key(0)))
 
 
-def test_parallel_chains_split_only_divisible_batches():
-    config = ModelConfig(**SMALL, parallel_chains=4)
-    assert [config.chains_for_batch(b) for b in (1, 2, 3, 6, 7, 8, 128)] == [1, 2, 3, 3, 1, 4, 4]
-    assert ModelConfig(**SMALL, parallel_chains=1).chains_for_batch(128) == 1
-    auto = ModelConfig(**SMALL).chains_for_batch(128)  # 0 = auto: 2 on CPU, 1 elsewhere
-    assert auto == (2 if jax.default_backend() == "cpu" else 1)
-
-
-@pytest.mark.parametrize("single_channel", [False, True])
-def test_parallel_chains_give_the_same_eval_logits_in_sample_order(single_channel):
-    # Chains take strided sub-batches; the logits must come back per sample, in order.
-    x = ecg(6, seed=3)
-    forward = nnx.jit(lambda m, v: m(v))
-    logits = {}
-    for chains in (1, 2, 3):
-        model = small_model(patch_lens=(4, 16, 16), single_channel=single_channel,
-                            parallel_chains=chains)
-        model.eval()
-        logits[chains] = np.asarray(forward(model, x))
-    np.testing.assert_allclose(logits[2], logits[1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logits[3], logits[1], rtol=1e-5, atol=1e-6)
-    # Sample order: each row matches the same sample run alone.
-    single = small_model(patch_lens=(4, 16, 16), single_channel=single_channel,
-                         parallel_chains=1)
-    single.eval()
-    np.testing.assert_allclose(logits[3][4], np.asarray(single(x[4:5]))[0], rtol=1e-5,
-                               atol=1e-6)
-
-
-@pytest.mark.slow
-def test_parallel_chains_train_mode_gradients_are_finite():
-    model = small_model(patch_lens=(8, 16), parallel_chains=2)
-
-    def loss(m, v):
-        return jnp.mean(m(v) ** 2)
-
-    grads = nnx.grad(loss)(model, ecg(4))
-    chex.assert_tree_all_finite(nnx.state(grads))
-
-
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
 @pytest.mark.parametrize("rate", [0.0, 0.4])
-def test_attention_core_matches_plain_formula_and_its_autodiff(rate):
-    """The hand-written backward of ``attention_core`` equals autodiff of the plain formula."""
+def test_attention_matches_the_plain_formula_and_its_autodiff(rate, kernels):
+    """Both attention kernels equal autodiff of the plain formula, with the same mask."""
     rng = np.random.default_rng(3)
     q, k, v, cotangent = (jnp.asarray(rng.standard_normal((2, 3, 4, 7, 8)), jnp.float32)
                           for _ in range(4))
@@ -320,16 +284,46 @@ def test_attention_core_matches_plain_formula_and_its_autodiff(rate):
 
     def plain(q, k, v):
         scores = jnp.einsum("...qd,...kd->...qk", q, k) / np.sqrt(q.shape[-1])
-        probs = dropout(jax.nn.softmax(scores, axis=-1), rate, key)
+        probs = dropout(jax.nn.softmax(scores, axis=-1), rate, key, kernels)
         return jnp.einsum("...qk,...kd->...qd", probs, v)
 
+    kernel = {"cpu": attention_cpu, "xla": attention_xla}[kernels]
     expected, expected_vjp = jax.vjp(plain, q, k, v)
-    got, got_vjp = jax.vjp(lambda q, k, v: attention_core(q, k, v, key, rate, "hash"), q, k, v)
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    got, got_vjp = jax.vjp(lambda q, k, v: kernel(q, k, v, key, rate), q, k, v)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     if rate:  # dropout really acted (and with the same mask in both)
-        assert not np.allclose(got, attention_core(q, k, v, None, 0.0, "hash"))
+        assert not np.allclose(got, kernel(q, k, v, None, 0.0))
     for name, g, e in zip("qkv", got_vjp(cotangent), expected_vjp(cotangent), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_kernels_agree_in_values_and_gradients(dtype):
+    rng = np.random.default_rng(6)
+    q, k, v, cotangent = (jnp.asarray(rng.standard_normal((2, 4, 9, 8)), dtype)
+                          for _ in range(4))
+    results = []
+    for kernel in (attention_cpu, attention_xla):
+        out, vjp = jax.vjp(lambda q, k, v, f=kernel: f(q, k, v, None, 0.0), q, k, v)
+        results.append((out, vjp(cotangent)))
+    (cpu, cpu_grads), (xla, xla_grads) = results
+    assert cpu.dtype == xla.dtype == dtype
+    tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
+    for got, expected in zip((cpu, *cpu_grads), (xla, *xla_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32),
+                                   rtol=tolerance, atol=tolerance)
+
+
+def test_kernels_auto_picks_the_cpu_kernels_on_cpu_and_both_give_the_same_logits():
+    assert resolve_kernels("auto") == ("cpu" if jax.default_backend() == "cpu" else "xla")
+    x = ecg(3)
+    logits = {}
+    for kernels in ("cpu", "xla"):
+        model = small_model(patch_lens=(4, 8, 8, 32), kernels=kernels)
+        assert model.kernels == kernels
+        model.eval()
+        logits[kernels] = np.asarray(model(x))
+    np.testing.assert_allclose(logits["cpu"], logits["xla"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -338,7 +332,7 @@ def test_layer_norm_matches_nnx_layer_norm_and_its_autodiff(dtype):
     rng = np.random.default_rng(4)
     x, cotangent = (jnp.asarray(3 * rng.standard_normal((3, 5, 16)) + 1, jnp.float32)
                     for _ in range(2))
-    ours = LayerNorm(16, epsilon=1e-5, dtype=dtype, use_fast_variance=False, rngs=nnx.Rngs(0))
+    ours = LayerNorm(16, kernels="cpu", dtype=dtype, rngs=nnx.Rngs(0))
     reference = nnx.LayerNorm(16, epsilon=1e-5, dtype=dtype, use_fast_variance=False,
                               rngs=nnx.Rngs(0))
     for norm in (ours, reference):  # non-trivial affine parameters, the same in both
@@ -375,21 +369,23 @@ def test_gelu_is_the_exact_erf_form_with_its_derivative():
     assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
-def test_dropout_keeps_values_scaled_and_drops_the_rest():
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_dropout_keeps_values_scaled_and_drops_the_rest(kernels):
     x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 256)) + 3.0, jnp.float32)
-    y = np.asarray(dropout(x, 0.25, jax.random.key(1)))
+    y = np.asarray(dropout(x, 0.25, jax.random.key(1), kernels))
     kept = y != 0
     assert 0.72 < kept.mean() < 0.78
     np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / 0.75, rtol=1e-6)
-    np.testing.assert_array_equal(dropout(x, 0.25, None), x)
+    np.testing.assert_array_equal(dropout(x, 0.25, None, kernels), x)
 
 
-def test_bfloat16_dropout_scale_is_not_rounded_to_bfloat16():
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_bfloat16_dropout_scale_is_not_rounded_to_bfloat16(kernels):
     # 1/0.9 in bfloat16 is 1.109375: every kept activation would shrink by 0.16%. With the
     # scale in float32 only each product is rounded, without a systematic bias.
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.uniform(1.0, 2.0, (512, 1024)), jnp.bfloat16)
-    y = dropout(x, 0.1, jax.random.key(3))
+    y = dropout(x, 0.1, jax.random.key(3), kernels)
     assert y.dtype == jnp.bfloat16
     x32, y32 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     kept = y32 != 0
@@ -401,8 +397,7 @@ def test_bfloat16_layer_norm_parameter_gradients_are_float32_sums():
     rng = np.random.default_rng(5)
     x = jnp.asarray(2 * rng.standard_normal((4, 64, 16)) + 1, jnp.bfloat16)
     cotangent = jnp.asarray(rng.standard_normal((4, 64, 16)), jnp.bfloat16)
-    norm = LayerNorm(16, epsilon=1e-5, dtype=jnp.bfloat16, use_fast_variance=False,
-                     rngs=nnx.Rngs(0))
+    norm = LayerNorm(16, kernels="cpu", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, 16), jnp.float32)
     graphdef, params = nnx.split(norm)
     _, vjp = jax.vjp(lambda p: nnx.merge(graphdef, p)(x), params)

@@ -42,8 +42,8 @@ from cardioformer_jax.models.cardioformer import (
     Cardioformer,
     ModelConfig,
     TokenLayout,
-    sinusoidal_position_encoding,
 )
+from cardioformer_jax.models.layers import sinusoidal_position_encoding
 
 PE_NAME = "enc_embedding.position_embedding.pe"
 REFERENCE_PE_LENGTH = 5000  # the reference's PositionalEmbedding(max_len=5000)

@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cardioformer_jax.models.cardioformer import dataclass_from_config, dropout
-from cardioformer_jax.ops import hash_random as hash_random
+from cardioformer_jax.models.cardioformer import dataclass_from_config
+from cardioformer_jax.ops import KERNELS, resolve_kernels
+from cardioformer_jax.ops.dropout import dropout
 
 NORMS = ("group", "layer")
 
@@ -53,7 +54,7 @@ class ResNet1DConfig:
     norm: str = "group"  # "group" or "layer"
     num_groups: int = 8  # GroupNorm groups (capped by the channel count)
     dropout: float = 0.2  # before the linear head
-    rng_impl: str = "hash"  # see hash_random
+    kernels: str = "auto"  # random numbers of the dropout: see cardioformer_jax.ops
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -70,9 +71,8 @@ class ResNet1DConfig:
             problems.append(f"norm={self.norm!r} must be one of {NORMS}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.rng_impl not in hash_random.IMPLEMENTATIONS:
-            problems.append(f"rng_impl={self.rng_impl!r} must be one of "
-                            f"{hash_random.IMPLEMENTATIONS}")
+        if self.kernels not in KERNELS:
+            problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
         if problems:
             raise ValueError("invalid resnet config: " + "; ".join(problems))
 
@@ -169,6 +169,7 @@ class ResNet1D(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         self.check_input(x)
         key = None if self.deterministic else self.rngs()
-        features = dropout(self.features(x), self.config.dropout, key, self.config.rng_impl)
+        features = dropout(self.features(x), self.config.dropout, key,
+                           resolve_kernels(self.config.kernels))
         return self.head(features)
 
