@@ -1,241 +1,76 @@
-"""Build and read the TFDS datasets (PTB-XL, PTB, MIMIC-IV-ECG) without TensorFlow.
+r"""Command line: build a Cardioformer ECG dataset as TFDS ArrayRecord (no TensorFlow).
 
-    python -m cardioformer_jax.build_dataset ptbxl --manual_dir=DIR --data_dir=DIR \
-        [--config=NAME] [--num_workers=N] [--split_bounds=0.6,0.8] [--split_seed=N]
+    python -m cardioformer_jax.build_dataset {ptbxl|ptb|mimic_iv_ecg} --data_dir=DIR \
+        [--manual_dir=RAW] [--builder_config=NAME] [--num_workers=N] \
+        [--split_bounds=0.6,0.8] [--split_seed=N] [--no_progress] [--register_checksums]
 
-drives the builders of `tfds_builders/` programmatically. TFDS 4.9.10 writes ArrayRecord
-through its own protobuf classes (no TensorFlow); its `tfds build` CLI, by contrast,
-imports TensorFlow, Apache Beam and mlcroissant at start-up, which is why this command
-exists. Reading goes through `data_source()`, which needs neither TF nor the builder code.
+Without --manual_dir the open-access PhysioNet zip is downloaded (docs/data.md). An
+already built dataset is reused. The library is `cardioformer_jax.data.datasets` (`build`,
+`data_source`, ...); exit status 1 with an ``error:`` line when the source cannot be used.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import os
-import re
 import sys
-from typing import Any
-
-import tensorflow_datasets as tfds
-from etils import epath
-from tensorflow_datasets.core.utils import tqdm_utils
-
-DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
-DEFAULT_CONFIG = "default"
 
 
-def builder_class(name: str) -> type:
-    """The `Builder` class of `tfds_builders/<name>/` (importing it registers it in TFDS)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return importlib.import_module(f"tfds_builders.{name}").Builder
+def _main() -> None:
+    # Flags are defined here, not at import: importing this module must not define flags.
+    from absl import app, flags
 
+    from cardioformer_jax.data import datasets
 
-def resolve_config(
-    name: str,
-    config: str | Any | None = None,
-    *,
-    split_bounds: tuple[float, float] | None = None,
-    split_seed: int | None = None,
-):
-    """A builder config by name (default: "default"), optionally with other split bounds
-    and/or a seeded random subject split (see `tfds_builders.common.derive_config`)."""
-    from tfds_builders import common
+    manual_dir = flags.DEFINE_string(
+        "manual_dir", None,
+        "Unpacked PhysioNet folder (or its parent); omit to download the open-access zip.")
+    data_dir = flags.DEFINE_string("data_dir", None, "Where the TFDS datasets are written.",
+                                   required=True)
+    builder_config = flags.DEFINE_string(
+        "builder_config", None, f"TFDS builder config (default: {datasets.DEFAULT_CONFIG}).")
+    num_workers = flags.DEFINE_integer(
+        "num_workers", None, "Record-processing processes (default: all cores; 0: in this "
+        "process).", lower_bound=0)
+    split_bounds = flags.DEFINE_list(
+        "split_bounds", None,
+        "Cumulative split bounds a,b: per class floor(a*n) train, up to floor(b*n) "
+        "validation, the rest test (derives a config named <config>-b<a>-<b>).")
+    split_seed = flags.DEFINE_integer(
+        "split_seed", None, "Shuffle the subjects of each class with this seed before "
+        "splitting (derives a config named <config>-seed<N>).")
+    no_progress = flags.DEFINE_bool("no_progress", False, "No progress bar.")
+    register_checksums = flags.DEFINE_bool(
+        "register_checksums", False,
+        "Record the downloaded archive's size and SHA-256 in the builder's checksums.tsv.")
 
-    cls = builder_class(name)
-    if config is None or isinstance(config, str):
-        wanted = config or DEFAULT_CONFIG
-        configs = {c.name: c for c in cls.BUILDER_CONFIGS}
-        if wanted not in configs:
-            raise ValueError(f"{name} has no config {wanted!r}; choose one of {', '.join(configs)}")
-        config = configs[wanted]
-    return common.derive_config(config, split_bounds=split_bounds, split_seed=split_seed)
+    def _bounds_ok(value: list[str] | None) -> bool:
+        try:
+            return value is None or bool(datasets.parse_split_bounds(value))
+        except ValueError:
+            return False
 
+    flags.register_validator(split_bounds, _bounds_ok,
+                             "expected two numbers a,b (e.g. 0.6,0.8)")
 
-def build(
-    name: str,
-    manual_dir: str | os.PathLike[str] | None,
-    data_dir: str | os.PathLike[str],
-    config: str | Any | None = None,
-    *,
-    num_workers: int | None = None,
-    split_bounds: tuple[float, float] | None = None,
-    split_seed: int | None = None,
-    progress: bool = True,
-    register_checksums: bool = False,
-) -> tfds.core.DatasetBuilder:
-    """Builds `name` into `data_dir` (ArrayRecord) and returns the builder.
+    def main(argv: list[str]) -> None:
+        if len(argv) != 2 or argv[1] not in datasets.DATASETS:
+            raise app.UsageError(f"give one dataset name, one of {', '.join(datasets.DATASETS)}"
+                                 f"; got {argv[1:]}")
+        bounds = None if split_bounds.value is None else datasets.parse_split_bounds(
+            split_bounds.value)
+        try:
+            builder = datasets.build(
+                argv[1], manual_dir.value, data_dir.value, builder_config.value,
+                num_workers=num_workers.value, split_bounds=bounds, split_seed=split_seed.value,
+                progress=not no_progress.value, register_checksums=register_checksums.value)
+        except (FileNotFoundError, ValueError) as error:
+            # A missing source folder or file, an unknown config, no usable record: the
+            # message says what is wrong; a traceback would only bury it.
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        print(datasets.summary(builder))
 
-    `manual_dir`: the unpacked PhysioNet folder (or its parent); None downloads the
-    open-access zip (network needed only then). An already built dataset is reused.
-    `num_workers`: record-processing processes (None: all cores, 0: in this process).
-    `register_checksums`: record the downloaded archive's size and SHA-256 in the
-    builder's `checksums.tsv` (later downloads are then checked against it).
-    """
-    builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
-    builder = builder_class(name)(
-        data_dir=os.fspath(data_dir),
-        config=builder_config,
-        num_workers=num_workers,
-        progress=progress,
-    )
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-        register_checksums=register_checksums,
-    )
-    # Our per-record bar (with a total and records/s) replaces TFDS's example counters
-    # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
-    # global switch is restored afterwards.
-    tfds_bars = getattr(tqdm_utils, "_active", True)
-    tfds.display_progress_bar(tfds_bars and manual_dir is None)
-    try:
-        builder.download_and_prepare(download_config=download_config, file_format="array_record")
-    finally:
-        tfds.display_progress_bar(tfds_bars)
-    return builder
-
-
-def build_command(name: str, data_dir: str | os.PathLike[str], config: str | None) -> str:
-    """The shell command that builds `name` into `data_dir`."""
-    command = (
-        f"python -m cardioformer_jax.build_dataset {name} "
-        f"--manual_dir=<unpacked PhysioNet folder> --data_dir={os.fspath(data_dir)}"
-    )
-    return command + (f" --config={config}" if config and config != DEFAULT_CONFIG else "")
-
-
-def _version_key(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
-def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
-                ) -> epath.Path:
-    """`data_dir/name/config/<the builder's version>`; FileNotFoundError with the build
-    command when the dataset has not been built (completely) there by this version of the
-    preparation code.
-
-    An `epath.Path`, so a ``gs://`` data_dir stays a URL (`pathlib` would collapse its
-    ``//``); reading one needs gcsfs (`etils.epath`'s GCS backend)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    config = config or DEFAULT_CONFIG
-    config_dir = epath.Path(data_dir).expanduser() / name / config
-    versions = []
-    if config_dir.is_dir():
-        versions = [
-            p.name
-            for p in config_dir.iterdir()
-            if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").is_file()
-        ]
-    if not versions:
-        raise FileNotFoundError(
-            f"dataset {name}/{config} is not built under {config_dir.parent.parent}. "
-            f"Build it with:\n  {build_command(name, data_dir, config)}"
-        )
-    current = str(builder_class(name).VERSION)
-    if current not in versions:
-        # Another version's preparation: reusing it would silently train on other data.
-        raise FileNotFoundError(
-            f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
-            f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
-            f"version {current}, so that build is not reused. Build it with:\n  "
-            f"{build_command(name, data_dir, config)}"
-        )
-    return config_dir / current
-
-
-def load_builder(
-    name: str, data_dir: str | os.PathLike[str], config: str | None = None
-) -> tfds.core.DatasetBuilder:
-    """A read-only builder of a built dataset (info, metadata, splits); no builder code."""
-    return tfds.builder_from_directory(os.fspath(dataset_dir(name, data_dir, config)))
-
-
-def data_source(
-    name: str,
-    data_dir: str | os.PathLike[str],
-    split: str,
-    config: str | None = None,
-):
-    """Random-access source of decoded examples (dicts of NumPy arrays) of one split.
-
-    Works for every config, including derived ones (pass the name `build` printed).
-    """
-    builder = load_builder(name, data_dir, config)
-    if split not in builder.info.splits:
-        raise ValueError(
-            f"{name}/{builder.builder_config.name if builder.builder_config else config} "
-            f"has no split {split!r}; built splits: {sorted(builder.info.splits)}"
-        )
-    return builder.as_data_source(split=split)
-
-
-def _parse_bounds(text: str) -> tuple[float, float]:
-    parts = [float(p) for p in text.split(",")]
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError("expected two numbers a,b (e.g. 0.6,0.8)")
-    return parts[0], parts[1]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cardioformer_jax.build_dataset",
-        description="Build a Cardioformer ECG dataset as TFDS ArrayRecord (no TensorFlow).",
-    )
-    parser.add_argument("name", choices=DATASETS)
-    parser.add_argument(
-        "--manual_dir",
-        default=None,
-        help="unpacked PhysioNet folder (or its parent); omit to download the zip",
-    )
-    parser.add_argument("--data_dir", required=True, help="where TFDS datasets are written")
-    parser.add_argument("--config", default=None, help="builder config (default: default)")
-    parser.add_argument(
-        "--num_workers", type=int, default=None, help="processes (default: all cores)"
-    )
-    parser.add_argument(
-        "--split_bounds",
-        type=_parse_bounds,
-        default=None,
-        help="cumulative split bounds a,b: per class floor(a*n) train, up to floor(b*n) "
-        "validation, rest test (derives a config named <config>-b<a>-<b>)",
-    )
-    parser.add_argument(
-        "--split_seed",
-        type=int,
-        default=None,
-        help="shuffle subjects per class with this seed before splitting "
-        "(derives a config named <config>-seed<N>)",
-    )
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--register_checksums", action="store_true",
-        help="record the downloaded archive's size and SHA-256 in the builder's checksums.tsv",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    builder = build(
-        args.name,
-        args.manual_dir,
-        args.data_dir,
-        args.config,
-        num_workers=args.num_workers,
-        split_bounds=args.split_bounds,
-        split_seed=args.split_seed,
-        progress=not args.no_progress,
-        register_checksums=args.register_checksums,
-    )
-    metadata = builder.info.metadata
-    print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")
-    for split, info in builder.info.splits.items():
-        print(f"  {split}: {info.num_examples} examples")
-    if metadata and metadata.get("skipped_records"):
-        print(f"  skipped records by reason: {metadata['skipped_records']}")
-    return 0
+    app.run(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _main()

@@ -1,155 +1,45 @@
-"""Command line: a trained model as a self-contained `jax.export` artifact for serving.
+r"""Command line: a trained model as a self-contained `jax.export` artifact for serving.
 
     python -m cardioformer_jax.export --workdir=RUN --out=model.jax_exported \
         [--seed=S] [--platforms=cpu,cuda] [--batch_size=N]
 
-writes two files:
-
-* ``model.jax_exported``: the serialised `jax.export.Exported` of the eval-mode forward pass
-  ``logits = f(samples)``, samples ``(batch, T, C)`` float32, logits ``(batch, K)`` float32,
-  with the best checkpoint's SWA parameters embedded as constants. The batch dimension is
-  symbolic (any batch size) unless ``--batch_size`` fixes it;
-* ``model.json`` (the same name with ``.json``): input and output shapes, lead and class
-  names, and the preparation that turns a raw record into samples (`dataset_inputs`).
-
-Serving needs JAX only (plus ``flatbuffers``, which JAX uses for the serialisation), not
-this package::
-
-    from jax import export
-    exported = export.deserialize(open("model.jax_exported", "rb").read())
-    logits = exported.call(samples)          # samples: (N, T, C) float32, prepared
-
-The exported function is the same computation as `model_function`; it gives the same
-logits bit for bit. (A forward pass that takes the parameters as arguments instead of
-constants, like the training code's, agrees to float32 round-off only: XLA folds constants
-differently.)
+Writes the serialised `jax.export.Exported` of the eval-mode forward pass (samples
+``(batch, T, C)`` float32 -> logits ``(batch, K)``, the best checkpoint's SWA parameters
+embedded) and ``model.json`` next to it: shapes, lead and class names and the record
+preparation (`cardioformer_jax.evaluation.export`). Serving needs JAX only. Exit status 1
+when the workdir cannot be loaded.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import export as jax_export
-
-from cardioformer_jax.evaluation import inference
-from cardioformer_jax.training import logging_utils
-
-FORMAT = "cardioformer_jax.export/1"
 
 
-def model_function(model: inference.TrainedModel) -> Callable[[jax.Array], jax.Array]:
-    """``f(samples (B, T, C)) -> logits (B, K)`` with the parameters closed over."""
-    apply = model.apply_fn()
-    params, rngs = model.params, model.rngs
+def _main() -> None:
+    # Flags are defined here, not at import: importing this module must not define flags.
+    from absl import app, flags
 
-    def logits(samples: jax.Array) -> jax.Array:
-        return apply(params, rngs, samples)
+    from cardioformer_jax.evaluation import export
 
-    return logits
+    workdir = flags.DEFINE_string("workdir", None, "The training --workdir.", required=True)
+    out = flags.DEFINE_string("out", None, "The exported model file, e.g. model.jax_exported "
+                              "(its metadata goes next to it, with .json).", required=True)
+    seed = flags.DEFINE_integer(
+        "seed", None, "Multi-seed workdir: the seed's run (default: best validation F1).")
+    platforms = flags.DEFINE_list(
+        "platforms", None, "Comma-separated: cpu, cuda, rocm, tpu (default: this machine's).")
+    batch_size = flags.DEFINE_integer(
+        "batch_size", None, "Fix the batch size (default: symbolic, any batch size).",
+        lower_bound=1)
 
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        sys.exit(export.run_cli(workdir.value, out.value, seed=seed.value,
+                                platforms=platforms.value, batch_size=batch_size.value))
 
-def export_model(model: inference.TrainedModel, *, batch_size: int | None = None,
-                 platforms: Sequence[str] | None = None) -> jax_export.Exported:
-    """`jax.export` of `model_function` (symbolic batch unless `batch_size`)."""
-    seq_len, channels = model.input_shape
-    batch: Any = batch_size if batch_size else jax_export.symbolic_shape("batch")[0]
-    spec = jax.ShapeDtypeStruct((batch, seq_len, channels), jnp.float32)
-    return jax_export.export(jax.jit(model_function(model)),
-                             platforms=tuple(platforms) if platforms else None)(spec)
-
-
-def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
-             file_name: str) -> dict[str, Any]:
-    """The JSON written next to the exported model."""
-    (in_aval,), (out_aval,) = exported.in_avals, exported.out_avals
-
-    def shape(aval: Any) -> list[int | None]:
-        # A symbolic dimension (the batch) is written as null.
-        return [d if isinstance(d, int) else None for d in aval.shape]
-
-    return {
-        "format": FORMAT,
-        "file": file_name,
-        "jax_version": jax.__version__,
-        "platforms": list(exported.platforms),
-        "input": {"name": "samples", "shape": shape(in_aval), "dtype": str(in_aval.dtype),
-                  "layout": "(batch, time, lead)"},
-        "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
-                   "note": "softmax over the last axis gives class probabilities; a "
-                           "record's probabilities are the mean over its samples"},
-        "lead_names": list(model.spec.lead_names),
-        "class_names": list(model.spec.class_names),
-        "preparation": model.spec.describe(),
-        "source": {
-            "run_dir": str(model.run_dir), "checkpoint_step": model.step,
-            "epoch": model.epoch, "seed": int(model.config.seed),
-            "model_name": model.config.get("model_name", "cardioformer"),
-            "model": model.config.model.to_dict(),
-        },
-    }
-
-
-def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | Path
-         ) -> tuple[Path, Path]:
-    """Writes the serialised model to `out` and its metadata next to it (``.json``)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(exported.serialize())
-    meta_path = out.with_suffix(".json")
-    logging_utils.write_json(meta_path, meta)
-    return out, meta_path
-
-
-def load(path: str | Path) -> tuple[jax_export.Exported, dict[str, Any]]:
-    """The exported model at `path` and its metadata (JAX only; no model code)."""
-    path = Path(path)
-    exported = jax_export.deserialize(bytearray(path.read_bytes()))
-    return exported, json.loads(path.with_suffix(".json").read_text())
-
-
-def run(exported: jax_export.Exported, samples: np.ndarray) -> np.ndarray:
-    """Logits of prepared samples ``(N, T, C)`` with an exported model."""
-    return np.asarray(exported.call(np.asarray(samples, np.float32)))
-
-
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cardioformer_jax.export",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="the training --workdir")
-    parser.add_argument("--out", required=True,
-                        help="the exported model file, e.g. model.jax_exported")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="multi-seed workdir: the seed's run (default: best validation F1)")
-    parser.add_argument("--platforms", default=None,
-                        help="comma-separated: cpu, cuda, rocm, tpu (default: this machine's)")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="fix the batch size (default: symbolic, any batch size)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    model = inference.load_for_command_line(args.workdir, seed=args.seed)
-    if model is None:
-        return 1
-    platforms = [p.strip() for p in args.platforms.split(",")] if args.platforms else None
-    exported = export_model(model, batch_size=args.batch_size, platforms=platforms)
-    meta = metadata(model, exported, Path(args.out).name)
-    out, meta_path = save(exported, meta, args.out)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes; input {meta['input']['shape']} "
-          f"float32 -> logits {meta['output']['shape']}, platforms {meta['platforms']}) "
-          f"and {meta_path}")
-    return 0
+    app.run(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _main()

@@ -1,178 +1,45 @@
-"""Command line: class probabilities of raw WFDB records with a trained model.
+r"""Command line: class probabilities of raw WFDB records with a trained model.
 
-    python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLDER... [--json]
+    python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLDER... [--json] \
+        [--seed=S] [--batch_size=N]
 
-Each record (a path without extension, or its ``.hea``; a folder stands for every record
-under it) is prepared exactly as the model's training data were (`dataset_inputs`: any
-sampling rate, leads matched by name), the model (best checkpoint, SWA parameters) scores
-every sample, and the record's class probabilities are the mean over its samples.
-
-A record that cannot be used (unreadable, missing leads, too short, no heartbeats) gets a
-one-line reason; the others are still predicted. The exit status is 0 when at least one
-record was predicted, 1 when none was, 2 for bad arguments or a workdir that cannot be
-loaded.
+A record is a path without extension or its ``.hea``; a folder stands for every record
+under it. Each record is prepared as the model's training data were, and its class
+probabilities are the mean over its samples (`cardioformer_jax.evaluation.predictions`).
+A record that cannot be used gets a one-line reason on stderr; the others are still
+predicted. Exit status: 0 when at least one record was predicted, 1 when none was (or the
+command line is wrong), 2 when the workdir cannot be loaded.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import os
 import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from cardioformer_jax.data import dataset_inputs
-from cardioformer_jax.data.preprocessing import RecordError
-from cardioformer_jax.evaluation import inference
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """One record's result: `probabilities` (K,) averaged over `num_samples` samples."""
+def _main() -> None:
+    # Flags are defined here, not at import: importing this module must not define flags.
+    from absl import app, flags
 
-    record: str
-    num_samples: int
-    probabilities: np.ndarray
-    source_fs: float
-    ignored_leads: tuple[str, ...]
+    from cardioformer_jax.evaluation import inference, predictions
 
-    def predicted(self, class_names: Sequence[str]) -> str:
-        return class_names[int(np.argmax(self.probabilities))]
+    workdir = flags.DEFINE_string("workdir", None,
+                                  "The training --workdir (single run or multi-seed).",
+                                  required=True)
+    as_json = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+    seed = flags.DEFINE_integer(
+        "seed", None, "Multi-seed workdir: the seed's run (default: best validation F1).")
+    batch_size = flags.DEFINE_integer("batch_size", inference.DEFAULT_BATCH_SIZE,
+                                      "Samples per model call.", lower_bound=1)
 
+    def main(argv: list[str]) -> None:
+        if len(argv) < 2:
+            raise app.UsageError("give at least one RECORD_OR_FOLDER: record paths (without "
+                                 "extension, or .hea) or folders")
+        sys.exit(predictions.run_cli(workdir.value, argv[1:], as_json=as_json.value,
+                                     seed=seed.value, batch_size=batch_size.value))
 
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """A record that could not be predicted, with a short `kind` and a readable message."""
-
-    record: str
-    kind: str
-    message: str
-
-
-def find_records(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Record paths (without extension) of the arguments, in order, without repeats.
-
-    A folder contributes every ``*.hea`` below it (sorted); a ``.hea``/``.dat`` file its
-    record; anything else is taken as a record path and checked when read.
-    """
-    records: list[str] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            records.extend(str(h.with_suffix("")) for h in sorted(path.rglob("*.hea")))
-        elif path.suffix in (".hea", ".dat"):
-            records.append(str(path.with_suffix("")))
-        else:
-            records.append(str(path))
-    return list(dict.fromkeys(records))
-
-
-def predict_records(model: inference.TrainedModel, records: Sequence[str],
-                    batch_size: int = inference.DEFAULT_BATCH_SIZE
-                    ) -> list[Prediction | Failure]:
-    """Predicts every record; one `Prediction` or `Failure` per record, in order."""
-    results: list[Prediction | Failure] = []
-    for record in records:
-        try:
-            prepared = dataset_inputs.prepare_record(record, model.spec)
-        except RecordError as err:
-            results.append(Failure(record, err.kind, err.reason))
-            continue
-        probabilities = model.probabilities(prepared.samples, batch_size).astype(np.float64)
-        results.append(Prediction(record, len(prepared.samples), probabilities.mean(axis=0),
-                                  prepared.source_fs, prepared.ignored_leads))
-    return results
-
-
-def to_json(model: inference.TrainedModel, results: Sequence[Prediction | Failure]
-            ) -> dict[str, Any]:
-    """The machine-readable form printed by ``--json``."""
-    names = list(model.spec.class_names)
-    records = []
-    for r in results:
-        if isinstance(r, Prediction):
-            records.append({
-                "record": r.record, "ok": True, "num_samples": r.num_samples,
-                "probabilities": dict(zip(names, map(float, r.probabilities), strict=True)),
-                "predicted": r.predicted(names), "source_sampling_rate_hz": r.source_fs,
-                "ignored_leads": list(r.ignored_leads)})
-        else:
-            records.append({"record": r.record, "ok": False, "error": r.kind,
-                            "message": r.message})
-    return {
-        "run_dir": str(model.run_dir), "checkpoint_step": model.step, "epoch": model.epoch,
-        "dataset": model.spec.dataset, "classes": names,
-        "sample_unit": "segment" if model.spec.mode == "segments" else "heartbeat",
-        "records": records,
-    }
-
-
-def format_table(model: inference.TrainedModel, results: Sequence[Prediction | Failure]
-                 ) -> str:
-    """A fixed-width table: record, samples, one probability column per class, argmax."""
-    names = list(model.spec.class_names)
-    unit = "segments" if model.spec.mode == "segments" else "beats"
-    predictions = [r for r in results if isinstance(r, Prediction)]
-    record_width = max([len("record"), *(len(r.record) for r in predictions)])
-    widths = [max(6, len(n)) for n in names]
-    header = (f"{'record':<{record_width}}  {unit:>8}  "
-              + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
-              + "  predicted")
-    lines = [header]
-    for r in predictions:
-        cells = "  ".join(f"{p:>{w}.4f}" for p, w in zip(r.probabilities, widths, strict=True))
-        lines.append(f"{r.record:<{record_width}}  {r.num_samples:>8}  {cells}  "
-                     f"{r.predicted(names)}")
-    return "\n".join(lines)
-
-
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m cardioformer_jax.predict",
-        description="Class probabilities of WFDB records with a trained Cardioformer run.")
-    parser.add_argument("--workdir", required=True,
-                        help="the training --workdir (single run or multi-seed)")
-    parser.add_argument("records", nargs="+", metavar="RECORD_OR_FOLDER",
-                        help="record paths (without extension, or .hea) or folders")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="multi-seed workdir: the seed's run (default: best validation F1)")
-    parser.add_argument("--batch_size", type=int, default=inference.DEFAULT_BATCH_SIZE,
-                        help="samples per model call")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    model = inference.load_for_command_line(args.workdir, seed=args.seed)
-    if model is None:
-        return 2
-    records = find_records(args.records)
-    if not records:
-        print("error: no WFDB record (.hea) found in the given paths", file=sys.stderr)
-        return 1
-    results = predict_records(model, records, args.batch_size)
-    if args.json:
-        print(json.dumps(to_json(model, results), indent=2))
-    else:
-        print(f"# {model.spec.dataset} model: {model.run_dir} (checkpoint step {model.step}, "
-              f"epoch {model.epoch}); probabilities averaged over each record's "
-              f"{'1 s segments' if model.spec.mode == 'segments' else 'heartbeats'}")
-        if any(isinstance(r, Prediction) for r in results):
-            print(format_table(model, results))
-    for r in results:
-        if isinstance(r, Failure):
-            print(f"error: {r.record}: {r.message} [{r.kind}]", file=sys.stderr)
-    succeeded = sum(isinstance(r, Prediction) for r in results)
-    if succeeded < len(results):
-        print(f"{succeeded} of {len(results)} records predicted", file=sys.stderr)
-    return 0 if succeeded else 1
+    app.run(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _main()

@@ -4,7 +4,7 @@
     python -m cardioformer_jax.main --config=configs/ablations.py:single_channel,ptb ...
 
 The argument is ``ABLATION[,DATASET]``; DATASET is ``ptbxl`` (default), ``ptb`` or
-``mimic_iv`` (the `configs/<dataset>.py` the ablation starts from). Ablations:
+``mimic_iv_ecg`` (the `configs/<dataset>.py` the ablation starts from). Ablations:
 
 * ``no_inter_attn``: no inter-granularity attention (docs/model.md, Encoder layer step 2 skipped);
 * ``single_granularity``: one granularity, patch length 8 (another length with
@@ -21,7 +21,7 @@ import ml_collections
 
 ABLATIONS: tuple[str, ...] = ("no_inter_attn", "single_granularity", "single_channel",
                               "no_augmentation")
-DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv")
+DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
 SINGLE_PATCH_LEN = 8
 
 

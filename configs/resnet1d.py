@@ -4,7 +4,7 @@
     python -m cardioformer_jax.main --config=configs/resnet1d.py:ptb --workdir=DIR
 
 The argument picks the dataset config it starts from (``ptbxl`` default, ``ptb``,
-``mimic_iv``): same data, splits, optimiser, SWA, early stopping and seeds as Cardioformer,
+``mimic_iv_ecg``): same data, splits, optimiser, SWA, early stopping and seeds as Cardioformer,
 only the network differs. Its size is set in the ``resnet`` section, e.g.
 ``--config.resnet.widths=(32,64,128) --config.resnet.norm=layer``.
 """
@@ -15,7 +15,7 @@ import importlib
 
 import ml_collections
 
-DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv")
+DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
 
 
 def get_config(dataset: str = "ptbxl") -> ml_collections.ConfigDict:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cardioformer_jax import build_dataset
-from cardioformer_jax.data import synthetic
+from cardioformer_jax.data import datasets, synthetic
 
 TINY_PTBXL_PATIENTS = 40
 
@@ -22,5 +21,5 @@ def tiny_ptbxl(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny_ptbxl")
     manual_dir = synthetic.write_ptbxl_twin(root / "raw", TINY_PTBXL_PATIENTS, seed=0)
     data_dir = root / "tfds"
-    build_dataset.build("ptbxl", manual_dir, data_dir, num_workers=0, progress=False)
+    datasets.build("ptbxl", manual_dir, data_dir, num_workers=0, progress=False)
     return manual_dir, data_dir

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import ecg_fixtures as fx
@@ -14,15 +16,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cardioformer_jax import build_dataset as bd
+from cardioformer_jax.data import datasets
 from cardioformer_jax.data import preprocessing as pp
 from tfds_builders import common, splits
 
 SPLIT_NAMES = ("train", "validation", "test")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def read_split(data_dir: Path, name: str, split: str, config: str | None = None) -> list[dict]:
-    source = bd.data_source(name, data_dir, split, config)
+    source = datasets.data_source(name, data_dir, split, config)
     return [source[i] for i in range(len(source))]
 
 
@@ -125,7 +128,7 @@ def ptbxl_built(ptbxl_source, tmp_path_factory):
     root, expected = ptbxl_source
     data_dir = tmp_path_factory.mktemp("ptbxl_data")
     # manual_dir is the zip's parent folder: the builder finds the versioned sub-folder.
-    builder = bd.build("ptbxl", root.parent, data_dir, num_workers=0, progress=False)
+    builder = datasets.build("ptbxl", root.parent, data_dir, num_workers=0, progress=False)
     return builder, data_dir, root, expected
 
 
@@ -183,7 +186,7 @@ def test_ptbxl_examples_equal_the_shared_preprocessing(ptbxl_built):
 def test_ptbxl_metadata_counts_skips_and_classes(ptbxl_built):
     builder, data_dir, _, _ = ptbxl_built
     # Read back from disk by a fresh, code-free builder: the metadata is persisted.
-    meta = bd.load_builder("ptbxl", data_dir).info.metadata
+    meta = datasets.load_builder("ptbxl", data_dir).info.metadata
     assert meta["skipped_records"] == {
         "bad_scp_codes": 1,
         "flat_lead": 1,
@@ -214,7 +217,7 @@ def test_ptbxl_registered_tfds_data_source_reads_the_same(ptbxl_built):
     import tfds_builders.ptbxl  # noqa: F401  (registers the builder)
 
     source = tfds.data_source("ptbxl", data_dir=str(data_dir), split="validation")
-    ours = bd.data_source("ptbxl", data_dir, "validation")
+    ours = datasets.data_source("ptbxl", data_dir, "validation")
     assert len(source) == len(ours) == 50
     for i in (0, 17, 49):
         a, b = source[i], ours[i]
@@ -224,11 +227,11 @@ def test_ptbxl_registered_tfds_data_source_reads_the_same(ptbxl_built):
 
 def test_ptbxl_parallel_build_writes_the_same_examples(ptbxl_built, tmp_path):
     _, data_dir, root, _ = ptbxl_built
-    builder = bd.build("ptbxl", root, tmp_path, num_workers=2, progress=False)
+    builder = datasets.build("ptbxl", root, tmp_path, num_workers=2, progress=False)
     assert builder.info.metadata["skipped_records"]["truncated"] == 1
     # Same source, code and config: the same fingerprint, however the build was run.
     fingerprint = builder.info.metadata["fingerprint"]
-    serial = bd.load_builder("ptbxl", data_dir).info.metadata["fingerprint"]
+    serial = datasets.load_builder("ptbxl", data_dir).info.metadata["fingerprint"]
     assert fingerprint["sha256"] == serial["sha256"] and fingerprint["builder_version"] == str(
         common.EcgBuilder.VERSION)
     assert fingerprint["source"]["records"] == 25 + 7  # every planned record, corrupt ones too
@@ -268,7 +271,8 @@ def test_fingerprint_follows_source_files_and_preparation(tmp_path):
 
 def test_ptbxl_superdiagnostic_config(ptbxl_source, tmp_path):
     root, _ = ptbxl_source
-    builder = bd.build("ptbxl", root, tmp_path, "superdiagnostic", num_workers=0, progress=False)
+    builder = datasets.build("ptbxl", root, tmp_path, "superdiagnostic", num_workers=0,
+                             progress=False)
     meta = builder.info.metadata
     assert meta["skipped_records"]["no_superdiagnostic_label"] == 1  # PACE only
     assert "subject_label_conflict" not in meta["skipped_records"]  # no patient filter
@@ -291,7 +295,7 @@ def test_ptbxl_twin_matches_its_ground_truth(tmp_path):
     synthetic = pytest.importorskip("cardioformer_jax.data.synthetic")
     root = synthetic.write_ptbxl_twin(tmp_path / "src", 30, seed=3)
     plan = synthetic.plan_ptbxl(30, seed=3)
-    builder = bd.build("ptbxl", root, tmp_path / "data", num_workers=0, progress=False)
+    builder = datasets.build("ptbxl", root, tmp_path / "data", num_workers=0, progress=False)
     got = {}
     for split in builder.info.splits:
         for ex in read_split(tmp_path / "data", "ptbxl", split):
@@ -303,7 +307,7 @@ def test_ptbxl_twin_matches_its_ground_truth(tmp_path):
     # The twin says what it is, and the build records it (reports never compare it).
     assert synthetic.SYNTHETIC_MARKER == common.SYNTHETIC_MARKER
     assert (root / synthetic.SYNTHETIC_MARKER).is_file()
-    assert bd.load_builder("ptbxl", tmp_path / "data").info.metadata["synthetic"] is True
+    assert datasets.load_builder("ptbxl", tmp_path / "data").info.metadata["synthetic"] is True
 
 
 def test_ptbxl_split_leak_is_refused(tmp_path):
@@ -315,34 +319,34 @@ def test_ptbxl_split_leak_is_refused(tmp_path):
     ]
     root = fx.write_ptbxl(tmp_path / "src", rows)
     with pytest.raises(splits.SplitLeakError, match=r"\[1\]"):
-        bd.build("ptbxl", root, tmp_path / "data", "superdiagnostic", num_workers=0)
+        datasets.build("ptbxl", root, tmp_path / "data", "superdiagnostic", num_workers=0)
     # Nothing half-written is left where a finished dataset would be.
     with pytest.raises(FileNotFoundError):
-        bd.dataset_dir("ptbxl", tmp_path / "data", "superdiagnostic")
+        datasets.dataset_dir("ptbxl", tmp_path / "data", "superdiagnostic")
 
 
 def test_missing_metadata_empty_result_and_unbuilt_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        bd.build("ptbxl", tmp_path / "nowhere", tmp_path / "data", num_workers=0)
+        datasets.build("ptbxl", tmp_path / "nowhere", tmp_path / "data", num_workers=0)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README").write_text("not PTB-XL")
     with pytest.raises(FileNotFoundError, match="ptbxl_database.csv"):
-        bd.build("ptbxl", tmp_path / "empty", tmp_path / "data", num_workers=0)
+        datasets.build("ptbxl", tmp_path / "empty", tmp_path / "data", num_workers=0)
     root = fx.write_ptbxl(tmp_path / "src", [fx.ptbxl_row(1, 1, "{'NORM': 100.0}")])
     (root / "scp_statements.csv").unlink()
     with pytest.raises(FileNotFoundError, match="scp_statements.csv"):
-        bd.build("ptbxl", root, tmp_path / "data", "superdiagnostic", num_workers=0)
+        datasets.build("ptbxl", root, tmp_path / "data", "superdiagnostic", num_workers=0)
     other = fx.write_ptbxl(tmp_path / "other", [fx.ptbxl_row(1, 1, "{'AFLT': 100.0}")])
     with pytest.raises(ValueError, match=f"no usable record under {other}"):
-        bd.build("ptbxl", other, tmp_path / "data", num_workers=0)
+        datasets.build("ptbxl", other, tmp_path / "data", num_workers=0)
     # Every record of a split unreadable: a clear error rather than TFDS's bare assertion.
     gone = fx.write_ptbxl(
         tmp_path / "gone", [fx.ptbxl_row(1, 1, "{'NORM': 100.0}")], skip_signals=[1]
     )
     with pytest.raises(ValueError, match=r"none of the 1 records of split 'test'.*missing_record"):
-        bd.build("ptbxl", gone, tmp_path / "data", num_workers=0)
+        datasets.build("ptbxl", gone, tmp_path / "data", num_workers=0)
     with pytest.raises(FileNotFoundError) as err:
-        bd.data_source("ptbxl", tmp_path / "data", "train")
+        datasets.data_source("ptbxl", tmp_path / "data", "train")
     assert "python -m cardioformer_jax.build_dataset ptbxl" in str(err.value)
 
 
@@ -368,7 +372,7 @@ def ptb_built(tmp_path_factory):
     fx.write_record(root / "patient008", "s0002_re", slow, 1000, leads=fx.LEADS_15,
                     comments=["Reason for admission: Healthy control"])  # fmt: skip
     data_dir = tmp_path_factory.mktemp("ptb_data")
-    builder = bd.build("ptb", root, data_dir, num_workers=0, progress=False)
+    builder = datasets.build("ptb", root, data_dir, num_workers=0, progress=False)
     return builder, data_dir, root
 
 
@@ -433,7 +437,7 @@ def mimic_source(tmp_path_factory) -> Path:
 
 
 def test_mimic_builder_end_to_end(mimic_source, tmp_path):
-    builder = bd.build("mimic_iv_ecg", mimic_source, tmp_path, num_workers=0, progress=False)
+    builder = datasets.build("mimic_iv_ecg", mimic_source, tmp_path, num_workers=0, progress=False)
     meta = builder.info.metadata
     assert meta["skipped_records"] == {
         "excluded_abnormal": 1,
@@ -459,12 +463,16 @@ def test_mimic_builder_end_to_end(mimic_source, tmp_path):
     assert len(read_split(tmp_path, "mimic_iv_ecg", "test")) == 4 * 10
 
 
-def test_mimic_cli_reference_subset_with_seeded_split(mimic_source, tmp_path, capsys):
-    argv = ["mimic_iv_ecg", f"--manual_dir={mimic_source}", f"--data_dir={tmp_path}"]
-    argv += ["--config=reference_subset", "--split_seed=3", "--num_workers=0", "--no_progress"]
-    assert bd.main(argv) == 0
-    assert "reference_subset-seed3" in capsys.readouterr().out
-    meta = bd.load_builder("mimic_iv_ecg", tmp_path, "reference_subset-seed3").info.metadata
+def test_mimic_cli_reference_subset_with_seeded_split(mimic_source, tmp_path):
+    # The command line itself, in a subprocess (absl flags).
+    argv = [sys.executable, "-m", "cardioformer_jax.build_dataset", "mimic_iv_ecg",
+            f"--manual_dir={mimic_source}", f"--data_dir={tmp_path}",
+            "--builder_config=reference_subset", "--split_seed=3", "--num_workers=0",
+            "--no_progress"]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "built mimic_iv_ecg/reference_subset-seed3" in proc.stdout
+    meta = datasets.load_builder("mimic_iv_ecg", tmp_path, "reference_subset-seed3").info.metadata
     assert meta["config"]["split_method"] == "random" and meta["config"]["split_seed"] == 3
     assert meta["skipped_records"]["outside_subset"] == 2  # 10370033, 10370034
     per_split = {
@@ -484,7 +492,7 @@ def test_mimic_twin_matches_its_ground_truth(tmp_path):
     synthetic = pytest.importorskip("cardioformer_jax.data.synthetic")
     root = synthetic.write_mimic_twin(tmp_path / "src", 24, seed=5)
     plan = synthetic.plan_mimic(24, seed=5)
-    builder = bd.build("mimic_iv_ecg", root, tmp_path / "data", num_workers=0, progress=False)
+    builder = datasets.build("mimic_iv_ecg", root, tmp_path / "data", num_workers=0, progress=False)
     got = {}
     for split in builder.info.splits:
         for ex in read_split(tmp_path / "data", "mimic_iv_ecg", split):
@@ -515,7 +523,7 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
     assert cls.DOWNLOAD_URL.startswith("https://physionet.org/static/published-projects/")
     metadata = cls.get_metadata()
     assert metadata.description and "@" in metadata.citation
-    assert bd.builder_class(name).name == name
+    assert datasets.builder_class(name).name == name
 
 
 @pytest.mark.parametrize("name", ["ptbxl", "ptb", "mimic_iv_ecg"])
@@ -523,7 +531,7 @@ def test_builders_read_the_leads_predict_expects(name):
     # Training data and inference take the leads by the same names in the same order.
     from cardioformer_jax.data import dataset_inputs
 
-    builder = bd.builder_class(name)
+    builder = datasets.builder_class(name)
     assert len(builder.LEAD_NAMES) == builder.SIGNAL_SHAPE[1]
     assert [n.lower() for n in builder.LEAD_NAMES] == [
         n.lower() for n in dataset_inputs.input_spec(name).lead_names]
@@ -534,7 +542,7 @@ def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
     from cardioformer_jax.data import dataset_inputs
     from tfds_builders import processing
 
-    builder = bd.builder_class("ptb")
+    builder = datasets.builder_class("ptb")
     config = {c.name: c for c in builder.BUILDER_CONFIGS}["reference_beats"]
     assert config.summary()["beat_rule"] == "reference"
     assert config.split_bounds == (0.55, 0.7)  # the default split
@@ -597,7 +605,7 @@ def _ptb_from(url: str, folder: Path) -> type:
     """The PTB builder downloading `url`, its checksums.tsv in `folder`."""
     from etils import epath
 
-    class LocalPtb(bd.builder_class("ptb"), skip_registration=True):
+    class LocalPtb(datasets.builder_class("ptb"), skip_registration=True):
         name = "ptb"
         DOWNLOAD_URL = url
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cardioformer_jax import build_dataset
+from cardioformer_jax.data import datasets
 from cardioformer_jax.data import input_pipeline as ip
 from configs import ptbxl
 from tfds_builders import common
@@ -32,13 +32,13 @@ def _config(data_dir: str):
 def test_build_and_read_back(tiny_ptbxl, tmp_path, as_path):
     manual_dir, _ = tiny_ptbxl
     data_dir = as_path(os.fspath(tmp_path / "tfds"))
-    builder = build_dataset.build("ptbxl", manual_dir, data_dir, num_workers=0, progress=False)
+    builder = datasets.build("ptbxl", manual_dir, data_dir, num_workers=0, progress=False)
     assert builder.info.splits["train"].num_examples == 310
 
-    built = build_dataset.dataset_dir("ptbxl", data_dir)
+    built = datasets.dataset_dir("ptbxl", data_dir)
     assert isinstance(built, epath.Path)
     assert os.fspath(built) == os.fspath(tmp_path / "tfds" / "ptbxl" / "default" / VERSION)
-    assert len(build_dataset.data_source("ptbxl", data_dir, "validation")) == 100
+    assert len(datasets.data_source("ptbxl", data_dir, "validation")) == 100
 
     config = _config(os.fspath(data_dir))
     train_input = ip.create_train_input(config, None)
@@ -62,10 +62,10 @@ def test_gs_data_dir_reaches_tfds_unchanged(tiny_ptbxl):
 
     with epath.testing.mock_epath(exists=to_local, isdir=to_local, listdir=to_local,
                                   glob=to_local, stat=to_local):
-        built = build_dataset.dataset_dir("ptbxl", url)
+        built = datasets.dataset_dir("ptbxl", url)
     assert os.fspath(built) == f"{url}/ptbxl/default/{VERSION}"
     assert ip.DataSpec.from_config(_config(url)).data_dir == url
-    assert f"--data_dir={url}" in build_dataset.build_command("ptbxl", url, None)
+    assert f"--data_dir={url}" in datasets.build_command("ptbxl", url, None)
 
 
 def test_a_build_of_another_builder_version_is_not_reused(tiny_ptbxl, tmp_path):
@@ -73,8 +73,18 @@ def test_a_build_of_another_builder_version_is_not_reused(tiny_ptbxl, tmp_path):
 
     _, data_dir = tiny_ptbxl
     old = tmp_path / "ptbxl" / "default" / "1.0.0"
-    shutil.copytree(build_dataset.dataset_dir("ptbxl", data_dir), old)
+    shutil.copytree(datasets.dataset_dir("ptbxl", data_dir), old)
     with pytest.raises(FileNotFoundError, match="built by builder version 1.0.0; this code "
                                                 f"prepares version {VERSION}") as error:
-        build_dataset.dataset_dir("ptbxl", tmp_path)
+        datasets.dataset_dir("ptbxl", tmp_path)
     assert "python -m cardioformer_jax.build_dataset ptbxl" in str(error.value)
+
+
+def test_the_build_command_names_the_builder_config(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        datasets.dataset_dir("ptbxl", tmp_path, "superdiagnostic")
+    command = str(error.value).splitlines()[-1].strip()
+    assert command == (f"python -m cardioformer_jax.build_dataset ptbxl --manual_dir=<unpacked "
+                       f"PhysioNet folder> --data_dir={tmp_path} --builder_config=superdiagnostic")
+    # The default config needs no flag.
+    assert "--builder_config" not in datasets.build_command("ptbxl", tmp_path, "default")

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import train_fixtures
 
-from cardioformer_jax import build_dataset, evaluate, predict
-from cardioformer_jax.data import preprocessing
-from cardioformer_jax.evaluation import analysis, inference, metrics
+from cardioformer_jax.data import datasets, preprocessing
+from cardioformer_jax.evaluation import analysis, inference, metrics, predictions, report
 from cardioformer_jax.training import train
 
 # The module fixture trains a run first: slow lane.
 pytestmark = pytest.mark.slow
 
 SEEDS = (41, 42)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +40,14 @@ def workdir(tiny_ptbxl, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluation(workdir):
-    assert evaluate.main(["--workdir", str(workdir)]) == 0
+    assert report.run_cli(workdir) == 0
     return json.loads((workdir / "evaluation.json").read_text())
 
 
 def _direct(model: inference.TrainedModel, split: str) -> dict[str, np.ndarray]:
     """Probabilities of every example of `split`, computed without the evaluation code."""
     config = model.config
-    source = build_dataset.data_source("ptbxl", config.dataset.data_dir, split)
+    source = datasets.data_source("ptbxl", config.dataset.data_dir, split)
     rows = [source[i] for i in range(len(source))]
     signals = preprocessing.standardize(np.stack([r["signal"] for r in rows]))
     return {
@@ -62,14 +65,14 @@ def _close(a: dict, b: dict, keys=analysis.REPORTED_METRICS, tol: float = 1e-6) 
 
 
 def test_files_written(workdir, evaluation):
-    report = (workdir / "report.md").read_text()
+    text = (workdir / "report.md").read_text()
     for name in ("roc", "pr", "confusion", "reliability"):
         png = workdir / "plots" / f"test_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-        assert f"](plots/test_{name}.png)" in report
+        assert f"](plots/test_{name}.png)" in text
     for section in ("## Segment level", "## Record level", "## Per class", "## By sex",
                     "## By age band", "## Calibration", f"## Mean ± std over {len(SEEDS)}"):
-        assert section in report
+        assert section in text
     assert evaluation["seeds"] == list(SEEDS) and evaluation["split"] == "test"
 
 
@@ -104,10 +107,10 @@ def test_report_numbers_equal_direct_computation(workdir, evaluation):
     assert np.array_equal(np.sum(detail["confusion"], axis=1), np.bincount(y, minlength=5))
 
     # The report prints these numbers.
-    report = (workdir / "report.md").read_text()
-    assert f"bins): **{analysis.expected_calibration_error(p, y):.4f}**" in report
+    text = (workdir / "report.md").read_text()
+    assert f"bins): **{analysis.expected_calibration_error(p, y):.4f}**" in text
     auroc = metrics.classification_metrics(p, y, num_classes=5)["auroc"]
-    segment = report.split("## Segment level")[1]
+    segment = text.split("## Segment level")[1]
     assert re.search(rf"\| auroc \| {100 * auroc:.2f} \|", segment)
 
 
@@ -122,19 +125,23 @@ def test_seed_table_equals_training_results(workdir, evaluation):
     for name in analysis.REPORTED_METRICS:
         assert rows[name]["formatted"] == metrics.format_mean_std(expected[name])
         assert rows[name]["formatted"] == results["test_formatted"][name]
-    report = (workdir / "report.md").read_text()
+    text = (workdir / "report.md").read_text()
     # The tiny run trained on a synthetic twin: never set beside the paper's PTB-XL figure.
-    assert f"| auroc | {rows['auroc']['formatted']} | – |" in report
-    assert "89.99" not in report
-    assert "Not set beside the paper's results: the data is a synthetic twin" in report
+    assert f"| auroc | {rows['auroc']['formatted']} | – |" in text
+    assert "89.99" not in text
+    assert "Not set beside the paper's results: the data is a synthetic twin" in text
     assert evaluation["paper_comparison"]["comparable"] is False
 
 
 def test_validation_split_report(workdir, evaluation):
-    assert evaluate.main(["--workdir", str(workdir), "--split", "validation",
-                          "--seed", "42"]) == 0
-    report = (workdir / "report_validation.md").read_text()
-    assert "(validation split)" in report and "seed 42" in report
+    # The command itself (absl flags), in a subprocess.
+    proc = subprocess.run([sys.executable, "-m", "cardioformer_jax.evaluate",
+                           f"--workdir={workdir}", "--split=validation", "--seed", "42"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{workdir / 'report_validation.md'}: validation AUROC")
+    text = (workdir / "report_validation.md").read_text()
+    assert "(validation split)" in text and "seed 42" in text
     saved = json.loads((workdir / "evaluation_validation.json").read_text())
     recorded = json.loads((workdir / "seed_42" / "results.json").read_text())["validation"]
     _close(saved["detail"]["segment"], recorded)
@@ -148,9 +155,20 @@ def test_predict_on_a_raw_record_matches_the_evaluation(tiny_ptbxl, workdir, eva
     model = inference.load(workdir, seed=evaluation["seed"])
     direct = _direct(model, "test")
     record = direct["records"][0]
-    assert predict.main(["--workdir", str(workdir), "--seed", str(evaluation["seed"]),
-                         "--json", str(manual_dir / record)]) == 0
+    assert predictions.run_cli(workdir, [manual_dir / record], seed=evaluation["seed"],
+                               as_json=True) == 0
     (result,) = json.loads(capsys.readouterr().out)["records"]
     expected = direct["probs"][direct["records"] == record].mean(axis=0)
     assert result["num_samples"] == 10
     np.testing.assert_allclose(list(result["probabilities"].values()), expected, atol=1e-6)
+
+
+def test_unusable_workdir_and_bad_split(tmp_path):
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cardioformer_jax.evaluate", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    proc = command(f"--workdir={tmp_path}")
+    assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+    proc = command(f"--workdir={tmp_path}", "--split=holdout")
+    assert proc.returncode == 1 and "--split" in proc.stderr and "holdout" in proc.stderr

@@ -11,9 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from cardioformer_jax import build_dataset
+from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.data import input_pipeline as ip
-from cardioformer_jax.data import preprocessing
 from cardioformer_jax.training import sharding
 from configs import ptbxl
 
@@ -37,7 +36,7 @@ def split_index(data_dir):
     """split -> (fingerprint of a standardised signal -> example index, examples)."""
     out = {}
     for split in ("train", "validation"):
-        source = build_dataset.data_source("ptbxl", data_dir, split)
+        source = datasets.data_source("ptbxl", data_dir, split)
         examples = [source[i] for i in range(len(source))]
         prints = {_fingerprint(preprocessing.standardize(e["signal"])): i
                   for i, e in enumerate(examples)}

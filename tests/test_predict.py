@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import ecg_fixtures as fx
@@ -18,14 +20,14 @@ import pytest
 import run_fixtures
 from scipy import signal as sps
 
-from cardioformer_jax import build_dataset, export, predict
-from cardioformer_jax.data import dataset_inputs
+from cardioformer_jax.data import dataset_inputs, datasets
 from cardioformer_jax.data import preprocessing as pp
 from cardioformer_jax.data.preprocessing import RecordError
-from cardioformer_jax.evaluation import inference
+from cardioformer_jax.evaluation import export, inference, predictions
 from configs import ptb
 
 REAL = fx.REAL_PTB_RECORD
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,17 @@ def real_signal() -> np.ndarray:
     return pp.read_record(REAL).signal[:10_000]
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = predict.main(args)
+def _run_cli(capsys, workdir, paths, **kwargs) -> tuple[int, str, str]:
+    """The predict command's behaviour in this process (`predictions.run_cli`)."""
+    code = predictions.run_cli(workdir, paths, **kwargs)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _command(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m cardioformer_jax.<module> args...`` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", f"cardioformer_jax.{module}", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 # --- preparation ----------------------------------------------------------------------------
@@ -80,7 +89,7 @@ def test_real_ptb_record_prepared_as_the_builder_does(ptb_model):
 
 def test_ptbxl_segments_equal_the_built_dataset(tiny_ptbxl):
     manual_dir, data_dir = tiny_ptbxl
-    source = build_dataset.data_source("ptbxl", data_dir, "test")
+    source = datasets.data_source("ptbxl", data_dir, "test")
     record_id = source[0]["record_id"].decode()
     built = sorted((int(source[i]["segment"]), source[i]["signal"]) for i in range(len(source))
                    if source[i]["record_id"].decode() == record_id)
@@ -93,7 +102,7 @@ def test_ptbxl_segments_equal_the_built_dataset(tiny_ptbxl):
 
 
 def test_real_record_probabilities(ptb_run, ptb_model, capsys):
-    code, out, _ = _run_cli(["--workdir", str(ptb_run), str(REAL), "--json"], capsys)
+    code, out, _ = _run_cli(capsys, ptb_run, [REAL], as_json=True)
     assert code == 0
     result = json.loads(out)
     assert result["classes"] == ["healthy control", "myocardial infarction"]
@@ -112,7 +121,7 @@ def test_real_record_probabilities(ptb_run, ptb_model, capsys):
 def test_same_record_twice_same_answer(ptb_model, tmp_path):
     for suffix in (".hea", ".dat", ".xyz"):
         shutil.copy(REAL.with_suffix(suffix), tmp_path)
-    first, again, copy = predict.predict_records(
+    first, again, copy = predictions.predict_records(
         ptb_model, [str(REAL), str(REAL), str(tmp_path / REAL.name)])
     np.testing.assert_array_equal(first.probabilities, again.probabilities)
     np.testing.assert_array_equal(first.probabilities, copy.probabilities)
@@ -135,8 +144,8 @@ def test_other_sampling_rates_are_resampled(ptb_model, real_signal, tmp_path, fs
     corr = np.corrcoef(samples[:n].ravel(), expected[:n].ravel())[0, 1]
     assert corr > 0.95
 
-    (result,) = predict.predict_records(ptb_model, [str(path)])
-    assert isinstance(result, predict.Prediction) and result.num_samples == len(samples)
+    (result,) = predictions.predict_records(ptb_model, [str(path)])
+    assert isinstance(result, predictions.Prediction) and result.num_samples == len(samples)
     assert result.source_fs == fs and result.ignored_leads == ()
     assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
 
@@ -164,7 +173,7 @@ def test_bad_records_reported_while_others_succeed(ptb_run, real_signal, tmp_pat
     dat.write_bytes(dat.read_bytes()[:3000])
     (folder / "e_garbage.hea").write_text("this is not a WFDB header\n")
 
-    code, out, err = _run_cli(["--workdir", str(ptb_run), str(folder), "--json"], capsys)
+    code, out, err = _run_cli(capsys, ptb_run, [folder], as_json=True)
     assert code == 0
     records = {Path(r["record"]).name: r for r in json.loads(out)["records"]}
     assert list(records) == ["a_good", "b_missing_lead", "c_short", "d_truncated", "e_garbage"]
@@ -178,19 +187,39 @@ def test_bad_records_reported_while_others_succeed(ptb_run, real_signal, tmp_pat
     assert "1 of 5 records predicted" in err
 
     # The table form, and exit status 1 when no record succeeds.
-    code, out, _ = _run_cli(["--workdir", str(ptb_run), str(good)], capsys)
+    code, out, _ = _run_cli(capsys, ptb_run, [good])
     assert code == 0
     header, row = out.splitlines()[1:3]
     assert header.split()[:2] == ["record", "beats"] and "predicted" in header
     assert row.startswith(str(good)) and row.split()[-2:] in (
         ["healthy", "control"], ["myocardial", "infarction"])
-    code, _, err = _run_cli(["--workdir", str(ptb_run), str(folder / "c_short")], capsys)
+    code, _, err = _run_cli(capsys, ptb_run, [folder / "c_short"])
     assert code == 1 and "too_short" in err
 
 
 def test_unusable_workdir_is_a_clear_error(tmp_path, capsys):
-    code, _, err = _run_cli(["--workdir", str(tmp_path), str(REAL)], capsys)
+    code, _, err = _run_cli(capsys, tmp_path, [REAL])
     assert code == 2 and "not a training workdir" in err
+
+
+def test_command_line(ptb_run, real_signal, tmp_path):
+    """The command itself: flags before and after the records, exit statuses, usage errors."""
+    good = fx.write_record(tmp_path, "good", real_signal, 1000, leads=fx.LEADS_15)
+    short = fx.write_record(tmp_path, "short", real_signal[:500], 1000, leads=fx.LEADS_15)
+    proc = _command("predict", f"--workdir={ptb_run}", str(good), str(short), "--json",
+                    "--batch_size=7")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)["records"]
+    assert [(Path(r["record"]).name, r["ok"]) for r in records] == [("good", True),
+                                                                   ("short", False)]
+    assert "1 of 2 records predicted" in proc.stderr
+    # Every record unusable: 1; a workdir that is no run: 2; no record given: a usage error.
+    proc = _command("predict", "--workdir", str(ptb_run), str(short))
+    assert proc.returncode == 1 and "too_short" in proc.stderr
+    proc = _command("predict", f"--workdir={tmp_path}", str(good))
+    assert proc.returncode == 2 and "not a training workdir" in proc.stderr
+    proc = _command("predict", f"--workdir={ptb_run}")
+    assert proc.returncode == 1 and "give at least one RECORD_OR_FOLDER" in proc.stderr
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -198,7 +227,7 @@ def test_unusable_workdir_is_a_clear_error(tmp_path, capsys):
 
 def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
     out = tmp_path / "served" / "model.jax_exported"
-    assert export.main(["--workdir", str(ptb_run), f"--out={out}"]) == 0
+    assert export.run_cli(ptb_run, out) == 0
     assert "model.json" in capsys.readouterr().out
     exported, meta = export.load(out)
     assert meta["input"]["shape"] == [None, 300, 15] and meta["output"]["shape"] == [None, 2]
@@ -216,3 +245,15 @@ def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
     # The in-process model takes the parameters as arguments: equal up to round-off.
     np.testing.assert_allclose(export.run(exported, samples), ptb_model.logits(samples),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_export_command_line(ptb_run, tmp_path):
+    out = tmp_path / "fixed.jax_exported"
+    proc = _command("export", f"--workdir={ptb_run}", f"--out={out}", "--platforms=cpu",
+                    "--batch_size=3")
+    assert proc.returncode == 0, proc.stderr
+    exported, meta = export.load(out)
+    assert meta["input"]["shape"] == [3, 300, 15] and meta["platforms"] == ["cpu"]
+    assert exported.in_avals[0].shape == (3, 300, 15)
+    proc = _command("export", f"--workdir={tmp_path}", f"--out={tmp_path / 'x'}")
+    assert proc.returncode == 1 and "not a training workdir" in proc.stderr

@@ -205,7 +205,7 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     jax.distributed.initialize(f"localhost:{port}", nproc, pid)
     import numpy as np
     import orbax.checkpoint as ocp
-    from cardioformer_jax import build_dataset
+    from cardioformer_jax.data import datasets
     from cardioformer_jax.data import input_pipeline as ip, preprocessing
     from cardioformer_jax.training import sharding
     from configs import ptbxl
@@ -240,7 +240,7 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     local["first"] = np.concatenate(firsts)
     gathered = ip.allgather_host(local)
     real = gathered["mask"] == 1
-    source = build_dataset.data_source("ptbxl", data_dir, "validation")
+    source = datasets.data_source("ptbxl", data_dir, "validation")
     order = gathered["index"][real]
     out["eval_once"] = sorted(order.tolist()) == list(range(len(source)))
     out["eval_aligned"] = all(

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cardioformer_jax import build_dataset, config_lib
-from cardioformer_jax.data import preprocessing
+from cardioformer_jax import config_lib
+from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.training import checkpointing, sharding, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -179,7 +179,7 @@ def test_evaluation_sees_every_example_exactly_once(data_dir):
     state, compiled = train.create_train_state(config, mesh)
     out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
 
-    source = build_dataset.data_source("ptbxl", data_dir, "validation")
+    source = datasets.data_source("ptbxl", data_dir, "validation")
     assert np.array_equal(out["index"], np.arange(len(source)))
     examples = [source[i] for i in range(len(source))]
     assert np.array_equal(out["label"], [e["label"] for e in examples])

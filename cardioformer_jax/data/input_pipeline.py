@@ -51,8 +51,7 @@ import grain
 import jax
 import numpy as np
 
-from cardioformer_jax import build_dataset
-from cardioformer_jax.data import preprocessing
+from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ class DataSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}/{self.builder_config or build_dataset.DEFAULT_CONFIG}"
+        return f"{self.name}/{self.builder_config or datasets.DEFAULT_CONFIG}"
 
 
 def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> None:
@@ -134,8 +133,8 @@ def open_split(spec: DataSpec, split: str) -> Any:
     the first examples disagrees; FileNotFoundError with the build command when the
     dataset is not built.
     """
-    builder = build_dataset.load_builder(spec.name, spec.data_dir, spec.builder_config)
-    source = build_dataset.data_source(spec.name, spec.data_dir, split, spec.builder_config)
+    builder = datasets.load_builder(spec.name, spec.data_dir, spec.builder_config)
+    source = datasets.data_source(spec.name, spec.data_dir, split, spec.builder_config)
     features = builder.info.features
     expected = (spec.seq_len, spec.num_channels)
     actual = tuple(features["signal"].shape)
@@ -172,7 +171,7 @@ def dataset_identity(config: Any) -> dict[str, Any]:
     """Which built dataset a config reads: name, builder config, version, directory and
     examples per split (what `results.json` records next to the numbers)."""
     spec = DataSpec.from_config(config)
-    builder = build_dataset.load_builder(spec.name, spec.data_dir, spec.builder_config)
+    builder = datasets.load_builder(spec.name, spec.data_dir, spec.builder_config)
     info = builder.info
     return {
         "name": spec.name,

@@ -37,8 +37,8 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cardioformer_jax import build_dataset, config_lib, models
-from cardioformer_jax.data import input_pipeline
+from cardioformer_jax import config_lib, models
+from cardioformer_jax.data import datasets, input_pipeline
 from cardioformer_jax.evaluation import metrics
 from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, swa
 from cardioformer_jax.training.early_stopping import EarlyStopping
@@ -367,7 +367,7 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
             raise ValueError(f"{data} holds a synthetic dataset {existing}, not {wanted}; "
                              f"use another --workdir")
         builder_config = config.dataset.builder_config or None
-        build_dataset.build("ptbxl", raw, tfds_dir, builder_config, progress=False)
+        datasets.build("ptbxl", raw, tfds_dir, builder_config, progress=False)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic dataset built")
     config = ml_collections.ConfigDict(config.to_dict())
@@ -378,7 +378,7 @@ def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | 
 def _synthetic_url_message(config: ml_collections.ConfigDict, workdir: epath.Path) -> str:
     builder_config = config.dataset.builder_config or None
     bucket_data = workdir / "data" / "tfds"
-    build = build_dataset.build_command("ptbxl", "/tmp/synthetic_tfds", builder_config)
+    build = datasets.build_command("ptbxl", "/tmp/synthetic_tfds", builder_config)
     build = build.replace("<unpacked PhysioNet folder>", "/tmp/synthetic_ptbxl")
     return (
         f"the synthetic dataset (dataset.synthetic_patients={config.dataset.synthetic_patients})"

@@ -1,0 +1,194 @@
+"""Build and read the TFDS datasets (PTB-XL, PTB, MIMIC-IV-ECG) without TensorFlow.
+
+`build` drives the builders of `tfds_builders/` programmatically (the command line is
+`python -m cardioformer_jax.build_dataset`). TFDS 4.9.10 writes ArrayRecord through its own
+protobuf classes (no TensorFlow); its `tfds build` CLI, by contrast, imports TensorFlow,
+Apache Beam and mlcroissant at start-up, which is why this module exists. Reading goes
+through `data_source()`, which needs neither TF nor the builder code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core.utils import tqdm_utils
+
+DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
+DEFAULT_CONFIG = "default"
+
+
+def builder_class(name: str) -> type:
+    """The `Builder` class of `tfds_builders/<name>/` (importing it registers it in TFDS)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return importlib.import_module(f"tfds_builders.{name}").Builder
+
+
+def resolve_config(
+    name: str,
+    config: str | Any | None = None,
+    *,
+    split_bounds: tuple[float, float] | None = None,
+    split_seed: int | None = None,
+):
+    """A builder config by name (default: "default"), optionally with other split bounds
+    and/or a seeded random subject split (see `tfds_builders.common.derive_config`)."""
+    from tfds_builders import common
+
+    cls = builder_class(name)
+    if config is None or isinstance(config, str):
+        wanted = config or DEFAULT_CONFIG
+        configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+        if wanted not in configs:
+            raise ValueError(f"{name} has no config {wanted!r}; choose one of {', '.join(configs)}")
+        config = configs[wanted]
+    return common.derive_config(config, split_bounds=split_bounds, split_seed=split_seed)
+
+
+def build(
+    name: str,
+    manual_dir: str | os.PathLike[str] | None,
+    data_dir: str | os.PathLike[str],
+    config: str | Any | None = None,
+    *,
+    num_workers: int | None = None,
+    split_bounds: tuple[float, float] | None = None,
+    split_seed: int | None = None,
+    progress: bool = True,
+    register_checksums: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Builds `name` into `data_dir` (ArrayRecord) and returns the builder.
+
+    `manual_dir`: the unpacked PhysioNet folder (or its parent); None downloads the
+    open-access zip (network needed only then). An already built dataset is reused.
+    `num_workers`: record-processing processes (None: all cores, 0: in this process).
+    `register_checksums`: record the downloaded archive's size and SHA-256 in the
+    builder's `checksums.tsv` (later downloads are then checked against it).
+    """
+    builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
+    builder = builder_class(name)(
+        data_dir=os.fspath(data_dir),
+        config=builder_config,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+        register_checksums=register_checksums,
+    )
+    # Our per-record bar (with a total and records/s) replaces TFDS's example counters
+    # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
+    # global switch is restored afterwards.
+    tfds_bars = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(tfds_bars and manual_dir is None)
+    try:
+        builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    finally:
+        tfds.display_progress_bar(tfds_bars)
+    return builder
+
+
+def build_command(name: str, data_dir: str | os.PathLike[str], config: str | None) -> str:
+    """The shell command that builds `name` into `data_dir`."""
+    command = (
+        f"python -m cardioformer_jax.build_dataset {name} "
+        f"--manual_dir=<unpacked PhysioNet folder> --data_dir={os.fspath(data_dir)}"
+    )
+    if config and config != DEFAULT_CONFIG:
+        command += f" --builder_config={config}"
+    return command
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
+                ) -> epath.Path:
+    """`data_dir/name/config/<the builder's version>`; FileNotFoundError with the build
+    command when the dataset has not been built (completely) there by this version of the
+    preparation code.
+
+    An `epath.Path`, so a ``gs://`` data_dir stays a URL (`pathlib` would collapse its
+    ``//``); reading one needs gcsfs (`etils.epath`'s GCS backend)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    config = config or DEFAULT_CONFIG
+    config_dir = epath.Path(data_dir).expanduser() / name / config
+    versions = []
+    if config_dir.is_dir():
+        versions = [
+            p.name
+            for p in config_dir.iterdir()
+            if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").is_file()
+        ]
+    if not versions:
+        raise FileNotFoundError(
+            f"dataset {name}/{config} is not built under {config_dir.parent.parent}. "
+            f"Build it with:\n  {build_command(name, data_dir, config)}"
+        )
+    current = str(builder_class(name).VERSION)
+    if current not in versions:
+        # Another version's preparation: reusing it would silently train on other data.
+        raise FileNotFoundError(
+            f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
+            f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
+            f"version {current}, so that build is not reused. Build it with:\n  "
+            f"{build_command(name, data_dir, config)}"
+        )
+    return config_dir / current
+
+
+def load_builder(
+    name: str, data_dir: str | os.PathLike[str], config: str | None = None
+) -> tfds.core.DatasetBuilder:
+    """A read-only builder of a built dataset (info, metadata, splits); no builder code."""
+    return tfds.builder_from_directory(os.fspath(dataset_dir(name, data_dir, config)))
+
+
+def data_source(
+    name: str,
+    data_dir: str | os.PathLike[str],
+    split: str,
+    config: str | None = None,
+):
+    """Random-access source of decoded examples (dicts of NumPy arrays) of one split.
+
+    Works for every config, including derived ones (pass the name `build` printed).
+    """
+    builder = load_builder(name, data_dir, config)
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"{name}/{builder.builder_config.name if builder.builder_config else config} "
+            f"has no split {split!r}; built splits: {sorted(builder.info.splits)}"
+        )
+    return builder.as_data_source(split=split)
+
+
+def parse_split_bounds(text: str | Sequence[str]) -> tuple[float, float]:
+    """``"a,b"`` (or ``["a", "b"]``) as the split bounds ``(a, b)``; ValueError otherwise."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        bounds = [float(p) for p in parts]
+    except ValueError:
+        bounds = []
+    if len(bounds) != 2:
+        raise ValueError(f"expected two numbers a,b (e.g. 0.6,0.8), got {text!r}")
+    return bounds[0], bounds[1]
+
+
+def summary(builder: tfds.core.DatasetBuilder) -> str:
+    """What `build` made: the dataset and config, examples per split, skipped records."""
+    metadata = builder.info.metadata
+    lines = [f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}"]
+    lines += [f"  {split}: {info.num_examples} examples"
+              for split, info in builder.info.splits.items()]
+    if metadata and metadata.get("skipped_records"):
+        lines.append(f"  skipped records by reason: {metadata['skipped_records']}")
+    return "\n".join(lines)

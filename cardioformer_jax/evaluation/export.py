@@ -1,0 +1,133 @@
+"""A trained model as a self-contained `jax.export` artifact for serving.
+
+The library of ``python -m cardioformer_jax.export --workdir=RUN --out=model.jax_exported``,
+which writes two files (`run_cli`):
+
+* ``model.jax_exported``: the serialised `jax.export.Exported` of the eval-mode forward pass
+  ``logits = f(samples)``, samples ``(batch, T, C)`` float32, logits ``(batch, K)`` float32,
+  with the best checkpoint's SWA parameters embedded as constants. The batch dimension is
+  symbolic (any batch size) unless ``--batch_size`` fixes it;
+* ``model.json`` (the same name with ``.json``): input and output shapes, lead and class
+  names, and the preparation that turns a raw record into samples (`dataset_inputs`).
+
+Serving needs JAX only (plus ``flatbuffers``, which JAX uses for the serialisation), not
+this package::
+
+    from jax import export
+    exported = export.deserialize(open("model.jax_exported", "rb").read())
+    logits = exported.call(samples)          # samples: (N, T, C) float32, prepared
+
+The exported function is the same computation as `model_function`; it gives the same
+logits bit for bit. (A forward pass that takes the parameters as arguments instead of
+constants, like the training code's, agrees to float32 round-off only: XLA folds constants
+differently.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export as jax_export
+
+from cardioformer_jax.evaluation import inference
+from cardioformer_jax.training import logging_utils
+
+FORMAT = "cardioformer_jax.export/1"
+
+
+def model_function(model: inference.TrainedModel) -> Callable[[jax.Array], jax.Array]:
+    """``f(samples (B, T, C)) -> logits (B, K)`` with the parameters closed over."""
+    apply = model.apply_fn()
+    params, rngs = model.params, model.rngs
+
+    def logits(samples: jax.Array) -> jax.Array:
+        return apply(params, rngs, samples)
+
+    return logits
+
+
+def export_model(model: inference.TrainedModel, *, batch_size: int | None = None,
+                 platforms: Sequence[str] | None = None) -> jax_export.Exported:
+    """`jax.export` of `model_function` (symbolic batch unless `batch_size`)."""
+    seq_len, channels = model.input_shape
+    batch: Any = batch_size if batch_size else jax_export.symbolic_shape("batch")[0]
+    spec = jax.ShapeDtypeStruct((batch, seq_len, channels), jnp.float32)
+    return jax_export.export(jax.jit(model_function(model)),
+                             platforms=tuple(platforms) if platforms else None)(spec)
+
+
+def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
+             file_name: str) -> dict[str, Any]:
+    """The JSON written next to the exported model."""
+    (in_aval,), (out_aval,) = exported.in_avals, exported.out_avals
+
+    def shape(aval: Any) -> list[int | None]:
+        # A symbolic dimension (the batch) is written as null.
+        return [d if isinstance(d, int) else None for d in aval.shape]
+
+    return {
+        "format": FORMAT,
+        "file": file_name,
+        "jax_version": jax.__version__,
+        "platforms": list(exported.platforms),
+        "input": {"name": "samples", "shape": shape(in_aval), "dtype": str(in_aval.dtype),
+                  "layout": "(batch, time, lead)"},
+        "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
+                   "note": "softmax over the last axis gives class probabilities; a "
+                           "record's probabilities are the mean over its samples"},
+        "lead_names": list(model.spec.lead_names),
+        "class_names": list(model.spec.class_names),
+        "preparation": model.spec.describe(),
+        "source": {
+            "run_dir": str(model.run_dir), "checkpoint_step": model.step,
+            "epoch": model.epoch, "seed": int(model.config.seed),
+            "model_name": model.config.get("model_name", "cardioformer"),
+            "model": model.config.model.to_dict(),
+        },
+    }
+
+
+def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | Path
+         ) -> tuple[Path, Path]:
+    """Writes the serialised model to `out` and its metadata next to it (``.json``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(exported.serialize())
+    meta_path = out.with_suffix(".json")
+    logging_utils.write_json(meta_path, meta)
+    return out, meta_path
+
+
+def load(path: str | Path) -> tuple[jax_export.Exported, dict[str, Any]]:
+    """The exported model at `path` and its metadata (JAX only; no model code)."""
+    path = Path(path)
+    exported = jax_export.deserialize(bytearray(path.read_bytes()))
+    return exported, json.loads(path.with_suffix(".json").read_text())
+
+
+def run(exported: jax_export.Exported, samples: np.ndarray) -> np.ndarray:
+    """Logits of prepared samples ``(N, T, C)`` with an exported model."""
+    return np.asarray(exported.call(np.asarray(samples, np.float32)))
+
+
+def run_cli(workdir: str | Path, out: str | Path, *, seed: int | None = None,
+            platforms: Sequence[str] | None = None, batch_size: int | None = None) -> int:
+    """The command line: exports the run's model to `out` (and its ``.json``), prints what
+    it wrote (an unusable workdir: ``error: ...`` on stderr); returns the exit status."""
+    model = inference.load_for_command_line(workdir, seed=seed)
+    if model is None:
+        return 1
+    platforms = [p.strip() for p in platforms if p.strip()] if platforms else None
+    exported = export_model(model, batch_size=batch_size, platforms=platforms)
+    meta = metadata(model, exported, Path(out).name)
+    out, meta_path = save(exported, meta, out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes; input {meta['input']['shape']} "
+          f"float32 -> logits {meta['output']['shape']}, platforms {meta['platforms']}) "
+          f"and {meta_path}")
+    return 0

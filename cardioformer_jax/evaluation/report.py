@@ -1,0 +1,387 @@
+"""A report on a trained run's best checkpoint.
+
+The library of ``python -m cardioformer_jax.evaluate --workdir=RUN``. `evaluate_workdir`
+scores every example of the split with the best checkpoint's SWA parameters (the training
+code's own evaluation program and input pipeline) and writes to the workdir:
+
+* ``report.md`` (``report_<split>.md`` for another split): segment-level metrics (docs/training.md),
+  record-level metrics (segment probabilities averaged per record), per-class metrics,
+  expected calibration error (15 bins, top label), metrics by sex and by age band when the
+  dataset records them (unknown values skipped) and, for a multi-seed workdir, the mean ± std
+  over seeds in the paper's format next to the paper's AUROC;
+* ``plots/<split>_{roc,pr,confusion,reliability}.png``;
+* ``evaluation.json`` (``evaluation_<split>.json``): every number of the report.
+
+A multi-seed workdir is evaluated seed by seed for the mean ± std; the detailed sections and
+plots are of one seed (``--seed``, default the best validation F1).
+
+The numbers come from `analysis` (pure functions); this module collects predictions and
+renders them. `run_cli` is the command line's behaviour (a one-line summary, exit status).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from cardioformer_jax.data import datasets
+from cardioformer_jax.evaluation import analysis, inference, metrics
+from cardioformer_jax.training import logging_utils, train
+
+PLOTS_DIR = "plots"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPredictions:
+    """Every example of a split, in split order: probabilities and what is known about it."""
+
+    probs: np.ndarray  # (N, K)
+    labels: np.ndarray  # (N,)
+    record_ids: np.ndarray  # (N,) str
+    subject_ids: np.ndarray  # (N,)
+    ages: np.ndarray  # (N,) years, -1 unknown
+    sexes: np.ndarray  # (N,) 0 male, 1 female, -1 unknown
+
+
+def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
+                   ) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(config.to_dict())
+    if data_dir:
+        config.dataset.data_dir = data_dir
+    return config
+
+
+def split_predictions(model: inference.TrainedModel, split: str, data_dir: str | None = None
+                      ) -> SplitPredictions:
+    """Probabilities of every example of `split` (`train.predict`, the evaluation the
+    training loop runs) with the examples' record, subject, age and sex."""
+    config = _with_data_dir(model.config, data_dir)
+    programs = train.programs(config, model.mesh)
+    out = train.predict(programs.eval, model.params, model.rngs, config, split, model.mesh)
+    source = datasets.data_source(config.dataset.name, config.dataset.data_dir, split,
+                                  config.dataset.builder_config or None)
+    rows = [source[int(i)] for i in out["index"]]
+
+    def field(name: str, default: float, dtype: Any) -> np.ndarray:
+        return np.asarray([row.get(name, default) for row in rows], dtype=dtype)
+
+    record_ids = np.asarray([r["record_id"].decode() if isinstance(r["record_id"], bytes)
+                             else str(r["record_id"]) for r in rows], dtype=object)
+    return SplitPredictions(
+        probs=np.asarray(out["probs"], np.float64), labels=np.asarray(out["label"], np.int64),
+        record_ids=record_ids, subject_ids=field("subject_id", -1, np.int64),
+        ages=field("age", -1.0, np.float64), sexes=field("sex", -1, np.int64))
+
+
+def analyse(predictions: SplitPredictions, num_classes: int) -> dict[str, Any]:
+    """Every number of the report's detailed sections (see `analysis`)."""
+    p, y = predictions.probs, predictions.labels
+    out: dict[str, Any] = {
+        "num_examples": int(y.size),
+        "num_records": int(np.unique(predictions.record_ids).size),
+        "num_subjects": int(np.unique(predictions.subject_ids).size),
+        "segment": metrics.classification_metrics(p, y, num_classes=num_classes),
+        "record": analysis.record_level_metrics(p, y, predictions.record_ids, num_classes),
+        "ece": analysis.expected_calibration_error(p, y),
+        "reliability": {k: v.tolist() for k, v in analysis.reliability_bins(p, y).items()},
+        "confusion": analysis.confusion_matrix(p, y).tolist(),
+        "per_class": analysis.per_class_metrics(p, y),
+    }
+    sex = analysis.sex_groups(predictions.sexes)
+    if (sex != analysis.UNKNOWN).any():
+        out["by_sex"] = analysis.metrics_by_group(p, y, sex, num_classes,
+                                                  order=list(analysis.SEX_NAMES.values()))
+    age = analysis.age_bands(predictions.ages)
+    if (age != analysis.UNKNOWN).any():
+        out["by_age"] = analysis.metrics_by_group(
+            p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
+    return out
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _metric_rows(values: Mapping[str, float]) -> list[list[str]]:
+    return [[name, _pct(values[name])] for name in analysis.REPORTED_METRICS]
+
+
+def _group_table(groups: Mapping[str, Mapping[str, float]]) -> list[str]:
+    headers = ["group", "n", *analysis.REPORTED_METRICS]
+    rows = [[name, int(v["n"]), *(_pct(v[m]) for m in analysis.REPORTED_METRICS)]
+            for name, v in groups.items()]
+    return _table(headers, rows)
+
+
+def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
+                class_names: Sequence[str], directory: Path, prefix: str) -> dict[str, Path]:
+    """ROC, precision-recall, confusion-matrix and reliability PNGs; returns their paths."""
+    # The object-oriented API with the Agg canvas: no pyplot, no global backend state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / f"{prefix}_{name}.png"
+             for name in ("roc", "pr", "confusion", "reliability")}
+    curves = analysis.per_class_curves(predictions.probs, predictions.labels)
+
+    def save(fig: Figure, name: str) -> None:
+        FigureCanvasAgg(fig)
+        fig.tight_layout()
+        fig.savefig(paths[name], dpi=110)
+
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    for name, curve in zip(class_names, curves, strict=True):
+        if curve is not None:
+            ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUROC {_pct(curve['auroc'])})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate",
+           title="ROC, one vs rest", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    save(fig, "roc")
+
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    for name, curve in zip(class_names, curves, strict=True):
+        if curve is not None:
+            ax.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
+                    label=f"{name} (AP {_pct(curve['ap'])})")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, one vs rest",
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower left", fontsize=8)
+    save(fig, "pr")
+
+    confusion = np.asarray(result["confusion"], dtype=np.float64)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(1.2 * len(class_names) + 2.5, 1.1 * len(class_names) + 2))
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, f"{int(confusion[i, j])}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, list(class_names), rotation=30, ha="right")
+    ax.set_yticks(ticks, list(class_names))
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: row share)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    save(fig, "confusion")
+
+    bins = result["reliability"]
+    lower, upper = np.asarray(bins["lower"]), np.asarray(bins["upper"])
+    accuracy, count = np.asarray(bins["accuracy"], float), np.asarray(bins["count"])
+    fig = Figure(figsize=(5.5, 6))
+    ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centres, width = (lower + upper) / 2, upper - lower
+    ax.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black", alpha=0.7,
+           label="accuracy")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability (top label), ECE {result['ece']:.4f}")
+    ax.legend(loc="upper left", fontsize=8)
+    ax_count.bar(centres, count, width=width, edgecolor="black", color="grey")
+    ax_count.set(xlabel="confidence (largest probability)", ylabel="samples")
+    save(fig, "reliability")
+    return paths
+
+
+def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
+                  plots: Mapping[str, Path], report_dir: Path) -> str:
+    """The Markdown report of an `evaluate_workdir` result."""
+    split = evaluation["split"]
+    detail = evaluation["detail"]
+    lines = [f"# Evaluation of `{evaluation['workdir']}` ({split} split)", ""]
+    lines += [
+        f"- dataset: {evaluation['dataset']}; {detail['num_examples']} samples from "
+        f"{detail['num_records']} records of {detail['num_subjects']} subjects",
+        f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint step "
+        f"{evaluation['step']} (epoch {evaluation['epoch']}, the best validation F1), SWA "
+        "parameters",
+    ]
+    if evaluation.get("seeds"):
+        lines.append(f"- seeds: {', '.join(map(str, evaluation['seeds']))}; the detailed "
+                     f"sections and plots are of seed {evaluation['seed']}")
+    lines.append("- percentages: metrics x 100; AUROC one-vs-rest macro, AUPRC macro average "
+                 "precision, precision/recall/F1 macro")
+    lines.append("")
+
+    training = evaluation.get("training_results")
+    lines += ["## Segment level", ""]
+    headers = ["metric", "value"] + (["training (results.json)"] if training else [])
+    rows = []
+    for name in analysis.REPORTED_METRICS:
+        row = [name, _pct(detail["segment"][name])]
+        if training:
+            row.append(_pct(training.get(name)))
+        rows.append(row)
+    lines += _table(headers, rows)
+    lines += ["", f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width "
+              f"bins): **{detail['ece']:.4f}**", ""]
+
+    comparison = evaluation["paper_comparison"]
+    if evaluation.get("seed_summary"):
+        n = len(evaluation["seeds"])
+        lines += [f"## Mean ± std over {n} seeds ({split})", ""]
+        lines += _table(["metric", f"this work ({n} seeds)", "paper (5 seeds)"],
+                        [[r["metric"], r["formatted"], r["paper"] or "–"]
+                         for r in evaluation["seed_summary"]])
+        lines += ["", "Per seed:", ""]
+        lines += _table(["seed", *analysis.REPORTED_METRICS],
+                        [[seed, *(_pct(v[m]) for m in analysis.REPORTED_METRICS)]
+                         for seed, v in evaluation["per_seed"].items()])
+        lines.append("")
+    elif comparison["comparable"]:
+        mean, std = analysis.PAPER_AUROC[evaluation["dataset"]]
+        lines += [f"Paper AUROC on {evaluation['dataset']} (5 seeds): {mean:.2f} ± {std:.2f}; "
+                  f"this run: {_pct(detail['segment']['auroc'])}.", ""]
+    if not comparison["comparable"]:
+        lines += [f"Not set beside the paper's results: {comparison['reason']}.", ""]
+
+    record = detail["record"]
+    lines += ["## Record level", "",
+              f"Segment probabilities averaged per record ({int(record['n'])} records).", ""]
+    lines += _table(["metric", "value"], _metric_rows(record))
+    lines.append("")
+
+    lines += ["## Per class", ""]
+    lines += _table(["class", "support", "precision", "recall", "f1", "auroc", "ap"],
+                    [[name, r["support"], _pct(r["precision"]), _pct(r["recall"]),
+                      _pct(r["f1"]), _pct(r["auroc"]), _pct(r["ap"])]
+                     for name, r in zip(class_names, detail["per_class"], strict=True)])
+    lines.append("")
+    for key, title in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
+        if detail.get(key):
+            lines += [f"## {title}", "", "Unknown values are left out.", ""]
+            lines += _group_table(detail[key])
+            lines.append("")
+
+    bins = detail["reliability"]
+    lines += ["## Calibration", "", f"ECE {detail['ece']:.4f}.", ""]
+    lines += _table(["confidence bin", "samples", "mean confidence", "accuracy"],
+                    [[f"({lo:.3f}, {hi:.3f}]", c, "–" if c == 0 else f"{conf:.4f}",
+                      "–" if c == 0 else f"{acc:.4f}"]
+                     for lo, hi, c, conf, acc in zip(bins["lower"], bins["upper"],
+                                                     bins["count"], bins["confidence"],
+                                                     bins["accuracy"], strict=True)])
+    lines.append("")
+    lines += ["## Plots", ""]
+    titles = {"roc": "ROC curves", "pr": "Precision-recall curves",
+              "confusion": "Confusion matrix", "reliability": "Reliability diagram"}
+    for name, path in plots.items():
+        lines += [f"![{titles[name]}]({path.relative_to(report_dir).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+# --- the whole evaluation -------------------------------------------------------------------
+
+
+def _training_results(run_dir: Path, split: str) -> dict[str, float] | None:
+    try:
+        return json.loads((run_dir / train.RESULTS_FILE).read_text())[split]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def report_paths(workdir: Path, split: str) -> tuple[Path, Path]:
+    """``(report.md, evaluation.json)`` of `split` (suffixed for splits other than test)."""
+    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
+
+
+def _paper_comparison(model: inference.TrainedModel, split: str, data_dir: str | None
+                      ) -> dict[str, Any]:
+    """`analysis.paper_comparison` for the dataset the run was trained on, as built."""
+    config = _with_data_dir(model.config, data_dir)
+    builder_config = config.dataset.get("builder_config") or None
+    builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir, builder_config)
+    metadata = builder.info.metadata or {}
+    synthetic = bool(metadata.get("synthetic")) or bool(
+        config.dataset.get("synthetic_patients", 0))
+    comparable, reason = analysis.paper_comparison(config.dataset.name, builder_config, split,
+                                                   synthetic)
+    return {"comparable": comparable, "reason": reason}
+
+
+def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
+                     seed: int | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluates a training workdir, writes the report, plots and JSON; returns the JSON."""
+    workdir = Path(workdir).absolute()
+    seeds = inference.seed_run_dirs(workdir)
+    detail_dir = inference.resolve_run_dir(workdir, seed)
+    model = inference.load(workdir, seed=seed)
+    class_names = list(model.spec.class_names)
+    num_classes = model.num_classes
+    predictions = split_predictions(model, split, data_dir)
+    detail = analyse(predictions, num_classes)
+
+    evaluation: dict[str, Any] = {
+        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
+        "dataset": model.config.dataset.name,
+        "model_name": model.config.get("model_name", "cardioformer"),
+        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
+        "classes": class_names, "detail": detail,
+        "training_results": _training_results(detail_dir, split),
+        "paper_comparison": _paper_comparison(model, split, data_dir),
+    }
+    if seeds:
+        per_seed = {}
+        for s in seeds:
+            seed_model = model if int(model.config.seed) == s else inference.load(workdir,
+                                                                                  seed=s)
+            seed_predictions = (predictions if seed_model is model
+                                else split_predictions(seed_model, split, data_dir))
+            per_seed[s] = metrics.classification_metrics(
+                seed_predictions.probs, seed_predictions.labels, num_classes=num_classes)
+        evaluation["seeds"] = list(seeds)
+        evaluation["per_seed"] = per_seed
+        evaluation["seed_summary"] = analysis.seed_summary(
+            per_seed, evaluation["dataset"],
+            compare_with_paper=evaluation["paper_comparison"]["comparable"])
+
+    report_path, json_path = report_paths(workdir, split)
+    plots = write_plots(predictions, detail, class_names, workdir / PLOTS_DIR, split)
+    report_path.write_text(render_report(evaluation, class_names, plots, workdir))
+    logging_utils.write_json(json_path, evaluation)
+    return evaluation
+
+
+def run_cli(workdir: str | Path, split: str = train.TEST_SPLIT, *, seed: int | None = None,
+            data_dir: str | None = None) -> int:
+    """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
+    workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
+    inference.quiet_orbax()
+    try:
+        evaluation = evaluate_workdir(workdir, split, seed=seed, data_dir=data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    report, _ = report_paths(Path(workdir).absolute(), split)
+    segment = evaluation["detail"]["segment"]
+    print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
+          f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "
+          f"{evaluation['detail']['ece']:.4f}")
+    for row in evaluation.get("seed_summary", ()):
+        if row["metric"] == "auroc":
+            print(f"AUROC over {len(evaluation['seeds'])} seeds: {row['formatted']} "
+                  f"(paper: {row['paper'] or 'n/a'})")
+    return 0
