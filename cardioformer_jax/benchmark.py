@@ -17,6 +17,7 @@ device's peak is known or given with --peak_tflops).
 
 from __future__ import annotations
 
+import copy
 import json
 import resource
 import sys
@@ -30,7 +31,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from cardioformer_jax import models
+from cardioformer_jax import config_lib, models
+from cardioformer_jax.data import input_pipeline
 from cardioformer_jax.training import sharding, train
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
@@ -242,6 +244,28 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
     }
 
 
+def input_pipeline_rates(config: ml_collections.ConfigDict, batch: int,
+                         workers: Sequence[int], num_batches: int) -> dict[str, Any]:
+    """Samples/s of the training input pipeline alone, per Grain worker count."""
+    config = copy.deepcopy(config)
+    config.train.batch_size = batch
+    config_lib.validate_config(config)
+    mesh = sharding.mesh_from_config(config)
+    input_pipeline.check_dataset(config, ("train",))
+    rates = {}
+    for count in workers:
+        config.dataset.num_workers = count
+        rates[str(count)] = round(input_pipeline.measure_throughput(
+            config, num_batches=num_batches, mesh=mesh), 1)
+    return {
+        "dataset": input_pipeline.DataSpec.from_config(config).label,
+        "batch_size": batch,
+        "num_threads": int(config.dataset.num_threads),
+        "mesh": dict(mesh.shape),
+        "input_samples_per_second_by_workers": rates,
+    }
+
+
 def _main() -> None:
     # Flags are defined here, not at import, so that other modules (torch_reference) can
     # import this one's helpers and define flags of the same names.
@@ -251,11 +275,23 @@ def _main() -> None:
     steps = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
     peak = flags.DEFINE_float("peak_tflops", 0.0,
                               "Peak dense TFLOP/s of one device for MFU (0: known devices only).")
+    pipeline = flags.DEFINE_bool(
+        "input_pipeline", False, "Time the training input pipeline alone, on the config's "
+        "built dataset (--config.dataset.data_dir), instead of the model.")
+    workers = flags.DEFINE_list("pipeline_workers", ["0"],
+                                "With --input_pipeline: Grain worker process counts to compare.")
+    batches = flags.DEFINE_integer("pipeline_batches", 50,
+                                   "With --input_pipeline: batches timed (after 5 warm-up).")
 
     def main(argv: list[str]) -> None:
-        del argv
-        results = run(config_file.value, batch.value, eval_batch.value, steps.value,
-                      peak.value)
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        if pipeline.value:
+            results = input_pipeline_rates(config_file.value, batch.value,
+                                           [int(w) for w in workers.value], batches.value)
+        else:
+            results = run(config_file.value, batch.value, eval_batch.value, steps.value,
+                          peak.value)
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

@@ -254,7 +254,7 @@ def test_signal_shape_mismatch_is_a_clear_error(data_dir):
     config = make_config(data_dir)
     config.model.seq_len = 300
     with pytest.raises(ValueError) as err:
-        ip.validate(config)
+        ip.check_dataset(config)
     message = str(err.value)
     for part in ("ptbxl/default", "'train'", "(250, 12)", "(300, 12)"):
         assert part in message
@@ -282,9 +282,19 @@ def test_batch_size_errors(data_dir):
 
 def test_unbuilt_dataset_names_build_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m cardioformer_jax.build_dataset ptbxl"):
-        ip.validate(make_config(tmp_path / "empty"))
+        ip.check_dataset(make_config(tmp_path / "empty"))
 
 
 def test_measure_throughput(data_dir):
     rate = ip.measure_throughput(make_config(data_dir), num_batches=5, warmup_batches=1)
     assert rate > 0
+
+
+def test_benchmark_times_the_input_pipeline_alone(data_dir):
+    from cardioformer_jax import benchmark
+
+    config = make_config(data_dir)
+    result = benchmark.input_pipeline_rates(config, 16, [0], 3)
+    assert result["dataset"] == "ptbxl/default" and result["batch_size"] == 16
+    assert result["input_samples_per_second_by_workers"]["0"] > 0
+    assert config.train.batch_size == 32  # the caller's config is left as it was

@@ -15,24 +15,13 @@ state (a few integers per process) is checkpointable with Orbax, see `TrainInput
 Evaluation (`eval_batches`) visits every example of a split exactly once, in order, with
 the last batch padded and a `mask`; see its docstring for multi-process use.
 
-Config fields read (defaults when absent)::
+Functions take a config `config_lib.validate_config` accepted; they read `seed`,
+`dataset.*`, `model.seq_len/num_channels/num_classes` and `train.batch_size` /
+`eval_batch_size` (their meaning and defaults are in `config_lib.base_config`).
 
-    config.seed                       41      shuffle seed (folded with the epoch by Grain)
-    config.dataset.name               --      "ptbxl" | "ptb" | "mimic_iv_ecg"
-    config.dataset.builder_config     ""      "" = the builder's default config
-    config.dataset.data_dir           ~/tensorflow_datasets   where the dataset was built
-    config.dataset.num_workers        0       Grain worker processes (0: threads only)
-    config.dataset.num_threads        2       read/transform threads per process
-    config.dataset.prefetch_batches   4       batches buffered per process
-    config.model.seq_len / num_channels / num_classes   -- the model's input contract
-    config.train.batch_size           128     GLOBAL batch (all processes together)
-    config.train.eval_batch_size      None    GLOBAL eval batch; None/0 = train.batch_size
-    config.mesh.shape / axis_names    see sharding.create_mesh (only via the mesh passed in)
-
-Throughput: ``python -m cardioformer_jax.data.input_pipeline --config=configs/ptbxl.py
---config.dataset.data_dir=DIR [--workers=0,4]`` prints samples/s of the training pipeline.
-One core gives roughly 3,000 samples/s (ArrayRecord read ~0.1 ms, TFDS decoding ~0.1 ms,
-standardisation ~0.08 ms per sample), far above a CPU training step (~20 samples/s);
+Throughput of the training pipeline alone: ``python -m cardioformer_jax.benchmark
+--config=configs/ptbxl.py --config.dataset.data_dir=DIR --input_pipeline
+[--pipeline_workers=0,4]``. One core gives roughly 3,000 samples/s (docs/benchmarks.md);
 read threads add little (the work holds the GIL), so for accelerators set
 `dataset.num_workers` to a few processes per host, which scale with the cores.
 """
@@ -56,22 +45,8 @@ from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 128
-DEFAULT_NUM_WORKERS = 0
-DEFAULT_NUM_THREADS = 2
-DEFAULT_PREFETCH_BATCHES = 4
 # Examples read from the start of a split to check shapes and labels before training.
 VALIDATION_EXAMPLES = 16
-
-
-def _get(config: Any, dotted: str, default: Any = None) -> Any:
-    """`config.a.b` or `default` when a field (or section) is absent or None."""
-    node = config
-    for part in dotted.split("."):
-        if node is None:
-            return default
-        node = node.get(part, None) if hasattr(node, "get") else getattr(node, part, None)
-    return default if node is None else node
 
 
 # --- what to read --------------------------------------------------------------------------
@@ -90,16 +65,14 @@ class DataSpec:
 
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
-        name = _get(config, "dataset.name")
-        if not name:
-            raise ValueError("config.dataset.name is empty: set ptbxl, ptb or mimic_iv_ecg")
+        """The dataset section of a config `config_lib.validate_config` accepted."""
         return cls(
-            name=name,
-            builder_config=_get(config, "dataset.builder_config") or None,
-            data_dir=os.path.expanduser(_get(config, "dataset.data_dir", "~/tensorflow_datasets")),
-            seq_len=int(_get(config, "model.seq_len")),
-            num_channels=int(_get(config, "model.num_channels")),
-            num_classes=int(_get(config, "model.num_classes")),
+            name=config.dataset.name,
+            builder_config=config.dataset.builder_config or None,
+            data_dir=os.path.expanduser(config.dataset.data_dir),
+            seq_len=int(config.model.seq_len),
+            num_channels=int(config.model.num_channels),
+            num_classes=int(config.model.num_classes),
         )
 
     @property
@@ -183,7 +156,8 @@ def dataset_identity(config: Any) -> dict[str, Any]:
     }
 
 
-def validate(config: Any, splits: tuple[str, ...] = ("train", "validation", "test")) -> None:
+def check_dataset(config: Any,
+                  splits: tuple[str, ...] = ("train", "validation", "test")) -> None:
     """Checks the config's dataset against its model config before training (see
     `open_split`); call once at start-up for a clear error instead of a failed step."""
     spec = DataSpec.from_config(config)
@@ -271,8 +245,8 @@ def per_process_batch_size(
 
 
 def _read_options(config: Any) -> grain.ReadOptions:
-    threads = int(_get(config, "dataset.num_threads", DEFAULT_NUM_THREADS))
-    buffer = int(_get(config, "dataset.prefetch_batches", DEFAULT_PREFETCH_BATCHES))
+    threads = int(config.dataset.num_threads)
+    buffer = int(config.dataset.prefetch_batches)
     # Elements here are whole batches: Grain's default buffer (500) would hold ~0.8 GB.
     return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(buffer, threads))
 
@@ -310,7 +284,7 @@ def train_dataset(
     """
     spec = DataSpec.from_config(config)
     index, count = _process(process_index, process_count)
-    global_batch = int(_get(config, "train.batch_size", DEFAULT_BATCH_SIZE))
+    global_batch = int(config.train.batch_size)
     local_batch = per_process_batch_size(global_batch, count, mesh)
     source = open_split(spec, split)
     steps_per_epoch = len(source) // global_batch
@@ -322,7 +296,7 @@ def train_dataset(
     start, stop = _even_split(len(source), index, count, drop_remainder=True)
     ds = (
         grain.MapDataset.source(source)[start:stop]
-        .shuffle(seed=int(_get(config, "seed", 41)))
+        .shuffle(seed=int(config.seed))
         .map(TrainTransform(spec, split))
         .batch(local_batch, drop_remainder=True)
         # After `batch`: epochs stay separate and each one re-seeds the shuffle.
@@ -331,7 +305,7 @@ def train_dataset(
     # Every process has floor(floor(n / count) / local_batch) == floor(n / global_batch)
     # batches per epoch, so all of them step through epochs in lockstep.
     ds = ds.to_iter_dataset(_read_options(config))
-    num_workers = int(_get(config, "dataset.num_workers", DEFAULT_NUM_WORKERS))
+    num_workers = int(config.dataset.num_workers)
     return _with_workers(ds, num_workers), steps_per_epoch
 
 
@@ -419,7 +393,7 @@ def create_train_input(
         ds,
         mesh,
         steps_per_epoch=steps,
-        global_batch_size=int(_get(config, "train.batch_size", DEFAULT_BATCH_SIZE)),
+        global_batch_size=int(config.train.batch_size),
     )
 
 
@@ -452,10 +426,7 @@ def eval_dataset(
     """
     spec = DataSpec.from_config(config)
     index, count = _process(process_index, process_count)
-    global_batch = batch_size or int(
-        _get(config, "train.eval_batch_size", None)
-        or _get(config, "train.batch_size", DEFAULT_BATCH_SIZE)
-    )
+    global_batch = batch_size or int(config.train.eval_batch_size)
     local_batch = per_process_batch_size(global_batch, count, mesh)
     source = open_split(spec, split)
     start, stop = _even_split(len(source), index, count, drop_remainder=False)
@@ -553,31 +524,3 @@ def measure_throughput(
     finally:
         train_input.close()
     return num_batches * train_input.global_batch_size / jax.process_count() / elapsed
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    del argv
-    config = flags.FLAGS.config
-    mesh = sharding.mesh_from_config(config)
-    validate(config)
-    for workers in flags.FLAGS.workers:
-        config.dataset.num_workers = int(workers)
-        rate = measure_throughput(config, num_batches=flags.FLAGS.num_batches, mesh=mesh)
-        threads = _get(config, "dataset.num_threads", DEFAULT_NUM_THREADS)
-        print(
-            f"{DataSpec.from_config(config).label} train: {rate:,.0f} samples/s "
-            f"(batch {_get(config, 'train.batch_size', DEFAULT_BATCH_SIZE)}, "
-            f"{workers} worker processes, {threads} threads, mesh {dict(mesh.shape)})"
-        )
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "configs/<dataset>.py", lock_config=False)
-    flags.DEFINE_integer("num_batches", 50, "batches to time (after 5 warm-up batches)")
-    flags.DEFINE_list("workers", ["0"], "worker process counts to compare, e.g. 0,2")
-    app.run(main)

@@ -484,8 +484,3 @@ def _stacked_layers(config: ModelConfig, layout: TokenLayout, kernels: str,
         return EncoderLayer(config, layout, kernels=kernels, rngs=layer_rngs)
 
     return create(rngs)
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of trainable scalars."""
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

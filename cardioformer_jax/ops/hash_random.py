@@ -1,15 +1,13 @@
-"""Cheap random numbers for dropout masks and token augmentations.
+"""Cheap random numbers for dropout masks and token augmentations (the CPU kernels).
 
-A training step of the PTB-XL model draws about 4 random numbers per FLOP-heavy activation:
-over 500 million per step at batch 128. ``jax.random`` (threefry) produces about 40 million
-per CPU-second here, which made random-number generation the single largest cost of a CPU
-training step. This module instead hashes each element's index with a per-call 64-bit seed
-taken from the JAX key (one round of the "lowbias32" integer hash). The hash is a handful
-of integer ops that XLA fuses into the consumer, so it runs at memory speed (~10x faster on
-CPU) on every backend, stays a pure function of the key (reproducible, jit- and
+A training step draws several random numbers per activation, and on CPU ``jax.random``
+(threefry) was the largest single cost of a step (docs/benchmarks.md). This module instead
+hashes each element's index with a per-call 64-bit seed taken from the JAX key (one round of
+the "lowbias32" integer hash): a handful of integer ops that XLA fuses into the consumer, so
+it runs at memory speed, stays a pure function of the key (reproducible, jit- and
 sharding-friendly), and is statistically more than good enough for dropout and noise.
 
-``impl="jax"`` switches every draw back to ``jax.random`` for comparison.
+``impl="jax"`` draws with ``jax.random`` instead (the plain path, `cardioformer_jax.ops`).
 """
 
 from __future__ import annotations

@@ -469,7 +469,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     except FileNotFoundError:
         dataset = None  # not built: `validate` below says how to build it
     checkpointing.check_run_config(run_dir, config, allow=allow_config_change, dataset=dataset)
-    input_pipeline.validate(config)  # shapes and labels against the model, before compiling
+    input_pipeline.check_dataset(config)  # shapes and labels against the model, before compiling
 
     compiled = programs(config, mesh)
     train_input = input_pipeline.create_train_input(config, mesh)
