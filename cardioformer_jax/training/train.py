@@ -467,7 +467,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     try:
         dataset = input_pipeline.dataset_identity(config)
     except FileNotFoundError:
-        dataset = None  # not built: `validate` below says how to build it
+        dataset = None  # not built: `check_dataset` below says how to build it
     checkpointing.check_run_config(run_dir, config, allow=allow_config_change, dataset=dataset)
     input_pipeline.check_dataset(config)  # shapes and labels against the model, before compiling
 
