@@ -3,10 +3,10 @@
     python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
         [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
 
-Times the programs a training run executes (`train.programs`): the config's model
+Times the programs a training run executes (`steps.programs`): the config's model
 (``model_name``) and optimizer, the state created sharded on the config's mesh by
-`train.create_train_state`, the jitted `train.train_step` with its shardings and buffer
-donation, the SWA update and `train.eval_step`. Any change to them shows here.
+`steps.create_train_state`, the jitted `steps.train_step` with its shardings and buffer
+donation, the SWA update and `steps.eval_step`. Any change to them shows here.
 
 Measures, on random inputs of the config's shape: compile time of the training step,
 training samples/s, evaluation samples/s, single-sample latency of the evaluation step on
@@ -33,7 +33,7 @@ from ml_collections import config_flags
 
 from cardioformer_jax import config_lib, models
 from cardioformer_jax.data import input_pipeline
-from cardioformer_jax.training import sharding, train
+from cardioformer_jax.training import sharding, steps
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
 _KNOWN_PEAK_TFLOPS = {
@@ -48,7 +48,7 @@ _KNOWN_PEAK_TFLOPS = {
 
 def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch: int
                       ) -> ml_collections.ConfigDict:
-    """A copy of `config` with the benchmark's batch sizes (`train.check_fits` reads them)."""
+    """A copy of `config` with the benchmark's batch sizes (`steps.check_fits` reads them)."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.train.batch_size = batch
     config.train.eval_batch_size = eval_batch
@@ -82,8 +82,8 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _step_seconds(step: Callable, state: train.TrainState, batch: Mapping[str, jax.Array],
-                  steps: int) -> tuple[np.ndarray, train.TrainState, jax.Array]:
+def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
+                  steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
     """Seconds of each of ``steps`` training steps, without a host sync between them.
 
     Every step is dispatched first, as the training loop does; each step's duration is
@@ -136,7 +136,7 @@ def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     if isinstance(spec, models.ModelConfig) and spec.scan_unroll != spec.e_layers:
         config = ml_collections.ConfigDict(config.to_dict())
         config.model.scan_unroll = spec.e_layers
-    programs = train.programs(config, mesh)
+    programs = steps.programs(config, mesh)
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
                           batch)
     cost = programs.train.lower(programs.abstract_state, shapes).cost_analysis()
@@ -155,13 +155,13 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
     config = _benchmark_config(config, batch, eval_batch)
     spec = models.model_spec(config)
     mesh = sharding.mesh_from_config(config)
-    train.check_fits(config, mesh)
+    steps.check_fits(config, mesh)
     devices = list(mesh.devices.flat)
     rng = np.random.default_rng(0)
     train_batch = _random_batch(config, batch, rng, mesh)
 
     start = time.perf_counter()
-    state, programs = train.create_train_state(config, mesh)
+    state, programs = steps.create_train_state(config, mesh)
     jax.block_until_ready(state)
     init_seconds = time.perf_counter() - start
 
@@ -190,7 +190,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
 
     # One sample on one device, where `inference.load` places a trained model.
     one_device = sharding.create_mesh((1, 1), devices=devices[:1])
-    single = train.programs(config, one_device)
+    single = steps.programs(config, one_device)
     params = jax.device_put(state.swa_params, single.shardings.swa_params)
     model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
     sample = _random_batch(config, 1, rng, one_device, evaluation=True)

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.training import checkpointing, sharding, train
+from cardioformer_jax.training import checkpointing, sharding, steps
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def save_epoch_end_run(config: ml_collections.ConfigDict, run_dir: Path) -> Path
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
-    state, programs = train.create_train_state(config, mesh)
+    state, programs = steps.create_train_state(config, mesh)
     state = programs.swa(state)
     checkpointing.check_run_config(run_dir, config)
     with checkpointing.Checkpointer(run_dir / checkpointing.CHECKPOINT_DIR,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cardioformer_jax import benchmark
-from cardioformer_jax.training import train
+from cardioformer_jax.training import steps, train
 from configs import demo
 
 # Each test compiles a model's training step: slow lane.
@@ -24,7 +24,7 @@ def _tiny_config():
 
 
 def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
-    # The benchmark must time the step training runs: a wrapped `train.train_step` is
+    # The benchmark must time the step training runs: a wrapped `steps.train_step` is
     # what it traces (fresh programs, so none come from an earlier test's cache).
     traced = []
 
@@ -32,13 +32,13 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
         traced.append(args[-1]["signal"].shape)
         return original(*args, **kwargs)
 
-    original = train.train_step
+    original = steps.train_step
     monkeypatch.setattr(train, "train_step", train_step)
-    train._programs.cache_clear()
+    steps._programs.cache_clear()
     try:
         results = benchmark.run(_tiny_config(), batch=4, eval_batch=4, steps=3)
     finally:
-        train._programs.cache_clear()
+        steps._programs.cache_clear()
     assert traced and traced[0] == (4, 250, 12)
     assert results["parameters"] > 0 and results["batch_size"] == 4
     assert results["model_name"] == "cardioformer" and results["scan_unroll"] == 1

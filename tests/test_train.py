@@ -28,7 +28,7 @@ from flax import nnx
 
 from cardioformer_jax import config_lib
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.training import checkpointing, sharding, train
+from cardioformer_jax.training import checkpointing, sharding, steps, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_fixtures  # noqa: E402
@@ -63,7 +63,7 @@ def _single_device_mesh():
 
 
 def _restore(run_dir, config, step=None):
-    abstract = train.programs(config, sharding.mesh_from_config(config)).abstract_state
+    abstract = steps.programs(config, sharding.mesh_from_config(config)).abstract_state
     with checkpointing.Checkpointer(Path(run_dir) / checkpointing.CHECKPOINT_DIR) as ckpt:
         step = ckpt.latest_step() if step is None else step
         return ckpt.restore(step, abstract)
@@ -109,7 +109,7 @@ def test_one_epoch_writes_results_and_logs(data_dir, tmp_path):
 def test_loss_decreases_on_a_learnable_task():
     config = train_fixtures.tiny_config()
     mesh = _single_device_mesh()
-    state, compiled = train.create_train_state(config, mesh)
+    state, compiled = steps.create_train_state(config, mesh)
     # Class k: a sine of k + 1 cycles per window on every lead, plus noise.
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, 250, dtype=np.float32)
@@ -176,8 +176,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best(data_dir, tm
 def test_evaluation_sees_every_example_exactly_once(data_dir):
     config = _config(data_dir)  # 100 examples in batches of 64: 2 batches, 28 padded
     mesh = _single_device_mesh()
-    state, compiled = train.create_train_state(config, mesh)
-    out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
+    state, compiled = steps.create_train_state(config, mesh)
+    out = steps.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
 
     source = datasets.data_source("ptbxl", data_dir, "validation")
     assert np.array_equal(out["index"], np.arange(len(source)))
@@ -302,7 +302,7 @@ EIGHT_DEVICES = textwrap.dedent(
     out["predict"] = train_fixtures.initial_predictions(config, mesh)
     config.train.batch_size = 12
     try:
-        train.check_fits(config, mesh)
+        steps.check_fits(config, mesh)
     except ValueError as error:
         out["batch_error"] = str(error)
     print("RESULT" + json.dumps(out))

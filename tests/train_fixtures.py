@@ -46,10 +46,10 @@ def _mesh(config: ml_collections.ConfigDict, devices=None):
 def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -> list[float]:
     """Training losses of the first `steps` steps on the config's mesh (over `devices`)."""
     from cardioformer_jax.data import input_pipeline
-    from cardioformer_jax.training import train
+    from cardioformer_jax.training import steps as training_steps
 
     mesh = _mesh(config, devices)
-    state, compiled = train.create_train_state(config, mesh)
+    state, compiled = training_steps.create_train_state(config, mesh)
     train_input = input_pipeline.create_train_input(config, mesh)
     losses = []
     try:
@@ -62,9 +62,9 @@ def loss_sequence(config: ml_collections.ConfigDict, steps: int, devices=None) -
 
 
 def initial_predictions(config: ml_collections.ConfigDict, mesh) -> dict[str, list]:
-    """`train.predict` of the initial parameters on the validation split, as lists."""
-    from cardioformer_jax.training import train
+    """`steps.predict` of the initial parameters on the validation split, as lists."""
+    from cardioformer_jax.training import steps
 
-    state, compiled = train.create_train_state(config, mesh)
-    out = train.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
+    state, compiled = steps.create_train_state(config, mesh)
+    out = steps.predict(compiled.eval, state.params, state.rngs, config, "validation", mesh)
     return {"index": out["index"].tolist(), "probs": out["probs"].tolist()}

@@ -34,7 +34,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from cardioformer_jax.data import dataset_inputs
-from cardioformer_jax.training import checkpointing, logging_utils, sharding, train
+from cardioformer_jax.training import checkpointing, logging_utils, sharding, steps, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -53,7 +53,7 @@ class TrainedModel:
       params: the SWA-averaged parameters.
       rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
       spec: the dataset's input contract.
-      mesh: the (one-device) mesh the parameters live on; `train.programs(config, mesh)`
+      mesh: the (one-device) mesh the parameters live on; `steps.programs(config, mesh)`
         gives the training code's compiled programs for them.
     """
 
@@ -222,8 +222,8 @@ def _best_step(manager: ocp.CheckpointManager) -> int | None:
     return best
 
 
-def restore_state(run_dir: Path, abstract: train.TrainState, step: int | None = None
-                  ) -> tuple[train.TrainState, dict[str, Any], int]:
+def restore_state(run_dir: Path, abstract: steps.TrainState, step: int | None = None
+                  ) -> tuple[steps.TrainState, dict[str, Any], int]:
     """Restores the best (or the given) checkpoint of `run_dir` read-only.
 
     Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
@@ -287,7 +287,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     # One device is plenty for inference, and makes the restore independent of the mesh
     # the run was trained on.
     mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
-    programs = train.programs(config, mesh)
+    programs = steps.programs(config, mesh)
     state, meta, step = restore_state(run_dir, programs.abstract_state, step)
     if int(jax.device_get(state.swa_count)) == 0:
         raise ValueError(f"checkpoint {step} of {run_dir} has no SWA average yet")

@@ -34,7 +34,7 @@ import numpy as np
 
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, inference, metrics
-from cardioformer_jax.training import logging_utils, train
+from cardioformer_jax.training import logging_utils, steps, train
 
 PLOTS_DIR = "plots"
 
@@ -61,11 +61,11 @@ def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
 
 def split_predictions(model: inference.TrainedModel, split: str, data_dir: str | None = None
                       ) -> SplitPredictions:
-    """Probabilities of every example of `split` (`train.predict`, the evaluation the
+    """Probabilities of every example of `split` (`steps.predict`, the evaluation the
     training loop runs) with the examples' record, subject, age and sex."""
     config = _with_data_dir(model.config, data_dir)
-    programs = train.programs(config, model.mesh)
-    out = train.predict(programs.eval, model.params, model.rngs, config, split, model.mesh)
+    programs = steps.programs(config, model.mesh)
+    out = steps.predict(programs.eval, model.params, model.rngs, config, split, model.mesh)
     source = datasets.data_source(config.dataset.name, config.dataset.data_dir, split,
                                   config.dataset.builder_config or None)
     rows = [source[int(i)] for i in out["index"]]

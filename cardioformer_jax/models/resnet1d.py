@@ -11,7 +11,7 @@ logits; train mode (dropout on) by default, ``model.eval()`` / ``deterministic=T
 evaluation; randomness from the ``dropout`` stream of the ``rngs`` given at construction.
 
 Normalisation is GroupNorm (default) or LayerNorm over channels, not BatchNorm, on purpose:
-the training state (`train.TrainState`) carries parameters and random streams only, so
+the training state (`steps.TrainState`) carries parameters and random streams only, so
 BatchNorm's running statistics would have nowhere to live, and the SWA-averaged weights
 that are evaluated would not match statistics collected along the way (SWA with BatchNorm
 needs an extra pass over the data). Group/Layer norm have neither problem and do not

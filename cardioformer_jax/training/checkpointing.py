@@ -3,7 +3,7 @@
 One `orbax.checkpoint.CheckpointManager` under ``<run dir>/checkpoints`` holds three items
 per step:
 
-* ``state``: the `train.TrainState` pytree (params, Adam state, SWA average and count,
+* ``state``: the `steps.TrainState` pytree (params, Adam state, SWA average and count,
   RNG streams, step), saved asynchronously: `save` returns once the arrays are copied to
   host memory, the files are written in a background thread while training goes on;
 * ``meta``: JSON with what lives on the host (epoch, position in the epoch, early-stopping

@@ -1,0 +1,305 @@
+"""The jitted programs of training (docs/training.md): state, step, evaluation.
+
+* The whole training state is one pytree (`TrainState`) created directly sharded by a
+  jitted initialiser (`create_train_state`; `sharding.DEFAULT_RULES` place the weights,
+  the batch is split over every device) and updated by one jitted, buffer-donating step
+  (`train_step`): cross-entropy, gradient clipping at global norm 4.0, Adam 1e-4.
+* `programs` compiles them once per model, optimizer setting and mesh; the training loop
+  (`train.py`), the benchmark and inference all run these same programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from cardioformer_jax import models
+from cardioformer_jax.data import input_pipeline
+from cardioformer_jax.evaluation import metrics
+from cardioformer_jax.training import sharding, swa
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything on the devices that a training run updates.
+
+    Attributes:
+      step: optimizer steps taken (int32 scalar).
+      params: the model's `nnx.Param` variables.
+      opt_state: the optax state (Adam moments mirror `params`).
+      rngs: the model's random streams (dropout/augmentation key and counter).
+      swa_params: equal-weight average of the parameters at the ends of epochs.
+      swa_count: epochs in the average.
+      nonfinite_steps: updates dropped because the loss or gradients were not finite.
+    """
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    rngs: nnx.State
+    swa_params: nnx.State
+    swa_count: jax.Array
+    nonfinite_steps: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+    """The static half of the model (NNX graph definitions) and the optimizer."""
+
+    graphdef: nnx.GraphDef  # train mode: dropout and augmentations on
+    eval_graphdef: nnx.GraphDef  # eval mode
+    tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
+    config: models.ModelSpec
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
+                     ) -> optax.GradientTransformation:
+    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam.
+
+    Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``. The learning rate is
+    a value in the optimizer state (`optax.inject_hyperparams`): `learning_rate` only sets
+    its initial value in ``tx.init``, updates read the state's. So it is not a constant
+    compiled into the programs: runs that differ only in it share their compilations,
+    and a resumed run can take the config's (`set_learning_rate`).
+    """
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+    # No clipping is a clip at infinity: the optimizer state keeps one structure, so a
+    # resumed run may switch clipping on or off (with --allow_config_change).
+    max_norm = grad_clip_norm if grad_clip_norm > 0 else float("inf")
+    return optax.chain(optax.clip_by_global_norm(max_norm), adam)
+
+
+def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
+    # Separate keys: the same integer for both streams would reuse the init key as the
+    # dropout key.
+    key = jax.random.key(seed)
+    return nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
+
+
+def _init_fn(model_config: models.ModelSpec, grad_clip_norm: float
+             ) -> Callable[[jax.Array, jax.Array], TrainState]:
+    """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
+    only in them share one compilation."""
+
+    def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
+        model = models.build_model(model_config, rngs=_model_rngs(seed))
+        _, params, rngs = nnx.split(model, nnx.Param, ...)
+        zero = jnp.zeros((), jnp.int32)
+        opt_state = create_optimizer(grad_clip_norm, learning_rate).init(params)
+        return TrainState(
+            step=zero, params=params, opt_state=opt_state, rngs=rngs,
+            # Zeros, not a copy: `swa_update` with count 0 ignores them, and they are
+            # separate buffers from `params` (donation forbids aliases).
+            swa_params=jax.tree.map(jnp.zeros_like, params), swa_count=zero,
+            nonfinite_steps=zero)
+
+    return init
+
+
+def init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    return (jnp.asarray(config.seed, jnp.uint32),
+            jnp.asarray(config.train.learning_rate, jnp.float32))
+
+
+def model_def(model_config: models.ModelSpec, grad_clip_norm: float) -> ModelDef:
+    """Graph definitions of the model (traced abstractly: no weights created)."""
+    model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
+    graphdef = nnx.graphdef(model)
+    model.eval()
+    return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
+                    tx=create_optimizer(grad_clip_norm), config=model_config)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}``.
+
+    A step whose loss or gradients are not finite leaves the parameters and Adam state as
+    they were (the random stream still advances) and counts itself in
+    ``nonfinite_steps``; whether training then stops is the loop's decision
+    (``train.nan_policy``). Returns the new state and ``{"loss", "grad_norm"}``.
+    """
+
+    def loss_fn(params: nnx.State, rngs: nnx.State) -> tuple[jax.Array, nnx.State]:
+        # copy=True: fresh Variables owned by this trace, so the model may advance its
+        # RNG counter inside `value_and_grad`.
+        model = nnx.merge(definition.graphdef, params, rngs, copy=True)
+        logits = model(batch["signal"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, nnx.state(model, nnx.RngState)
+
+    (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
+    updates, opt_state = definition.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+    # Selecting costs one elementwise pass over the weights; doing it unconditionally keeps
+    # one compiled step for both NaN policies and a "stop" run's state free of NaNs.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new = state.replace(step=state.step + 1, params=keep(params, state.params),
+                        opt_state=keep(opt_state, state.opt_state), rngs=rngs,
+                        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    return new, {"loss": loss, "grad_norm": grad_norm}
+
+
+def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
+              batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Class probabilities ``(B, K)`` (float32) of the model in eval mode."""
+    model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
+    return jax.nn.softmax(model(batch["signal"]).astype(jnp.float32), axis=-1)
+
+
+def swa_epoch_update(state: TrainState) -> TrainState:
+    """Adds the current parameters to the SWA average with equal weight (docs/training.md)."""
+    return state.replace(swa_params=swa.swa_update(state.swa_params, state.params,
+                                                   state.swa_count),
+                         swa_count=state.swa_count + 1)
+
+
+# --- the compiled programs ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Programs:
+    """The jitted programs of one model on one mesh, with their shardings pinned.
+
+    `init(seed, learning_rate)` creates the state directly sharded (no host copy of the
+    weights); `train(state, batch)` and `swa(state)` donate the state; `eval(params, rngs,
+    batch)` returns probabilities split like the batch. The batch is split over every
+    device (`sharding.data_sharding`), the state placed by `sharding.DEFAULT_RULES`.
+    """
+
+    definition: ModelDef
+    mesh: jax.sharding.Mesh
+    abstract_state: TrainState  # `jax.ShapeDtypeStruct`s carrying their shardings
+    shardings: TrainState  # a `NamedSharding` per leaf
+    init: Callable[[jax.Array, jax.Array], TrainState]
+    train: Callable[[TrainState, Mapping[str, jax.Array]],
+                    tuple[TrainState, dict[str, jax.Array]]]
+    eval: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
+    swa: Callable[[TrainState], TrainState]
+
+
+def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Programs:
+    """The `Programs` of the config's model on `mesh`, built once per process: runs of the
+    same model (other seeds, learning rates, datasets of the same shape) reuse them, so
+    they are neither traced nor compiled again."""
+    return _programs(models.model_spec(config),
+                     float(config.train.grad_clip_norm), mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh
+              ) -> Programs:
+    definition = model_def(model_config, grad_clip_norm)
+    init = _init_fn(model_config, grad_clip_norm)
+    shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
+    shardings = sharding.tree_shardings(shapes, mesh)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            shapes, shardings)
+    data = sharding.data_sharding(mesh)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return Programs(
+        definition=definition, mesh=mesh, abstract_state=abstract, shardings=shardings,
+        init=jax.jit(init, out_shardings=shardings),
+        train=jax.jit(functools.partial(train_step, definition),
+                      in_shardings=(shardings, data), out_shardings=(shardings, replicated),
+                      donate_argnums=0),
+        eval=jax.jit(functools.partial(eval_step, definition),
+                     in_shardings=(shardings.swa_params, shardings.rngs, data),
+                     out_shardings=data),
+        swa=jax.jit(swa_epoch_update, in_shardings=(shardings,), out_shardings=shardings,
+                    donate_argnums=0),
+    )
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                       ) -> tuple[TrainState, Programs]:
+    """A fresh state of the config's model and seed, created sharded on `mesh`, and the
+    programs that update it."""
+    compiled = programs(config, mesh)
+    return compiled.init(*init_args(config)), compiled
+
+
+def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -> TrainState:
+    """The state with the optimizer's learning rate set to `learning_rate` (placed like
+    the one it replaces)."""
+    current = optax.tree.get(state.opt_state, "learning_rate")
+    wanted = jnp.asarray(learning_rate, current.dtype)
+    if float(current) == float(wanted):
+        return state
+    logging.info("learning rate %g (the checkpoint had %g)", learning_rate, float(current))
+    value = jax.device_put(wanted, optax.tree.get(shardings.opt_state, "learning_rate"))
+    return state.replace(opt_state=optax.tree.set(state.opt_state, learning_rate=value))
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
+            config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
+            ) -> dict[str, np.ndarray]:
+    """Probabilities of every example of `split` exactly once, on every process.
+
+    Returns ``{"probs" (N, K), "label" (N,), "index" (N,)}`` in split order (padding rows
+    removed). Raises RuntimeError if the batches did not cover each example once.
+    """
+    device_probs, host = [], []
+    for batch in input_pipeline.eval_batches(config, split, mesh):
+        # Dispatch all batches first; fetching each one would stall the device.
+        device_probs.append(eval_fn(params, rngs, batch.device))
+        host.append({k: batch.host[k] for k in ("label", "mask", "index")})
+    local = {k: np.concatenate([h[k] for h in host]) for k in ("label", "mask", "index")}
+    local["probs"] = np.concatenate([sharding.host_local_rows(p) for p in device_probs])
+    gathered = input_pipeline.allgather_host(local)
+    valid = gathered["mask"].astype(bool)
+    out = {k: gathered[k][valid] for k in ("probs", "label", "index")}
+    order = np.argsort(out["index"], kind="stable")
+    out = {k: v[order] for k, v in out.items()}
+    if not np.array_equal(out["index"], np.arange(out["index"].size)):
+        raise RuntimeError(f"evaluation of {split!r} did not see every example exactly once")
+    return out
+
+
+def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
+             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
+             ) -> dict[str, float]:
+    """The metrics of docs/training.md (`metrics.classification_metrics`) of `params` on `split`."""
+    out = predict(eval_fn, params, rngs, config, split, mesh)
+    result = metrics.classification_metrics(out["probs"], out["label"],
+                                            num_classes=config.model.num_classes)
+    result["num_examples"] = float(out["label"].size)
+    return result
+
+
+# --- checks before training -----------------------------------------------------------------
+
+
+def check_fits(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raises ValueError, before anything is compiled, for a config the mesh cannot run."""
+    divisor = sharding.batch_divisor(mesh)
+    process_count = jax.process_count()
+    for name in ("batch_size", "eval_batch_size"):
+        size = config.train[name]
+        if size % divisor or size % process_count:
+            raise ValueError(
+                f"train.{name}={size} must be divisible by the {divisor} devices the batch "
+                f"is split over (mesh {dict(mesh.shape)}) and by the {process_count} "
+                f"processes; e.g. use {max(divisor, size // divisor * divisor)}")
