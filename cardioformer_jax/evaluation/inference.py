@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from cardioformer_jax import config_lib
 from cardioformer_jax.data import dataset_inputs
 from cardioformer_jax.training import checkpointing, logging_utils, sharding, steps, train
 
@@ -183,11 +184,17 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> Path
 
 
 def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The run's saved config (``config.json``)."""
+    """The run's saved config (``config.json``), validated like a new run's."""
     path = Path(run_dir) / checkpointing.CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a training run?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    try:
+        config_lib.validate_config(config)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a config this version can run (written by another "
+                         f"version of cardioformer-jax?): {err}") from err
+    return config
 
 
 # --- restoring ------------------------------------------------------------------------------

@@ -1,20 +1,30 @@
-"""Cardioformer in Flax NNX (described in docs/model.md).
+"""Cardioformer in Flax NNX, read beside docs/model.md (and the paper).
 
-Layout choices that make the model fast to compile and to run:
+The forward pass (`Cardioformer.__call__`) has the paper's three stages:
 
-* Granularities that share a patch length see identical patches, so they form one *group*:
-  one patch extraction, one stacked embedding matmul and one batched attention (weights with
-  a leading granularity axis) per group instead of a Python loop over granularities.
-* Between layers the tokens of all granularities live in one array ``(B, S, D)`` ordered
-  group-major (``TokenLayout``), so the parts shared by all granularities (LayerNorms,
-  residual MLP blocks) are single large matmuls. Inside the layer scan the array is
-  token-major ``(S, B, D)``: each group is then a contiguous ``(G, N, B, D)`` block whose
-  projections are plain batched matmuls.
-* The ``e_layers`` encoder layers are stacked on a leading axis and applied with
-  ``jax.lax.scan``: one layer is traced and compiled, not six.
+1. **Embedding** (`Cardioformer.embed`, docs/model.md "Embedding"): for each granularity
+   (patch length p), cut the ``(T, C)`` signal into ``floor(T/p) + 1`` patches, embed each
+   with a ``(p, C) -> D`` convolution, apply one of the token augmentations (train mode),
+   add the granularity embedding and the sinusoidal positions.
+2. **Encoder** (`Cardioformer.encode` over `EncoderLayer`, "Encoder layer"), ``e_layers``
+   times: intra-granularity attention within each granularity's tokens; inter-granularity
+   attention among the granularities' router (last) tokens; residual + LayerNorm; three
+   residual feed-forward blocks; residual + LayerNorm.
+3. **Head** (`Cardioformer.head`, "Head"): LayerNorm, GELU, dropout, flatten all tokens,
+   linear classifier.
 
-Parameters are float32; ``dtype='bfloat16'`` runs the matmuls in bfloat16 while softmax,
-LayerNorm statistics and the logits stay float32.
+Two layout choices keep it fast without changing the function:
+
+* Granularities that share a patch length see identical patches, so they form one *group*
+  (`TokenLayout`): one patch extraction, one stacked embedding matmul and one batched
+  attention (weights with a leading granularity axis) per group. Between layers the tokens
+  of all granularities live in one array ``(B, S, D)`` ordered group-major.
+* The encoder layers are stacked on a leading axis and applied with ``jax.lax.scan``: one
+  layer is traced and compiled, not six.
+
+The blocks are in `layers.py`; attention, LayerNorm and random numbers come from
+`cardioformer_jax.ops` (``model.kernels``). Parameters are float32; ``dtype='bfloat16'`` runs
+the matmuls in bfloat16 while softmax, LayerNorm statistics and the logits stay float32.
 """
 
 from __future__ import annotations
@@ -394,11 +404,16 @@ class Cardioformer(nnx.Module):
         groups = []
         for g, (p, n) in enumerate(zip(layout.group_patch_lens, layout.group_num_patches,
                                        strict=True)):
+            # 1. Replication pad by p copies of the last time step.
             padded = jnp.concatenate([x, jnp.repeat(x[:, -1:], p, axis=1)], axis=1)
+            # 2. n = T // p + 1 patches across all leads, each mapped linearly to D (one
+            #    (p, C, D) kernel per granularity of the group).
             patches = padded[:, :n * p].reshape(x.shape[0], n, p, x.shape[2])
             kernel = self.patch_kernels[g][...].astype(dtype)
             tokens = jnp.einsum("bnpc,gpcd->bgnd", patches, kernel)
+            # 3. One augmentation per granularity (train mode).
             tokens = self._augment(tokens, group_keys[g])
+            # 4. Granularity embedding and the sinusoidal table.
             members = np.asarray(layout.group_members[g])
             tokens = tokens + self.granularity_embeddings[members][None, :, None, :].astype(dtype)
             tokens = tokens + jnp.asarray(pe[:n], dtype)
