@@ -7,7 +7,7 @@ dataset with another one, so two datasets are never mixed in one run.
 
 The code digest covers the modules that decide what an example contains. Comments and
 docstrings do not count (the digest is taken over the parsed syntax tree), so only a change
-of behaviour moves it; `tests/test_dataset_rules.py` then fails until the builder version
+of behaviour moves it; `tests/unit/test_dataset_rules.py` then fails until the builder version
 is bumped and `PREPARATION_CODE_SHA256` updated, so a stale build is never reused silently.
 """
 

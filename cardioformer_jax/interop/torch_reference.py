@@ -8,7 +8,8 @@ code base it grew from, and parameter names as in docs/pytorch_checkpoints.md. I
 purposes:
 
 * an independent check of ``torch_import``: its ``state_dict`` loads into the JAX model,
-  whose eval-mode logits must then match this module's (``tests/test_torch_reference.py``);
+  whose eval-mode logits must then match this module's
+  (``tests/integration/test_torch_reference.py``);
 * a same-machine yardstick for throughput: ``python -m cardioformer_jax.torch_reference
   --config=configs/ptbxl.py`` times its training step (Adam, gradient clipping at 4.0) and
   prints JSON with the same field names as ``cardioformer_jax.benchmark``, so the two can be

@@ -19,7 +19,7 @@ a mesh). It decides from, first match wins:
 5. otherwise a single process: nothing is initialised.
 
 Steps 1-3 read only an environment mapping (`plan` is a pure function of it, tested in
-``tests/test_distributed.py``); step 4 is an injected probe (`cloud_tpu_worker_count`).
+``tests/unit/test_distributed.py``); step 4 is an injected probe (`cloud_tpu_worker_count`).
 What JAX detects itself (the coordinator of a SLURM job or TPU slice, a TPU worker's id)
 is left to ``jax.distributed.initialize``, so both always agree.
 """

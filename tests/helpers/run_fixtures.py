@@ -1,4 +1,7 @@
-"""Tiny run directories for the inference tests, made by the training code itself."""
+"""Tiny run directories for the inference tests, made by the training code itself.
+
+The tiny model itself is `tiny_models.tiny_model`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from cardioformer_jax import config_lib
 from cardioformer_jax.training import checkpointing, sharding, steps
 
 
@@ -29,18 +31,6 @@ def few_step_compilation() -> Iterator[None]:
         yield
     finally:
         jax.config.update("jax_disable_most_optimizations", previous)
-
-
-def tiny_model(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
-    """`config` with a tiny Cardioformer of the same input, classes and ablation flags."""
-    model = config.model
-    values = dict(seq_len=model.seq_len, num_channels=model.num_channels,
-                  num_classes=model.num_classes, d_model=8, d_ff=16, n_heads=2, e_layers=1,
-                  patch_lens=(16, 32), augmentations=model.augmentations,
-                  no_inter_attn=model.no_inter_attn, single_channel=model.single_channel)
-    values.update(overrides)
-    config.model = config_lib.model_config(**values)
-    return config
 
 
 def tiny_training(config: ml_collections.ConfigDict, data_dir: str | os.PathLike,

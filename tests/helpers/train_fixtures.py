@@ -1,7 +1,9 @@
 """A tiny training config for the training-loop tests (also usable as a --config file).
 
-    python -m cardioformer_jax.main --config=tests/train_fixtures.py \
+    python -m cardioformer_jax.main --config=tests/helpers/train_fixtures.py \
         --config.dataset.data_dir=DIR --workdir=W
+
+(from the repository root: the file imports ``configs`` and ``tests.helpers``).
 """
 
 from __future__ import annotations
@@ -10,18 +12,15 @@ import os
 
 import ml_collections
 
-from cardioformer_jax import config_lib
 from configs import ptbxl
+from tests.helpers import tiny_models
 
 
 def tiny_config(data_dir: str | os.PathLike | None = None) -> ml_collections.ConfigDict:
-    """PTB-XL config with a ~3k-parameter model, batch 16, one epoch, few logs."""
-    config = ptbxl.get_config()
+    """PTB-XL config with the tiny model (`tiny_models.TINY`), batch 16, one epoch, few logs."""
+    config = tiny_models.tiny_model(ptbxl.get_config())
     if data_dir is not None:
         config.dataset.data_dir = os.fspath(data_dir)
-    config.model = config_lib.model_config(
-        seq_len=250, num_channels=12, num_classes=5, d_model=8, d_ff=16, n_heads=2,
-        e_layers=1, patch_lens=(16, 32), augmentations="jitter0.2,scale0.2,drop0.5")
     config.train.batch_size = 16
     config.train.eval_batch_size = 64
     config.train.num_epochs = 1

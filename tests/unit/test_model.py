@@ -20,8 +20,10 @@ from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.ops.attention import attention_cpu, attention_xla
 from cardioformer_jax.ops.dropout import dropout
 from cardioformer_jax.ops.layer_norm import LayerNorm
+from tests.helpers.tiny_models import SMALL
 
-SMALL = dict(d_model=16, d_ff=32, n_heads=2, e_layers=2)
+# Each test runs the programs of its own small models once or twice: compiling is the cost.
+pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 
 def small_model(seed: int = 0, **overrides) -> Cardioformer:

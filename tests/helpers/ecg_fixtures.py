@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wfdb"
-# Real records, copied into the repository with their attribution (fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "wfdb"
+# Real records, copied into the repository with their attribution (tests/fixtures/README.md).
 REAL_PTB_RECORD = FIXTURES / "ptbdb" / "patient001" / "s0010_re"
 REAL_PTBXL_RECORD = FIXTURES / "ptbxl" / "00001_lr"
 

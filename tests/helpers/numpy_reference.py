@@ -1,6 +1,11 @@
-"""A plain NumPy forward pass of the reference Cardioformer, written from docs/model.md.
+"""The PyTorch reference Cardioformer in NumPy: its ``state_dict`` and its forward pass.
 
-It reads the reference's own ``state_dict`` names and follows the reference's
+`make_state_dict` builds a random ``state_dict`` with the reference's tensor names and
+shapes, written from docs/pytorch_checkpoints.md (not from ``torch_import``'s own tables).
+
+`forward` is a plain NumPy forward pass of the reference, written from docs/model.md.
+
+The forward pass reads the reference's own ``state_dict`` names and follows the reference's
 structure, not the port's: a Python loop over granularities in config order, a convolution
 written out as a matmul over explicit patches, one attention module per granularity, the
 router (last) token replaced after the inter-granularity attention. Eval mode only (no
@@ -131,3 +136,75 @@ def forward(x: np.ndarray, sd: Mapping[str, np.ndarray], *, patch_lens: Sequence
     features = gelu(layer_norm(tokens, sd["encoder.norm.weight"], sd["encoder.norm.bias"]))
     features = features.reshape(batch, -1)  # (B*C, S, D) -> (B, C*S*D) when single_channel
     return linear(features, sd["projection.weight"], sd["projection.bias"])
+
+
+# --- the reference's state_dict -------------------------------------------------------------------
+
+# The fixed sinusoidal buffer's name (docs/pytorch_checkpoints.md).
+PE_NAME = "enc_embedding.position_embedding.pe"
+
+
+def torch_style_pe(max_len: int, d_model: int) -> np.ndarray:
+    """The reference's PositionalEmbedding buffer, computed as it does in float32."""
+    position = np.arange(max_len, dtype=np.float32)[:, None]
+    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float32)
+                      * np.float32(-(math.log(10000.0) / d_model)))
+    pe = np.zeros((max_len, d_model), np.float32)
+    pe[:, 0::2] = np.sin(position * div_term)
+    pe[:, 1::2] = np.cos(position * div_term)
+    return pe[None]
+
+
+def make_state_dict(config, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random reference state_dict with the reference's names and shapes, for `config`
+    (a ModelConfig), written from docs/pytorch_checkpoints.md.
+
+    Scales follow the reference's initialisers, and LayerNorm weights and biases are
+    perturbed away from 1 and 0 so that a swapped or dropped tensor shows in the output.
+    """
+    rng = np.random.default_rng(seed)
+    d, ff = config.d_model, config.d_ff
+    channels = 1 if config.single_channel else config.num_channels
+
+    def uniform(shape, fan_in):
+        bound = 1.0 / math.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    def norm(name):
+        sd[f"{name}.weight"] = (1.0 + 0.2 * rng.standard_normal(d)).astype(np.float32)
+        sd[f"{name}.bias"] = (0.2 * rng.standard_normal(d)).astype(np.float32)
+
+    def attention(prefix):
+        for proj in ("query", "key", "value", "out"):
+            sd[f"{prefix}.{proj}_projection.weight"] = uniform((d, d), d)
+            sd[f"{prefix}.{proj}_projection.bias"] = uniform((d,), d)
+
+    sd: dict[str, np.ndarray] = {}
+    for g, p in enumerate(config.patch_lens):
+        sd[f"enc_embedding.value_embeddings.{g}.tokenConv.weight"] = (
+            math.sqrt(2.0 / (channels * p))
+            * rng.standard_normal((d, 1, channels, p))).astype(np.float32)
+    sd[PE_NAME] = torch_style_pe(5000, d)
+    for g in range(len(config.patch_lens)):
+        sd[f"enc_embedding.learnable_embeddings.{g}"] = rng.standard_normal((1, d)).astype(
+            np.float32)
+    for layer in range(config.e_layers):
+        prefix = f"encoder.attn_layers.{layer}"
+        for g in range(len(config.patch_lens)):
+            attention(f"{prefix}.attention.intra_attentions.{g}")
+        if not config.no_inter_attn and len(config.patch_lens) > 1:  # the reference's rule
+            attention(f"{prefix}.attention.inter_attention")
+        for r in (1, 2, 3):
+            sd[f"{prefix}.resblock{r}.conv1.weight"] = uniform((ff, d, 1), d)
+            sd[f"{prefix}.resblock{r}.conv1.bias"] = uniform((ff,), d)
+            sd[f"{prefix}.resblock{r}.conv2.weight"] = uniform((d, ff, 1), ff)
+            sd[f"{prefix}.resblock{r}.conv2.bias"] = uniform((d,), ff)
+            norm(f"{prefix}.resblock{r}.norm")
+        norm(f"{prefix}.norm1")
+        norm(f"{prefix}.norm2")
+    norm("encoder.norm")
+    tokens = sum(config.seq_len // p + 1 for p in config.patch_lens)
+    features = d * tokens * (config.num_channels if config.single_channel else 1)
+    sd["projection.weight"] = uniform((config.num_classes, features), features)
+    sd["projection.bias"] = uniform((config.num_classes,), features)
+    return sd

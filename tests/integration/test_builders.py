@@ -11,17 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ecg_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from cardioformer_jax.data import datasets
 from cardioformer_jax.data import preprocessing as pp
+from tests.helpers import REPO
+from tests.helpers import ecg_fixtures as fx
 from tfds_builders import common, splits
 
 SPLIT_NAMES = ("train", "validation", "test")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read_split(data_dir: Path, name: str, split: str, config: str | None = None) -> list[dict]:
@@ -514,7 +514,7 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
     # TensorFlow at start-up, so it is not run here).
     from tensorflow_datasets.scripts.cli import build as tfds_cli_build
 
-    folder = Path(__file__).resolve().parents[1] / "tfds_builders" / name
+    folder = REPO / "tfds_builders" / name
     cls, _ = tfds_cli_build._get_builder_cls_and_kwargs(str(folder), has_imports=False)
     assert cls.name == name and cls.__name__ == "Builder"
     assert cls.DEFAULT_CONFIG_NAME == "default"

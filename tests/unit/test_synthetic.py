@@ -1,12 +1,12 @@
-"""Tests of the synthetic PTB-XL / MIMIC-IV-ECG twins and the ECG generator."""
+"""Tests of the synthetic PTB-XL / MIMIC-IV-ECG twins and the ECG generator.
+
+The command (``python -m cardioformer_jax.synthetic``) and the checks that need a fresh
+interpreter: tests/integration/test_synthetic_cli.py.
+"""
 
 import ast
-import importlib.util
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,8 @@ def mimic(tmp_path_factory) -> pathlib.Path:
     return synthetic.write_mimic_twin(tmp_path_factory.mktemp("mimic"), 12, seed=5)
 
 
-def _tree(root: pathlib.Path) -> dict[str, bytes]:
+def file_tree(root: pathlib.Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path) and its bytes."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
 
@@ -183,29 +184,19 @@ def test_ptbxl_csv_matches_plan_and_patient_filter(tmp_path):
 
 # ------------------------------------------------------------------------ determinism
 def test_same_seed_same_bytes_different_seed_differs(tmp_path):
-    a = _tree(synthetic.write_ptbxl_twin(tmp_path / "a", 4, seed=7))
-    b = _tree(synthetic.write_ptbxl_twin(tmp_path / "b", 4, seed=7))
-    c = _tree(synthetic.write_ptbxl_twin(tmp_path / "c", 4, seed=8))
+    a = file_tree(synthetic.write_ptbxl_twin(tmp_path / "a", 4, seed=7))
+    b = file_tree(synthetic.write_ptbxl_twin(tmp_path / "b", 4, seed=7))
+    c = file_tree(synthetic.write_ptbxl_twin(tmp_path / "c", 4, seed=8))
     assert a == b
     assert a["ptbxl_database.csv"] != c["ptbxl_database.csv"]
     assert a["records500/00000/00001_hr.dat"] != c["records500/00000/00001_hr.dat"]
-    m1 = _tree(synthetic.write_mimic_twin(tmp_path / "m1", 3, seed=1))
-    m2 = _tree(synthetic.write_mimic_twin(tmp_path / "m2", 3, seed=1))
+    m1 = file_tree(synthetic.write_mimic_twin(tmp_path / "m1", 3, seed=1))
+    m2 = file_tree(synthetic.write_mimic_twin(tmp_path / "m2", 3, seed=1))
     assert m1 == m2
     x1 = synthetic.synthesize_ecg("MI", seed=4)
     assert np.array_equal(x1, synthetic.synthesize_ecg("MI", seed=np.random.default_rng(4)))
     assert np.array_equal(x1, synthetic.synthesize_ecg("MI", seed=4))
     assert not np.array_equal(x1, synthetic.synthesize_ecg("MI", seed=5))
-
-
-def test_plans_do_not_depend_on_python_hash_seed():
-    code = ("from cardioformer_jax.data import synthetic as s; "
-            "print(s.plan_ptbxl(40, 0).to_csv(), s.plan_mimic(6, 0).to_csv())")
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, check=True).stdout
-    assert other.strip() == " ".join(
-        [synthetic.plan_ptbxl(40, 0).to_csv(), synthetic.plan_mimic(6, 0).to_csv()]).strip()
 
 
 # ------------------------------------------------------------------- signal physiology
@@ -363,35 +354,3 @@ def test_mimic_reports_exercise_label_rules(mimic):
     assert (m.loc[m["label"] == "SB", "rr_interval"] > 1000).all()
     assert (m.loc[m["label"] == "ST", "rr_interval"] < 600).all()
     assert (m.loc[m["label"] == "AF", "p_onset"] == 29999).all()
-
-
-def test_cli_writes_and_reports(tmp_path):
-    command = [sys.executable, "-m", "cardioformer_jax.synthetic", "--patients=2", "--seed=1"]
-    p = subprocess.run([*command, f"--out={tmp_path / 'p'}"], capture_output=True,
-                       text=True, check=True)
-    m = subprocess.run([*command, f"--out={tmp_path / 'm'}", "--layout=mimic_iv_ecg"],
-                       capture_output=True, text=True, check=True)
-    assert "PTB-XL twin" in p.stdout and "MIMIC-IV-ECG twin" in m.stdout
-    assert p.stdout.startswith(synthetic.describe_twin(tmp_path / "p", 2, 1, "ptbxl"))
-    # The command writes what the library writes for the same arguments.
-    assert _tree(tmp_path / "p") == _tree(synthetic.write_twin(tmp_path / "q", 2, 1, "ptbxl"))
-    assert _tree(tmp_path / "m") == _tree(synthetic.write_mimic_twin(tmp_path / "n", 2, 1))
-    missing = subprocess.run(command, capture_output=True, text=True)
-    assert missing.returncode != 0 and "--out" in missing.stderr  # --out is required
-    with pytest.raises(ValueError, match="unknown layout"):
-        synthetic.write_twin(tmp_path / "x", 2, 1, "ptb")
-
-
-def test_library_defines_no_flags_and_reads_its_scp_table_as_a_resource():
-    # Flags belong to the command (cardioformer_jax.synthetic), not to the library.
-    code = ("from absl import flags; before = set(flags.FLAGS); "
-            "import cardioformer_jax.data.synthetic; print(sorted(set(flags.FLAGS) - before))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
-    sources = [*pathlib.Path(synthetic.__file__).parent.glob("*.py"),
-               pathlib.Path(importlib.util.find_spec("cardioformer_jax.synthetic").origin)]
-    assert len(sources) > 2 and not [f for f in sources if "argparse" in f.read_text()]
-    scp = synthetic.scp_statements()
-    assert list(scp.columns) == SCP_COLUMNS[1:] == list(synthetic.SCP_COLUMNS)
-    assert set(CODE_TO_CLASS) <= set(scp.index) and scp.index.is_unique

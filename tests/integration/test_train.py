@@ -1,22 +1,20 @@
 """The training system end to end on the tiny synthetic PTB-XL build; nothing mocked.
 
 Compilation dominates these tests on a CPU (the tiny model's train step takes ~20 s to
-compile on a loaded 2-core machine), so this module points JAX's persistent compilation
-cache at a per-session directory: every later run of the same program, in this process or
-in the subprocesses, loads it instead of compiling again.
+compile on a loaded 2-core machine): they share the tiny model's programs, in this process
+and, through the session's persistent compilation cache (tests/conftest.py), in the
+subprocesses. The checks of the loop that need no training:
+tests/unit/test_training_checks.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -26,19 +24,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cardioformer_jax import config_lib
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.training import checkpointing, sharding, steps, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-import train_fixtures  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-# Collection imports every test module before any test compiles, so this takes effect.
-XLA_CACHE = tempfile.mkdtemp(prefix="cardioformer_jax_test_xla_cache_")
-atexit.register(shutil.rmtree, XLA_CACHE, True)
-jax.config.update("jax_compilation_cache_dir", XLA_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+from tests.helpers import REPO, run_fixtures, train_fixtures
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +58,17 @@ def _restore(run_dir, config, step=None):
 
 
 def _subprocess_env():
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": XLA_CACHE,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    """The environment of the commands: the repository importable (configs/, tests/), CPU,
+    and the session's compilation cache (set in os.environ by tests/conftest.py)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     return env
 
 
 def _main_command(workdir, data_dir, *overrides):
-    return [sys.executable, "-m", "cardioformer_jax.main", "--config=tests/train_fixtures.py",
-            f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", *overrides]
+    return [sys.executable, "-m", "cardioformer_jax.main",
+            "--config=tests/helpers/train_fixtures.py", f"--workdir={workdir}",
+            f"--config.dataset.data_dir={data_dir}", *overrides]
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -252,14 +241,6 @@ def test_dataset_that_does_not_fit_the_model_is_refused(data_dir, tmp_path, fiel
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_config_validation_rejects_bad_values():
-    config = train_fixtures.tiny_config()
-    config.train.nan_policy = "ignore"
-    config.train.batch_size = 0
-    with pytest.raises(ValueError, match="nan_policy='ignore'.*|batch_size=0"):
-        config_lib.validate_config(config)
-
-
 # --- seeds ----------------------------------------------------------------------------------
 
 
@@ -288,10 +269,9 @@ EIGHT_DEVICES = textwrap.dedent(
     # Optimisation level 0: a third of the compile time; the losses agree all the same.
     os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
                                "--xla_backend_optimization_level=0")
-    sys.path.insert(0, "tests")
     import jax
-    import train_fixtures
-    from cardioformer_jax.training import sharding, train
+    from cardioformer_jax.training import sharding, steps
+    from tests.helpers import train_fixtures  # the repository is on PYTHONPATH
 
     assert jax.device_count() == 8
     config = train_fixtures.tiny_config(sys.argv[1])
@@ -395,18 +375,6 @@ def test_command_line_names_the_build_command_for_a_missing_dataset(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_stop_policy_also_stops_on_nonfinite_gradients_with_a_finite_loss():
-    values = {"loss": np.array([0.7, 0.6, 0.5]), "grad_norm": np.array([1.0, np.inf, 2.0])}
-    with pytest.raises(FloatingPointError, match=r"gradient norm \(inf\) at step 12 "):
-        train._check_finite(values, first_step=10, epoch=3, policy="stop")
-    train._check_finite(values, first_step=10, epoch=3, policy="skip")  # counted, no raise
-    nan_loss = {"loss": np.array([0.7, np.nan]), "grad_norm": np.array([1.0, np.nan])}
-    with pytest.raises(FloatingPointError, match=r"training loss \(nan\) at step 2 "):
-        train._check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
-    clean = {"loss": np.array([0.7]), "grad_norm": np.array([1.0])}
-    train._check_finite(clean, first_step=0, epoch=1, policy="stop")
-
-
 # --- resume integrity -------------------------------------------------------------------------
 
 
@@ -423,8 +391,10 @@ def test_resume_refuses_a_change_that_alters_the_run_unless_allowed(data_dir, tm
     assert "num_epochs" not in message  # extending a run is not a change of what it computes
     assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 1e-3
 
-    result = train.train_and_evaluate(
-        changed, tmp_path, allow_config_change=["train.learning_rate", "model.dropout"])
+    # The changed dropout is a model no other test compiles.
+    with run_fixtures.few_step_compilation():
+        result = train.train_and_evaluate(
+            changed, tmp_path, allow_config_change=["train.learning_rate", "model.dropout"])
     assert result["epochs_completed"] == 2
     history = checkpointing.config_history(tmp_path)
     assert [h["resumed"] for h in history] == [False, True]

@@ -3,23 +3,24 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cardioformer_jax import benchmark
 from cardioformer_jax.training import steps, train
 from configs import demo
+from tests.helpers import REPO
+from tests.helpers.tiny_models import SMALL
 
 # Each test compiles a model's training step: slow lane.
 pytestmark = pytest.mark.slow
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.py"
+DEMO_CONFIG = REPO / "configs" / "demo.py"
 
 
 def _tiny_config():
     config = demo.get_config()
-    config.model.update(d_model=16, d_ff=32, n_heads=2, e_layers=2, patch_lens=(8, 16, 16))
+    config.model.update(**SMALL, patch_lens=(8, 16, 16))
     return config
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 LAUNCH = REPO / "launch"
 TPU = LAUNCH / "tpu_pod.sh"
 SLURM = LAUNCH / "slurm_gpu.sbatch"

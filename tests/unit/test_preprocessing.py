@@ -6,12 +6,12 @@ import math
 import shutil
 from pathlib import Path
 
-import ecg_fixtures as fx
 import numpy as np
 import pytest
 import wfdb
 
 from cardioformer_jax.data import preprocessing as pp
+from tests.helpers import ecg_fixtures as fx
 
 REAL = fx.REAL_PTB_RECORD
 

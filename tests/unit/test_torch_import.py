@@ -1,22 +1,18 @@
 """Importing the PyTorch reference's weights, checked against a NumPy reference.
 
 No PyTorch here: state_dicts are built as NumPy arrays with the reference's names, straight
-from docs/pytorch_checkpoints.md (not from ``torch_import``'s own tables), and ``numpy_reference``
-is an independent float64 forward pass of the reference written from docs/model.md.
+from docs/pytorch_checkpoints.md (not from ``torch_import``'s own tables), and
+``tests/helpers/numpy_reference`` is an independent float64 forward pass of the reference
+written from docs/model.md. The command line: tests/integration/test_torch_import_cli.py.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpy_reference as ref
 import pytest
 from flax import nnx
 
@@ -32,80 +28,12 @@ from cardioformer_jax.interop.torch_import import (
 )
 from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from tests.helpers import numpy_reference as ref
+from tests.helpers.numpy_reference import make_state_dict, torch_style_pe
+from tests.helpers.tiny_models import reference_small as small_config
 
-REPO = Path(__file__).resolve().parents[1]
-
-SMALL = dict(seq_len=40, num_channels=3, num_classes=3, d_model=16, d_ff=32, n_heads=4,
-             e_layers=2, patch_lens=(8, 2, 8, 4), augmentations="none")
-
-
-def small_config(**overrides) -> ModelConfig:
-    return ModelConfig(**{**SMALL, **overrides})
-
-
-def torch_style_pe(max_len: int, d_model: int) -> np.ndarray:
-    """The reference's PositionalEmbedding buffer, computed as it does in float32."""
-    position = np.arange(max_len, dtype=np.float32)[:, None]
-    div_term = np.exp(np.arange(0, d_model, 2, dtype=np.float32)
-                      * np.float32(-(math.log(10000.0) / d_model)))
-    pe = np.zeros((max_len, d_model), np.float32)
-    pe[:, 0::2] = np.sin(position * div_term)
-    pe[:, 1::2] = np.cos(position * div_term)
-    return pe[None]
-
-
-def make_state_dict(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random reference state_dict with the reference's names and shapes.
-
-    Scales follow the reference's initialisers, and LayerNorm weights and biases are
-    perturbed away from 1 and 0 so that a swapped or dropped tensor shows in the output.
-    """
-    rng = np.random.default_rng(seed)
-    d, ff = config.d_model, config.d_ff
-    channels = 1 if config.single_channel else config.num_channels
-
-    def uniform(shape, fan_in):
-        bound = 1.0 / math.sqrt(fan_in)
-        return rng.uniform(-bound, bound, shape).astype(np.float32)
-
-    def norm(name):
-        sd[f"{name}.weight"] = (1.0 + 0.2 * rng.standard_normal(d)).astype(np.float32)
-        sd[f"{name}.bias"] = (0.2 * rng.standard_normal(d)).astype(np.float32)
-
-    def attention(prefix):
-        for proj in ("query", "key", "value", "out"):
-            sd[f"{prefix}.{proj}_projection.weight"] = uniform((d, d), d)
-            sd[f"{prefix}.{proj}_projection.bias"] = uniform((d,), d)
-
-    sd: dict[str, np.ndarray] = {}
-    for g, p in enumerate(config.patch_lens):
-        sd[f"enc_embedding.value_embeddings.{g}.tokenConv.weight"] = (
-            math.sqrt(2.0 / (channels * p))
-            * rng.standard_normal((d, 1, channels, p))).astype(np.float32)
-    sd[PE_NAME] = torch_style_pe(5000, d)
-    for g in range(len(config.patch_lens)):
-        sd[f"enc_embedding.learnable_embeddings.{g}"] = rng.standard_normal((1, d)).astype(
-            np.float32)
-    for layer in range(config.e_layers):
-        prefix = f"encoder.attn_layers.{layer}"
-        for g in range(len(config.patch_lens)):
-            attention(f"{prefix}.attention.intra_attentions.{g}")
-        if not config.no_inter_attn and len(config.patch_lens) > 1:  # the reference's rule
-            attention(f"{prefix}.attention.inter_attention")
-        for r in (1, 2, 3):
-            sd[f"{prefix}.resblock{r}.conv1.weight"] = uniform((ff, d, 1), d)
-            sd[f"{prefix}.resblock{r}.conv1.bias"] = uniform((ff,), d)
-            sd[f"{prefix}.resblock{r}.conv2.weight"] = uniform((d, ff, 1), ff)
-            sd[f"{prefix}.resblock{r}.conv2.bias"] = uniform((d,), ff)
-            norm(f"{prefix}.resblock{r}.norm")
-        norm(f"{prefix}.norm1")
-        norm(f"{prefix}.norm2")
-    norm("encoder.norm")
-    tokens = sum(config.seq_len // p + 1 for p in config.patch_lens)
-    features = d * tokens * (config.num_channels if config.single_channel else 1)
-    sd["projection.weight"] = uniform((config.num_classes, features), features)
-    sd["projection.bias"] = uniform((config.num_classes,), features)
-    return sd
+# Each test runs the programs of its own small models once or twice: compiling is the cost.
+pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 
 def make_input(config: ModelConfig, batch: int = 2, seed: int = 1) -> np.ndarray:
@@ -426,25 +354,6 @@ def test_cli_convert_saves_restorable_params(tmp_path, capsys):
     a, b = flat_params(model), flat_params(fresh)
     for path in a:
         np.testing.assert_array_equal(a[path], b[path], err_msg=str(path))
-
-
-@pytest.mark.slow
-def test_cli_command_line(tmp_path):
-    model_flags = dict(seq_len=40, num_channels=12, num_classes=5, d_model=8, d_ff=16,
-                       n_heads=2, e_layers=1, patch_lens=(2, 4, 8, 8))
-    config = ModelConfig(**model_flags)
-    np.savez(tmp_path / "ref.npz", **make_state_dict(config))
-    overrides = [f"--config.model.{k}={v}" for k, v in model_flags.items() if k != "patch_lens"]
-    overrides.append("--config.model.patch_lens=2,4,8,8")
-    result = subprocess.run(
-        [sys.executable, "-m", "cardioformer_jax.torch_import", "--config=configs/ptbxl.py",
-         *overrides, f"--checkpoint={tmp_path / 'ref.npz'}", f"--out={tmp_path / 'out'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 0, result.stderr
-    params = count_params(Cardioformer(config, rngs=nnx.Rngs(0)))
-    assert f"{params:,} parameters saved to" in result.stdout
-    assert (tmp_path / "out").is_dir()
 
 
 # ---------------------------------------------------------------------------------------------

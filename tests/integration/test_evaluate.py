@@ -11,21 +11,19 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import train_fixtures
 
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.evaluation import analysis, inference, metrics, predictions, report
 from cardioformer_jax.training import train
+from tests.helpers import REPO, train_fixtures
 
 # The module fixture trains a run first: slow lane.
 pytestmark = pytest.mark.slow
 
 SEEDS = (41, 42)
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

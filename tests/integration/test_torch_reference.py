@@ -21,9 +21,8 @@ from cardioformer_jax.interop.torch_import import (  # noqa: E402
 )
 from cardioformer_jax.interop.torch_reference import build_model, time_training  # noqa: E402
 from cardioformer_jax.models.cardioformer import ModelConfig  # noqa: E402
+from tests.helpers.tiny_models import reference_small  # noqa: E402
 
-SMALL = dict(seq_len=40, num_channels=3, num_classes=3, d_model=16, d_ff=32, n_heads=4,
-             e_layers=2, patch_lens=(8, 2, 8, 4), augmentations="none")
 CASES = {
     "grouped": {},
     "ordered": dict(patch_lens=(2, 4, 8, 8, 8)),
@@ -45,9 +44,16 @@ def perturbed_reference(config: ModelConfig, seed: int = 3):
     return model.eval()
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# Two cases in the fast lane; the others repeat, against PyTorch, configurations that
+# tests/unit/test_torch_import.py checks against the NumPy reference: slow lane.
+FAST_CASES = ("grouped", "no_inter_attn")
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=() if case in FAST_CASES else pytest.mark.slow)
+    for case in sorted(CASES)])
 def test_imported_weights_reproduce_torch_logits(case):
-    config = ModelConfig(**{**SMALL, **CASES[case]})
+    config = reference_small(**CASES[case])
     reference = perturbed_reference(config)
     state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
     model = load_reference_model(config, state_dict)
@@ -75,7 +81,7 @@ def test_ptbxl_structure_has_the_documented_names_and_size():
 
 
 def test_train_mode_is_random_and_eval_mode_is_not():
-    config = ModelConfig(**{**SMALL, "augmentations": "jitter0.2,scale0.2,drop0.5"})
+    config = reference_small(augmentations="jitter0.2,scale0.2,drop0.5")
     reference = build_model(config)
     x = torch.randn(2, config.seq_len, config.num_channels)
     with torch.no_grad():
@@ -85,26 +91,26 @@ def test_train_mode_is_random_and_eval_mode_is_not():
 
 
 def test_time_training_reports_the_benchmark_fields():
-    result = time_training(ModelConfig(**SMALL), batch=4, steps=2, threads=1)
+    result = time_training(reference_small(), batch=4, steps=2, threads=1)
     assert result["threads"] == 1 and result["batch_size"] == 4
     slowest, fastest = result["train_samples_per_second_range"]
     assert 0 < slowest <= result["train_samples_per_second_median"] <= fastest
     assert result["train_samples_per_second"] == pytest.approx(
         4 / result["train_step_seconds"], rel=1e-2)
     with pytest.raises(ValueError, match="steps"):
-        time_training(ModelConfig(**SMALL), batch=4, steps=0)
+        time_training(reference_small(), batch=4, steps=0)
 
 
 def test_single_channel_is_refused():
     with pytest.raises(ValueError, match="single_channel"):
-        build_model(ModelConfig(**{**SMALL, "single_channel": True}))
+        build_model(reference_small(single_channel=True))
 
 
 @pytest.mark.parametrize("case", ["no_inter_attn", "single_granularity"])
 def test_ablation_exports_load_strictly_into_the_reference(case):
     # The reference has no inter_attention module in these ablations: an export that wrote
     # its tensors (or lacked others) would fail a strict load_state_dict.
-    config = ModelConfig(**{**SMALL, **CASES[case]})
+    config = reference_small(**CASES[case])
     reference = build_model(config, seed=5).eval()
     assert not any("inter_attention" in name for name in reference.state_dict())
     model = load_reference_model(config, {k: v.numpy()

@@ -1,30 +1,21 @@
-"""The ResNet baseline and the ablation configs: the models they build, and a few training
-steps of each through the training code on the tiny synthetic PTB-XL build."""
+"""The ResNet baseline and the ablation configs: the models they build. A few training steps
+of each: tests/integration/test_baselines_training.py."""
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import run_fixtures
 from flax import nnx
 
 from cardioformer_jax import config_lib, models
-from cardioformer_jax.evaluation import inference
 from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import Cardioformer
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
-from cardioformer_jax.training import train
 from configs import ablations, resnet1d
-
-TINY_RESNET = dict(stem_width=8, stem_kernel=7, widths=(8, 16), blocks_per_stage=1,
-                   kernel_size=5, num_groups=4)
-
-
-# --- configs and models, no training --------------------------------------------------------
+from tests.helpers import run_fixtures
+from tests.helpers.tiny_models import TINY_RESNET
 
 
 @pytest.mark.parametrize("dataset", ablations.DATASETS)
@@ -101,44 +92,3 @@ def test_resnet_contract(norm):
 
 def test_default_resnet_size():
     assert count_params(_abstract_model(resnet1d.get_config())) == 2_179_973
-
-
-# --- a few training steps each ----------------------------------------------------------------
-
-
-def _train(config, data_dir, tmp_path):
-    with run_fixtures.few_step_compilation():
-        result = train.train_and_evaluate(run_fixtures.tiny_training(config, data_dir),
-                                          tmp_path)
-    for split in ("validation", "test"):
-        assert result[split]["num_examples"] == 100
-        assert all(math.isfinite(result[split][k]) for k in ("loss", "accuracy", "auroc"))
-    assert result["best_epoch"] == 1 and result["nonfinite_steps"] == 0
-    return inference.load(tmp_path).module()
-
-
-def test_resnet_baseline_trains(tiny_ptbxl, tmp_path):
-    config = resnet1d.get_config()
-    config.resnet.update(TINY_RESNET)
-    model = _train(config, tiny_ptbxl[1], tmp_path)
-    assert isinstance(model, ResNet1D) and model.config.widths == (8, 16)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ablations.ABLATIONS)
-def test_ablation_trains(name, tiny_ptbxl, tmp_path):
-    ablated = ablations.get_config(name)
-    patch_lens = ablated.model.patch_lens if name == "single_granularity" else (16, 32)
-    config = run_fixtures.tiny_model(ablated, patch_lens=patch_lens)
-    model = _train(config, tiny_ptbxl[1], tmp_path)
-    assert isinstance(model, Cardioformer)
-    got = model.config
-    if name == "no_inter_attn":
-        assert got.no_inter_attn
-    elif name == "single_granularity":
-        assert got.patch_lens == (8,) and got.num_granularities == 1
-    elif name == "single_channel":
-        # The head sees every lead's tokens: C * D * sum N_i = 12 * 8 * (16 + 8).
-        assert got.single_channel and model.projection.kernel.shape == (2304, 5)
-    else:
-        assert got.augmentations == (("none", 0.0),)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 PACKAGE = REPO / "cardioformer_jax"
 
 # The synthetic-twin CLI (synthetic.py, data/synthetic) is converted separately; every other

@@ -1,7 +1,7 @@
 """Prediction on raw WFDB records and export, with a PTB-shaped run; nothing mocked.
 
 The run is a tiny PTB-config model saved by the training code's own epoch-end path
-(`run_fixtures.save_epoch_end_run`); the records are the real PTB record and records
+(`tests.helpers.run_fixtures.save_epoch_end_run`); the records are the real PTB record and records
 written with wfdb from it.
 """
 
@@ -13,11 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ecg_fixtures as fx
 import jax
 import numpy as np
 import pytest
-import run_fixtures
 from scipy import signal as sps
 
 from cardioformer_jax.data import dataset_inputs, datasets
@@ -25,14 +23,20 @@ from cardioformer_jax.data import preprocessing as pp
 from cardioformer_jax.data.preprocessing import RecordError
 from cardioformer_jax.evaluation import export, inference, predictions
 from configs import ptb
+from tests.helpers import REPO, run_fixtures
+from tests.helpers import ecg_fixtures as fx
+from tests.helpers.tiny_models import tiny_model
+
+# The tiny PTB-shaped model is this module's own, and each test runs its programs once or
+# twice: compiling is the cost.
+pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 REAL = fx.REAL_PTB_RECORD
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ptb_run(tmp_path_factory) -> Path:
-    config = run_fixtures.tiny_model(ptb.get_config(), patch_lens=(32,))
+    config = tiny_model(ptb.get_config(), patch_lens=(32,))
     with run_fixtures.few_step_compilation():
         return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
 
@@ -202,6 +206,9 @@ def test_unusable_workdir_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "not a training workdir" in err
 
 
+# Four commands in subprocesses (~15 s) around what the in-process tests above check through
+# `predictions.run_cli`: slow lane.
+@pytest.mark.slow
 def test_command_line(ptb_run, real_signal, tmp_path):
     """The command itself: flags before and after the records, exit statuses, usage errors."""
     good = fx.write_record(tmp_path, "good", real_signal, 1000, leads=fx.LEADS_15)
@@ -247,6 +254,8 @@ def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
                                rtol=1e-5, atol=1e-5)
 
 
+# The command's flags around `test_export_round_trip` (`export.run_cli`): slow lane.
+@pytest.mark.slow
 def test_export_command_line(ptb_run, tmp_path):
     out = tmp_path / "fixed.jax_exported"
     proc = _command("export", f"--workdir={ptb_run}", f"--out={out}", "--platforms=cpu",

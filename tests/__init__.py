@@ -1,0 +1,1 @@
+"""The test suite (see tests/README.md): unit/, integration/, helpers/, fixtures/."""

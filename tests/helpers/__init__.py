@@ -1,0 +1,18 @@
+"""Code the tests share; imported as ``from tests.helpers import ecg_fixtures as fx``.
+
+- ``ecg_fixtures``: small hand-made PhysioNet layouts (PTB-XL, PTB, MIMIC-IV-ECG) and the
+  paths of the real records in ``tests/fixtures/``.
+- ``tiny_models``: the few small model sizes the tests use, defined once.
+- ``run_fixtures``: tiny run directories made by the training code, and
+  ``few_step_compilation``.
+- ``train_fixtures``: the tiny training config (also a ``--config`` file for the commands).
+- ``numpy_reference``: the PyTorch reference's ``state_dict`` layout and an independent
+  float64 NumPy forward pass of it.
+
+Kept free of heavy imports: ``train_fixtures`` is loaded by subprocesses as a config file.
+"""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+"""The repository root (the clone): the working directory of the commands tests run."""

@@ -1,0 +1,1 @@
+"""Fast in-process tests of one piece of logic each (see tests/README.md)."""

@@ -1,0 +1,31 @@
+"""Checks of the training loop that need no data and no training: the config's validation
+and the non-finite policy. The loop itself: tests/integration/test_train.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cardioformer_jax import config_lib
+from cardioformer_jax.training import train
+from tests.helpers import train_fixtures
+
+
+def test_config_validation_rejects_bad_values():
+    config = train_fixtures.tiny_config()
+    config.train.nan_policy = "ignore"
+    config.train.batch_size = 0
+    with pytest.raises(ValueError, match="nan_policy='ignore'.*|batch_size=0"):
+        config_lib.validate_config(config)
+
+
+def test_stop_policy_also_stops_on_nonfinite_gradients_with_a_finite_loss():
+    values = {"loss": np.array([0.7, 0.6, 0.5]), "grad_norm": np.array([1.0, np.inf, 2.0])}
+    with pytest.raises(FloatingPointError, match=r"gradient norm \(inf\) at step 12 "):
+        train._check_finite(values, first_step=10, epoch=3, policy="stop")
+    train._check_finite(values, first_step=10, epoch=3, policy="skip")  # counted, no raise
+    nan_loss = {"loss": np.array([0.7, np.nan]), "grad_norm": np.array([1.0, np.nan])}
+    with pytest.raises(FloatingPointError, match=r"training loss \(nan\) at step 2 "):
+        train._check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
+    clean = {"loss": np.array([0.7]), "grad_norm": np.array([1.0])}
+    train._check_finite(clean, first_step=0, epoch=1, policy="stop")
