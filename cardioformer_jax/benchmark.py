@@ -83,8 +83,8 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
-                  steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
-    """Seconds of each of ``steps`` training steps, without a host sync between them.
+                  num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
+    """Seconds of each of ``num_steps`` training steps, without a host sync between them.
 
     Every step is dispatched first, as the training loop does; each step's duration is
     then the gap between the moments its loss and the previous one become ready (the
@@ -93,7 +93,7 @@ def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, j
     """
     start = time.perf_counter()
     losses = []
-    for _ in range(steps):
+    for _ in range(num_steps):
         state, step_metrics = step(state, batch)
         losses.append(step_metrics["loss"])
     done = []
@@ -145,7 +145,7 @@ def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     return float(cost["flops"]) / rows if cost and "flops" in cost else float("nan")
 
 
-def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: int,
+def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_steps: int,
         peak_tflops: float = 0.0) -> dict[str, Any]:
     """Runs every measurement of `config`'s model and returns the JSON-ready results.
 
@@ -174,7 +174,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
     jax.block_until_ready(step_metrics)
 
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    step_seconds, state, loss = _step_seconds(step, state, train_batch, steps)
+    step_seconds, state, loss = _step_seconds(step, state, train_batch, num_steps)
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     train_step_seconds = float(np.mean(step_seconds))
 
@@ -186,7 +186,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
     eval_compile_seconds = time.perf_counter() - start
     jax.block_until_ready(evaluate(state.swa_params, state.rngs, eval_batch_arrays))
     eval_seconds = _timed(lambda: evaluate(state.swa_params, state.rngs, eval_batch_arrays),
-                          max(2, steps))
+                          max(2, num_steps))
 
     # One sample on one device, where `inference.load` places a trained model.
     one_device = sharding.create_mesh((1, 1), devices=devices[:1])
@@ -225,11 +225,11 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, steps: i
         # time means costly page faults (fresh temp buffers each step), which on a shared
         # virtual machine vary with what else runs there: it explains slow runs.
         "train_host_user_seconds_per_step": round(
-            (usage_after.ru_utime - usage_before.ru_utime) / steps, 4),
+            (usage_after.ru_utime - usage_before.ru_utime) / num_steps, 4),
         "train_host_system_seconds_per_step": round(
-            (usage_after.ru_stime - usage_before.ru_stime) / steps, 4),
+            (usage_after.ru_stime - usage_before.ru_stime) / num_steps, 4),
         "train_page_faults_per_step": round(
-            (usage_after.ru_minflt - usage_before.ru_minflt) / steps),
+            (usage_after.ru_minflt - usage_before.ru_minflt) / num_steps),
         "eval_batch_size": eval_batch,
         "eval_compile_seconds": round(eval_compile_seconds, 2),
         "eval_samples_per_second": round(eval_batch / eval_seconds, 2),
@@ -272,7 +272,7 @@ def _main() -> None:
     config_file = config_flags.DEFINE_config_file("config", "configs/ptbxl.py", "Config file.")
     batch = flags.DEFINE_integer("batch_size", 128, "Global training batch size.")
     eval_batch = flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
-    steps = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
+    num_steps = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
     peak = flags.DEFINE_float("peak_tflops", 0.0,
                               "Peak dense TFLOP/s of one device for MFU (0: known devices only).")
     pipeline = flags.DEFINE_bool(
@@ -290,7 +290,7 @@ def _main() -> None:
             results = input_pipeline_rates(config_file.value, batch.value,
                                            [int(w) for w in workers.value], batches.value)
         else:
-            results = run(config_file.value, batch.value, eval_batch.value, steps.value,
+            results = run(config_file.value, batch.value, eval_batch.value, num_steps.value,
                           peak.value)
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cardioformer_jax import benchmark
-from cardioformer_jax.training import steps, train
+from cardioformer_jax.training import steps
 from configs import demo
 from tests.helpers import REPO
 from tests.helpers.tiny_models import SMALL
@@ -34,10 +34,10 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
         return original(*args, **kwargs)
 
     original = steps.train_step
-    monkeypatch.setattr(train, "train_step", train_step)
+    monkeypatch.setattr(steps, "train_step", train_step)
     steps._programs.cache_clear()
     try:
-        results = benchmark.run(_tiny_config(), batch=4, eval_batch=4, steps=3)
+        results = benchmark.run(_tiny_config(), batch=4, eval_batch=4, num_steps=3)
     finally:
         steps._programs.cache_clear()
     assert traced and traced[0] == (4, 250, 12)
