@@ -29,3 +29,21 @@ def test_stop_policy_also_stops_on_nonfinite_gradients_with_a_finite_loss():
         train._check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
     clean = {"loss": np.array([0.7]), "grad_norm": np.array([1.0])}
     train._check_finite(clean, first_step=0, epoch=1, policy="stop")
+
+
+def test_a_saved_config_this_version_cannot_run_is_refused_by_name(tmp_path):
+    # e.g. a run written before `model.rng_impl` became `model.kernels`.
+    import json
+
+    from cardioformer_jax.evaluation import inference
+    from cardioformer_jax.training import checkpointing
+
+    config = train_fixtures.tiny_config()
+    saved = json.loads(config.to_json_best_effort())
+    (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+    assert json.loads(inference.read_config(tmp_path).to_json_best_effort()) == saved
+    saved["model"]["rng_impl"] = "hash"
+    (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"config.json is not a config this version can "
+                                         r"run.*unknown config key 'model.rng_impl'"):
+        inference.read_config(tmp_path)
