@@ -112,19 +112,23 @@ INPUT_SPECS: dict[str, InputSpec] = {
 }
 
 
-# Builder configs whose samples are cut differently from their dataset's default.
-_BEAT_RULE_CONFIGS = {("ptb", "reference_beats"): "reference"}
-
-
 def input_spec(dataset: str, builder_config: str = "") -> InputSpec:
-    """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one."""
+    """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one.
+
+    Heartbeats are cut by the `beat_rule` of the builder config the model was trained on.
+    """
     if dataset not in INPUT_SPECS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
     spec = INPUT_SPECS[dataset]
+    if spec.mode != "beats" or not builder_config:
+        return spec
+    from cardioformer_jax.data import datasets  # TFDS: only needed for a named config
+
+    configs = {c.name: c for c in datasets.builder_class(dataset).BUILDER_CONFIGS}
     # A derived config (`common.derive_config`: "reference_beats-b0.6-0.8") cuts as its base.
-    rule = _BEAT_RULE_CONFIGS.get((dataset, builder_config.split("-")[0]))
-    return spec if rule is None else dataclasses.replace(spec, beat_rule=rule)
+    base = configs.get(builder_config.split("-")[0])
+    return spec if base is None else dataclasses.replace(spec, beat_rule=base.beat_rule)
 
 
 @dataclasses.dataclass(frozen=True)
