@@ -135,6 +135,7 @@ class ResNet1D(nnx.Module):
         config = ResNet1DConfig.from_config(config)
         self.config = config
         self.deterministic = deterministic
+        self.kernels = resolve_kernels(config.kernels)
         self.stem = _conv(config.num_channels, config.stem_width, config.stem_kernel, 2, rngs)
         self.stem_norm = _norm(config.stem_width, config, rngs)
         blocks = []
@@ -169,7 +170,6 @@ class ResNet1D(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         self.check_input(x)
         key = None if self.deterministic else self.rngs()
-        features = dropout(self.features(x), self.config.dropout, key,
-                           resolve_kernels(self.config.kernels))
+        features = dropout(self.features(x), self.config.dropout, key, self.kernels)
         return self.head(features)
 
