@@ -88,8 +88,10 @@ class TrainedModel:
     def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Logits ``(N, K)`` of model-ready samples ``(N, T, C)``.
 
-        Runs in fixed-size batches (the last one zero-padded), so inputs of any length
-        reuse one compiled program.
+        Runs in batches of at most `batch_size`, each zero-padded to a power of two (capped
+        at `batch_size`): a single record's few samples run as a small batch instead of a
+        padded full one, and inputs of any length share at most ``log2(batch_size) + 2``
+        compiled programs, each traced once per process.
         """
         signals = np.asarray(signals, np.float32)
         if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
@@ -99,7 +101,8 @@ class TrainedModel:
         outputs = []
         for start in range(0, n, batch_size):
             chunk = signals[start:start + batch_size]
-            padded = np.zeros((batch_size, *self.input_shape), np.float32)
+            padded = np.zeros((padded_rows(len(chunk), batch_size), *self.input_shape),
+                              np.float32)
             padded[:len(chunk)] = chunk
             outputs.append(np.asarray(_jitted_apply(self.graphdef, self.params, self.rngs,
                                                     padded))[:len(chunk)])
@@ -112,6 +115,11 @@ class TrainedModel:
         """Softmax class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``."""
         logits = self.logits(signals, batch_size)
         return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+
+def padded_rows(rows: int, batch_size: int) -> int:
+    """The batch `rows` samples run in: the next power of two, at most `batch_size`."""
+    return min(batch_size, 1 << max(rows - 1, 0).bit_length())
 
 
 def _apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,

@@ -136,6 +136,11 @@ class ModelConfig:
     # CPU kernels the LayerNorm statistics are kept); it cuts activation memory by about
     # e_layers times, and on CPU it is also faster (docs/benchmarks.md).
     remat: bool = True
+    # Eval mode runs the batch as a loop over chunks of this many rows: intermediates that
+    # fit in the CPU caches make evaluation faster there, and its memory then grows with the
+    # chunk instead of the batch. 0 ("auto"): 8 rows with the CPU kernels, the whole batch
+    # otherwise (an accelerator wants large matmuls).
+    eval_chunk_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
@@ -168,6 +173,8 @@ class ModelConfig:
             problems.append(f"dtype={self.dtype!r} must be 'float32' or 'bfloat16'")
         if not 1 <= self.scan_unroll:
             problems.append(f"scan_unroll={self.scan_unroll} must be >= 1")
+        if self.eval_chunk_size < 0:
+            problems.append(f"eval_chunk_size={self.eval_chunk_size} must be >= 0 (0: auto)")
         if self.kernels not in KERNELS:
             problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
         if problems:
@@ -476,8 +483,29 @@ class Cardioformer(nnx.Module):
         logits = features.astype(jnp.float32) @ self.projection.kernel[...]
         return logits + self.projection.bias[...]
 
+    def eval_chunk_rows(self, batch: int) -> int:
+        """Rows per chunk of an eval-mode call on `batch` rows (``eval_chunk_size``): the
+        smallest divisor of `batch` not below the wanted size, so chunks are equal. A
+        symbolic batch (`jax.export`) is not chunked."""
+        if not isinstance(batch, int):
+            return batch
+        wanted = self.config.eval_chunk_size or (8 if self.kernels == "cpu" else batch)
+        return next(rows for rows in range(min(wanted, batch), batch + 1) if batch % rows == 0)
+
     def __call__(self, x: Array) -> Array:
         self.check_input(x)
+        if self.deterministic:
+            rows = self.eval_chunk_rows(x.shape[0])
+            if rows < x.shape[0]:
+                # Chunk i takes rows i, i+n, i+2n, ...: a (rows, n) split of the batch axis
+                # keeps each device's rows on it when the batch is sharded.
+                n = x.shape[0] // rows
+                chunks = jnp.swapaxes(x.reshape(rows, n, *x.shape[1:]), 0, 1)
+                logits = jax.lax.map(self._forward, chunks)
+                return jnp.swapaxes(logits, 0, 1).reshape(x.shape[0], -1)
+        return self._forward(x)
+
+    def _forward(self, x: Array) -> Array:
         keys = split_key(None if self.deterministic else self.rngs(),
                          ("augment", "encoder", "head"))
         tokens = self.embed(x, keys["augment"])

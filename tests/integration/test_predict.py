@@ -122,6 +122,22 @@ def test_real_record_probabilities(ptb_run, ptb_model, capsys):
     assert record["predicted"] == result["classes"][int(probabilities.argmax())]
 
 
+def test_inputs_run_in_power_of_two_batches_compiled_once(ptb_model):
+    samples = np.random.default_rng(0).standard_normal((11, *ptb_model.input_shape))
+    # Padding rows never reach the result: each sample's logits are its own.
+    together = ptb_model.logits(samples, batch_size=8)
+    np.testing.assert_allclose(together[9:], ptb_model.logits(samples[9:], batch_size=8),
+                               rtol=1e-5, atol=1e-5)
+    # 11 samples in batches of 8 run as 8 + 4 (3 padded), one sample as a batch of one;
+    # calling again traces and compiles nothing new.
+    ptb_model.logits(samples[:1], batch_size=8)
+    compiled = inference._jitted_apply._cache_size()
+    ptb_model.logits(samples, batch_size=8)
+    ptb_model.logits(samples[:1], batch_size=8)
+    assert inference._jitted_apply._cache_size() == compiled
+    assert [inference.padded_rows(n, 8) for n in (1, 3, 4, 5, 8)] == [1, 4, 4, 8, 8]
+
+
 def test_same_record_twice_same_answer(ptb_model, tmp_path):
     for suffix in (".hea", ".dat", ".xyz"):
         shutil.copy(REAL.with_suffix(suffix), tmp_path)

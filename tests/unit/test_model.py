@@ -217,6 +217,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
         ({"dtype": "float16"}, "dtype"),
         ({"patch_lens": ()}, "patch_lens is empty"),
         ({"kernels": "gpu"}, "kernels"),
+        ({"eval_chunk_size": -1}, "eval_chunk_size"),
     ],
 )
 def test_bad_config_values_are_refused(overrides, message):
@@ -326,6 +327,24 @@ def test_kernels_auto_picks_the_cpu_kernels_on_cpu_and_both_give_the_same_logits
         model.eval()
         logits[kernels] = np.asarray(model(x))
     np.testing.assert_allclose(logits["cpu"], logits["xla"], rtol=1e-5, atol=1e-5)
+
+
+def test_eval_mode_in_chunks_gives_each_row_its_own_logits():
+    x = ecg(6)
+    whole = small_model(eval_chunk_size=6)
+    whole.eval()
+    expected = np.asarray(whole(x))
+    for chunk, rows in ((1, 1), (4, 6), (2, 2), (0, 6)):
+        model = small_model(eval_chunk_size=chunk)
+        model.eval()
+        assert model.eval_chunk_rows(6) == rows
+        # Same weights (same seed); rows computed in other groupings round differently.
+        np.testing.assert_allclose(np.asarray(nnx.jit(lambda m, v: m(v))(model, x)), expected,
+                                   rtol=2e-5, atol=2e-5)
+    auto = small_model()
+    assert auto.eval_chunk_rows(256) == (8 if auto.kernels == "cpu" else 256)
+    assert auto.eval_chunk_rows(20) == (10 if auto.kernels == "cpu" else 20)
+    assert small_model(eval_chunk_size=5).eval_chunk_rows(12) == 6
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
