@@ -2,6 +2,7 @@
 
     python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
         [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
+        [--compare_reference [--rounds=2]]     # against the PyTorch re-creation, same run
 
 Times the programs a training run executes (`steps.programs`): the config's model
 (``model_name``) and optimizer, the state created sharded on the config's mesh by
@@ -244,6 +245,39 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     }
 
 
+# Figures compared with the PyTorch re-creation, and whether larger is better.
+_COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
+             "inference_latency_ms": False}
+
+
+def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
+                      num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
+    """This port against the PyTorch re-creation of the reference (``[torch]`` extra), in
+    this process: per round the reference's training, evaluation and latency, then
+    `run`'s. Ratios are this port's speed over the reference's (latency: the reference's
+    time over this port's), so > 1 means this port is faster.
+    """
+    from cardioformer_jax.interop import torch_reference  # needs torch
+
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    results = []
+    for _ in range(rounds):
+        reference = torch_reference.time_training(config.model, batch, num_steps, threads)
+        reference.update(torch_reference.time_inference(config.model, eval_batch,
+                                                        max(2, num_steps), threads))
+        ours = run(config, batch, eval_batch, num_steps)
+        ratios = {}
+        for name, larger_is_better in _COMPARED.items():
+            ratio = ours[name] / reference[name] if larger_is_better else (
+                reference[name] / ours[name])
+            ratios[name] = round(ratio, 2)
+        results.append({"reference": reference, "this_port": ours, "ratios": ratios})
+    return {"rounds": results,
+            "ratios_by_round": {name: [r["ratios"][name] for r in results]
+                                for name in _COMPARED}}
+
+
 def input_pipeline_rates(config: ml_collections.ConfigDict, batch: int,
                          workers: Sequence[int], num_batches: int) -> dict[str, Any]:
     """Samples/s of the training input pipeline alone, per Grain worker count."""
@@ -282,6 +316,13 @@ def _main() -> None:
                                 "With --input_pipeline: Grain worker process counts to compare.")
     batches = flags.DEFINE_integer("pipeline_batches", 50,
                                    "With --input_pipeline: batches timed (after 5 warm-up).")
+    reference = flags.DEFINE_bool(
+        "compare_reference", False, "Also time the PyTorch re-creation of the reference "
+        "(needs the [torch] extra) in this process, and print both and the ratios.")
+    rounds = flags.DEFINE_integer("rounds", 1, "With --compare_reference: reference-then-"
+                                  "this-port rounds (their spread shows the host's noise).")
+    threads = flags.DEFINE_integer("torch_threads", 0, "With --compare_reference: PyTorch "
+                                   "intra-op threads (0: PyTorch's default).")
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -289,6 +330,9 @@ def _main() -> None:
         if pipeline.value:
             results = input_pipeline_rates(config_file.value, batch.value,
                                            [int(w) for w in workers.value], batches.value)
+        elif reference.value:
+            results = compare_reference(config_file.value, batch.value, eval_batch.value,
+                                        num_steps.value, rounds.value, threads.value)
         else:
             results = run(config_file.value, batch.value, eval_batch.value, num_steps.value,
                           peak.value)

@@ -27,6 +27,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from cardioformer_jax.benchmark import peak_host_memory_mib, train_speed_fields
 from cardioformer_jax.interop.torch_import import _import_torch
 from cardioformer_jax.models.cardioformer import ModelConfig
@@ -227,3 +229,39 @@ def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: in
         **train_speed_fields(batch, seconds),
         "peak_host_memory_mib": peak_host_memory_mib(),
     }
+
+
+def time_inference(config: ModelConfig | Mapping[str, Any], eval_batch: int, repeats: int,
+                   threads: int = 0) -> dict[str, Any]:
+    """Eval-mode samples/s at `eval_batch` and one-sample latency, under ``no_grad``.
+
+    Field names as in ``cardioformer_jax.benchmark``; `repeats` timed calls of each after
+    one warm-up (the latency is their median).
+    """
+    torch = _import_torch()
+    config = ModelConfig.from_config(config)
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    model = build_model(config).eval()
+
+    def seconds(rows: int) -> list[float]:
+        x = torch.randn(rows, config.seq_len, config.num_channels)
+        times = []
+        with torch.no_grad():
+            model(x)  # warm-up
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        return times
+
+    batch_seconds = seconds(eval_batch)
+    return {
+        "eval_batch_size": eval_batch,
+        "eval_samples_per_second": round(eval_batch * len(batch_seconds) / sum(batch_seconds),
+                                         2),
+        "inference_latency_ms": round(float(np.median(seconds(1))) * 1e3, 3),
+    }
+

@@ -19,9 +19,15 @@ from cardioformer_jax.interop.torch_import import (  # noqa: E402
     export_reference_state_dict,
     load_reference_model,
 )
-from cardioformer_jax.interop.torch_reference import build_model, time_training  # noqa: E402
+from cardioformer_jax import benchmark  # noqa: E402
+from cardioformer_jax.interop.torch_reference import (  # noqa: E402
+    build_model,
+    time_inference,
+    time_training,
+)
 from cardioformer_jax.models.cardioformer import ModelConfig  # noqa: E402
-from tests.helpers.tiny_models import reference_small  # noqa: E402
+from configs import demo  # noqa: E402
+from tests.helpers.tiny_models import REFERENCE_SMALL, reference_small  # noqa: E402
 
 CASES = {
     "grouped": {},
@@ -99,6 +105,33 @@ def test_time_training_reports_the_benchmark_fields():
         4 / result["train_step_seconds"], rel=1e-2)
     with pytest.raises(ValueError, match="steps"):
         time_training(reference_small(), batch=4, steps=0)
+
+
+def test_time_inference_reports_the_benchmark_fields():
+    result = time_inference(reference_small(), eval_batch=6, repeats=2, threads=1)
+    assert result["eval_batch_size"] == 6
+    assert result["eval_samples_per_second"] > 0 and result["inference_latency_ms"] > 0
+
+
+@pytest.mark.slow
+def test_benchmark_compare_reference_prints_both_and_their_ratios():
+    config = demo.get_config()
+    config.model = config_lib.model_config(**REFERENCE_SMALL)
+    results = benchmark.compare_reference(config, batch=4, eval_batch=4, num_steps=2,
+                                          rounds=2, threads=1)
+    assert len(results["rounds"]) == 2
+    for round_ in results["rounds"]:
+        ours, reference, ratios = round_["this_port"], round_["reference"], round_["ratios"]
+        assert ours["batch_size"] == reference["batch_size"] == 4
+        assert ours["parameters"] == reference["parameters"]  # the same model
+        assert ratios["train_samples_per_second"] == pytest.approx(
+            ours["train_samples_per_second"] / reference["train_samples_per_second"], abs=0.01)
+        assert ratios["inference_latency_ms"] == pytest.approx(
+            reference["inference_latency_ms"] / ours["inference_latency_ms"], abs=0.01)
+    assert results["ratios_by_round"]["eval_samples_per_second"] == [
+        r["ratios"]["eval_samples_per_second"] for r in results["rounds"]]
+    with pytest.raises(ValueError, match="rounds"):
+        benchmark.compare_reference(config, batch=4, eval_batch=4, num_steps=2, rounds=0)
 
 
 def test_single_channel_is_refused():
