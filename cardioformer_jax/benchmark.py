@@ -126,6 +126,45 @@ def peak_host_memory_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
+                device: jax.Device, rng: np.random.Generator) -> float:
+    """Median milliseconds of the compiled evaluation program on one sample and `device`
+    (where `inference.load` places a trained model)."""
+    one_device = sharding.create_mesh((1, 1), devices=[device])
+    single = steps.programs(config, one_device)
+    params = jax.device_put(state.swa_params, single.shardings.swa_params)
+    model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
+    sample = _random_batch(config, 1, rng, one_device, evaluation=True)
+    forward = single.eval.lower(params, model_rngs, sample).compile()
+    jax.block_until_ready(forward(params, model_rngs, sample))
+    seconds = []
+    for _ in range(20):
+        start = time.perf_counter()
+        jax.block_until_ready(forward(params, model_rngs, sample))
+        seconds.append(time.perf_counter() - start)
+    return round(float(np.median(seconds)) * 1e3, 3)
+
+
+def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
+          dtypes: Sequence[str], num_steps: int, peak_tflops: float = 0.0) -> dict[str, Any]:
+    """`run` for every compute dtype and batch size (evaluation at the same batch; the
+    latency once per dtype), and the best training throughput per dtype."""
+    runs, best = [], {}
+    for dtype in dtypes:
+        dtype_config = ml_collections.ConfigDict(config.to_dict())
+        dtype_config.model.dtype = dtype
+        for index, batch in enumerate(batch_sizes):
+            result = run(dtype_config, batch, batch, num_steps, peak_tflops,
+                         latency=index == 0)
+            runs.append(result)
+            if result["train_samples_per_second"] > best.get(dtype, {}).get(
+                    "train_samples_per_second", 0.0):
+                best[dtype] = {name: result[name] for name in (
+                    "batch_size", "train_samples_per_second", "mfu", "compile_seconds",
+                    "eval_samples_per_second", "peak_device_memory_mib")}
+    return {"runs": runs, "best_by_dtype": best}
+
+
 def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       batch: Mapping[str, jax.Array]) -> float:
     """Training FLOPs per sample from XLA's cost analysis of the training step.
@@ -146,12 +185,37 @@ def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     return float(cost["flops"]) / rows if cost and "flops" in cost else float("nan")
 
 
+def mib_per_device(tree: Any) -> dict[str, float]:
+    """MiB of `tree`'s arrays held by each of this process's devices (shards of a sharded
+    array count on the device holding them; a replicated array counts on every device)."""
+    held: dict[str, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in getattr(leaf, "addressable_shards", ()):
+            held[str(shard.device)] = held.get(str(shard.device), 0) + shard.data.nbytes
+    return {device: round(size / 2**20, 3) for device, size in held.items()}
+
+
+def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
+    """Parameter and whole-state memory: in all, and on the most loaded device (an
+    ``fsdp`` mesh axis divides the sharded weights and their Adam moments over it)."""
+    def total(tree: Any) -> float:
+        return round(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)) / 2**20, 3)
+
+    return {
+        "param_mib": total(state.params),
+        "param_mib_per_device": max(mib_per_device(state.params).values()),
+        "train_state_mib": total(state),
+        "train_state_mib_per_device": max(mib_per_device(state).values()),
+    }
+
+
 def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_steps: int,
-        peak_tflops: float = 0.0) -> dict[str, Any]:
+        peak_tflops: float = 0.0, latency: bool = True) -> dict[str, Any]:
     """Runs every measurement of `config`'s model and returns the JSON-ready results.
 
     `batch` and `eval_batch` replace ``config.train.batch_size`` and ``eval_batch_size``;
     both must divide over the config's mesh (``mesh.shape``, default every device).
+    ``latency=False`` skips the single-sample latency (reported as None).
     """
     config = _benchmark_config(config, batch, eval_batch)
     spec = models.model_spec(config)
@@ -189,15 +253,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     eval_seconds = _timed(lambda: evaluate(state.swa_params, state.rngs, eval_batch_arrays),
                           max(2, num_steps))
 
-    # One sample on one device, where `inference.load` places a trained model.
-    one_device = sharding.create_mesh((1, 1), devices=devices[:1])
-    single = steps.programs(config, one_device)
-    params = jax.device_put(state.swa_params, single.shardings.swa_params)
-    model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
-    sample = _random_batch(config, 1, rng, one_device, evaluation=True)
-    forward = single.eval.lower(params, model_rngs, sample).compile()
-    jax.block_until_ready(forward(params, model_rngs, sample))
-    latency_seconds = _timed(lambda: forward(params, model_rngs, sample), 20)
+    latency_ms = _latency_ms(config, state, devices[0], rng) if latency else None
 
     flops = _flops_per_sample(config, mesh, train_batch)
     achieved = flops * batch / train_step_seconds
@@ -222,6 +278,9 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
         "init_seconds": round(init_seconds, 2),
         "compile_seconds": round(compile_seconds, 2),
         **train_speed_fields(batch, step_seconds),
+        "train_samples_per_second_per_device": round(batch / train_step_seconds / len(devices),
+                                                     2),
+        **_memory_fields(state),
         # Host CPU time and minor page faults of the whole process per step. High system
         # time means costly page faults (fresh temp buffers each step), which on a shared
         # virtual machine vary with what else runs there: it explains slow runs.
@@ -234,7 +293,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
         "eval_batch_size": eval_batch,
         "eval_compile_seconds": round(eval_compile_seconds, 2),
         "eval_samples_per_second": round(eval_batch / eval_seconds, 2),
-        "inference_latency_ms": round(latency_seconds * 1e3, 3),
+        "inference_latency_ms": latency_ms,
         "peak_host_memory_mib": peak_host_memory_mib(),
         "peak_device_memory_mib": round(device_memory.get("peak_bytes_in_use", 0) / 2**20, 1)
         or None,
@@ -316,6 +375,11 @@ def _main() -> None:
                                 "With --input_pipeline: Grain worker process counts to compare.")
     batches = flags.DEFINE_integer("pipeline_batches", 50,
                                    "With --input_pipeline: batches timed (after 5 warm-up).")
+    batch_sizes = flags.DEFINE_list(
+        "sweep_batch_sizes", [], "Run every measurement at each of these batch sizes (training "
+        "and evaluation) and each --sweep_dtypes, e.g. 256,1024,4096.")
+    dtypes = flags.DEFINE_list("sweep_dtypes", ["float32", "bfloat16"],
+                               "With --sweep_batch_sizes: the compute dtypes to run.")
     reference = flags.DEFINE_bool(
         "compare_reference", False, "Also time the PyTorch re-creation of the reference "
         "(needs the [torch] extra) in this process, and print both and the ratios.")
@@ -330,6 +394,9 @@ def _main() -> None:
         if pipeline.value:
             results = input_pipeline_rates(config_file.value, batch.value,
                                            [int(w) for w in workers.value], batches.value)
+        elif batch_sizes.value:
+            results = sweep(config_file.value, [int(b) for b in batch_sizes.value],
+                            dtypes.value, num_steps.value, peak.value)
         elif reference.value:
             results = compare_reference(config_file.value, batch.value, eval_batch.value,
                                         num_steps.value, rounds.value, threads.value)

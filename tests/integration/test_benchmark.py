@@ -57,7 +57,60 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
     assert isinstance(results["train_page_faults_per_step"], int)
     assert results["train_page_faults_per_step"] >= 0
     assert results["final_loss"] == pytest.approx(results["final_loss"])  # finite, not NaN
+    # One device holds everything: the per-device memory is the whole.
+    assert results["device_count"] == 1
+    assert results["param_mib_per_device"] == results["param_mib"] > 0
+    assert results["train_state_mib_per_device"] == results["train_state_mib"]
+    # Adam's two moments and the SWA average mirror the parameters.
+    assert results["train_state_mib"] >= 4 * results["param_mib"]
     json.dumps(results, allow_nan=False)  # strict JSON
+
+
+def test_sweep_runs_every_dtype_and_batch_size():
+    results = benchmark.sweep(_tiny_config(), batch_sizes=[2, 4],
+                              dtypes=["float32", "bfloat16"], num_steps=1)
+    runs = results["runs"]
+    assert [(r["dtype"], r["batch_size"], r["eval_batch_size"]) for r in runs] == [
+        ("float32", 2, 2), ("float32", 4, 4), ("bfloat16", 2, 2), ("bfloat16", 4, 4)]
+    # The latency once per dtype, at its first batch size.
+    assert [r["inference_latency_ms"] is not None for r in runs] == [True, False, True, False]
+    for dtype, best in results["best_by_dtype"].items():
+        assert best["train_samples_per_second"] == max(
+            r["train_samples_per_second"] for r in runs if r["dtype"] == dtype)
+
+
+EIGHT_DEVICES = """
+import json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from cardioformer_jax import benchmark
+from tests.integration.test_benchmark import _tiny_config
+out = {}
+for name, shape in (("data", (8, 1)), ("fsdp", (1, 8))):
+    config = _tiny_config()
+    config.mesh.shape = shape
+    out[name] = benchmark.run(config, batch=16, eval_batch=16, num_steps=1, latency=False)
+print(json.dumps(out))
+"""
+
+
+def test_eight_devices_report_per_device_throughput_and_fsdp_divides_memory():
+    child = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    data, fsdp = out["data"], out["fsdp"]
+    assert data["mesh"] == {"data": 8, "fsdp": 1} and fsdp["mesh"] == {"data": 1, "fsdp": 8}
+    for result in (data, fsdp):
+        assert result["device_count"] == 8
+        assert result["train_samples_per_second_per_device"] == pytest.approx(
+            result["train_samples_per_second"] / 8, rel=0.01)
+    # Replicated on the data axis: every device holds all parameters.
+    assert data["param_mib_per_device"] == data["param_mib"]
+    # On the fsdp axis the large weights are split 8 ways; biases, norms and embeddings
+    # (replicated) are what keeps it above an eighth.
+    assert fsdp["param_mib"] == data["param_mib"]
+    assert fsdp["param_mib"] / 8 <= fsdp["param_mib_per_device"] < fsdp["param_mib"] / 3
+    assert fsdp["train_state_mib_per_device"] < data["train_state_mib_per_device"] / 3
 
 
 def test_command_line_prints_one_json_object(tmp_path):

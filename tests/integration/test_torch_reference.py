@@ -13,13 +13,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cardioformer_jax import config_lib  # noqa: E402
+from cardioformer_jax import benchmark, config_lib  # noqa: E402
 from cardioformer_jax.interop.torch_import import (  # noqa: E402
     expected_reference_shapes,
     export_reference_state_dict,
     load_reference_model,
 )
-from cardioformer_jax import benchmark  # noqa: E402
 from cardioformer_jax.interop.torch_reference import (  # noqa: E402
     build_model,
     time_inference,
