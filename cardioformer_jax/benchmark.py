@@ -21,9 +21,12 @@ from __future__ import annotations
 import copy
 import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -170,12 +173,14 @@ def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     """Training FLOPs per sample from XLA's cost analysis of the training step.
 
     Cost analysis counts a scan body once, so for a Cardioformer this lowers (without
-    compiling) the step of the same model with every layer unrolled.
+    compiling) the step of the same model with every layer unrolled, and without remat.
     """
     spec = models.model_spec(config)
-    if isinstance(spec, models.ModelConfig) and spec.scan_unroll != spec.e_layers:
+    if isinstance(spec, models.ModelConfig):
         config = ml_collections.ConfigDict(config.to_dict())
         config.model.scan_unroll = spec.e_layers
+        # Model FLOPs, as MFU counts them: not the forward pass that remat repeats.
+        config.model.remat = False
     programs = steps.programs(config, mesh)
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
                           batch)
@@ -311,21 +316,19 @@ _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
 
 def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
                       num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
-    """This port against the PyTorch re-creation of the reference (``[torch]`` extra), in
-    this process: per round the reference's training, evaluation and latency, then
-    `run`'s. Ratios are this port's speed over the reference's (latency: the reference's
+    """This port against the PyTorch re-creation of the reference (``[torch]`` extra): per
+    round the reference's training, evaluation and latency, then `run`'s, each in a fresh
+    child process (so that neither inherits the other's memory, threads or compilation
+    cache). Ratios are this port's speed over the reference's (latency: the reference's
     time over this port's), so > 1 means this port is faster.
     """
-    from cardioformer_jax.interop import torch_reference  # needs torch
-
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     results = []
     for _ in range(rounds):
-        reference = torch_reference.time_training(config.model, batch, num_steps, threads)
-        reference.update(torch_reference.time_inference(config.model, eval_batch,
-                                                        max(2, num_steps), threads))
-        ours = run(config, batch, eval_batch, num_steps)
+        reference = _measure_in_subprocess("reference", config, batch, eval_batch, num_steps,
+                                           threads)
+        ours = _measure_in_subprocess("this_port", config, batch, eval_batch, num_steps)
         ratios = {}
         for name, larger_is_better in _COMPARED.items():
             ratio = ours[name] / reference[name] if larger_is_better else (
@@ -335,6 +338,42 @@ def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch:
     return {"rounds": results,
             "ratios_by_round": {name: [r["ratios"][name] for r in results]
                                 for name in _COMPARED}}
+
+
+def _measure_in_subprocess(which: str, config: ml_collections.ConfigDict, batch: int,
+                           eval_batch: int, num_steps: int, threads: int = 0
+                           ) -> dict[str, Any]:
+    """`measure` in a child Python process; its JSON result."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config_path = Path(scratch) / "config.json"
+        config_path.write_text(config.to_json())
+        code = ("import json; from cardioformer_jax import benchmark; print(json.dumps("
+                f"benchmark.measure({which!r}, {str(config_path)!r}, {batch}, {eval_batch}, "
+                f"{num_steps}, {threads})))")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=False)
+    if child.returncode:
+        raise RuntimeError(f"timing {which} failed (exit {child.returncode}):\n"
+                           f"{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps: int,
+            threads: int = 0) -> dict[str, Any]:
+    """One side of `compare_reference` in this process: ``"this_port"`` (`run`) or
+    ``"reference"`` (the PyTorch re-creation's training, evaluation and latency)."""
+    config = ml_collections.ConfigDict(json.loads(Path(config_path).read_text()))
+    if which == "this_port":
+        return run(config, batch, eval_batch, num_steps)
+    if which != "reference":
+        raise ValueError(f"which={which!r} must be 'this_port' or 'reference'")
+    from cardioformer_jax.interop import torch_reference  # needs torch
+
+    result = torch_reference.time_training(config.model, batch, num_steps, threads)
+    result.update(torch_reference.time_inference(config.model, eval_batch, max(2, num_steps),
+                                                 threads))
+    result["peak_host_memory_mib"] = peak_host_memory_mib()
+    return result
 
 
 def input_pipeline_rates(config: ml_collections.ConfigDict, batch: int,

@@ -4,11 +4,13 @@ rejection of bad parameters. Nothing reaches Google Cloud or SLURM: every run is
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ LAUNCH = REPO / "launch"
 TPU = LAUNCH / "tpu_pod.sh"
 SLURM = LAUNCH / "slurm_gpu.sbatch"
 SINGLE = LAUNCH / "single_host_gpu.sh"
-SCRIPTS = (TPU, SLURM, SINGLE)
+GPU_BENCHMARK = LAUNCH / "gpu_benchmark.sh"
+SCRIPTS = (TPU, SLURM, SINGLE, GPU_BENCHMARK)
 
 # Parameters the scripts read from the environment: cleared so the developer's or CI's
 # environment cannot change what a test sees.
@@ -29,7 +32,8 @@ PARAMETER_VARS = (
     "PYTHON_VERSION", "DETACH", "SKIP_SETUP", "DRY_RUN", "DRY_RUN_STATE", "EXTRA_ARGS",
     "PYTHON", "COORDINATOR_PORT", "PROCS_PER_NODE", "NODES", "GPUS_PER_NODE",
     "CPUS_PER_TASK", "TIME", "PARTITION", "ACCOUNT", "JOB_NAME", "REQUEUE", "GPUS",
-    "MEM_FRACTION")
+    "MEM_FRACTION", "OUT_DIR", "BATCH_SIZES", "DTYPES", "STEPS", "PATIENTS", "WORKERS",
+    "PIPELINE_BATCH", "WHEELS", "ALLOW_CPU", "NO_VENV")
 
 ZONE = "us-central2-b"
 WORKDIR = "gs://my-bucket/runs/ptbxl"
@@ -321,3 +325,60 @@ def test_single_host_rejects_bad_parameters(tmp_path, args, message):
     proc = _run(SINGLE, "--dry-run", *args, env=_env(tmp_path))
     assert proc.returncode == 2 and proc.stdout == ""
     assert re.search(message, proc.stderr), proc.stderr
+
+
+# --- GPU benchmark --------------------------------------------------------------------------
+
+
+def test_gpu_benchmark_dry_run_uses_the_machines_jax_and_sweeps_both_dtypes(tmp_path):
+    out = tmp_path / "bench"
+    commands = _dry_run(GPU_BENCHMARK, f"--out={out}", "--wheels", str(tmp_path),
+                        "--arg=--peak_tflops=989", env=_env(tmp_path, PYTHON="python3.12"))
+    setup, install, check, model, twin, build, pipeline = commands
+    # A venv that sees the machine's packages (its JAX and CUDA plugin), installing only
+    # what is missing, from the wheels folder alone.
+    assert setup == ["python3.12", "-m", "venv", "--system-site-packages", f"{out}/venv"]
+    assert install[:4] == [f"{out}/venv/bin/python", "-m", "pip", "install"]
+    assert install[-2:] == ["-e", "."] and "--no-index" in install
+    assert install[install.index("--find-links") + 1] == str(tmp_path)
+    assert "default_backend" in check[-1]
+    assert model[1:3] == ["-m", "cardioformer_jax.benchmark"]
+    assert _option(model, "--sweep_batch_sizes") == "256,1024,4096"
+    assert _option(model, "--sweep_dtypes") == "float32,bfloat16"
+    assert _option(model, "--peak_tflops") == "989"
+    assert _option(twin, "--patients") == "1000"
+    assert _option(build, "--data_dir") == _option(pipeline, "--config.dataset.data_dir")
+    assert "--input_pipeline" in pipeline and _option(pipeline, "--pipeline_workers") == "0,4,8"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dtypes=float16"], "--dtypes"),
+    (["--batch-sizes=256,x"], "--batch-sizes"),
+    (["--steps=0"], "STEPS"),
+    (["--wheels=/no/such/folder"], "no such folder"),
+    (["--bogus"], "unknown argument"),
+])
+def test_gpu_benchmark_rejects_bad_parameters(tmp_path, args, message):
+    proc = _run(GPU_BENCHMARK, "--dry-run", *args, env=_env(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        ["bash", str(GPU_BENCHMARK), "--no-venv", "--allow-cpu", f"--python={sys.executable}",
+         f"--out={out}", "--batch-sizes=2", "--dtypes=float32,bfloat16", "--steps=1",
+         "--patients=40", "--workers=0", "--pipeline-batch=16",
+         *(f"--arg=--config.model.{k}={v}" for k, v in
+           dict(d_model=8, d_ff=8, e_layers=1, n_heads=2, patch_lens="16,32").items())],
+        cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = json.loads((out / "model.json").read_text())
+    pipeline = json.loads((out / "input_pipeline.json").read_text())
+    bf16 = model["best_by_dtype"]["bfloat16"]
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"best bfloat16 training: {bf16['train_samples_per_second']:.0f} samples/s, "
+        "MFU unknown (pass --arg=--peak_tflops=...), batch 2")
+    assert pipeline["input_samples_per_second_by_workers"]["0"] > 0
+
