@@ -1,5 +1,9 @@
 """Metric logging: TensorBoard event files + ``metrics.jsonl``, console lines, atomic JSON.
 
+The console lines' pieces are pure functions: `format_scalars` (one line of metrics),
+`format_progress` (``step 120/640 (18.7%, ETA 3m05s)``), `format_duration` and the closing
+lines of a run, `format_run_summary` and `format_seeds_summary`.
+
 Only process 0 writes (``jax.process_index() == 0``); on other processes ``MetricWriter``
 is a no-op, so the training loop can call it unconditionally in multi-host runs.
 TensorBoard files are written with tensorboardX (no TensorFlow needed).
@@ -17,7 +21,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -28,6 +32,8 @@ from cardioformer_jax.training import paths
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")
+# The test metrics a run's closing line shows (when the results have them).
+SUMMARY_METRICS = ("accuracy", "f1", "auroc")
 
 
 def _to_float(value: Any) -> float:
@@ -36,6 +42,15 @@ def _to_float(value: Any) -> float:
     if arr.size != 1:
         raise ValueError(f"expected a scalar, got shape {arr.shape}")
     return float(arr.reshape(()))
+
+
+def _to_number(value: Any) -> int | float:
+    """Like `_to_float`, but integers (Python or integer dtypes) stay ints: counters such
+    as ``epoch`` then read ``3``, not ``3.0``, in logs and ``metrics.jsonl``."""
+    arr = np.asarray(jax.device_get(value))
+    if arr.size == 1 and arr.dtype.kind in "iu":
+        return int(arr.reshape(()))
+    return _to_float(value)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -117,8 +132,9 @@ class MetricWriter:
 
         {"step": 3, "split": "val", "wall_time": 1.7e9, "f1": 0.81, "auroc": null}
 
-    (NaN/inf as null) and adds ``<split>/<name>`` scalars to the event file. A resumed run
-    continues an existing ``metrics.jsonl``. Use as a context manager or call ``close``.
+    (NaN/inf as null; integer values, such as counters, stay integers) and adds
+    ``<split>/<name>`` scalars to the event file. A resumed run continues an existing
+    ``metrics.jsonl``. Use as a context manager or call ``close``.
 
     How ``metrics.jsonl`` is written (``jsonl_mode``):
 
@@ -188,7 +204,7 @@ class MetricWriter:
             return
         if not self._open:
             raise RuntimeError("MetricWriter is closed")
-        values = {str(k): _to_float(v) for k, v in scalars.items()}
+        values = {str(k): _to_number(v) for k, v in scalars.items()}
         clash = set(values) & set(_RESERVED_KEYS)
         if clash:
             raise ValueError(f"metric names {sorted(clash)} are reserved in metrics.jsonl")
@@ -246,22 +262,113 @@ class MetricWriter:
 
 def format_scalars(
     scalars: Mapping[str, Any], step: int | None = None, split: str | None = None,
-    digits: int = 4,
+    digits: int = 4, progress: str | None = None,
 ) -> str:
-    """One-line summary, e.g. ``"[val] step 3 | f1=0.8123 | loss=0.4100"``."""
+    """One-line summary, e.g. ``"[val] step 3 | f1=0.8123 | loss=0.4100 | epoch=2"``.
+
+    Integer values (counters) are written as integers, the others with `digits` decimals.
+    `progress`, e.g. `format_progress`'s ``"step 3/640 (0.4%)"``, replaces ``step N``.
+    """
     parts = []
-    head = " ".join(p for p in (f"[{split}]" if split else "",
-                                "" if step is None else f"step {int(step)}") if p)
+    step_text = progress if progress is not None else (
+        None if step is None else f"step {int(step)}")
+    head = " ".join(p for p in (f"[{split}]" if split else None, step_text) if p)
     if head:
         parts.append(head)
-    parts.extend(f"{k}={_to_float(v):.{digits}f}" for k, v in scalars.items())
+    parts.extend(f"{k}={_format_number(v, digits)}" for k, v in scalars.items())
     return " | ".join(parts)
+
+
+def _format_number(value: Any, digits: int) -> str:
+    number = _to_number(value)
+    return str(number) if isinstance(number, int) else f"{number:.{digits}f}"
 
 
 def log_scalars(
     scalars: Mapping[str, Any], step: int | None = None, split: str | None = None,
-    digits: int = 4,
+    digits: int = 4, progress: str | None = None,
 ) -> None:
     """Logs ``format_scalars(...)`` with absl at INFO level, on process 0 only."""
     if jax.process_index() == 0:
-        logging.info("%s", format_scalars(scalars, step=step, split=split, digits=digits))
+        logging.info("%s", format_scalars(scalars, step=step, split=split, digits=digits,
+                                          progress=progress))
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``"12s"``, ``"3m05s"``, ``"1h02m"`` (hours: to the minute).
+
+    Rounded half up to the second (to the minute from one hour on). Raises ValueError for
+    a negative or non-finite duration.
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"duration {seconds!r}: expected a finite number >= 0")
+    whole = math.floor(seconds + 0.5)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    hours, minutes = divmod(math.floor(seconds / 60 + 0.5), 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_progress(step: int, total: int | None, elapsed_seconds: float,
+                    timed_steps: int | None = None) -> str:
+    """``"step 120/640 (18.7%, ETA 3m05s)"``: where a run is and when it should end.
+
+    The ETA is the remaining steps at the measured rate, `timed_steps` steps (default
+    `step`) in `elapsed_seconds`; a caller that starts the clock later (after a first step
+    that compiled, or on resuming) passes the steps since. Edge cases:
+
+    * `total` unknown (None or <= 0): ``"step 120"``;
+    * no rate yet (`timed_steps` or `elapsed_seconds` <= 0, e.g. at step 0, or an
+      infinite `elapsed_seconds`):
+      ``"step 0/640 (0.0%)"``, no ETA;
+    * the percentage is rounded down (``100.0%`` only at the last step) and capped at 100,
+      the ETA at ``0s``, for a `step` beyond `total`.
+    """
+    step = int(step)
+    if total is None or total <= 0:
+        return f"step {step}"
+    total = int(total)
+    tenths = min(step * 1000 // total, 1000)
+    text = f"step {step}/{total} ({tenths // 10}.{tenths % 10}%"
+    timed_steps = step if timed_steps is None else int(timed_steps)
+    if timed_steps > 0 and 0 < elapsed_seconds < math.inf:
+        remaining = max(total - step, 0) * elapsed_seconds / timed_steps
+        text += f", ETA {format_duration(remaining)}"
+    return text + ")"
+
+
+def _format_summary(head: str, test: Mapping[str, Any], results_path: str | os.PathLike,
+                    digits: int = 4, note: str = "") -> str:
+    shown = [f"{name}={value if isinstance(value, str) else _format_number(value, digits)}"
+             for name in SUMMARY_METRICS if (value := test.get(name)) is not None]
+    metrics = f": test {', '.join(shown)}{note}" if shown else ""
+    return f"{head}{metrics}; results: {os.fspath(results_path)}"
+
+
+def format_run_summary(best_epoch: int | None, test: Mapping[str, Any] | None,
+                       results_path: str | os.PathLike, digits: int = 4) -> str:
+    """The closing line of a one-seed run: the best epoch, its test metrics (those of
+    `SUMMARY_METRICS` it has) and where ``results.json`` is, e.g.
+    ``"best epoch 7: test accuracy=0.8596, f1=0.8412, auroc=0.9606; results: w/results.json"``.
+
+    Without an evaluated epoch (`best_epoch` None): ``"no evaluated epoch; results: ..."``.
+    """
+    if best_epoch is None:
+        return _format_summary("no evaluated epoch", {}, results_path)
+    return _format_summary(f"best epoch {int(best_epoch)}", test or {}, results_path, digits)
+
+
+def format_seeds_summary(seeds: Sequence[int], test_formatted: Mapping[str, str],
+                         results_path: str | os.PathLike) -> str:
+    """The closing line of a multi-seed run, from the aggregate's ``"mean ± std"`` test
+    metrics (`metrics.format_mean_std`, in %), e.g. ``"5 seeds (41-45): test
+    accuracy=85.96 ± 1.00, f1=84.12 ± 0.50, auroc=96.06 ± 0.11 (mean ± std, %); results:
+    w/results.json"``. Consecutive seeds are shown as a range, others listed.
+    """
+    seeds = [int(s) for s in seeds]
+    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    names = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
+    return _format_summary(f"{len(seeds)} seeds ({names})", test_formatted, results_path,
+                           note=" (mean ± std, %)")

@@ -285,7 +285,7 @@ def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Sta
     out = predict(eval_fn, params, rngs, config, split, mesh)
     result = metrics.classification_metrics(out["probs"], out["label"],
                                             num_classes=config.model.num_classes)
-    result["num_examples"] = float(out["label"].size)
+    result["num_examples"] = int(out["label"].size)  # a count: logged as 1360, not 1360.0
     return result
 
 

@@ -69,6 +69,28 @@ class _StepLog:
         return first, stacked, elapsed
 
 
+class _Progress:
+    """``step N/total``, percentage and ETA for the training log lines (`format_progress`).
+
+    The clock starts at the first `describe` call, which the loop makes right after this
+    process's first step: the rate then leaves out that step's compilation (and, in a
+    resumed run, the steps done before). Evaluation and checkpointing between epochs stay
+    in the rate, so the ETA estimates when the run ends, not pure training time.
+    """
+
+    def __init__(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+        self.clock_step: int | None = None  # the step at which the clock started
+        self.clock_start = 0.0
+
+    def describe(self, step: int) -> str:
+        now = time.perf_counter()
+        if self.clock_step is None:
+            self.clock_step, self.clock_start = step, now
+        return logging_utils.format_progress(step, self.total_steps, now - self.clock_start,
+                                             timed_steps=step - self.clock_step)
+
+
 def _finite_steps(values: dict[str, np.ndarray]) -> np.ndarray:
     """Per logged step: loss and gradient norm both finite (what the step itself tests)."""
     return np.isfinite(values["loss"]) & np.isfinite(values["grad_norm"])
@@ -163,6 +185,8 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
 
         log = _StepLog()
         log.first_step = start_step = step
+        # The steps the run takes if it does not stop early.
+        progress = _Progress(train_config.num_epochs * steps_per_epoch)
         while epoch < train_config.num_epochs and not early.should_stop:
             while step_in_epoch < steps_per_epoch:
                 state, step_metrics = compiled.train(state, next(train_input))
@@ -172,12 +196,13 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                 # Also right after this process's first step: that log's throughput
                 # holds the compilation, later ones are clean.
                 if step % train_config.log_every_steps == 0 or step == start_step + 1:
-                    _log_train(log, writer, epoch + 1, train_config, state)
+                    _log_train(log, writer, epoch + 1, train_config, state, progress)
                 if (step % train_config.checkpoint_every_steps == 0
                         and step_in_epoch < steps_per_epoch):  # epoch ends save below
-                    _log_train(log, writer, epoch + 1, train_config, state)  # NaN check first
+                    # NaN check first
+                    _log_train(log, writer, epoch + 1, train_config, state, progress)
                     save()
-            _log_train(log, writer, epoch + 1, train_config, state)
+            _log_train(log, writer, epoch + 1, train_config, state, progress)
             epoch += 1
             step_in_epoch = 0
             state = compiled.swa(state)
@@ -217,6 +242,8 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     }
     if jax.process_index() == 0:
         logging_utils.write_json(run_dir / RESULTS_FILE, result)
+        logging.info("%s", logging_utils.format_run_summary(
+            result["best_epoch"], result["test"], run_dir / RESULTS_FILE))
     return result
 
 
@@ -235,7 +262,8 @@ def _early_stopping_from_meta(values: Mapping[str, Any]) -> EarlyStopping:
 
 
 def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
-               train_config: ml_collections.ConfigDict, state: steps.TrainState) -> None:
+               train_config: ml_collections.ConfigDict, state: steps.TrainState,
+               progress: _Progress) -> None:
     if not log.values:
         return
     first_step, values, elapsed = log.fetch()
@@ -247,16 +275,17 @@ def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
         "grad_norm": float(values["grad_norm"][finite].mean()) if finite.any() else float("nan"),
         "steps_per_second": n / elapsed,
         "examples_per_second": n * train_config.batch_size / elapsed,
-        "epoch": float(epoch),
+        "epoch": int(epoch),
     }
-    scalars["nonfinite_steps"] = float(jax.device_get(state.nonfinite_steps))
+    scalars["nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
     # Only reached with nan_policy="skip" ("stop" raised above); process 0 reports.
     if not finite.all() and jax.process_index() == 0:
         logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
                         first_step + 1, first_step + n)
     step = first_step + n
     writer.write_scalars(step, scalars, split="train")
-    logging_utils.log_scalars(scalars, step=step, split="train")
+    logging_utils.log_scalars(scalars, step=step, split="train",
+                              progress=progress.describe(step))
 
 
 def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -304,4 +333,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         logging_utils.write_json(workdir / RESULTS_FILE, result)
         for name, text in result["test_formatted"].items():
             logging.info("test %s over %d seeds: %s", name, len(seeds), text)
+        logging.info("%s", logging_utils.format_seeds_summary(
+            seeds, result["test_formatted"], workdir / RESULTS_FILE))
     return result

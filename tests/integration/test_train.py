@@ -74,8 +74,9 @@ def _main_command(workdir, data_dir, *overrides):
 # --- the loop -------------------------------------------------------------------------------
 
 
-def test_one_epoch_writes_results_and_logs(data_dir, tmp_path):
-    result = train.train_and_evaluate(_config(data_dir), tmp_path)
+def test_one_epoch_writes_results_and_logs(data_dir, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="absl"):
+        result = train.train_and_evaluate(_config(data_dir), tmp_path)
 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -93,6 +94,14 @@ def test_one_epoch_writes_results_and_logs(data_dir, tmp_path):
     assert {x["split"] for x in lines} == {"train", "validation", "test"}
     assert list(tmp_path.glob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "config.json").read_text())["model"]["d_model"] == 8
+    # Progress out of the 19 steps (no ETA after the first step: its compilation is not
+    # timed), and the closing line with the best epoch's test metrics.
+    test = saved["test"]
+    assert ("[train] step 1/19 (5.2%) | " in caplog.text
+            and "[train] step 5/19 (26.3%, ETA " in caplog.text
+            and [m for m in caplog.messages if m.startswith("best epoch")] == [
+                f"best epoch 1: test accuracy={test['accuracy']:.4f}, f1={test['f1']:.4f}, "
+                f"auroc={test['auroc']:.4f}; results: {tmp_path / 'results.json'}"])
 
 
 def test_loss_decreases_on_a_learnable_task():

@@ -14,7 +14,11 @@ from tensorboardX.record_writer import masked_crc32c
 
 from cardioformer_jax.training.logging_utils import (
     MetricWriter,
+    format_duration,
+    format_progress,
+    format_run_summary,
     format_scalars,
+    format_seeds_summary,
     log_scalars,
     write_json,
 )
@@ -129,6 +133,77 @@ def test_format_and_log_scalars(caplog):
     with caplog.at_level("INFO", logger="absl"):
         log_scalars({"f1": 0.5}, step=1, split="train")
     assert "[train] step 1 | f1=0.5000" in caplog.messages
+
+
+def test_counters_are_written_as_integers(tmp_path):
+    scalars = {"loss": 0.5, "epoch": 3, "nonfinite_steps": np.int32(0),
+               "num_examples": jnp.asarray(1360), "whole_float": 2.0}
+    assert format_scalars(scalars, split="train", progress="step 12/40 (30.0%)") == (
+        "[train] step 12/40 (30.0%) | loss=0.5000 | epoch=3 | nonfinite_steps=0 | "
+        "num_examples=1360 | whole_float=2.0000")
+    with MetricWriter(tmp_path, enabled=True) as w:
+        w.write_scalars(12, scalars, split="train")
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert '"epoch": 3,' in line and '"num_examples": 1360,' in line
+    assert '"whole_float": 2.0' in line
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (0.4, "0s"), (0.5, "1s"), (12.3, "12s"), (59.4, "59s"), (59.5, "1m00s"),
+    (185, "3m05s"), (3599.4, "59m59s"), (3599.5, "1h00m"), (3720, "1h02m"),
+    (3749, "1h02m"), (3750, "1h03m"), (26 * 3600 + 5 * 60, "26h05m"),
+])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("nan"), float("inf")])
+def test_format_duration_refuses_negative_and_non_finite(seconds):
+    with pytest.raises(ValueError, match="duration"):
+        format_duration(seconds)
+
+
+@pytest.mark.parametrize("args, text", [
+    # 120 steps in 60 s: 2 steps/s, 520 left.
+    ((120, 640, 60.0), "step 120/640 (18.7%, ETA 4m20s)"),
+    # The clock started after the first step: 119 steps timed.
+    ((120, 640, 59.5, 119), "step 120/640 (18.7%, ETA 4m20s)"),
+    # A resumed run: 100 steps timed since step 500 of 6400 at 0.5 s/step.
+    ((600, 6400, 50.0, 100), "step 600/6400 (9.3%, ETA 48m20s)"),
+    ((1, 1000, 0.0), "step 1/1000 (0.1%)"),  # the clock just started: no rate
+    ((1, 1000, 5.0, 0), "step 1/1000 (0.1%)"),
+    ((0, 640, 0.0), "step 0/640 (0.0%)"),  # step 0: no rate
+    ((0, 640, 10.0), "step 0/640 (0.0%)"),
+    ((6399, 6400, 6399.0), "step 6399/6400 (99.9%, ETA 1s)"),  # rounded down
+    ((640, 640, 320.0), "step 640/640 (100.0%, ETA 0s)"),
+    ((700, 640, 350.0), "step 700/640 (100.0%, ETA 0s)"),  # beyond the total: capped
+    ((10, 100, 1.0), "step 10/100 (10.0%, ETA 9s)"),
+    ((10, 100_000, 36.0), "step 10/100000 (0.0%, ETA 99h59m)"),
+    ((12, 0, 5.0), "step 12"),  # total unknown
+    ((12, -1, 5.0), "step 12"),
+    ((12, None, 5.0), "step 12"),
+    ((12, 40, float("inf")), "step 12/40 (30.0%)"),
+])
+def test_format_progress(args, text):
+    assert format_progress(*args) == text
+
+
+def test_run_summary_lines():
+    test = {"accuracy": 0.85961, "precision": 0.88, "f1": 0.84118, "auroc": 0.96062,
+            "loss": 0.47, "num_examples": 1360}
+    assert format_run_summary(7, test, "runs/a/results.json") == (
+        "best epoch 7: test accuracy=0.8596, f1=0.8412, auroc=0.9606; "
+        "results: runs/a/results.json")
+    assert format_run_summary(2, {"f1": float("nan")}, "r.json") == (
+        "best epoch 2: test f1=nan; results: r.json")
+    assert format_run_summary(None, None, "r.json") == "no evaluated epoch; results: r.json"
+    formatted = {"accuracy": "85.96 ± 1.00", "f1": "84.12 ± 0.50", "auroc": "96.06 ± 0.11",
+                 "loss": "47.00 ± 2.00"}
+    assert format_seeds_summary([41, 42, 43], formatted, "runs/b/results.json") == (
+        "3 seeds (41-43): test accuracy=85.96 ± 1.00, f1=84.12 ± 0.50, auroc=96.06 ± 0.11 "
+        "(mean ± std, %); results: runs/b/results.json")
+    assert format_seeds_summary([41, 45], {"f1": "1.00 ± 0.10"}, "r.json") == (
+        "2 seeds (41, 45): test f1=1.00 ± 0.10 (mean ± std, %); results: r.json")
 
 
 def test_write_json_atomic_and_strict(tmp_path):
