@@ -4,10 +4,11 @@ r"""Command line: a report on a trained run's best checkpoint.
         [--data_dir=DIR]
 
 Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png`` and
-``evaluation.json`` (``evaluation_<split>.json``) to the workdir and prints a one-line
-summary (`cardioformer_jax.evaluation.report`). A multi-seed workdir is evaluated seed by
-seed for the mean ± std; the detailed sections and plots are of one seed (``--seed``,
-default the best validation F1). Exit status 1 when the run or its dataset cannot be read.
+``evaluation.json`` (``evaluation_<split>.json``) to the workdir (local or ``gs://...``)
+and prints a one-line summary (`cardioformer_jax.evaluation.report`). A multi-seed workdir
+is evaluated seed by seed for the mean ± std; the detailed sections and plots are of one
+seed (``--seed``, default the best validation F1). Exit status 1 when the run or its
+dataset cannot be read.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def _main() -> None:
     from cardioformer_jax.evaluation import report
     from cardioformer_jax.training import train
 
-    workdir = flags.DEFINE_string("workdir", None, "The training --workdir.", required=True)
+    workdir = flags.DEFINE_string("workdir", None, "The training --workdir (a local path or "
+                                  "a URL such as gs://bucket/run).", required=True)
     split = flags.DEFINE_enum(
         "split", train.TEST_SPLIT, [train.TRAIN_SPLIT, train.VALIDATION_SPLIT, train.TEST_SPLIT],
         "The split to evaluate.")

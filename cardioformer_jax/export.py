@@ -21,9 +21,11 @@ def _main() -> None:
 
     from cardioformer_jax.evaluation import export
 
-    workdir = flags.DEFINE_string("workdir", None, "The training --workdir.", required=True)
+    workdir = flags.DEFINE_string("workdir", None, "The training --workdir (a local path or "
+                                  "a URL such as gs://bucket/run).", required=True)
     out = flags.DEFINE_string("out", None, "The exported model file, e.g. model.jax_exported "
-                              "(its metadata goes next to it, with .json).", required=True)
+                              "(its metadata goes next to it, with .json); a local path or a "
+                              "URL.", required=True)
     seed = flags.DEFINE_integer(
         "seed", None, "Multi-seed workdir: the seed's run (default: best validation F1).")
     platforms = flags.DEFINE_list(

@@ -23,7 +23,8 @@ def _main() -> None:
     from cardioformer_jax.evaluation import inference, predictions
 
     workdir = flags.DEFINE_string("workdir", None,
-                                  "The training --workdir (single run or multi-seed).",
+                                  "The training --workdir (single run or multi-seed; a local "
+                                  "path or a URL such as gs://bucket/run).",
                                   required=True)
     as_json = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
     seed = flags.DEFINE_integer(

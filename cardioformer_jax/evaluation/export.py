@@ -10,6 +10,8 @@ which writes two files (`run_cli`):
 * ``model.json`` (the same name with ``.json``): input and output shapes, lead and class
   names, and the preparation that turns a raw record into samples (`dataset_inputs`).
 
+The run and ``--out`` may be URLs (``gs://bucket/...``) as well as local paths (`etils.epath`).
+
 Serving needs JAX only (plus ``flatbuffers``, which JAX uses for the serialisation), not
 this package::
 
@@ -26,17 +28,18 @@ differently.)
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax import export as jax_export
 
 from cardioformer_jax.evaluation import inference
-from cardioformer_jax.training import logging_utils
+from cardioformer_jax.training import logging_utils, paths
 
 FORMAT = "cardioformer_jax.export/1"
 
@@ -93,10 +96,11 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
     }
 
 
-def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | Path
-         ) -> tuple[Path, Path]:
-    """Writes the serialised model to `out` and its metadata next to it (``.json``)."""
-    out = Path(out)
+def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | os.PathLike
+         ) -> tuple[epath.Path, epath.Path]:
+    """Writes the serialised model to `out` (local or a URL) and its metadata next to it
+    (``.json``)."""
+    out = paths.as_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(exported.serialize())
     meta_path = out.with_suffix(".json")
@@ -104,9 +108,10 @@ def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | Path
     return out, meta_path
 
 
-def load(path: str | Path) -> tuple[jax_export.Exported, dict[str, Any]]:
-    """The exported model at `path` and its metadata (JAX only; no model code)."""
-    path = Path(path)
+def load(path: str | os.PathLike) -> tuple[jax_export.Exported, dict[str, Any]]:
+    """The exported model at `path` (local or a URL) and its metadata (JAX only; no model
+    code)."""
+    path = paths.as_path(path)
     exported = jax_export.deserialize(bytearray(path.read_bytes()))
     return exported, json.loads(path.with_suffix(".json").read_text())
 
@@ -116,7 +121,7 @@ def run(exported: jax_export.Exported, samples: np.ndarray) -> np.ndarray:
     return np.asarray(exported.call(np.asarray(samples, np.float32)))
 
 
-def run_cli(workdir: str | Path, out: str | Path, *, seed: int | None = None,
+def run_cli(workdir: str | os.PathLike, out: str | os.PathLike, *, seed: int | None = None,
             platforms: Sequence[str] | None = None, batch_size: int | None = None) -> int:
     """The command line: exports the run's model to `out` (and its ``.json``), prints what
     it wrote (an unusable workdir: ``error: ...`` on stderr); returns the exit status."""
@@ -125,9 +130,9 @@ def run_cli(workdir: str | Path, out: str | Path, *, seed: int | None = None,
         return 1
     platforms = [p.strip() for p in platforms if p.strip()] if platforms else None
     exported = export_model(model, batch_size=batch_size, platforms=platforms)
-    meta = metadata(model, exported, Path(out).name)
+    meta = metadata(model, exported, paths.as_path(out).name)
     out, meta_path = save(exported, meta, out)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes; input {meta['input']['shape']} "
+    print(f"wrote {out} ({out.stat().length:,} bytes; input {meta['input']['shape']} "
           f"float32 -> logits {meta['output']['shape']}, platforms {meta['platforms']}) "
           f"and {meta_path}")
     return 0

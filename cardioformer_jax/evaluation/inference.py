@@ -10,6 +10,9 @@ temporary files nor writes anything.
 
 A multi-seed workdir (``seed_<s>/`` sub-directories) holds one run per seed; `load` takes
 the seed asked for, by default the one with the best validation macro-F1.
+
+The workdir may be a URL (``gs://bucket/run``) as well as a local directory: every path is
+an `etils.epath.Path` (`paths.as_path`), as training wrote it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -31,11 +33,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
 from cardioformer_jax.data import dataset_inputs
-from cardioformer_jax.training import checkpointing, logging_utils, sharding, steps, train
+from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -59,7 +62,7 @@ class TrainedModel:
     """
 
     config: ml_collections.ConfigDict
-    run_dir: Path
+    run_dir: epath.Path
     step: int
     epoch: int | None
     graphdef: nnx.GraphDef
@@ -143,9 +146,9 @@ def quiet_orbax() -> None:
 # --- finding the run ------------------------------------------------------------------------
 
 
-def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, Path]:
+def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
-    workdir = Path(workdir)
+    workdir = paths.as_path(workdir)
     runs = {}
     if workdir.is_dir():
         for child in workdir.iterdir():
@@ -155,7 +158,7 @@ def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, Path]:
     return dict(sorted(runs.items()))
 
 
-def _validation_f1(run_dir: Path) -> float:
+def _validation_f1(run_dir: epath.Path) -> float:
     path = run_dir / train.RESULTS_FILE
     try:
         value = json.loads(path.read_text())["validation"]["f1"]
@@ -164,14 +167,14 @@ def _validation_f1(run_dir: Path) -> float:
         return -math.inf
 
 
-def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> Path:
+def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epath.Path:
     """The run directory to load: `workdir` itself, or one of its ``seed_<s>/`` runs.
 
     For a multi-seed workdir, `seed` picks the run; None takes the seed with the best
     validation macro-F1 in its ``results.json`` (the first seed on ties or when none has
     results yet). Raises FileNotFoundError when there is no run.
     """
-    workdir = Path(workdir).expanduser()
+    workdir = paths.as_path(workdir)
     seeds = seed_run_dirs(workdir)
     if seed is not None:
         if seed in seeds:
@@ -193,7 +196,7 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> Path
 
 def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The run's saved config (``config.json``), validated like a new run's."""
-    path = Path(run_dir) / checkpointing.CONFIG_FILE
+    path = paths.as_path(run_dir) / checkpointing.CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a training run?")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -237,14 +240,14 @@ def _best_step(manager: ocp.CheckpointManager) -> int | None:
     return best
 
 
-def restore_state(run_dir: Path, abstract: steps.TrainState, step: int | None = None
-                  ) -> tuple[steps.TrainState, dict[str, Any], int]:
+def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
+                  step: int | None = None) -> tuple[steps.TrainState, dict[str, Any], int]:
     """Restores the best (or the given) checkpoint of `run_dir` read-only.
 
     Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
     best-epoch checkpoint (only epoch ends hold SWA parameters that were evaluated).
     """
-    directory = run_dir / checkpointing.CHECKPOINT_DIR
+    directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,

@@ -15,6 +15,9 @@ code's own evaluation program and input pipeline) and writes to the workdir:
 A multi-seed workdir is evaluated seed by seed for the mean ± std; the detailed sections and
 plots are of one seed (``--seed``, default the best validation F1).
 
+The workdir may be a URL (``gs://bucket/run``): the run is read and the report written there
+through `etils.epath`, as training wrote it.
+
 The numbers come from `analysis` (pure functions); this module collects predictions and
 renders them. `run_cli` is the command line's behaviour (a one-line summary, exit status).
 """
@@ -24,17 +27,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, inference, metrics
-from cardioformer_jax.training import logging_utils, steps, train
+from cardioformer_jax.training import logging_utils, paths, steps, train
 
 PLOTS_DIR = "plots"
 
@@ -133,21 +137,26 @@ def _group_table(groups: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 
 def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
-                class_names: Sequence[str], directory: Path, prefix: str) -> dict[str, Path]:
-    """ROC, precision-recall, confusion-matrix and reliability PNGs; returns their paths."""
+                class_names: Sequence[str], directory: str | os.PathLike, prefix: str
+                ) -> dict[str, epath.Path]:
+    """ROC, precision-recall, confusion-matrix and reliability PNGs in `directory` (local
+    or a URL); returns their paths."""
     # The object-oriented API with the Agg canvas: no pyplot, no global backend state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    directory = paths.as_path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / f"{prefix}_{name}.png"
+    files = {name: directory / f"{prefix}_{name}.png"
              for name in ("roc", "pr", "confusion", "reliability")}
     curves = analysis.per_class_curves(predictions.probs, predictions.labels)
 
     def save(fig: Figure, name: str) -> None:
         FigureCanvasAgg(fig)
         fig.tight_layout()
-        fig.savefig(paths[name], dpi=110)
+        # Through the epath file object: matplotlib opens a path itself, locally only.
+        with files[name].open("wb") as f:
+            fig.savefig(f, format="png", dpi=110)
 
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
@@ -202,11 +211,11 @@ def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
     ax_count.bar(centres, count, width=width, edgecolor="black", color="grey")
     ax_count.set(xlabel="confidence (largest probability)", ylabel="samples")
     save(fig, "reliability")
-    return paths
+    return files
 
 
 def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
-                  plots: Mapping[str, Path], report_dir: Path) -> str:
+                  plots: Mapping[str, epath.Path], report_dir: epath.Path) -> str:
     """The Markdown report of an `evaluate_workdir` result."""
     split = evaluation["split"]
     detail = evaluation["detail"]
@@ -295,15 +304,16 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
 # --- the whole evaluation -------------------------------------------------------------------
 
 
-def _training_results(run_dir: Path, split: str) -> dict[str, float] | None:
+def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | None:
     try:
         return json.loads((run_dir / train.RESULTS_FILE).read_text())[split]
     except (OSError, KeyError, ValueError):
         return None
 
 
-def report_paths(workdir: Path, split: str) -> tuple[Path, Path]:
+def report_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
     """``(report.md, evaluation.json)`` of `split` (suffixed for splits other than test)."""
+    workdir = paths.resolve_path(workdir)
     suffix = "" if split == train.TEST_SPLIT else f"_{split}"
     return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
 
@@ -322,10 +332,10 @@ def _paper_comparison(model: inference.TrainedModel, split: str, data_dir: str |
     return {"comparable": comparable, "reason": reason}
 
 
-def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
+def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *,
                      seed: int | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluates a training workdir, writes the report, plots and JSON; returns the JSON."""
-    workdir = Path(workdir).absolute()
+    workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
     detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
@@ -365,7 +375,7 @@ def evaluate_workdir(workdir: str | Path, split: str = train.TEST_SPLIT, *,
     return evaluation
 
 
-def run_cli(workdir: str | Path, split: str = train.TEST_SPLIT, *, seed: int | None = None,
+def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: int | None = None,
             data_dir: str | None = None) -> int:
     """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
     workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
@@ -375,7 +385,7 @@ def run_cli(workdir: str | Path, split: str = train.TEST_SPLIT, *, seed: int | N
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    report, _ = report_paths(Path(workdir).absolute(), split)
+    report, _ = report_paths(workdir, split)
     segment = evaluation["detail"]["segment"]
     print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
           f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "

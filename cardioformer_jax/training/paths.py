@@ -45,3 +45,16 @@ def resolve_path(path: PathLike) -> epath.Path:
                 f"has no file system for {scheme}:// URLs; use a local path or a gs://, "
                 f"s3://, az:// or hf:// URL") from error
     return epath.Path(text).expanduser().absolute()
+
+
+def as_path(path: PathLike) -> epath.Path:
+    """`path` as an `epath.Path` without making it absolute: a URL as `resolve_path` keeps
+    it (same ValueError for a scheme without a backend), a local path with ``~`` expanded
+    and otherwise as given, so that messages show a relative path as the user typed it.
+
+    For the commands that read a run or write a file where the user points them
+    (predict, evaluate, export).
+    """
+    if is_url(path):
+        return resolve_path(path)
+    return epath.Path(os.fspath(path)).expanduser()

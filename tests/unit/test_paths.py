@@ -57,6 +57,20 @@ def test_local_paths_become_absolute(kind, tmp_path, monkeypatch):
     assert paths.resolve_path(kind(tmp_path)) == epath.Path(tmp_path)
 
 
+@pytest.mark.parametrize("kind", [str, epath.Path])
+def test_as_path_keeps_urls_and_local_paths_as_given(kind, tmp_path, monkeypatch):
+    # What predict, evaluate and export read their --workdir / --out with.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", os.fspath(tmp_path))
+    url = paths.as_path(kind("gs://bucket/run"))
+    assert isinstance(url, epath.Path) and os.fspath(url / "config.json") == (
+        "gs://bucket/run/config.json")
+    assert os.fspath(paths.as_path(kind("runs/a"))) == "runs/a"  # relative stays relative
+    assert os.fspath(paths.as_path(kind("~/runs"))) == os.path.join(os.fspath(tmp_path), "runs")
+    with pytest.raises(ValueError, match="memory://"):
+        paths.as_path("memory://x")  # (epath.Path cannot even hold one)
+
+
 def test_home_is_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", os.fspath(tmp_path))
     assert os.fspath(paths.resolve_path("~/runs")) == os.path.join(os.fspath(tmp_path), "runs")
