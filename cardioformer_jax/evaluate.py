@@ -1,14 +1,15 @@
 r"""Command line: a report on a trained run's best checkpoint.
 
     python -m cardioformer_jax.evaluate --workdir=RUN [--split=test] [--seed=S] \
-        [--data_dir=DIR]
+        [--data_dir=DIR] [--bootstrap=1000]
 
-Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png`` and
-``evaluation.json`` (``evaluation_<split>.json``) to the workdir (local or ``gs://...``)
-and prints a one-line summary (`cardioformer_jax.evaluation.report`). A multi-seed workdir
-is evaluated seed by seed for the mean ± std; the detailed sections and plots are of one
-seed (``--seed``, default the best validation F1). Exit status 1 when the run or its
-dataset cannot be read.
+Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png``,
+``evaluation.json`` (``evaluation_<split>.json``, with 95% bootstrap confidence intervals;
+``--bootstrap=0`` leaves them out), ``predictions.csv`` and ``MODEL_CARD.md`` (suffixed
+likewise) to the workdir (local or ``gs://...``) and prints a one-line summary
+(`cardioformer_jax.evaluation.report`). A multi-seed workdir is evaluated seed by seed for
+the mean ± std; the detailed sections and plots are of one seed (``--seed``, default the
+best validation F1). Exit status 1 when the run or its dataset cannot be read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
 
-    from cardioformer_jax.evaluation import report
+    from cardioformer_jax.evaluation import analysis, report
     from cardioformer_jax.training import train
 
     workdir = flags.DEFINE_string("workdir", None, "The training --workdir (a local path or "
@@ -33,12 +34,17 @@ def _main() -> None:
         "validation F1).")
     data_dir = flags.DEFINE_string(
         "data_dir", None, "Where the dataset is built, if not where training read it.")
+    bootstrap = flags.DEFINE_integer(
+        "bootstrap", analysis.BOOTSTRAP_RESAMPLES, "Bootstrap resamples for the 95% "
+        "confidence intervals (subjects resampled as clusters); 0: no intervals.",
+        lower_bound=0)
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         sys.exit(report.run_cli(workdir.value, split.value, seed=seed.value,
-                                data_dir=data_dir.value))
+                                data_dir=data_dir.value,
+                                bootstrap_resamples=bootstrap.value))
 
     app.run(main)
 

@@ -223,3 +223,77 @@ def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str,
             "paper": (f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper
                       else None)})
     return rows
+
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
+# Resamples per vectorised block: bounds the (block, N) weight arrays to ~32 MB each.
+_BOOTSTRAP_CELLS = 4_000_000
+
+
+def weighted_expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
+                                        weights: np.ndarray, num_bins: int = ECE_BINS
+                                        ) -> np.ndarray:
+    """`expected_calibration_error` under each row of `weights` ``(B, N)`` (see
+    `metrics.weighted_classification_metrics`); returns ``(B,)``."""
+    probs, labels = _check(probs, labels)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    index = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    in_bin = np.eye(num_bins)[index]  # (N, bins)
+    count = weights @ in_bin
+    gap = weights @ (in_bin * (correct - confidence)[:, None])
+    # sum_b (n_b / n) |acc_b - conf_b| = sum_b |sum_{i in b} (correct_i - conf_i)| / n.
+    return np.abs(gap).sum(axis=1) / count.sum(axis=1)
+
+
+def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                        clusters: np.ndarray | None = None,
+                        num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap confidence intervals of `metrics.CLASSIFICATION_KEYS` and
+    ``"ece"``.
+
+    Each of `num_resamples` resamples draws the examples with replacement, or, with
+    `clusters` (e.g. subject ids), whole clusters with replacement: examples of one
+    subject are correlated, and resampling them one by one would understate the spread.
+    The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the
+    resampled metric. A resample in which a metric is undefined (AUROC/AUPRC of a resample
+    holding one class only) is left out of that metric's percentiles; ``"resamples"``
+    counts those used and ``"skipped"`` those left out (bounds NaN when none is left).
+    Deterministic for a given `seed`.
+
+    Returns ``{metric: {"lower", "upper", "resamples", "skipped"}}``.
+    """
+    probs, labels = _check(probs, labels)
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    n = labels.shape[0]
+    block = max(1, _BOOTSTRAP_CELLS // n)
+    values: dict[str, list[np.ndarray]] = {}
+    for start in range(0, num_resamples, block):
+        weights = metrics.bootstrap_weights(n, min(block, num_resamples - start), rng,
+                                            clusters)
+        resampled = metrics.weighted_classification_metrics(probs, labels, weights,
+                                                            num_classes)
+        if np.isfinite(probs).all():
+            resampled["ece"] = weighted_expected_calibration_error(probs, labels, weights)
+        else:
+            resampled["ece"] = np.full(weights.shape[0], np.nan)
+        for key, v in resampled.items():
+            values.setdefault(key, []).append(v)
+    out = {}
+    tail = 100 * (1 - level) / 2
+    for key, parts in values.items():
+        v = np.concatenate(parts)
+        finite = v[np.isfinite(v)]
+        lower, upper = ((math.nan, math.nan) if finite.size == 0
+                        else np.percentile(finite, [tail, 100 - tail]).tolist())
+        out[key] = {"lower": float(lower), "upper": float(upper),
+                    "resamples": int(finite.size), "skipped": int(v.size - finite.size)}
+    return out

@@ -24,6 +24,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -238,3 +239,105 @@ def aggregate_seeds(
 def format_mean_std(stats: Mapping[str, float], scale: float = 100.0, digits: int = 2) -> str:
     """Formats ``{"mean", "std"}`` as in the paper tables, e.g. ``"96.34 ± 0.11"``."""
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def _weighted_ranking_scores(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest AUROC and average precision of one class under each row of `weights`.
+
+    Equal to scikit-learn's ``roc_auc_score`` / ``average_precision_score`` with
+    ``sample_weight`` (ties share their credit); NaN where a row has no positive (AP) or
+    no positive or no negative (AUROC).
+    """
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    # Tied scores form one threshold: reduce the weights over each run of equal scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+        ap = np.sum(pos * precision, axis=1) / total_pos
+        # Descending order: a positive outranks the negatives below it, half of its ties.
+        neg_below = total_neg[:, None] - fps
+        auroc = np.sum(pos * (neg_below + 0.5 * neg), axis=1) / (total_pos * total_neg)
+    ap = np.where(total_pos > 0, ap, np.nan)
+    auroc = np.where((total_pos > 0) & (total_neg > 0), auroc, np.nan)
+    return auroc, ap
+
+
+def weighted_classification_metrics(probs: Any, labels: Any, weights: Any,
+                                     num_classes: int | None = None) -> dict[str, np.ndarray]:
+    """`classification_metrics` of many weightings of the same examples at once.
+
+    Row b of ``weights`` ``(B, N)`` (non-negative, e.g. how often a bootstrap resample
+    drew each example) gives the metrics of the data set in which example i appears
+    ``weights[b, i]`` times, equal to `classification_metrics` of that data set. Returns
+    each of `CLASSIFICATION_KEYS` as a ``(B,)`` array. Rows holding one class only get NaN
+    AUROC/AUPRC, as `classification_metrics` does.
+    """
+    probs = to_numpy(probs).astype(np.float64)
+    labels = to_numpy(labels).astype(np.int64)
+    weights = np.atleast_2d(to_numpy(weights)).astype(np.float64)
+    k = probs.shape[1] if num_classes is None else int(num_classes)
+    if probs.shape != (labels.shape[0], k) or weights.shape[1] != labels.shape[0]:
+        raise ValueError(f"expected probs (N, {k}), labels (N,), weights (B, N); got "
+                         f"{probs.shape}, {labels.shape}, {weights.shape}")
+    b = weights.shape[0]
+    if not np.isfinite(probs).all():
+        return {key: np.full(b, np.nan) for key in CLASSIFICATION_KEYS}
+    total = weights.sum(axis=1)
+    preds = probs.argmax(axis=1)
+    # Weighted confusion matrices (B, K, K): row = true class, column = predicted class.
+    cell = labels * k + preds
+    confusion = (weights @ np.eye(k * k)[cell]).reshape(b, k, k)
+    tp = np.einsum("bkk->bk", confusion)
+    true_count, pred_count = confusion.sum(axis=2), confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # zero_division=0, macro over all K classes, as in `classification_metrics`.
+        precision = np.where(pred_count > 0, tp / pred_count, 0.0)
+        recall = np.where(true_count > 0, tp / true_count, 0.0)
+        f1 = np.where(true_count + pred_count > 0, 2 * tp / (true_count + pred_count), 0.0)
+    aurocs, aps = zip(*(_weighted_ranking_scores(probs[:, c], labels == c, weights)
+                        for c in range(k)), strict=True)
+    classes_present = (true_count > 0).sum(axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: one class only
+        auroc = np.nanmean(np.stack(aurocs, axis=1), axis=1)
+        auprc = np.nanmean(np.stack(aps, axis=1), axis=1)
+    one_class = classes_present < 2
+    p_true = np.clip(probs[np.arange(labels.shape[0]), labels], PROB_EPS, 1.0)
+    return {
+        "accuracy": weights @ (preds == labels).astype(np.float64) / total,
+        "precision": precision.mean(axis=1),
+        "recall": recall.mean(axis=1),
+        "f1": f1.mean(axis=1),
+        "auroc": np.where(one_class, np.nan, auroc),
+        "auprc": np.where(one_class, np.nan, auprc),
+        "loss": weights @ -np.log(p_true) / total,
+    }
+
+
+def bootstrap_weights(num_examples: int, num_resamples: int, rng: np.random.Generator,
+                      clusters: Any = None) -> np.ndarray:
+    """``(num_resamples, num_examples)`` counts of each example in bootstrap resamples.
+
+    Without `clusters`: examples drawn with replacement. With `clusters` ``(N,)`` (e.g.
+    subject ids): whole clusters drawn with replacement (a cluster bootstrap), each
+    example counted as often as its cluster was drawn, so the examples of one cluster
+    always enter a resample together.
+    """
+    if clusters is None:
+        ids = np.arange(num_examples)
+    else:
+        ids = np.asarray(clusters)
+        if ids.shape != (num_examples,):
+            raise ValueError(f"clusters must have shape ({num_examples},), got {ids.shape}")
+    _, cluster_of = np.unique(ids, return_inverse=True)
+    cluster_of = cluster_of.reshape(-1)
+    g = int(cluster_of.max()) + 1
+    drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=num_resamples)
+    return drawn[:, cluster_of].astype(np.float64)

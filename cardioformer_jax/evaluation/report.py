@@ -10,7 +10,13 @@ code's own evaluation program and input pipeline) and writes to the workdir:
   dataset records them (unknown values skipped) and, for a multi-seed workdir, the mean ± std
   over seeds in the paper's format next to the paper's AUROC;
 * ``plots/<split>_{roc,pr,confusion,reliability}.png``;
-* ``evaluation.json`` (``evaluation_<split>.json``): every number of the report.
+* ``evaluation.json`` (``evaluation_<split>.json``): every number of the report, with 95%
+  percentile-bootstrap confidence intervals of the segment- and record-level metrics and
+  ECE (``detail.bootstrap``; subjects resampled as clusters when the dataset records them);
+* ``predictions.csv`` (``predictions_<split>.csv``): one row per example (ids, true class,
+  one probability column per class, predicted class);
+* ``MODEL_CARD.md`` (``MODEL_CARD_<split>.md``): intended use, data, metrics with their
+  intervals, calibration, subgroups, limitations (`render_model_card`).
 
 A multi-seed workdir is evaluated seed by seed for the mean ± std; the detailed sections and
 plots are of one seed (``--seed``, default the best validation F1).
@@ -24,7 +30,9 @@ renders them. `run_cli` is the command line's behaviour (a one-line summary, exi
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -53,6 +61,7 @@ class SplitPredictions:
     subject_ids: np.ndarray  # (N,)
     ages: np.ndarray  # (N,) years, -1 unknown
     sexes: np.ndarray  # (N,) 0 male, 1 female, -1 unknown
+    segments: np.ndarray  # (N,) the example's segment within its record
 
 
 def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
@@ -82,11 +91,41 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
     return SplitPredictions(
         probs=np.asarray(out["probs"], np.float64), labels=np.asarray(out["label"], np.int64),
         record_ids=record_ids, subject_ids=field("subject_id", -1, np.int64),
-        ages=field("age", -1.0, np.float64), sexes=field("sex", -1, np.int64))
+        ages=field("age", -1.0, np.float64), sexes=field("sex", -1, np.int64),
+        segments=field("segment", -1, np.int64))
 
 
-def analyse(predictions: SplitPredictions, num_classes: int) -> dict[str, Any]:
-    """Every number of the report's detailed sections (see `analysis`)."""
+def _record_subjects(predictions: SplitPredictions) -> np.ndarray:
+    """The subject of each record, in the sorted record order of `metrics.record_level`."""
+    _, first = np.unique(predictions.record_ids, return_index=True)
+    return predictions.subject_ids[first]
+
+
+def bootstrap(predictions: SplitPredictions, num_classes: int,
+              num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+              seed: int = analysis.BOOTSTRAP_SEED) -> dict[str, Any]:
+    """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
+    resampling subjects when the dataset records them, else examples (records)."""
+    p, y = predictions.probs, predictions.labels
+    by_subject = bool((predictions.subject_ids >= 0).all())
+    record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
+    options = {"num_resamples": num_resamples, "seed": seed}
+    return {
+        "resamples": num_resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
+        "unit": "subject" if by_subject else "example",
+        "segment": analysis.bootstrap_intervals(
+            p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
+            **options),
+        "record": analysis.bootstrap_intervals(
+            record_probs, record_labels, num_classes,
+            clusters=_record_subjects(predictions) if by_subject else None, **options),
+    }
+
+
+def analyse(predictions: SplitPredictions, num_classes: int,
+            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """Every number of the report's detailed sections (see `analysis`); with
+    `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`)."""
     p, y = predictions.probs, predictions.labels
     out: dict[str, Any] = {
         "num_examples": int(y.size),
@@ -107,7 +146,30 @@ def analyse(predictions: SplitPredictions, num_classes: int) -> dict[str, Any]:
     if (age != analysis.UNKNOWN).any():
         out["by_age"] = analysis.metrics_by_group(
             p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
+    if bootstrap_resamples > 0:
+        out["bootstrap"] = bootstrap(predictions, num_classes, bootstrap_resamples)
     return out
+
+
+def write_predictions_csv(predictions: SplitPredictions, class_names: Sequence[str],
+                          path: str | os.PathLike) -> epath.Path:
+    """One row per example: ids, true class (name and index), one probability column per
+    class (named by the class) and the predicted (argmax) class. Local or a URL."""
+    path = paths.as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predicted = predictions.probs.argmax(axis=1)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["record_id", "subject_id", "segment", "label", "label_index",
+                     *class_names, "predicted", "predicted_index"])
+    for i in range(predictions.labels.shape[0]):
+        label, guess = int(predictions.labels[i]), int(predicted[i])
+        writer.writerow([predictions.record_ids[i], int(predictions.subject_ids[i]),
+                         int(predictions.segments[i]), class_names[label], label,
+                         *(repr(float(v)) for v in predictions.probs[i]),
+                         class_names[guess], guess])
+    path.write_text(buffer.getvalue())
+    return path
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -125,8 +187,29 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _metric_rows(values: Mapping[str, float]) -> list[list[str]]:
-    return [[name, _pct(values[name])] for name in analysis.REPORTED_METRICS]
+def _ci(intervals: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
+    """``"lower–upper"`` in percent, or "n/a" without an interval."""
+    if not intervals or name not in intervals:
+        return "n/a"
+    return f"{_pct(intervals[name]['lower'])}–{_pct(intervals[name]['upper'])}"
+
+
+def _bootstrap_note(detail: Mapping[str, Any]) -> str:
+    boot = detail.get("bootstrap")
+    if not boot:
+        return "No bootstrap confidence intervals (--bootstrap=0)."
+    unit = ("subjects (a cluster bootstrap: a subject's examples are resampled together)"
+            if boot["unit"] == "subject" else "examples")
+    return (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
+            f"resamples of {unit}, seed {boot['seed']}; resamples in which a metric is "
+            "undefined (one class only) are left out of its interval.")
+
+
+def _metric_rows(values: Mapping[str, float],
+                 intervals: Mapping[str, Mapping[str, float]] | None = None
+                 ) -> list[list[str]]:
+    return [[name, _pct(values[name]), _ci(intervals, name)]
+            for name in analysis.REPORTED_METRICS]
 
 
 def _group_table(groups: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -236,16 +319,20 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
 
     training = evaluation.get("training_results")
     lines += ["## Segment level", ""]
-    headers = ["metric", "value"] + (["training (results.json)"] if training else [])
+    boot = detail.get("bootstrap") or {}
+    headers = ["metric", "value", "95% CI"] + (["training (results.json)"] if training else [])
     rows = []
     for name in analysis.REPORTED_METRICS:
-        row = [name, _pct(detail["segment"][name])]
+        row = [name, _pct(detail["segment"][name]), _ci(boot.get("segment"), name)]
         if training:
             row.append(_pct(training.get(name)))
         rows.append(row)
     lines += _table(headers, rows)
+    ece_ci = boot.get("segment", {}).get("ece")
     lines += ["", f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width "
-              f"bins): **{detail['ece']:.4f}**", ""]
+              f"bins): **{detail['ece']:.4f}**"
+              + (f" (95% CI {ece_ci['lower']:.4f}–{ece_ci['upper']:.4f})" if ece_ci else ""),
+              "", _bootstrap_note(detail), ""]
 
     comparison = evaluation["paper_comparison"]
     if evaluation.get("seed_summary"):
@@ -269,7 +356,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     record = detail["record"]
     lines += ["## Record level", "",
               f"Segment probabilities averaged per record ({int(record['n'])} records).", ""]
-    lines += _table(["metric", "value"], _metric_rows(record))
+    lines += _table(["metric", "value", "95% CI"], _metric_rows(record, boot.get("record")))
     lines.append("")
 
     lines += ["## Per class", ""]
@@ -301,6 +388,87 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     return "\n".join(lines)
 
 
+def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    """``MODEL_CARD.md``: intended use, data, metrics with their confidence intervals,
+    calibration, subgroups and limitations of an `evaluate_workdir` result; every number
+    is quoted from `evaluation` (as evaluation.json holds it)."""
+    detail = evaluation["detail"]
+    data = evaluation["data"]
+    split = evaluation["split"]
+    boot = detail.get("bootstrap") or {}
+    report_name = "report.md" if split == train.TEST_SPLIT else f"report_{split}.md"
+    lines = [f"# Model card: {evaluation['model_name']} on {data['name']}", "",
+             f"Generated by `python -m cardioformer_jax.evaluate` from run "
+             f"`{evaluation['run_dir']}` (checkpoint step {evaluation['step']}, epoch "
+             f"{evaluation['epoch']}, the best validation F1; SWA parameters). Details: "
+             f"`{report_name}`; per-example predictions: `{evaluation['predictions_file']}`.",
+             "", "## Intended use", "",
+             "Research on ECG classification: reproducing and studying the Cardioformer "
+             "architecture. **Not a medical device**: not validated for clinical use, "
+             "diagnosis or treatment decisions, and not to be used on patients.", "",
+             "## Training data and split", "",
+             f"- dataset: `{data['name']}`, builder config "
+             f"`{data['builder_config'] or 'default'}`"
+             + (" — a **synthetic twin** (generated signals, not recorded patients)"
+                if data["synthetic"] else ""),
+             f"- classes ({len(class_names)}): {', '.join(class_names)}; one label per "
+             "example (single-label protocol)",
+             "- split: subject-independent (every example of a subject in one split; "
+             "docs/data.md)"]
+    if data.get("split_examples"):
+        lines.append("- examples per split: " + ", ".join(
+            f"{name} {count}" for name, count in data["split_examples"].items()))
+    lines += [f"- evaluated: the {split} split, {detail['num_examples']} examples from "
+              f"{detail['num_records']} records of {detail['num_subjects']} subjects", ""]
+
+    lines += [f"## Metrics ({split} split)", "", _bootstrap_note(detail), ""]
+    rows = []
+    for level in ("segment", "record"):
+        for name in analysis.REPORTED_METRICS:
+            rows.append([level, name, _pct(detail[level][name]),
+                         _ci(boot.get(level), name)])
+    lines += _table(["level", "metric", "value (%)", "95% CI (%)"], rows)
+    lines += ["", "Segment level: every example; record level: segment probabilities "
+              "averaged per record. Macro averages over the classes.", ""]
+
+    ece_ci = boot.get("segment", {}).get("ece")
+    lines += ["## Calibration", "",
+              f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width bins): "
+              f"{detail['ece']:.4f}"
+              + (f" (95% CI {ece_ci['lower']:.4f}–{ece_ci['upper']:.4f})" if ece_ci else "")
+              + f". Reliability table in `{report_name}` (Calibration) and diagram "
+              f"`{PLOTS_DIR}/{split}_reliability.png`.", ""]
+
+    lines += ["## Subgroups", ""]
+    groups = [(key, title) for key, title in (("by_sex", "sex"), ("by_age", "age band"))
+              if detail.get(key)]
+    if groups:
+        rows = [[title, name, int(v["n"]), _pct(v["accuracy"]), _pct(v["auroc"])]
+                for key, title in groups for name, v in detail[key].items()]
+        lines += _table(["subgroup", "group", "n", "accuracy (%)", "AUROC (%)"], rows)
+        lines += ["", "Examples of unknown sex or age are left out; no intervals (small "
+                  "groups).", ""]
+    else:
+        lines += ["Not reported: the dataset records neither sex nor age per example.", ""]
+
+    lines += ["## Known limitations", "",
+              "- Single-label superclass protocol: each example gets one class; records with "
+              "several diagnoses are labelled or dropped by the builder's rules "
+              "(docs/data.md), so co-occurring conditions are not predicted.",
+              "- Fixed-length segments of a record are scored separately; the record-level "
+              "figures average them.",
+              "- Confidence intervals resample the evaluated split only; they do not cover "
+              "variation over training seeds or other hospitals and devices."]
+    if data["synthetic"]:
+        lines.append("- **Synthetic demo data**: the numbers say nothing about performance "
+                     "on real ECGs.")
+    if not evaluation["paper_comparison"]["comparable"]:
+        lines.append(f"- Not comparable with the paper's results: "
+                     f"{evaluation['paper_comparison']['reason']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
 # --- the whole evaluation -------------------------------------------------------------------
 
 
@@ -318,9 +486,18 @@ def report_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, ep
     return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
 
 
-def _paper_comparison(model: inference.TrainedModel, split: str, data_dir: str | None
-                      ) -> dict[str, Any]:
-    """`analysis.paper_comparison` for the dataset the run was trained on, as built."""
+def artefact_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
+    """``(predictions.csv, MODEL_CARD.md)`` of `split`, beside evaluation.json and
+    report.md (suffixed for splits other than test)."""
+    workdir = paths.resolve_path(workdir)
+    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    return workdir / f"predictions{suffix}.csv", workdir / f"MODEL_CARD{suffix}.md"
+
+
+def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the model card says of the dataset the run was trained on, as built, and
+    `analysis.paper_comparison` for it."""
     config = _with_data_dir(model.config, data_dir)
     builder_config = config.dataset.get("builder_config") or None
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir, builder_config)
@@ -329,12 +506,20 @@ def _paper_comparison(model: inference.TrainedModel, split: str, data_dir: str |
         config.dataset.get("synthetic_patients", 0))
     comparable, reason = analysis.paper_comparison(config.dataset.name, builder_config, split,
                                                    synthetic)
-    return {"comparable": comparable, "reason": reason}
+    data = {"name": config.dataset.name, "builder_config": builder_config,
+            "synthetic": synthetic,
+            "split_examples": {name: int(info.num_examples)
+                               for name, info in builder.info.splits.items()}}
+    return data, {"comparable": comparable, "reason": reason}
 
 
 def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *,
-                     seed: int | None = None, data_dir: str | None = None) -> dict[str, Any]:
-    """Evaluates a training workdir, writes the report, plots and JSON; returns the JSON."""
+                     seed: int | None = None, data_dir: str | None = None,
+                     bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
+                     ) -> dict[str, Any]:
+    """Evaluates a training workdir, writes the report, plots, JSON, per-example
+    predictions and model card; returns the JSON. `bootstrap_resamples` = 0: no
+    confidence intervals."""
     workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
     detail_dir = inference.resolve_run_dir(workdir, seed)
@@ -342,7 +527,9 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
-    detail = analyse(predictions, num_classes)
+    detail = analyse(predictions, num_classes, bootstrap_resamples)
+    data, comparison = _dataset_facts(model, split, data_dir)
+    predictions_path, card_path = artefact_paths(workdir, split)
 
     evaluation: dict[str, Any] = {
         "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
@@ -351,7 +538,8 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
         "classes": class_names, "detail": detail,
         "training_results": _training_results(detail_dir, split),
-        "paper_comparison": _paper_comparison(model, split, data_dir),
+        "data": data, "paper_comparison": comparison,
+        "predictions_file": predictions_path.name,
     }
     if seeds:
         per_seed = {}
@@ -371,17 +559,21 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     report_path, json_path = report_paths(workdir, split)
     plots = write_plots(predictions, detail, class_names, workdir / PLOTS_DIR, split)
     report_path.write_text(render_report(evaluation, class_names, plots, workdir))
+    write_predictions_csv(predictions, class_names, predictions_path)
+    card_path.write_text(render_model_card(evaluation, class_names))
     logging_utils.write_json(json_path, evaluation)
     return evaluation
 
 
 def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: int | None = None,
-            data_dir: str | None = None) -> int:
+            data_dir: str | None = None,
+            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> int:
     """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
     workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
     inference.quiet_orbax()
     try:
-        evaluation = evaluate_workdir(workdir, split, seed=seed, data_dir=data_dir)
+        evaluation = evaluate_workdir(workdir, split, seed=seed, data_dir=data_dir,
+                                      bootstrap_resamples=bootstrap_resamples)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

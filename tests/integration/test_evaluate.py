@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cardioformer_jax.data import datasets, preprocessing
@@ -112,6 +113,56 @@ def test_report_numbers_equal_direct_computation(workdir, evaluation):
     assert re.search(rf"\| auroc \| {100 * auroc:.2f} \|", segment)
 
 
+def test_predictions_csv(workdir, evaluation):
+    """One row per example of the detailed seed, probabilities equal to direct computation."""
+    model = inference.load(workdir, seed=evaluation["seed"])
+    direct = _direct(model, "test")
+    table = pd.read_csv(workdir / "predictions.csv", dtype={"record_id": str})
+    classes = evaluation["classes"]
+    assert len(table) == len(direct["labels"]) == evaluation["detail"]["num_examples"]
+    assert list(table.columns) == ["record_id", "subject_id", "segment", "label", "label_index",
+                                   *classes, "predicted", "predicted_index"]
+    probs = table[classes].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (table["record_id"].str.len() > 0).all() and (table["subject_id"] >= 0).all()
+    assert (table["segment"] >= 0).all()
+    assert table["subject_id"].nunique() == evaluation["detail"]["num_subjects"]
+    # Rows are in split order: the same examples, labels and probabilities as read directly.
+    assert table["record_id"].tolist() == direct["records"].tolist()
+    assert table["label_index"].tolist() == direct["labels"].tolist()
+    assert table["label"].tolist() == [classes[i] for i in direct["labels"]]
+    np.testing.assert_allclose(probs, direct["probs"], atol=1e-6)
+    assert table["predicted_index"].tolist() == direct["probs"].argmax(axis=1).tolist()
+
+
+def test_confidence_intervals_and_model_card(workdir, evaluation):
+    detail = evaluation["detail"]
+    boot = detail["bootstrap"]
+    assert boot["resamples"] == analysis.BOOTSTRAP_RESAMPLES and boot["unit"] == "subject"
+    for level in ("segment", "record"):
+        points = {**detail[level], "ece": detail["ece"]}
+        for name, interval in boot[level].items():
+            if name == "ece" and level == "record":
+                continue  # the record-level ECE has no point estimate in the report
+            assert interval["lower"] <= points[name] <= interval["upper"], (level, name)
+            assert interval["resamples"] + interval["skipped"] == boot["resamples"]
+    report_text = (workdir / "report.md").read_text()
+    auroc_ci = boot["segment"]["auroc"]
+    ci = f"{100 * auroc_ci['lower']:.2f}–{100 * auroc_ci['upper']:.2f}"
+    assert f"| auroc | {100 * detail['segment']['auroc']:.2f} | {ci} |" in report_text
+
+    card = (workdir / "MODEL_CARD.md").read_text()
+    for section in ("## Intended use", "## Training data and split", "## Metrics (test split)",
+                    "## Calibration", "## Subgroups", "## Known limitations"):
+        assert section in card
+    for name in analysis.REPORTED_METRICS:
+        interval = boot["segment"][name]
+        assert (f"| segment | {name} | {100 * detail['segment'][name]:.2f} | "
+                f"{100 * interval['lower']:.2f}–{100 * interval['upper']:.2f} |") in card
+    assert f"{detail['ece']:.4f}" in card and "Not a medical device" in card
+    assert "Synthetic demo data" in card
+
+
 def test_seed_table_equals_training_results(workdir, evaluation):
     results = json.loads((workdir / "results.json").read_text())
     for seed in SEEDS:  # each seed's best checkpoint gives the test metrics training recorded
@@ -144,6 +195,8 @@ def test_validation_split_report(workdir, evaluation):
     recorded = json.loads((workdir / "seed_42" / "results.json").read_text())["validation"]
     _close(saved["detail"]["segment"], recorded)
     assert (workdir / "plots" / "validation_roc.png").is_file()
+    assert (workdir / "predictions_validation.csv").is_file()
+    assert (workdir / "MODEL_CARD_validation.md").is_file()
 
 
 def test_predict_on_a_raw_record_matches_the_evaluation(tiny_ptbxl, workdir, evaluation,

@@ -110,3 +110,73 @@ def test_only_the_papers_protocol_on_real_data_is_compared(dataset, builder_conf
     rows = {r["metric"]: r for r in analysis.seed_summary(per_seed, dataset,
                                                           compare_with_paper=got)}
     assert (rows["auroc"]["paper"] is not None) == comparable
+
+
+def _informative(n: int, seed: int = 0, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, size=n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), labels] += 1.5
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), labels
+
+
+def test_bootstrap_interval_contains_the_point_and_narrows_with_n():
+    widths = {}
+    for n in (100, 1600):
+        probs, labels = _informative(n)
+        intervals = analysis.bootstrap_intervals(probs, labels, 3, num_resamples=300)
+        point = {**metrics.classification_metrics(probs, labels, num_classes=3),
+                 "ece": analysis.expected_calibration_error(probs, labels)}
+        assert set(intervals) == set(point)
+        for name, interval in intervals.items():
+            assert interval["lower"] <= point[name] <= interval["upper"], (n, name)
+            assert interval["resamples"] == 300 and interval["skipped"] == 0
+        widths[n] = {name: v["upper"] - v["lower"] for name, v in intervals.items()}
+    for name in ("accuracy", "f1", "auroc", "loss"):
+        # Width ~ 1 / sqrt(n): 16 times the examples, about a quarter of the width.
+        assert widths[1600][name] < 0.5 * widths[100][name], name
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    probs, labels = _informative(80)
+    first = analysis.bootstrap_intervals(probs, labels, 3, num_resamples=100, seed=5)
+    assert first == analysis.bootstrap_intervals(probs, labels, 3, num_resamples=100, seed=5)
+    assert first != analysis.bootstrap_intervals(probs, labels, 3, num_resamples=100, seed=6)
+
+
+def test_cluster_bootstrap_keeps_a_subjects_examples_together():
+    # 20 subjects, 10 identical examples each, half of them classified right: the data
+    # holds 20 independent observations, not 200. Resampling examples one by one would
+    # pretend 200 and give an interval about sqrt(10) times too narrow.
+    subjects = np.repeat(np.arange(20), 10)
+    labels = np.repeat(np.arange(20) % 2, 10)
+    right = np.repeat(np.arange(20) % 4 < 2, 10)
+    predicted = np.where(right, labels, 1 - labels)
+    probs = np.where(np.eye(2)[predicted] == 1, 0.8, 0.2)
+    by_example = analysis.bootstrap_intervals(probs, labels, 2, num_resamples=400)
+    by_subject = analysis.bootstrap_intervals(probs, labels, 2, clusters=subjects,
+                                              num_resamples=400)
+    width = {name: v["accuracy"]["upper"] - v["accuracy"]["lower"]
+             for name, v in (("example", by_example), ("subject", by_subject))}
+    assert width["subject"] > 2.5 * width["example"]
+    # The subject interval is the one of 20 examples, one per subject.
+    one_each = analysis.bootstrap_intervals(probs[::10], labels[::10], 2, num_resamples=400)
+    assert width["subject"] == pytest.approx(
+        one_each["accuracy"]["upper"] - one_each["accuracy"]["lower"], abs=0.06)
+
+
+def test_bootstrap_with_resamples_of_one_class():
+    # Three examples, two of class 0: many resamples hold one class only, where AUROC and
+    # AUPRC are undefined; they are skipped and counted, the other metrics use every one.
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 0, 1])
+    intervals = analysis.bootstrap_intervals(probs, labels, 2, num_resamples=200)
+    assert 0 < intervals["auroc"]["skipped"] < 200
+    assert intervals["auroc"]["resamples"] + intervals["auroc"]["skipped"] == 200
+    assert intervals["accuracy"]["skipped"] == 0
+    # One class in the data: every resample is skipped and the bounds are NaN.
+    only = analysis.bootstrap_intervals(probs[:2], labels[:2], 2, num_resamples=50)
+    assert only["auroc"]["resamples"] == 0 and math.isnan(only["auroc"]["lower"])
+    assert only["accuracy"]["lower"] == only["accuracy"]["upper"] == 1.0
+    with pytest.raises(ValueError):
+        analysis.bootstrap_intervals(probs, labels, 2, num_resamples=0)

@@ -10,9 +10,11 @@ from sklearn import metrics as skm
 from cardioformer_jax.evaluation.metrics import (
     CLASSIFICATION_KEYS,
     aggregate_seeds,
+    bootstrap_weights,
     classification_metrics,
     format_mean_std,
     record_level,
+    weighted_classification_metrics,
 )
 
 
@@ -184,3 +186,41 @@ def test_aggregate_seeds_sample_std():
     with pytest.raises(ValueError, match="keys"):
         aggregate_seeds([{"f1": 0.1}, {"f1": 0.2, "auroc": 0.5}])
     assert format_mean_std({"mean": 0.96344, "std": 0.00111}) == "96.34 ± 0.11"
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_metrics_equal_metrics_of_the_repeated_examples(ties):
+    """Row b of the weights = `classification_metrics` of the data set with example i
+    repeated weights[b, i] times (ties in the scores included)."""
+    probs, labels = _random_problem(n=60, k=4, seed=3)
+    if ties:
+        probs = np.round(probs, 1) + 1e-3
+        probs /= probs.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    weights = bootstrap_weights(60, 6, rng)
+    weights[0] = 0
+    weights[0, labels == 2] = 1  # one class only: AUROC/AUPRC undefined
+    resampled = weighted_classification_metrics(probs, labels, weights, num_classes=4)
+    for b in range(weights.shape[0]):
+        index = np.repeat(np.arange(60), weights[b].astype(int))
+        expected = classification_metrics(probs[index], labels[index], num_classes=4)
+        for key in CLASSIFICATION_KEYS:
+            if math.isnan(expected[key]):
+                assert math.isnan(resampled[key][b]), (b, key)
+            else:
+                assert resampled[key][b] == pytest.approx(expected[key], abs=1e-9), (b, key)
+    assert math.isnan(resampled["auroc"][0]) and resampled["accuracy"][0] >= 0
+
+
+def test_bootstrap_weights_draw_whole_clusters():
+    clusters = np.array([7, 7, 7, 3, 3, 9, 1, 1, 1, 1])
+    weights = bootstrap_weights(10, 200, np.random.default_rng(1), clusters)
+    assert weights.shape == (200, 10)
+    for c in np.unique(clusters):
+        members = weights[:, clusters == c]
+        assert (members == members[:, :1]).all()  # a subject's examples always together
+    # As many clusters drawn as there are (4), each counted once per drawn example.
+    drawn = np.stack([weights[:, np.flatnonzero(clusters == c)[0]] for c in np.unique(clusters)])
+    assert (drawn.sum(axis=0) == 4).all()
+    plain = bootstrap_weights(10, 200, np.random.default_rng(1))
+    assert (plain.sum(axis=1) == 10).all() and not (plain[:, 0] == plain[:, 1]).all()
