@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import grain
 import jax
 import numpy as np
+import tqdm
 
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.training import sharding
@@ -452,16 +453,20 @@ def eval_batches(
     batch_size: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    progress: bool = False,
 ) -> Iterator[EvalBatch]:
     """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
     eval batch size (the last ones padded, ``mask`` 0).
+
+    ``progress``: a progress bar of the batches on stderr (process 0, an interactive
+    terminal, 10 batches or more).
 
     Multi-process: all processes run the same number of batches (shares are padded). A
     caller keeps, per batch, the outputs of its own rows
     (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
     concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
     """
-    ds, _ = eval_dataset(
+    ds, num_batches = eval_dataset(
         config,
         split,
         mesh=mesh,
@@ -470,13 +475,19 @@ def eval_batches(
         process_count=process_count,
     )
     iterator = iter(ds)
+    shown = progress and num_batches >= 10 and jax.process_index() == 0
+    # disable=None: tqdm draws only on an interactive terminal, not into log files.
+    bar = tqdm.tqdm(total=num_batches, desc=f"evaluating {split}", unit="batch",
+                    disable=None if shown else True)
     try:
         for batch in iterator:
+            bar.update()
             device = {k: batch[k] for k in ("signal", "label", "mask")}
             if mesh is not None:
                 device = sharding.global_batch(device, mesh)
             yield EvalBatch(device=device, host=batch)
     finally:
+        bar.close()
         iterator.close()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tqdm
 
 from cardioformer_jax.data import dataset_inputs
 from cardioformer_jax.data.preprocessing import RecordError
@@ -74,9 +75,13 @@ def find_records(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 def predict_records(model: inference.TrainedModel, records: Sequence[str],
                     batch_size: int = inference.DEFAULT_BATCH_SIZE
                     ) -> list[Prediction | Failure]:
-    """Predicts every record; one `Prediction` or `Failure` per record, in order."""
+    """Predicts every record; one `Prediction` or `Failure` per record, in order.
+
+    From 10 records on, a progress bar on stderr (on an interactive terminal only).
+    """
     results: list[Prediction | Failure] = []
-    for record in records:
+    for record in tqdm.tqdm(records, desc="predicting", unit="record",
+                            disable=None if len(records) >= 10 else True):
         try:
             prepared = dataset_inputs.prepare_record(record, model.spec)
         except RecordError as err:

@@ -78,7 +78,8 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
     training loop runs) with the examples' record, subject, age and sex."""
     config = _with_data_dir(model.config, data_dir)
     programs = steps.programs(config, model.mesh)
-    out = steps.predict(programs.eval, model.params, model.rngs, config, split, model.mesh)
+    out = steps.predict(programs.eval, model.params, model.rngs, config, split, model.mesh,
+                        progress=True)
     source = datasets.data_source(config.dataset.name, config.dataset.data_dir, split,
                                   config.dataset.builder_config or None)
     rows = [source[int(i)] for i in out["index"]]

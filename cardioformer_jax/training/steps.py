@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
@@ -254,20 +255,27 @@ def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -
 
 
 def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
-            config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
-            ) -> dict[str, np.ndarray]:
+            config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh,
+            progress: bool = False) -> dict[str, np.ndarray]:
     """Probabilities of every example of `split` exactly once, on every process.
 
     Returns ``{"probs" (N, K), "label" (N,), "index" (N,)}`` in split order (padding rows
-    removed). Raises RuntimeError if the batches did not cover each example once.
+    removed). ``progress``: a progress bar on an interactive terminal
+    (`input_pipeline.eval_batches`). Raises RuntimeError if the batches did not cover each
+    example once.
     """
-    device_probs, host = [], []
-    for batch in input_pipeline.eval_batches(config, split, mesh):
-        # Dispatch all batches first; fetching each one would stall the device.
-        device_probs.append(eval_fn(params, rngs, batch.device))
+    in_flight: collections.deque[jax.Array] = collections.deque()
+    probs, host = [], []
+    for batch in input_pipeline.eval_batches(config, split, mesh, progress=progress):
+        # Two batches stay in flight, so the device never waits for the host's fetch, and
+        # a progress bar counts batches that are done, not merely dispatched.
+        in_flight.append(eval_fn(params, rngs, batch.device))
         host.append({k: batch.host[k] for k in ("label", "mask", "index")})
+        if len(in_flight) > 2:
+            probs.append(sharding.host_local_rows(in_flight.popleft()))
+    probs.extend(sharding.host_local_rows(p) for p in in_flight)
     local = {k: np.concatenate([h[k] for h in host]) for k in ("label", "mask", "index")}
-    local["probs"] = np.concatenate([sharding.host_local_rows(p) for p in device_probs])
+    local["probs"] = np.concatenate(probs)
     gathered = input_pipeline.allgather_host(local)
     valid = gathered["mask"].astype(bool)
     out = {k: gathered[k][valid] for k in ("probs", "label", "index")}

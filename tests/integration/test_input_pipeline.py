@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
+import sys
 
 import jax
 import numpy as np
@@ -230,6 +232,32 @@ def test_eval_covers_every_example_once_with_masks(data_dir, split_index):
     assert not padded.any()
     gathered = ip.allgather_host({"index": host["index"], "record_id": host["record_id"]})
     np.testing.assert_array_equal(gathered["record_id"], host["record_id"])
+
+
+class _Terminal(io.StringIO):
+    """stderr as an interactive terminal (tqdm draws only on one)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("batch_size, shown", [(10, True), (48, False)])
+def test_eval_progress_bar_counts_batches_on_a_terminal(data_dir, monkeypatch, batch_size,
+                                                        shown):
+    # 100 validation examples: 10 batches of 10 get a bar, 3 batches of 48 do not.
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = make_config(data_dir, eval_batch_size=batch_size)
+    batches = list(ip.eval_batches(config, "validation", progress=True))
+    text = terminal.getvalue()
+    assert ("evaluating validation: 100%" in text and "10/10" in text) == shown
+    assert shown or text == ""
+    # Without progress=True nothing is drawn even for many batches.
+    assert len(batches) == (10 if shown else 3)
+    quiet = _Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    list(ip.eval_batches(config, "validation"))
+    assert quiet.getvalue() == ""
 
 
 def test_eval_multi_process_shares_cover_split_once(data_dir, split_index):
