@@ -81,6 +81,18 @@ def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return probs, labels
 
 
+def _confidence_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example: top-label confidence, whether the argmax is right (0/1), and its
+    confidence bin (``(b / num_bins, (b + 1) / num_bins]``, the first also holding 0)."""
+    probs, labels = _check(probs, labels)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    # ceil(c * B) - 1: right-closed bins; clip puts c = 0 into the first bin.
+    index = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    return confidence, correct, index
+
+
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS
                      ) -> dict[str, np.ndarray]:
     """Top-label reliability diagram data over `num_bins` equal-width confidence bins.
@@ -89,12 +101,8 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_
     Returns ``{"lower", "upper", "count", "confidence", "accuracy"}`` arrays of length
     `num_bins`; mean confidence and accuracy are NaN in empty bins.
     """
-    probs, labels = _check(probs, labels)
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
-    # ceil(c * B) - 1: right-closed bins; clip puts c = 0 into the first bin.
-    index = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
     count = np.bincount(index, minlength=num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(index, confidence, num_bins) / count
@@ -237,11 +245,8 @@ def weighted_expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
                                         ) -> np.ndarray:
     """`expected_calibration_error` under each row of `weights` ``(B, N)`` (see
     `metrics.weighted_classification_metrics`); returns ``(B,)``."""
-    probs, labels = _check(probs, labels)
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    index = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     in_bin = np.eye(num_bins)[index]  # (N, bins)
     count = weights @ in_bin
     gap = weights @ (in_bin * (correct - confidence)[:, None])
