@@ -54,6 +54,9 @@ class EcgConfig(tfds.core.BuilderConfig):
         "superdiagnostic" (multi-hot `labels` from scp_statements.csv, all records).
     beat_rule: PTB only: how heartbeats are cut, "port" or "reference"
         (`preprocessing.heartbeats`, docs/data.md).
+    sample_rate: Hz every record is resampled to (segment datasets).
+    window_seconds: duration of one example (segment datasets): 1 s in the paper, 10 s
+        (whole PTB-XL records) in the PTB-XL benchmark.
     """
 
     split_method: str = "ordered"
@@ -62,6 +65,8 @@ class EcgConfig(tfds.core.BuilderConfig):
     max_subject_id: int | None = None
     label_scheme: str = "spec"
     beat_rule: str = "port"
+    sample_rate: int = preprocessing.TARGET_FS
+    window_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.split_method not in ("ordered", "random", "strat_fold"):
@@ -72,6 +77,16 @@ class EcgConfig(tfds.core.BuilderConfig):
         if self.beat_rule not in preprocessing.BEAT_RULES:
             raise ValueError(f"unknown beat_rule {self.beat_rule!r}; use one of "
                              f"{preprocessing.BEAT_RULES}")
+        window = self.sample_rate * self.window_seconds
+        if self.sample_rate <= 0 or self.window_seconds <= 0 or window != round(window):
+            raise ValueError(
+                f"sample_rate={self.sample_rate} Hz and window_seconds={self.window_seconds} "
+                "must be positive and give a whole number of samples per window")
+
+    @property
+    def window_length(self) -> int:
+        """Samples per example of a segment dataset."""
+        return round(self.sample_rate * self.window_seconds)
 
     def summary(self) -> dict[str, Any]:
         """The settings that shaped the data, for the metadata."""
@@ -83,6 +98,8 @@ class EcgConfig(tfds.core.BuilderConfig):
             "max_subject_id": self.max_subject_id,
             "label_scheme": self.label_scheme,
             "beat_rule": self.beat_rule,
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
         }
 
 
@@ -230,7 +247,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     # Bump when the preparation changes what a build contains: a build of another version
     # is then rebuilt instead of silently reused.
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Initial release.",
         "1.1.0": "Leads are matched by name: a record storing them in another order is "
@@ -238,12 +255,17 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "1.2.0": "PTB config reference_beats (heartbeats cut by the reference code's rule); "
                  "downloads are unpacked without TensorFlow and checked against the "
                  "archive's SHA256SUMS.txt.",
+        "1.3.0": "Configs choose the sampling rate and window length of segment datasets; "
+                 "PTB-XL benchmark configs benchmark_<task>_<100|500>hz (whole 10 s records, "
+                 "multi-hot labels of the six benchmark tasks); multi-hot class names in the "
+                 "metadata.",
     }
 
     HOMEPAGE: ClassVar[str]
     DOWNLOAD_URL: ClassVar[str]
     SOURCE_MARKERS: ClassVar[tuple[str, ...]]
     CLASS_NAMES: ClassVar[tuple[str, ...]]
+    # Heartbeat datasets: the beat shape. Segment datasets take theirs from the config.
     SIGNAL_SHAPE: ClassVar[tuple[int, int]]
     # The dataset's leads in channel order; records are read by these names (any case).
     LEAD_NAMES: ClassVar[tuple[str, ...]]
@@ -301,13 +323,39 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
         return {}
 
+    def _multilabel_names(self) -> tuple[str, ...] | None:
+        """The classes of the multi-hot `labels` feature; None: the config has none."""
+        return None
+
+    def _expected_fs(self) -> float | None:
+        """The sampling rate every source record must have (None: any, resampled)."""
+        return self.SOURCE_FS
+
+    @property
+    def signal_shape(self) -> tuple[int, int]:
+        """(time, leads) of one example under the builder config."""
+        if self.MODE == "segments":
+            return (self.builder_config.window_length, len(self.LEAD_NAMES))
+        return self.SIGNAL_SHAPE
+
     def _extra_example_fields(self, task: processing.RecordTask) -> dict[str, Any]:
         return {}
 
     # --- TFDS hooks ----------------------------------------------------------------------
 
     def _info(self) -> tfds.core.DatasetInfo:
-        length, leads = self.SIGNAL_SHAPE
+        length, leads = self.signal_shape
+        rate = self.builder_config.sample_rate if self.MODE == "segments" else \
+            preprocessing.TARGET_FS
+        multilabel = self._multilabel_names()
+        if multilabel is not None:
+            names = " ".join(multilabel) if len(multilabel) <= 12 else \
+                f"{len(multilabel)} classes (metadata 'multilabel_names')"
+            multilabel_feature = {"labels": tfds.features.Tensor(
+                shape=(len(multilabel),), dtype=np.int32,
+                doc=f"multi-hot classes, order {names}")}
+        else:
+            multilabel_feature = {}
         features = {
             "signal": tfds.features.Tensor(
                 shape=(length, leads),
@@ -315,7 +363,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 # Raw bytes instead of a float list: ~15x faster to serialise and parse,
                 # and identical arrays after decoding.
                 encoding=tfds.features.Encoding.BYTES,
-                doc=f"{length} samples x {leads} leads at 250 Hz, standardised per lead",
+                doc=f"{length} samples x {leads} leads at {rate} Hz, standardised per lead",
             ),
             "label": tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
             "subject_id": tfds.features.Scalar(np.int64, doc="patient / subject id"),
@@ -323,6 +371,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "segment": tfds.features.Scalar(np.int32, doc="segment / beat index in record"),
             "age": tfds.features.Scalar(np.float32, doc="years; -1 unknown"),
             "sex": tfds.features.Scalar(np.int32, doc="0 male, 1 female, -1 unknown"),
+            **multilabel_feature,
             **self._extra_features(),
         }
         return self.dataset_info_from_configs(
@@ -404,11 +453,13 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             preparation={
                 "config": config.summary(),
                 "mode": self.MODE,
-                "source_fs": self.SOURCE_FS,
-                "target_fs": preprocessing.TARGET_FS,
-                "signal_shape": list(self.SIGNAL_SHAPE),
+                "source_fs": self._expected_fs(),
+                "target_fs": config.sample_rate if self.MODE == "segments"
+                else preprocessing.TARGET_FS,
+                "signal_shape": list(self.signal_shape),
                 "lead_names": list(self.LEAD_NAMES),
                 "class_names": list(self.CLASS_NAMES),
+                "multilabel_names": list(self._multilabel_names() or []),
             },
             source=fingerprint.source_summary(
                 root, (*self.SOURCE_MARKERS, "scp_statements.csv"),
@@ -429,16 +480,19 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         process = functools.partial(
             processing.process_record,
             mode=self.MODE,
-            expected_fs=self.SOURCE_FS,
+            expected_fs=self._expected_fs(),
             lead_names=self.LEAD_NAMES,
             beat_rule=self.builder_config.beat_rule,
+            target_fs=self.builder_config.sample_rate,
+            segment_length=self.builder_config.window_length,
         )
         results = self._pool.map(process, tasks)
         stats = self._split_stats[split]
         class_examples: collections.Counter = collections.Counter()
         class_records: collections.Counter = collections.Counter()
         class_subjects: dict[int, set[int]] = collections.defaultdict(set)
-        hot_examples = np.zeros(len(self.CLASS_NAMES), dtype=np.int64)
+        hot_names = self._multilabel_names() or ()
+        hot_examples = np.zeros(len(hot_names), dtype=np.int64)
         desc = f"{self.name}/{self.builder_config.name} {split}"
         with tqdm.tqdm(
             total=len(tasks), desc=desc, unit=" records", disable=not self._progress
@@ -454,6 +508,8 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "record_id": task.record_id,
                     "age": task.age,
                     "sex": task.sex,
+                    **({"labels": np.asarray(task.labels, dtype=np.int32)}
+                       if self._multilabel_names() is not None else {}),
                     **self._extra_example_fields(task),
                 }
                 for k, sample in enumerate(result.samples):
@@ -462,7 +518,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 class_examples[task.label] += n
                 class_records[task.label] += 1
                 class_subjects[task.label].add(task.subject_id)
-                if task.labels is not None:
+                if hot_names:
                     hot_examples += n * np.asarray(task.labels, dtype=np.int64)
         names = self._label_names()
         stats.update(
@@ -473,9 +529,9 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             class_records={names[c]: class_records[c] for c in sorted(class_records)},
             class_subjects={names[c]: len(class_subjects[c]) for c in sorted(class_subjects)},
         )
-        if any(t.labels is not None for t in tasks):
+        if hot_names:
             stats["multilabel_examples"] = dict(
-                zip(self.CLASS_NAMES, hot_examples.tolist(), strict=True)
+                zip(hot_names, hot_examples.tolist(), strict=True)
             )
         if stats["examples"] == 0:
             raise ValueError(
@@ -500,6 +556,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             {
                 "config": self.builder_config.summary(),
                 "class_names": list(self.CLASS_NAMES),
+                "multilabel_names": list(self._multilabel_names() or []) or None,
                 "source_dir": self._source_dir,
                 "fingerprint": getattr(self, "_fingerprint", None),
                 # A synthetic twin (cardioformer_jax.synthetic) is never compared with the

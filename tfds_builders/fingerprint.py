@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Digest of the preparation code of builder version 1.2.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "2300173491218ca88c4d6966d63f247f4eec6860d562a06368078b185b9fc617"
+# Digest of the preparation code of builder version 1.3.0 (see the module docstring).
+PREPARATION_CODE_SHA256 = "bbcb62c23ff31b889be54a3f0a791abf164e4988a99a0d15f46533f5cb5d7bab"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (

@@ -72,6 +72,85 @@ def ptbxl_superdiagnostic(
     return tuple(hot)
 
 
+# --- PTB-XL benchmark tasks (Strodthoff et al. 2020; docs/benchmarks.md) ------------------
+
+PTBXL_BENCHMARK_TASKS: tuple[str, ...] = (
+    "all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+
+
+def _codes(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# The classes of each task in PTB-XL 1.0.3's scp_statements.csv, sorted by name as the
+# benchmark suite's label binariser orders them (superdiagnostic keeps PTBXL_CLASSES'
+# order, shared with the single-label configs). A build checks them against the source's
+# table (`ptbxl_task_classes`) and refuses another release's.
+PTBXL_TASK_CLASSES: dict[str, tuple[str, ...]] = {
+    "all": _codes(
+        "1AVB 2AVB 3AVB ABQRS AFIB AFLT ALMI AMI ANEUR ASMI BIGU CLBBB CRBBB DIG EL HVOLT "
+        "ILBBB ILMI IMI INJAL INJAS INJIL INJIN INJLA INVT IPLMI IPMI IRBBB ISCAL ISCAN "
+        "ISCAS ISCIL ISCIN ISCLA ISC_ IVCD LAFB LAO/LAE LMI LNGQT LOWT LPFB LPR LVH LVOLT "
+        "NDT NORM NST_ NT_ PAC PACE PMI PRC(S) PSVT PVC QWAVE RAO/RAE RVH SARRH SBRAD "
+        "SEHYP SR STACH STD_ STE_ SVARR SVTAC TAB_ TRIGU VCLVH WPW"),
+    "diagnostic": _codes(
+        "1AVB 2AVB 3AVB ALMI AMI ANEUR ASMI CLBBB CRBBB DIG EL ILBBB ILMI IMI INJAL INJAS "
+        "INJIL INJIN INJLA IPLMI IPMI IRBBB ISCAL ISCAN ISCAS ISCIL ISCIN ISCLA ISC_ IVCD "
+        "LAFB LAO/LAE LMI LNGQT LPFB LVH NDT NORM NST_ PMI RAO/RAE RVH SEHYP WPW"),
+    "subdiagnostic": _codes(
+        "AMI CLBBB CRBBB ILBBB IMI IRBBB ISCA ISCI ISC_ IVCD LAFB/LPFB LAO/LAE LMI LVH NORM "
+        "NST_ PMI RAO/RAE RVH SEHYP STTC WPW _AVB"),
+    "superdiagnostic": PTBXL_CLASSES,
+    "form": _codes(
+        "ABQRS DIG HVOLT INVT LNGQT LOWT LPR LVOLT NDT NST_ NT_ PAC PRC(S) PVC QWAVE STD_ "
+        "STE_ TAB_ VCLVH"),
+    "rhythm": _codes("AFIB AFLT BIGU PACE PSVT SARRH SBRAD SR STACH SVARR SVTAC TRIGU"),
+}
+
+
+def _flag(value: object) -> bool:
+    return not is_missing(value) and float(value) == 1.0  # type: ignore[arg-type]
+
+
+def ptbxl_task_code_map(statements: Mapping[str, Mapping[str, object]], task: str
+                        ) -> dict[str, str]:
+    """SCP code -> class of `task`, from the rows of scp_statements.csv (code -> columns).
+
+    all: every statement is its own class; diagnostic / form / rhythm: the statements with
+    that flag; subdiagnostic / superdiagnostic: a diagnostic statement's
+    `diagnostic_subclass` / `diagnostic_class`.
+    """
+    if task not in PTBXL_BENCHMARK_TASKS:
+        raise ValueError(f"unknown PTB-XL benchmark task {task!r}; use one of "
+                         f"{PTBXL_BENCHMARK_TASKS}")
+    mapping = {}
+    for code, row in statements.items():
+        if task == "all":
+            mapping[code] = code
+        elif task in ("diagnostic", "form", "rhythm"):
+            if _flag(row.get(task)):
+                mapping[code] = code
+        elif _flag(row.get("diagnostic")):
+            column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
+            value = row.get(column)
+            if not is_missing(value) and str(value).strip():
+                mapping[code] = str(value).strip()
+    return mapping
+
+
+def ptbxl_task_labels(scp_codes: Mapping[str, float], code_map: Mapping[str, str],
+                      classes: tuple[str, ...]) -> tuple[int, ...]:
+    """Multi-hot vector over `classes` of one record: every code of the record that
+    `code_map` (`ptbxl_task_code_map`) knows contributes its class, whatever its likelihood
+    (the benchmark suite's rule; a likelihood of 0 means "unknown", not "absent")."""
+    hot = [0] * len(classes)
+    for code in scp_codes:
+        cls = code_map.get(code)
+        if cls is not None and cls in classes:
+            hot[classes.index(cls)] = 1
+    return tuple(hot)
+
+
 def consistent_subject_labels(
     labels_by_subject: Mapping[int, Iterable[int | None]],
 ) -> dict[int, int]:

@@ -47,9 +47,11 @@ def process_record(
     task: RecordTask,
     *,
     mode: Mode,
-    expected_fs: float,
+    expected_fs: float | None,
     lead_names: Sequence[str],
     beat_rule: str = "port",
+    target_fs: float = preprocessing.TARGET_FS,
+    segment_length: int = preprocessing.SEGMENT_LENGTH,
 ) -> RecordResult:
     """Reads and prepares one record, its leads matched by name to `lead_names` (so a
     record that stores them in another order is reordered); a `RecordError` (e.g. a lead
@@ -60,7 +62,8 @@ def process_record(
     try:
         if mode == "segments":
             samples = preprocessing.record_segments(
-                task.path, expected_fs=expected_fs, lead_names=lead_names
+                task.path, expected_fs=expected_fs, lead_names=lead_names,
+                target_fs=target_fs, length=segment_length,
             )
         elif mode == "beats":
             samples = preprocessing.record_heartbeats(

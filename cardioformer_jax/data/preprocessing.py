@@ -304,9 +304,9 @@ def segment(signal: np.ndarray, length: int = SEGMENT_LENGTH) -> np.ndarray:
     return np.ascontiguousarray(signal[: k * length].reshape(k, length, *signal.shape[1:]))
 
 
-def prepare_signal(signal: np.ndarray, fs: float) -> np.ndarray:
+def prepare_signal(signal: np.ndarray, fs: float, target_fs: float = TARGET_FS) -> np.ndarray:
     """The common steps of docs/data.md on a physical `(n, C)` signal: resample + standardise."""
-    return standardize(resample_linear(signal, fs), axis=0)
+    return standardize(resample_linear(signal, fs, target_fs), axis=0)
 
 
 def prepare_record(
@@ -316,13 +316,15 @@ def prepare_record(
     expected_leads: int | None = None,
     min_seconds: float | None = 1.0,
     lead_names: Sequence[str] | None = None,
+    target_fs: float = TARGET_FS,
 ) -> np.ndarray:
-    """Reads a record and returns it at 250 Hz, standardised per lead: `(n250, C)` float32."""
+    """Reads a record and returns it at `target_fs` (default 250 Hz), standardised per lead:
+    `(n', C)` float32."""
     record = read_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=min_seconds,
         lead_names=lead_names,
     )
-    return prepare_signal(record.signal, record.fs)
+    return prepare_signal(record.signal, record.fs, target_fs)
 
 
 def record_segments(
@@ -331,15 +333,24 @@ def record_segments(
     expected_fs: float | None = None,
     expected_leads: int | None = None,
     lead_names: Sequence[str] | None = None,
+    target_fs: float = TARGET_FS,
+    length: int = SEGMENT_LENGTH,
 ) -> np.ndarray:
-    """PTB-XL / MIMIC-IV-ECG samples of a record: `(k, 250, C)` float32 (docs/data.md)."""
+    """Windows of a record at `target_fs`: `(k, length, C)` float32 (docs/data.md).
+
+    The default is the paper's 1 s segments at 250 Hz; the PTB-XL benchmark uses whole 10 s
+    records (`length` = 10 * `target_fs`). Records shorter than one window are refused.
+    """
     prepared = prepare_record(
-        path, expected_fs=expected_fs, expected_leads=expected_leads, min_seconds=1.0,
-        lead_names=lead_names,
+        path, expected_fs=expected_fs, expected_leads=expected_leads,
+        min_seconds=length / target_fs, lead_names=lead_names, target_fs=target_fs,
     )
-    segments = segment(prepared)
-    if len(segments) == 0:  # pragma: no cover - min_seconds guarantees one segment
-        raise RecordError(path, "too_short", "shorter than one segment after resampling")
+    segments = segment(prepared, length)
+    if len(segments) == 0:
+        # A record of exactly one window's duration can lose its last sample to the
+        # floor() of the resampled length.
+        raise RecordError(path, "too_short",
+                          f"shorter than one window of {length} samples at {target_fs} Hz")
     return segments
 
 

@@ -518,7 +518,7 @@ def test_builder_folders_follow_the_tfds_cli_conventions(name):
     cls, _ = tfds_cli_build._get_builder_cls_and_kwargs(str(folder), has_imports=False)
     assert cls.name == name and cls.__name__ == "Builder"
     assert cls.DEFAULT_CONFIG_NAME == "default"
-    assert len(cls.BUILDER_CONFIGS) == (4 if name == "ptb" else 3)
+    assert len(cls.BUILDER_CONFIGS) == {"ptb": 4, "ptbxl": 15, "mimic_iv_ecg": 3}[name]
     assert "physionet.org" in cls.MANUAL_DOWNLOAD_INSTRUCTIONS
     assert cls.DOWNLOAD_URL.startswith("https://physionet.org/static/published-projects/")
     metadata = cls.get_metadata()
@@ -532,7 +532,8 @@ def test_builders_read_the_leads_predict_expects(name):
     from cardioformer_jax.data import dataset_inputs
 
     builder = datasets.builder_class(name)
-    assert len(builder.LEAD_NAMES) == builder.SIGNAL_SHAPE[1]
+    leads = builder.SIGNAL_SHAPE[1] if builder.MODE == "beats" else len(builder.LEAD_NAMES)
+    assert len(builder.LEAD_NAMES) == leads == len(set(builder.LEAD_NAMES))
     assert [n.lower() for n in builder.LEAD_NAMES] == [
         n.lower() for n in dataset_inputs.input_spec(name).lead_names]
 

@@ -58,7 +58,6 @@ class Builder(common.EcgBuilder):
     )
     SOURCE_MARKERS = ("record_list.csv", "machine_measurements.csv")
     CLASS_NAMES = labels.MIMIC_CLASSES
-    SIGNAL_SHAPE = (250, 12)
     LEAD_NAMES = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5",
                   "V6")
     MODE = "segments"

@@ -1,17 +1,43 @@
-"""PTB-XL v1.0.3 as ArrayRecord: 1 s samples (250, 12) of the 500 Hz records (docs/data.md)."""
+"""PTB-XL v1.0.3 as ArrayRecord (docs/data.md).
+
+The paper's configs cut the 500 Hz records into 1 s samples (250, 12) at 250 Hz; the
+`benchmark_<task>_<rate>hz` configs keep whole 10 s records at 100 or 500 Hz with the
+multi-hot labels of the PTB-XL benchmark (Strodthoff et al. 2020, docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 import collections
 from pathlib import Path
 
-import numpy as np
-import tensorflow_datasets as tfds
-
 from tfds_builders import common, labels, splits
 from tfds_builders.processing import RecordTask
 
 _COLUMNS = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_hr")
+_STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
+BENCHMARK_RATES = (100, 500)
+
+
+def benchmark_config_name(task: str, rate: int) -> str:
+    """The builder config of a PTB-XL benchmark task at a sampling rate (Hz)."""
+    return f"benchmark_{task}_{rate}hz"
+
+
+def _benchmark_config(task: str, rate: int) -> common.EcgConfig:
+    return common.EcgConfig(
+        name=benchmark_config_name(task, rate),
+        description=(
+            f"PTB-XL benchmark (Strodthoff et al. 2020), task '{task}': multi-hot `labels` "
+            f"over its {len(labels.PTBXL_TASK_CLASSES[task])} classes, records with at least "
+            f"one, whole 10 s records at {rate} Hz "
+            f"({'records100, as distributed' if rate == 100 else 'records500'}), "
+            "strat_fold 1-8 train / 9 validation / 10 test."
+        ),
+        split_method="strat_fold",
+        label_scheme=task,
+        sample_rate=rate,
+        window_seconds=10.0,
+    )
 
 
 class Builder(common.EcgBuilder):
@@ -45,6 +71,8 @@ class Builder(common.EcgBuilder):
             split_method="strat_fold",
             label_scheme="superdiagnostic",
         ),
+        *(_benchmark_config(task, rate)
+          for task in labels.PTBXL_BENCHMARK_TASKS for rate in BENCHMARK_RATES),
     ]
     DEFAULT_CONFIG_NAME = "default"
 
@@ -62,32 +90,45 @@ class Builder(common.EcgBuilder):
     )
     SOURCE_MARKERS = ("ptbxl_database.csv",)
     CLASS_NAMES = labels.PTBXL_CLASSES
-    SIGNAL_SHAPE = (250, 12)
     LEAD_NAMES = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
     MODE = "segments"
     SOURCE_FS = 500.0
 
-    def _superdiagnostic(self) -> bool:
-        return self.builder_config.label_scheme == "superdiagnostic"
+    def _task(self) -> str | None:
+        """The benchmark task of a multi-label config (None: the single-label configs)."""
+        scheme = self.builder_config.label_scheme
+        return scheme if scheme in labels.PTBXL_BENCHMARK_TASKS else None
 
-    def _extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
-        if not self._superdiagnostic():
-            return {}
-        return {
-            "labels": tfds.features.Tensor(
-                shape=(len(self.CLASS_NAMES),),
-                dtype=np.int32,
-                doc="multi-hot superdiagnostic classes, order NORM MI STTC CD HYP",
-            )
-        }
+    def _multilabel_names(self) -> tuple[str, ...] | None:
+        task = self._task()
+        return None if task is None else labels.PTBXL_TASK_CLASSES[task]
 
-    def _extra_example_fields(self, task: RecordTask) -> dict[str, np.ndarray]:
-        if not self._superdiagnostic():
-            return {}
-        return {"labels": np.asarray(task.labels, dtype=np.int32)}
+    def _expected_fs(self) -> float:
+        # records100/ hold the 100 Hz version PTB-XL distributes; everything else is read
+        # from records500/ and resampled.
+        return 100.0 if self._low_rate_files() else self.SOURCE_FS
+
+    def _low_rate_files(self) -> bool:
+        return self._task() is not None and self.builder_config.sample_rate == 100
+
+    def _code_map(self, root: Path) -> dict[str, str]:
+        """SCP code -> class of the config's task; refuses a table whose classes differ."""
+        task = self._task()
+        table = common.read_csv(root / "scp_statements.csv", required=_STATEMENT_COLUMNS,
+                                index_col=0)
+        rows = {str(code): row for code, row in table[list(_STATEMENT_COLUMNS)].iterrows()}
+        code_map = labels.ptbxl_task_code_map(rows, task)
+        expected = labels.PTBXL_TASK_CLASSES[task]
+        if set(code_map.values()) != set(expected):
+            raise ValueError(
+                f"{root / 'scp_statements.csv'}: task {task!r} has the classes "
+                f"{sorted(set(code_map.values()))}, this builder expects PTB-XL 1.0.3's "
+                f"{sorted(expected)}")
+        return code_map
 
     def _index(self, root: Path) -> common.SourceIndex:
-        if self._superdiagnostic() and self.builder_config.split_method != "strat_fold":
+        task = self._task()
+        if task is not None and self.builder_config.split_method != "strat_fold":
             raise ValueError(
                 "the superdiagnostic labels are multi-label: only split_method='strat_fold' "
                 "applies (per-class subject splits need one class per subject)"
@@ -95,22 +136,16 @@ class Builder(common.EcgBuilder):
         database = common.read_csv(
             root / "ptbxl_database.csv", required=_COLUMNS, dtype={"scp_codes": str}
         )
-        code_to_superclass: dict[str, str] = {}
-        if self._superdiagnostic():
-            statements = common.read_csv(
-                root / "scp_statements.csv",
-                required=("diagnostic", "diagnostic_class"),
-                index_col=0,
-            )
-            diagnostic = statements[statements["diagnostic"] == 1]
-            code_to_superclass = {
-                str(code): str(cls) for code, cls in diagnostic["diagnostic_class"].items()
-            }
+        code_map = self._code_map(root) if task is not None else {}
+        filename_column = "filename_lr" if self._low_rate_files() else "filename_hr"
+        if filename_column not in database.columns:
+            raise ValueError(f"{root / 'ptbxl_database.csv'} lacks the column "
+                             f"{filename_column!r}")
 
         skipped: collections.Counter = collections.Counter()
         rows = []  # (patient, ecg_id, filename, label, hot, age, sex, fold)
         for row in database.itertuples(index=False):
-            filename = row.filename_hr
+            filename = getattr(row, filename_column)
             if (
                 not isinstance(filename, str)
                 or not filename.strip()
@@ -126,10 +161,10 @@ class Builder(common.EcgBuilder):
                 continue
             label = labels.ptbxl_top_code_class(codes)
             hot = None
-            if self._superdiagnostic():
-                hot = labels.ptbxl_superdiagnostic(codes, code_to_superclass)
+            if task is not None:
+                hot = labels.ptbxl_task_labels(codes, code_map, labels.PTBXL_TASK_CLASSES[task])
                 if not any(hot):
-                    skipped["no_superdiagnostic_label"] += 1
+                    skipped[f"no_{task}_label"] += 1
                     continue
             fold = None if labels.is_missing(row.strat_fold) else int(row.strat_fold)
             rows.append(
@@ -145,7 +180,7 @@ class Builder(common.EcgBuilder):
                 )
             )
 
-        if self._superdiagnostic():
+        if task is not None:
             kept_rows = rows
             subject_classes: dict[int, int] = {}
         else:
