@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = ""
     config.dataset.builder_config = ""  # "" = the builder's default config
+    # True: train on the multi-hot `labels` feature (one sigmoid per class, binary
+    # cross-entropy; the PTB-XL benchmark configs); False: on the single `label` (softmax).
+    config.dataset.multilabel = False
     config.dataset.data_dir = "~/tensorflow_datasets"
     # > 0: write a synthetic PTB-XL twin of this many patients into `<workdir>/data` and
     # build it there with the ptbxl builder (the demo); `data_dir` is then ignored.
@@ -67,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.learning_rate = 1e-4
     config.train.grad_clip_norm = 4.0  # global norm; <= 0 disables clipping
     config.train.patience = 10
+    # The validation metric early stopping, the best checkpoint and the reported epoch
+    # follow (higher is better): "f1" (macro, the paper), "auroc" (macro), "accuracy"
+    # (single-label only) or "fmax" (multi-label only).
+    config.train.selection_metric = "f1"
     config.train.min_delta = 1e-5
     config.train.log_every_steps = 50
     config.train.checkpoint_every_steps = 500  # plus one at every epoch end
@@ -95,6 +102,20 @@ def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
             else:
                 problems.extend(_schema_problems(config[key], schema[key], f"{name}."))
     return problems
+
+
+def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A saved config (``config.json``) with the defaults of keys added to `base_config`
+    since it was written, so runs of earlier versions still load; unknown keys stay and
+    fail `validate_config`."""
+    config = base_config()
+    config.update(ml_collections.ConfigDict(saved))
+    return config
+
+
+def selection_metrics(multilabel: bool) -> tuple[str, ...]:
+    """The validation metrics a run can select its best epoch by."""
+    return ("auroc", "fmax", "f1") if multilabel else ("f1", "auroc", "accuracy")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -127,6 +148,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"train.checkpoint_every_steps={train.checkpoint_every_steps} must be >= 1"),
         (train.keep_checkpoints >= 1,
          f"train.keep_checkpoints={train.keep_checkpoints} must be >= 1"),
+        (train.selection_metric in selection_metrics(config.dataset.multilabel),
+         f"train.selection_metric={train.selection_metric!r} must be one of "
+         f"{selection_metrics(config.dataset.multilabel)} for "
+         f"{'multi' if config.dataset.multilabel else 'single'}-label training"),
         (train.nan_policy in ("stop", "skip"),
          f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
         (config.dataset.synthetic_patients >= 0,

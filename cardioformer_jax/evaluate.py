@@ -1,7 +1,7 @@
 r"""Command line: a report on a trained run's best checkpoint.
 
     python -m cardioformer_jax.evaluate --workdir=RUN [--split=test] [--seed=S] \
-        [--data_dir=DIR] [--bootstrap=1000]
+        [--data_dir=DIR] [--bootstrap=1000] [--dataset=NAME[/config]]
 
 Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png``,
 ``evaluation.json`` (``evaluation_<split>.json``, with 95% bootstrap confidence intervals;
@@ -9,7 +9,11 @@ Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_
 likewise) to the workdir (local or ``gs://...``) and prints a one-line summary
 (`cardioformer_jax.evaluation.report`). A multi-seed workdir is evaluated seed by seed for
 the mean ± std; the detailed sections and plots are of one seed (``--seed``, default the
-best validation F1). Exit status 1 when the run or its dataset cannot be read.
+best validation selection metric). A multi-label run (the PTB-XL benchmark) gets the
+multi-label report: macro AUROC, Fmax, per-class AUROC. With ``--dataset`` (and
+``--data_dir``, where it is built) the run is validated externally on another dataset
+(`cardioformer_jax.evaluation.external`), written to ``RUN/external_<name>-<config>/``.
+Exit status 1 when the run or its dataset cannot be read.
 """
 
 from __future__ import annotations
@@ -39,12 +43,17 @@ def _main() -> None:
         "confidence intervals (subjects resampled as clusters); 0: no intervals.",
         lower_bound=0)
 
+    dataset = flags.DEFINE_string(
+        "dataset", None, "External validation: evaluate on this dataset, NAME[/config] "
+        "(e.g. cinc2021/records_100hz), built in --data_dir.")
+
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         sys.exit(report.run_cli(workdir.value, split.value, seed=seed.value,
                                 data_dir=data_dir.value,
-                                bootstrap_resamples=bootstrap.value))
+                                bootstrap_resamples=bootstrap.value,
+                                dataset=dataset.value))
 
     app.run(main)
 

@@ -41,6 +41,8 @@ class InputSpec:
       sample_length: samples per model input at ``sample_rate``.
       sample_rate: Hz, what every record is resampled to.
       beat_rule: for heartbeats, how they are cut (`preprocessing.heartbeats`).
+      multilabel: the outputs are independent per-class sigmoids (multi-hot training
+        labels, e.g. the PTB-XL benchmark tasks), not one softmax.
     """
 
     dataset: str
@@ -50,6 +52,7 @@ class InputSpec:
     sample_length: int
     sample_rate: int = preprocessing.TARGET_FS
     beat_rule: str = "port"
+    multilabel: bool = False
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description of the preparation (for exported models)."""
@@ -57,8 +60,8 @@ class InputSpec:
             "read the WFDB record in physical units",
             f"select and order the leads {list(self.lead_names)} (names match ignoring case)",
             f"resample every lead to {self.sample_rate} Hz by linear interpolation "
-            "(n samples at fs -> floor(n / fs * 250) on a grid spanning the same first and "
-            "last sample)",
+            f"(n samples at fs -> floor(n / fs * {self.sample_rate}) on a grid spanning the "
+            "same first and last sample)",
             "standardise each lead over the whole record (mean 0, population std 1; a "
             "constant lead becomes zeros)",
         ]
@@ -94,6 +97,7 @@ class InputSpec:
             "mode": self.mode,
             "sample_length": self.sample_length,
             "sample_rate_hz": self.sample_rate,
+            "multilabel": self.multilabel,
             **({"beat_rule": self.beat_rule} if self.mode == "beats" else {}),
             "standardise_per_record": True,
             "standardise_per_sample": True,
@@ -115,20 +119,31 @@ INPUT_SPECS: dict[str, InputSpec] = {
 def input_spec(dataset: str, builder_config: str = "") -> InputSpec:
     """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one.
 
-    Heartbeats are cut by the `beat_rule` of the builder config the model was trained on.
+    The builder config the model was trained on decides how heartbeats are cut, and for
+    segment datasets the sampling rate, window length and (multi-label configs such as
+    the PTB-XL benchmark's) the classes.
     """
     if dataset not in INPUT_SPECS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
     spec = INPUT_SPECS[dataset]
-    if spec.mode != "beats" or not builder_config:
+    if not builder_config:
         return spec
     from cardioformer_jax.data import datasets  # TFDS: only needed for a named config
 
     configs = {c.name: c for c in datasets.builder_class(dataset).BUILDER_CONFIGS}
     # A derived config (`common.derive_config`: "reference_beats-b0.6-0.8") cuts as its base.
     base = configs.get(builder_config.split("-")[0])
-    return spec if base is None else dataclasses.replace(spec, beat_rule=base.beat_rule)
+    if base is None:
+        return spec
+    if spec.mode == "beats":
+        return dataclasses.replace(spec, beat_rule=base.beat_rule)
+    spec = dataclasses.replace(spec, sample_rate=base.sample_rate,
+                               sample_length=base.window_length)
+    task_classes = labels.PTBXL_TASK_CLASSES.get(base.label_scheme)
+    if dataset == "ptbxl" and task_classes is not None:
+        spec = dataclasses.replace(spec, class_names=task_classes, multilabel=True)
+    return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,10 +167,12 @@ def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRec
     Raises `RecordError` for a record that cannot be read or used (unreadable or missing
     files, missing leads, NaN or flat leads, shorter than one second, no heartbeats, ...).
     """
-    record = preprocessing.read_record(path, min_seconds=1.0)
+    min_seconds = spec.sample_length / spec.sample_rate if spec.mode == "segments" else 1.0
+    record = preprocessing.read_record(path, min_seconds=min_seconds)
     columns = match_leads(record.lead_names, spec.lead_names, record.path)
     try:
-        prepared = preprocessing.prepare_signal(record.signal[:, columns], record.fs)
+        prepared = preprocessing.prepare_signal(record.signal[:, columns], record.fs,
+                                                spec.sample_rate)
     except ValueError as err:  # too few samples for the resampling
         raise RecordError(record.path, "too_short", str(err)) from err
     if spec.mode == "segments":

@@ -63,6 +63,7 @@ class DataSpec:
     seq_len: int
     num_channels: int
     num_classes: int
+    multilabel: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
@@ -74,6 +75,7 @@ class DataSpec:
             seq_len=int(config.model.seq_len),
             num_channels=int(config.model.num_channels),
             num_classes=int(config.model.num_classes),
+            multilabel=bool(config.dataset.get("multilabel", False)),
         )
 
     @property
@@ -89,6 +91,14 @@ def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> No
             f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has a "
             f"signal of shape {shape}, the model expects (seq_len, num_channels) = {expected}"
         )
+    if spec.multilabel:
+        hot = np.asarray(example["labels"])
+        if hot.shape != (spec.num_classes,) or not np.isin(hot, (0, 1)).all():
+            raise ValueError(
+                f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} "
+                f"has multi-hot labels {hot.tolist()}, expected {spec.num_classes} values "
+                "of 0 or 1 (model.num_classes)")
+        return
     label = int(example["label"])
     if not 0 <= label < spec.num_classes:
         raise ValueError(
@@ -118,8 +128,20 @@ def open_split(spec: DataSpec, split: str) -> Any:
             f"the model config expects (seq_len, num_channels) = {expected}. Use the config "
             f"that matches the dataset, or rebuild the dataset."
         )
+    if spec.multilabel:
+        if "labels" not in features:
+            raise ValueError(
+                f"dataset {spec.label} has no multi-hot `labels` (dataset.multilabel=True): "
+                "use a multi-label builder config (e.g. ptbxl benchmark_superdiagnostic_100hz)"
+                " or dataset.multilabel=False")
+        names = (builder.info.metadata or {}).get("multilabel_names") or []
+        if tuple(features["labels"].shape) != (spec.num_classes,):
+            raise ValueError(
+                f"dataset {spec.label} split {split!r} has {features['labels'].shape[0]} "
+                f"multi-hot classes {names}; the model config has num_classes="
+                f"{spec.num_classes}")
     num_classes = features["label"].num_classes
-    if num_classes > spec.num_classes:
+    if not spec.multilabel and num_classes > spec.num_classes:
         raise ValueError(
             f"dataset {spec.label} split {split!r} has {num_classes} classes "
             f"{features['label'].names}, labels up to {num_classes - 1}; the model config "
@@ -128,11 +150,13 @@ def open_split(spec: DataSpec, split: str) -> Any:
         )
     stats = (builder.info.metadata or {}).get("splits", {}).get(split, {})
     unlabelled = stats.get("class_examples", {}).get("unlabelled", 0)
-    if unlabelled:
+    if unlabelled and not spec.multilabel:
         raise ValueError(
             f"dataset {spec.label} split {split!r} has {unlabelled} examples with label -1 "
             f"(unlabelled), outside [0, {spec.num_classes}); single-label training needs a "
             f"config without them"
+            + (" (or train on its multi-hot labels: dataset.multilabel=True)"
+               if "labels" in features else "")
         )
     if len(source) == 0:
         raise ValueError(f"dataset {spec.label} split {split!r} has no examples")
@@ -170,7 +194,8 @@ def check_dataset(config: Any,
 
 
 class TrainTransform(grain.transforms.Map):
-    """Keeps `signal` (standardised per lead, docs/model.md) and `label` (int32)."""
+    """Keeps `signal` (standardised per lead, docs/model.md) and `label`: the class id
+    (int32) or, for multi-label training, the multi-hot `labels` ``(K,)`` as float32."""
 
     def __init__(self, spec: DataSpec, split: str):
         self._spec, self._split = spec, split
@@ -180,7 +205,8 @@ class TrainTransform(grain.transforms.Map):
         _check_example(element, self._spec, self._split)
         return {
             "signal": preprocessing.standardize(element["signal"]),
-            "label": np.int32(element["label"]),
+            "label": (np.asarray(element["labels"], np.float32) if self._spec.multilabel
+                      else np.int32(element["label"])),
         }
 
 
@@ -203,7 +229,8 @@ class EvalTransform(TrainTransform):
 def _padding_example(spec: DataSpec) -> dict[str, np.ndarray]:
     return {
         "signal": np.zeros((spec.seq_len, spec.num_channels), np.float32),
-        "label": np.int32(0),
+        "label": (np.zeros(spec.num_classes, np.float32) if spec.multilabel
+                  else np.int32(0)),
         "mask": np.int32(0),
         "index": np.int64(-1),
         "record_id": np.bytes_(b""),
@@ -279,7 +306,8 @@ def train_dataset(
 ) -> tuple[grain.IterDataset, int]:
     """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
 
-    Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32}`` with b = global
+    Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32 or (b, K) float32}``
+    (multi-label) with b = global
     batch / process_count. `process_index`/`process_count` default to JAX's (override
     to emulate another process); `num_epochs` None repeats forever.
     """

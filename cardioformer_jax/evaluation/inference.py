@@ -9,7 +9,8 @@ Checkpoints are opened read-only: loading a run that is still training neither d
 temporary files nor writes anything.
 
 A multi-seed workdir (``seed_<s>/`` sub-directories) holds one run per seed; `load` takes
-the seed asked for, by default the one with the best validation macro-F1.
+the seed asked for, by default the one with the best validation value of its
+`train.selection_metric` (macro-F1 unless the config says otherwise).
 
 The workdir may be a URL (``gs://bucket/run``) as well as a local directory: every path is
 an `etils.epath.Path` (`paths.as_path`), as training wrote it.
@@ -115,9 +116,12 @@ class TrainedModel:
 
     def probabilities(self, signals: np.ndarray,
                       batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Softmax class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``."""
-        logits = self.logits(signals, batch_size)
-        return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+        """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
+        a sigmoid per class for a multi-label model."""
+        logits = jnp.asarray(self.logits(signals, batch_size))
+        if self.spec.multilabel:
+            return np.asarray(jax.nn.sigmoid(logits))
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def padded_rows(rows: int, batch_size: int) -> int:
@@ -158,10 +162,12 @@ def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     return dict(sorted(runs.items()))
 
 
-def _validation_f1(run_dir: epath.Path) -> float:
-    path = run_dir / train.RESULTS_FILE
+def _validation_score(run_dir: epath.Path) -> float:
+    """The run's validation value of the metric it selected its best epoch by."""
     try:
-        value = json.loads(path.read_text())["validation"]["f1"]
+        config = json.loads((run_dir / checkpointing.CONFIG_FILE).read_text())
+        metric = config.get("train", {}).get("selection_metric", "f1")
+        value = json.loads((run_dir / train.RESULTS_FILE).read_text())["validation"][metric]
         return float(value) if value is not None and math.isfinite(value) else -math.inf
     except (OSError, KeyError, TypeError, ValueError):
         return -math.inf
@@ -171,8 +177,8 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epat
     """The run directory to load: `workdir` itself, or one of its ``seed_<s>/`` runs.
 
     For a multi-seed workdir, `seed` picks the run; None takes the seed with the best
-    validation macro-F1 in its ``results.json`` (the first seed on ties or when none has
-    results yet). Raises FileNotFoundError when there is no run.
+    validation `train.selection_metric` in its ``results.json`` (the first seed on ties
+    or when none has results yet). Raises FileNotFoundError when there is no run.
     """
     workdir = paths.as_path(workdir)
     seeds = seed_run_dirs(workdir)
@@ -186,7 +192,7 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epat
         raise FileNotFoundError(f"no run of seed {seed} in {workdir} (seeds: "
                                 f"{sorted(seeds) or 'a single run'})")
     if seeds:
-        return max(seeds.values(), key=_validation_f1)  # max keeps the first on ties
+        return max(seeds.values(), key=_validation_score)  # max keeps the first on ties
     if not (workdir / checkpointing.CONFIG_FILE).is_file():
         raise FileNotFoundError(
             f"{workdir} is not a training workdir (no {checkpointing.CONFIG_FILE} and no "
@@ -199,7 +205,7 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = paths.as_path(run_dir) / checkpointing.CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a training run?")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = config_lib.with_defaults(json.loads(path.read_text()))
     try:
         config_lib.validate_config(config)
     except ValueError as err:
@@ -291,7 +297,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
 
     Args:
       workdir: the ``--workdir`` of a training run (single or multi-seed).
-      seed: for a multi-seed workdir, which seed's run (default: best validation F1).
+      seed: for a multi-seed workdir, which seed's run (default: best validation selection metric).
       step: restore this checkpoint step instead of the best one.
     """
     run_dir = resolve_run_dir(workdir, seed)

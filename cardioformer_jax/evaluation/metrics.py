@@ -41,6 +41,10 @@ from sklearn.metrics import (
 PROB_EPS = 1e-7
 
 CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss")
+MULTILABEL_KEYS = ("auroc", "fmax", "auprc", "f1", "precision", "recall", "loss")
+
+# Fmax's thresholds: a prediction is positive when its probability is >= t.
+FMAX_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -341,3 +345,114 @@ def bootstrap_weights(num_examples: int, num_resamples: int, rng: np.random.Gene
     g = int(cluster_of.max()) + 1
     drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=num_resamples)
     return drawn[:, cluster_of].astype(np.float64)
+
+
+# --- multi-label (PTB-XL benchmark, docs/benchmarks.md) --------------------------------------
+
+
+def _check_multilabel(probs: np.ndarray, targets: np.ndarray) -> None:
+    if probs.ndim != 2 or probs.shape != targets.shape:
+        raise ValueError(f"expected probs and multi-hot targets of one shape (N, K), got "
+                         f"{probs.shape} and {targets.shape}")
+    if not np.isin(targets, (0, 1)).all():
+        raise ValueError("multi-hot targets must hold only 0 and 1")
+
+
+def weighted_multilabel_metrics(probs: Any, targets: Any, weights: Any
+                                ) -> dict[str, np.ndarray]:
+    """Multi-label metrics of many weightings of the same examples at once.
+
+    Args:
+      probs: ``(N, K)`` independent class probabilities (sigmoid outputs).
+      targets: ``(N, K)`` multi-hot truth.
+      weights: ``(B, N)`` non-negative example weights (one row per data set, e.g.
+        bootstrap counts; a row of ones is the data set itself).
+
+    Returns each of `MULTILABEL_KEYS` as a ``(B,)`` array:
+
+    * ``auroc`` / ``auprc``: macro means of the per-class AUROC / average precision over
+      the classes that have positives (and, for AUROC, negatives) in the row's data;
+    * ``fmax``: the sample-centric maximum F1 of the PTB-XL benchmark (Strodthoff et al.
+      2020, after CAFA): at each threshold t of `FMAX_THRESHOLDS`, precision is averaged
+      over the examples with at least one class predicted (p >= t), recall over all
+      examples, and F(t) is their harmonic mean; Fmax is the largest F(t);
+    * ``f1`` / ``precision`` / ``recall``: macro means over all K classes at the threshold
+      0.5 (zero_division=0, as in the single-label metrics);
+    * ``loss``: mean binary cross-entropy over examples and classes.
+    """
+    probs = to_numpy(probs).astype(np.float64)
+    targets = to_numpy(targets).astype(np.int64)
+    weights = np.atleast_2d(to_numpy(weights)).astype(np.float64)
+    _check_multilabel(probs, targets)
+    if weights.shape[1] != probs.shape[0]:
+        raise ValueError(f"weights {weights.shape} do not match {probs.shape[0]} examples")
+    b = weights.shape[0]
+    if not np.isfinite(probs).all():
+        return {key: np.full(b, np.nan) for key in MULTILABEL_KEYS}
+    total = weights.sum(axis=1)
+    positive = targets.astype(bool)
+    aurocs, aps = zip(*(_weighted_ranking_scores(probs[:, c], positive[:, c], weights)
+                        for c in range(probs.shape[1])), strict=True)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: nothing ranks
+        auroc = np.nanmean(np.stack(aurocs, axis=1), axis=1)
+        auprc = np.nanmean(np.stack(aps, axis=1), axis=1)
+
+    true_count = positive.sum(axis=1)
+    precision_t, has_pred_t, recall_t = [], [], []
+    for t in FMAX_THRESHOLDS:
+        predicted = probs >= t
+        hits = (predicted & positive).sum(axis=1)
+        count = predicted.sum(axis=1)
+        has_pred_t.append(count > 0)
+        precision_t.append(np.divide(hits, count, out=np.zeros(len(hits)), where=count > 0))
+        recall_t.append(np.divide(hits, true_count, out=np.zeros(len(hits)),
+                                  where=true_count > 0))
+    has_pred = np.stack(has_pred_t, axis=1).astype(np.float64)  # (N, T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision_avg = (weights @ (np.stack(precision_t, axis=1) * has_pred)) / (
+            weights @ has_pred)
+        recall_avg = (weights @ np.stack(recall_t, axis=1)) / total[:, None]
+        f_t = 2 * precision_avg * recall_avg / (precision_avg + recall_avg)
+    f_t = np.where(np.isfinite(f_t), f_t, 0.0)  # no prediction at t, or P = R = 0
+
+    predicted = probs >= 0.5
+    tp = weights @ (predicted & positive).astype(np.float64)  # (B, K)
+    fp = weights @ (predicted & ~positive).astype(np.float64)
+    fn = weights @ (~predicted & positive).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    p = np.clip(probs, PROB_EPS, 1.0 - PROB_EPS)
+    bce = -(targets * np.log(p) + (1 - targets) * np.log1p(-p)).mean(axis=1)
+    return {
+        "auroc": auroc,
+        "fmax": f_t.max(axis=1),
+        "auprc": auprc,
+        "f1": f1.mean(axis=1),
+        "precision": precision.mean(axis=1),
+        "recall": recall.mean(axis=1),
+        "loss": weights @ bce / total,
+    }
+
+
+def multilabel_metrics(probs: Any, targets: Any, mask: Any = None) -> dict[str, float]:
+    """`weighted_multilabel_metrics` of one data set: ``(N, K)`` sigmoid probabilities
+    against ``(N, K)`` multi-hot targets, optional ``(N,)`` mask of valid rows."""
+    probs, targets = _apply_mask(mask, to_numpy(probs), to_numpy(targets))
+    if probs.shape[0] == 0:
+        raise ValueError("no valid examples to compute metrics on")
+    values = weighted_multilabel_metrics(probs, targets, np.ones((1, probs.shape[0])))
+    return {key: float(values[key][0]) for key in MULTILABEL_KEYS}
+
+
+def per_class_auroc(probs: Any, targets: Any) -> np.ndarray:
+    """``(K,)`` AUROC of each class of a multi-label problem (NaN where a class lacks
+    positives or negatives)."""
+    probs = to_numpy(probs).astype(np.float64)
+    targets = to_numpy(targets).astype(np.int64)
+    _check_multilabel(probs, targets)
+    ones = np.ones((1, probs.shape[0]))
+    return np.array([_weighted_ranking_scores(probs[:, c], targets[:, c].astype(bool), ones)[0][0]
+                     for c in range(probs.shape[1])])

@@ -45,7 +45,7 @@ import numpy as np
 from etils import epath
 
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import analysis, inference, metrics
+from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
 from cardioformer_jax.training import logging_utils, paths, steps, train
 
 PLOTS_DIR = "plots"
@@ -525,6 +525,9 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     seeds = inference.seed_run_dirs(workdir)
     detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
+    if model.spec.multilabel:
+        return _evaluate_multilabel(workdir, split, model, detail_dir, seeds, data_dir,
+                                    bootstrap_resamples)
     class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
@@ -566,20 +569,93 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     return evaluation
 
 
+def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.TrainedModel,
+                         detail_dir: epath.Path, seeds: Mapping[int, epath.Path],
+                         data_dir: str | None, bootstrap_resamples: int) -> dict[str, Any]:
+    """`evaluate_workdir` for a multi-label run (the PTB-XL benchmark): the report of
+    `multilabel`, per-seed macro AUROC / Fmax for a multi-seed workdir."""
+    class_names = list(model.spec.class_names)
+    predictions = split_predictions(model, split, data_dir)
+    expressible = np.ones(len(class_names), bool)
+    detail = multilabel.analyse(
+        predictions.probs, predictions.labels, expressible,
+        record_ids=predictions.record_ids, subject_ids=predictions.subject_ids,
+        ages=predictions.ages, sexes=predictions.sexes,
+        bootstrap_resamples=bootstrap_resamples)
+    data, comparison = _dataset_facts(model, split, data_dir)
+    predictions_path, card_path = artefact_paths(workdir, split)
+    evaluation: dict[str, Any] = {
+        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
+        "dataset": f"{model.config.dataset.name}/{data['builder_config'] or 'default'}",
+        "model_name": model.config.get("model_name", "cardioformer"),
+        "selection_metric": model.config.train.selection_metric,
+        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
+        "classes": class_names, "detail": detail,
+        "training_results": _training_results(detail_dir, split),
+        "data": data, "paper_comparison": comparison,
+        "predictions_file": predictions_path.name,
+    }
+    if seeds:
+        per_seed = {}
+        for s in seeds:
+            seed_model = model if int(model.config.seed) == s else inference.load(workdir,
+                                                                                  seed=s)
+            seed_predictions = (predictions if seed_model is model
+                                else split_predictions(seed_model, split, data_dir))
+            per_seed[s] = metrics.multilabel_metrics(seed_predictions.probs,
+                                                     seed_predictions.labels)
+        evaluation["seeds"] = list(seeds)
+        evaluation["per_seed"] = per_seed
+        evaluation["seed_aggregate"] = metrics.aggregate_seeds(list(per_seed.values()))
+    report_path, json_path = report_paths(workdir, split)
+    text = multilabel.render_report(
+        evaluation, f"Evaluation of `{workdir}` ({split} split)")
+    if seeds:
+        aggregate = evaluation["seed_aggregate"]
+        text += "\n" + "\n".join(
+            [f"## Mean ± std over {len(seeds)} seeds ({split})", "",
+             *multilabel._table(["metric", "mean ± std (%)"],
+                                [[m, metrics.format_mean_std(aggregate[m])]
+                                 for m in multilabel.REPORTED]), ""])
+    report_path.write_text(text)
+    multilabel.write_predictions_csv(predictions_path, class_names, predictions.probs,
+                                     predictions.labels, expressible, predictions.record_ids,
+                                     predictions.subject_ids, predictions.segments)
+    card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
+    logging_utils.write_json(json_path, evaluation)
+    return evaluation
+
+
 def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: int | None = None,
             data_dir: str | None = None,
-            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> int:
+            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+            dataset: str | None = None) -> int:
     """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
     workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
     inference.quiet_orbax()
     try:
-        evaluation = evaluate_workdir(workdir, split, seed=seed, data_dir=data_dir,
-                                      bootstrap_resamples=bootstrap_resamples)
+        if dataset:
+            if not data_dir:
+                raise ValueError("--dataset needs --data_dir (where that dataset is built)")
+            from cardioformer_jax.evaluation import external
+
+            evaluation = external.evaluate_external(
+                workdir, dataset, data_dir, split=split, seed=seed,
+                bootstrap_resamples=bootstrap_resamples)
+        else:
+            evaluation = evaluate_workdir(workdir, split, seed=seed, data_dir=data_dir,
+                                          bootstrap_resamples=bootstrap_resamples)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    report, _ = report_paths(workdir, split)
     segment = evaluation["detail"]["segment"]
+    if "fmax" in segment:  # multi-label or external: macro AUROC and Fmax
+        where = evaluation.get("report_path") or report_paths(workdir, split)[0]
+        label = "external " if evaluation.get("external") else ""
+        print(f"{where}: {label}{evaluation['split']} macro AUROC {_pct(segment['auroc'])}, "
+              f"Fmax {_pct(segment['fmax'])}")
+        return 0
+    report, _ = report_paths(workdir, split)
     print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
           f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "
           f"{evaluation['detail']['ece']:.4f}")

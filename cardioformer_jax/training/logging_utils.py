@@ -33,7 +33,7 @@ from cardioformer_jax.training import paths
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")
 # The test metrics a run's closing line shows (when the results have them).
-SUMMARY_METRICS = ("accuracy", "f1", "auroc")
+SUMMARY_METRICS = ("accuracy", "f1", "auroc", "fmax")  # those a result has are shown
 
 
 def _to_float(value: Any) -> float:

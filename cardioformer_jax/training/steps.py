@@ -62,6 +62,8 @@ class ModelDef:
     eval_graphdef: nnx.GraphDef  # eval mode
     tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
     config: models.ModelSpec
+    # Multi-label: one sigmoid per class and binary cross-entropy; else softmax.
+    multilabel: bool = False
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -116,13 +118,15 @@ def init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
             jnp.asarray(config.train.learning_rate, jnp.float32))
 
 
-def model_def(model_config: models.ModelSpec, grad_clip_norm: float) -> ModelDef:
+def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
+              multilabel: bool = False) -> ModelDef:
     """Graph definitions of the model (traced abstractly: no weights created)."""
     model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
     return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                    tx=create_optimizer(grad_clip_norm), config=model_config)
+                    tx=create_optimizer(grad_clip_norm), config=model_config,
+                    multilabel=multilabel)
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -142,8 +146,11 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
         # copy=True: fresh Variables owned by this trace, so the model may advance its
         # RNG counter inside `value_and_grad`.
         model = nnx.merge(definition.graphdef, params, rngs, copy=True)
-        logits = model(batch["signal"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        logits = model(batch["signal"]).astype(jnp.float32)
+        if definition.multilabel:
+            loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+        else:
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return loss, nnx.state(model, nnx.RngState)
 
     (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
@@ -162,9 +169,11 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
 
 def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Class probabilities ``(B, K)`` (float32) of the model in eval mode."""
+    """Class probabilities ``(B, K)`` (float32) of the model in eval mode: softmax, or
+    one sigmoid per class for a multi-label model."""
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
-    return jax.nn.softmax(model(batch["signal"]).astype(jnp.float32), axis=-1)
+    logits = model(batch["signal"]).astype(jnp.float32)
+    return jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
 
 
 def swa_epoch_update(state: TrainState) -> TrainState:
@@ -203,13 +212,14 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     same model (other seeds, learning rates, datasets of the same shape) reuse them, so
     they are neither traced nor compiled again."""
     return _programs(models.model_spec(config),
-                     float(config.train.grad_clip_norm), mesh)
+                     float(config.train.grad_clip_norm), mesh,
+                     bool(config.dataset.get("multilabel", False)))
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh
-              ) -> Programs:
-    definition = model_def(model_config, grad_clip_norm)
+def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh,
+              multilabel: bool = False) -> Programs:
+    definition = model_def(model_config, grad_clip_norm, multilabel)
     init = _init_fn(model_config, grad_clip_norm)
     shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
     shardings = sharding.tree_shardings(shapes, mesh)
@@ -259,7 +269,8 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
             progress: bool = False) -> dict[str, np.ndarray]:
     """Probabilities of every example of `split` exactly once, on every process.
 
-    Returns ``{"probs" (N, K), "label" (N,), "index" (N,)}`` in split order (padding rows
+    Returns ``{"probs" (N, K), "label" (N,) or multi-hot (N, K), "index" (N,)}`` in split
+    order (padding rows
     removed). ``progress``: a progress bar on an interactive terminal
     (`input_pipeline.eval_batches`). Raises RuntimeError if the batches did not cover each
     example once.
@@ -289,11 +300,17 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
 def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
              config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
              ) -> dict[str, float]:
-    """The metrics of docs/training.md (`metrics.classification_metrics`) of `params` on `split`."""
+    """The metrics of docs/training.md of `params` on `split`:
+    `metrics.classification_metrics`, or `metrics.multilabel_metrics` for a multi-label
+    config."""
     out = predict(eval_fn, params, rngs, config, split, mesh)
-    result = metrics.classification_metrics(out["probs"], out["label"],
-                                            num_classes=config.model.num_classes)
-    result["num_examples"] = int(out["label"].size)  # a count: logged as 1360, not 1360.0
+    if config.dataset.get("multilabel", False):
+        result = metrics.multilabel_metrics(out["probs"], out["label"])
+    else:
+        result = metrics.classification_metrics(out["probs"], out["label"],
+                                                num_classes=config.model.num_classes)
+    # A count: logged as 1360, not 1360.0.
+    result["num_examples"] = int(out["label"].shape[0])
     return result
 
 

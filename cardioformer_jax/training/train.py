@@ -1,11 +1,13 @@
 """Training and evaluation loop (docs/training.md), from one CPU to a multi-host mesh.
 
 * The jitted state, step and evaluation programs are in `steps.py`: one buffer-donating
-  step per batch (cross-entropy, gradient clipping at global norm 4.0, Adam 1e-4).
+  step per batch (cross-entropy, or binary cross-entropy per class for a multi-label
+  dataset, gradient clipping at global norm 4.0, Adam 1e-4).
 * After each epoch the SWA average takes the parameters with equal weight (`swa.py`);
   validation and test are evaluated with the averaged model on every example exactly
-  once; early stopping watches validation macro-F1 (patience 10, min_delta 1e-5) and the
-  best epoch's test metrics are the result (``results.json``).
+  once; early stopping watches the validation metric ``train.selection_metric`` (the
+  paper: macro-F1; patience 10, min_delta 1e-5) and the best epoch's test metrics are the
+  result (``results.json``).
 * Checkpoints (`checkpointing.py`) every ``train.checkpoint_every_steps`` and at every epoch
   end hold everything a resumed run needs, including the data iterator's position, so a
   run killed at any moment and restarted with the same command ends with the same
@@ -208,7 +210,8 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
             state = compiled.swa(state)
             results = {split: dict(evaluate_fn(state, split, epoch))
                        for split in (VALIDATION_SPLIT, TEST_SPLIT)}
-            early, is_best = early.update(results[VALIDATION_SPLIT]["f1"], epoch)
+            early, is_best = early.update(
+                results[VALIDATION_SPLIT][train_config.selection_metric], epoch)
             if is_best:
                 best = {"epoch": epoch, "step": step, **results}
             for split, values in results.items():

@@ -1,0 +1,244 @@
+"""External validation: a trained run evaluated on another dataset (docs/training.md).
+
+    python -m cardioformer_jax.evaluate --workdir=RUN --dataset=cinc2021/records_100hz \
+        --data_dir=D [--split=test]
+
+The other dataset's examples are made into the model's inputs as inference makes raw
+records into them: leads matched by name (any case) and put in the model's order, each
+example resampled from the dataset's rate to the model's, cut into the model's window
+length (an example shorter than one window cannot be evaluated and is counted) and
+standardised per lead. Its labels are mapped to the model's classes (`class_mapping`):
+the same classes, or the five PTB-XL diagnostic superclasses, which PTB-XL's configs and
+the `cinc2021` builder's SNOMED mapping express; a class the dataset cannot express is
+reported as such and left out of the metrics.
+
+The result is the multi-label report (`multilabel`) marked as external, written to
+``RUN/external_<dataset>-<config>/`` (``report.md``, ``evaluation.json``,
+``predictions.csv``, ``MODEL_CARD.md``; suffixed with the split when not test).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import tqdm
+from etils import epath
+
+from cardioformer_jax.data import datasets, preprocessing
+from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
+from cardioformer_jax.training import logging_utils, paths, train
+from tfds_builders import labels as label_rules
+
+# The cinc2021 builder's multi-hot PTB-XL superclasses (its SNOMED mapping, docs/data.md).
+SUPERCLASS_FEATURE = "superclasses"
+# Metadata key listing the superclasses a dataset's label coding cannot express.
+UNEXPRESSED_KEY = "superclasses_not_expressible"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassMapping:
+    """How an evaluated dataset's labels become the model's multi-hot truth.
+
+    `targets(example)` gives ``(K,)`` 0/1 in the model's class order, or None for an
+    example without usable truth; `expressible` marks the model classes the dataset
+    can express; `description` says which rule applies.
+    """
+
+    targets: Callable[[Mapping[str, Any]], np.ndarray | None]
+    expressible: np.ndarray
+    description: str
+
+
+def parse_dataset(value: str) -> tuple[str, str | None]:
+    """``NAME[/config]`` -> (name, config or None); ValueError for an unknown name."""
+    name, _, config = value.strip().partition("/")
+    if name not in datasets.DATASETS:
+        raise ValueError(f"unknown dataset {name!r} in --dataset={value!r}; choose one of "
+                         f"{', '.join(datasets.DATASETS)}")
+    return name, config or None
+
+
+def class_mapping(model_classes: tuple[str, ...], builder: Any) -> ClassMapping:
+    """The `ClassMapping` from a built dataset's labels to `model_classes`.
+
+    Raises ValueError when the dataset expresses none of the model's classes.
+    """
+    features = builder.info.features
+    metadata = builder.info.metadata or {}
+    k = len(model_classes)
+    names = tuple(metadata.get("multilabel_names") or ())
+    if "labels" in features and names == tuple(model_classes):
+        return ClassMapping(lambda ex: np.asarray(ex["labels"], np.int64), np.ones(k, bool),
+                            "the same classes")
+    if set(model_classes) == set(label_rules.PTBXL_CLASSES):
+        order = [label_rules.PTBXL_CLASSES.index(c) for c in model_classes]
+        if SUPERCLASS_FEATURE in features:
+            missing = set(metadata.get(UNEXPRESSED_KEY) or ())
+            expressible = np.array([c not in missing for c in model_classes])
+            return ClassMapping(
+                lambda ex: np.asarray(ex[SUPERCLASS_FEATURE], np.int64)[order], expressible,
+                "SNOMED CT codes mapped to the PTB-XL superclasses (docs/data.md)")
+        if "labels" in features and set(names) == set(label_rules.PTBXL_CLASSES):
+            columns = [names.index(c) for c in model_classes]
+            return ClassMapping(lambda ex: np.asarray(ex["labels"], np.int64)[columns],
+                                np.ones(k, bool), "multi-hot PTB-XL superclasses")
+        label_names = tuple(features["label"].names)
+        if set(label_names) == set(label_rules.PTBXL_CLASSES):
+            def one_hot(ex: Mapping[str, Any]) -> np.ndarray | None:
+                label = int(ex["label"])
+                if label < 0:
+                    return None
+                hot = np.zeros(k, np.int64)
+                hot[model_classes.index(label_names[label])] = 1
+                return hot
+            return ClassMapping(one_hot, np.ones(k, bool),
+                                "single-label PTB-XL superclass as one-hot truth")
+    raise ValueError(
+        f"no mapping from the dataset's labels ({names or features['label'].names}) to the "
+        f"model's classes {list(model_classes)}: external validation maps identical class "
+        "lists, or the five PTB-XL superclasses")
+
+
+def _source_geometry(builder: Any, name: str) -> tuple[float, tuple[str, ...]]:
+    """(sampling rate in Hz, lead names in channel order) of a built dataset's examples."""
+    summary = (builder.info.metadata or {}).get("config") or {}
+    cls = datasets.builder_class(name)
+    rate = (float(summary.get("sample_rate", preprocessing.TARGET_FS))
+            if cls.MODE == "segments" else float(preprocessing.TARGET_FS))
+    return rate, tuple(cls.LEAD_NAMES)
+
+
+def model_windows(signal: np.ndarray, columns: np.ndarray, source_rate: float,
+                  target_rate: float, length: int) -> np.ndarray:
+    """One dataset example ``(T, C)`` -> the model's inputs ``(w, length, C')``: leads
+    picked and ordered by `columns`, resampled to `target_rate`, cut into consecutive
+    windows of `length` (none when too short), standardised per lead."""
+    x = np.asarray(signal, np.float64)[:, columns]
+    if not math.isclose(source_rate, target_rate):
+        x = preprocessing.resample_linear(x, source_rate, target_rate)
+    windows = preprocessing.segment(x, length)
+    return preprocessing.standardize(windows) if len(windows) else windows
+
+
+def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *,
+                      split: str = train.TEST_SPLIT, seed: int | None = None,
+                      bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+                      batch_size: int = inference.DEFAULT_BATCH_SIZE,
+                      progress: bool = True) -> dict[str, Any]:
+    """Evaluates the run in `workdir` on `dataset` (``NAME[/config]``) built in
+    `data_dir`, writes the report files (module docstring) and returns the JSON."""
+    name, config_name = parse_dataset(dataset)
+    model = inference.load(workdir, seed=seed)
+    builder = datasets.load_builder(name, data_dir, config_name)
+    if split not in builder.info.splits:
+        raise ValueError(f"{name}/{config_name or datasets.DEFAULT_CONFIG} has no split "
+                         f"{split!r} (it has {sorted(builder.info.splits)})")
+    spec = model.spec
+    mapping = class_mapping(tuple(spec.class_names), builder)
+    source_rate, source_leads = _source_geometry(builder, name)
+    columns = preprocessing.match_leads(source_leads, spec.lead_names,
+                                        f"{name}/{config_name or 'default'}")
+    length = model.input_shape[0]
+    source = datasets.data_source(name, data_dir, split, config_name)
+
+    probs, targets, record_ids, subject_ids, ages, sexes, segments = ([] for _ in range(7))
+    skipped: collections.Counter = collections.Counter()
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            probs.append(model.probabilities(np.concatenate(pending), batch_size))
+            pending.clear()
+
+    for index in tqdm.tqdm(range(len(source)), desc=f"{name} {split}", unit=" examples",
+                           disable=not progress, mininterval=2.0):
+        example = source[index]
+        truth = mapping.targets(example)
+        if truth is None:
+            skipped["no label the model's classes can express"] += 1
+            continue
+        windows = model_windows(example["signal"], columns, source_rate, spec.sample_rate,
+                                length)
+        if len(windows) == 0:
+            skipped[f"shorter than the model's {length / spec.sample_rate:g} s input"] += 1
+            continue
+        record = example["record_id"]
+        record = record.decode() if isinstance(record, bytes) else str(record)
+        for w in range(len(windows)):
+            targets.append(truth)
+            record_ids.append(record)
+            subject_ids.append(int(example.get("subject_id", -1)))
+            ages.append(float(example.get("age", -1.0)))
+            sexes.append(int(example.get("sex", -1)))
+            segments.append(int(example.get("segment", 0)) * len(windows) + w)
+        pending.append(windows)
+        if sum(len(p) for p in pending) >= 16 * batch_size:
+            flush()
+    flush()
+    if not targets:
+        raise ValueError(f"no example of {name}/{config_name or 'default'} {split} could be "
+                         f"evaluated: {dict(skipped)}")
+    p = np.concatenate(probs).astype(np.float64)
+    y = np.stack(targets)
+    record_ids_arr = np.asarray(record_ids, dtype=object)
+    subjects = np.asarray(subject_ids, np.int64)
+    detail = multilabel.analyse(
+        p, y, mapping.expressible, record_ids=record_ids_arr, subject_ids=subjects,
+        ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples)
+
+    out_dir = external_dir(workdir, name, config_name)
+    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    report_path, json_path = out_dir / f"report{suffix}.md", out_dir / f"evaluation{suffix}.json"
+    predictions_path = out_dir / f"predictions{suffix}.csv"
+    card_path = out_dir / f"MODEL_CARD{suffix}.md"
+    metadata = builder.info.metadata or {}
+    evaluation: dict[str, Any] = {
+        "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
+        "split": split, "dataset": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
+        "model_name": model.config.get("model_name", "cardioformer"),
+        "selection_metric": model.config.train.get("selection_metric", "f1"),
+        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
+        "classes": list(spec.class_names), "detail": detail,
+        "external": {
+            "trained_on": f"{model.config.dataset.name}/"
+                          f"{model.config.dataset.builder_config or datasets.DEFAULT_CONFIG}",
+            "evaluated_on": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
+            "mapping": mapping.description,
+            "expressible": mapping.expressible.tolist(),
+            "input": {"source_rate_hz": source_rate, "model_rate_hz": spec.sample_rate,
+                      "model_window": length, "leads": list(spec.lead_names)},
+            "skipped": dict(skipped),
+        },
+        "data": {"name": name, "builder_config": config_name,
+                 "synthetic": bool(metadata.get("synthetic"))},
+        "predictions_file": predictions_path.name,
+    }
+    if not spec.multilabel:
+        single = y[:, mapping.expressible].sum(axis=1) == 1
+        if single.any():
+            evaluation["single_label"] = {
+                "n": int(single.sum()),
+                "metrics": metrics.classification_metrics(p[single], y[single].argmax(axis=1),
+                                                          num_classes=p.shape[1])}
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(multilabel.render_report(
+        evaluation, f"External validation of `{evaluation['workdir']}` on "
+                    f"{evaluation['dataset']} ({split} split)"))
+    multilabel.write_predictions_csv(predictions_path, spec.class_names, p, y,
+                                     mapping.expressible, record_ids_arr, subjects,
+                                     np.asarray(segments))
+    card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
+    logging_utils.write_json(json_path, evaluation)
+    evaluation["report_path"] = str(report_path)
+    return evaluation
+
+
+def external_dir(workdir: str | os.PathLike, name: str, config: str | None) -> epath.Path:
+    """Where the external evaluation of `workdir` on dataset `name/config` is written."""
+    return paths.resolve_path(workdir) / f"external_{name}-{config or datasets.DEFAULT_CONFIG}"

@@ -1,0 +1,312 @@
+"""Numbers and Markdown of a multi-label evaluation (PTB-XL benchmark, external validation).
+
+A multi-label evaluation compares ``(N, K)`` class probabilities with ``(N, K)`` multi-hot
+truth. Some of the model's classes may be unknown to the evaluated data (an external
+dataset that cannot express them): `expressible` marks the columns that have truth; the
+others are reported as such and left out of every metric.
+
+* `analyse`: example- and record-level `metrics.multilabel_metrics` (macro AUROC, Fmax,
+  ...), per-class support / AUROC / AP, macro AUROC and Fmax by sex and age band, and
+  percentile-bootstrap confidence intervals (subjects resampled as clusters when known);
+* `render_report` / `render_model_card`: the Markdown of `report.md` and `MODEL_CARD.md`;
+* `write_predictions_csv`: one row per example, truth and probability per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from etils import epath
+from sklearn.metrics import average_precision_score
+
+from cardioformer_jax.evaluation import analysis, metrics
+from cardioformer_jax.training import paths
+
+REPORTED = ("auroc", "fmax", "auprc", "f1", "precision", "recall")
+
+
+def _pct(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities averaged per record, the record's truth and the record ids (sorted);
+    ValueError when the windows of one record disagree on the truth."""
+    ids, first, inverse = np.unique(record_ids, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((ids.size, probs.shape[1]))
+    np.add.at(sums, inverse, probs)
+    record_targets = targets[first]
+    if (record_targets[inverse] != targets).any():
+        raise ValueError("windows of one record carry different labels")
+    return sums / np.bincount(inverse, minlength=ids.size)[:, None], record_targets, ids
+
+
+def bootstrap_intervals(probs: np.ndarray, targets: np.ndarray, *,
+                        clusters: np.ndarray | None = None,
+                        num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+                        seed: int = analysis.BOOTSTRAP_SEED,
+                        level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` (as
+    `analysis.bootstrap_intervals` does for single-label metrics): examples, or whole
+    `clusters`, drawn with replacement; a resample in which a metric is undefined is left
+    out of its interval and counted in ``"skipped"``."""
+    rng = np.random.default_rng(seed)
+    n = probs.shape[0]
+    block = max(1, 2_000_000 // max(1, n * probs.shape[1]))
+    values: dict[str, list[np.ndarray]] = {}
+    for start in range(0, num_resamples, block):
+        weights = metrics.bootstrap_weights(n, min(block, num_resamples - start), rng,
+                                            clusters)
+        for key, v in metrics.weighted_multilabel_metrics(probs, targets, weights).items():
+            values.setdefault(key, []).append(v)
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for key, parts in values.items():
+        v = np.concatenate(parts)
+        finite = v[np.isfinite(v)]
+        lower, upper = ((math.nan, math.nan) if finite.size == 0
+                        else np.percentile(finite, [tail, 100 - tail]).tolist())
+        out[key] = {"lower": float(lower), "upper": float(upper),
+                    "resamples": int(finite.size), "skipped": int(v.size - finite.size)}
+    return out
+
+
+def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
+            record_ids: np.ndarray, subject_ids: np.ndarray, ages: np.ndarray,
+            sexes: np.ndarray, bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
+            ) -> dict[str, Any]:
+    """Every number of a multi-label report (see the module docstring).
+
+    `probs` ``(N, K)``, `targets` ``(N, K)`` 0/1 (ignored where not `expressible`),
+    `expressible` ``(K,)`` bool; ids and demographics ``(N,)`` (-1 unknown).
+    """
+    probs = np.asarray(probs, np.float64)
+    targets = np.asarray(targets, np.int64)
+    expressible = np.asarray(expressible, bool)
+    if not expressible.any():
+        raise ValueError("none of the model's classes can be expressed by the evaluated data")
+    p, y = probs[:, expressible], targets[:, expressible]
+    record_probs, record_targets, ids = record_level(p, y, np.asarray(record_ids))
+    per_class = []
+    aurocs = metrics.per_class_auroc(probs, np.where(expressible, targets, 0))
+    for k in range(probs.shape[1]):
+        if not expressible[k]:
+            per_class.append({"expressible": False, "support": None, "auroc": math.nan,
+                              "ap": math.nan})
+            continue
+        support = int(targets[:, k].sum())
+        ap = (float(average_precision_score(targets[:, k], probs[:, k]))
+              if support else math.nan)
+        per_class.append({"expressible": True, "support": support,
+                          "auroc": float(aurocs[k]), "ap": ap})
+    out: dict[str, Any] = {
+        "num_examples": int(p.shape[0]),
+        "num_records": int(ids.size),
+        "num_subjects": int(np.unique(subject_ids).size),
+        "segment": metrics.multilabel_metrics(p, y),
+        "record": {"n": float(ids.size),
+                   **metrics.multilabel_metrics(record_probs, record_targets)},
+        "per_class": per_class,
+    }
+    for key, groups, order in (
+            ("by_sex", analysis.sex_groups(sexes), list(analysis.SEX_NAMES.values())),
+            ("by_age", analysis.age_bands(ages), [n for n, _, _ in analysis.AGE_BANDS])):
+        rows = {}
+        for name in order:
+            mask = groups == name
+            if mask.any():
+                rows[name] = {"n": float(mask.sum()),
+                              **metrics.multilabel_metrics(p[mask], y[mask])}
+        if rows:
+            out[key] = rows
+    if bootstrap_resamples > 0:
+        subject_ids = np.asarray(subject_ids)
+        by_subject = bool((subject_ids >= 0).all())
+        _, first = np.unique(record_ids, return_index=True)
+        options = {"num_resamples": bootstrap_resamples}
+        out["bootstrap"] = {
+            "resamples": bootstrap_resamples, "seed": analysis.BOOTSTRAP_SEED,
+            "level": analysis.BOOTSTRAP_LEVEL, "unit": "subject" if by_subject else "example",
+            "segment": bootstrap_intervals(p, y, clusters=subject_ids if by_subject else None,
+                                           **options),
+            "record": bootstrap_intervals(record_probs, record_targets,
+                                          clusters=subject_ids[first] if by_subject else None,
+                                          **options),
+        }
+    return out
+
+
+def write_predictions_csv(path: str | os.PathLike, class_names: Sequence[str],
+                          probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray,
+                          record_ids: np.ndarray, subject_ids: np.ndarray,
+                          segments: np.ndarray) -> epath.Path:
+    """One row per example: ids, ``true_<class>`` (0/1, empty where the data cannot
+    express the class) and ``p_<class>`` per class. Local or a URL."""
+    path = paths.as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["record_id", "subject_id", "segment",
+                     *(f"true_{c}" for c in class_names), *(f"p_{c}" for c in class_names)])
+    for i in range(probs.shape[0]):
+        truth = [int(t) if e else "" for t, e in zip(targets[i], expressible, strict=True)]
+        writer.writerow([record_ids[i], int(subject_ids[i]), int(segments[i]), *truth,
+                         *(repr(float(v)) for v in probs[i])])
+    path.write_text(buffer.getvalue())
+    return path
+
+
+def _ci(intervals: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
+    if not intervals or name not in intervals:
+        return "n/a"
+    return f"{_pct(intervals[name]['lower'])}–{_pct(intervals[name]['upper'])}"
+
+
+def _bootstrap_note(detail: Mapping[str, Any]) -> str:
+    boot = detail.get("bootstrap")
+    if not boot:
+        return "No bootstrap confidence intervals (--bootstrap=0)."
+    unit = ("subjects (a cluster bootstrap)" if boot["unit"] == "subject" else "examples")
+    return (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
+            f"resamples of {unit}, seed {boot['seed']}; resamples in which a metric is "
+            "undefined are left out of its interval.")
+
+
+def _header(evaluation: Mapping[str, Any]) -> list[str]:
+    detail = evaluation["detail"]
+    lines = [f"- dataset: {evaluation['dataset']}; {detail['num_examples']} examples from "
+             f"{detail['num_records']} records of {detail['num_subjects']} subjects",
+             f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint "
+             f"step {evaluation['step']} (epoch {evaluation['epoch']}, the best validation "
+             f"{evaluation.get('selection_metric', 'f1')}), SWA parameters",
+             "- multi-label: one probability per class; macro AUROC over the classes with "
+             "positives and negatives; Fmax sample-centric (docs/benchmarks.md); "
+             "F1/precision/recall macro at threshold 0.5; percentages = metrics x 100"]
+    external = evaluation.get("external")
+    if external:
+        lines.insert(0, f"- **external validation**: trained on `{external['trained_on']}`, "
+                        f"evaluated on `{external['evaluated_on']}` ({external['mapping']})")
+        missing = [c for c, ok in zip(evaluation["classes"], external["expressible"],
+                                      strict=True) if not ok]
+        if missing:
+            lines.append(f"- classes the evaluated data cannot express (left out of every "
+                         f"metric): {', '.join(missing)}")
+        for reason, count in sorted(external.get("skipped", {}).items()):
+            lines.append(f"- examples not evaluated: {count} ({reason})")
+    return lines
+
+
+def render_report(evaluation: Mapping[str, Any], title: str) -> str:
+    """The Markdown report of a multi-label evaluation (`report.evaluate_workdir`,
+    `external.evaluate_external`)."""
+    detail = evaluation["detail"]
+    boot = detail.get("bootstrap") or {}
+    lines = [f"# {title}", "", *_header(evaluation), ""]
+    training = evaluation.get("training_results")
+    for level, heading in (("segment", "Example level"), ("record", "Record level")):
+        lines += [f"## {heading}", ""]
+        if level == "record":
+            lines += [f"Probabilities averaged per record ({int(detail['record']['n'])} "
+                      "records).", ""]
+        headers = ["metric", "value", "95% CI"]
+        with_training = training and level == "segment"
+        if with_training:
+            headers.append("training (results.json)")
+        rows = []
+        for name in REPORTED:
+            row = [name, _pct(detail[level][name]), _ci(boot.get(level), name)]
+            if with_training:
+                row.append(_pct(training.get(name)))
+            rows.append(row)
+        lines += _table(headers, rows)
+        lines.append("")
+    lines += [_bootstrap_note(detail), ""]
+    single = evaluation.get("single_label")
+    if single:
+        lines += ["## Single-label view", "",
+                  f"The model is single-label (softmax): on the {single['n']} examples "
+                  "with exactly one expressible class.", ""]
+        lines += _table(["metric", "value"],
+                        [[m, _pct(single["metrics"][m])] for m in analysis.REPORTED_METRICS])
+        lines.append("")
+    lines += ["## Per class", ""]
+    lines += _table(["class", "support", "auroc", "ap"],
+                    [[name, "not expressible" if not r["expressible"] else r["support"],
+                      _pct(r["auroc"]), _pct(r["ap"])]
+                     for name, r in zip(evaluation["classes"], detail["per_class"],
+                                        strict=True)])
+    lines.append("")
+    for key, heading in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
+        if detail.get(key):
+            lines += [f"## {heading}", "", "Unknown values are left out.", ""]
+            lines += _table(["group", "n", "auroc", "fmax"],
+                            [[g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
+                             for g, v in detail[key].items()])
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_model_card(evaluation: Mapping[str, Any], report_name: str) -> str:
+    """``MODEL_CARD.md`` of a multi-label or external evaluation."""
+    detail = evaluation["detail"]
+    data = evaluation["data"]
+    boot = detail.get("bootstrap") or {}
+    classes = evaluation["classes"]
+    lines = [f"# Model card: {evaluation['model_name']} on {data['name']}", "",
+             f"Generated by `python -m cardioformer_jax.evaluate` from run "
+             f"`{evaluation['run_dir']}` (checkpoint step {evaluation['step']}, epoch "
+             f"{evaluation['epoch']}; SWA parameters). Details: `{report_name}`; "
+             f"per-example predictions: `{evaluation['predictions_file']}`.", "",
+             "## Intended use", "",
+             "Research on ECG classification. **Not a medical device**: not validated for "
+             "clinical use, diagnosis or treatment decisions, and not to be used on "
+             "patients.", "",
+             "## Data and split", "",
+             f"- evaluated: `{data['name']}`, builder config "
+             f"`{data['builder_config'] or 'default'}`, {evaluation['split']} split"
+             + (" — a **synthetic twin**" if data.get("synthetic") else ""),
+             f"- classes ({len(classes)}): {', '.join(classes)}; multi-label truth",
+             *_header(evaluation), "",
+             f"## Metrics ({evaluation['split']} split)", "", _bootstrap_note(detail), ""]
+    rows = [[level, name, _pct(detail[level][name]), _ci(boot.get(level), name)]
+            for level in ("segment", "record") for name in REPORTED]
+    lines += _table(["level", "metric", "value (%)", "95% CI (%)"], rows)
+    lines += ["", "## Calibration", "",
+              f"Mean binary cross-entropy per class: {detail['segment']['loss']:.4f} "
+              "(no top-label ECE: the classes are not exclusive).", "", "## Subgroups", ""]
+    groups = [(k, t) for k, t in (("by_sex", "sex"), ("by_age", "age band")) if detail.get(k)]
+    if groups:
+        lines += _table(["subgroup", "group", "n", "AUROC (%)", "Fmax (%)"],
+                        [[t, g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
+                         for k, t in groups for g, v in detail[k].items()])
+        lines.append("")
+    else:
+        lines += ["Not reported: the data records neither sex nor age.", ""]
+    lines += ["## Known limitations", "",
+              "- Confidence intervals resample the evaluated split only; they do not cover "
+              "variation over training seeds.",
+              "- Fmax picks its threshold on the evaluated data itself (the benchmark's "
+              "definition), so it is optimistic for a deployed threshold."]
+    if evaluation.get("external"):
+        lines.append("- External labels come from another dataset's coding, mapped to this "
+                     "model's classes (docs/data.md); the mapping is approximate.")
+    if data.get("synthetic"):
+        lines.append("- **Synthetic demo data**: the numbers say nothing about real ECGs.")
+    lines.append("")
+    return "\n".join(lines)
