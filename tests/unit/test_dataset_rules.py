@@ -187,3 +187,43 @@ def test_preparation_code_digest_ignores_comments_and_docstrings_only(tmp_path):
     base = digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x * 2\n')
     assert digest('"""Other."""\n# note\ndef f(x):\n    return x * 2  # why\n') == base
     assert digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x * 3\n') != base
+
+
+# --- PTB-XL benchmark tasks ---------------------------------------------------------------
+
+
+def _statement_rows():
+    from cardioformer_jax.data.synthetic import codes
+
+    table = codes.scp_statements()  # PTB-XL 1.0.3's table, as the package ships it
+    return {str(code): row for code, row in table.iterrows()}
+
+
+@pytest.mark.parametrize("task,count", [("all", 71), ("diagnostic", 44),
+                                        ("subdiagnostic", 23), ("superdiagnostic", 5),
+                                        ("form", 19), ("rhythm", 12)])
+def test_benchmark_task_classes_come_from_the_statement_table(task, count):
+    code_map = labels.ptbxl_task_code_map(_statement_rows(), task)
+    assert len(labels.PTBXL_TASK_CLASSES[task]) == count
+    assert set(code_map.values()) == set(labels.PTBXL_TASK_CLASSES[task])
+    if task != "superdiagnostic":  # sorted, as the suite's label binariser orders them
+        assert list(labels.PTBXL_TASK_CLASSES[task]) == sorted(labels.PTBXL_TASK_CLASSES[task])
+
+
+def test_benchmark_labels_ignore_likelihoods_and_unknown_codes():
+    rows = _statement_rows()
+    codes = {"IMI": 15.0, "LAFB": 0.0, "SR": 0.0, "ABQRS": 50.0, "XYZ": 100.0}
+    sub = labels.ptbxl_task_code_map(rows, "subdiagnostic")
+    hot = labels.ptbxl_task_labels(codes, sub, labels.PTBXL_TASK_CLASSES["subdiagnostic"])
+    named = {c for c, h in zip(labels.PTBXL_TASK_CLASSES["subdiagnostic"], hot, strict=True)
+             if h}
+    assert named == {"IMI", "LAFB/LPFB"}
+    for task, expected in (("rhythm", {"SR"}), ("form", {"ABQRS"}),
+                           ("superdiagnostic", {"MI", "CD"}),
+                           ("all", {"IMI", "LAFB", "SR", "ABQRS"})):
+        code_map = labels.ptbxl_task_code_map(rows, task)
+        hot = labels.ptbxl_task_labels(codes, code_map, labels.PTBXL_TASK_CLASSES[task])
+        assert {c for c, h in zip(labels.PTBXL_TASK_CLASSES[task], hot, strict=True)
+                if h} == expected
+    with pytest.raises(ValueError, match="unknown PTB-XL benchmark task"):
+        labels.ptbxl_task_code_map(rows, "everything")

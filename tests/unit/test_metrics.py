@@ -224,3 +224,87 @@ def test_bootstrap_weights_draw_whole_clusters():
     assert (drawn.sum(axis=0) == 4).all()
     plain = bootstrap_weights(10, 200, np.random.default_rng(1))
     assert (plain.sum(axis=1) == 10).all() and not (plain[:, 0] == plain[:, 1]).all()
+
+
+# --- multi-label (PTB-XL benchmark) ----------------------------------------------------------
+
+from cardioformer_jax.evaluation.metrics import (  # noqa: E402
+    FMAX_THRESHOLDS,
+    MULTILABEL_KEYS,
+    multilabel_metrics,
+    per_class_auroc,
+    weighted_multilabel_metrics,
+)
+
+
+def _multilabel_problem(n=200, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, k)) < 0.3).astype(np.int64)
+    targets[targets.sum(axis=1) == 0, 0] = 1  # the benchmark keeps records with a label
+    probs = np.clip(0.45 * targets + 0.6 * rng.random((n, k)), 0, 1)
+    return probs, targets
+
+
+def _fmax_by_hand(probs, targets):
+    """The definition of Strodthoff et al. 2020, one threshold at a time in plain Python."""
+    best = 0.0
+    for t in FMAX_THRESHOLDS:
+        precisions, recalls = [], []
+        for p, y in zip(probs, targets, strict=True):
+            predicted = {k for k in range(len(p)) if p[k] >= t}
+            true = {k for k in range(len(y)) if y[k]}
+            if predicted:
+                precisions.append(len(predicted & true) / len(predicted))
+            recalls.append(len(predicted & true) / len(true))
+        if precisions:
+            pr, rc = np.mean(precisions), np.mean(recalls)
+            if pr + rc > 0:
+                best = max(best, 2 * pr * rc / (pr + rc))
+    return best
+
+
+def test_multilabel_metrics_agree_with_sklearn_and_the_fmax_definition():
+    probs, targets = _multilabel_problem()
+    values = multilabel_metrics(probs, targets)
+    assert set(values) == set(MULTILABEL_KEYS)
+    assert values["auroc"] == pytest.approx(skm.roc_auc_score(targets, probs, average="macro"))
+    assert values["auprc"] == pytest.approx(
+        skm.average_precision_score(targets, probs, average="macro"))
+    assert values["f1"] == pytest.approx(
+        skm.f1_score(targets, probs >= 0.5, average="macro", zero_division=0))
+    assert values["fmax"] == pytest.approx(_fmax_by_hand(probs, targets))
+    assert values["loss"] == pytest.approx(skm.log_loss(targets.ravel(), probs.ravel()),
+                                           rel=1e-6)
+    np.testing.assert_allclose(per_class_auroc(probs, targets),
+                               skm.roc_auc_score(targets, probs, average=None))
+
+
+def test_multilabel_weights_equal_repeated_examples_and_masks_drop_rows():
+    probs, targets = _multilabel_problem(n=80, seed=1)
+    counts = np.random.default_rng(2).integers(0, 3, size=80)
+    weighted = weighted_multilabel_metrics(probs, targets, counts[None, :].astype(float))
+    repeated = multilabel_metrics(np.repeat(probs, counts, axis=0),
+                                  np.repeat(targets, counts, axis=0))
+    for key in MULTILABEL_KEYS:
+        assert weighted[key][0] == pytest.approx(repeated[key]), key
+    mask = counts > 0
+    assert multilabel_metrics(probs, targets, mask=mask) == pytest.approx(
+        multilabel_metrics(probs[mask], targets[mask]))
+
+
+def test_multilabel_edge_cases():
+    probs, targets = _multilabel_problem(n=40)
+    perfect = multilabel_metrics(targets.astype(float), targets)
+    assert perfect["auroc"] == 1.0 and perfect["fmax"] == 1.0
+    targets_one_class_missing = targets.copy()
+    targets_one_class_missing[:, 2] = 0
+    # A class without positives has no AUROC and is left out of the macro mean.
+    expected = np.delete(per_class_auroc(probs, targets_one_class_missing), 2).mean()
+    assert multilabel_metrics(probs, targets_one_class_missing)["auroc"] == pytest.approx(
+        expected)
+    assert all(math.isnan(v) for v in
+               multilabel_metrics(np.full_like(probs, np.nan), targets).values())
+    with pytest.raises(ValueError, match="0 and 1"):
+        multilabel_metrics(probs, targets * 2)
+    with pytest.raises(ValueError, match="one shape"):
+        multilabel_metrics(probs, targets[:, :3])
