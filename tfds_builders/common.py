@@ -1,4 +1,4 @@
-"""Shared TFDS machinery of the three ECG builders (PTB-XL, PTB, MIMIC-IV-ECG).
+"""Shared TFDS machinery of the ECG builders (PTB-XL, PTB, MIMIC-IV-ECG, CinC 2021).
 
 A dataset builder only says how to index its PhysioNet folder (`_index`: which records,
 with which label, subject and demographics) and how records become samples (segments or
@@ -45,8 +45,10 @@ class EcgConfig(tfds.core.BuilderConfig):
     """Builder config: how subjects are split and which records are used.
 
     split_method: "ordered" (docs/data.md, Splits: subjects in ascending id order per class),
-        "random" (per class in an order shuffled with `split_seed`) or "strat_fold"
-        (PTB-XL's folds 1-8 / 9 / 10).
+        "random" (per class in an order shuffled with `split_seed`), "strat_fold"
+        (PTB-XL's folds 1-8 / 9 / 10) or "record_hash" (each record by a hash of its name
+        salted with `split_seed`, `splits.record_hash_split`; the builder's
+        `SourceIndex.record_splits`).
     split_bounds: (a, b): per class the first floor(a*n) subjects go to train, those up to
         floor(b*n) to validation, the rest to test (cumulative fractions, docs/data.md).
     max_subject_id: keep only subjects with id <= this (MIMIC-IV reference subset).
@@ -69,7 +71,7 @@ class EcgConfig(tfds.core.BuilderConfig):
     window_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.split_method not in ("ordered", "random", "strat_fold"):
+        if self.split_method not in ("ordered", "random", "strat_fold", "record_hash"):
             raise ValueError(f"unknown split_method {self.split_method!r}")
         a, b = self.split_bounds
         if not 0.0 <= a <= b <= 1.0:
@@ -94,7 +96,8 @@ class EcgConfig(tfds.core.BuilderConfig):
             "name": self.name,
             "split_method": self.split_method,
             "split_bounds": list(self.split_bounds),
-            "split_seed": self.split_seed if self.split_method == "random" else None,
+            "split_seed": self.split_seed
+            if self.split_method in ("random", "record_hash") else None,
             "max_subject_id": self.max_subject_id,
             "label_scheme": self.label_scheme,
             "beat_rule": self.beat_rule,
@@ -112,7 +115,8 @@ def derive_config(
     """A copy of `base` with other split bounds and/or a seeded random subject split.
 
     The name records the change (e.g. `default-b0.7-0.85-seed3`), so differently split
-    datasets get different directories under `data_dir`.
+    datasets get different directories under `data_dir`. A "record_hash" config stays one,
+    the seed salting its hash.
     """
     name = base.name
     changes: dict[str, Any] = {}
@@ -121,7 +125,8 @@ def derive_config(
         changes["split_bounds"] = (a, b)
         name += f"-b{a:g}-{b:g}"
     if split_seed is not None:
-        changes.update(split_method="random", split_seed=int(split_seed))
+        method = "record_hash" if base.split_method == "record_hash" else "random"
+        changes.update(split_method=method, split_seed=int(split_seed))
         name += f"-seed{int(split_seed)}"
     if not changes:
         return base
@@ -135,13 +140,16 @@ class SourceIndex:
 
     `tasks` are the usable records sorted by (subject, record); `subject_classes` is the
     class of every kept subject (for the ordered / random splits); `record_splits` maps
-    record_id to split for fold-based configs; `skipped` counts records left out by reason.
+    record_id to split for fold- and hash-based configs; `skipped` counts records left out
+    by reason; `notes` counts recoverable quirks found while indexing (in the metadata's
+    `record_notes`).
     """
 
     tasks: list[processing.RecordTask]
     subject_classes: dict[int, int] = dataclasses.field(default_factory=dict)
     record_splits: dict[str, str] | None = None
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 # Written by `cardioformer_jax.synthetic` into the root of every synthetic twin.
@@ -258,11 +266,13 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "1.3.0": "Configs choose the sampling rate and window length of segment datasets; "
                  "PTB-XL benchmark configs benchmark_<task>_<100|500>hz (whole 10 s records, "
                  "multi-hot labels of the six benchmark tasks); multi-hot class names in the "
-                 "metadata.",
+                 "metadata. New builder cinc2021 (PhysioNet/CinC Challenge 2021, Challenge-format "
+                 "records, split by record hash).",
     }
 
     HOMEPAGE: ClassVar[str]
-    DOWNLOAD_URL: ClassVar[str]
+    # None: the data are manual only (manual_dir required).
+    DOWNLOAD_URL: ClassVar[str | None]
     SOURCE_MARKERS: ClassVar[tuple[str, ...]]
     CLASS_NAMES: ClassVar[tuple[str, ...]]
     # Heartbeat datasets: the beat shape. Segment datasets take theirs from the config.
@@ -290,6 +300,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._explicit_manual_dir: str | None = None
         self._split_stats: dict[str, dict[str, Any]] = {}
         self._skipped: collections.Counter = collections.Counter()
+        self._notes: collections.Counter = collections.Counter()
         self._skip_list: list[dict[str, str]] = []
         self._pool = parallel.OrderedPool(0)  # replaced by the build's pool
         self._source_dir: str | None = None
@@ -330,6 +341,14 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _expected_fs(self) -> float | None:
         """The sampling rate every source record must have (None: any, resampled)."""
         return self.SOURCE_FS
+
+    def _record_reader(self) -> processing.Reader | None:
+        """Reads records other than through wfdb (`processing.Reader`); None: WFDB records."""
+        return None
+
+    def _preparation_extras(self) -> dict[str, Any]:
+        """More of what shapes the data, for the fingerprint (e.g. digests of label tables)."""
+        return {}
 
     @property
     def signal_shape(self) -> tuple[int, int]:
@@ -404,6 +423,10 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
                 )
             return root
+        if not self.DOWNLOAD_URL:
+            raise FileNotFoundError(
+                f"{self.name} cannot be downloaded automatically: pass --manual_dir.\n"
+                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
         logger.info("No manual_dir: downloading %s", self.DOWNLOAD_URL)
         if self.DOWNLOAD_URL not in (self.url_infos or {}):
             logger.warning(
@@ -427,13 +450,15 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         root = self._source_root(dl_manager)
         index = self._index(root)
         self._skipped.update(index.skipped)
+        self._notes.update(index.notes)
         if not index.tasks:
             raise ValueError(
                 f"no usable record under {root} (left out by reason: {dict(index.skipped)})"
             )
-        if config.split_method == "strat_fold":
+        if config.split_method in ("strat_fold", "record_hash"):
             if index.record_splits is None:
-                raise ValueError(f"{self.name} does not support split_method='strat_fold'")
+                raise ValueError(
+                    f"{self.name} does not support split_method={config.split_method!r}")
             split_of = {t.record_id: index.record_splits[t.record_id] for t in index.tasks}
         else:
             seed = config.split_seed if config.split_method == "random" else None
@@ -460,6 +485,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "lead_names": list(self.LEAD_NAMES),
                 "class_names": list(self.CLASS_NAMES),
                 "multilabel_names": list(self._multilabel_names() or []),
+                **self._preparation_extras(),
             },
             source=fingerprint.source_summary(
                 root, (*self.SOURCE_MARKERS, "scp_statements.csv"),
@@ -485,6 +511,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             beat_rule=self.builder_config.beat_rule,
             target_fs=self.builder_config.sample_rate,
             segment_length=self.builder_config.window_length,
+            reader=self._record_reader(),
         )
         results = self._pool.map(process, tasks)
         stats = self._split_stats[split]
@@ -502,6 +529,7 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 if result.samples is None:
                     self._record_skip(result.error_kind or "error", task.path, result.error)
                     continue
+                self._notes.update(result.notes)
                 fixed = {
                     "label": task.label,
                     "subject_id": task.subject_id,
@@ -567,6 +595,8 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     s for s in SPLITS if self._split_stats.get(s, {}).get("planned_records") == 0
                 ],
                 "skipped_records": dict(sorted(self._skipped.items())),
+                # Recoverable quirks: found while indexing, or corrected in a written record.
+                "record_notes": dict(sorted(self._notes.items())),
                 "skipped_record_list": self._skip_list,
             }
         )

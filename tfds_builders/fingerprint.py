@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Digest of the preparation code of builder version 1.3.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "bbcb62c23ff31b889be54a3f0a791abf164e4988a99a0d15f46533f5cb5d7bab"
+PREPARATION_CODE_SHA256 = "59629e17013c28cad05f5aba75958020fa73907ac3b53bc86b36274da1b49216"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (
@@ -34,6 +34,8 @@ PREPARATION_MODULES: tuple[str, ...] = (
     "tfds_builders/ptbxl/ptbxl_dataset_builder.py",
     "tfds_builders/ptb/ptb_dataset_builder.py",
     "tfds_builders/mimic_iv_ecg/mimic_iv_ecg_dataset_builder.py",
+    "tfds_builders/cinc2021/cinc2021_dataset_builder.py",
+    "cardioformer_jax/data/challenge_format.py",
 )
 
 

@@ -263,3 +263,225 @@ def mimic_label(reports: Iterable[object]) -> int | None:
     if any("abnormal" in t and "possible" not in t for t in texts):
         return None
     return MIMIC_CLASSES.index("NORM")
+
+
+# --- PhysioNet/CinC Challenge 2021 (docs/data.md, cinc2021) ------------------------------
+
+CINC2021_EQUIVALENT_CODES: tuple[tuple[str, str], ...] = (
+    ("713427006", "59118001"),  # complete right bundle branch block = right bundle branch block
+    ("284470004", "63593006"),  # premature atrial contraction = supraventricular premature beats
+    ("427172004", "17338001"),  # premature ventricular contractions = ventricular premature beats
+    ("733534002", "164909002"),  # complete left bundle branch block = left bundle branch block
+)
+"""Code pairs the Challenge scores as one class (the scored table's Notes column)."""
+
+CINC2021_CPSC_ABBREVIATIONS: dict[str, str] = {
+    # The nine class names of CPSC 2018, used instead of codes in early Challenge headers.
+    "Normal": "426783006",  # sinus rhythm
+    "AF": "164889003",  # atrial fibrillation
+    "I-AVB": "270492004",  # 1st degree AV block
+    "LBBB": "164909002",  # left bundle branch block
+    "RBBB": "59118001",  # right bundle branch block
+    "PAC": "284470004",  # premature atrial contraction
+    "PVC": "427172004",  # premature ventricular contractions
+    "STD": "429622005",  # ST depression
+    "STE": "164931005",  # ST elevation
+}
+"""CPSC 2018 class name -> SNOMED CT code; the Challenge tables' Abbreviation column
+(`cinc2021_abbreviations`) adds the others."""
+
+_EQUIVALENCE_NOTE = re.compile(r"score\s+(\d+)\s+and\s+(\d+)\s+as the same", re.IGNORECASE)
+
+
+def cinc2021_equivalences(notes: Iterable[object]) -> tuple[tuple[str, str], ...]:
+    """The code pairs named by the scored table's Notes ("We score X and Y as the same
+    diagnosis"), each once, in table order."""
+    pairs: list[tuple[str, str]] = []
+    for note in notes:
+        if is_missing(note):
+            continue
+        match = _EQUIVALENCE_NOTE.search(str(note))
+        if match and match.groups() not in pairs and match.groups()[::-1] not in pairs:
+            pairs.append((match.group(1), match.group(2)))
+    return tuple(pairs)
+
+
+def cinc2021_scored_classes(
+    rows: Iterable[tuple[str, str]], equivalences: Iterable[tuple[str, str]],
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, int]]:
+    """(class names, class codes, code -> class index) of the scored table.
+
+    `rows` are (code, abbreviation) in table order. Equivalent codes form one class at the
+    position of the first of them in the table; its name joins their abbreviations, its code
+    their codes, with "|" in table order (the Challenge's weights.csv writes
+    ``713427006|59118001``).
+    """
+    rows = [(str(c).strip(), str(a).strip()) for c, a in rows]
+    partner: dict[str, set[str]] = {}
+    for first, second in equivalences:
+        group = partner.get(first, {first}) | partner.get(second, {second})
+        for code in group:
+            partner[code] = group
+    names: list[str] = []
+    codes: list[str] = []
+    index: dict[str, int] = {}
+    abbreviation = dict(rows)
+    for code, _ in rows:
+        if code in index:
+            continue
+        group = [c for c, _ in rows if c in partner.get(code, {code})] or [code]
+        for member in group:
+            index[member] = len(names)
+        names.append("|".join(abbreviation[c] for c in group))
+        codes.append("|".join(group))
+    return tuple(names), tuple(codes), index
+
+
+def cinc2021_abbreviations(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Abbreviation -> code from the tables' (code, abbreviation) rows plus the CPSC 2018
+    names; both spellings and the lower-case form of each (unambiguous here: no two codes
+    share an abbreviation ignoring case)."""
+    mapping = {**{str(a).strip(): str(c).strip() for c, a in rows},
+               **CINC2021_CPSC_ABBREVIATIONS}
+    lower: dict[str, set[str]] = {}
+    for name, code in mapping.items():
+        lower.setdefault(name.lower(), set()).add(code)
+    mapping.update({name: codes.pop() for name, codes in lower.items() if len(codes) == 1})
+    return mapping
+
+
+def cinc2021_dx_code(token: str, known_codes: Iterable[str] | Mapping[str, object],
+                     abbreviations: Mapping[str, str]) -> tuple[str | None, str]:
+    """(SNOMED CT code, how) of one ``# Dx:`` token; how: "code", "abbreviation" or
+    "unknown" (code None: neither a code of the tables nor a known abbreviation)."""
+    token = token.strip()
+    if token in known_codes:
+        return token, "code"
+    code = abbreviations.get(token) or abbreviations.get(token.lower())
+    if code is not None:
+        return code, "abbreviation"
+    return None, "unknown"
+
+
+CINC2021_NORM_CODES: frozenset[str] = frozenset({
+    "426783006",  # NSR sinus rhythm
+    "426177001",  # SB sinus bradycardia
+    "427084000",  # STach sinus tachycardia
+    "427393009",  # SA sinus arrhythmia
+})
+"""Sinus rhythms: a record whose codes are all among these (at least one) is NORM."""
+
+CINC2021_SUPERCLASS_OF_CODE: dict[str, str] = {
+    # MI: myocardial infarction (PTB-XL: IMI, AMI, ASMI, ... and the INJ* injury codes).
+    "164865005": "MI",  # MI myocardial infarction
+    "57054005": "MI",  # AMI acute myocardial infarction
+    "54329005": "MI",  # AnMI anterior myocardial infarction
+    "164867002": "MI",  # OldMI old myocardial infarction
+    # STTC: ST/T changes, ischaemia, long QT (PTB-XL: NDT, NST_, ISC*, LNGQT, ...).
+    "428750005": "STTC",  # NSSTTA nonspecific ST-T abnormality (PTB-XL NST_)
+    "55930002": "STTC",  # STC ST changes
+    "429622005": "STTC",  # STD ST depression (CPSC 2018 "STD")
+    "164931005": "STTC",  # STE ST elevation (CPSC 2018 "STE")
+    "164930006": "STTC",  # STIAb ST interval abnormal
+    "704997005": "STTC",  # ISTD inferior ST segment depression
+    "164934002": "STTC",  # TAb T wave abnormal (PTB-XL NDT)
+    "59931005": "STTC",  # TInv T wave inversion
+    "251259000": "STTC",  # HTV high T voltage
+    "111975006": "STTC",  # LQT prolonged QT interval (PTB-XL LNGQT)
+    "164861001": "STTC",  # MIs myocardial ischemia (PTB-XL ISC_)
+    "413444003": "STTC",  # AMIs acute myocardial ischemia
+    "413844008": "STTC",  # CMI chronic myocardial ischemia
+    "426434006": "STTC",  # AnMIs anterior ischemia (PTB-XL ISCAN)
+    "425419005": "STTC",  # IIs inferior ischaemia (PTB-XL ISCIN)
+    "425623009": "STTC",  # LIs lateral ischaemia (PTB-XL ISCLA)
+    "370365005": "STTC",  # LVS left ventricular strain (repolarisation ST-T pattern)
+    "418818005": "STTC",  # BRU Brugada (coved ST elevation V1-V2)
+    # CD: conduction disturbance (PTB-XL: AV blocks, bundle branch and fascicular blocks,
+    # IVCD, WPW).
+    "270492004": "CD",  # IAVB 1st degree AV block (PTB-XL 1AVB)
+    "195042002": "CD",  # IIAVB 2nd degree AV block (PTB-XL 2AVB)
+    "54016002": "CD",  # MoI Mobitz type I Wenckebach AV block
+    "426183003": "CD",  # IIAVBII Mobitz type II AV block
+    "27885002": "CD",  # CHB complete heart block (PTB-XL 3AVB)
+    "204384007": "CD",  # CIAHB congenital incomplete AV heart block
+    "233917008": "CD",  # AVB AV block
+    "6374002": "CD",  # BBB bundle branch block
+    "164909002": "CD",  # LBBB left bundle branch block
+    "733534002": "CD",  # CLBBB complete left bundle branch block (PTB-XL CLBBB)
+    "251120003": "CD",  # ILBBB incomplete left bundle branch block (PTB-XL ILBBB)
+    "59118001": "CD",  # RBBB right bundle branch block
+    "713427006": "CD",  # CRBBB complete right bundle branch block (PTB-XL CRBBB)
+    "713426002": "CD",  # IRBBB incomplete right bundle branch block (PTB-XL IRBBB)
+    "445118002": "CD",  # LAnFB left anterior fascicular block (PTB-XL LAFB)
+    "445211001": "CD",  # LPFB left posterior fascicular block (PTB-XL LPFB)
+    "698252002": "CD",  # NSIVCB nonspecific intraventricular conduction disorder (IVCD)
+    "82226007": "CD",  # DIB diffuse intraventricular block (IVCD)
+    "74390002": "CD",  # WPW Wolff-Parkinson-White pattern (PTB-XL WPW)
+    "195060002": "CD",  # VPEx ventricular pre-excitation (WPW pattern)
+    # HYP: hypertrophy and atrial enlargement (PTB-XL: LVH, RVH, LAO/LAE, RAO/RAE, SEHYP).
+    "164873001": "HYP",  # LVH left ventricular hypertrophy
+    "89792004": "HYP",  # RVH right ventricular hypertrophy
+    "266249003": "HYP",  # VH ventricular hypertrophy
+    "67741000119109": "HYP",  # LAE left atrial enlargement (PTB-XL LAO/LAE)
+    "253352002": "HYP",  # LAA left atrial abnormality (LAO/LAE)
+    "446813000": "HYP",  # LAH left atrial hypertrophy (LAO/LAE)
+    "446358003": "HYP",  # RAH right atrial hypertrophy (PTB-XL RAO/RAE)
+    "253339007": "HYP",  # RAAb right atrial abnormality (RAO/RAE)
+    "195126007": "HYP",  # AH atrial hypertrophy
+}
+"""SNOMED CT code -> PTB-XL diagnostic superclass (docs/data.md, cinc2021). Codes absent
+here (rhythms, ectopy, axis, voltage criteria such as LVHV / RAHV, QRS and P-wave form
+statements, clinical diagnoses) map to none; as in PTB-XL, where such statements are not
+diagnostic, they add no superclass, but they keep a record from being NORM."""
+
+
+def cinc2021_superclasses(codes: Iterable[str]) -> tuple[int, ...]:
+    """Multi-hot PTB-XL superclass vector (order PTBXL_CLASSES) of a record's codes.
+
+    MI / STTC / CD / HYP: every code of `CINC2021_SUPERCLASS_OF_CODE` adds its class.
+    NORM: only when every code is a sinus rhythm of `CINC2021_NORM_CODES` (so never with
+    another superclass, nor with any other finding, e.g. an arrhythmia or an axis deviation).
+    """
+    codes = set(codes)
+    hot = [0] * len(PTBXL_CLASSES)
+    for code in codes:
+        superclass = CINC2021_SUPERCLASS_OF_CODE.get(code)
+        if superclass is not None:
+            hot[PTBXL_CLASSES.index(superclass)] = 1
+    if codes and codes <= CINC2021_NORM_CODES:
+        hot[PTBXL_CLASSES.index("NORM")] = 1
+    return tuple(hot)
+
+
+def single_class(hot: Iterable[int]) -> int:
+    """The index of the only set entry of a multi-hot vector; -1 for none or several."""
+    set_entries = [i for i, v in enumerate(hot) if v]
+    return set_entries[0] if len(set_entries) == 1 else -1
+
+
+CINC2021_SOURCES: tuple[tuple[str, str], ...] = (
+    ("HR", "PTB-XL"),
+    ("JS", "Chapman-Shaoxing/Ningbo"),  # split by number, `cinc2021_source_database`
+    ("A", "CPSC"),
+    ("Q", "CPSC-extra"),
+    ("I", "INCART"),
+    ("S", "PTB"),
+    ("E", "Georgia"),
+)
+"""Record name prefix -> source database of the Challenge 2021 training set (longest
+prefix first)."""
+
+CINC2021_LAST_CHAPMAN = 10646
+"""JS00001-JS10646 are Chapman-Shaoxing records, JS10647 onwards Ningbo."""
+
+
+def cinc2021_source_database(record_name: str) -> str:
+    """The source database of a Challenge record from its name; "unknown" otherwise."""
+    name = record_name.strip()
+    for prefix, source in CINC2021_SOURCES:
+        rest = name[len(prefix):]
+        if name.startswith(prefix) and rest.isdigit():
+            if prefix == "JS":
+                return "Chapman-Shaoxing" if int(rest) <= CINC2021_LAST_CHAPMAN else "Ningbo"
+            return source
+    return "unknown"

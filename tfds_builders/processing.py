@@ -7,7 +7,8 @@ Deliberately free of TFDS imports: worker processes import only this module (and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -15,6 +16,11 @@ import numpy as np
 from cardioformer_jax.data import preprocessing
 
 Mode = Literal["segments", "beats"]
+
+Reader = Callable[[str, Sequence[str]], tuple[np.ndarray, float, tuple[str, ...]]]
+"""A record reader other than WFDB's: `(path, lead_names) -> (signal (n, C) in mV with those
+leads in that order, fs, notes)`, raising `RecordError`; must be picklable (a module-level
+function). `notes` name recoverable quirks it corrected (counted in the metadata)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +42,13 @@ class RecordTask:
 
 @dataclasses.dataclass(frozen=True)
 class RecordResult:
-    """Samples `(k, T, C)` float32 of a record, or why it was skipped."""
+    """Samples `(k, T, C)` float32 of a record, or why it was skipped; `notes`: what the
+    reader corrected in a used record."""
 
     samples: np.ndarray | None
     error_kind: str | None = None
     error: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def process_record(
@@ -52,15 +60,27 @@ def process_record(
     beat_rule: str = "port",
     target_fs: float = preprocessing.TARGET_FS,
     segment_length: int = preprocessing.SEGMENT_LENGTH,
+    reader: Reader | None = None,
 ) -> RecordResult:
     """Reads and prepares one record, its leads matched by name to `lead_names` (so a
     record that stores them in another order is reordered); a `RecordError` (e.g. a lead
     missing: ``lead_mismatch``) becomes a skipped result.
 
     Other exceptions propagate: they are bugs, not bad input, and should stop the build.
+    With a `reader` (segments only), records are read by it instead of wfdb.
     """
+    notes: tuple[str, ...] = ()
     try:
-        if mode == "segments":
+        if reader is not None:
+            if mode != "segments":
+                raise ValueError("a record reader is supported for segment datasets only")
+            signal, fs, notes = reader(task.path, lead_names)
+            if expected_fs is not None and not math.isclose(fs, expected_fs):
+                raise preprocessing.RecordError(
+                    task.path, "wrong_fs", f"sampling rate {fs} Hz, expected {expected_fs}")
+            samples = preprocessing.signal_segments(
+                signal, fs, path=task.path, target_fs=target_fs, length=segment_length)
+        elif mode == "segments":
             samples = preprocessing.record_segments(
                 task.path, expected_fs=expected_fs, lead_names=lead_names,
                 target_fs=target_fs, length=segment_length,
@@ -73,4 +93,4 @@ def process_record(
             raise ValueError(f"unknown mode {mode!r}")
     except preprocessing.RecordError as err:
         return RecordResult(samples=None, error_kind=err.kind, error=str(err))
-    return RecordResult(samples=samples)
+    return RecordResult(samples=samples, notes=tuple(notes))

@@ -5,6 +5,7 @@ No TFDS import: the rules are tested on their own and the builders only call the
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 
@@ -47,6 +48,31 @@ def subject_splits(
                 "train" if i < n_train else "validation" if i < n_val_end else "test"
             )
     return assignment
+
+
+def _unit_hash(text: str) -> int:
+    """The first 8 bytes of SHA-256(text) as an unsigned integer (stable everywhere)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def record_hash_split(key: str, bounds: tuple[float, float], *, seed: int = 0) -> str:
+    """"train", "validation" or "test" for one record from a hash of `key` (its name).
+
+    u = SHA-256 of ``"<seed>:<key>"``, first 8 bytes / 2**64, uniform in [0, 1): train if
+    u < a, validation if u < b, else test (`bounds = (a, b)`). Each record's split depends
+    on its own key only, so adding or removing records never moves another one.
+    """
+    a, b = bounds
+    if not 0.0 <= a <= b <= 1.0:
+        raise ValueError(f"split bounds must satisfy 0 <= a <= b <= 1, got {bounds}")
+    u = _unit_hash(f"{seed}:{key}") / 2.0**64
+    return "train" if u < a else "validation" if u < b else "test"
+
+
+def stable_id(key: str) -> int:
+    """A stable non-negative 63-bit integer id of `key` (SHA-256 based), e.g. a subject id
+    for sources without one."""
+    return _unit_hash(key) >> 1
 
 
 def fold_split(fold: int, *, validation_folds: Iterable[int] = (9,), test_folds=(10,)) -> str:

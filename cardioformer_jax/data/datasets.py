@@ -1,4 +1,4 @@
-"""Build and read the TFDS datasets (PTB-XL, PTB, MIMIC-IV-ECG) without TensorFlow.
+"""Build and read the TFDS datasets (PTB-XL, PTB, MIMIC-IV-ECG, CinC 2021) without TensorFlow.
 
 `build` drives the builders of `tfds_builders/` programmatically (the command line is
 `python -m cardioformer_jax.build_dataset`). TFDS 4.9.10 writes ArrayRecord through its own
@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
-DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
+DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
 
 
@@ -66,7 +66,8 @@ def build(
     """Builds `name` into `data_dir` (ArrayRecord) and returns the builder.
 
     `manual_dir`: the unpacked PhysioNet folder (or its parent); None downloads the
-    open-access zip (network needed only then). An already built dataset is reused.
+    open-access zip (network needed only then; cinc2021 is manual only). An already built
+    dataset is reused.
     `num_workers`: record-processing processes (None: all cores, 0: in this process).
     `register_checksums`: record the downloaded archive's size and SHA-256 in the
     builder's `checksums.tsv` (later downloads are then checked against it).

@@ -354,6 +354,28 @@ def record_segments(
     return segments
 
 
+def signal_segments(
+    signal: np.ndarray,
+    fs: float,
+    *,
+    path: str | os.PathLike[str] = "<signal>",
+    target_fs: float = TARGET_FS,
+    length: int = SEGMENT_LENGTH,
+) -> np.ndarray:
+    """`record_segments` for a signal already read in physical units `(n, C)` at `fs`
+    (e.g. by `challenge_format`): windows `(k, length, C)` float32; a signal shorter than
+    one window is a ``too_short`` `RecordError`."""
+    if signal.shape[0] < length / target_fs * fs:
+        raise RecordError(path, "too_short",
+                          f"{signal.shape[0] / fs:.3f} s long, at least {length / target_fs} s "
+                          "needed")
+    segments = segment(prepare_signal(signal, fs, target_fs), length)
+    if len(segments) == 0:
+        raise RecordError(path, "too_short",
+                          f"shorter than one window of {length} samples at {target_fs} Hz")
+    return segments
+
+
 def detect_r_peaks(lead: np.ndarray, fs: int = TARGET_FS) -> np.ndarray:
     """R-peak sample indices of one lead: neurokit2 `ecg_clean` + `ecg_peaks` ("neurokit")."""
     import neurokit2 as nk  # imported lazily: ~2 s, and only PTB heartbeats need it
