@@ -82,8 +82,10 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
         "input": {"name": "samples", "shape": shape(in_aval), "dtype": str(in_aval.dtype),
                   "layout": "(batch, time, lead)"},
         "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
-                   "note": "softmax over the last axis gives class probabilities; a "
-                           "record's probabilities are the mean over its samples"},
+                   "note": ("a sigmoid per class gives the (multi-label) class "
+                            "probabilities" if model.spec.multilabel else
+                            "softmax over the last axis gives class probabilities")
+                           + "; a record's probabilities are the mean over its samples"},
         "lead_names": list(model.spec.lead_names),
         "class_names": list(model.spec.class_names),
         "preparation": model.spec.describe(),
