@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Digest of the preparation code of builder version 1.3.0 (see the module docstring).
-PREPARATION_CODE_SHA256 = "59629e17013c28cad05f5aba75958020fa73907ac3b53bc86b36274da1b49216"
+PREPARATION_CODE_SHA256 = "c40a4824c74ac8529407e08dd452c8490d4da48692b1f5770135ced340eec037"
 
 _ROOT = Path(__file__).resolve().parents[1]
 PREPARATION_MODULES: tuple[str, ...] = (

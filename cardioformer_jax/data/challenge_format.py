@@ -267,6 +267,8 @@ def _load_val(path: str, header: ChallengeHeader) -> np.ndarray:
             else "unreadable"
         raise RecordError(path, kind, f"cannot read {file_name}: {err}") from err
     val = np.asarray(val)
+    if not (np.issubdtype(val.dtype, np.integer) or np.issubdtype(val.dtype, np.floating)):
+        raise RecordError(path, "unreadable", f"'val' of {file_name} holds {val.dtype} values")
     n_sig = len(header.signals)
     if val.ndim != 2 or val.shape[0] != n_sig:
         raise RecordError(path, "header_mismatch",
@@ -307,7 +309,10 @@ def _plausible(amplitude: float) -> bool:
 
 def physical_signal(path: str, header: ChallengeHeader, digital: np.ndarray
                     ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Digital (n, C) samples -> mV with the rule `GAIN_RULE`; returns (signal, notes)."""
+    """Digital (n, C) samples -> mV with the gains of `GAIN_RULE`; returns (signal, notes).
+
+    WFDB's invalid-sample code of 16-bit formats becomes NaN. The amplitude is checked by
+    `check_amplitude`, once the leads are chosen and known to be finite and not flat."""
     digital = np.asarray(digital, dtype=np.float64)
     if header.signals and all(s.fmt in ("16", "61") for s in header.signals):
         digital = np.where(digital == _INVALID_16, np.nan, digital)
@@ -327,19 +332,23 @@ def physical_signal(path: str, header: ChallengeHeader, digital: np.ndarray
         notes.append("gain_corrected")
         notes += sorted({f"gain_corrected_{g:g}" for g in
                          (s.gain for s, b in zip(header.signals, bogus, strict=True) if b)})
-    signal = (digital - baselines) / gains * scale
-    finite = signal[:, np.isfinite(signal).all(axis=0)]
-    if finite.shape[1]:
-        amplitude = record_amplitude(finite)
-        if not _plausible(amplitude):
-            low, high = PLAUSIBLE_AMPLITUDE_MV
-            stated = ", ".join(sorted({f"{s.gain:g}" for s in header.signals}))
-            raise RecordError(
-                path, "implausible_amplitude",
-                f"typical lead amplitude {amplitude:.4g} mV (gains {stated} adu/"
-                f"{header.signals[0].units}{', known bogus gains read at 1000' if notes else ''})"
-                f" is outside the plausible {low:g}-{high:g} mV")
-    return signal, tuple(notes)
+    return (digital - baselines) / gains * scale, tuple(notes)
+
+
+def check_amplitude(path: str, header: ChallengeHeader, signal: np.ndarray,
+                    notes: Sequence[str] = ()) -> None:
+    """RecordError ``implausible_amplitude`` when `record_amplitude(signal)` (mV) is outside
+    `PLAUSIBLE_AMPLITUDE_MV` (`GAIN_RULE`)."""
+    amplitude = record_amplitude(signal)
+    if not _plausible(amplitude):
+        low, high = PLAUSIBLE_AMPLITUDE_MV
+        stated = ", ".join(sorted({f"{s.gain:g}" for s in header.signals}))
+        corrected = ", known bogus gains read at 1000" if "gain_corrected" in notes else ""
+        raise RecordError(
+            path, "implausible_amplitude",
+            f"typical lead amplitude {amplitude:.4g} mV (header gains {stated} adu/"
+            f"{header.signals[0].units}{corrected}) is outside the plausible {low:g}-{high:g} "
+            "mV")
 
 
 def read_record(
@@ -380,6 +389,7 @@ def read_record(
     if flat.any():
         raise RecordError(path, "flat_lead",
                           f"flat-line (constant) leads {[names[c] for c in np.flatnonzero(flat)]}")
+    check_amplitude(path, header, signal, notes)
     return ChallengeRecord(path=path, signal=signal, fs=header.fs, lead_names=names,
                            header=header, notes=notes)
 

@@ -118,6 +118,11 @@ def test_bad_records_are_refused_by_reason(tmp_path):
     flat = val.copy()
     flat[7] = 12
     assert kind(cx.write_record(tmp_path, "T4", flat)) == "flat_lead"
+    flat[:8] = 0  # most leads zero: still a flat lead, not an implausible amplitude
+    assert kind(cx.write_record(tmp_path, "T4b", flat)) == "flat_lead"
+    invalid = val.copy()
+    invalid[5, 300] = -32768  # WFDB's invalid-sample code of format 16
+    assert kind(cx.write_record(tmp_path, "T3b", invalid)) == "nan_lead"
     assert kind(cx.write_record(tmp_path, "T5", val[:11], leads=cx.LEADS[:11])) == \
         "lead_mismatch"
     assert kind(cx.write_record(tmp_path, "T6", val[:, :250]), min_seconds=1.0) == "too_short"
