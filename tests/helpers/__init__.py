@@ -2,6 +2,8 @@
 
 - ``ecg_fixtures``: small hand-made PhysioNet layouts (PTB-XL, PTB, MIMIC-IV-ECG) and the
   paths of the real records in ``tests/fixtures/``.
+- ``challenge_fixtures``: the real CinC 2021 records of ``tests/fixtures/cinc2021/`` and
+  Challenge-format records written from them (quirky gains, record lines, leads).
 - ``tiny_models``: the few small model sizes the tests use, defined once.
 - ``run_fixtures``: tiny run directories made by the training code, and
   ``few_step_compilation``.

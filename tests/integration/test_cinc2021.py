@@ -1,5 +1,6 @@
 """The cinc2021 builder end to end: real Challenge records (tests/fixtures/cinc2021) in nested
-folders plus variants with the 2020 release's quirks and broken ones; real TFDS building."""
+folders plus variants with the 2020 release's quirks and broken ones; real TFDS building.
+The reader and the label rules alone: `tests/unit/test_challenge_format.py`."""
 
 from __future__ import annotations
 

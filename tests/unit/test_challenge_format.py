@@ -1,5 +1,6 @@
 """The Challenge-format reader and the cinc2021 label rules, on the real fixture records and
-quirky variants made from them (nothing mocked)."""
+quirky variants made from them (nothing mocked). The builder end to end:
+`tests/integration/test_cinc2021.py`."""
 
 from __future__ import annotations
 
