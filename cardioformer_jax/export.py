@@ -27,7 +27,8 @@ def _main() -> None:
                               "(its metadata goes next to it, with .json); a local path or a "
                               "URL.", required=True)
     seed = flags.DEFINE_integer(
-        "seed", None, "Multi-seed workdir: the seed's run (default: best validation F1).")
+        "seed", None, "Multi-seed workdir: the seed's run (default: the best "
+        "by the validation selection metric).")
     platforms = flags.DEFINE_list(
         "platforms", None, "Comma-separated: cpu, cuda, rocm, tpu (default: this machine's).")
     batch_size = flags.DEFINE_integer(

@@ -28,7 +28,8 @@ def _main() -> None:
                                   required=True)
     as_json = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
     seed = flags.DEFINE_integer(
-        "seed", None, "Multi-seed workdir: the seed's run (default: best validation F1).")
+        "seed", None, "Multi-seed workdir: the seed's run (default: the best "
+        "by the validation selection metric).")
     batch_size = flags.DEFINE_integer("batch_size", inference.DEFAULT_BATCH_SIZE,
                                       "Samples per model call.", lower_bound=1)
 

@@ -38,7 +38,7 @@ from tfds_builders import labels as label_rules
 # The cinc2021 builder's multi-hot PTB-XL superclasses (its SNOMED mapping, docs/data.md).
 SUPERCLASS_FEATURE = "superclasses"
 # Metadata key listing the superclasses a dataset's label coding cannot express.
-UNEXPRESSED_KEY = "superclasses_not_expressible"
+UNEXPRESSED_KEY = "superclasses_unexpressible"
 
 
 @dataclasses.dataclass(frozen=True)

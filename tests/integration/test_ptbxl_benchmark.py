@@ -243,3 +243,31 @@ def test_external_validation_refuses_what_it_cannot_map(tiny_ptbxl, tmp_path):
     with pytest.raises(ValueError, match="no mapping"):
         external.class_mapping(ptb_classes, builder)
     assert report.run_cli(run, dataset="ptbxl") == 1  # --dataset without --data_dir
+
+
+@pytest.mark.slow
+def test_external_validation_on_challenge_records(tiny_ptbxl, tmp_path):
+    from tests.helpers import challenge_fixtures
+
+    data_dir = tmp_path / "tfds"
+    datasets.build("cinc2021", challenge_fixtures.FIXTURES, data_dir, num_workers=0,
+                   progress=False)
+    config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
+    run = run_fixtures.save_epoch_end_run(config, tmp_path / "run")
+    assert report.run_cli(run, "train", dataset="cinc2021/default", data_dir=str(data_dir),
+                          bootstrap_resamples=20) == 0
+    out = external.external_dir(run, "cinc2021", None)
+    evaluation = json.loads((out / "evaluation_train.json").read_text())
+    source = datasets.data_source("cinc2021", data_dir, "train")
+    rows = [source[i] for i in range(len(source))]
+    assert evaluation["detail"]["num_examples"] == len(rows)  # 1 s windows at 250 Hz
+    assert evaluation["external"]["mapping"].startswith("SNOMED CT codes")
+    assert evaluation["external"]["expressible"] == [True] * 5
+    with open(out / "predictions_train.csv") as f:
+        table = list(csv.DictReader(f))
+    by_key = {(r["record_id"].decode(), int(r["segment"])): r for r in rows}
+    for line in table[:20]:
+        example = by_key[(line["record_id"], int(line["segment"]))]
+        assert [int(line[f"true_{c}"]) for c in labels.PTBXL_CLASSES] == \
+            example["superclasses"].tolist()
+    assert "external validation" in (out / "report_train.md").read_text()
