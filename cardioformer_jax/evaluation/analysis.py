@@ -292,6 +292,16 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, num_classes: int,
             resampled["ece"] = np.full(weights.shape[0], np.nan)
         for key, v in resampled.items():
             values.setdefault(key, []).append(v)
+    return percentile_intervals(values, level)
+
+
+def percentile_intervals(values: Mapping[str, Sequence[np.ndarray]], level: float
+                         ) -> dict[str, dict[str, float]]:
+    """``{metric: {"lower", "upper", "resamples", "skipped"}}`` from each metric's
+    resampled values (arrays to concatenate): the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` percentiles of the finite ones; non-finite values (a metric
+    undefined in that resample) are counted in ``"skipped"``, bounds NaN when none is
+    finite."""
     out = {}
     tail = 100 * (1 - level) / 2
     for key, parts in values.items():

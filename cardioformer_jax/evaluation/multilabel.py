@@ -26,21 +26,13 @@ from etils import epath
 from sklearn.metrics import average_precision_score
 
 from cardioformer_jax.evaluation import analysis, metrics
+from cardioformer_jax.evaluation.markdown import bootstrap_note as _bootstrap_note
+from cardioformer_jax.evaluation.markdown import ci as _ci
+from cardioformer_jax.evaluation.markdown import pct as _pct
+from cardioformer_jax.evaluation.markdown import table as _table
 from cardioformer_jax.training import paths
 
 REPORTED = ("auroc", "fmax", "auprc", "f1", "precision", "recall")
-
-
-def _pct(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
@@ -75,16 +67,7 @@ def bootstrap_intervals(probs: np.ndarray, targets: np.ndarray, *,
                                             clusters)
         for key, v in metrics.weighted_multilabel_metrics(probs, targets, weights).items():
             values.setdefault(key, []).append(v)
-    tail = 100 * (1 - level) / 2
-    out = {}
-    for key, parts in values.items():
-        v = np.concatenate(parts)
-        finite = v[np.isfinite(v)]
-        lower, upper = ((math.nan, math.nan) if finite.size == 0
-                        else np.percentile(finite, [tail, 100 - tail]).tolist())
-        out[key] = {"lower": float(lower), "upper": float(upper),
-                    "resamples": int(finite.size), "skipped": int(v.size - finite.size)}
-    return out
+    return analysis.percentile_intervals(values, level)
 
 
 def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
@@ -170,22 +153,6 @@ def write_predictions_csv(path: str | os.PathLike, class_names: Sequence[str],
                          *(repr(float(v)) for v in probs[i])])
     path.write_text(buffer.getvalue())
     return path
-
-
-def _ci(intervals: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
-    if not intervals or name not in intervals:
-        return "n/a"
-    return f"{_pct(intervals[name]['lower'])}–{_pct(intervals[name]['upper'])}"
-
-
-def _bootstrap_note(detail: Mapping[str, Any]) -> str:
-    boot = detail.get("bootstrap")
-    if not boot:
-        return "No bootstrap confidence intervals (--bootstrap=0)."
-    unit = ("subjects (a cluster bootstrap)" if boot["unit"] == "subject" else "examples")
-    return (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
-            f"resamples of {unit}, seed {boot['seed']}; resamples in which a metric is "
-            "undefined are left out of its interval.")
 
 
 def _header(evaluation: Mapping[str, Any]) -> list[str]:

@@ -34,10 +34,9 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -46,6 +45,10 @@ from etils import epath
 
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
+from cardioformer_jax.evaluation.markdown import bootstrap_note as _bootstrap_note
+from cardioformer_jax.evaluation.markdown import ci as _ci
+from cardioformer_jax.evaluation.markdown import pct as _pct
+from cardioformer_jax.evaluation.markdown import table as _table
 from cardioformer_jax.training import logging_utils, paths, steps, train
 
 PLOTS_DIR = "plots"
@@ -174,36 +177,6 @@ def write_predictions_csv(predictions: SplitPredictions, class_names: Sequence[s
 
 
 # --- rendering ------------------------------------------------------------------------------
-
-
-def _pct(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
-def _ci(intervals: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
-    """``"lower–upper"`` in percent, or "n/a" without an interval."""
-    if not intervals or name not in intervals:
-        return "n/a"
-    return f"{_pct(intervals[name]['lower'])}–{_pct(intervals[name]['upper'])}"
-
-
-def _bootstrap_note(detail: Mapping[str, Any]) -> str:
-    boot = detail.get("bootstrap")
-    if not boot:
-        return "No bootstrap confidence intervals (--bootstrap=0)."
-    unit = ("subjects (a cluster bootstrap: a subject's examples are resampled together)"
-            if boot["unit"] == "subject" else "examples")
-    return (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
-            f"resamples of {unit}, seed {boot['seed']}; resamples in which a metric is "
-            "undefined (one class only) are left out of its interval.")
 
 
 def _metric_rows(values: Mapping[str, float],
@@ -497,6 +470,40 @@ def artefact_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, 
     return workdir / f"predictions{suffix}.csv", workdir / f"MODEL_CARD{suffix}.md"
 
 
+def _evaluation_head(workdir: epath.Path, detail_dir: epath.Path, split: str,
+                     model: inference.TrainedModel, dataset: str, detail: dict[str, Any],
+                     data: dict[str, Any], comparison: dict[str, Any],
+                     predictions_path: epath.Path) -> dict[str, Any]:
+    """What every evaluation.json starts with: the run, the split, the data, the details."""
+    return {
+        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
+        "dataset": dataset,
+        "model_name": model.config.get("model_name", "cardioformer"),
+        "selection_metric": model.config.train.selection_metric,
+        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
+        "classes": list(model.spec.class_names), "detail": detail,
+        "training_results": _training_results(detail_dir, split),
+        "data": data, "paper_comparison": comparison,
+        "predictions_file": predictions_path.name,
+    }
+
+
+def _per_seed_metrics(workdir: epath.Path, seeds: Mapping[int, epath.Path],
+                      model: inference.TrainedModel, predictions: SplitPredictions,
+                      split: str, data_dir: str | None,
+                      score: Callable[[SplitPredictions], dict[str, float]]
+                      ) -> dict[int, dict[str, float]]:
+    """`score` of every seed's run on `split` (the detailed seed's predictions reused)."""
+    per_seed = {}
+    for s in seeds:
+        if int(model.config.seed) == s:
+            per_seed[s] = score(predictions)
+        else:
+            per_seed[s] = score(split_predictions(inference.load(workdir, seed=s), split,
+                                                  data_dir))
+    return per_seed
+
+
 def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | None
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the model card says of the dataset the run was trained on, as built, and
@@ -537,26 +544,14 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     data, comparison = _dataset_facts(model, split, data_dir)
     predictions_path, card_path = artefact_paths(workdir, split)
 
-    evaluation: dict[str, Any] = {
-        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
-        "dataset": model.config.dataset.name,
-        "model_name": model.config.get("model_name", "cardioformer"),
-        "selection_metric": model.config.train.selection_metric,
-        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": class_names, "detail": detail,
-        "training_results": _training_results(detail_dir, split),
-        "data": data, "paper_comparison": comparison,
-        "predictions_file": predictions_path.name,
-    }
+    evaluation = _evaluation_head(workdir, detail_dir, split, model,
+                                  model.config.dataset.name, detail, data, comparison,
+                                  predictions_path)
     if seeds:
-        per_seed = {}
-        for s in seeds:
-            seed_model = model if int(model.config.seed) == s else inference.load(workdir,
-                                                                                  seed=s)
-            seed_predictions = (predictions if seed_model is model
-                                else split_predictions(seed_model, split, data_dir))
-            per_seed[s] = metrics.classification_metrics(
-                seed_predictions.probs, seed_predictions.labels, num_classes=num_classes)
+        per_seed = _per_seed_metrics(
+            workdir, seeds, model, predictions, split, data_dir,
+            lambda p: metrics.classification_metrics(p.probs, p.labels,
+                                                     num_classes=num_classes))
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
         evaluation["seed_summary"] = analysis.seed_summary(
@@ -587,26 +582,14 @@ def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.Train
         bootstrap_resamples=bootstrap_resamples)
     data, comparison = _dataset_facts(model, split, data_dir)
     predictions_path, card_path = artefact_paths(workdir, split)
-    evaluation: dict[str, Any] = {
-        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
-        "dataset": f"{model.config.dataset.name}/{data['builder_config'] or 'default'}",
-        "model_name": model.config.get("model_name", "cardioformer"),
-        "selection_metric": model.config.train.selection_metric,
-        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": class_names, "detail": detail,
-        "training_results": _training_results(detail_dir, split),
-        "data": data, "paper_comparison": comparison,
-        "predictions_file": predictions_path.name,
-    }
+    evaluation = _evaluation_head(
+        workdir, detail_dir, split, model,
+        f"{model.config.dataset.name}/{data['builder_config'] or 'default'}", detail, data,
+        comparison, predictions_path)
     if seeds:
-        per_seed = {}
-        for s in seeds:
-            seed_model = model if int(model.config.seed) == s else inference.load(workdir,
-                                                                                  seed=s)
-            seed_predictions = (predictions if seed_model is model
-                                else split_predictions(seed_model, split, data_dir))
-            per_seed[s] = metrics.multilabel_metrics(seed_predictions.probs,
-                                                     seed_predictions.labels)
+        per_seed = _per_seed_metrics(
+            workdir, seeds, model, predictions, split, data_dir,
+            lambda p: metrics.multilabel_metrics(p.probs, p.labels))
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
         evaluation["seed_aggregate"] = metrics.aggregate_seeds(list(per_seed.values()))
@@ -617,7 +600,7 @@ def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.Train
         aggregate = evaluation["seed_aggregate"]
         text += "\n" + "\n".join(
             [f"## Mean ± std over {len(seeds)} seeds ({split})", "",
-             *multilabel._table(["metric", "mean ± std (%)"],
+             *_table(["metric", "mean ± std (%)"],
                                 [[m, metrics.format_mean_std(aggregate[m])]
                                  for m in multilabel.REPORTED]), ""])
     report_path.write_text(text)
