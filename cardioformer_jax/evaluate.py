@@ -2,6 +2,7 @@ r"""Command line: a report on a trained run's best checkpoint.
 
     python -m cardioformer_jax.evaluate --workdir=RUN [--split=test] [--seed=S] \
         [--data_dir=DIR] [--bootstrap=1000] [--dataset=NAME[/config]]
+    python -m cardioformer_jax.evaluate --workdir=RUN_A --workdir=RUN_B [...] --out=DIR
 
 Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png``,
 ``evaluation.json`` (``evaluation_<split>.json``, with 95% bootstrap confidence intervals;
@@ -13,7 +14,10 @@ best validation selection metric). A multi-label run (the PTB-XL benchmark) gets
 multi-label report: macro AUROC, Fmax, per-class AUROC. With ``--dataset`` (and
 ``--data_dir``, where it is built) the run is validated externally on another dataset
 (`cardioformer_jax.evaluation.external`), written to ``RUN/external_<name>-<config>/``.
-Exit status 1 when the run or its dataset cannot be read.
+Several ``--workdir`` runs with ``--out=DIR`` are evaluated together as an ensemble: each
+member, their mean and a stacked logistic regression fitted on validation
+(`cardioformer_jax.evaluation.ensemble`). Exit status 1 when the run or its dataset cannot
+be read.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ def _main() -> None:
     from cardioformer_jax.evaluation import analysis, report
     from cardioformer_jax.training import train
 
-    workdir = flags.DEFINE_string("workdir", None, "The training --workdir (a local path or "
-                                  "a URL such as gs://bucket/run).", required=True)
+    workdir = flags.DEFINE_multi_string(
+        "workdir", None, "The training --workdir (a local path or a URL such as "
+        "gs://bucket/run); repeat it to evaluate several runs as an ensemble (with --out).",
+        required=True)
+    out = flags.DEFINE_string("out", None, "Ensemble: the folder for its report.")
     split = flags.DEFINE_enum(
         "split", train.TEST_SPLIT, [train.TRAIN_SPLIT, train.VALIDATION_SPLIT, train.TEST_SPLIT],
         "The split to evaluate.")
@@ -50,7 +57,13 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        sys.exit(report.run_cli(workdir.value, split.value, seed=seed.value,
+        if len(workdir.value) > 1:
+            from cardioformer_jax.evaluation import ensemble
+
+            sys.exit(ensemble.run_cli(workdir.value, out.value, split.value,
+                                      data_dir=data_dir.value,
+                                      bootstrap_resamples=bootstrap.value))
+        sys.exit(report.run_cli(workdir.value[0], split.value, seed=seed.value,
                                 data_dir=data_dir.value,
                                 bootstrap_resamples=bootstrap.value,
                                 dataset=dataset.value))

@@ -1,13 +1,14 @@
 r"""Command line: class probabilities of raw WFDB records with a trained model.
 
-    python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLDER... [--json] \
-        [--seed=S] [--batch_size=N]
+    python -m cardioformer_jax.predict --workdir=RUN [--workdir=RUN_B ...] \
+        RECORD_OR_FOLDER... [--json] [--seed=S] [--batch_size=N]
 
 A record is a path without extension or its ``.hea``; a folder stands for every record
 under it. Each record is prepared as the model's training data were, and its class
 probabilities are the mean over its samples (`cardioformer_jax.evaluation.predictions`).
 A record that cannot be used gets a one-line reason on stderr; the others are still
-predicted. Exit status: 0 when at least one record was predicted, 1 when none was (or the
+predicted. Several ``--workdir`` runs predict as an ensemble: the mean of their
+probabilities. Exit status: 0 when at least one record was predicted, 1 when none was (or the
 command line is wrong), 2 when the workdir cannot be loaded.
 """
 
@@ -22,10 +23,10 @@ def _main() -> None:
 
     from cardioformer_jax.evaluation import inference, predictions
 
-    workdir = flags.DEFINE_string("workdir", None,
-                                  "The training --workdir (single run or multi-seed; a local "
-                                  "path or a URL such as gs://bucket/run).",
-                                  required=True)
+    workdir = flags.DEFINE_multi_string(
+        "workdir", None, "The training --workdir (single run or multi-seed; a local path or "
+        "a URL such as gs://bucket/run); repeat it for an ensemble (mean probabilities).",
+        required=True)
     as_json = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
     seed = flags.DEFINE_integer(
         "seed", None, "Multi-seed workdir: the seed's run (default: the best "

@@ -73,12 +73,19 @@ def find_records(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 def predict_records(model: inference.TrainedModel, records: Sequence[str],
-                    batch_size: int = inference.DEFAULT_BATCH_SIZE
+                    batch_size: int = inference.DEFAULT_BATCH_SIZE,
+                    members: Sequence[inference.TrainedModel] = ()
                     ) -> list[Prediction | Failure]:
     """Predicts every record; one `Prediction` or `Failure` per record, in order.
 
-    From 10 records on, a progress bar on stderr (on an interactive terminal only).
+    `members`: more runs with the same input contract; the probabilities are then the
+    mean over `model` and them (an ensemble). From 10 records on, a progress bar on stderr
+    (on an interactive terminal only).
     """
+    for member in members:
+        if member.spec != model.spec:
+            raise ValueError(f"{member.run_dir} takes other inputs or classes than "
+                             f"{model.run_dir}; an ensemble needs one input contract")
     results: list[Prediction | Failure] = []
     for record in tqdm.tqdm(records, desc="predicting", unit="record",
                             disable=None if len(records) >= 10 else True):
@@ -87,7 +94,8 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
         except RecordError as err:
             results.append(Failure(record, err.kind, err.reason))
             continue
-        probabilities = model.probabilities(prepared.samples, batch_size).astype(np.float64)
+        probabilities = np.mean([m.probabilities(prepared.samples, batch_size)
+                                 for m in (model, *members)], axis=0).astype(np.float64)
         results.append(Prediction(record, len(prepared.samples), probabilities.mean(axis=0),
                                   prepared.source_fs, prepared.ignored_leads))
     return results
@@ -135,24 +143,37 @@ def format_table(model: inference.TrainedModel, results: Sequence[Prediction | F
     return "\n".join(lines)
 
 
-def run_cli(workdir: str | os.PathLike[str], paths: Iterable[str | os.PathLike[str]], *,
+def run_cli(workdir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+            paths: Iterable[str | os.PathLike[str]], *,
             as_json: bool = False, seed: int | None = None,
             batch_size: int = inference.DEFAULT_BATCH_SIZE) -> int:
     """The command line: predicts the records of `paths`, prints the table (or JSON, with
-    `as_json`) to stdout and one line per failed record to stderr; returns the exit status."""
-    model = inference.load_for_command_line(workdir, seed=seed)
-    if model is None:
+    `as_json`) to stdout and one line per failed record to stderr; returns the exit status.
+    Several workdirs: their mean probabilities (an ensemble)."""
+    workdirs = [workdir] if isinstance(workdir, (str, os.PathLike)) else list(workdir)
+    loaded = [inference.load_for_command_line(w, seed=seed) for w in workdirs]
+    if any(m is None for m in loaded):
         return 2
+    model, *members = loaded
     records = find_records(paths)
     if not records:
         print("error: no WFDB record (.hea) found in the given paths", file=sys.stderr)
         return 1
-    results = predict_records(model, records, batch_size)
+    try:
+        results = predict_records(model, records, batch_size, members)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if as_json:
-        print(json.dumps(to_json(model, results), indent=2))
+        output = to_json(model, results)
+        if members:
+            output["ensemble"] = [str(m.run_dir) for m in loaded]
+        print(json.dumps(output, indent=2))
     else:
-        print(f"# {model.spec.dataset} model: {model.run_dir} (checkpoint step {model.step}, "
-              f"epoch {model.epoch}); probabilities averaged over each record's "
+        source = (f"mean of {len(loaded)} runs ({', '.join(str(m.run_dir) for m in loaded)})"
+                  if members else f"{model.run_dir} (checkpoint step {model.step}, epoch "
+                  f"{model.epoch})")
+        print(f"# {model.spec.dataset} model: {source}; probabilities averaged over each record's "
               f"{'1 s segments' if model.spec.mode == 'segments' else 'heartbeats'}")
         if any(isinstance(r, Prediction) for r in results):
             print(format_table(model, results))

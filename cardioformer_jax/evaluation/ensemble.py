@@ -1,0 +1,172 @@
+"""Ensembles of trained runs on one split: each member, their mean, a stacked meta-learner.
+
+    python -m cardioformer_jax.evaluate --workdir=RUN_A --workdir=RUN_B [...] --out=DIR \
+        [--split=test]
+
+Every member (a run folder; a multi-seed folder gives its best seed) scores every example
+of the validation split and of the evaluated split with the training code's evaluation
+program. The members must have been trained on the same dataset and classes. Three things
+are compared on the evaluated split:
+
+* each member;
+* the **mean** of the members' probabilities;
+* a **stacked** meta-learner: scikit-learn's logistic regression on the members'
+  probabilities, fitted on the validation split's predictions and labels (multinomial for
+  a single-label model, one binary regression per class for a multi-label one), then
+  applied to the evaluated split. The evaluated split is never used to fit it.
+
+Writes ``DIR/ensemble_report.md`` and ``DIR/ensemble.json`` (suffixed with the split when
+it is not test) with the metrics and their 95% bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel, report
+from cardioformer_jax.evaluation.markdown import ci, pct, table
+from cardioformer_jax.training import logging_utils, paths, train
+
+META_LEARNER_C = 1.0  # inverse L2 strength of the logistic regressions (scikit-learn's)
+
+
+def _identity(model: inference.TrainedModel) -> tuple[Any, ...]:
+    dataset = model.config.dataset
+    return (dataset.name, dataset.builder_config or "default", tuple(model.spec.class_names),
+            model.spec.multilabel)
+
+
+def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
+    # Log-probabilities: the members' evidence adds up linearly in the regression.
+    return np.log(np.clip(np.concatenate(probs, axis=1), metrics.PROB_EPS, 1.0))
+
+
+def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarray,
+                          test_probs: Sequence[np.ndarray], multilabel_targets: bool
+                          ) -> np.ndarray:
+    """The meta-learner's probabilities on the evaluated split, fitted on validation.
+
+    Single-label: one multinomial logistic regression over the classes (a class absent
+    from validation gets probability 0). Multi-label: one logistic regression per class;
+    a class with a single value in validation keeps the members' mean.
+    """
+    x_val, x_test = _features(val_probs), _features(test_probs)
+    k = test_probs[0].shape[1]
+    if not multilabel_targets:
+        learner = LogisticRegression(C=META_LEARNER_C, max_iter=2000)
+        learner.fit(x_val, val_labels)
+        out = np.zeros((x_test.shape[0], k))
+        out[:, learner.classes_.astype(int)] = learner.predict_proba(x_test)
+        return out
+    mean = np.mean(test_probs, axis=0)
+    out = mean.copy()
+    for c in range(k):
+        y = val_labels[:, c]
+        if y.min() == y.max():
+            continue
+        learner = LogisticRegression(C=META_LEARNER_C, max_iter=2000).fit(x_val, y)
+        out[:, c] = learner.predict_proba(x_test)[:, 1]
+    return out
+
+
+def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                      split: str = train.TEST_SPLIT, data_dir: str | None = None,
+                      bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
+                      ) -> dict[str, Any]:
+    """Evaluates the runs of `workdirs` together on `split` (module docstring); returns the
+    JSON it writes. ValueError when fewer than two runs are given, when they differ in
+    dataset or classes, or when `split` is the validation split (the meta-learner's)."""
+    if len(workdirs) < 2:
+        raise ValueError("an ensemble needs at least two --workdir runs")
+    if split == train.VALIDATION_SPLIT:
+        raise ValueError("the stacked meta-learner is fitted on the validation split; "
+                         "evaluate the ensemble on another split")
+    models = [inference.load(w) for w in workdirs]
+    identities = {_identity(m) for m in models}
+    if len(identities) > 1:
+        raise ValueError(f"the runs were trained on different datasets or classes: "
+                         f"{sorted(identities)}; an ensemble needs one label space")
+    multilabel_targets = models[0].spec.multilabel
+    names = [f"{i + 1}: {m.config.get('model_name', 'cardioformer')} seed "
+             f"{int(m.config.seed)} ({m.run_dir})" for i, m in enumerate(models)]
+    val = [report.split_predictions(m, train.VALIDATION_SPLIT, data_dir) for m in models]
+    test = [report.split_predictions(m, split, data_dir) for m in models]
+    for other in test[1:]:
+        if not np.array_equal(other.record_ids, test[0].record_ids):
+            raise ValueError("the runs read different examples (another data_dir or "
+                             "build?); an ensemble needs the same split")
+    labels, val_labels = test[0].labels, val[0].labels
+    candidates = {name: p.probs for name, p in zip(names, test, strict=True)}
+    candidates["mean of the members"] = np.mean([p.probs for p in test], axis=0)
+    candidates["stacked (logistic regression fitted on validation)"] = stacked_probabilities(
+        [p.probs for p in val], val_labels, [p.probs for p in test], multilabel_targets)
+
+    k = len(models[0].spec.class_names)
+    clusters = test[0].subject_ids if (test[0].subject_ids >= 0).all() else None
+    results = {}
+    for name, probs in candidates.items():
+        if multilabel_targets:
+            values = metrics.multilabel_metrics(probs, labels)
+            intervals = (multilabel.bootstrap_intervals(
+                probs, labels, clusters=clusters, num_resamples=bootstrap_resamples)
+                if bootstrap_resamples else {})
+        else:
+            values = metrics.classification_metrics(probs, labels, num_classes=k)
+            intervals = (analysis.bootstrap_intervals(
+                probs, labels, k, clusters=clusters, num_resamples=bootstrap_resamples)
+                if bootstrap_resamples else {})
+        results[name] = {"metrics": values, "intervals": intervals}
+
+    out_dir = paths.resolve_path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    evaluation = {
+        "split": split, "members": [str(m.run_dir) for m in models],
+        "dataset": f"{models[0].config.dataset.name}/"
+                   f"{models[0].config.dataset.builder_config or 'default'}",
+        "classes": list(models[0].spec.class_names), "multilabel": multilabel_targets,
+        "num_examples": int(labels.shape[0]), "meta_learner_fit_examples":
+            int(val_labels.shape[0]), "results": results,
+    }
+    shown = multilabel.REPORTED if multilabel_targets else analysis.REPORTED_METRICS
+    lines = [f"# Ensemble of {len(models)} runs ({split} split)", "",
+             f"- dataset: {evaluation['dataset']}; {labels.shape[0]} examples",
+             f"- stacked: logistic regression on the members' log-probabilities, fitted on "
+             f"the {val_labels.shape[0]} validation examples",
+             "- percentages: metrics x 100, 95% bootstrap intervals in brackets", ""]
+    rows = [[name, *(f"{pct(r['metrics'][m])} [{ci(r['intervals'], m)}]" for m in shown)]
+            for name, r in results.items()]
+    lines += table(["model", *shown], rows)
+    lines.append("")
+    (out_dir / f"ensemble_report{suffix}.md").write_text("\n".join(lines))
+    logging_utils.write_json(out_dir / f"ensemble{suffix}.json", evaluation)
+    evaluation["report_path"] = str(out_dir / f"ensemble_report{suffix}.md")
+    return evaluation
+
+
+def run_cli(workdirs: Sequence[str], out_dir: str | None, split: str, *,
+            data_dir: str | None = None,
+            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> int:
+    """The command line of an ensemble: one line per candidate; returns the exit status."""
+    import sys
+
+    inference.quiet_orbax()
+    try:
+        if not out_dir:
+            raise ValueError("several --workdir runs are evaluated as an ensemble: give "
+                             "--out=DIR for its report")
+        evaluation = evaluate_ensemble(workdirs, out_dir, split=split, data_dir=data_dir,
+                                       bootstrap_resamples=bootstrap_resamples)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(evaluation["report_path"])
+    for name, result in evaluation["results"].items():
+        print(f"  {name}: AUROC {pct(result['metrics']['auroc'])}, F1 "
+              f"{pct(result['metrics']['f1'])}")
+    return 0
