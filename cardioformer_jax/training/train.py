@@ -43,6 +43,10 @@ TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = "train", "validation", "test"
 # `evaluate_fn(state, split, epoch) -> metrics` replaces the real evaluation (tests script
 # the metric sequence the early stopping sees with it).
 EvaluateFn = Callable[["steps.TrainState", str, int], Mapping[str, float]]
+# `on_epoch_end(epoch, results)`: called after each epoch's evaluation and checkpoint with
+# the metrics by split (the tuner reports the validation metric to Optuna, which may prune
+# the run by raising from it).
+EpochEndFn = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -126,14 +130,20 @@ def _resume(checkpoints: checkpointing.Checkpointer, abstract: steps.TrainState,
 
 def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                evaluate_fn: EvaluateFn | None = None,
-               allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
+               allow_config_change: Sequence[str] = (),
+               evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
+               on_epoch_end: EpochEndFn | None = None) -> dict[str, Any]:
     """The docs/training.md protocol for one seed in `run_dir`, resuming a previous run there.
 
     A resumed run refuses config changes that alter what it computes unless
     `allow_config_change` names them (`checkpointing.check_run_config`). Returns (and
     writes to ``run_dir/results.json``) the best epoch's metrics, with the configs and the
-    dataset that produced them.
+    dataset that produced them. `evaluate_splits` without the test split (tuning) never
+    reads it: ``"test"`` is then None. `on_epoch_end` see `EpochEndFn`.
     """
+    if VALIDATION_SPLIT not in evaluate_splits:
+        raise ValueError(f"evaluate_splits={tuple(evaluate_splits)} must include "
+                         f"{VALIDATION_SPLIT!r}: early stopping follows it")
     run_dir = paths.resolve_path(run_dir)
     train_config = config.train
     mesh = sharding.mesh_from_config(config)
@@ -209,7 +219,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
             step_in_epoch = 0
             state = compiled.swa(state)
             results = {split: dict(evaluate_fn(state, split, epoch))
-                       for split in (VALIDATION_SPLIT, TEST_SPLIT)}
+                       for split in evaluate_splits}
             early, is_best = early.update(
                 results[VALIDATION_SPLIT][train_config.selection_metric], epoch)
             if is_best:
@@ -219,6 +229,8 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                 logging_utils.log_scalars(values, step=step, split=f"{split} epoch {epoch}")
             save(best_epoch=epoch if is_best else None)
             log.start = time.perf_counter()  # evaluation time is not training throughput
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, results)
         checkpoints.wait_until_finished()
         final_state = state
     finally:
@@ -234,7 +246,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         "stopped_early": bool(early.should_stop),
         "nonfinite_steps": int(jax.device_get(final_state.nonfinite_steps)),
         "validation": None if best is None else best[VALIDATION_SPLIT],
-        "test": None if best is None else best[TEST_SPLIT],
+        "test": None if best is None else best.get(TEST_SPLIT),
         # What produced these numbers: every config the run started or resumed with
         # (config_history.jsonl holds them in full) and the dataset it read.
         "provenance": {
@@ -300,27 +312,35 @@ def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        evaluate_fn: EvaluateFn | None = None,
-                       allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
+                       allow_config_change: Sequence[str] = (),
+                       evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
+                       on_epoch_end: EpochEndFn | None = None) -> dict[str, Any]:
     """Validates `config`, prepares the data and runs every seed; returns the results.
 
     With ``config.seeds == 1`` the run lives in `workdir` and the result is its
     ``results.json``. With more, seed ``s`` runs in ``workdir/seed_<s>`` and
     ``workdir/results.json`` holds each seed's test metrics and, per metric, their mean
     and std (`metrics.aggregate_seeds`). Rerunning the same command resumes.
+    `evaluate_splits` and `on_epoch_end`: see `train_seed` (one seed only without the test
+    split: the seeds' aggregate is of test metrics).
     """
     config_lib.validate_config(config)
+    if config.seeds > 1 and TEST_SPLIT not in evaluate_splits:
+        raise ValueError("evaluate_splits without the test split needs config.seeds == 1")
     workdir = paths.resolve_path(workdir)
     config = demo.prepare_synthetic_dataset(config, workdir)
     if config.seeds == 1:
         return train_seed(config, workdir, evaluate_fn=evaluate_fn,
-                          allow_config_change=allow_config_change)
+                          allow_config_change=allow_config_change,
+                          evaluate_splits=evaluate_splits, on_epoch_end=on_epoch_end)
     seeds = [config.seed + i for i in range(config.seeds)]
     per_seed = {}
     for seed in seeds:
         logging.info("seed %d (%d of %d)", seed, seed - seeds[0] + 1, len(seeds))
         per_seed[seed] = train_seed(_seed_config(config, seed), workdir / f"seed_{seed}",
                                     evaluate_fn=evaluate_fn,
-                                    allow_config_change=allow_config_change)
+                                    allow_config_change=allow_config_change,
+                                    on_epoch_end=on_epoch_end)
     tests = [r["test"] for r in per_seed.values()]
     if any(t is None for t in tests):
         raise RuntimeError("a seed finished without an evaluated epoch")
