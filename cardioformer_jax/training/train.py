@@ -153,7 +153,8 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
     except FileNotFoundError:
         dataset = None  # not built: `check_dataset` below says how to build it
     checkpointing.check_run_config(run_dir, config, allow=allow_config_change, dataset=dataset)
-    input_pipeline.check_dataset(config)  # shapes and labels against the model, before compiling
+    # Shapes and labels against the model, before compiling; of the splits the run reads.
+    input_pipeline.check_dataset(config, (TRAIN_SPLIT, *evaluate_splits))
 
     compiled = steps.programs(config, mesh)
     train_input = input_pipeline.create_train_input(config, mesh)
