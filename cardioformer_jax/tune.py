@@ -1,0 +1,114 @@
+r"""Command line: hyper-parameter tuning with Optuna (docs/tuning.md).
+
+    python -m cardioformer_jax.tune --config=configs/ptbxl.py --workdir=DIR --trials=50 \
+        [--storage=postgresql://user:pass@host/db] [--study=NAME] \
+        [--search=configs/search/cardioformer.py] [--worker=K] [--config.train.num_epochs=30 ...]
+
+One worker: joins the study (creating it on first use) in ``--storage`` (default
+``sqlite:///DIR/study.db``) and trains trials until the study has ``--trials`` finished
+(complete or pruned) ones; run the same command again, on this machine or others reaching the
+same database, for more workers (each with its own ``--worker``). Each trial is a normal
+training run of the config with the search space's values, in ``DIR/trial_<number>``,
+evaluated on the validation split only, pruned on it epoch by epoch (median rule), and
+resumed from its checkpoint if its worker dies. At the end the worker writes
+``DIR/best_config.py``, ``DIR/best_trial.json`` and ``DIR/tuning_report.md``. Give every
+architecture the same ``--trials`` (one study each) for a fair comparison. Exit status 1 for
+a dataset that is not built or a study of another config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _main() -> None:
+    # Flags are defined here, not at import: importing this module must not define flags.
+    import os
+
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    from cardioformer_jax.tuning import study
+
+    defaults = study.Settings(trials=1)
+    config = config_flags.DEFINE_config_file(
+        "config", None, "The base training configuration (a configs/*.py file).",
+        lock_config=True)
+    workdir = flags.DEFINE_string(
+        "workdir", None, "Local folder of the trials' runs and the outputs (and of the "
+        "default SQLite study).", required=True)
+    trials = flags.DEFINE_integer(
+        "trials", None, "Finished (complete + pruned) trials wanted in the study, over all "
+        "its workers.", required=True, lower_bound=1)
+    storage = flags.DEFINE_string(
+        "storage", None, "SQLAlchemy URL of the study database (default: "
+        "sqlite:///WORKDIR/study.db); e.g. postgresql://user:pass@host/db for many hosts.")
+    study_name = flags.DEFINE_string(
+        "study", None, "Study name (default: <model_name>-<dataset>).")
+    search = flags.DEFINE_string(
+        "search", None, "Search-space file defining search_space(trial, config) (default: "
+        "configs/search/<model_name>.py).")
+    seed = flags.DEFINE_integer("seed", defaults.seed, "Seed of the TPE sampler.")
+    worker = flags.DEFINE_integer(
+        "worker", defaults.worker, "This worker's index (0, 1, ...): concurrent workers need "
+        "distinct ones, or their samplers propose the same first trials.", lower_bound=0)
+    pruner = flags.DEFINE_enum("pruner", defaults.pruner, list(study.PRUNERS),
+                               "Pruning of trials on their per-epoch validation metric.")
+    startup = flags.DEFINE_integer(
+        "pruner_startup_trials", defaults.pruner_startup_trials,
+        "No pruning before this many trials have finished.", lower_bound=0)
+    warmup = flags.DEFINE_integer(
+        "pruner_warmup_epochs", defaults.pruner_warmup_epochs,
+        "No trial is pruned before it has reported this many epochs.", lower_bound=0)
+    heartbeat = flags.DEFINE_integer(
+        "heartbeat_interval", defaults.heartbeat_interval,
+        "Seconds between a running trial's heartbeats.", lower_bound=1)
+    grace = flags.DEFINE_integer(
+        "grace_period", defaults.grace_period, "Seconds without a heartbeat after which a "
+        "trial's worker counts as dead: its trial is failed and retried.", lower_bound=2)
+    max_retry = flags.DEFINE_integer(
+        "max_retry", defaults.max_retry, "Retries of a dead worker's trial.", lower_bound=0)
+    cache_dir = flags.DEFINE_string(
+        "compilation_cache_dir", None, "Persistent XLA compilation cache ('' disables). "
+        "Default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/cardioformer_jax/xla.")
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        import jax
+
+        from cardioformer_jax.training import logging_utils
+
+        path = cache_dir.value
+        if path is None:
+            path = jax.config.jax_compilation_cache_dir or "~/.cache/cardioformer_jax/xla"
+        if path:
+            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        import logging as std_logging
+
+        logging_utils.quiet_orbax(std_logging.WARNING, logging.get_absl_handler())
+        try:
+            settings = study.Settings(
+                trials=trials.value, storage=storage.value, study_name=study_name.value,
+                search=search.value, seed=seed.value, worker=worker.value,
+                pruner=pruner.value, pruner_startup_trials=startup.value,
+                pruner_warmup_epochs=warmup.value, heartbeat_interval=heartbeat.value,
+                grace_period=grace.value, max_retry=max_retry.value)
+            summary = study.run(config.value, workdir.value, settings)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        best = summary["best"]
+        if best is None:
+            print(f"study {summary['study']}: no complete trial; report: "
+                  f"{workdir.value}/tuning_report.md")
+        else:
+            print(f"study {summary['study']}: best trial {best['number']} validation "
+                  f"{summary['selection_metric']}={best['value']:.4f} of {summary['counted']} "
+                  f"trials; config: {summary['best_config']}")
+
+    app.run(main)
+
+
+if __name__ == "__main__":
+    _main()
