@@ -75,7 +75,12 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "epochs_reported": len(trial.intermediate_values),
             # What RetryHeartbeatStaleTrialCallback.retried_trial_number reads.
             "retry_of": trial.system_attrs.get("failed_trial"),
-            "datetime_start": trial.datetime_start, "datetime_complete": trial.datetime_complete}
+            "datetime_start": _iso(trial.datetime_start),
+            "datetime_complete": _iso(trial.datetime_complete)}
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
 
 
 def _counted_study(study: optuna.Study, counted: list[optuna.trial.FrozenTrial]

@@ -24,6 +24,7 @@ import dataclasses
 import fcntl
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,16 @@ def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         # Several local workers write one file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(
-        max_retry=settings.max_retry, inherit_intermediate_values=True)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
-                grace_period=settings.grace_period, heartbeat_stale_trial_callback=callback)
+            with warnings.catch_warnings():  # heartbeats and retries: experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.max_retry, inherit_intermediate_values=True)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    grace_period=settings.grace_period, heartbeat_stale_trial_callback=callback)
         except sqlalchemy.exc.OperationalError:
             # Workers started together on a new database race to create its tables.
             if attempt == 4:
