@@ -36,7 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cardioformer_jax import config_lib, models
-from cardioformer_jax.data import input_pipeline
+from cardioformer_jax.data import input_pipeline, tabular
 from cardioformer_jax.training import sharding, steps
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
@@ -62,15 +62,21 @@ def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch:
 def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
                   mesh: jax.sharding.Mesh, evaluation: bool = False) -> dict[str, jax.Array]:
     """A global batch of `rows` random examples, split over `mesh` like the input pipeline's
-    (``{"signal", "label"}``; evaluation batches also carry ``"mask"``)."""
+    (``{"signal", "label"}``, ``"tabular"`` for age/sex fusion; evaluation batches also
+    carry ``"mask"``)."""
     model = config.model
     if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
         rows //= jax.process_count()  # each process feeds its own rows
     host = {
         "signal": rng.standard_normal((rows, model.seq_len, model.num_channels)
                                       ).astype(np.float32),
-        "label": rng.integers(0, model.num_classes, rows).astype(np.int32),
+        "label": (rng.integers(0, 2, (rows, model.num_classes)).astype(np.float32)
+                  if config.dataset.get("multilabel", False)
+                  else rng.integers(0, model.num_classes, rows).astype(np.int32)),
     }
+    if model.get("tabular", "none") != "none":
+        host["tabular"] = tabular.tabular_features(rng.uniform(20, 90, rows),
+                                                   rng.integers(0, 2, rows))
     if evaluation:
         host["mask"] = np.ones(rows, np.int32)
     return sharding.global_batch(host, mesh)

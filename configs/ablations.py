@@ -10,7 +10,10 @@ The argument is ``ABLATION[,DATASET]``; DATASET is ``ptbxl`` (default), ``ptb`` 
 * ``single_granularity``: one granularity, patch length 8 (another length with
   ``--config.model.patch_lens=16``);
 * ``single_channel``: patches cut per lead (each lead its own one-channel sample);
-* ``no_augmentation``: no token augmentation (``augmentations="none"``).
+* ``no_augmentation``: no token augmentation (``augmentations="none"``);
+* ``tabular_late`` / ``tabular_early``: age and sex with the ECG (``model.tabular``; not
+  an ablation of the paper but an addition, compared against the paper's setting): their
+  embedding joins the head's features (late) or is a token of every granularity (early).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import importlib
 import ml_collections
 
 ABLATIONS: tuple[str, ...] = ("no_inter_attn", "single_granularity", "single_channel",
-                              "no_augmentation")
+                              "no_augmentation", "tabular_late", "tabular_early")
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg")
 SINGLE_PATCH_LEN = 8
 
@@ -41,6 +44,8 @@ def get_config(arg: str = "no_inter_attn") -> ml_collections.ConfigDict:
         model.patch_lens = (SINGLE_PATCH_LEN,)
     elif name == "single_channel":
         model.single_channel = True
+    elif name.startswith("tabular_"):
+        model.tabular = name.removeprefix("tabular_")
     else:
         model.augmentations = "none"
     return config

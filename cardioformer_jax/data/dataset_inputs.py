@@ -154,11 +154,14 @@ class PreparedRecord:
       samples: ``(k, sample_length, len(lead_names))`` float32, ready for the model.
       source_fs: the record's sampling rate (Hz) before resampling.
       ignored_leads: the record's leads the model does not use.
+      age, sex: from the header's comments (``age: 63``, ``sex: female``); -1 unknown.
     """
 
     samples: np.ndarray
     source_fs: float
     ignored_leads: tuple[str, ...]
+    age: float = -1.0
+    sex: int = -1
 
 
 def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRecord:
@@ -186,8 +189,9 @@ def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRec
                           f"{spec.sample_rate} Hz")
     ignored = tuple(name for i, name in enumerate(record.lead_names) if i not in set(columns))
     # docs/model.md: the input pipeline standardises every sample again right before the model.
+    age, sex = labels.ptb_age_sex(record.comments)
     return PreparedRecord(samples=preprocessing.standardize(samples), source_fs=record.fs,
-                          ignored_leads=ignored)
+                          ignored_leads=ignored, age=age, sex=sex)
 
 
 def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:

@@ -41,7 +41,7 @@ import jax
 import numpy as np
 import tqdm
 
-from cardioformer_jax.data import datasets, preprocessing
+from cardioformer_jax.data import datasets, preprocessing, tabular
 from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class DataSpec:
     num_channels: int
     num_classes: int
     multilabel: bool = False
+    tabular: bool = False  # batches carry the age/sex features (`model.tabular`)
 
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
@@ -76,6 +77,7 @@ class DataSpec:
             num_channels=int(config.model.num_channels),
             num_classes=int(config.model.num_classes),
             multilabel=bool(config.dataset.get("multilabel", False)),
+            tabular=config.model.get("tabular", "none") != "none",
         )
 
     @property
@@ -207,6 +209,8 @@ class TrainTransform(grain.transforms.Map):
             "signal": preprocessing.standardize(element["signal"]),
             "label": (np.asarray(element["labels"], np.float32) if self._spec.multilabel
                       else np.int32(element["label"])),
+            **({"tabular": tabular.tabular_features(element["age"], element["sex"])}
+               if self._spec.tabular else {}),
         }
 
 
@@ -231,6 +235,7 @@ def _padding_example(spec: DataSpec) -> dict[str, np.ndarray]:
         "signal": np.zeros((spec.seq_len, spec.num_channels), np.float32),
         "label": (np.zeros(spec.num_classes, np.float32) if spec.multilabel
                   else np.int32(0)),
+        **({"tabular": tabular.tabular_features(-1.0, -1)} if spec.tabular else {}),
         "mask": np.int32(0),
         "index": np.int64(-1),
         "record_id": np.bytes_(b""),
@@ -510,7 +515,8 @@ def eval_batches(
     try:
         for batch in iterator:
             bar.update()
-            device = {k: batch[k] for k in ("signal", "label", "mask")}
+            device = {k: batch[k] for k in ("signal", "label", "mask", "tabular")
+                      if k in batch}
             if mesh is not None:
                 device = sharding.global_batch(device, mesh)
             yield EvalBatch(device=device, host=batch)

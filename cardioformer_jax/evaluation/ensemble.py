@@ -74,6 +74,26 @@ def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarra
     return out
 
 
+def _auroc_by_subgroup(probs: np.ndarray, labels: np.ndarray,
+                       predictions: report.SplitPredictions, multilabel_targets: bool
+                       ) -> dict[str, float]:
+    """Macro AUROC per sex and age band (`analysis` groups; unknown values left out)."""
+    out = {}
+    for groups, names in ((analysis.sex_groups(predictions.sexes),
+                           analysis.SEX_NAMES.values()),
+                          (analysis.age_bands(predictions.ages),
+                           [n for n, _, _ in analysis.AGE_BANDS])):
+        for name in names:
+            mask = groups == name
+            if mask.any():
+                scores = (metrics.multilabel_metrics(probs[mask], labels[mask])
+                          if multilabel_targets else
+                          metrics.classification_metrics(probs[mask], labels[mask],
+                                                          num_classes=probs.shape[1]))
+                out[f"{name}"] = scores["auroc"]
+    return out
+
+
 def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                       split: str = train.TEST_SPLIT, data_dir: str | None = None,
                       bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
@@ -120,7 +140,9 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
             intervals = (analysis.bootstrap_intervals(
                 probs, labels, k, clusters=clusters, num_resamples=bootstrap_resamples)
                 if bootstrap_resamples else {})
-        results[name] = {"metrics": values, "intervals": intervals}
+        results[name] = {"metrics": values, "intervals": intervals,
+                         "auroc_by_subgroup": _auroc_by_subgroup(probs, labels, test[0],
+                                                                 multilabel_targets)}
 
     out_dir = paths.resolve_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +164,13 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
     rows = [[name, *(f"{pct(r['metrics'][m])} [{ci(r['intervals'], m)}]" for m in shown)]
             for name, r in results.items()]
     lines += table(["model", *shown], rows)
+    groups = list(next(iter(results.values()))["auroc_by_subgroup"])
+    if groups:
+        lines += ["", "Macro AUROC by subgroup (unknown sex or age left out): where a "
+                  "change, e.g. age and sex fusion (`model.tabular`), gains or loses.", ""]
+        lines += table(["model", *groups],
+                       [[name, *(pct(r["auroc_by_subgroup"][g]) for g in groups)]
+                        for name, r in results.items()])
     lines.append("")
     (out_dir / f"ensemble_report{suffix}.md").write_text("\n".join(lines))
     logging_utils.write_json(out_dir / f"ensemble{suffix}.json", evaluation)

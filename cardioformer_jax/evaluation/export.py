@@ -38,16 +38,24 @@ import numpy as np
 from etils import epath
 from jax import export as jax_export
 
+from cardioformer_jax.data import tabular
 from cardioformer_jax.evaluation import inference
 from cardioformer_jax.training import logging_utils, paths
 
 FORMAT = "cardioformer_jax.export/1"
 
 
-def model_function(model: inference.TrainedModel) -> Callable[[jax.Array], jax.Array]:
-    """``f(samples (B, T, C)) -> logits (B, K)`` with the parameters closed over."""
+def model_function(model: inference.TrainedModel) -> Callable[..., jax.Array]:
+    """``f(samples (B, T, C)) -> logits (B, K)`` with the parameters closed over; a model
+    that fuses age and sex takes their features too: ``f(samples, tabular (B, 4))``."""
     apply = model.apply_fn()
     params, rngs = model.params, model.rngs
+
+    if model.uses_tabular:
+        def logits_with_tabular(samples: jax.Array, tabular: jax.Array) -> jax.Array:
+            return apply(params, rngs, samples, tabular)
+
+        return logits_with_tabular
 
     def logits(samples: jax.Array) -> jax.Array:
         return apply(params, rngs, samples)
@@ -60,15 +68,19 @@ def export_model(model: inference.TrainedModel, *, batch_size: int | None = None
     """`jax.export` of `model_function` (symbolic batch unless `batch_size`)."""
     seq_len, channels = model.input_shape
     batch: Any = batch_size if batch_size else jax_export.symbolic_shape("batch")[0]
-    spec = jax.ShapeDtypeStruct((batch, seq_len, channels), jnp.float32)
+    specs = [jax.ShapeDtypeStruct((batch, seq_len, channels), jnp.float32)]
+    if model.uses_tabular:
+        specs.append(jax.ShapeDtypeStruct((batch, len(tabular.TABULAR_FEATURES)),
+                                          jnp.float32))
     return jax_export.export(jax.jit(model_function(model)),
-                             platforms=tuple(platforms) if platforms else None)(spec)
+                             platforms=tuple(platforms) if platforms else None)(*specs)
 
 
 def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
              file_name: str) -> dict[str, Any]:
     """The JSON written next to the exported model."""
-    (in_aval,), (out_aval,) = exported.in_avals, exported.out_avals
+    in_aval, *extra_avals = exported.in_avals
+    (out_aval,) = exported.out_avals
 
     def shape(aval: Any) -> list[int | None]:
         # A symbolic dimension (the batch) is written as null.
@@ -81,6 +93,12 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
         "platforms": list(exported.platforms),
         "input": {"name": "samples", "shape": shape(in_aval), "dtype": str(in_aval.dtype),
                   "layout": "(batch, time, lead)"},
+        **({"tabular_input": {
+            "name": "tabular", "shape": shape(extra_avals[0]),
+            "features": list(tabular.TABULAR_FEATURES),
+            "encoding": "cardioformer_jax.data.tabular.tabular_features: age capped at 90, "
+                        "(age - 60) / 20, 0 when unknown; age_known 0/1; male, female "
+                        "one-hot (both 0 when unknown)"}} if extra_avals else {}),
         "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
                    "note": ("a sigmoid per class gives the (multi-label) class "
                             "probabilities" if model.spec.multilabel else
@@ -118,9 +136,14 @@ def load(path: str | os.PathLike) -> tuple[jax_export.Exported, dict[str, Any]]:
     return exported, json.loads(path.with_suffix(".json").read_text())
 
 
-def run(exported: jax_export.Exported, samples: np.ndarray) -> np.ndarray:
-    """Logits of prepared samples ``(N, T, C)`` with an exported model."""
-    return np.asarray(exported.call(np.asarray(samples, np.float32)))
+def run(exported: jax_export.Exported, samples: np.ndarray,
+        tabular_inputs: np.ndarray | None = None) -> np.ndarray:
+    """Logits of prepared samples ``(N, T, C)`` with an exported model (and their ``(N, 4)``
+    age/sex features for a model exported with them)."""
+    args = [np.asarray(samples, np.float32)]
+    if tabular_inputs is not None:
+        args.append(np.asarray(tabular_inputs, np.float32))
+    return np.asarray(exported.call(*args))
 
 
 def run_cli(workdir: str | os.PathLike, out: str | os.PathLike, *, seed: int | None = None,

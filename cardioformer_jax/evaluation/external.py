@@ -153,7 +153,9 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
 
     def flush() -> None:
         if pending:
-            probs.append(model.probabilities(np.concatenate(pending), batch_size))
+            n = sum(len(p) for p in pending)
+            extra = model.tabular_inputs(n, np.asarray(ages[-n:]), np.asarray(sexes[-n:]))
+            probs.append(model.probabilities(np.concatenate(pending), batch_size, extra))
             pending.clear()
 
     for index in tqdm.tqdm(range(len(source)), desc=f"{name} {split}", unit=" examples",

@@ -38,7 +38,7 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.data import dataset_inputs
+from cardioformer_jax.data import dataset_inputs, tabular
 from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
 
 DEFAULT_BATCH_SIZE = 64
@@ -85,12 +85,30 @@ class TrainedModel:
         """The eval-mode model (a fresh copy; dropout and augmentations off)."""
         return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
 
-    def apply_fn(self) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
-        """``f(params, rngs, signal (B, T, C)) -> logits (B, K)`` (float32), pure."""
+    def apply_fn(self) -> Callable[..., jax.Array]:
+        """``f(params, rngs, signal (B, T, C)[, tabular (B, 4)]) -> logits (B, K)``
+        (float32), pure."""
         return functools.partial(_apply, self.graphdef)
 
-    def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)``.
+    @property
+    def uses_tabular(self) -> bool:
+        """Whether the model fuses age and sex (``model.tabular``)."""
+        return self.config.model.get("tabular", "none") != "none"
+
+    def tabular_inputs(self, n: int, age: np.ndarray | float | None = None,
+                       sex: np.ndarray | int | None = None) -> np.ndarray | None:
+        """The ``(n, 4)`` age/sex features of `n` samples for this model (None when it
+        does not fuse them); a missing age or sex is "unknown"."""
+        if not self.uses_tabular:
+            return None
+        age = np.broadcast_to(np.asarray(-1.0 if age is None else age, np.float64), (n,))
+        sex = np.broadcast_to(np.asarray(-1 if sex is None else sex), (n,))
+        return tabular.tabular_features(age, sex)
+
+    def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
+               tabular_inputs: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and, for a model that
+        fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown).
 
         Runs in batches of at most `batch_size`, each zero-padded to a power of two (capped
         at `batch_size`): a single record's few samples run as a small batch instead of a
@@ -102,23 +120,32 @@ class TrainedModel:
             raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
                              f"{self.input_shape[1]}), got {signals.shape}")
         n = signals.shape[0]
+        if self.uses_tabular and tabular_inputs is None:
+            tabular_inputs = self.tabular_inputs(n)
+        if not self.uses_tabular and tabular_inputs is not None:
+            raise ValueError("this model does not take age/sex features (model.tabular="
+                             "'none')")
         outputs = []
         for start in range(0, n, batch_size):
             chunk = signals[start:start + batch_size]
-            padded = np.zeros((padded_rows(len(chunk), batch_size), *self.input_shape),
-                              np.float32)
+            rows = padded_rows(len(chunk), batch_size)
+            padded = np.zeros((rows, *self.input_shape), np.float32)
             padded[:len(chunk)] = chunk
+            extra = None
+            if tabular_inputs is not None:
+                extra = np.zeros((rows, tabular_inputs.shape[1]), np.float32)
+                extra[:len(chunk)] = tabular_inputs[start:start + batch_size]
             outputs.append(np.asarray(_jitted_apply(self.graphdef, self.params, self.rngs,
-                                                    padded))[:len(chunk)])
+                                                    padded, extra))[:len(chunk)])
         if not outputs:
             return np.zeros((0, self.num_classes), np.float32)
         return np.concatenate(outputs)
 
-    def probabilities(self, signals: np.ndarray,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
+                      tabular_inputs: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
-        a sigmoid per class for a multi-label model."""
-        logits = jnp.asarray(self.logits(signals, batch_size))
+        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`)."""
+        logits = jnp.asarray(self.logits(signals, batch_size, tabular_inputs))
         if self.spec.multilabel:
             return np.asarray(jax.nn.sigmoid(logits))
         return np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -130,15 +157,15 @@ def padded_rows(rows: int, batch_size: int) -> int:
 
 
 def _apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
-           signal: jax.Array) -> jax.Array:
+           signal: jax.Array, tabular_inputs: jax.Array | None = None) -> jax.Array:
     model = nnx.merge(graphdef, params, rngs, copy=True)
-    return model(signal).astype(jnp.float32)
+    return model(signal, tabular_inputs).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
-                  signal: jax.Array) -> jax.Array:
-    return _apply(graphdef, params, rngs, signal)
+                  signal: jax.Array, tabular_inputs: jax.Array | None = None) -> jax.Array:
+    return _apply(graphdef, params, rngs, signal, tabular_inputs)
 
 
 def quiet_orbax() -> None:

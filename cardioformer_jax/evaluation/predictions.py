@@ -94,8 +94,11 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
         except RecordError as err:
             results.append(Failure(record, err.kind, err.reason))
             continue
-        probabilities = np.mean([m.probabilities(prepared.samples, batch_size)
-                                 for m in (model, *members)], axis=0).astype(np.float64)
+        n = len(prepared.samples)
+        probabilities = np.mean(
+            [m.probabilities(prepared.samples, batch_size,
+                             m.tabular_inputs(n, prepared.age, prepared.sex))
+             for m in (model, *members)], axis=0).astype(np.float64)
         results.append(Prediction(record, len(prepared.samples), probabilities.mean(axis=0),
                                   prepared.source_fs, prepared.ignored_leads))
     return results

@@ -5,7 +5,9 @@
   input contract (``seq_len``, ``num_channels``, ``num_classes``) of the ``model`` section,
   which the data pipeline checks the dataset against for every model.
 
-Every model maps ``(B, T, C)`` windows to ``(B, num_classes)`` logits, is in train mode
+Every model maps ``(B, T, C)`` windows (and, with ``model.tabular`` fusion, ``(B, 4)``
+age/sex features, `cardioformer_jax.data.tabular`) to ``(B, num_classes)`` logits, is in
+train mode
 after construction (``.eval()`` switches dropout off) and keeps only its ``dropout``
 random stream, so the training loop treats them all alike.
 
@@ -49,7 +51,7 @@ def model_spec(config: Mapping[str, Any]) -> ModelSpec:
     section = dict(config.get("resnet", None) or {})
     return ResNet1DConfig.from_config({
         **section, "seq_len": int(model["seq_len"]), "num_channels": int(model["num_channels"]),
-        "num_classes": int(model["num_classes"])})
+        "num_classes": int(model["num_classes"]), "tabular": model.get("tabular", "none")})
 
 
 def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:

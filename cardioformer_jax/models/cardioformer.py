@@ -54,6 +54,9 @@ from cardioformer_jax.ops import KERNELS, hash_random, random_impl, resolve_kern
 from cardioformer_jax.ops.dropout import dropout
 from cardioformer_jax.ops.layer_norm import LayerNorm
 
+TABULAR_MODES: tuple[str, ...] = ("none", "late", "early")
+TABULAR_INPUTS = 4  # `data.tabular.TABULAR_FEATURES`: age, age known, male, female
+
 Array = jax.Array
 
 # docs/model.md (Embedding, step 3): implemented augmentations, reference default strengths.
@@ -141,6 +144,9 @@ class ModelConfig:
     # chunk instead of the batch. 0 ("auto"): 8 rows with the CPU kernels, the whole batch
     # otherwise (an accelerator wants large matmuls).
     eval_chunk_size: int = 0
+    # Age and sex with the ECG (`data.tabular`): "none"; "late" (an embedding of them
+    # joins the head's features); "early" (the embedding is a token of every granularity).
+    tabular: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
@@ -177,6 +183,8 @@ class ModelConfig:
             problems.append(f"eval_chunk_size={self.eval_chunk_size} must be >= 0 (0: auto)")
         if self.kernels not in KERNELS:
             problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
+        if self.tabular not in TABULAR_MODES:
+            problems.append(f"tabular={self.tabular!r} must be one of {TABULAR_MODES}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
@@ -208,10 +216,16 @@ class ModelConfig:
         """``floor(T / p) + 1`` patches after padding ``p`` copies of the end (docs/model.md)."""
         return self.seq_len // patch_len + 1
 
+    def num_tokens(self, patch_len: int) -> int:
+        """Tokens of a granularity: its patches, after the age/sex token in early fusion."""
+        return self.num_patches(patch_len) + (self.tabular == "early")
+
     @property
     def head_features(self) -> int:
-        features = self.d_model * sum(self.num_patches(p) for p in self.patch_lens)
-        return features * (self.num_channels if self.single_channel else 1)
+        features = self.d_model * sum(self.num_tokens(p) for p in self.patch_lens)
+        features *= self.num_channels if self.single_channel else 1
+        # Late fusion: the age/sex embedding joins the flattened tokens.
+        return features + (self.d_model if self.tabular == "late" else 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +249,7 @@ class TokenLayout:
         for index, p in enumerate(config.patch_lens):
             members.setdefault(p, []).append(index)
         patch_lens = tuple(members)
-        num_patches = tuple(config.num_patches(p) for p in patch_lens)
+        num_patches = tuple(config.num_tokens(p) for p in patch_lens)
         offsets, offset = [], 0
         for p, n in zip(patch_lens, num_patches, strict=True):
             offsets.append(offset)
@@ -375,6 +389,9 @@ class Cardioformer(nnx.Module):
         self.layers = _stacked_layers(config, layout, self.kernels, rngs)
         self.norm = LayerNorm(d_model, kernels=self.kernels, dtype=config.compute_dtype,
                               rngs=rngs)
+        # Age and sex (`data.tabular`) -> d_model: a token (early) or head features (late).
+        self.tabular_embedding = (
+            nnx.Linear(TABULAR_INPUTS, d_model, rngs=rngs) if config.tabular != "none" else None)
         self.projection = nnx.Linear(
             config.head_features, config.num_classes,
             kernel_init=torch_linear_init(config.head_features),
@@ -392,25 +409,29 @@ class Cardioformer(nnx.Module):
                 f"Cardioformer input has shape {x.shape}; this model expects (batch, "
                 f"{config.seq_len}, {config.num_channels}) = (batch, seq_len, num_channels)")
 
-    def embed(self, x: Array, key: Array | None = None) -> Array:
+    def embed(self, x: Array, key: Array | None = None,
+              tabular_token: Array | None = None) -> Array:
         """docs/model.md (Embedding): ``(B, T, C)`` -> flat group-major tokens ``(B', S, D)``.
 
         ``B' = B`` or ``B * C`` in the ``single_channel`` ablation. ``key`` (train mode)
-        drives the augmentations.
+        drives the augmentations. Early fusion: ``tabular_token`` ``(B, D)`` (the age/sex
+        embedding) is the first token of every granularity, before its patches.
         """
         config, layout = self.config, self.layout
         dtype = config.compute_dtype
         if config.single_channel:  # each lead becomes its own one-channel sample
             batch, steps, channels = x.shape
             x = jnp.transpose(x, (0, 2, 1)).reshape(batch * channels, steps, 1)
+            if tabular_token is not None:
+                tabular_token = jnp.repeat(tabular_token, channels, axis=0)
         x = x.astype(dtype)
         pe = sinusoidal_position_encoding(max(layout.group_num_patches), config.d_model)
         group_keys = [None] * len(layout.group_members)
         if key is not None:
             group_keys = list(jax.random.split(key, len(group_keys)))
         groups = []
-        for g, (p, n) in enumerate(zip(layout.group_patch_lens, layout.group_num_patches,
-                                       strict=True)):
+        for g, p in enumerate(layout.group_patch_lens):
+            n = config.num_patches(p)
             # 1. Replication pad by p copies of the last time step.
             padded = jnp.concatenate([x, jnp.repeat(x[:, -1:], p, axis=1)], axis=1)
             # 2. n = T // p + 1 patches across all leads, each mapped linearly to D (one
@@ -422,8 +443,12 @@ class Cardioformer(nnx.Module):
             tokens = self._augment(tokens, group_keys[g])
             # 4. Granularity embedding and the sinusoidal table.
             members = np.asarray(layout.group_members[g])
-            tokens = tokens + self.granularity_embeddings[members][None, :, None, :].astype(dtype)
-            tokens = tokens + jnp.asarray(pe[:n], dtype)
+            granularity = self.granularity_embeddings[members][None, :, None, :].astype(dtype)
+            tokens = tokens + granularity + jnp.asarray(pe[:n], dtype)
+            if tabular_token is not None:
+                first = jnp.broadcast_to(tabular_token[:, None, None, :].astype(dtype),
+                                         (x.shape[0], len(members), 1, config.d_model))
+                tokens = jnp.concatenate([first + granularity, tokens], axis=2)
             groups.append(tokens.reshape(x.shape[0], -1, config.d_model))
         return jnp.concatenate(groups, axis=1) if len(groups) > 1 else groups[0]
 
@@ -474,12 +499,22 @@ class Cardioformer(nnx.Module):
                             unroll=self.config.scan_unroll)
         return jnp.swapaxes(x, 0, 1)
 
-    def head(self, tokens: Array, key: Array | None = None) -> Array:
-        """Head (docs/model.md): LayerNorm, GELU, dropout, flatten (config order), classifier."""
+    def head(self, tokens: Array, key: Array | None = None,
+             tabular_features: Array | None = None) -> Array:
+        """Head (docs/model.md): LayerNorm, GELU, dropout, flatten (config order), classifier.
+
+        Late fusion: ``tabular_features`` ``(B, D)`` (the age/sex embedding after GELU)
+        are concatenated to the flattened token features before the classifier.
+        """
         config = self.config
         tokens = jnp.take(tokens, self.layout.config_order, axis=1)
         features = dropout(gelu(self.norm(tokens)), config.dropout, key, self.kernels)
-        features = features.reshape(-1, config.head_features)  # (B*C, S, D) -> (B, C*S*D) too
+        token_features = config.head_features - (config.d_model if tabular_features is not None
+                                                 else 0)
+        features = features.reshape(-1, token_features)  # (B*C, S, D) -> (B, C*S*D) too
+        if tabular_features is not None:
+            features = jnp.concatenate(
+                [features, tabular_features.astype(features.dtype)], axis=-1)
         logits = features.astype(jnp.float32) @ self.projection.kernel[...]
         return logits + self.projection.bias[...]
 
@@ -492,25 +527,54 @@ class Cardioformer(nnx.Module):
         wanted = self.config.eval_chunk_size or (8 if self.kernels == "cpu" else batch)
         return next(rows for rows in range(min(wanted, batch), batch + 1) if batch % rows == 0)
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, tabular: Array | None = None) -> Array:
+        """Logits ``(B, num_classes)`` of ``x`` ``(B, T, C)``; ``tabular`` ``(B, 4)`` are
+        the age/sex features (`data.tabular`), required exactly when ``config.tabular`` is
+        not "none"."""
         self.check_input(x)
+        check_tabular(self.config.tabular, x, tabular)
         if self.deterministic:
             rows = self.eval_chunk_rows(x.shape[0])
             if rows < x.shape[0]:
                 # Chunk i takes rows i, i+n, i+2n, ...: a (rows, n) split of the batch axis
                 # keeps each device's rows on it when the batch is sharded.
                 n = x.shape[0] // rows
-                chunks = jnp.swapaxes(x.reshape(rows, n, *x.shape[1:]), 0, 1)
-                logits = jax.lax.map(self._forward, chunks)
-                return jnp.swapaxes(logits, 0, 1).reshape(x.shape[0], -1)
-        return self._forward(x)
 
-    def _forward(self, x: Array) -> Array:
+                def split(a: Array) -> Array:
+                    return jnp.swapaxes(a.reshape(rows, n, *a.shape[1:]), 0, 1)
+
+                logits = jax.lax.map(lambda args: self._forward(*args),
+                                     (split(x), None if tabular is None else split(tabular)))
+                return jnp.swapaxes(logits, 0, 1).reshape(x.shape[0], -1)
+        return self._forward(x, tabular)
+
+    def _forward(self, x: Array, tabular: Array | None = None) -> Array:
         keys = split_key(None if self.deterministic else self.rngs(),
                          ("augment", "encoder", "head"))
-        tokens = self.embed(x, keys["augment"])
+        embedded = None
+        if self.tabular_embedding is not None:
+            embedded = self.tabular_embedding(tabular.astype(jnp.float32))
+        tokens = self.embed(x, keys["augment"],
+                            embedded if self.config.tabular == "early" else None)
         tokens = self.encode(tokens, keys["encoder"])
-        return self.head(tokens, keys["head"])
+        return self.head(tokens, keys["head"],
+                         gelu(embedded) if self.config.tabular == "late" else None)
+
+
+def check_tabular(mode: str, x: Array, tabular: Array | None) -> None:
+    """A model with ``tabular`` fusion needs ``(B, 4)`` age/sex features; one without
+    takes none (a silently ignored input would hide a wrong config)."""
+    if mode == "none":
+        if tabular is not None:
+            raise ValueError("this model has model.tabular='none' but was given age/sex "
+                             "features")
+        return
+    if tabular is None:
+        raise ValueError(f"this model fuses age and sex (model.tabular={mode!r}): give "
+                         "the (batch, 4) features of cardioformer_jax.data.tabular")
+    if tuple(tabular.shape) != (x.shape[0], TABULAR_INPUTS):
+        raise ValueError(f"age/sex features have shape {tuple(tabular.shape)}, expected "
+                         f"({x.shape[0]}, {TABULAR_INPUTS})")
 
 
 def _stacked_layers(config: ModelConfig, layout: TokenLayout, kernels: str,

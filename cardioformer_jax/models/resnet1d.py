@@ -28,7 +28,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cardioformer_jax.models.cardioformer import dataclass_from_config
+from cardioformer_jax.models.cardioformer import (
+    TABULAR_INPUTS,
+    TABULAR_MODES,
+    check_tabular,
+    dataclass_from_config,
+)
 from cardioformer_jax.ops import KERNELS, resolve_kernels
 from cardioformer_jax.ops.dropout import dropout
 
@@ -55,6 +60,10 @@ class ResNet1DConfig:
     num_groups: int = 8  # GroupNorm groups (capped by the channel count)
     dropout: float = 0.2  # before the linear head
     kernels: str = "auto"  # random numbers of the dropout: see cardioformer_jax.ops
+    # Age and sex (`data.tabular`), from the model section: "none"; "late" (their
+    # embedding joins the pooled features); "early" (the embedding enters as extra input
+    # channels, constant over time: a CNN has no tokens).
+    tabular: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -73,6 +82,8 @@ class ResNet1DConfig:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
         if self.kernels not in KERNELS:
             problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
+        if self.tabular not in TABULAR_MODES:
+            problems.append(f"tabular={self.tabular!r} must be one of {TABULAR_MODES}")
         if problems:
             raise ValueError("invalid resnet config: " + "; ".join(problems))
 
@@ -84,7 +95,7 @@ class ResNet1DConfig:
 
 def default_section() -> dict[str, Any]:
     """The config's ``resnet`` section: every field except the input contract."""
-    skip = {"seq_len", "num_channels", "num_classes"}
+    skip = {"seq_len", "num_channels", "num_classes", "tabular"}
     return {f.name: f.default for f in dataclasses.fields(ResNet1DConfig) if f.name not in skip}
 
 
@@ -136,7 +147,13 @@ class ResNet1D(nnx.Module):
         self.config = config
         self.deterministic = deterministic
         self.kernels = resolve_kernels(config.kernels)
-        self.stem = _conv(config.num_channels, config.stem_width, config.stem_kernel, 2, rngs)
+        # Age/sex embedding width (early: extra input channels; late: extra head features).
+        self.tabular_width = 0 if config.tabular == "none" else min(config.widths[-1], 16)
+        self.tabular_embedding = (nnx.Linear(TABULAR_INPUTS, self.tabular_width, rngs=rngs)
+                                  if self.tabular_width else None)
+        in_channels = config.num_channels + (self.tabular_width
+                                             if config.tabular == "early" else 0)
+        self.stem = _conv(in_channels, config.stem_width, config.stem_kernel, 2, rngs)
         self.stem_norm = _norm(config.stem_width, config, rngs)
         blocks = []
         features = config.stem_width
@@ -146,7 +163,8 @@ class ResNet1D(nnx.Module):
                 blocks.append(BasicBlock(features, width, stride, config, rngs=rngs))
                 features = width
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(features, config.num_classes, rngs=rngs)
+        head_in = features + (self.tabular_width if config.tabular == "late" else 0)
+        self.head = nnx.Linear(head_in, config.num_classes, rngs=rngs)
         # Only the dropout stream is kept (as in Cardioformer): the training state's random
         # part is exactly the model's RNG state.
         self.rngs = rngs["dropout"].fork()
@@ -167,9 +185,19 @@ class ResNet1D(nnx.Module):
             x = block(x)
         return x.mean(axis=1)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, tabular: jax.Array | None = None) -> jax.Array:
+        """Logits of ``x`` ``(B, T, C)``; ``tabular`` ``(B, 4)`` age/sex features exactly
+        when ``config.tabular`` is not "none"."""
         self.check_input(x)
+        check_tabular(self.config.tabular, x, tabular)
         key = None if self.deterministic else self.rngs()
+        embedded = (None if self.tabular_embedding is None
+                    else jax.nn.gelu(self.tabular_embedding(tabular.astype(jnp.float32))))
+        if self.config.tabular == "early":
+            x = jnp.concatenate([x.astype(jnp.float32), jnp.broadcast_to(
+                embedded[:, None, :], (x.shape[0], x.shape[1], embedded.shape[-1]))], axis=-1)
         features = dropout(self.features(x), self.config.dropout, key, self.kernels)
+        if self.config.tabular == "late":
+            features = jnp.concatenate([features, embedded], axis=-1)
         return self.head(features)
 

@@ -134,7 +134,8 @@ def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
 
 def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}``.
+    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}`` (plus
+    ``"tabular": (B, 4)`` for a model that fuses age and sex).
 
     A step whose loss or gradients are not finite leaves the parameters and Adam state as
     they were (the random stream still advances) and counts itself in
@@ -146,7 +147,7 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
         # copy=True: fresh Variables owned by this trace, so the model may advance its
         # RNG counter inside `value_and_grad`.
         model = nnx.merge(definition.graphdef, params, rngs, copy=True)
-        logits = model(batch["signal"]).astype(jnp.float32)
+        logits = model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
         if definition.multilabel:
             loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
         else:
@@ -172,7 +173,7 @@ def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     """Class probabilities ``(B, K)`` (float32) of the model in eval mode: softmax, or
     one sigmoid per class for a multi-label model."""
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
-    logits = model(batch["signal"]).astype(jnp.float32)
+    logits = model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
     return jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
 
 

@@ -53,6 +53,11 @@ def test_ensemble_report_compares_members_mean_and_stacking(runs, tmp_path):
     assert results[names[3]]["intervals"]["auroc"]["resamples"] <= 20
     text = (tmp_path / "ens" / "ensemble_report.md").read_text()
     assert "mean of the members" in text and "stacked" in text
+    by_sex = results[names[2]]["auroc_by_subgroup"]
+    female = test[0].sexes == 1
+    assert by_sex["female"] == pytest.approx(
+        metrics.classification_metrics(mean[female], labels[female], num_classes=5)["auroc"])
+    assert "by subgroup" in text
 
 
 def test_ensemble_refuses_what_it_cannot_combine(runs, tmp_path):

@@ -1,0 +1,34 @@
+"""Age and sex as model inputs (``model.tabular``): one fixed encoding for every path.
+
+Training batches, evaluation, external validation and `predict` all call
+`tabular_features`, so a model sees its clinical context encoded one way wherever it runs:
+
+* ``age``: years, capped at 90 (PTB-XL codes "90 or older" as 300), centred at 60 and
+  scaled by 20; 0 when unknown (negative, NaN);
+* ``age_known``: 1 when the age is known, else 0, so "unknown" is not read as 60 years;
+* ``male`` / ``female``: one-hot sex; both 0 when unknown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TABULAR_FEATURES: tuple[str, ...] = ("age", "age_known", "male", "female")
+AGE_CAP = 90.0
+AGE_CENTRE = 60.0
+AGE_SCALE = 20.0
+
+
+def tabular_features(age: np.ndarray | float, sex: np.ndarray | int) -> np.ndarray:
+    """``(..., 4)`` float32 features (`TABULAR_FEATURES`) of ages in years (-1 or NaN:
+    unknown) and sexes (0 male, 1 female, anything else unknown)."""
+    age = np.asarray(age, np.float64)
+    sex = np.asarray(sex)
+    known = np.isfinite(age) & (age >= 0)
+    capped = np.minimum(np.where(known, age, AGE_CENTRE), AGE_CAP)
+    return np.stack([
+        np.where(known, (capped - AGE_CENTRE) / AGE_SCALE, 0.0),
+        known.astype(np.float64),
+        (sex == 0).astype(np.float64),
+        (sex == 1).astype(np.float64),
+    ], axis=-1).astype(np.float32)
