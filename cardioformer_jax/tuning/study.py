@@ -108,7 +108,7 @@ def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
                     url, engine_kwargs=engine_kwargs,
                     heartbeat_interval=settings.heartbeat_interval,
                     grace_period=settings.grace_period, heartbeat_stale_trial_callback=callback)
-        except sqlalchemy.exc.OperationalError:
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             # Workers started together on a new database race to create its tables.
             if attempt == 4:
                 raise
