@@ -56,8 +56,7 @@ def _check_outputs(workdir, summary):
     text = (workdir / report.REPORT).read_text()
     assert "## Best trial" in text and "the test split was not read" in text
     assert (workdir / report.PLOTS / report.HISTORY_PNG).stat().st_size > 0
-    complete = [t for t in best["counted_trials"]]
-    return config, complete
+    return config
 
 
 @pytest.mark.slow
@@ -90,8 +89,8 @@ def test_two_workers_share_one_study(data_dir, tmp_path):
             assert results["test"] is None and results["validation"] is not None
             assert t.value == results["validation"]["f1"]
             assert sorted(t.intermediate_values) == [1, 2]
-        else:  # pruned after its first epoch, before the second
-            assert sorted(t.intermediate_values) == [1]
+        else:  # pruned after an epoch: the run stopped there, without results.json
+            assert sorted(t.intermediate_values) in ([1], [1, 2])
             assert not (run_dir / train.RESULTS_FILE).exists()
     summary = json.loads((workdir / report.BEST_TRIAL).read_text())
     _check_outputs(workdir, summary)
