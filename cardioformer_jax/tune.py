@@ -34,6 +34,7 @@ def _main() -> None:
     config = config_flags.DEFINE_config_file(
         "config", None, "The base training configuration (a configs/*.py file).",
         lock_config=True)
+    flags.mark_flag_as_required("config")
     workdir = flags.DEFINE_string(
         "workdir", None, "Local folder of the trials' runs and the outputs (and of the "
         "default SQLite study).", required=True)

@@ -232,14 +232,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     name = settings.study_name or default_study_name(config)
     study = open_study(url, name, settings, _protocol(config, space_path))
 
-    remaining = settings.trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    objective = _objective(space, config, workdir, settings.worker)
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     logging.info("study %r (%s): %d of %d trials to go; worker %d", name,
-                 report.public_url(url), max(remaining, 0), settings.trials, settings.worker)
-    if remaining > 0:
+                 report.public_url(url), max(settings.trials - finished, 0), settings.trials,
+                 settings.worker)
+    while finished < settings.trials:
+        # Failed trials (TRIAL_ERRORS) do not count: another round replaces them, unless a
+        # whole round failed (then something is wrong with every trial; see the log).
         study.optimize(
-            _objective(space, config, workdir, settings.worker), n_trials=remaining,
+            objective, n_trials=settings.trials - finished,
             callbacks=[optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)],
             catch=TRIAL_ERRORS, gc_after_trial=True)
+        before, finished = finished, len(study.get_trials(deepcopy=False, states=FINISHED))
+        if finished == before:
+            logging.warning("every trial of this round failed; stopping this worker")
+            break
     counted = budget_trials(study, settings.trials)
     return report.write_outputs(study, counted, best_trial(counted), base, space, workdir,
                                 url=url, search_path=space_path, budget=settings.trials)

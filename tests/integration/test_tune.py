@@ -158,3 +158,13 @@ def test_help_lists_the_flags():
     for flag in ("config", "workdir", "trials", "storage", "study", "search", "worker",
                  "pruner", "heartbeat_interval", "grace_period"):
         assert f"  --{flag}:" in proc.stdout, flag
+
+
+def test_missing_dataset_is_an_error_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cardioformer_jax.tune", "--config=tests/helpers/train_fixtures.py",
+         f"--workdir={tmp_path / 'tune'}", f"--config.dataset.data_dir={tmp_path / 'none'}",
+         "--trials=2"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error:" in proc.stderr and "build_dataset" in proc.stderr
+    assert not (tmp_path / "tune" / study.STUDY_DB).exists()
