@@ -8,6 +8,7 @@
 - ``run_fixtures``: tiny run directories made by the training code, and
   ``few_step_compilation``.
 - ``train_fixtures``: the tiny training config (also a ``--config`` file for the commands).
+- ``tiny_search``: a learning-rate-only search space for the tuner's tests (``--search``).
 - ``fake_gcs``: a ``gs://`` bucket in a local directory, for epath, Orbax and TensorStore
   alike (URL run folders without a network).
 - ``numpy_reference``: the PyTorch reference's ``state_dict`` layout and an independent
