@@ -59,49 +59,6 @@ def _check_outputs(workdir, summary):
     return config
 
 
-@pytest.mark.slow
-def test_two_workers_share_one_study(data_dir, tmp_path):
-    workdir = tmp_path / "tune"
-    command = [sys.executable, "-m", "cardioformer_jax.tune",
-               "--config=tests/helpers/train_fixtures.py", f"--workdir={workdir}",
-               f"--config.dataset.data_dir={data_dir}", "--config.train.num_epochs=2",
-               "--config.train.steps_per_epoch=2", f"--search={TINY_SEARCH}", "--trials=4",
-               "--pruner_startup_trials=1", "--pruner_warmup_epochs=0"]
-    workers = [subprocess.Popen([*command, f"--worker={k}"], cwd=REPO, env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for k in range(2)]
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for worker, (out, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err[-3000:]
-        assert "best trial" in out
-    url = study.storage_url(workdir, None)
-    trials = _load(url, "cardioformer-ptbxl").get_trials()
-    finished = [t for t in trials if t.state in study.FINISHED]
-    # The budget, plus at most one trial the other worker had running when it was reached.
-    assert 4 <= len(finished) <= 5 and len(finished) == len(trials), trials
-    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
-    for t in trials:
-        run_dir = workdir / t.user_attrs["run"]
-        assert t.user_attrs["run"] == f"trial_{t.number}"
-        _check_no_test_split(run_dir)
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            results = json.loads((run_dir / train.RESULTS_FILE).read_text())
-            assert results["test"] is None and results["validation"] is not None
-            assert t.value == results["validation"]["f1"]
-            assert sorted(t.intermediate_values) == [1, 2]
-        else:  # pruned after an epoch: the run stopped there, without results.json
-            assert sorted(t.intermediate_values) in ([1], [1, 2])
-            assert not (run_dir / train.RESULTS_FILE).exists()
-    summary = json.loads((workdir / report.BEST_TRIAL).read_text())
-    _check_outputs(workdir, summary)
-    assert summary["counted_trials"] == sorted(t.number for t in finished)[:4]
-    complete = [t for t in finished if t.number in summary["counted_trials"]
-                and t.state == optuna.trial.TrialState.COMPLETE]
-    assert max(t.value for t in complete) == summary["best"]["value"]
-    importances = workdir / report.PLOTS / report.IMPORTANCES_PNG
-    assert importances.exists() == (len(complete) >= 2)
-
-
 def test_dead_workers_trial_is_retried_in_its_folder(data_dir, tmp_path, monkeypatch):
     """A RUNNING trial whose heartbeat stopped (its worker was killed) is failed by the next
     worker and retried with the same parameters in the same run folder; the worker reads
@@ -148,6 +105,49 @@ def test_dead_workers_trial_is_retried_in_its_folder(data_dir, tmp_path, monkeyp
     again = study.run(config, workdir, settings)
     assert len(_load(url, "cardioformer-ptbxl").get_trials()) == 2
     assert again["best"]["number"] == 1
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(data_dir, tmp_path):
+    workdir = tmp_path / "tune"
+    command = [sys.executable, "-m", "cardioformer_jax.tune",
+               "--config=tests/helpers/train_fixtures.py", f"--workdir={workdir}",
+               f"--config.dataset.data_dir={data_dir}", "--config.train.num_epochs=2",
+               "--config.train.steps_per_epoch=2", f"--search={TINY_SEARCH}", "--trials=4",
+               "--pruner_startup_trials=1", "--pruner_warmup_epochs=0"]
+    workers = [subprocess.Popen([*command, f"--worker={k}"], cwd=REPO, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for k in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+        assert "best trial" in out
+    url = study.storage_url(workdir, None)
+    trials = _load(url, "cardioformer-ptbxl").get_trials()
+    finished = [t for t in trials if t.state in study.FINISHED]
+    # The budget, plus at most one trial the other worker had running when it was reached.
+    assert 4 <= len(finished) <= 5 and len(finished) == len(trials), trials
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    for t in trials:
+        run_dir = workdir / t.user_attrs["run"]
+        assert t.user_attrs["run"] == f"trial_{t.number}"
+        _check_no_test_split(run_dir)
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            results = json.loads((run_dir / train.RESULTS_FILE).read_text())
+            assert results["test"] is None and results["validation"] is not None
+            assert t.value == results["validation"]["f1"]
+            assert sorted(t.intermediate_values) == [1, 2]
+        else:  # pruned after an epoch: the run stopped there, without results.json
+            assert sorted(t.intermediate_values) in ([1], [1, 2])
+            assert not (run_dir / train.RESULTS_FILE).exists()
+    summary = json.loads((workdir / report.BEST_TRIAL).read_text())
+    _check_outputs(workdir, summary)
+    assert summary["counted_trials"] == sorted(t.number for t in finished)[:4]
+    complete = [t for t in finished if t.number in summary["counted_trials"]
+                and t.state == optuna.trial.TrialState.COMPLETE]
+    assert max(t.value for t in complete) == summary["best"]["value"]
+    importances = workdir / report.PLOTS / report.IMPORTANCES_PNG
+    assert importances.exists() == (len(complete) >= 2)
 
 
 def test_help_lists_the_flags():
