@@ -113,7 +113,8 @@ def test_two_workers_share_one_study(data_dir, tmp_path):
     command = [sys.executable, "-m", "cardioformer_jax.tune",
                "--config=tests/helpers/train_fixtures.py", f"--workdir={workdir}",
                f"--config.dataset.data_dir={data_dir}", "--config.train.num_epochs=2",
-               "--config.train.steps_per_epoch=2", f"--search={TINY_SEARCH}", "--trials=4",
+               "--config.train.steps_per_epoch=2", "--config.train.eval_batch_size=128",
+               f"--search={TINY_SEARCH}", "--trials=4",
                "--pruner_startup_trials=1", "--pruner_warmup_epochs=0"]
     workers = [subprocess.Popen([*command, f"--worker={k}"], cwd=REPO, env=_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
