@@ -36,7 +36,7 @@ def tiny_model(config: ml_collections.ConfigDict, **overrides) -> ml_collections
     values = dict(seq_len=model.seq_len, num_channels=model.num_channels,
                   num_classes=model.num_classes, augmentations=model.augmentations,
                   no_inter_attn=model.no_inter_attn, single_channel=model.single_channel,
-                  **TINY)
+                  tabular=model.get("tabular", "none"), **TINY)
     values.update(overrides)
     config.model = config_lib.model_config(**values)
     return config

@@ -50,5 +50,12 @@ def test_ablation_trains(name, tiny_ptbxl, tmp_path):
     elif name == "single_channel":
         # The head sees every lead's tokens: C * D * sum N_i = 12 * 8 * (16 + 8).
         assert got.single_channel and model.projection.kernel.shape == (2304, 5)
+    elif name.startswith("tabular_"):
+        # Early: one age/sex token more per granularity, D * (17 + 9) head features;
+        # late: the D-wide age/sex embedding joins the D * (16 + 8) token features.
+        assert got.tabular == name.removeprefix("tabular_")
+        assert model.tabular_embedding.kernel.shape == (4, 8)
+        features = 8 * (17 + 9) if got.tabular == "early" else 8 * (16 + 8) + 8
+        assert model.projection.kernel.shape == (features, 5)
     else:
         assert got.augmentations == (("none", 0.0),)

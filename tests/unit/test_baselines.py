@@ -26,7 +26,8 @@ def test_ablation_configs_change_only_their_part(name, dataset):
     base = __import__(f"configs.{dataset}", fromlist=["get_config"]).get_config()
     changed = {k for k in base.model.keys() if base.model[k] != config.model[k]}
     expected = {"no_inter_attn": {"no_inter_attn"}, "single_granularity": {"patch_lens"},
-                "single_channel": {"single_channel"}, "no_augmentation": {"augmentations"}}
+                "single_channel": {"single_channel"}, "no_augmentation": {"augmentations"},
+                "tabular_late": {"tabular"}, "tabular_early": {"tabular"}}
     assert changed == expected[name]
     assert config.to_dict() == {**base.to_dict(), "model": config.model.to_dict()}
 
