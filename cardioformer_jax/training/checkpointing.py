@@ -92,6 +92,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "train.checkpoint_every_steps",
     "train.keep_checkpoints",
     "train.async_checkpointing",
+    "train.vectorize_seeds",
     "train.eval_batch_size",
     "dataset.num_threads",
     "dataset.prefetch_batches",
@@ -199,11 +200,12 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def set_aside(self, step: int) -> str:
+    def set_aside(self, step: int, folder: str = UNREADABLE_DIR) -> str:
         """Moves the directory of `step` out of the manager's view into
-        ``<run dir>/unreadable_checkpoints/`` (kept for inspection, never deleted)."""
+        ``<run dir>/<folder>/`` (default ``unreadable_checkpoints``; kept for inspection,
+        never deleted)."""
         source = self.directory / str(step)
-        target_dir = self.directory.parent / UNREADABLE_DIR
+        target_dir = self.directory.parent / folder
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / f"{step}_{time.strftime('%Y%m%d-%H%M%S')}"
         source.rename(target)
@@ -266,6 +268,12 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         state = _data_to_keys(restored["state"], abstract_state)
         return Restored(step=step, state=state, meta=dict(restored["meta"]))
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON metadata of `step` alone (no arrays or data iterator are read)."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
 
     def wait_until_finished(self) -> None:
         """Blocks until the background writes are on disk."""

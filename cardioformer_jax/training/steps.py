@@ -305,13 +305,19 @@ def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Sta
     `metrics.classification_metrics`, or `metrics.multilabel_metrics` for a multi-label
     config."""
     out = predict(eval_fn, params, rngs, config, split, mesh)
+    return prediction_metrics(config, out["probs"], out["label"])
+
+
+def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
+                       labels: np.ndarray) -> dict[str, float]:
+    """The evaluation metrics of probabilities ``(N, K)`` against `labels` (`predict`)."""
     if config.dataset.get("multilabel", False):
-        result = metrics.multilabel_metrics(out["probs"], out["label"])
+        result = metrics.multilabel_metrics(probs, labels)
     else:
-        result = metrics.classification_metrics(out["probs"], out["label"],
+        result = metrics.classification_metrics(probs, labels,
                                                 num_classes=config.model.num_classes)
     # A count: logged as 1360, not 1360.0.
-    result["num_examples"] = int(out["label"].shape[0])
+    result["num_examples"] = int(labels.shape[0])
     return result
 
 

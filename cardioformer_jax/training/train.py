@@ -12,8 +12,10 @@
   end hold everything a resumed run needs, including the data iterator's position, so a
   run killed at any moment and restarted with the same command ends with the same
   parameters, bit for bit, as one that was never interrupted.
-* ``config.seeds > 1`` repeats the protocol for consecutive seeds in ``seed_<s>/``
-  subdirectories and reports the mean and std of each metric.
+* ``config.seeds > 1`` runs the protocol for consecutive seeds in ``seed_<s>/``
+  subdirectories, trained together in one vectorised program (`vectorized_seeds`;
+  ``train.vectorize_seeds=False`` or a custom `evaluate_fn`/`on_epoch_end`: one after
+  another), and reports the mean and std of each metric.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from cardioformer_jax import config_lib, models
 from cardioformer_jax.data import demo, input_pipeline
@@ -52,7 +55,7 @@ EpochEndFn = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 # --- the loop -------------------------------------------------------------------------------
 
 
-class _StepLog:
+class StepLog:
     """Device scalars of recent steps, fetched only at log/checkpoint points so the
     host never waits for the device between steps."""
 
@@ -75,7 +78,7 @@ class _StepLog:
         return first, stacked, elapsed
 
 
-class _Progress:
+class Progress:
     """``step N/total``, percentage and ETA for the training log lines (`format_progress`).
 
     The clock starts at the first `describe` call, which the loop makes right after this
@@ -102,7 +105,7 @@ def _finite_steps(values: dict[str, np.ndarray]) -> np.ndarray:
     return np.isfinite(values["loss"]) & np.isfinite(values["grad_norm"])
 
 
-def _check_finite(values: dict[str, np.ndarray], first_step: int, epoch: int,
+def check_finite(values: dict[str, np.ndarray], first_step: int, epoch: int,
                   policy: str) -> None:
     """With ``nan_policy='stop'``, raises on the first step whose loss or gradients were not
     finite (a finite loss can come with infinite or NaN gradients)."""
@@ -179,7 +182,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         if "early_stopping" in meta:
             # The progress comes from the checkpoint, the rules from the config (they can
             # only differ when the user allowed the change).
-            restored = _early_stopping_from_meta(meta["early_stopping"])
+            restored = early_stopping_from_meta(meta["early_stopping"])
             early = dataclasses.replace(
                 restored, patience=early.patience, min_delta=early.min_delta,
                 should_stop=restored.num_bad_epochs >= early.patience)
@@ -196,10 +199,10 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
                 "early_stopping": early.to_dict(), "best": best,
                 "steps_per_epoch": steps_per_epoch}, train_input, best_epoch_rank=best_epoch)
 
-        log = _StepLog()
+        log = StepLog()
         log.first_step = start_step = step
         # The steps the run takes if it does not stop early.
-        progress = _Progress(train_config.num_epochs * steps_per_epoch)
+        progress = Progress(train_config.num_epochs * steps_per_epoch)
         while epoch < train_config.num_epochs and not early.should_stop:
             while step_in_epoch < steps_per_epoch:
                 state, step_metrics = compiled.train(state, next(train_input))
@@ -239,13 +242,28 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         checkpoints.close()
         train_input.close()
 
+    return write_seed_result(config, run_dir, best=best, epochs_completed=epoch,
+                             stopped_early=early.should_stop,
+                             nonfinite_steps=int(jax.device_get(final_state.nonfinite_steps)),
+                             dataset=dataset)
+
+
+def write_seed_result(config: ml_collections.ConfigDict, run_dir: epath.Path, *,
+                      best: Mapping[str, Any] | None, epochs_completed: int,
+                      stopped_early: bool, nonfinite_steps: int,
+                      dataset: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One seed's ``results.json`` (process 0 writes it) and closing log line; returns it.
+
+    `best`: ``{"epoch", "step", "validation", "test"}`` of the best epoch (None before
+    one was evaluated).
+    """
     result = {
         "seed": int(config.seed),
         "best_epoch": None if best is None else best["epoch"],
         "best_step": None if best is None else best["step"],
-        "epochs_completed": epoch,
-        "stopped_early": bool(early.should_stop),
-        "nonfinite_steps": int(jax.device_get(final_state.nonfinite_steps)),
+        "epochs_completed": int(epochs_completed),
+        "stopped_early": bool(stopped_early),
+        "nonfinite_steps": int(nonfinite_steps),
         "validation": None if best is None else best[VALIDATION_SPLIT],
         "test": None if best is None else best.get(TEST_SPLIT),
         # What produced these numbers: every config the run started or resumed with
@@ -253,7 +271,7 @@ def train_seed(config: ml_collections.ConfigDict, run_dir: str | os.PathLike, *,
         "provenance": {
             "configs": [{"sha256": e["sha256"], "time": e["time"], "changed": e["changed"]}
                         for e in checkpointing.config_history(run_dir)],
-            "dataset": dataset,
+            "dataset": None if dataset is None else dict(dataset),
         },
     }
     if jax.process_index() == 0:
@@ -270,20 +288,34 @@ def _evaluate_swa(eval_fn: Callable[..., jax.Array], config: ml_collections.Conf
     return steps.evaluate(eval_fn, state.swa_params, state.rngs, config, split, mesh)
 
 
-def _early_stopping_from_meta(values: Mapping[str, Any]) -> EarlyStopping:
+def early_stopping_from_meta(values: Mapping[str, Any]) -> EarlyStopping:
     values = dict(values)
     if values["best_metric"] is None:  # JSON stores the initial -inf as null
         values["best_metric"] = float("-inf") if values["higher_is_better"] else float("inf")
     return EarlyStopping.from_dict(values)
 
 
-def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
+def _log_train(log: StepLog, writer: logging_utils.MetricWriter, epoch: int,
                train_config: ml_collections.ConfigDict, state: steps.TrainState,
-               progress: _Progress) -> None:
+               progress: Progress) -> None:
     if not log.values:
         return
     first_step, values, elapsed = log.fetch()
-    _check_finite(values, first_step, epoch, train_config.nan_policy)
+    check_finite(values, first_step, epoch, train_config.nan_policy)
+    scalars = train_scalars(values, first_step, elapsed, epoch, train_config,
+                            int(jax.device_get(state.nonfinite_steps)))
+    step = first_step + values["loss"].size
+    writer.write_scalars(step, scalars, split="train")
+    logging_utils.log_scalars(scalars, step=step, split="train",
+                              progress=progress.describe(step))
+
+
+def train_scalars(values: Mapping[str, np.ndarray], first_step: int, elapsed: float,
+                  epoch: int, train_config: ml_collections.ConfigDict, nonfinite_steps: int
+                  ) -> dict[str, float | int]:
+    """The training log's scalars of the steps in `values` (``loss``, ``grad_norm`` per
+    step, fetched after `elapsed` seconds): means over the finite steps, throughput,
+    epoch and the run's count of dropped updates. Warns about skipped steps."""
     n = values["loss"].size
     finite = _finite_steps(values)
     scalars = {
@@ -292,19 +324,16 @@ def _log_train(log: _StepLog, writer: logging_utils.MetricWriter, epoch: int,
         "steps_per_second": n / elapsed,
         "examples_per_second": n * train_config.batch_size / elapsed,
         "epoch": int(epoch),
+        "nonfinite_steps": int(nonfinite_steps),
     }
-    scalars["nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
-    # Only reached with nan_policy="skip" ("stop" raised above); process 0 reports.
+    # Only reached with nan_policy="skip" ("stop" raised before); process 0 reports.
     if not finite.all() and jax.process_index() == 0:
         logging.warning("skipped %d non-finite steps in steps %d-%d", int((~finite).sum()),
                         first_step + 1, first_step + n)
-    step = first_step + n
-    writer.write_scalars(step, scalars, split="train")
-    logging_utils.log_scalars(scalars, step=step, split="train",
-                              progress=progress.describe(step))
+    return scalars
 
 
-def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.to_dict())
     config.seed = seed
     config.seeds = 1
@@ -336,9 +365,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                           evaluate_splits=evaluate_splits, on_epoch_end=on_epoch_end)
     seeds = [config.seed + i for i in range(config.seeds)]
     per_seed = {}
-    for seed in seeds:
+    if config.train.vectorize_seeds and evaluate_fn is None and on_epoch_end is None:
+        # Imported here: the vectorised loop builds on this module's pieces.
+        from cardioformer_jax.training import vectorized_seeds
+        logging.info("seeds %s trained together in one program", seeds)
+        per_seed = vectorized_seeds.train_seeds(config, workdir, seeds,
+                                                allow_config_change=allow_config_change)
+    for seed in (s for s in seeds if s not in per_seed):
         logging.info("seed %d (%d of %d)", seed, seed - seeds[0] + 1, len(seeds))
-        per_seed[seed] = train_seed(_seed_config(config, seed), workdir / f"seed_{seed}",
+        per_seed[seed] = train_seed(seed_config(config, seed), workdir / f"seed_{seed}",
                                     evaluate_fn=evaluate_fn,
                                     allow_config_change=allow_config_change,
                                     on_epoch_end=on_epoch_end)
