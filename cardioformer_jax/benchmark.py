@@ -3,6 +3,7 @@
     python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
         [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
         [--compare_reference [--rounds=2]]     # against the PyTorch re-creation, same run
+        [--seeds=K]                            # K seeds together vs one after another
 
 Times the programs a training run executes (`steps.programs`): the config's model
 (``model_name``) and optimizer, the state created sharded on the config's mesh by
@@ -315,6 +316,57 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     }
 
 
+def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
+                num_seeds: int) -> dict[str, Any]:
+    """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
+    against together (`vectorized_seeds`: one vmapped step for all): seconds per step,
+    training samples/s over all seeds, compile times and the speed-up."""
+    from cardioformer_jax.training import vectorized_seeds
+
+    config = _benchmark_config(config, batch, batch)
+    mesh = sharding.mesh_from_config(config)
+    steps.check_fits(config, mesh)
+    rng = np.random.default_rng(0)
+    train_batch = _random_batch(config, batch, rng, mesh)
+    state, one = steps.create_train_state(config, mesh)
+    start = time.perf_counter()
+    step = one.train.lower(state, train_batch).compile()
+    one_compile = time.perf_counter() - start
+    state, step_metrics = step(state, train_batch)  # warm-up
+    jax.block_until_ready(step_metrics)
+    one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)
+    del state
+
+    together = vectorized_seeds.seed_programs(one, num_seeds)
+    seed, learning_rate = steps.init_args(config)
+    stacked = together.stack(*(one.init(seed + i, learning_rate) for i in range(num_seeds)))
+    batches = tuple(_random_batch(config, batch, rng, mesh) for _ in range(num_seeds))
+    start = time.perf_counter()
+    vstep = together.train.lower(stacked, batches).compile()
+    together_compile = time.perf_counter() - start
+    stacked, step_metrics = vstep(stacked, batches)  # warm-up
+    jax.block_until_ready(step_metrics)
+    together_seconds, stacked, _ = _step_seconds(vstep, stacked, batches, num_steps)
+    one_mean, together_mean = float(np.mean(one_seconds)), float(np.mean(together_seconds))
+    return {
+        "device_kind": jax.devices()[0].device_kind,
+        "jax_version": jax.__version__,
+        "model_name": models.model_name(config),
+        "seeds": num_seeds,
+        "batch_size": batch,
+        "one_seed_compile_seconds": round(one_compile, 2),
+        "together_compile_seconds": round(together_compile, 2),
+        "one_seed_step_seconds": round(one_mean, 4),
+        "together_step_seconds": round(together_mean, 4),
+        # Samples of all seeds per second: one after another runs K one-seed steps.
+        "one_after_another_samples_per_second": round(batch / one_mean, 2),
+        "together_samples_per_second": round(num_seeds * batch / together_mean, 2),
+        "speedup": round(num_seeds * one_mean / together_mean, 3),
+        "together_state_mib_per_device": _memory_fields(stacked)["train_state_mib_per_device"],
+        "peak_host_memory_mib": peak_host_memory_mib(),
+    }
+
+
 # Figures compared with the PyTorch re-creation, and whether larger is better.
 _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
              "inference_latency_ms": False}
@@ -433,10 +485,17 @@ def _main() -> None:
     threads = flags.DEFINE_integer("torch_threads", 0, "With --compare_reference: PyTorch "
                                    "intra-op threads (0: PyTorch's default).")
 
+    seeds = flags.DEFINE_integer(
+        "seeds", 0, "> 1: time K seeds trained together (one vmapped step) against one "
+        "after another (train.vectorize_seeds), instead of the other measurements.")
+
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        if pipeline.value:
+        if seeds.value > 1:
+            results = seeds_speed(config_file.value, batch.value, num_steps.value,
+                                  seeds.value)
+        elif pipeline.value:
             results = input_pipeline_rates(config_file.value, batch.value,
                                            [int(w) for w in workers.value], batches.value)
         elif batch_sizes.value:

@@ -79,6 +79,25 @@ def test_sweep_runs_every_dtype_and_batch_size():
             r["train_samples_per_second"] for r in runs if r["dtype"] == dtype)
 
 
+def test_seeds_speed_times_both_ways_with_every_seed():
+    results = benchmark.seeds_speed(_tiny_config(), batch=4, num_steps=2, num_seeds=3)
+    assert results["seeds"] == 3 and results["batch_size"] == 4
+    for name in ("one_seed_compile_seconds", "together_compile_seconds",
+                 "one_seed_step_seconds", "together_step_seconds"):
+        assert results[name] > 0, name
+    # All seeds' samples per second: one after another is the one-seed rate.
+    assert results["one_after_another_samples_per_second"] == pytest.approx(
+        4 / results["one_seed_step_seconds"], rel=0.05)
+    assert results["together_samples_per_second"] == pytest.approx(
+        3 * 4 / results["together_step_seconds"], rel=0.05)
+    assert results["speedup"] == pytest.approx(
+        3 * results["one_seed_step_seconds"] / results["together_step_seconds"], rel=0.05)
+    # Three stacked states: three times one state (params, Adam, SWA of each seed).
+    one = benchmark.run(_tiny_config(), batch=4, eval_batch=4, num_steps=1, latency=False)
+    assert results["together_state_mib_per_device"] == pytest.approx(
+        3 * one["train_state_mib_per_device"], rel=1e-3)
+
+
 EIGHT_DEVICES = """
 import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
