@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 from cardioformer_jax.evaluation import inference
 from cardioformer_jax.training import checkpointing, train, vectorized_seeds
-from tests.helpers import run_fixtures, train_fixtures
+from tests.helpers import REPO, run_fixtures, train_fixtures
 
 SEEDS = (41, 42)
 
@@ -115,3 +119,41 @@ def test_finished_run_is_not_trained_again(tiny_ptbxl, tmp_path):
         after = sorted(int(p.name) for p in (tmp_path / f"seed_{s}" / "checkpoints").iterdir()
                        if p.name.isdigit())
         assert after == steps_before[s] == [3]
+
+
+EIGHT_DEVICES = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
+                               "--xla_backend_optimization_level=0")
+    import numpy as np
+    from cardioformer_jax.evaluation import inference
+    from cardioformer_jax.training import train
+    from tests.helpers import train_fixtures
+
+    data_dir, out = sys.argv[1], sys.argv[2]
+    config = train_fixtures.tiny_config(data_dir)
+    config.mesh.shape = (4, 2)  # batch over 8 devices, weights split over fsdp
+    config.train.steps_per_epoch = 2
+    config.seeds = 2
+    train.train_and_evaluate(config, out + "/together")
+    config.seeds, config.seed = 1, 42
+    train.train_and_evaluate(config, out + "/alone")
+    x = np.random.default_rng(0).normal(size=(8, 250, 12)).astype(np.float32)
+    a = inference.load(out + "/together/seed_42").probabilities(x)
+    b = inference.load(out + "/alone").probabilities(x)
+    print("RESULT", float(np.abs(a - b).max()))
+    """
+)
+
+
+@pytest.mark.slow
+def test_seeds_together_on_an_eight_device_mesh(tiny_ptbxl, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    child = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(tiny_ptbxl[1]),
+                            str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    line = next(x for x in child.stdout.splitlines() if x.startswith("RESULT"))
+    assert float(line.split()[1]) < 1e-5
