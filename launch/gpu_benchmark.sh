@@ -16,9 +16,11 @@ Runs from the repository root, on a machine with one GPU:
      from a folder of wheels (--wheels, for a machine without network);
   2. `python -m cardioformer_jax.benchmark` on configs/ptbxl.py for every dtype and batch
      size (model.json);
-  3. a synthetic PTB-XL twin built with the project's builder, and the training input
+  3. K seeds of configs/ptbxl.py (batch 256) trained together in one vmapped step against
+     one after another (seeds.json, `benchmark --seeds=K`);
+  4. a synthetic PTB-XL twin built with the project's builder, and the training input
      pipeline alone at several Grain worker counts (input_pipeline.json);
-  4. one line: the best bfloat16 training samples/s, its MFU and batch size.
+  5. one line: the best bfloat16 training samples/s, its MFU and batch size.
 About 4-6 minutes on an H100/H200 with the defaults.
 
 Options (environment variable in brackets; flags win):
@@ -26,6 +28,7 @@ Options (environment variable in brackets; flags win):
   --batch-sizes L    [BATCH_SIZES]  default: 256,1024,4096
   --dtypes L         [DTYPES]       default: float32,bfloat16
   --steps N          [STEPS]        timed training steps per run (default: 20)
+  --seeds K          [SEEDS]        seeds for step 3 (default: 5; 0 skips it)
   --patients N       [PATIENTS]     synthetic patients for the pipeline (default: 1000)
   --workers L        [WORKERS]      Grain worker counts (default: 0,4,8)
   --pipeline-batch N [PIPELINE_BATCH] default: 1024
@@ -61,6 +64,7 @@ OUT_DIR="${OUT_DIR:-/tmp/cardioformer_gpu_benchmark}"
 BATCH_SIZES="${BATCH_SIZES:-256,1024,4096}"
 DTYPES="${DTYPES:-float32,bfloat16}"
 STEPS="${STEPS:-20}"
+SEEDS="${SEEDS:-5}"
 PATIENTS="${PATIENTS:-1000}"
 WORKERS="${WORKERS:-0,4,8}"
 PIPELINE_BATCH="${PIPELINE_BATCH:-1024}"
@@ -80,8 +84,8 @@ while (($#)); do
     --allow-cpu) ALLOW_CPU=1 ;;
     --no-venv) NO_VENV=1 ;;
     --out | --out=* | --batch-sizes | --batch-sizes=* | --dtypes | --dtypes=* | --steps \
-      | --steps=* | --patients | --patients=* | --workers | --workers=* | --pipeline-batch \
-      | --pipeline-batch=* | --wheels | --wheels=* | --python | --python=* | --arg | --arg=*)
+      | --steps=* | --seeds | --seeds=* | --patients | --patients=* | --workers \
+      | --workers=* | --pipeline-batch | --pipeline-batch=* | --wheels | --wheels=* | --python | --python=* | --arg | --arg=*)
       option="${arg%%=*}"
       if [[ "$arg" == *=* ]]; then
         value="${arg#*=}"
@@ -96,6 +100,7 @@ while (($#)); do
         --batch-sizes) BATCH_SIZES="$value" ;;
         --dtypes) DTYPES="$value" ;;
         --steps) STEPS="$value" ;;
+        --seeds) SEEDS="$value" ;;
         --patients) PATIENTS="$value" ;;
         --workers) WORKERS="$value" ;;
         --pipeline-batch) PIPELINE_BATCH="$value" ;;
@@ -116,6 +121,7 @@ done
 for name in STEPS PATIENTS PIPELINE_BATCH; do
   [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || die "$name must be a positive integer, got '${!name}'"
 done
+[[ "$SEEDS" =~ ^[0-9]+$ && "$SEEDS" != 1 ]] || die "--seeds must be 0 or at least 2, got '$SEEDS'"
 [[ -z "$WHEELS" || -d "$WHEELS" ]] || die "--wheels: no such folder: $WHEELS"
 [[ -f configs/ptbxl.py && -f pyproject.toml ]] || die "run it from the repository root"
 
@@ -132,6 +138,8 @@ CHECK=("$VPY" -c "import jax, sys; b = jax.default_backend(); print(f'jax {jax._
 {jax.device_count()} x {jax.devices()[0].device_kind} ({b})'); sys.exit(b != 'gpu' and $ALLOW_CPU != 1)")
 MODEL=("$VPY" -m cardioformer_jax.benchmark --config=configs/ptbxl.py
   "--sweep_batch_sizes=$BATCH_SIZES" "--sweep_dtypes=$DTYPES" "--steps=$STEPS" "${EXTRA[@]}")
+SEED_RUN=("$VPY" -m cardioformer_jax.benchmark --config=configs/ptbxl.py --batch_size=256
+  "--seeds=$SEEDS" "--steps=$STEPS" "${EXTRA[@]}")
 TWIN=("$VPY" -m cardioformer_jax.synthetic "--out=$OUT_DIR/synthetic/raw"
   "--patients=$PATIENTS")
 BUILD=("$VPY" -m cardioformer_jax.build_dataset ptbxl "--manual_dir=$OUT_DIR/synthetic/raw"
@@ -141,8 +149,9 @@ PIPELINE=("$VPY" -m cardioformer_jax.benchmark --config=configs/ptbxl.py --input
   "--pipeline_workers=$WORKERS")
 
 if [[ "$DRY_RUN" == 1 ]]; then
-  for command in SETUP INSTALL CHECK MODEL TWIN BUILD PIPELINE; do
+  for command in SETUP INSTALL CHECK MODEL SEED_RUN TWIN BUILD PIPELINE; do
     [[ "$NO_VENV" == 1 && "$command" == SETUP ]] && continue
+    [[ "$SEEDS" == 0 && "$command" == SEED_RUN ]] && continue
     declare -n words="$command"
     line=""
     for word in "${words[@]}"; do line+="$(quote "$word") "; done
@@ -159,6 +168,11 @@ mkdir -p "$OUT_DIR"
 echo "=== model: $BATCH_SIZES x $DTYPES"
 "${MODEL[@]}" >"$OUT_DIR/model.json"
 cat "$OUT_DIR/model.json"
+if [[ "$SEEDS" != 0 ]]; then
+  echo "=== $SEEDS seeds together against one after another"
+  "${SEED_RUN[@]}" >"$OUT_DIR/seeds.json"
+  cat "$OUT_DIR/seeds.json"
+fi
 echo "=== input pipeline: Grain workers $WORKERS, batch $PIPELINE_BATCH"
 [[ -f "$OUT_DIR/synthetic/raw/.done" ]] || { "${TWIN[@]}" && touch "$OUT_DIR/synthetic/raw/.done"; }
 "${BUILD[@]}" >"$OUT_DIR/build.log" 2>&1 || { cat "$OUT_DIR/build.log"; die "building the twin failed"; }

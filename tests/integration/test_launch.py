@@ -334,7 +334,7 @@ def test_gpu_benchmark_dry_run_uses_the_machines_jax_and_sweeps_both_dtypes(tmp_
     out = tmp_path / "bench"
     commands = _dry_run(GPU_BENCHMARK, f"--out={out}", "--wheels", str(tmp_path),
                         "--arg=--peak_tflops=989", env=_env(tmp_path, PYTHON="python3.12"))
-    setup, install, check, model, twin, build, pipeline = commands
+    setup, install, check, model, seeds, twin, build, pipeline = commands
     # A venv that sees the machine's packages (its JAX and CUDA plugin), installing only
     # what is missing, from the wheels folder alone.
     assert setup == ["python3.12", "-m", "venv", "--system-site-packages", f"{out}/venv"]
@@ -346,6 +346,7 @@ def test_gpu_benchmark_dry_run_uses_the_machines_jax_and_sweeps_both_dtypes(tmp_
     assert _option(model, "--sweep_batch_sizes") == "256,1024,4096"
     assert _option(model, "--sweep_dtypes") == "float32,bfloat16"
     assert _option(model, "--peak_tflops") == "989"
+    assert _option(seeds, "--seeds") == "5" and _option(seeds, "--batch_size") == "256"
     assert _option(twin, "--patients") == "1000"
     assert _option(build, "--data_dir") == _option(pipeline, "--config.dataset.data_dir")
     assert "--input_pipeline" in pipeline and _option(pipeline, "--pipeline_workers") == "0,4,8"
@@ -355,6 +356,7 @@ def test_gpu_benchmark_dry_run_uses_the_machines_jax_and_sweeps_both_dtypes(tmp_
     (["--dtypes=float16"], "--dtypes"),
     (["--batch-sizes=256,x"], "--batch-sizes"),
     (["--steps=0"], "STEPS"),
+    (["--seeds=1"], "--seeds"),
     (["--wheels=/no/such/folder"], "no such folder"),
     (["--bogus"], "unknown argument"),
 ])
@@ -369,7 +371,7 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
     proc = subprocess.run(
         ["bash", str(GPU_BENCHMARK), "--no-venv", "--allow-cpu", f"--python={sys.executable}",
          f"--out={out}", "--batch-sizes=2", "--dtypes=float32,bfloat16", "--steps=1",
-         "--patients=40", "--workers=0", "--pipeline-batch=16",
+         "--seeds=2", "--patients=40", "--workers=0", "--pipeline-batch=16",
          *(f"--arg=--config.model.{k}={v}" for k, v in
            dict(d_model=8, d_ff=8, e_layers=1, n_heads=2, patch_lens="16,32").items())],
         cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
@@ -381,4 +383,6 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
         f"best bfloat16 training: {bf16['train_samples_per_second']:.0f} samples/s, "
         "MFU unknown (pass --arg=--peak_tflops=...), batch 2")
     assert pipeline["input_samples_per_second_by_workers"]["0"] > 0
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert seeds["seeds"] == 2 and seeds["together_samples_per_second"] > 0
 
