@@ -82,8 +82,11 @@ def test_sweep_runs_every_dtype_and_batch_size():
 def test_seeds_speed_times_both_ways_with_every_seed():
     results = benchmark.seeds_speed(_tiny_config(), batch=4, num_steps=2, num_seeds=3)
     assert results["seeds"] == 3 and results["batch_size"] == 4
-    for name in ("one_seed_compile_seconds", "together_compile_seconds",
-                 "one_seed_step_seconds", "together_step_seconds"):
+    # The one-seed program may come from the persistent compilation cache (an earlier
+    # test compiled the same config), so its compile time can round to zero.
+    for name in ("one_seed_compile_seconds", "together_compile_seconds"):
+        assert results[name] >= 0, name
+    for name in ("one_seed_step_seconds", "together_step_seconds"):
         assert results[name] > 0, name
     # All seeds' samples per second: one after another is the one-seed rate.
     assert results["one_after_another_samples_per_second"] == pytest.approx(
