@@ -13,9 +13,11 @@
   one seed), validation only: the test split is never read while tuning. Its value is the
   validation ``train.selection_metric`` of its best epoch (maximised).
 * Budget: ``--trials`` finished (complete or pruned) trials per study, one study per
-  architecture. Workers stop at the budget (`optuna.study.MaxTrialsCallback`); trials that
-  running workers finish after it is reached are kept but not counted (`budget_trials`), so
-  every architecture's best is chosen among exactly the same number of trials.
+  architecture. A worker starts a trial only while finished plus running trials are under
+  the budget (`optuna.study.MaxTrialsCallback` on both; dead workers' trials are failed
+  first), so concurrent workers do not overshoot it. A trial finished beyond it (two workers
+  passing the check at the same instant) is kept but not counted (`budget_trials`), so every
+  architecture's best is chosen among exactly the same number of trials.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from cardioformer_jax.tuning import report, search
 
 STUDY_DB = "study.db"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# Trials that count against the budget when a worker decides whether to start another.
+TAKEN = (*FINISHED, optuna.trial.TrialState.RUNNING)
 PRUNERS = ("median", "none")
 # User attribute of a trial: its run folder under the tuning workdir. A retry inherits it
 # (the retry callback copies user attributes) and resumes that folder.
@@ -165,6 +169,13 @@ def budget_trials(study: optuna.Study, trials: int) -> list[optuna.trial.FrozenT
     return sorted(finished, key=lambda t: t.number)[:trials]
 
 
+def _taken(study: optuna.Study) -> int:
+    """Finished trials plus those running now. Trials of dead workers are failed first
+    (their retries then wait for a worker), so they do not hold the budget."""
+    optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=TAKEN))
+
+
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
@@ -233,21 +244,29 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     study = open_study(url, name, settings, _protocol(config, space_path))
 
     objective = _objective(space, config, workdir, settings.worker)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    taken = _taken(study)
     logging.info("study %r (%s): %d of %d trials to go; worker %d", name,
-                 report.public_url(url), max(settings.trials - finished, 0), settings.trials,
+                 report.public_url(url), max(settings.trials - taken, 0), settings.trials,
                  settings.worker)
-    while finished < settings.trials:
-        # Failed trials (TRIAL_ERRORS) do not count: another round replaces them, unless a
-        # whole round failed (then something is wrong with every trial; see the log).
+    while taken < settings.trials:
+        # A worker starts a trial only while finished + running trials are under the budget,
+        # so concurrent workers do not overshoot it. Failed trials (TRIAL_ERRORS) do not
+        # count: another round replaces them, unless a whole round failed (then something
+        # is wrong with every trial; see the log).
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(
-            objective, n_trials=settings.trials - finished,
-            callbacks=[optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)],
+            objective, n_trials=settings.trials - taken,
+            callbacks=[optuna.study.MaxTrialsCallback(settings.trials, states=TAKEN)],
             catch=TRIAL_ERRORS, gc_after_trial=True)
-        before, finished = finished, len(study.get_trials(deepcopy=False, states=FINISHED))
-        if finished == before:
+        if len(study.get_trials(deepcopy=False, states=FINISHED)) == finished:
             logging.warning("every trial of this round failed; stopping this worker")
             break
+        taken = _taken(study)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if running:
+        logging.info("budget taken; other workers still run trial(s) %s, and the last "
+                     "worker to stop writes the outputs with them",
+                     ", ".join(str(t.number) for t in running))
     counted = budget_trials(study, settings.trials)
     return report.write_outputs(study, counted, best_trial(counted), base, space, workdir,
                                 url=url, search_path=space_path, budget=settings.trials)
