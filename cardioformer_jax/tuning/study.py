@@ -182,13 +182,16 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
 
 
 def _prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
-    """Synthetic configs: the twin is built once in ``workdir/data`` for every trial (a file
-    lock keeps the workers of one machine from building it together)."""
+    """Synthetic configs: the twin is built once in ``workdir/data`` (a file lock keeps the
+    workers of one machine from building it together) and every trial reads that build,
+    instead of writing a twin of its own into its run folder."""
     if config.dataset.synthetic_patients <= 0:
         return config
     with open(workdir / "data.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return demo.prepare_synthetic_dataset(config, workdir)
+        config = demo.prepare_synthetic_dataset(config, workdir)
+    config.dataset.synthetic_patients = 0  # data_dir now points at the shared build
+    return config
 
 
 def _objective(space: search.SearchSpace, config: ml_collections.ConfigDict, workdir: Path,

@@ -19,6 +19,7 @@ from cardioformer_jax import config_lib
 from cardioformer_jax.data import datasets
 from cardioformer_jax.training import train
 from cardioformer_jax.tuning import report, search, study
+from tests.conftest import TINY_PTBXL_PATIENTS
 from tests.helpers import REPO, run_fixtures, train_fixtures
 
 TINY_SEARCH = REPO / "tests" / "helpers" / "tiny_search.py"
@@ -118,6 +119,27 @@ def test_dead_workers_trial_is_retried_in_its_folder(data_dir, tmp_path, monkeyp
     states = [t.state for t in _load(url, "cardioformer-ptbxl").get_trials()]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE,
                       optuna.trial.TrialState.RUNNING]
+
+
+def test_synthetic_twin_is_built_once_for_every_trial(tmp_path):
+    """A synthetic config's twin is built in the tuning workdir, and the trials read that
+    build instead of each writing its own into its run folder."""
+    workdir = tmp_path / "tune"
+    config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tmp_path / "unused")
+    config.dataset.synthetic_patients = TINY_PTBXL_PATIENTS
+    settings = study.Settings(trials=2, search=str(TINY_SEARCH), pruner="none")
+    summary = study.run(config, workdir, settings)
+
+    assert (workdir / "data" / "tfds").is_dir() and not (tmp_path / "unused").exists()
+    for number in range(2):
+        run_dir = workdir / f"trial_{number}"
+        assert (run_dir / train.RESULTS_FILE).is_file() and not (run_dir / "data").exists()
+        saved = json.loads((run_dir / "config.json").read_text())
+        assert saved["dataset"]["data_dir"] == str(workdir / "data" / "tfds")
+    # The best config is the user's own: it still builds its twin where it runs.
+    best = report.load_config_file(workdir / report.BEST_CONFIG)
+    assert best.dataset.synthetic_patients == TINY_PTBXL_PATIENTS
+    assert summary["best"] is not None
 
 
 @pytest.mark.slow
