@@ -21,8 +21,15 @@ Options (environment variable in brackets; flags win):
   --arg FLAG         [EXTRA_ARGS]  one more flag for main.py, repeatable
                                    (EXTRA_ARGS: space-separated)
   --python PATH      [PYTHON]      interpreter with the project installed (default: python)
+  --gpu-model MODEL  [GPU_MODEL]   h100, h200 or b200: the preflight's target (default: h100)
+  --skip-preflight   [PREFLIGHT=0] skip the compile check below
   --dry-run          [DRY_RUN=1]   print the command instead of running it
   -h, --help
+
+Preflight: first, the config's training programs are compiled for gpu:MODEL:COUNT
+(`python -m cardioformer_jax.aot`, COUNT from --gpus or nvidia-smi, with the --arg
+--config.* overrides); a config that does not fit the GPUs' memory stops here with the
+compiler's numbers instead of failing after the data is loaded.
 
 Example:
   launch/single_host_gpu.sh --workdir=runs/ptbxl --data-dir=~/tensorflow_datasets \
@@ -54,6 +61,8 @@ DATA_DIR="${DATA_DIR:-}"
 GPUS="${GPUS:-}"
 MEM_FRACTION="${MEM_FRACTION:-}"
 PYTHON="${PYTHON:-python}"
+GPU_MODEL="${GPU_MODEL:-h100}"
+PREFLIGHT="${PREFLIGHT:-1}"
 DRY_RUN="${DRY_RUN:-0}"
 read -r -a EXTRA <<<"${EXTRA_ARGS:-}"
 
@@ -63,9 +72,10 @@ while (($#)); do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1 ;;
+    --skip-preflight) PREFLIGHT=0 ;;
     --config | --config=* | --workdir | --workdir=* | --data-dir | --data-dir=* \
       | --gpus | --gpus=* | --mem-fraction | --mem-fraction=* | --arg | --arg=* \
-      | --python | --python=*)
+      | --python | --python=* | --gpu-model | --gpu-model=*)
       option="${arg%%=*}"
       if [[ "$arg" == *=* ]]; then
         value="${arg#*=}"
@@ -83,6 +93,7 @@ while (($#)); do
         --mem-fraction) MEM_FRACTION="$value" ;;
         --arg) EXTRA+=("$value") ;;
         --python) PYTHON="$value" ;;
+        --gpu-model) GPU_MODEL="$value" ;;
       esac
       ;;
     *) die "unknown argument: $arg" ;;
@@ -101,8 +112,38 @@ if [[ -n "$MEM_FRACTION" ]]; then
   [[ "$MEM_FRACTION" =~ ^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$ ]] \
     || die "--mem-fraction '$MEM_FRACTION' must be a number in (0, 1], e.g. 0.9"
 fi
+[[ "$GPU_MODEL" =~ ^(h100|h200|b200)$ ]] || die "--gpu-model '$GPU_MODEL' must be h100, h200 or b200"
+[[ "$PREFLIGHT" == 0 || "$PREFLIGHT" == 1 ]] || die "PREFLIGHT must be 0 or 1, got '$PREFLIGHT'"
 if [[ "$DRY_RUN" == 0 ]]; then
   command -v "$PYTHON" >/dev/null || die "Python interpreter '$PYTHON' not found (--python)"
+fi
+
+# Preflight (cardioformer_jax.aot): the config compiled for these GPUs by the GPU compiler.
+if [[ "$PREFLIGHT" == 1 ]]; then
+  if [[ -n "$GPUS" ]]; then
+    IFS=, read -r -a gpu_ids <<<"$GPUS"
+    gpu_count="${#gpu_ids[@]}"
+  else
+    gpu_count="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)"
+  fi
+  if [[ "${gpu_count:-0}" -ge 1 ]]; then
+    preflight=("$PYTHON" -m cardioformer_jax.aot --config="$CONFIG"
+      --target="gpu:$GPU_MODEL:$gpu_count" --batch_size=config)
+    for extra in "${EXTRA[@]}"; do
+      [[ "$extra" != --config.* ]] || preflight+=("$extra")
+    done
+    if [[ "$DRY_RUN" == 1 ]]; then
+      line=""
+      for arg in "${preflight[@]}"; do
+        line+="${line:+ }$(quote "$arg")"
+      done
+      printf '%s\n' "$line"
+    elif ! "${preflight[@]}" >/dev/null; then
+      die "preflight failed: the config does not fit $gpu_count $GPU_MODEL GPU(s) or could not be compiled (see above; --skip-preflight skips the check)"
+    fi
+  else
+    echo "single_host_gpu.sh: preflight skipped: no GPU count (give --gpus)" >&2
+  fi
 fi
 
 # JAX_NUM_PROCESSES=1: cardioformer_jax.training.distributed then never initialises a cluster.

@@ -53,11 +53,21 @@ Options (environment variable in brackets; flags win):
   --python VERSION         [PYTHON_VERSION]   Python of the workers' venv (default: 3.12)
   --detach                 [DETACH=1]         train in the background (nohup, ~/train.log)
   --skip-setup             [SKIP_SETUP=1]     resume: do not reinstall on a live slice
+  --skip-preflight         [PREFLIGHT=0]      create/train/up/resume: skip the local
+                                              compile check (below)
+  --local-python PATH      [LOCAL_PYTHON]     this machine's interpreter with the project
+                                              and its [aot] extra (default: python3)
   --dry-run                [DRY_RUN=1]        print the commands (one per line, shell-quoted)
                                               instead of running them; the slice is then
                                               assumed in state DRY_RUN_STATE (default:
                                               PREEMPTED for resume, else NOT_FOUND)
   -h, --help
+
+Preflight: before create, train, up and resume (so before any TPU is paid for), the
+config's training programs are compiled here for the slice's topology by the TPU compiler
+(`python -m cardioformer_jax.aot --target=tpu:ACCELERATOR_TYPE`, with the --arg
+--config.* overrides); a config that does not fit the chips' memory stops the script
+with the compiler's numbers. It needs `pip install -e ".[aot]"` locally (Python 3.12+).
 
 Example:
   launch/tpu_pod.sh --zone=us-central2-b --accelerator-type=v4-32 --spot \
@@ -122,6 +132,8 @@ GIT_REF="${GIT_REF:-main}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.12}"
 DETACH="${DETACH:-0}"
 SKIP_SETUP="${SKIP_SETUP:-0}"
+PREFLIGHT="${PREFLIGHT:-1}"
+LOCAL_PYTHON="${LOCAL_PYTHON:-python3}"
 DRY_RUN="${DRY_RUN:-0}"
 DRY_RUN_STATE="${DRY_RUN_STATE:-}"
 read -r -a EXTRA <<<"${EXTRA_ARGS:-}"
@@ -137,11 +149,13 @@ while (($#)); do
     --preemptible) PROVISIONING=preemptible ;;
     --detach) DETACH=1 ;;
     --skip-setup) SKIP_SETUP=1 ;;
+    --skip-preflight) PREFLIGHT=0 ;;
     --name | --name=* | --zone | --zone=* | --project | --project=* \
       | --accelerator-type | --accelerator-type=* | --version | --version=* \
       | --service-account | --service-account=* | --config | --config=* \
       | --workdir | --workdir=* | --data-dir | --data-dir=* | --arg | --arg=* \
-      | --git-url | --git-url=* | --git-ref | --git-ref=* | --python | --python=*)
+      | --git-url | --git-url=* | --git-ref | --git-ref=* | --python | --python=* \
+      | --local-python | --local-python=*)
       option="${arg%%=*}"
       if [[ "$arg" == *=* ]]; then
         value="${arg#*=}"
@@ -165,6 +179,7 @@ while (($#)); do
         --git-url) GIT_URL="$value" ;;
         --git-ref) GIT_REF="$value" ;;
         --python) PYTHON_VERSION="$value" ;;
+        --local-python) LOCAL_PYTHON="$value" ;;
       esac
       ;;
     -*) die "unknown option: $arg" ;;
@@ -184,6 +199,7 @@ done
 [[ "$DETACH" == 0 || "$DETACH" == 1 ]] || die "DETACH must be 0 or 1, got '$DETACH'"
 [[ "$SKIP_SETUP" == 0 || "$SKIP_SETUP" == 1 ]] \
   || die "SKIP_SETUP must be 0 or 1, got '$SKIP_SETUP'"
+[[ "$PREFLIGHT" == 0 || "$PREFLIGHT" == 1 ]] || die "PREFLIGHT must be 0 or 1, got '$PREFLIGHT'"
 # GCE resource names: lowercase letter first, then lowercase letters, digits, hyphens.
 [[ "$TPU_NAME" =~ ^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$ ]] \
   || die "invalid --name '$TPU_NAME': lowercase letters, digits and '-', starting with a letter"
@@ -268,6 +284,27 @@ query_state() {
   else
     echo "$out" >&2
     die "could not query TPU '$TPU_NAME' in $ZONE (see the gcloud message above)"
+  fi
+}
+
+# The config's programs compiled here for the slice (cardioformer_jax.aot): exits with
+# the compiler's numbers when they do not fit, before anything is created or started.
+preflight() {
+  [[ "$PREFLIGHT" == 1 ]] || return 0
+  if [[ "$tpu_generation" == v2 || "$tpu_generation" == v3 ]]; then
+    note "preflight: no compile check for $tpu_generation (the TPU compiler here targets v4 and later)"
+    return 0
+  fi
+  local args=(-m cardioformer_jax.aot --config="$CONFIG" --target="tpu:$ACCELERATOR_TYPE"
+    --batch_size=config --noestimate) extra
+  for extra in "${EXTRA[@]}"; do
+    [[ "$extra" != --config.* ]] || args+=("$extra")
+  done
+  note "preflight: compiling the config for $ACCELERATOR_TYPE here (--skip-preflight skips)"
+  if [[ "$DRY_RUN" == 1 ]]; then
+    run "$LOCAL_PYTHON" "${args[@]}"
+  elif ! "$LOCAL_PYTHON" "${args[@]}" >/dev/null; then
+    die "preflight failed: the config does not fit $ACCELERATOR_TYPE or could not be compiled here (see above; needs pip install -e '.[aot]'); nothing was created or started"
   fi
 }
 
@@ -362,6 +399,10 @@ cmd_resume() {
   esac
   cmd_train
 }
+
+case "$COMMAND" in
+  create | train | up | resume) preflight ;;
+esac
 
 case "$COMMAND" in
   create) cmd_create ;;

@@ -18,6 +18,11 @@ _CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPI
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The tests run on the CPU. With the ahead-of-time compilers installed (the [aot]
+    # extra), JAX would also start the TPU runtime at the first device query, printing
+    # warnings and holding libtpu's lock; the AOT tests load libtpu for compiling only.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
     # Compilation dominates the tests that train on a CPU, so the whole session shares one
     # persistent XLA compilation cache: a fresh temporary directory, removed at the end, in
     # which every program is stored (minimum compile time 0) and from which every later

@@ -50,6 +50,7 @@ from cardioformer_jax.models.layers import (
     split_key,
     torch_linear_init,
 )
+from cardioformer_jax.models.partitioning import constrain_batch, gather_weights
 from cardioformer_jax.ops import KERNELS, hash_random, random_impl, resolve_kernels
 from cardioformer_jax.ops.dropout import dropout
 from cardioformer_jax.ops.layer_norm import LayerNorm
@@ -347,13 +348,12 @@ class EncoderLayer(nnx.Module):
                                    self.kernels))
 
         # 4. Three residual feed-forward blocks, then residual connection and LayerNorm.
-        #    They see a 2-D (tokens, D) array: their weight gradients are then plain
-        #    (M, K)^T (M, N) dots, which XLA:CPU runs without transposed copies.
-        x = x.reshape(-1, d_model)
+        #    They see the (S, B, D) array itself: merging S and B into one axis would put
+        #    the batch in its minor part, where a batch sharding cannot follow it.
         y = self.resblock1(x, keys["resblock1"])
         y = self.resblock2(y, keys["resblock2"])
         y = self.resblock3(y, keys["resblock3"])
-        return self.norm2(x + y).reshape(-1, batch, d_model)
+        return self.norm2(x + y)
 
 
 class Cardioformer(nnx.Module):
@@ -437,7 +437,7 @@ class Cardioformer(nnx.Module):
             # 2. n = T // p + 1 patches across all leads, each mapped linearly to D (one
             #    (p, C, D) kernel per granularity of the group).
             patches = padded[:, :n * p].reshape(x.shape[0], n, p, x.shape[2])
-            kernel = self.patch_kernels[g][...].astype(dtype)
+            kernel = gather_weights(self.patch_kernels[g][...]).astype(dtype)
             tokens = jnp.einsum("bnpc,gpcd->bgnd", patches, kernel)
             # 3. One augmentation per granularity (train mode).
             tokens = self._augment(tokens, group_keys[g])
@@ -485,7 +485,10 @@ class Cardioformer(nnx.Module):
 
         def apply_layer(x, layer_inputs):
             layer_state, layer_key = layer_inputs
-            return nnx.merge(graphdef, layer_state)(x, layer_key), None
+            # The batch stays split over the mesh at every layer boundary (partitioning.py).
+            layer = nnx.merge(graphdef, gather_weights(layer_state))
+            x = layer(constrain_batch(x, 1), layer_key)
+            return constrain_batch(x, 1), None
 
         if self.config.remat:
             # Recompute everything except the LayerNorm statistics (named by the CPU kernel):
@@ -515,7 +518,7 @@ class Cardioformer(nnx.Module):
         if tabular_features is not None:
             features = jnp.concatenate(
                 [features, tabular_features.astype(features.dtype)], axis=-1)
-        logits = features.astype(jnp.float32) @ self.projection.kernel[...]
+        logits = features.astype(jnp.float32) @ gather_weights(self.projection.kernel[...])
         return logits + self.projection.bias[...]
 
     def eval_chunk_rows(self, batch: int) -> int:

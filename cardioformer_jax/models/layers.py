@@ -77,8 +77,9 @@ class GroupedAttention(nnx.Module):
     def __call__(self, x: Array, key: Array | None) -> Array:
         """``x``: ``(G, N, B, D)`` -> same shape; ``key`` drives attention dropout.
 
-        Group-leading, batch-inner tokens make each projection one batched matmul over
-        contiguous ``(N*B, D)`` rows.
+        The projections are einsums over the 4-D array, never a merged ``(N*B, D)``
+        reshape: the batch axis stays an axis of its own, so a batch-sharded input keeps
+        its sharding (merging it into the token axis would make GSPMD gather the batch).
         """
         groups, tokens, batch, d_model = x.shape
         head_dim = d_model // self.n_heads
@@ -87,17 +88,15 @@ class GroupedAttention(nnx.Module):
             [self.query_kernel[...], self.key_kernel[...], self.value_kernel[...]], axis=-1)
         qkv_bias = jnp.concatenate(
             [self.query_bias[...], self.key_bias[...], self.value_bias[...]], axis=-1)
-        qkv = jnp.einsum("gmd,gde->gme", x.reshape(groups, tokens * batch, d_model),
-                         qkv_kernel.astype(self.dtype))
-        qkv = qkv + qkv_bias[:, None, :].astype(self.dtype)
+        qkv = jnp.einsum("gnbd,gde->gnbe", x, qkv_kernel.astype(self.dtype))
+        qkv = qkv + qkv_bias[:, None, None, :].astype(self.dtype)
         qkv = qkv.reshape(groups, tokens, batch, 3, self.n_heads, head_dim)
         # (G, N, B, 3, H, d) -> three (G, B, H, N, d) arrays, heads as a batch dimension.
         q, k, v = jnp.transpose(qkv, (3, 0, 2, 4, 1, 5))
         out = attention(q, k, v, key, self.dropout_rate, self.kernels)
-        out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(groups, tokens * batch, d_model)
-        out = jnp.einsum("gmd,gde->gme", out, self.out_kernel[...].astype(self.dtype))
-        out = out + self.out_bias[:, None, :].astype(self.dtype)
-        return out.reshape(groups, tokens, batch, d_model)
+        out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(groups, tokens, batch, d_model)
+        out = jnp.einsum("gnbd,gde->gnbe", out, self.out_kernel[...].astype(self.dtype))
+        return out + self.out_bias[:, None, None, :].astype(self.dtype)
 
 
 class ResidualBlock(nnx.Module):

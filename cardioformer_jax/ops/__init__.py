@@ -22,12 +22,13 @@ import jax
 KERNELS = ("auto", "xla", "cpu")
 
 
-def resolve_kernels(kernels: str) -> str:
-    """``"xla"`` or ``"cpu"`` for a ``model.kernels`` value (``"auto"`` looks at the backend)."""
+def resolve_kernels(kernels: str, platform: str | None = None) -> str:
+    """``"xla"`` or ``"cpu"`` for a ``model.kernels`` value: ``"auto"`` looks at `platform`
+    (the platform the program is compiled for; default: this process's backend)."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} must be one of {KERNELS}")
     if kernels == "auto":
-        return "cpu" if jax.default_backend() == "cpu" else "xla"
+        return "cpu" if (platform or jax.default_backend()) == "cpu" else "xla"
     return kernels
 
 

@@ -31,13 +31,17 @@ def attention_xla(q: Array, k: Array, v: Array, key: Array | None, rate: float) 
     """The plain path: `jax.nn.dot_product_attention` (cuDNN on GPU) without dropout, the
     formula itself with `jax.random` dropout in training."""
     if key is None or rate == 0.0:
-        *lead, heads, n, d = q.shape
+        # The library takes (B, N, H, d). Leading axes beyond one are vmapped, not merged
+        # into B: a merge would bury a sharded batch axis in the minor part of B.
+        def library(q, k, v):  # (B, H, N, d) each
+            out = jax.nn.dot_product_attention(*(jnp.swapaxes(a, 1, 2) for a in (q, k, v)))
+            return jnp.swapaxes(out, 1, 2)
 
-        def to_bnhd(a):  # (..., H, N, d) -> (B', N, H, d), the layout the library takes
-            return jnp.swapaxes(a.reshape(-1, heads, a.shape[-2], d), 1, 2)
-
-        out = jax.nn.dot_product_attention(to_bnhd(q), to_bnhd(k), to_bnhd(v))
-        return jnp.swapaxes(out, 1, 2).reshape(*lead, heads, n, d)
+        if q.ndim == 3:
+            return library(q[None], k[None], v[None])[0]
+        for _ in range(q.ndim - 4):
+            library = jax.vmap(library)
+        return library(q, k, v)
     probs = _probabilities(q, k)
     probs = apply_mask(probs, keep_mask(key, rate, probs.shape, "xla"), rate)
     return jnp.einsum("...qk,...kd->...qd", probs.astype(v.dtype), v)

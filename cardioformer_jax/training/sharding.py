@@ -25,10 +25,11 @@ Typical use by a trainer::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,11 +37,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cardioformer_jax.models.partitioning import BATCH_AXES
+
 logger = logging.getLogger(__name__)
 
 AXIS_NAMES: tuple[str, str] = ("data", "fsdp")
-# Mesh axes the batch dimension is split over (those present in a given mesh).
-BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, P]]
 
@@ -109,19 +110,45 @@ def create_mesh(
     """
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(mesh_shape, len(axis_names), len(devices))
-    return jax.make_mesh(
-        shape, tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape), devices=devices
-    )
+    axis_types = (AxisType.Auto,) * len(shape)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices > 1:
+        # Multi-slice (TPU slices joined by the data-centre network): the first axis spans
+        # the slices, so only the batch's gradient all-reduce crosses the slow network.
+        if shape[0] % slices:
+            raise ValueError(f"mesh shape {shape}: the first axis must be a multiple of the "
+                             f"{slices} slices the devices come from")
+        from jax.experimental import mesh_utils
+
+        ici = (shape[0] // slices, *shape[1:])
+        dcn = (slices,) + (1,) * (len(shape) - 1)
+        grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices)
+        return Mesh(grid, tuple(axis_names), axis_types=axis_types)
+    return jax.make_mesh(shape, tuple(axis_names), axis_types=axis_types, devices=devices)
 
 
-def mesh_from_config(config: Any) -> Mesh:
-    """`create_mesh(config.mesh.shape, config.mesh.axis_names)`; absent fields: defaults."""
+def mesh_from_config(config: Any, devices: Sequence[Any] | None = None) -> Mesh:
+    """`create_mesh(config.mesh.shape, config.mesh.axis_names, devices=devices)`; absent
+    fields: defaults. `devices` (default `jax.devices()`) may be those of a topology this
+    host cannot run, e.g. a TPU slice described for an ahead-of-time compile (`aot`)."""
     mesh_config = config.get("mesh", None) if hasattr(config, "get") else None
     shape = axis_names = None
     if mesh_config is not None:
         shape = mesh_config.get("shape", None)
         axis_names = mesh_config.get("axis_names", None)
-    return create_mesh(shape, tuple(axis_names) if axis_names else AXIS_NAMES)
+    return create_mesh(shape, tuple(axis_names) if axis_names else AXIS_NAMES, devices=devices)
+
+
+def in_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """`fn` traced inside `mesh` (its abstract mesh), so the model's sharding constraints
+    (`models.partitioning.constrain_batch`) see the mesh's axes; for `jax.jit`."""
+
+    @functools.wraps(fn)
+    def traced_in_mesh(*args: Any, **kwargs: Any) -> Any:
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced_in_mesh
 
 
 # --- batches ----------------------------------------------------------------------------

@@ -228,13 +228,16 @@ def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.s
                             shapes, shardings)
     data = sharding.data_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    def traced(fn):  # the model's activation constraints see this mesh
+        return sharding.in_mesh(fn, mesh)
+
     return Programs(
         definition=definition, mesh=mesh, abstract_state=abstract, shardings=shardings,
-        init=jax.jit(init, out_shardings=shardings),
-        train=jax.jit(functools.partial(train_step, definition),
+        init=jax.jit(traced(init), out_shardings=shardings),
+        train=jax.jit(traced(functools.partial(train_step, definition)),
                       in_shardings=(shardings, data), out_shardings=(shardings, replicated),
                       donate_argnums=0),
-        eval=jax.jit(functools.partial(eval_step, definition),
+        eval=jax.jit(traced(functools.partial(eval_step, definition)),
                      in_shardings=(shardings.swa_params, shardings.rngs, data),
                      out_shardings=data),
         swa=jax.jit(swa_epoch_update, in_shardings=(shardings,), out_shardings=shardings,

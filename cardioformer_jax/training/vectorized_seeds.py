@@ -109,9 +109,10 @@ def seed_programs(one: steps.Programs, num_seeds: int) -> SeedPrograms:
 
     return SeedPrograms(
         one=one, num_seeds=num_seeds, shardings=stacked,
-        train=jax.jit(train_all, in_shardings=(stacked, data),
+        train=jax.jit(sharding.in_mesh(train_all, one.mesh), in_shardings=(stacked, data),
                       out_shardings=(stacked, replicated), donate_argnums=0),
-        eval=jax.jit(eval_all, in_shardings=(stacked.swa_params, stacked.rngs, data),
+        eval=jax.jit(sharding.in_mesh(eval_all, one.mesh),
+                     in_shardings=(stacked.swa_params, stacked.rngs, data),
                      out_shardings=data),
         swa=jax.jit(jax.vmap(steps.swa_epoch_update), in_shardings=(stacked,),
                     out_shardings=stacked, donate_argnums=0),

@@ -29,6 +29,7 @@ FLAGS_AT_IMPORT_ALLOWED = {"cardioformer_jax.main", "cardioformer_jax.synthetic"
 
 # Each converted command and the flags its --help must list.
 COMMAND_FLAGS = {
+    "aot": ("config", "target", "batch_size", "estimate"),
     "predict": ("workdir", "json", "seed", "batch_size"),
     "evaluate": ("workdir", "split", "seed", "data_dir"),
     "export": ("workdir", "out", "seed", "platforms", "batch_size"),

@@ -33,7 +33,8 @@ PARAMETER_VARS = (
     "PYTHON", "COORDINATOR_PORT", "PROCS_PER_NODE", "NODES", "GPUS_PER_NODE",
     "CPUS_PER_TASK", "TIME", "PARTITION", "ACCOUNT", "JOB_NAME", "REQUEUE", "GPUS",
     "MEM_FRACTION", "OUT_DIR", "BATCH_SIZES", "DTYPES", "STEPS", "PATIENTS", "WORKERS",
-    "PIPELINE_BATCH", "WHEELS", "ALLOW_CPU", "NO_VENV")
+    "PIPELINE_BATCH", "WHEELS", "ALLOW_CPU", "NO_VENV", "PREFLIGHT", "LOCAL_PYTHON",
+    "GPU_MODEL")
 
 ZONE = "us-central2-b"
 WORKDIR = "gs://my-bucket/runs/ptbxl"
@@ -112,6 +113,11 @@ def test_tpu_up_dry_run_prints_create_setup_and_train_on_all_workers(tmp_path):
     where = [f"--zone={ZONE}", "--project=my-proj"]
     tpu = ["gcloud", "compute", "tpus", "tpu-vm"]
     archive = _head_archive(tmp_path)
+    # First, before anything is created: the config compiled here for the slice.
+    preflight, commands = commands[0], commands[1:]
+    assert preflight == ["python3", "-m", "cardioformer_jax.aot", "--config=configs/ptbxl.py",
+                         "--target=tpu:v4-32", "--batch_size=config", "--noestimate",
+                         "--config.train.batch_size=1024"]
     assert commands[:4] == [
         [*tpu, "describe", "cardioformer", *where, "--format=value(state)"],
         [*tpu, "create", "cardioformer", *where, "--accelerator-type=v4-32",
@@ -137,16 +143,17 @@ def test_tpu_up_dry_run_prints_create_setup_and_train_on_all_workers(tmp_path):
 
 
 @pytest.mark.parametrize("state, expected", [
-    ("PREEMPTED", ["describe", "delete", "create", "archive", "scp", "ssh", "ssh"]),
-    ("NOT_FOUND", ["describe", "create", "archive", "scp", "ssh", "ssh"]),
-    ("READY", ["describe", "archive", "scp", "ssh", "ssh"]),
+    ("PREEMPTED", ["aot", "describe", "delete", "create", "archive", "scp", "ssh", "ssh"]),
+    ("NOT_FOUND", ["aot", "describe", "create", "archive", "scp", "ssh", "ssh"]),
+    ("READY", ["aot", "describe", "archive", "scp", "ssh", "ssh"]),
 ])
 def test_tpu_resume_recreates_only_a_lost_slice_then_reruns_training(tmp_path, state,
                                                                      expected):
     env = _env(tmp_path, ZONE=ZONE, WORKDIR=WORKDIR, PROVISIONING="preemptible",
                ACCELERATOR_TYPE="v5litepod-16", DRY_RUN_STATE=state)
     commands = _dry_run(TPU, "resume", env=env)
-    verbs = [c[4] if c[0] == "gcloud" else c[3] for c in commands]
+    verbs = [c[4] if c[0] == "gcloud" else "aot" if c[:3] == ["python3", "-m",
+             "cardioformer_jax.aot"] else c[3] for c in commands]
     assert verbs == expected
     if "create" in verbs:
         create = commands[verbs.index("create")]
@@ -161,7 +168,7 @@ def test_tpu_resume_recreates_only_a_lost_slice_then_reruns_training(tmp_path, s
 
 def test_tpu_detached_train_git_setup_and_other_commands(tmp_path):
     env = _env(tmp_path, ZONE=ZONE, WORKDIR=WORKDIR, TPU_NAME="ecg-pod")
-    (train,) = _dry_run(TPU, "--detach", "train", env=env)
+    (train,) = _dry_run(TPU, "--detach", "--skip-preflight", "train", env=env)
     remote = _option(train, "--command")
     _check_remote_syntax(remote)
     assert "nohup" in remote and ">>$HOME/train.log" in remote
@@ -187,7 +194,7 @@ def test_tpu_detached_train_git_setup_and_other_commands(tmp_path):
 
 
 def test_tpu_quotes_arguments_for_the_remote_shell(tmp_path):
-    env = _env(tmp_path, ZONE=ZONE, WORKDIR=WORKDIR)
+    env = _env(tmp_path, ZONE=ZONE, WORKDIR=WORKDIR, PREFLIGHT="0")
     (train,) = _dry_run(TPU, "--arg=--config.model.augmentations=jitter0.2, it's", "train",
                         env=env)
     remote = _option(train, "--command")
@@ -217,6 +224,7 @@ def test_tpu_quotes_arguments_for_the_remote_shell(tmp_path):
     (["--zone", ZONE, "create"], {"PROVISIONING": "cheap"}, r"PROVISIONING must be spot"),
     (["--zone", ZONE, "--python=3.10", "setup"], {}, r"needs >= 3.11"),
     (["--zone", ZONE, "create"], {"DRY_RUN": "yes"}, r"DRY_RUN must be 0 or 1"),
+    (["--zone", ZONE, "create"], {"PREFLIGHT": "no"}, r"PREFLIGHT must be 0 or 1"),
 ])
 def test_tpu_rejects_bad_parameters(tmp_path, args, env, message):
     proc = _run(TPU, *args, env=_env(tmp_path, **env))
@@ -229,10 +237,15 @@ def test_tpu_rejects_bad_parameters(tmp_path, args, env, message):
 
 
 def test_slurm_submission_dry_run_prints_sbatch_of_itself(tmp_path):
-    (submit,) = _dry_run(SLURM, "--nodes", "4", "--gpus-per-node=4", "--partition=gpu",
-                         "--account=ecg", "--requeue", "--workdir=/shared/runs/a",
-                         "--data-dir=/shared/tfds", "--arg=--config.train.batch_size=512",
-                         env=_env(tmp_path, CPUS_PER_TASK="6", TIME="2-00:00:00"))
+    preflight, submit = _dry_run(
+        SLURM, "--nodes", "4", "--gpus-per-node=4", "--partition=gpu", "--account=ecg",
+        "--requeue", "--workdir=/shared/runs/a", "--data-dir=/shared/tfds",
+        "--arg=--config.train.batch_size=512", "--gpu-model=h200",
+        env=_env(tmp_path, CPUS_PER_TASK="6", TIME="2-00:00:00"))
+    # Before submitting: the config compiled for the allocation's 4 x 4 GPUs.
+    assert preflight == ["python", "-m", "cardioformer_jax.aot", "--config=configs/ptbxl.py",
+                         "--target=gpu:h200:4x4", "--batch_size=config",
+                         "--config.train.batch_size=512"]
     assert submit == [
         "sbatch", "--job-name=cardioformer", f"--chdir={REPO}", "--nodes=4",
         "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=6",
@@ -300,15 +313,19 @@ def test_slurm_rejects_bad_parameters(tmp_path, args, env, message):
 
 
 def test_single_host_dry_run(tmp_path):
-    (command,) = _dry_run(SINGLE, "--workdir", "runs/ptbxl", "--gpus=0,1",
-                          "--mem-fraction=0.9", "--arg", "--config.train.batch_size=512",
-                          env=_env(tmp_path, DATA_DIR="/data/tfds", PYTHON="python3"))
+    preflight, command = _dry_run(
+        SINGLE, "--workdir", "runs/ptbxl", "--gpus=0,1", "--mem-fraction=0.9", "--arg",
+        "--config.train.batch_size=512", env=_env(tmp_path, DATA_DIR="/data/tfds",
+                                                  PYTHON="python3"))
+    assert preflight == ["python3", "-m", "cardioformer_jax.aot", "--config=configs/ptbxl.py",
+                         "--target=gpu:h100:2", "--batch_size=config",
+                         "--config.train.batch_size=512"]
     assert command == [
         "env", "JAX_NUM_PROCESSES=1", "CUDA_VISIBLE_DEVICES=0,1",
         "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9", "python3", "-m", "cardioformer_jax.main",
         "--config=configs/ptbxl.py", "--workdir=runs/ptbxl",
         "--config.dataset.data_dir=/data/tfds", "--config.train.batch_size=512"]
-    (plain,) = _dry_run(SINGLE, env=_env(tmp_path, WORKDIR=WORKDIR))
+    (plain,) = _dry_run(SINGLE, "--skip-preflight", env=_env(tmp_path, WORKDIR=WORKDIR))
     assert plain == ["env", "JAX_NUM_PROCESSES=1", "python", "-m", "cardioformer_jax.main",
                      "--config=configs/ptbxl.py", f"--workdir={WORKDIR}"]
 
@@ -320,6 +337,7 @@ def test_single_host_dry_run(tmp_path):
     (["--workdir=w", "--mem-fraction=1.5"], r"--mem-fraction '1.5' must be a number in"),
     (["--workdir=w", "--config=ptbxl"], r"must be a configs/\*\.py file"),
     (["--workdir"], r"option --workdir needs a value"),
+    (["--workdir=w", "--gpu-model=a100"], r"--gpu-model 'a100' must be h100, h200 or b200"),
 ])
 def test_single_host_rejects_bad_parameters(tmp_path, args, message):
     proc = _run(SINGLE, "--dry-run", *args, env=_env(tmp_path))

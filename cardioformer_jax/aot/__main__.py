@@ -1,0 +1,82 @@
+"""Compile a config's training programs for an accelerator target, without the hardware.
+
+    python -m cardioformer_jax.aot --config=configs/ptbxl.py --target=tpu:v5p:2x2x1 \
+        [--batch_size=1024 | max | config] [--config.model.dtype=bfloat16] [--noestimate]
+
+Prints one JSON object (`analysis.report`; with ``--batch_size=max`` also the largest
+per-device batch that fits) and exits 1 when a program does not fit the device memory.
+``--batch_size`` is per device (default: the config's global batch split over the target's
+devices). Runs on the CPU: no accelerator is used or needed. Target names:
+`cardioformer_jax.aot.targets` (also Cloud TPU types: ``tpu:v5p-128``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from cardioformer_jax import config_lib
+from cardioformer_jax.aot import analysis, targets
+
+
+def main() -> None:
+    config_file = config_flags.DEFINE_config_file("config", None, "Config file.")
+    target_name = flags.DEFINE_string(
+        "target", None, f"What to compile for, e.g. {', '.join(targets.EXAMPLES)}.")
+    batch = flags.DEFINE_string(
+        "batch_size", "config", "Training batch per device (the global batch is this times "
+        "the devices the batch is split over); 'config': the config's train.batch_size "
+        "split over the target's devices; 'max': the largest that fits.")
+    estimate = flags.DEFINE_bool(
+        "estimate", True, "TPU: also compile the step with the layers unrolled for the "
+        "compiler's loop-aware step-time estimate (a second compile).")
+    flags.mark_flags_as_required(["config", "target"])
+
+    def run(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        # Compiles only: the host's own backend is the CPU whatever else is installed.
+        jax.config.update("jax_platforms", "cpu")
+        config = config_file.value
+        config_lib.validate_config(config)
+        try:
+            target = targets.parse(target_name.value)
+        except (ValueError, RuntimeError) as error:
+            raise app.UsageError(str(error)) from error
+        search = None
+        if batch.value == "max":
+            search = analysis.max_per_device_batch(config, target)
+            per_device = search["max_per_device_batch"]
+            if per_device == 0:
+                json.dump({"target": target.name, "fits": False, "batch_search": search},
+                          sys.stdout, indent=2)
+                sys.stdout.write("\n")
+                sys.exit(1)
+        elif batch.value == "config":
+            try:
+                per_device = analysis.config_per_device_batch(config, target)
+            except ValueError as error:
+                raise app.UsageError(str(error)) from error
+        elif batch.value.isdigit() and int(batch.value) > 0:
+            per_device = int(batch.value)
+        else:
+            raise app.UsageError(f"--batch_size={batch.value!r}: a positive integer, "
+                                 "'config' or 'max'")
+        result = analysis.report(config, target, per_device, estimate=estimate.value)
+        if search is not None:
+            result["batch_search"] = search
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        print(analysis.summary(result), file=sys.stderr)
+        if not result["fits"]:
+            sys.exit(1)
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The training programs compiled for a `targets.Target`, and what the compiler says of them.
+
+`report` compiles the very programs a run executes (`training.steps.programs`: the train
+step with its shardings and donated state, the eval step, and the eval step on one device
+for a record's windows, as `predict` runs it) for the target's devices, and returns per
+program the per-device bytes, whether they fit, the collectives in the compiled HLO and the
+compile time; on TPU also the compiler's loop-aware estimate of the step time.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from cardioformer_jax import models
+from cardioformer_jax.aot.targets import Target
+from cardioformer_jax.ops import resolve_kernels
+from cardioformer_jax.training import sharding, steps
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
+               "collective-permute", "ragged-all-to-all")
+# Rows of the one-record predict program: a 10 s record in 1 s windows, padded to a power
+# of two as `evaluation.inference` pads it.
+PREDICT_ROWS = 16
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "bf16": 2, "f16": 2,
+                "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8,
+                "u64": 8, "c64": 8, "c128": 16}
+_INSTRUCTION = re.compile(
+    r"=\s*(?P<shape>.+?)\s+(?P<op>" + "|".join(sorted(COLLECTIVES, key=len, reverse=True))
+    + r")(?P<start>-start)?\(")
+_ARRAY = re.compile(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
+
+
+def for_target(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
+               ) -> ml_collections.ConfigDict:
+    """A copy of `config` as it runs on `target`: ``kernels='auto'`` resolved for the
+    target's platform (not this host's), and the global train and eval batch sizes set
+    to `per_device_batch` times the devices the batch is split over."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.kernels = resolve_kernels(config.model.kernels, target.platform)
+    if "resnet" in config and "kernels" in config.resnet:
+        config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
+    mesh = mesh_for(config, target)
+    config.train.batch_size = per_device_batch * sharding.batch_divisor(mesh)
+    config.train.eval_batch_size = config.train.batch_size
+    return config
+
+
+def config_per_device_batch(config: ml_collections.ConfigDict, target: Target) -> int:
+    """The config's global ``train.batch_size`` per device of the target's mesh (ValueError
+    when the devices do not divide it)."""
+    divisor = sharding.batch_divisor(mesh_for(config, target))
+    size = int(config.train.batch_size)
+    if size % divisor or size < divisor:
+        raise ValueError(f"train.batch_size={size} cannot be split over the {divisor} devices "
+                         f"of {target.name}; use a multiple of {divisor}")
+    return size // divisor
+
+
+def mesh_for(config: ml_collections.ConfigDict, target: Target) -> jax.sharding.Mesh:
+    """The config's mesh over the target's devices."""
+    return sharding.mesh_from_config(config, devices=target.devices)
+
+
+def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.sharding.Mesh,
+                   evaluation: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes of a global batch of `rows` as the input pipeline feeds it (split over
+    the mesh like `sharding.global_batch`)."""
+    model = config.model
+    data = sharding.data_sharding(mesh)
+
+    def shape(dims: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(dims, dtype, sharding=data)
+
+    batch = {"signal": shape((rows, model.seq_len, model.num_channels), jnp.float32)}
+    if config.dataset.get("multilabel", False):
+        batch["label"] = shape((rows, model.num_classes), jnp.float32)
+    else:
+        batch["label"] = shape((rows,), jnp.int32)
+    if model.get("tabular", "none") != "none":
+        batch["tabular"] = shape((rows, 4), jnp.float32)
+    if evaluation:
+        batch["mask"] = shape((rows,), jnp.int32)
+    return batch
+
+
+def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> float:
+    """Training FLOPs per sample the model needs (as MFU counts them): XLA's cost analysis
+    of the unoptimised training step for `rows` samples on one CPU device, with every
+    encoder layer unrolled (cost analysis counts a loop body once) and without the
+    forward pass that remat repeats."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    spec = models.model_spec(config)
+    if isinstance(spec, models.ModelConfig):
+        config.model.scan_unroll = spec.e_layers
+        config.model.remat = False
+    mesh = sharding.create_mesh((1, 1), devices=jax.devices("cpu")[:1])
+    programs = steps.programs(config, mesh)
+    batch = abstract_batch(config, rows, mesh)
+    cost = programs.train.lower(programs.abstract_state, batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) / rows if cost and "flops" in cost else math.nan
+
+
+def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+    """Collectives of a compiled HLO module by kind: instruction count and result bytes.
+
+    Each instruction counts once as written, so one inside a loop body (the scanned
+    encoder layers) counts once, not once per iteration. An asynchronous pair counts by its
+    ``-start``; its bytes are those of the result it delivers.
+    """
+    found: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
+    for line in hlo_text.splitlines():
+        match = _INSTRUCTION.search(line)
+        if match is None:
+            continue
+        sizes = [_DTYPE_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+                 for dtype, dims in _ARRAY.findall(match["shape"])]
+        if not sizes:
+            continue
+        # An async start's result is a tuple holding its operand and result (and, for a
+        # permute, two scalars): the result is the largest; an all-reduce's are all results.
+        delivered = (sum(sizes) if not match["start"] or match["op"] == "all-reduce"
+                     else max(sizes))
+        found[match["op"]]["count"] += 1
+        found[match["op"]]["bytes"] += delivered
+    return dict(sorted(found.items()))
+
+
+def memory(compiled: Any, capacity: float) -> dict[str, Any]:
+    """Per-device bytes of a compiled program (`Compiled.memory_analysis`) and whether
+    they fit `capacity` bytes. Donated arguments that become outputs count once."""
+    stats = compiled.memory_analysis()
+    stats = stats[0] if isinstance(stats, list) else stats
+    parts = {
+        "arguments": int(stats.argument_size_in_bytes),
+        "outputs": int(stats.output_size_in_bytes),
+        "aliased": int(stats.alias_size_in_bytes),
+        "temporaries": int(stats.temp_size_in_bytes),
+        "code": int(stats.generated_code_size_in_bytes),
+    }
+    total = (parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"]
+             + parts["code"])
+    return {"bytes": {**parts, "total": total}, "total_gib": round(total / 2**30, 3),
+            "device_memory_gib": round(capacity / 2**30, 3),
+            "headroom_gib": round((capacity - total) / 2**30, 3),
+            "fits": bool(total <= capacity)}
+
+
+def _cost(compiled: Any) -> dict[str, float] | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # GPU: no cost analysis through the public API
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    return dict(cost) if cost else None
+
+
+def _compile(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _program_fields(compiled: Any, seconds: float, target: Target, rows: int
+                    ) -> dict[str, Any]:
+    fields: dict[str, Any] = {"global_batch": rows}
+    fields.update(memory(compiled, target.device_memory_bytes))
+    cost = _cost(compiled)
+    if cost and "flops" in cost:
+        # The compiler's own count, per device; a loop body (the layers) counted once.
+        fields["compiler_flops_per_device_loop_body_once"] = float(cost["flops"])
+    fields["collectives"] = collectives(compiled.as_text())
+    fields["compile_seconds"] = round(seconds, 2)
+    return fields
+
+
+def compile_train(config: ml_collections.ConfigDict, target: Target) -> tuple[Any, float]:
+    """The train step of `config` (already `for_target`) compiled for `target`."""
+    mesh = mesh_for(config, target)
+    steps.check_fits(config, mesh)
+    programs = steps.programs(config, mesh)
+    return _compile(programs.train, programs.abstract_state,
+                    abstract_batch(config, config.train.batch_size, mesh))
+
+
+def train_fits(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
+               ) -> bool:
+    """Whether the train step at `per_device_batch` fits the target's device memory."""
+    compiled, _ = compile_train(for_target(config, target, per_device_batch), target)
+    return memory(compiled, target.device_memory_bytes)["fits"]
+
+
+def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
+                         start: int = 64, granularity: int = 8, limit: int = 1 << 16
+                         ) -> dict[str, Any]:
+    """The largest per-device batch (a multiple of `granularity`, at most `limit`) whose
+    train step fits: doubling from `start`, then bisection. Returns it with the batches
+    tried (0 when even `granularity` does not fit)."""
+    tried: dict[int, bool] = {}
+
+    def fits(batch: int) -> bool:
+        if batch not in tried:
+            tried[batch] = train_fits(config, target, batch)
+        return tried[batch]
+
+    low, high = 0, None  # low fits (0: nothing yet), high does not
+    batch = max(granularity, start // granularity * granularity)
+    while high is None:
+        if fits(batch):
+            low = batch
+            if batch >= limit:
+                break
+            batch = min(batch * 2, limit)
+        else:
+            high = batch
+    if low == 0 and high is not None and high > granularity:
+        high_probe = granularity
+        if fits(high_probe):
+            low = high_probe
+        else:
+            high = high_probe
+    while high is not None and high - low > granularity:
+        middle = (low + high) // 2 // granularity * granularity
+        if middle <= low:
+            break
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return {"max_per_device_batch": low, "tried": dict(sorted(tried.items()))}
+
+
+def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: int,
+           estimate: bool = True) -> dict[str, Any]:
+    """Everything the compiler says about the config's programs on `target` (one JSON-ready
+    dict; `fits` is true only when every program fits the device memory)."""
+    config = for_target(config, target, per_device_batch)
+    mesh = mesh_for(config, target)
+    steps.check_fits(config, mesh)
+    programs = steps.programs(config, mesh)
+    rows = config.train.batch_size
+    out: dict[str, Any] = {
+        "target": target.name, "platform": target.platform, "device_kind": target.device_kind,
+        "num_devices": target.num_devices, "slices": target.slices,
+        "mesh": {"shape": dict(mesh.shape), "axes": list(mesh.axis_names)},
+        "model_name": models.model_name(config), "dtype": config.model.dtype,
+        "kernels": config.model.kernels,
+        "batch": {"global": rows, "per_device": per_device_batch},
+        "device_memory_gib": round(target.device_memory_bytes / 2**30, 3),
+        "matmul_precision": matmul_precision(config, target),
+    }
+    train, seconds = _compile(programs.train, programs.abstract_state,
+                              abstract_batch(config, rows, mesh))
+    evaluation, eval_seconds = _compile(programs.eval, programs.abstract_state.swa_params,
+                                        programs.abstract_state.rngs,
+                                        abstract_batch(config, rows, mesh, evaluation=True))
+    one = sharding.create_mesh((1, 1), devices=target.devices[:1])
+    single = steps.programs(config, one)
+    predict, predict_seconds = _compile(single.eval, single.abstract_state.swa_params,
+                                        single.abstract_state.rngs,
+                                        abstract_batch(config, PREDICT_ROWS, one, True))
+    out["programs"] = {
+        "train": _program_fields(train, seconds, target, rows),
+        "eval": _program_fields(evaluation, eval_seconds, target, rows),
+        "predict": {**_program_fields(predict, predict_seconds, target, PREDICT_ROWS),
+                    "devices": 1},
+    }
+    flops = model_flops_per_sample(config, per_device_batch)
+    out["model_flops_per_sample"] = flops
+    out["estimate"] = (_tpu_estimate(config, target, train, flops)
+                       if estimate and target.platform == "tpu" else None)
+    out["fits"] = all(p["fits"] for p in out["programs"].values())
+    return out
+
+
+def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
+    """What the float32 or bfloat16 matmuls of the programs really compute in on `target`
+    (JAX's ``jax_default_matmul_precision``, set by JAX_DEFAULT_MATMUL_PRECISION)."""
+    setting = jax.config.jax_default_matmul_precision or "default"
+    if config.model.dtype == "bfloat16":
+        return f"{setting}: bfloat16 inputs, float32 accumulation"
+    if setting in ("default", "bfloat16", "fastest"):
+        kind = ("one bfloat16 pass per float32 matmul" if target.platform == "tpu"
+                else "TensorFloat-32 tensor cores")
+        return (f"{setting}: {kind}; JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 "
+                "matmuls (several times the matmul cost)")
+    return f"{setting}: full float32 matmuls"
+
+
+def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: Any,
+                  model_flops_per_sample: float) -> dict[str, Any]:
+    """The TPU compiler's estimate of the train step's time, loop-aware.
+
+    The compiler's cost analysis (FLOPs and ``optimal_seconds`` alike) counts a loop body
+    once, so the estimate comes from the same step compiled with every encoder layer
+    unrolled (`model.scan_unroll = e_layers`); a non-positive estimate (as v5e returns) is
+    reported as absent. These are the compiler's estimates, not measurements.
+    """
+    spec = models.model_spec(config)
+    unrolled = compiled
+    seconds_compile = 0.0
+    if isinstance(spec, models.ModelConfig) and spec.scan_unroll < spec.e_layers:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model.scan_unroll = spec.e_layers
+        unrolled, seconds_compile = compile_train(config, target)
+    cost = _cost(unrolled) or {}
+    seconds = float(cost.get("optimal_seconds", -1.0))
+    rows = config.train.batch_size
+    result: dict[str, Any] = {
+        "what": "the TPU compiler's estimate (optimal_seconds of the step with the layers "
+                "unrolled), not a measurement",
+        "compiler_flops_per_device_per_step": float(cost.get("flops", math.nan)),
+        "unrolled_compile_seconds": round(seconds_compile, 2),
+    }
+    if seconds <= 0:
+        result.update(estimated_step_seconds=None, estimated_samples_per_second=None,
+                      estimated_mfu=None,
+                      why_absent="the compiler returned no positive optimal_seconds")
+        return result
+    peak = target.peak_bf16_flops * target.num_devices
+    result.update(
+        estimated_step_seconds=seconds,
+        estimated_samples_per_second=rows / seconds,
+        estimated_mfu=model_flops_per_sample * rows / seconds / peak,
+        mfu_basis="model FLOPs (no remat) over the chips' dense bf16 peak",
+    )
+    return result
+
+
+def summary(result: Mapping[str, Any]) -> str:
+    """One line per program for a terminal (the JSON has everything)."""
+    lines = []
+    for name, program in result["programs"].items():
+        kinds = ", ".join(f"{kind} x{c['count']} ({c['bytes'] / 2**20:.1f} MiB)"
+                          for kind, c in program["collectives"].items()) or "none"
+        lines.append(f"{result['target']} {name}: {program['total_gib']:.2f} of "
+                     f"{program['device_memory_gib']:.2f} GiB per device "
+                     f"({'fits' if program['fits'] else 'DOES NOT FIT'}); collectives: {kinds}")
+    estimate = result.get("estimate") or {}
+    if estimate.get("estimated_step_seconds"):
+        lines.append(f"estimated (TPU compiler): {estimate['estimated_step_seconds'] * 1e3:.1f} "
+                     f"ms/step, {estimate['estimated_samples_per_second']:.0f} samples/s, MFU "
+                     f"{estimate['estimated_mfu']:.1%}")
+    return "\n".join(lines)
