@@ -10,6 +10,7 @@ compile time; on TPU also the compiler's loop-aware estimate of the step time.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import re
 import time
@@ -164,15 +165,49 @@ def _cost(compiled: Any) -> dict[str, float] | None:
     return dict(cost) if cost else None
 
 
+@dataclasses.dataclass(frozen=True)
+class DoesNotFit:
+    """A program the compiler refused for want of device memory (the TPU compiler does;
+    the GPU compiler compiles it anyway), with the compiler's message."""
+
+    message: str
+
+    def fields(self, capacity: float) -> dict[str, Any]:
+        match = _HBM_OOM.search(self.message)
+        required = _bytes(*match.group(1, 2)) if match else math.nan
+        return {"bytes": {"temporaries": required, "total": required},
+                "total_gib": round(required / 2**30, 3),
+                "device_memory_gib": round(capacity / 2**30, 3),
+                "headroom_gib": round((capacity - required) / 2**30, 3), "fits": False,
+                "compiler_error": self.message.strip().splitlines()[0][:500]}
+
+
+_HBM_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\)")
+
+
+def _bytes(number: str, unit: str) -> float:
+    return float(number) * 1024 ** "_KMGT".index(unit or "_")
+
+
 def _compile(fn: Any, *args: Any) -> tuple[Any, float]:
+    """``(compiled, seconds)``, or ``(DoesNotFit, seconds)`` when the compiler refuses
+    the program because it cannot fit the device memory."""
     start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
+    try:
+        compiled = fn.lower(*args).compile()
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        compiled = DoesNotFit(str(error))
     return compiled, time.perf_counter() - start
 
 
 def _program_fields(compiled: Any, seconds: float, target: Target, rows: int
                     ) -> dict[str, Any]:
     fields: dict[str, Any] = {"global_batch": rows}
+    if isinstance(compiled, DoesNotFit):
+        return {**fields, **compiled.fields(target.device_memory_bytes), "collectives": {},
+                "compile_seconds": round(seconds, 2)}
     fields.update(memory(compiled, target.device_memory_bytes))
     cost = _cost(compiled)
     if cost and "flops" in cost:
@@ -196,6 +231,8 @@ def train_fits(config: ml_collections.ConfigDict, target: Target, per_device_bat
                ) -> bool:
     """Whether the train step at `per_device_batch` fits the target's device memory."""
     compiled, _ = compile_train(for_target(config, target, per_device_batch), target)
+    if isinstance(compiled, DoesNotFit):
+        return False
     return memory(compiled, target.device_memory_bytes)["fits"]
 
 
@@ -277,7 +314,8 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
     flops = model_flops_per_sample(config, per_device_batch)
     out["model_flops_per_sample"] = flops
     out["estimate"] = (_tpu_estimate(config, target, train, flops)
-                       if estimate and target.platform == "tpu" else None)
+                       if estimate and target.platform == "tpu"
+                       and not isinstance(train, DoesNotFit) else None)
     out["fits"] = all(p["fits"] for p in out["programs"].values())
     return out
 
@@ -312,7 +350,7 @@ def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: A
         config = ml_collections.ConfigDict(config.to_dict())
         config.model.scan_unroll = spec.e_layers
         unrolled, seconds_compile = compile_train(config, target)
-    cost = _cost(unrolled) or {}
+    cost = {} if isinstance(unrolled, DoesNotFit) else _cost(unrolled) or {}
     seconds = float(cost.get("optimal_seconds", -1.0))
     rows = config.train.batch_size
     result: dict[str, Any] = {

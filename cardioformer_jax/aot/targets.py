@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import importlib.metadata
 import math
 import os
@@ -169,14 +170,19 @@ def gpu_target_config(description_name: str) -> str:
     """The GPU target description (a ``GpuTargetConfigProto`` in text form) named
     `description_name`, read from the installed CUDA plugin's binary, which embeds the
     descriptions XLA publishes for the GPUs it supports."""
-    try:
-        import jax_plugins.xla_cuda13 as plugin
-        import jaxlib
-    except ImportError as error:
+    import jaxlib
+
+    for cuda in ("13", "12"):  # the [aot] extra's plugin, or a GPU install's
+        try:
+            plugin = importlib.import_module(f"jax_plugins.xla_cuda{cuda}")
+            break
+        except ImportError:
+            continue
+    else:
         raise RuntimeError(
-            "GPU targets need the CUDA 13 compiler plugin: python -m pip install -c "
-            "requirements/lock.txt -e \".[aot]\" (Python 3.12+, jax 0.12+)") from error
-    plugin_version = importlib.metadata.version("jax-cuda13-plugin")
+            "GPU targets need the CUDA compiler plugin: python -m pip install -c "
+            "requirements/lock.txt -e \".[aot]\" (Python 3.12+, jax 0.12+)")
+    plugin_version = importlib.metadata.version(f"jax-cuda{cuda}-plugin")
     if plugin_version != jaxlib.__version__:
         raise RuntimeError(f"the CUDA plugin is {plugin_version} but jaxlib is "
                            f"{jaxlib.__version__}: install the same version of both")

@@ -8,6 +8,7 @@ the [test] extra installs there; skipped, saying so, elsewhere.
 import functools
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 
@@ -64,8 +65,8 @@ def test_an_fsdp_mesh_gathers_weights_and_keeps_the_batch_split():
     # gather larger than the model's parameters (a layer's activations at this batch are
     # larger than all of them).
     assert not {"all-to-all", "collective-permute"} & set(fsdp["collectives"])
-    parameters = sum(x.nbytes for x in jax.tree.leaves(
-        _state_shapes(fsdp).params))
+    parameters = sum(math.prod(x.shape) * x.dtype.itemsize
+                     for x in jax.tree.leaves(_state_shapes(fsdp).params))
     activations = 4 * PER_DEVICE * 4 * TINY["d_model"] * 24  # f32 (B, S, D), 4 devices
     assert activations > parameters
     gathered = fsdp["collectives"]["all-gather"]
@@ -137,5 +138,7 @@ def test_a_batch_that_does_not_fit_is_refused_with_its_numbers():
     result = json.loads(proc.stdout)
     train = result["programs"]["train"]
     assert result["fits"] is False and train["fits"] is False
+    # The TPU compiler refuses such a program itself, naming what it needed.
+    assert "HBM" in train["compiler_error"]
     assert train["bytes"]["total"] > 16 * 2**30 and train["headroom_gib"] < 0
     assert "DOES NOT FIT" in proc.stderr
