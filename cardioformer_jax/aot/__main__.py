@@ -2,6 +2,7 @@
 
     python -m cardioformer_jax.aot --config=configs/ptbxl.py --target=tpu:v5p:2x2x1 \
         [--batch_size=1024 | max | config] [--config.model.dtype=bfloat16] [--noestimate]
+        [--programs=train,eval,predict]
 
 Prints one JSON object (`analysis.report`; with ``--batch_size=max`` also the largest
 per-device batch that fits) and exits 1 when a program does not fit the device memory.
@@ -34,6 +35,8 @@ def main() -> None:
     estimate = flags.DEFINE_bool(
         "estimate", True, "TPU: also compile the step with the layers unrolled for the "
         "compiler's loop-aware step-time estimate (a second compile).")
+    programs = flags.DEFINE_list(
+        "programs", list(analysis.PROGRAMS), "Which programs to compile (train always).")
     flags.mark_flags_as_required(["config", "target"])
 
     def run(argv: list[str]) -> None:
@@ -66,7 +69,11 @@ def main() -> None:
         else:
             raise app.UsageError(f"--batch_size={batch.value!r}: a positive integer, "
                                  "'config' or 'max'")
-        result = analysis.report(config, target, per_device, estimate=estimate.value)
+        try:
+            result = analysis.report(config, target, per_device, estimate=estimate.value,
+                                     programs_to_compile=tuple(programs.value))
+        except ValueError as error:  # a batch or mesh the target cannot take
+            raise app.UsageError(str(error)) from error
         if search is not None:
             result["batch_search"] = search
         json.dump(result, sys.stdout, indent=2)

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -240,46 +240,66 @@ def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
                          start: int = 64, granularity: int = 8, limit: int = 1 << 16
                          ) -> dict[str, Any]:
     """The largest per-device batch (a multiple of `granularity`, at most `limit`) whose
-    train step fits: doubling from `start`, then bisection. Returns it with the batches
-    tried (0 when even `granularity` does not fit)."""
+    train step fits the target (`largest_fitting`). Returns it with the batches tried."""
     tried: dict[int, bool] = {}
 
     def fits(batch: int) -> bool:
-        if batch not in tried:
-            tried[batch] = train_fits(config, target, batch)
+        tried[batch] = train_fits(config, target, batch)
         return tried[batch]
 
-    low, high = 0, None  # low fits (0: nothing yet), high does not
-    batch = max(granularity, start // granularity * granularity)
-    while high is None:
-        if fits(batch):
+    best = largest_fitting(fits, start, granularity, limit)
+    return {"max_per_device_batch": best, "tried": dict(sorted(tried.items()))}
+
+
+def largest_fitting(fits: Callable[[int], bool], start: int, granularity: int, limit: int
+                    ) -> int:
+    """The largest multiple of `granularity` up to `limit` for which `fits` holds, assuming
+    it holds below some size and not above: doubling from `start`, then bisection; each
+    size is tried once. 0 when not even `granularity` fits."""
+    tried: dict[int, bool] = {}
+
+    def check(batch: int) -> bool:
+        if batch not in tried:
+            tried[batch] = fits(batch)
+        return tried[batch]
+
+    low, high = 0, None  # the largest size that fits (0: none yet), the smallest that not
+    batch = min(max(granularity, start // granularity * granularity), limit)
+    while True:
+        if check(batch):
             low = batch
             if batch >= limit:
-                break
-            batch = min(batch * 2, limit)
+                return low
+            batch = min(batch * 2 // granularity * granularity, limit)
         else:
             high = batch
-    if low == 0 and high is not None and high > granularity:
-        high_probe = granularity
-        if fits(high_probe):
-            low = high_probe
-        else:
-            high = high_probe
-    while high is not None and high - low > granularity:
-        middle = (low + high) // 2 // granularity * granularity
-        if middle <= low:
             break
-        if fits(middle):
+    if low == 0 and high > granularity:
+        if check(granularity):
+            low = granularity
+        else:
+            return 0
+    while high - low > granularity:
+        middle = (low + high) // 2 // granularity * granularity
+        if check(middle):
             low = middle
         else:
             high = middle
-    return {"max_per_device_batch": low, "tried": dict(sorted(tried.items()))}
+    return low
+
+
+PROGRAMS = ("train", "eval", "predict")
 
 
 def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: int,
-           estimate: bool = True) -> dict[str, Any]:
+           estimate: bool = True, programs_to_compile: tuple[str, ...] = PROGRAMS
+           ) -> dict[str, Any]:
     """Everything the compiler says about the config's programs on `target` (one JSON-ready
-    dict; `fits` is true only when every program fits the device memory)."""
+    dict; `fits` is true only when every program compiled fits the device memory).
+    `programs_to_compile`: some of `PROGRAMS` (the train step is always compiled)."""
+    unknown = set(programs_to_compile) - set(PROGRAMS)
+    if unknown:
+        raise ValueError(f"unknown programs {sorted(unknown)}; choose from {PROGRAMS}")
     config = for_target(config, target, per_device_batch)
     mesh = mesh_for(config, target)
     steps.check_fits(config, mesh)
@@ -297,20 +317,20 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
     }
     train, seconds = _compile(programs.train, programs.abstract_state,
                               abstract_batch(config, rows, mesh))
-    evaluation, eval_seconds = _compile(programs.eval, programs.abstract_state.swa_params,
-                                        programs.abstract_state.rngs,
-                                        abstract_batch(config, rows, mesh, evaluation=True))
-    one = sharding.create_mesh((1, 1), devices=target.devices[:1])
-    single = steps.programs(config, one)
-    predict, predict_seconds = _compile(single.eval, single.abstract_state.swa_params,
-                                        single.abstract_state.rngs,
-                                        abstract_batch(config, PREDICT_ROWS, one, True))
-    out["programs"] = {
-        "train": _program_fields(train, seconds, target, rows),
-        "eval": _program_fields(evaluation, eval_seconds, target, rows),
-        "predict": {**_program_fields(predict, predict_seconds, target, PREDICT_ROWS),
-                    "devices": 1},
-    }
+    out["programs"] = {"train": _program_fields(train, seconds, target, rows)}
+    if "eval" in programs_to_compile:
+        evaluation, eval_seconds = _compile(
+            programs.eval, programs.abstract_state.swa_params, programs.abstract_state.rngs,
+            abstract_batch(config, rows, mesh, evaluation=True))
+        out["programs"]["eval"] = _program_fields(evaluation, eval_seconds, target, rows)
+    if "predict" in programs_to_compile:
+        one = sharding.create_mesh((1, 1), devices=target.devices[:1])
+        single = steps.programs(config, one)
+        predict, predict_seconds = _compile(single.eval, single.abstract_state.swa_params,
+                                            single.abstract_state.rngs,
+                                            abstract_batch(config, PREDICT_ROWS, one, True))
+        out["programs"]["predict"] = {
+            **_program_fields(predict, predict_seconds, target, PREDICT_ROWS), "devices": 1}
     flops = model_flops_per_sample(config, per_device_batch)
     out["model_flops_per_sample"] = flops
     out["estimate"] = (_tpu_estimate(config, target, train, flops)
@@ -359,6 +379,9 @@ def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: A
         "compiler_flops_per_device_per_step": float(cost.get("flops", math.nan)),
         "unrolled_compile_seconds": round(seconds_compile, 2),
     }
+    if not isinstance(unrolled, DoesNotFit):
+        # Unrolled, every layer's collectives appear: what one step really exchanges.
+        result["collectives_per_step"] = collectives(unrolled.as_text())
     if seconds <= 0:
         result.update(estimated_step_seconds=None, estimated_samples_per_second=None,
                       estimated_mfu=None,

@@ -76,3 +76,17 @@ def test_memory_counts_donated_buffers_once_and_says_whether_it_fits():
     fitting = analysis.memory(Compiled(), capacity=170)
     assert fitting["bytes"]["total"] == 100 + 90 - 80 + 50 + 10
     assert fitting["fits"] and analysis.memory(Compiled(), capacity=169)["fits"] is False
+
+
+@pytest.mark.parametrize("threshold", [0, 7, 8, 9, 63, 64, 100, 1000, 5000, 9999])
+def test_the_batch_search_finds_the_largest_fitting_multiple(threshold):
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= threshold
+
+    found = analysis.largest_fitting(fits, start=64, granularity=8, limit=4096)
+    assert found == min(threshold // 8 * 8, 4096)
+    assert len(tried) == len(set(tried))  # each size compiled once
+    assert all(b % 8 == 0 and b <= 4096 for b in tried)
