@@ -37,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cardioformer_jax import config_lib, models
+from cardioformer_jax.aot import analysis
 from cardioformer_jax.data import input_pipeline, tabular
 from cardioformer_jax.training import sharding, steps
 
@@ -177,24 +178,11 @@ def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
 
 def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       batch: Mapping[str, jax.Array]) -> float:
-    """Training FLOPs per sample from XLA's cost analysis of the training step.
-
-    Cost analysis counts a scan body once, so for a Cardioformer this lowers (without
-    compiling) the step of the same model with every layer unrolled, and without remat.
-    """
-    spec = models.model_spec(config)
-    if isinstance(spec, models.ModelConfig):
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.model.scan_unroll = spec.e_layers
-        # Model FLOPs, as MFU counts them: not the forward pass that remat repeats.
-        config.model.remat = False
-    programs = steps.programs(config, mesh)
-    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                          batch)
-    cost = programs.train.lower(programs.abstract_state, shapes).cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    """Training FLOPs per sample the model needs (`aot.analysis.model_flops_per_sample`:
+    XLA's cost analysis, layers unrolled, no remat), lowered for the batch's rows."""
+    del mesh  # the count per sample does not depend on it
     rows = next(iter(batch.values())).shape[0]
-    return float(cost["flops"]) / rows if cost and "flops" in cost else float("nan")
+    return analysis.model_flops_per_sample(config, rows)
 
 
 def mib_per_device(tree: Any) -> dict[str, float]:

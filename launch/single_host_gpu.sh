@@ -55,6 +55,15 @@ quote() {
   fi
 }
 
+# A dry run's output: one command per line, each argument shell-quoted.
+print_command() {
+  local line="" arg
+  for arg in "$@"; do
+    line+="${line:+ }$(quote "$arg")"
+  done
+  printf '%s\n' "$line"
+}
+
 CONFIG="${CONFIG:-configs/ptbxl.py}"
 WORKDIR="${WORKDIR:-}"
 DATA_DIR="${DATA_DIR:-}"
@@ -133,11 +142,7 @@ if [[ "$PREFLIGHT" == 1 ]]; then
       [[ "$extra" != --config.* ]] || preflight+=("$extra")
     done
     if [[ "$DRY_RUN" == 1 ]]; then
-      line=""
-      for arg in "${preflight[@]}"; do
-        line+="${line:+ }$(quote "$arg")"
-      done
-      printf '%s\n' "$line"
+      print_command "${preflight[@]}"
     elif ! "${preflight[@]}" >/dev/null; then
       die "preflight failed: the config does not fit $gpu_count $GPU_MODEL GPU(s) or could not be compiled (see above; --skip-preflight skips the check)"
     fi
@@ -156,11 +161,7 @@ command=(env "${environment[@]}" "$PYTHON" -m cardioformer_jax.main --config="$C
 command+=("${EXTRA[@]}")
 
 if [[ "$DRY_RUN" == 1 ]]; then
-  line=""
-  for arg in "${command[@]}"; do
-    line+="${line:+ }$(quote "$arg")"
-  done
-  printf '%s\n' "$line"
+  print_command "${command[@]}"
 else
   exec "${command[@]}"
 fi

@@ -61,16 +61,15 @@ def test_an_fsdp_mesh_gathers_weights_and_keeps_the_batch_split():
     # The weights and their Adam moments are split four ways: less state per device.
     assert fsdp["bytes"]["arguments"] < 0.6 * data["bytes"]["arguments"]
     assert "all-gather" in fsdp["collectives"]
-    # Weights move, activations do not: no all-to-all or permute of activations, and no
-    # gather larger than the model's parameters (a layer's activations at this batch are
-    # larger than all of them).
+    # Weights move, activations do not: no all-to-all or permute (resharding activations),
+    # and the gathers move at most the weights twice (forward, and again for the
+    # rematerialised backward pass).
     assert not {"all-to-all", "collective-permute"} & set(fsdp["collectives"])
     parameters = sum(math.prod(x.shape) * x.dtype.itemsize
                      for x in jax.tree.leaves(_state_shapes(fsdp).params))
-    activations = 4 * PER_DEVICE * 4 * TINY["d_model"] * 24  # f32 (B, S, D), 4 devices
-    assert activations > parameters
-    gathered = fsdp["collectives"]["all-gather"]
-    assert gathered["bytes"] / gathered["count"] <= parameters
+    assert fsdp["collectives"]["all-gather"]["bytes"] <= 2 * parameters
+    # A data mesh gathers nothing.
+    assert "all-gather" not in data["collectives"]
 
 
 def _state_shapes(compiled: dict):
