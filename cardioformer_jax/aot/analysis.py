@@ -302,8 +302,8 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
         raise ValueError(f"unknown programs {sorted(unknown)}; choose from {PROGRAMS}")
     config = for_target(config, target, per_device_batch)
     mesh = mesh_for(config, target)
-    steps.check_fits(config, mesh)
-    programs = steps.programs(config, mesh)
+    train, seconds = compile_train(config, target)  # checks the batch against the mesh
+    programs = steps.programs(config, mesh)  # the same programs, from the cache
     rows = config.train.batch_size
     out: dict[str, Any] = {
         "target": target.name, "platform": target.platform, "device_kind": target.device_kind,
@@ -315,8 +315,6 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
         "device_memory_gib": round(target.device_memory_bytes / 2**30, 3),
         "matmul_precision": matmul_precision(config, target),
     }
-    train, seconds = _compile(programs.train, programs.abstract_state,
-                              abstract_batch(config, rows, mesh))
     out["programs"] = {"train": _program_fields(train, seconds, target, rows)}
     if "eval" in programs_to_compile:
         evaluation, eval_seconds = _compile(
