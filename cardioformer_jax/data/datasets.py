@@ -22,6 +22,28 @@ from tensorflow_datasets.core.utils import tqdm_utils
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
 
+CINC2021_DATABASES: tuple[str, ...] = (
+    "PTB-XL", "Chapman-Shaoxing", "Ningbo", "CPSC", "CPSC-extra", "INCART", "PTB", "Georgia")
+"""The source databases of the Challenge 2021 set (`labels.cinc2021_source_database`)."""
+
+SOURCE_DATABASES: dict[str, tuple[str, ...]] = {
+    "ptbxl": ("PTB-XL",),
+    "ptb": ("PTB",),
+    "mimic_iv_ecg": ("MIMIC-IV-ECG",),
+    "cinc2021": CINC2021_DATABASES,
+}
+"""The ECG databases each dataset's records come from (synthetic twins count as their
+original: a run on the PTB-XL twin stands for a PTB-XL run). External validation leaves out
+the evaluated records of any database the run was trained on: the Challenge 2021 set
+contains all of PTB-XL (``HR*``) and PTB (``S*``)."""
+
+
+def source_databases(name: str) -> tuple[str, ...]:
+    """The source databases of dataset `name` (`SOURCE_DATABASES`)."""
+    if name not in SOURCE_DATABASES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return SOURCE_DATABASES[name]
+
 
 def builder_class(name: str) -> type:
     """The `Builder` class of `tfds_builders/<name>/` (importing it registers it in TFDS)."""

@@ -12,6 +12,13 @@ the same classes, or the five PTB-XL diagnostic superclasses, which PTB-XL's con
 the `cinc2021` builder's SNOMED mapping express; a class the dataset cannot express is
 reported as such and left out of the metrics.
 
+Records of a database the run was trained on are left out (`datasets.SOURCE_DATABASES`:
+the Challenge 2021 set holds all of PTB-XL and PTB, so a PTB-XL run evaluated on it would
+otherwise be scored partly on its own training ECGs); the report counts them per source,
+gives the metrics per source database beside the pooled ones, and ``predictions.csv``
+names each row's source. A dataset whose records all come from the training databases
+is refused: that is an internal evaluation.
+
 The result is the multi-label report (`multilabel`) marked as external, written to
 ``RUN/external_<dataset>-<config>/`` (``report.md``, ``evaluation.json``,
 ``predictions.csv``, ``MODEL_CARD.md``; suffixed with the split when not test).
@@ -114,6 +121,26 @@ def _source_geometry(builder: Any, name: str) -> tuple[float, tuple[str, ...]]:
     return rate, tuple(cls.LEAD_NAMES)
 
 
+def training_databases(config: Any) -> tuple[str, ...]:
+    """The source databases of the dataset a run was trained on (its config)."""
+    return datasets.source_databases(config.dataset.name)
+
+
+def example_database(example: Mapping[str, Any], default: str) -> str:
+    """The source database of one evaluated example: its ``source_database`` feature
+    (the cinc2021 builder's), else `default` (the dataset's only database)."""
+    value = example.get("source_database")
+    return default if value is None else _text(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _counts(records: Mapping[str, set[str]]) -> dict[str, int]:
+    return {database: len(ids) for database, ids in sorted(records.items())}
+
+
 def model_windows(signal: np.ndarray, columns: np.ndarray, source_rate: float,
                   target_rate: float, length: int) -> np.ndarray:
     """One dataset example ``(T, C)`` -> the model's inputs ``(w, length, C')``: leads
@@ -146,9 +173,19 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                                         f"{name}/{config_name or 'default'}")
     length = model.input_shape[0]
     source = datasets.data_source(name, data_dir, split, config_name)
+    trained_on = training_databases(model.config)
+    evaluated_databases = datasets.source_databases(name)
+    if set(evaluated_databases) <= set(trained_on):
+        raise ValueError(
+            f"{name} holds only records of {', '.join(evaluated_databases)}, which the run "
+            f"was trained on ({model.config.dataset.name}): that is not external validation; "
+            "evaluate the run on its own test split instead (no --dataset)")
+    default_database = evaluated_databases[0] if len(evaluated_databases) == 1 else "unknown"
 
     probs, targets, record_ids, subject_ids, ages, sexes, segments = ([] for _ in range(7))
+    databases: list[str] = []
     skipped: collections.Counter = collections.Counter()
+    excluded: dict[str, set[str]] = collections.defaultdict(set)  # database -> record ids
     pending: list[np.ndarray] = []
 
     def flush() -> None:
@@ -161,6 +198,10 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     for index in tqdm.tqdm(range(len(source)), desc=f"{name} {split}", unit=" examples",
                            disable=not progress, mininterval=2.0):
         example = source[index]
+        database = example_database(example, default_database)
+        if database in trained_on:
+            excluded[database].add(_text(example["record_id"]))
+            continue
         truth = mapping.targets(example)
         if truth is None:
             skipped["no label the model's classes can express"] += 1
@@ -170,8 +211,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
         if len(windows) == 0:
             skipped[f"shorter than the model's {length / spec.sample_rate:g} s input"] += 1
             continue
-        record = example["record_id"]
-        record = record.decode() if isinstance(record, bytes) else str(record)
+        record = _text(example["record_id"])
         for w in range(len(windows)):
             targets.append(truth)
             record_ids.append(record)
@@ -179,13 +219,15 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             ages.append(float(example.get("age", -1.0)))
             sexes.append(int(example.get("sex", -1)))
             segments.append(int(example.get("segment", 0)) * len(windows) + w)
+            databases.append(database)
         pending.append(windows)
         if sum(len(p) for p in pending) >= 16 * batch_size:
             flush()
     flush()
     if not targets:
         raise ValueError(f"no example of {name}/{config_name or 'default'} {split} could be "
-                         f"evaluated: {dict(skipped)}")
+                         f"evaluated: {dict(skipped)}; records of the training databases "
+                         f"left out: {_counts(excluded)}")
     p = np.concatenate(probs).astype(np.float64)
     y = np.stack(targets)
     record_ids_arr = np.asarray(record_ids, dtype=object)
@@ -193,6 +235,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     detail = multilabel.analyse(
         p, y, mapping.expressible, record_ids=record_ids_arr, subject_ids=subjects,
         ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples)
+    database_arr = np.asarray(databases, dtype=object)
+    detail["by_source"] = by_source(p, y, mapping.expressible, record_ids_arr, database_arr)
 
     out_dir = external_dir(workdir, name, config_name)
     suffix = "" if split == train.TEST_SPLIT else f"_{split}"
@@ -216,6 +260,10 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             "input": {"source_rate_hz": source_rate, "model_rate_hz": spec.sample_rate,
                       "model_window": length, "leads": list(spec.lead_names)},
             "skipped": dict(skipped),
+            "training_databases": list(trained_on),
+            "excluded_training_records": _counts(excluded),
+            "evaluated_records_by_source": {
+                db: v["records"] for db, v in detail["by_source"].items()},
         },
         "data": {"name": name, "builder_config": config_name,
                  "synthetic": bool(metadata.get("synthetic"))},
@@ -234,11 +282,26 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                     f"{evaluation['dataset']} ({split} split)"))
     multilabel.write_predictions_csv(predictions_path, spec.class_names, p, y,
                                      mapping.expressible, record_ids_arr, subjects,
-                                     np.asarray(segments))
+                                     np.asarray(segments), sources=database_arr)
     card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
     logging_utils.write_json(json_path, evaluation)
     evaluation["report_path"] = str(report_path)
     return evaluation
+
+
+def by_source(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray,
+              record_ids: np.ndarray, databases: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Example- and record-level multi-label metrics of each source database (sorted)."""
+    p, y = probs[:, expressible], targets[:, expressible]
+    out: dict[str, dict[str, Any]] = {}
+    for database in sorted(set(databases.tolist())):
+        mask = databases == database
+        record_probs, record_targets, ids = multilabel.record_level(p[mask], y[mask],
+                                                                    record_ids[mask])
+        out[database] = {"examples": int(mask.sum()), "records": int(ids.size),
+                         "segment": metrics.multilabel_metrics(p[mask], y[mask]),
+                         "record": metrics.multilabel_metrics(record_probs, record_targets)}
+    return out
 
 
 def external_dir(workdir: str | os.PathLike, name: str, config: str | None) -> epath.Path:

@@ -138,19 +138,23 @@ def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
 def write_predictions_csv(path: str | os.PathLike, class_names: Sequence[str],
                           probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray,
                           record_ids: np.ndarray, subject_ids: np.ndarray,
-                          segments: np.ndarray) -> epath.Path:
+                          segments: np.ndarray, sources: np.ndarray | None = None
+                          ) -> epath.Path:
     """One row per example: ids, ``true_<class>`` (0/1, empty where the data cannot
-    express the class) and ``p_<class>`` per class. Local or a URL."""
+    express the class) and ``p_<class>`` per class; with `sources`, a ``source`` column
+    (the example's source database, external validation). Local or a URL."""
     path = paths.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["record_id", "subject_id", "segment",
+    source_column = ["source"] if sources is not None else []
+    writer.writerow(["record_id", "subject_id", "segment", *source_column,
                      *(f"true_{c}" for c in class_names), *(f"p_{c}" for c in class_names)])
     for i in range(probs.shape[0]):
         truth = [int(t) if e else "" for t, e in zip(targets[i], expressible, strict=True)]
-        writer.writerow([record_ids[i], int(subject_ids[i]), int(segments[i]), *truth,
-                         *(repr(float(v)) for v in probs[i])])
+        source = [sources[i]] if sources is not None else []
+        writer.writerow([record_ids[i], int(subject_ids[i]), int(segments[i]), *source,
+                         *truth, *(repr(float(v)) for v in probs[i])])
     path.write_text(buffer.getvalue())
     return path
 
@@ -176,7 +180,27 @@ def _header(evaluation: Mapping[str, Any]) -> list[str]:
                          f"metric): {', '.join(missing)}")
         for reason, count in sorted(external.get("skipped", {}).items()):
             lines.append(f"- examples not evaluated: {count} ({reason})")
+        trained = external.get("training_databases")
+        if trained:
+            left_out = external.get("excluded_training_records") or {}
+            counts = ", ".join(f"{n} {db} record{'s' if n != 1 else ''}"
+                               for db, n in left_out.items()) or "none in this split"
+            lines.append(f"- left out, from the databases the run was trained on "
+                         f"({', '.join(trained)}): {counts}")
     return lines
+
+
+def _source_table(detail: Mapping[str, Any]) -> list[str]:
+    """Per source database: records, examples, example-level AUROC / Fmax, record-level
+    AUROC (external validation)."""
+    rows = [[db, v["records"], v["examples"], _pct(v["segment"]["auroc"]),
+             _pct(v["segment"]["fmax"]), _pct(v["record"]["auroc"])]
+            for db, v in detail["by_source"].items()]
+    return ["## By source database", "",
+            "The pooled figures above mix these databases; a class a database lacks has no "
+            "AUROC there (macro means over the classes it has).", "",
+            *_table(["source", "records", "examples", "auroc", "fmax", "record auroc"], rows),
+            ""]
 
 
 def render_report(evaluation: Mapping[str, Any], title: str) -> str:
@@ -204,6 +228,8 @@ def render_report(evaluation: Mapping[str, Any], title: str) -> str:
         lines += _table(headers, rows)
         lines.append("")
     lines += [_bootstrap_note(detail), ""]
+    if detail.get("by_source"):
+        lines += _source_table(detail)
     single = evaluation.get("single_label")
     if single:
         lines += ["## Single-label view", "",

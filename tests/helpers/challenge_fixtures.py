@@ -69,3 +69,19 @@ def write_record(
                      f"{leads[c]}")
     (folder / f"{name}.hea").write_text("\n".join([*lines, *comments]) + "\n")
     return folder / name
+
+
+PTB_FIXTURE = REPO / "tests" / "fixtures" / "wfdb" / "ptbdb" / "patient001" / "s0010_re"
+PTB_LEADS = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6")
+
+
+def write_ptb_record(folder: Path, name: str = "S0001") -> Path:
+    """The real PTB record of ``tests/fixtures/wfdb/ptbdb`` (patient 001, s0010_re) in the
+    Challenge's layout, as the Challenge distributes PTB (``S*``: its 12 standard leads at
+    1000 Hz, 1000/mV, whole length; `# Dx` myocardial infarction, the record's diagnosis)."""
+    import wfdb
+
+    record = wfdb.rdrecord(str(PTB_FIXTURE), channel_names=list(PTB_LEADS))
+    val = np.round(record.p_signal.T * 1000.0).astype(np.int16)
+    return write_record(folder, name, val, fs=record.fs,
+                        comments=("# Age: 81", "# Sex: Female", "# Dx: 164865005"))

@@ -206,31 +206,6 @@ def test_model_windows_match_leads_resample_and_cut():
     assert external.model_windows(signal[:200], order, 100.0, 250.0, 1000).shape[0] == 0
 
 
-@pytest.mark.slow
-def test_external_validation_of_a_single_label_run(tiny_ptbxl, benchmark_data, tmp_path):
-    config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
-    run = run_fixtures.save_epoch_end_run(config, tmp_path / "run")
-    evaluation = external.evaluate_external(run, f"ptbxl/{CONFIG_100}", benchmark_data[1],
-                                            bootstrap_resamples=20, progress=False)
-    rows = _rows(benchmark_data[1], "test")
-    # 10 s at 100 Hz -> 2500 samples at 250 Hz -> ten 1 s windows per record.
-    assert evaluation["detail"]["num_examples"] == 10 * len(rows)
-    assert evaluation["detail"]["num_records"] == len(rows)
-    assert evaluation["external"]["trained_on"] == "ptbxl/default"
-    model = inference.load(run)
-    windows = np.concatenate([external.model_windows(r["signal"], np.arange(12), 100.0,
-                                                     250.0, 250) for r in rows])
-    truth = np.repeat(np.stack([r["labels"] for r in rows]), 10, axis=0)
-    direct = metrics.multilabel_metrics(model.probabilities(windows), truth)
-    assert evaluation["detail"]["segment"]["auroc"] == pytest.approx(direct["auroc"], abs=1e-6)
-    out = external.external_dir(run, "ptbxl", CONFIG_100)
-    assert {p.name for p in out.iterdir()} == {"report.md", "evaluation.json",
-                                               "predictions.csv", "MODEL_CARD.md"}
-    assert "External validation" in (out / "report.md").read_text()
-    single = evaluation["single_label"]
-    assert single["n"] == int((truth.sum(axis=1) == 1).sum())
-
-
 def test_external_validation_refuses_what_it_cannot_map(tiny_ptbxl, tmp_path):
     config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
     run = run_fixtures.save_epoch_end_run(config, tmp_path / "run")
@@ -245,13 +220,30 @@ def test_external_validation_refuses_what_it_cannot_map(tiny_ptbxl, tmp_path):
     assert report.run_cli(run, dataset="ptbxl") == 1  # --dataset without --data_dir
 
 
-@pytest.mark.slow
-def test_external_validation_on_challenge_records(tiny_ptbxl, tmp_path):
-    from tests.helpers import challenge_fixtures
+def test_external_validation_refuses_the_training_database(tiny_ptbxl, benchmark_data,
+                                                           tmp_path):
+    config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
+    run = run_fixtures.save_epoch_end_run(config, tmp_path / "run")
+    # Every record of a PTB-XL build is a PTB-XL record: nothing external is left.
+    with pytest.raises(ValueError, match="not external validation"):
+        external.evaluate_external(run, f"ptbxl/{CONFIG_100}", benchmark_data[1],
+                                   progress=False)
+    assert not external.external_dir(run, "ptbxl", CONFIG_100).exists()
 
+
+@pytest.mark.slow
+def test_external_validation_on_challenge_records_leaves_out_the_training_database(
+        tiny_ptbxl, tmp_path):
+    from tests.helpers import challenge_fixtures as cx
+
+    # Real Challenge records of Georgia, Ningbo and PTB-XL (HR*), and the real PTB record
+    # in the Challenge's layout (S0001, 1000 Hz, 38 s).
+    source_dir = tmp_path / "challenge"
+    for name in cx.RECORDS:
+        cx.copy_record(name, source_dir / name[:2])
+    cx.write_ptb_record(source_dir / "ptb", "S0001")
     data_dir = tmp_path / "tfds"
-    datasets.build("cinc2021", challenge_fixtures.FIXTURES, data_dir, num_workers=0,
-                   progress=False)
+    datasets.build("cinc2021", source_dir, data_dir, num_workers=0, progress=False)
     config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
     run = run_fixtures.save_epoch_end_run(config, tmp_path / "run")
     assert report.run_cli(run, "train", dataset="cinc2021/default", data_dir=str(data_dir),
@@ -260,14 +252,44 @@ def test_external_validation_on_challenge_records(tiny_ptbxl, tmp_path):
     evaluation = json.loads((out / "evaluation_train.json").read_text())
     source = datasets.data_source("cinc2021", data_dir, "train")
     rows = [source[i] for i in range(len(source))]
-    assert evaluation["detail"]["num_examples"] == len(rows)  # 1 s windows at 250 Hz
-    assert evaluation["external"]["mapping"].startswith("SNOMED CT codes")
-    assert evaluation["external"]["expressible"] == [True] * 5
+    by_database = {}
+    for r in rows:
+        by_database.setdefault(r["source_database"].decode(), set()).add(r["record_id"])
+    # The PTB-XL run never sees its own database: the HR* records are left out, counted.
+    assert by_database.get("PTB-XL") and by_database.get("PTB")
+    ext = evaluation["external"]
+    assert ext["training_databases"] == ["PTB-XL"]
+    assert ext["excluded_training_records"] == {"PTB-XL": len(by_database["PTB-XL"])}
+    kept = [r for r in rows if r["source_database"].decode() != "PTB-XL"]
+    assert evaluation["detail"]["num_examples"] == len(kept)  # 1 s windows at 250 Hz
+    assert ext["evaluated_records_by_source"] == {
+        db: len(ids) for db, ids in sorted(by_database.items()) if db != "PTB-XL"}
+    assert ext["mapping"].startswith("SNOMED CT codes")
+    assert ext["expressible"] == [True] * 5
+    # The pooled figure is the metric of the kept examples' probabilities.
+    model = inference.load(run)
+    columns = preprocessing.match_leads(datasets.builder_class("cinc2021").LEAD_NAMES,
+                                        model.spec.lead_names, "cinc2021")
+    probs = model.probabilities(np.concatenate(
+        [external.model_windows(r["signal"], columns, 250.0, 250.0, 250) for r in kept]))
+    truth = np.stack([r["superclasses"] for r in kept])
+    direct = metrics.multilabel_metrics(probs, truth)
+    assert evaluation["detail"]["segment"]["auroc"] == pytest.approx(direct["auroc"], abs=1e-6)
+    ptb = [i for i, r in enumerate(kept) if r["source_database"].decode() == "PTB"]
+    assert evaluation["detail"]["by_source"]["PTB"]["examples"] == len(ptb)
+    assert evaluation["detail"]["by_source"]["PTB"]["segment"]["loss"] == pytest.approx(
+        metrics.multilabel_metrics(probs[ptb], truth[ptb])["loss"], rel=1e-6)
     with open(out / "predictions_train.csv") as f:
         table = list(csv.DictReader(f))
-    by_key = {(r["record_id"].decode(), int(r["segment"])): r for r in rows}
-    for line in table[:20]:
+    assert len(table) == len(kept)
+    assert not any(line["record_id"].rsplit("/", 1)[-1].startswith("HR") for line in table)
+    by_key = {(r["record_id"].decode(), int(r["segment"])): r for r in kept}
+    for line in table:
         example = by_key[(line["record_id"], int(line["segment"]))]
+        assert line["source"] == example["source_database"].decode()
         assert [int(line[f"true_{c}"]) for c in labels.PTBXL_CLASSES] == \
             example["superclasses"].tolist()
-    assert "external validation" in (out / "report_train.md").read_text()
+    text = (out / "report_train.md").read_text()
+    assert "external validation" in text
+    assert f"{len(by_database['PTB-XL'])} PTB-XL record" in text
+    assert "| PTB |" in text
