@@ -227,3 +227,16 @@ def test_benchmark_labels_ignore_likelihoods_and_unknown_codes():
                 if h} == expected
     with pytest.raises(ValueError, match="unknown PTB-XL benchmark task"):
         labels.ptbxl_task_code_map(rows, "everything")
+
+
+def test_source_databases_name_every_challenge_source():
+    from cardioformer_jax.data import datasets
+
+    # Every record name prefix of the Challenge set maps to one of cinc2021's databases.
+    names = ["HR00001", "JS00001", "JS10647", "A0001", "Q0001", "I0001", "S0001", "E00001"]
+    assert {labels.cinc2021_source_database(n) for n in names} == \
+        set(datasets.source_databases("cinc2021"))
+    assert datasets.source_databases("ptbxl") == ("PTB-XL",)
+    assert set(datasets.SOURCE_DATABASES) == set(datasets.DATASETS)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.source_databases("nosuch")
