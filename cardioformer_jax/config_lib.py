@@ -11,6 +11,8 @@ from cardioformer_jax import models
 from cardioformer_jax.models import resnet1d
 from cardioformer_jax.models.cardioformer import ModelConfig
 
+LEAD_SETTINGS = ("12", "6", "4", "3", "2")  # `dataset_inputs.LEAD_SETS`
+
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
 PATCH_LENS_12 = (2, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32)
 
@@ -44,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
     # True: train on the multi-hot `labels` feature (one sigmoid per class, binary
     # cross-entropy; the PTB-XL benchmark configs); False: on the single `label` (softmax).
     config.dataset.multilabel = False
+    # "": every lead of the dataset; "12", "6", "4", "3", "2": the PhysioNet/CinC Challenge
+    # 2021 lead sets (`dataset_inputs.LEAD_SETS`), in training, evaluation and `predict`.
+    config.dataset.leads = ""
     config.dataset.data_dir = "~/tensorflow_datasets"
     # > 0: write a synthetic PTB-XL twin of this many patients into `<workdir>/data` and
     # build it there with the ptbxl builder (the demo); `data_dir` is then ignored.
@@ -157,6 +162,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"{'multi' if config.dataset.multilabel else 'single'}-label training"),
         (train.nan_policy in ("stop", "skip"),
          f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
+        (config.dataset.leads in ("", *LEAD_SETTINGS),
+         f"dataset.leads={config.dataset.leads!r} must be '' (every lead) or one of the "
+         f"Challenge 2021 lead sets {LEAD_SETTINGS}"),
+        (not config.dataset.leads or config.dataset.leads not in LEAD_SETTINGS
+         or config.model.num_channels == int(config.dataset.leads),
+         f"dataset.leads={config.dataset.leads!r} keeps {config.dataset.leads} leads but "
+         f"model.num_channels={config.model.num_channels}"),
         (config.dataset.synthetic_patients >= 0,
          f"dataset.synthetic_patients={config.dataset.synthetic_patients} must be >= 0"),
         (config.dataset.num_workers >= 0,

@@ -28,6 +28,33 @@ from tfds_builders import labels
 
 _LEADS_12 = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
+LEAD_SETS: dict[str, tuple[str, ...]] = {
+    "12": _LEADS_12,
+    "6": ("I", "II", "III", "AVR", "AVL", "AVF"),
+    "4": ("I", "II", "III", "V2"),
+    "3": ("I", "II", "V2"),
+    "2": ("I", "II"),
+}
+"""The reduced-lead settings of the PhysioNet/CinC Challenge 2021 (``config.dataset.leads``):
+12, 6 (the limb leads), 4, 3 and 2 leads, in the dataset's lead order."""
+
+
+def lead_columns(setting: str, lead_names: tuple[str, ...]) -> tuple[int, ...]:
+    """The channels of `lead_names` (matched ignoring case) that a `LEAD_SETS` setting keeps,
+    in the dataset's order; every channel for ``""``. ValueError for an unknown setting or a
+    lead the dataset lacks."""
+    if not setting:
+        return tuple(range(len(lead_names)))
+    if setting not in LEAD_SETS:
+        raise ValueError(f"dataset.leads={setting!r} is not a lead setting; use one of "
+                         f"{', '.join(repr(k) for k in LEAD_SETS)} or '' (every lead)")
+    upper = [name.upper() for name in lead_names]
+    missing = [lead for lead in LEAD_SETS[setting] if lead not in upper]
+    if missing:
+        raise ValueError(f"dataset.leads={setting!r} needs leads {missing} that the dataset "
+                         f"does not have (it has {list(lead_names)})")
+    return tuple(sorted(upper.index(lead) for lead in LEAD_SETS[setting]))
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
@@ -113,19 +140,38 @@ INPUT_SPECS: dict[str, InputSpec] = {
                          "V6"), labels.MIMIC_CLASSES, "segments", preprocessing.SEGMENT_LENGTH),
     "ptb": InputSpec("ptb", (*(lead.lower() for lead in _LEADS_12), "vx", "vy", "vz"),
                      labels.PTB_CLASSES, "beats", preprocessing.BEAT_LENGTH),
+    # Single-label view: the PTB-XL superclasses (`label`); its multi-label configs train
+    # on the Challenge's scored classes (`input_spec`).
+    "cinc2021": InputSpec("cinc2021", _LEADS_12, labels.PTBXL_CLASSES, "segments",
+                          preprocessing.SEGMENT_LENGTH),
 }
 
 
-def input_spec(dataset: str, builder_config: str = "") -> InputSpec:
+def input_spec(dataset: str, builder_config: str = "", *, leads: str = "",
+               multilabel: bool = False) -> InputSpec:
     """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one.
 
     The builder config the model was trained on decides how heartbeats are cut, and for
     segment datasets the sampling rate, window length and (multi-label configs such as
-    the PTB-XL benchmark's) the classes.
+    the PTB-XL benchmark's) the classes; `leads` (a `LEAD_SETS` setting) keeps some leads;
+    `multilabel` (cinc2021): the Challenge's scored classes.
     """
     if dataset not in INPUT_SPECS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
+    spec = _dataset_spec(dataset, builder_config)
+    if dataset == "cinc2021" and multilabel:
+        from cardioformer_jax.data import datasets
+
+        names = datasets.builder_class("cinc2021").scored_classes()[0]
+        spec = dataclasses.replace(spec, class_names=names, multilabel=True)
+    if leads:
+        columns = lead_columns(leads, spec.lead_names)
+        spec = dataclasses.replace(spec, lead_names=tuple(spec.lead_names[c] for c in columns))
+    return spec
+
+
+def _dataset_spec(dataset: str, builder_config: str) -> InputSpec:
     spec = INPUT_SPECS[dataset]
     if not builder_config:
         return spec

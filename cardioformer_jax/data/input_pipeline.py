@@ -41,7 +41,7 @@ import jax
 import numpy as np
 import tqdm
 
-from cardioformer_jax.data import datasets, preprocessing, tabular
+from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular
 from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,19 @@ class DataSpec:
     num_classes: int
     multilabel: bool = False
     tabular: bool = False  # batches carry the age/sex features (`model.tabular`)
+    # ``dataset.leads``: the dataset's channels the model reads (None: all of them) and
+    # how many the dataset's signals have.
+    lead_columns: tuple[int, ...] | None = None
+    dataset_channels: int | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
         """The dataset section of a config `config_lib.validate_config` accepted."""
+        leads = config.dataset.get("leads", "")
+        columns, channels = None, None
+        if leads:
+            names = tuple(datasets.builder_class(config.dataset.name).LEAD_NAMES)
+            columns, channels = dataset_inputs.lead_columns(leads, names), len(names)
         return cls(
             name=config.dataset.name,
             builder_config=config.dataset.builder_config or None,
@@ -78,7 +87,18 @@ class DataSpec:
             num_classes=int(config.model.num_classes),
             multilabel=bool(config.dataset.get("multilabel", False)),
             tabular=config.model.get("tabular", "none") != "none",
+            lead_columns=columns,
+            dataset_channels=channels,
         )
+
+    @property
+    def signal_shape(self) -> tuple[int, int]:
+        """The shape of the dataset's signals (before ``dataset.leads`` picks channels)."""
+        return (self.seq_len, self.dataset_channels or self.num_channels)
+
+    def select_leads(self, signal: np.ndarray) -> np.ndarray:
+        """The model's channels of a dataset signal ``(T, C)``."""
+        return signal if self.lead_columns is None else signal[:, self.lead_columns]
 
     @property
     def label(self) -> str:
@@ -87,7 +107,7 @@ class DataSpec:
 
 def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> None:
     shape = np.shape(example["signal"])
-    expected = (spec.seq_len, spec.num_channels)
+    expected = spec.signal_shape
     if shape != expected:
         raise ValueError(
             f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has a "
@@ -122,7 +142,7 @@ def open_split(spec: DataSpec, split: str) -> Any:
     builder = datasets.load_builder(spec.name, spec.data_dir, spec.builder_config)
     source = datasets.data_source(spec.name, spec.data_dir, split, spec.builder_config)
     features = builder.info.features
-    expected = (spec.seq_len, spec.num_channels)
+    expected = spec.signal_shape
     actual = tuple(features["signal"].shape)
     if actual != expected:
         raise ValueError(
@@ -206,7 +226,7 @@ class TrainTransform(grain.transforms.Map):
         # Cheap next to decoding; catches bad examples beyond the ones `open_split` read.
         _check_example(element, self._spec, self._split)
         return {
-            "signal": preprocessing.standardize(element["signal"]),
+            "signal": preprocessing.standardize(self._spec.select_leads(element["signal"])),
             "label": (np.asarray(element["labels"], np.float32) if self._spec.multilabel
                       else np.int32(element["label"])),
             **({"tabular": tabular.tabular_features(element["age"], element["sex"])}

@@ -329,7 +329,9 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     """
     run_dir = resolve_run_dir(workdir, seed)
     config = read_config(run_dir)
-    spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config)
+    spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
+                                     leads=config.dataset.get("leads", ""),
+                                     multilabel=bool(config.dataset.multilabel))
     shape = (int(config.model.seq_len), int(config.model.num_channels))
     if shape != (spec.sample_length, len(spec.lead_names)):
         raise ValueError(f"{run_dir}: the model takes samples of shape {shape}, but "
