@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -100,6 +101,27 @@ def test_nothing_points_outside_the_repository_or_into_private_jax():
         if outside.search(text) or (path.suffix == ".py" and private_jax.search(text)):
             offenders.append(name)
     assert offenders == []
+
+
+def test_every_data_file_of_the_packages_is_package_data():
+    # setuptools installs a package's non-Python files only where package-data names them
+    # (a glob relative to the package, "*" within one folder), e.g. the Challenge weights.
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"][
+        "setuptools"]["package-data"]
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "cardioformer_jax",
+                            "tfds_builders"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    data = [name for name in files if not name.endswith(".py")]
+    assert "cardioformer_jax/evaluation/cinc2021_weights.csv" in data
+
+    def shipped(name: str) -> bool:
+        package, _, rest = name.partition("/")
+        parts = rest.split("/")
+        return any(len(globbed := pattern.split("/")) == len(parts)
+                   and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globbed, strict=True))
+                   for pattern in package_data.get(package, []))
+
+    assert [name for name in data if not shipped(name)] == []
 
 
 def test_configs_is_not_an_installed_top_level_package(tmp_path):

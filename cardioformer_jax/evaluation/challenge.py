@@ -1,0 +1,440 @@
+"""The PhysioNet/Computing in Cardiology Challenge 2021 metrics, in NumPy.
+
+The Challenge (Reyna et al., "Will Two Do? Varying Dimensions in Electrocardiography",
+CinC 2021) scores binary multi-label outputs over 26 classes with a weighted confusion
+matrix that gives partial credit to clinically close mistakes. Everything here works on
+``(N, K)`` arrays over those classes:
+
+* classes: the columns of the Challenge's weights table (`load_weights`), in its order; a
+  column written ``a|b`` is one class, positive for a record carrying either code
+  (`multi_hot`). `class_order` maps any other order of the same classes, such as the
+  cinc2021 builder's ``labels`` (``Builder.scored_classes()``), onto the table's;
+* `challenge_score`: the Challenge metric. With ``A(L, O)`` the multi-label confusion
+  matrix (`confusion_matrix`: each recording adds ``1/m`` to ``A[i, j]`` for every true
+  class ``i`` and output class ``j``, ``m`` the number of classes true or output, at least
+  1), ``observed = sum(W * A(L, O))``, ``correct = sum(W * A(L, L))`` and ``inactive =
+  sum(W * A(L, O_normal))`` where ``O_normal`` outputs sinus rhythm alone for every
+  recording; the score is ``(observed - inactive) / (correct - inactive)`` (1 for perfect
+  outputs, 0 for sinus rhythm everywhere, negative when worse), and 0.0 when ``correct ==
+  inactive``, as the Challenge's own evaluation code does;
+* `f_measure` (per class ``2TP / (2TP + FP + FN)``, NaN where nothing is true or output;
+  macro = mean of the defined ones) and `accuracy` (recordings whose outputs equal their
+  labels exactly), as the Challenge computes them;
+* `choose_thresholds` / `apply_thresholds`: probabilities to binary outputs with a
+  per-class threshold chosen on validation data;
+* `challenge_metrics`: all of the above in one dict, ready for a report;
+* `LEAD_SETS` / `lead_indices`: the Challenge's 12-, 6-, 4-, 3- and 2-lead settings.
+
+The weights table ``cinc2021_weights.csv`` next to this module is an unmodified copy of the
+Challenge's ``weights.csv`` from its evaluation code
+(https://github.com/physionetchallenges/evaluation-2021; BSD 2-Clause License, Copyright
+(c) 2020, 2021 PhysioNet/Computing in Cardiology Challenges). The functions here are
+written from the Challenge's description of the metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WEIGHTS_CSV = Path(__file__).with_name("cinc2021_weights.csv")
+"""The Challenge 2021 weights table (26 classes; see the module docstring)."""
+
+NORMAL_CODE = "426783006"
+"""SNOMED CT code of sinus rhythm, the Challenge's normal ("inactive") class."""
+
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""`choose_thresholds`' candidate thresholds: 0.05, 0.10, ..., 0.95."""
+
+LEAD_SETS: dict[str, tuple[str, ...]] = {
+    "12": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
+    "6": ("I", "II", "III", "aVR", "aVL", "aVF"),
+    "4": ("I", "II", "III", "V2"),
+    "3": ("I", "II", "V2"),
+    "2": ("I", "II"),
+}
+"""The Challenge 2021's lead settings: number of leads -> lead names, in 12-lead order."""
+
+
+# --- the weights table -------------------------------------------------------------------
+
+
+def load_weights(path: str | os.PathLike[str] | None = None
+                 ) -> tuple[tuple[str, ...], np.ndarray]:
+    """(class codes, weights ``(K, K)`` float64) of a Challenge weights table.
+
+    `path` defaults to the Challenge 2021 table (`WEIGHTS_CSV`). The table's first row and
+    first column name the classes (``a|b`` for codes scored as one); they must agree, and
+    the weights must be finite numbers. ValueError naming the file and the cell otherwise.
+    """
+    if path is None:
+        classes, weights = _challenge_table()
+        return classes, weights.copy()
+    return _read_table(Path(path))
+
+
+@functools.cache
+def _challenge_table() -> tuple[tuple[str, ...], np.ndarray]:
+    return _read_table(WEIGHTS_CSV)
+
+
+def _read_table(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    with open(path, newline="") as f:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
+    if len(rows) < 2:
+        raise ValueError(f"{path}: a weights table needs a header row and at least one row")
+    header = tuple(rows[0][1:])
+    for r, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header) + 1:
+            raise ValueError(f"{path}: row {r} has {len(row) - 1} weights, the header "
+                             f"names {len(header)} classes")
+    names = tuple(row[0] for row in rows[1:])
+    if names != header:
+        raise ValueError(f"{path}: the rows name the classes {names}, the header "
+                         f"{header}; they must be the same, in the same order")
+    weights = np.empty((len(header), len(header)))
+    for r, row in enumerate(rows[1:]):
+        for c, cell in enumerate(row[1:]):
+            try:
+                weights[r, c] = float(cell)
+            except ValueError:
+                weights[r, c] = math.nan
+            if not math.isfinite(weights[r, c]):
+                raise ValueError(f"{path}: row {header[r]!r}, column {header[c]!r}: "
+                                 f"{cell!r} is not a finite number")
+    _codes_of(header, "the header of " + str(path))  # no code in two classes
+    return header, weights
+
+
+def _codes_of(classes: Sequence[str], what: str) -> list[frozenset[str]]:
+    """Each class as the set of its codes; ValueError when a code is empty or repeated."""
+    groups = []
+    seen: dict[str, str] = {}
+    for cls in classes:
+        codes = [c.strip() for c in str(cls).split("|")]
+        if not all(codes):
+            raise ValueError(f"{what}: class {cls!r} has an empty code")
+        for code in codes:
+            if code in seen:
+                raise ValueError(f"{what}: code {code} is in both {seen[code]!r} and {cls!r}")
+            seen[code] = str(cls)
+        groups.append(frozenset(codes))
+    return groups
+
+
+# --- classes -----------------------------------------------------------------------------
+
+
+def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
+                ) -> np.ndarray:
+    """Column indices that put an ``(N, K)`` matrix whose columns are `class_codes` into the
+    order of `classes` (default: the Challenge table's): ``matrix[:, class_order(...)]``.
+
+    Classes are compared as sets of codes, so ``"59118001|713427006"`` is the table's
+    ``"713427006|59118001"``; a column must match a class exactly (a column with one code
+    of a pair is not that pair's class). ValueError naming the classes missing from
+    `class_codes` and the columns that match none.
+    """
+    if classes is None:
+        classes = _challenge_table()[0]
+    wanted = _codes_of(classes, "classes")
+    given = _codes_of(class_codes, "class_codes")
+    column = {codes: j for j, codes in enumerate(given)}
+    missing = [cls for cls, codes in zip(classes, wanted, strict=True) if codes not in column]
+    known = set(wanted)
+    extra = [cls for cls, codes in zip(class_codes, given, strict=True) if codes not in known]
+    if missing or extra:
+        raise ValueError(f"class_codes do not match the classes: missing {missing}, "
+                         f"not among them {extra}")
+    return np.array([column[codes] for codes in wanted], dtype=np.int64)
+
+
+def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = None
+              ) -> np.ndarray:
+    """``(N, K)`` bool labels of `records` (each an iterable of SNOMED CT codes, e.g. a
+    header's ``# Dx``) over `classes` (default: the Challenge table's). A record is
+    positive for a class ``a|b`` when it carries ``a`` or ``b``; codes of no class
+    (unscored) are ignored."""
+    if classes is None:
+        classes = _challenge_table()[0]
+    index = {code: k for k, codes in enumerate(_codes_of(classes, "classes"))
+             for code in codes}
+    rows = []
+    for n, codes in enumerate(records):
+        if isinstance(codes, str):
+            raise ValueError(f"records[{n}] is the string {codes!r}; give each record as a "
+                             "list of codes")
+        row = np.zeros(len(classes), dtype=bool)
+        for code in codes:
+            k = index.get(str(code).strip())
+            if k is not None:
+                row[k] = True
+        rows.append(row)
+    return np.array(rows, dtype=bool).reshape(len(rows), len(classes))
+
+
+# --- the metrics -------------------------------------------------------------------------
+
+
+def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """`x` as an ``(N, K)`` bool array; ValueError naming `name` when it is not 0/1."""
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be (recordings, classes); got shape {a.shape}")
+    if num_classes is not None and a.shape[1] != num_classes:
+        raise ValueError(f"{name} has {a.shape[1]} classes, expected {num_classes}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} has no recordings")
+    if a.dtype != bool:
+        bad = np.argwhere((a != 0) & (a != 1))
+        if bad.size:
+            n, k = bad[0]
+            raise ValueError(f"{name} must be 0/1; {name}[{n}, {k}] is {a[n, k]!r}")
+        a = a.astype(bool)
+    return a
+
+
+def _same_shape(labels: np.ndarray, outputs: np.ndarray) -> None:
+    if labels.shape != outputs.shape:
+        raise ValueError(f"labels {labels.shape} and outputs {outputs.shape} differ in shape")
+
+
+def confusion_matrix(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """The Challenge's multi-label confusion matrix ``A`` ``(K, K)`` (rows: labels,
+    columns: outputs): each recording adds ``1/m`` to ``A[i, j]`` for every class ``i`` in
+    its labels and ``j`` in its outputs, ``m = max(1, #classes in labels or outputs)``."""
+    labels = _binary(labels, "labels")
+    outputs = _binary(outputs, "outputs")
+    _same_shape(labels, outputs)
+    m = np.maximum(1, (labels | outputs).sum(axis=1))
+    return (labels / m[:, None]).T @ outputs.astype(np.float64)
+
+
+def _weights(weights: np.ndarray | None, normal_index: int | None
+             ) -> tuple[np.ndarray, int]:
+    if weights is None:
+        if normal_index is not None:
+            raise ValueError("normal_index is given without weights; the Challenge table's "
+                             "normal class is fixed (NORMAL_CODE)")
+        classes, table = _challenge_table()
+        return table, classes.index(NORMAL_CODE)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"weights must be a square (K, K) matrix; got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("weights must be finite")
+    if normal_index is None or not 0 <= int(normal_index) < w.shape[0]:
+        raise ValueError(f"explicit weights need normal_index in [0, {w.shape[0]}); "
+                         f"got {normal_index!r}")
+    return w, int(normal_index)
+
+
+def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
+                          weights: np.ndarray | None = None,
+                          normal_index: int | None = None) -> dict[str, float]:
+    """``{"score", "observed", "correct", "inactive"}`` of binary ``(N, K)`` `outputs`
+    against `labels` (see the module docstring).
+
+    `weights` ``(K, K)`` and the column of the normal class `normal_index` default to the
+    Challenge 2021 table (columns in its order: `class_order`); give both or neither.
+    """
+    w, normal = _weights(weights, normal_index)
+    labels = _binary(labels, "labels", w.shape[0])
+    outputs = _binary(outputs, "outputs", w.shape[0])
+    _same_shape(labels, outputs)
+    inactive_outputs = np.zeros_like(outputs)
+    inactive_outputs[:, normal] = True
+    observed = float(np.sum(w * confusion_matrix(labels, outputs)))
+    correct = float(np.sum(w * confusion_matrix(labels, labels)))
+    inactive = float(np.sum(w * confusion_matrix(labels, inactive_outputs)))
+    # Exact comparison, as the Challenge's code: e.g. every recording labelled normal alone.
+    score = (observed - inactive) / (correct - inactive) if correct != inactive else 0.0
+    return {"score": score, "observed": observed, "correct": correct, "inactive": inactive}
+
+
+def challenge_score(labels: np.ndarray, outputs: np.ndarray, *,
+                    weights: np.ndarray | None = None,
+                    normal_index: int | None = None) -> float:
+    """The Challenge metric of binary `outputs` against `labels` (`challenge_score_parts`'
+    ``"score"``)."""
+    return challenge_score_parts(labels, outputs, weights=weights,
+                                 normal_index=normal_index)["score"]
+
+
+def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarray]:
+    """(macro, per-class ``(K,)``) F-measure as the Challenge computes it: per class
+    ``2TP / (2TP + FP + FN)``, NaN when that denominator is 0 (nothing true, nothing
+    output); macro = mean of the defined classes, NaN when none is."""
+    labels = _binary(labels, "labels")
+    outputs = _binary(outputs, "outputs")
+    _same_shape(labels, outputs)
+    tp = (labels & outputs).sum(axis=0)
+    fp = (~labels & outputs).sum(axis=0)
+    fn = (labels & ~outputs).sum(axis=0)
+    denominator = 2 * tp + fp + fn
+    per_class = np.full(labels.shape[1], np.nan)
+    defined = denominator > 0
+    per_class[defined] = 2 * tp[defined] / denominator[defined]
+    macro = float(np.mean(per_class[defined])) if defined.any() else math.nan
+    return macro, per_class
+
+
+def accuracy(labels: np.ndarray, outputs: np.ndarray) -> float:
+    """Fraction of recordings whose outputs equal their labels in every class."""
+    labels = _binary(labels, "labels")
+    outputs = _binary(outputs, "outputs")
+    _same_shape(labels, outputs)
+    return float(np.mean(np.all(labels == outputs, axis=1)))
+
+
+# --- thresholds --------------------------------------------------------------------------
+
+
+def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{name} must be (recordings, classes); got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError(f"{name} has no recordings")
+    if not np.isfinite(p).all():
+        n, k = np.argwhere(~np.isfinite(p))[0]
+        raise ValueError(f"{name}[{n}, {k}] is {p[n, k]}; probabilities must be finite")
+    return p
+
+
+def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np.ndarray
+                     ) -> np.ndarray:
+    """``(N, K)`` bool outputs: class ``k`` is output where ``probs[:, k] >=
+    thresholds[k]`` (one float: every class). A recording with no class over its threshold
+    stays all-zero: the Challenge scores it as it is (no forced argmax class)."""
+    p = _probabilities(probs)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim == 0:
+        t = np.full(p.shape[1], float(t))
+    if t.shape != (p.shape[1],):
+        raise ValueError(f"thresholds must be one float or ({p.shape[1]},) for probs "
+                         f"{p.shape}; got shape {t.shape}")
+    if not np.isfinite(t).all():
+        raise ValueError(f"thresholds must be finite; class {int(np.argmax(~np.isfinite(t)))} "
+                         f"is {t[~np.isfinite(t)][0]}")
+    return p >= t
+
+
+def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
+                      grid: Sequence[float] | None = DEFAULT_GRID) -> np.ndarray:
+    """Per-class thresholds ``(K,)`` chosen on validation `probs` / `labels`, for
+    `apply_thresholds`.
+
+    Rule: each class independently takes the candidate threshold that maximises its
+    F-measure ``2TP / (2TP + FP + FN)`` (outputs ``probs >= threshold``); "nothing true,
+    nothing output" counts as 1. Ties go to fewer errors (FP + FN), then to the smallest
+    threshold, so the choice is deterministic; a class without positives thus takes the
+    candidate with the fewest false positives. Candidates: `grid` (default 0.05, 0.10,
+    ..., 0.95), or, with ``grid=None``, the class's own distinct probabilities (the exact
+    maximum on this data, at the price of thresholds fitted to single recordings).
+
+    This maximises each class's F-measure, not the Challenge score itself (which trades
+    classes off through the weights); it is the usual, cheap choice.
+    """
+    p = _probabilities(probs)
+    y = _binary(labels, "labels", p.shape[1])
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"probs {p.shape} and labels {y.shape} differ in recordings")
+    if grid is not None:
+        candidates_all = np.asarray(grid, dtype=np.float64)
+        if candidates_all.ndim != 1 or candidates_all.size == 0 \
+                or not np.isfinite(candidates_all).all():
+            raise ValueError(f"grid must be a non-empty list of finite thresholds; got {grid!r}")
+        candidates_all = np.unique(candidates_all)  # sorted: ties go to the smallest
+    thresholds = np.empty(p.shape[1])
+    for k in range(p.shape[1]):
+        candidates = np.unique(p[:, k]) if grid is None else candidates_all
+        ordered = np.sort(p[:, k])
+        positives = np.sort(p[y[:, k], k])
+        # Counts of p >= t for every candidate t at once, from the sorted probabilities.
+        output = ordered.size - np.searchsorted(ordered, candidates, side="left")
+        tp = positives.size - np.searchsorted(positives, candidates, side="left")
+        fp = output - tp
+        fn = positives.size - tp
+        denominator = 2 * tp + fp + fn
+        f = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+        # lexsort: the last key is primary; smallest threshold last among equals.
+        best = np.lexsort((candidates, fp + fn, -f))[0]
+        thresholds[k] = candidates[best]
+    return thresholds
+
+
+# --- everything for a report ---------------------------------------------------------------
+
+
+def challenge_metrics(probs: np.ndarray, labels: np.ndarray,
+                      thresholds: float | Sequence[float] | np.ndarray,
+                      class_codes: Sequence[str] | None = None) -> dict[str, Any]:
+    """The Challenge 2021 metrics of probabilities `probs` ``(N, K)`` thresholded at
+    `thresholds` (one float, or ``(K,)`` in `probs`' column order) against 0/1 `labels`.
+
+    `class_codes` names `probs`' and `labels`' columns (e.g. the cinc2021 builder's
+    ``Builder.scored_classes()[1]``); they are reordered into the Challenge table's order
+    (`class_order`). None: the columns are already in that order.
+
+    Returns ``score`` (the Challenge metric), ``observed`` / ``correct`` / ``inactive``
+    (its parts), ``f_measure`` (macro), ``accuracy``, ``f_measure_per_class`` (table code ->
+    F-measure, NaN where undefined), ``classes`` (the table's codes, the order of the
+    per-class values), ``num_recordings`` and ``num_no_output`` (recordings with no class
+    over its threshold, scored as all-zero).
+    """
+    classes = _challenge_table()[0]
+    p = _probabilities(probs)
+    named = len(classes) if class_codes is None else len(class_codes)
+    if p.shape[1] != named:
+        what = "the Challenge table has" if class_codes is None else "class_codes name"
+        raise ValueError(f"probs has {p.shape[1]} classes; {what} {named}")
+    order = (np.arange(len(classes)) if class_codes is None
+             else class_order(class_codes, classes))
+    outputs = apply_thresholds(p, thresholds)[:, order]
+    y = _binary(labels, "labels", p.shape[1])
+    if y.shape[0] != p.shape[0]:
+        raise ValueError(f"probs {p.shape} and labels {y.shape} differ in recordings")
+    y = y[:, order]
+    parts = challenge_score_parts(y, outputs)
+    macro_f, per_class = f_measure(y, outputs)
+    return {
+        **parts,
+        "f_measure": macro_f,
+        "accuracy": accuracy(y, outputs),
+        "f_measure_per_class": dict(zip(classes, per_class.tolist(), strict=True)),
+        "classes": classes,
+        "num_recordings": int(p.shape[0]),
+        "num_no_output": int((~outputs.any(axis=1)).sum()),
+    }
+
+
+# --- lead settings -----------------------------------------------------------------------
+
+
+def lead_indices(setting: str | int, lead_names: Sequence[str]) -> tuple[int, ...]:
+    """Indices into `lead_names` of the leads of the Challenge setting `setting` (``"12"``,
+    ``"6"``, ``"4"``, ``"3"``, ``"2"``; ints accepted), in `LEAD_SETS`' order. Names are
+    compared ignoring case (the builders write ``AVR``). ValueError for an unknown setting
+    or a lead missing from `lead_names`."""
+    key = str(setting).strip()
+    if key not in LEAD_SETS:
+        raise ValueError(f"unknown lead setting {setting!r}; known: {sorted(LEAD_SETS, key=int)}")
+    position: dict[str, int] = {}
+    for i, name in enumerate(lead_names):
+        folded = str(name).strip().casefold()
+        if folded in position:
+            raise ValueError(f"lead_names {tuple(lead_names)} name {name!r} twice")
+        position[folded] = i
+    missing = [lead for lead in LEAD_SETS[key] if lead.casefold() not in position]
+    if missing:
+        raise ValueError(f"the {key}-lead setting needs {missing}, which lead_names "
+                         f"{tuple(lead_names)} lack")
+    return tuple(position[lead.casefold()] for lead in LEAD_SETS[key])
