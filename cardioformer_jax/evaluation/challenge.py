@@ -23,7 +23,6 @@ matrix that gives partial credit to clinically close mistakes. Everything here w
 * `choose_thresholds` / `apply_thresholds`: probabilities to binary outputs with a
   per-class threshold chosen on validation data;
 * `challenge_metrics`: all of the above in one dict, ready for a report;
-* `LEAD_SETS` / `lead_indices`: the Challenge's 12-, 6-, 4-, 3- and 2-lead settings.
 
 The weights table ``cinc2021_weights.csv`` next to this module is an unmodified copy of the
 Challenge's ``weights.csv`` from its evaluation code
@@ -52,15 +51,6 @@ NORMAL_CODE = "426783006"
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """`choose_thresholds`' candidate thresholds: 0.05, 0.10, ..., 0.95."""
-
-LEAD_SETS: dict[str, tuple[str, ...]] = {
-    "12": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
-    "6": ("I", "II", "III", "aVR", "aVL", "aVF"),
-    "4": ("I", "II", "III", "V2"),
-    "3": ("I", "II", "V2"),
-    "2": ("I", "II"),
-}
-"""The Challenge 2021's lead settings: number of leads -> lead names, in 12-lead order."""
 
 
 # --- the weights table -------------------------------------------------------------------
@@ -294,6 +284,49 @@ def accuracy(labels: np.ndarray, outputs: np.ndarray) -> float:
     return float(np.mean(np.all(labels == outputs, axis=1)))
 
 
+def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    """Score, macro F-measure and accuracy of many weightings of the same recordings at once
+    (each row of `weights` ``(B, N)``, e.g. bootstrap counts, is one data set; a row of ones
+    gives `challenge_score_parts`' score, `f_measure` and `accuracy`).
+
+    Every term of the three metrics is a sum over recordings, so a weighting is a matrix
+    product: each recording's share of the observed, correct and inactive totals, and its
+    true / false positives and false negatives per class. Columns in the Challenge table's
+    order (`class_order`). Returns ``(B,)`` arrays ``score``, ``f_measure``, ``accuracy``.
+    """
+    w_table, normal = _weights(None, None)
+    labels = _binary(labels, "labels", w_table.shape[0])
+    outputs = _binary(outputs, "outputs", w_table.shape[0])
+    _same_shape(labels, outputs)
+    b = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if b.shape[1] != labels.shape[0]:
+        raise ValueError(f"weights {b.shape} do not match {labels.shape[0]} recordings")
+    inactive_outputs = np.zeros_like(outputs)
+    inactive_outputs[:, normal] = True
+
+    def share(o: np.ndarray) -> np.ndarray:  # each recording's sum(W * A_n), (N,)
+        m = np.maximum(1, (labels | o).sum(axis=1))
+        return np.einsum("ni,ij,nj->n", labels.astype(np.float64), w_table,
+                         o.astype(np.float64)) / m
+
+    observed, correct, inactive = (b @ share(o) for o in (outputs, labels, inactive_outputs))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(correct != inactive, (observed - inactive) / (correct - inactive), 0.0)
+        tp = b @ (labels & outputs).astype(np.float64)
+        fp = b @ (~labels & outputs).astype(np.float64)
+        fn = b @ (labels & ~outputs).astype(np.float64)
+        denominator = 2 * tp + fp + fn
+        per_class = np.where(denominator > 0, 2 * tp / denominator, np.nan)
+        defined = np.isfinite(per_class)
+        f_macro = np.where(defined.any(axis=1),
+                           np.where(defined, per_class, 0.0).sum(axis=1)
+                           / np.maximum(defined.sum(axis=1), 1), np.nan)
+        exact = np.all(labels == outputs, axis=1).astype(np.float64)
+        acc = (b @ exact) / b.sum(axis=1)
+    return {"score": score, "f_measure": f_macro, "accuracy": acc}
+
+
 # --- thresholds --------------------------------------------------------------------------
 
 
@@ -414,27 +447,3 @@ def challenge_metrics(probs: np.ndarray, labels: np.ndarray,
         "num_recordings": int(p.shape[0]),
         "num_no_output": int((~outputs.any(axis=1)).sum()),
     }
-
-
-# --- lead settings -----------------------------------------------------------------------
-
-
-def lead_indices(setting: str | int, lead_names: Sequence[str]) -> tuple[int, ...]:
-    """Indices into `lead_names` of the leads of the Challenge setting `setting` (``"12"``,
-    ``"6"``, ``"4"``, ``"3"``, ``"2"``; ints accepted), in `LEAD_SETS`' order. Names are
-    compared ignoring case (the builders write ``AVR``). ValueError for an unknown setting
-    or a lead missing from `lead_names`."""
-    key = str(setting).strip()
-    if key not in LEAD_SETS:
-        raise ValueError(f"unknown lead setting {setting!r}; known: {sorted(LEAD_SETS, key=int)}")
-    position: dict[str, int] = {}
-    for i, name in enumerate(lead_names):
-        folded = str(name).strip().casefold()
-        if folded in position:
-            raise ValueError(f"lead_names {tuple(lead_names)} name {name!r} twice")
-        position[folded] = i
-    missing = [lead for lead in LEAD_SETS[key] if lead.casefold() not in position]
-    if missing:
-        raise ValueError(f"the {key}-lead setting needs {missing}, which lead_names "
-                         f"{tuple(lead_names)} lack")
-    return tuple(position[lead.casefold()] for lead in LEAD_SETS[key])

@@ -44,7 +44,7 @@ import numpy as np
 from etils import epath
 
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
+from cardioformer_jax.evaluation import analysis, challenge_report, inference, metrics, multilabel
 from cardioformer_jax.evaluation.markdown import bootstrap_note as _bootstrap_note
 from cardioformer_jax.evaluation.markdown import ci as _ci
 from cardioformer_jax.evaluation.markdown import pct as _pct
@@ -593,9 +593,14 @@ def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.Train
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
         evaluation["seed_aggregate"] = metrics.aggregate_seeds(list(per_seed.values()))
+    if challenge_report.is_challenge_run(model.config):
+        evaluation["challenge"] = _challenge_section(model, detail_dir, split, predictions,
+                                                     data_dir, bootstrap_resamples)
     report_path, json_path = report_paths(workdir, split)
     text = multilabel.render_report(
         evaluation, f"Evaluation of `{workdir}` ({split} split)")
+    if "challenge" in evaluation:
+        text += "\n" + "\n".join(challenge_report.render(evaluation["challenge"]))
     if seeds:
         aggregate = evaluation["seed_aggregate"]
         text += "\n" + "\n".join(
@@ -610,6 +615,26 @@ def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.Train
     card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
     logging_utils.write_json(json_path, evaluation)
     return evaluation
+
+
+def _challenge_section(model: inference.TrainedModel, run_dir: epath.Path, split: str,
+                       predictions: SplitPredictions, data_dir: str | None,
+                       bootstrap_resamples: int) -> dict[str, Any]:
+    """`challenge_report.evaluate` of a cinc2021 run on `split`, at thresholds chosen on
+    validation (stored with the run)."""
+    codes = challenge_report.class_codes(_with_data_dir(model.config, data_dir))
+
+    def validation() -> tuple[np.ndarray, np.ndarray]:
+        held_out = (predictions if split == challenge_report.VALIDATION_SPLIT
+                    else split_predictions(model, challenge_report.VALIDATION_SPLIT, data_dir))
+        return challenge_report.record_level(held_out.probs, held_out.labels,
+                                             held_out.record_ids)
+
+    chosen = challenge_report.thresholds(run_dir, model.step, codes, validation)
+    probs, targets = challenge_report.record_level(predictions.probs, predictions.labels,
+                                                   predictions.record_ids)
+    return challenge_report.evaluate(probs, targets, codes, chosen, model.spec.class_names,
+                                     bootstrap_resamples=bootstrap_resamples)
 
 
 def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: int | None = None,
@@ -640,6 +665,10 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
         label = "external " if evaluation.get("external") else ""
         print(f"{where}: {label}{evaluation['split']} macro AUROC {_pct(segment['auroc'])}, "
               f"Fmax {_pct(segment['fmax'])}")
+        if "challenge" in evaluation:
+            c = evaluation["challenge"]
+            print(f"Challenge 2021: score {c['score']:.3f}, F-measure {c['f_measure']:.3f}, "
+                  f"accuracy {c['accuracy']:.3f} ({c['num_recordings']} recordings)")
         return 0
     report, _ = report_paths(workdir, split)
     print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "

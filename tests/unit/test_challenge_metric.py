@@ -11,6 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from cardioformer_jax.data import dataset_inputs
 from cardioformer_jax.evaluation import challenge as ch
 from tests.helpers import REPO
 from tfds_builders import labels as tfds_labels
@@ -262,14 +263,32 @@ def test_challenge_metrics_from_the_builders_order():
     ("12", list(range(12))), ("6", [0, 1, 2, 3, 4, 5]), ("4", [0, 1, 2, 7]),
     ("3", [0, 1, 7]), (2, [0, 1])])
 def test_lead_indices_against_the_builders_leads(setting, expected):
-    indices = ch.lead_indices(setting, Builder.LEAD_NAMES)
+    indices = dataset_inputs.lead_columns(str(setting), Builder.LEAD_NAMES)
     assert list(indices) == expected
     assert [Builder.LEAD_NAMES[i].lower() for i in indices] == [
-        lead.lower() for lead in ch.LEAD_SETS[str(setting)]]
+        lead.lower() for lead in dataset_inputs.LEAD_SETS[str(setting)]]
 
 
 def test_lead_indices_errors():
-    with pytest.raises(ValueError, match=r"unknown lead setting '8'.*\['2', '3', '4', '6', '12'\]"):
-        ch.lead_indices("8", Builder.LEAD_NAMES)
-    with pytest.raises(ValueError, match=r"needs \['V2'\]"):
-        ch.lead_indices("3", ("I", "II", "III"))
+    with pytest.raises(ValueError, match="'8' is not a lead setting"):
+        dataset_inputs.lead_columns("8", Builder.LEAD_NAMES)
+    with pytest.raises(ValueError, match=r"needs leads \['V2'\]"):
+        dataset_inputs.lead_columns("3", ("I", "II", "III"))
+
+
+def test_weighted_metrics_match_the_plain_ones_on_every_resample():
+    rng = np.random.default_rng(3)
+    classes = ch.load_weights()[0]
+    labels = rng.random((40, len(classes))) < 0.15
+    outputs = rng.random((40, len(classes))) < 0.2
+    counts = rng.multinomial(40, np.full(40, 1 / 40), size=5).astype(np.float64)
+    values = ch.weighted_metrics(labels, outputs, counts)
+    for row, weights in enumerate(counts):
+        # A resample is the data set with each recording repeated as often as drawn.
+        picked = np.repeat(np.arange(40), weights.astype(int))
+        assert values["score"][row] == pytest.approx(
+            ch.challenge_score(labels[picked], outputs[picked]), abs=1e-12)
+        assert values["f_measure"][row] == pytest.approx(
+            ch.f_measure(labels[picked], outputs[picked])[0], abs=1e-12)
+        assert values["accuracy"][row] == pytest.approx(
+            ch.accuracy(labels[picked], outputs[picked]), abs=1e-12)
