@@ -192,7 +192,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     subjects = np.asarray(subject_ids, np.int64)
     detail = multilabel.analyse(
         p, y, mapping.expressible, record_ids=record_ids_arr, subject_ids=subjects,
-        ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples)
+        ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples,
+        class_names=list(spec.class_names))
 
     out_dir = external_dir(workdir, name, config_name)
     suffix = "" if split == train.TEST_SPLIT else f"_{split}"
