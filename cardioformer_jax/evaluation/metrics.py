@@ -16,6 +16,9 @@ Conventions
   would raise for AUROC); if fewer than two classes are present at all, both are NaN.
   With every class present the values equal ``roc_auc_score(onehot, probs)`` and
   ``average_precision_score(onehot, probs)`` (macro), as in the reference implementation.
+* Bootstrap resamples for confidence intervals come from `bootstrap_resamples`, which
+  redraws a resample lacking a positive or negative of a resamplable class, so that each
+  resampled macro AUROC/AUPRC averages the same classes (docs/training.md).
 * Non-finite probabilities (a diverged model) give NaN for every metric.
 * ``loss`` is the mean cross-entropy of the given probabilities, clipped to
   ``[PROB_EPS, 1]`` so that a zero probability gives a large finite loss instead of inf.
