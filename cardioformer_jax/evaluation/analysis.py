@@ -257,42 +257,85 @@ def weighted_expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
 def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, num_classes: int, *,
                         clusters: np.ndarray | None = None,
                         num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                        level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, float]]:
+                        level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
     """Percentile bootstrap confidence intervals of `metrics.CLASSIFICATION_KEYS` and
-    ``"ece"``.
+    ``"ece"``: the ``"intervals"`` of `bootstrap_analysis` (see there)."""
+    return bootstrap_analysis(probs, labels, num_classes, clusters=clusters,
+                              num_resamples=num_resamples, seed=seed, level=level)["intervals"]
 
-    Each of `num_resamples` resamples draws the examples with replacement, or, with
-    `clusters` (e.g. subject ids), whole clusters with replacement: examples of one
-    subject are correlated, and resampling them one by one would understate the spread.
-    The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the
-    resampled metric. A resample in which a metric is undefined (AUROC/AUPRC of a resample
-    holding one class only) is left out of that metric's percentiles; ``"resamples"``
-    counts those used and ``"skipped"`` those left out (bounds NaN when none is left).
+
+def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                       clusters: np.ndarray | None = None,
+                       num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                       level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
+    """Percentile bootstrap confidence intervals of a single-label evaluation.
+
+    The resamples come from `metrics.bootstrap_resamples`: examples, or with `clusters`
+    (e.g. subject ids) whole clusters, drawn with replacement (examples of one subject are
+    correlated, and resampling them one by one would understate the spread); a resample
+    lacking a positive or a negative of a resamplable class is redrawn, so every macro
+    AUROC/AUPRC of the interval averages the same classes. The interval is the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled metric.
     Deterministic for a given `seed`.
 
-    Returns ``{metric: {"lower", "upper", "resamples", "skipped"}}``.
+    Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``:
+    ``intervals`` is ``{metric: {"lower", "upper", "resamples", "skipped", "redrawn"}}``
+    (see `percentile_intervals`), where AUROC and AUPRC also carry ``"point"`` (the metric
+    over the resamplable classes, the quantity their interval describes), ``"classes"``
+    (how many) and ``"too_rare"`` (the class indices left out); ``per_class_auroc`` one
+    ``{"lower", "upper"}`` per class (None for a class that is not resamplable);
+    ``too_rare`` ``{class: reason}``; ``classes`` the resamplable class indices.
     """
     probs, labels = _check(probs, labels)
-    if num_resamples < 1:
-        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    rng = np.random.default_rng(seed)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got "
+                         f"[{labels.min()}, {labels.max()}]")
+    onehot = np.eye(num_classes, dtype=np.int64)[labels]
+    draws = metrics.bootstrap_resamples(onehot, num_resamples, np.random.default_rng(seed),
+                                        clusters=clusters)
     n = labels.shape[0]
-    block = max(1, _BOOTSTRAP_CELLS // n)
     values: dict[str, list[np.ndarray]] = {}
-    for start in range(0, num_resamples, block):
-        weights = metrics.bootstrap_weights(n, min(block, num_resamples - start), rng,
-                                            clusters)
-        resampled = metrics.weighted_classification_metrics(probs, labels, weights,
-                                                            num_classes)
+    for weights in draws.blocks(max(1, _BOOTSTRAP_CELLS // n)):
+        resampled = metrics.weighted_classification_metrics(
+            probs, labels, weights, num_classes, classes=draws.classes, per_class=True)
         if np.isfinite(probs).all():
             resampled["ece"] = weighted_expected_calibration_error(probs, labels, weights)
         else:
             resampled["ece"] = np.full(weights.shape[0], np.nan)
         for key, v in resampled.items():
             values.setdefault(key, []).append(v)
-    return percentile_intervals(values, level)
+    point = metrics.weighted_classification_metrics(probs, labels, np.ones((1, n)),
+                                                    num_classes, classes=draws.classes)
+    return resampled_summary(values, level, draws, point)
+
+
+def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
+                      draws: metrics.BootstrapResamples,
+                      point: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The `bootstrap_analysis` result from resampled metric values (``"auroc_per_class"``
+    ``(B, K)`` blocks among them), the draws and the point estimates ``(1,)`` of the full
+    data over ``draws.classes``; shared by the single- and multi-label reports."""
+    per_class = np.concatenate(values.pop("auroc_per_class"))
+    intervals = percentile_intervals(values, level)
+    for interval in intervals.values():
+        interval["redrawn"] = draws.redrawn
+    for key in ("auroc", "auprc"):
+        intervals[key].update(point=float(point[key][0]), classes=int(draws.classes.sum()),
+                              too_rare=sorted(draws.too_rare))
+    tail = 100 * (1 - level) / 2
+    per_class_ci = []
+    for c in range(per_class.shape[1]):
+        v = per_class[:, c]
+        if not draws.classes[c] or not np.isfinite(v).all():
+            per_class_ci.append(None)
+            continue
+        lower, upper = np.percentile(v, [tail, 100 - tail]).tolist()
+        per_class_ci.append({"lower": float(lower), "upper": float(upper)})
+    return {"intervals": intervals, "per_class_auroc": per_class_ci,
+            "redrawn": draws.redrawn, "too_rare": dict(draws.too_rare),
+            "classes": np.flatnonzero(draws.classes).tolist()}
 
 
 def percentile_intervals(values: Mapping[str, Sequence[np.ndarray]], level: float

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel, report
-from cardioformer_jax.evaluation.markdown import ci, pct, table
+from cardioformer_jax.evaluation.markdown import ci, pct, redraw_note, table
 from cardioformer_jax.training import logging_utils, paths, train
 
 META_LEARNER_C = 1.0  # inverse L2 strength of the logistic regressions (scikit-learn's)
@@ -164,6 +164,12 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
     rows = [[name, *(f"{pct(r['metrics'][m])} [{ci(r['intervals'], m)}]" for m in shown)]
             for name, r in results.items()]
     lines += table(["model", *shown], rows)
+    auroc_ci = next(iter(results.values()))["intervals"].get("auroc")
+    if auroc_ci and "redrawn" in auroc_ci:
+        # Every model is resampled alike: the draws depend on the truth and subjects only.
+        classes = evaluation["classes"]
+        lines += ["", redraw_note({f"{split} split": auroc_ci["redrawn"]},
+                                  {f"{split} split": [classes[c] for c in auroc_ci["too_rare"]]})]
     groups = list(next(iter(results.values()))["auroc_by_subgroup"])
     if groups:
         lines += ["", "Macro AUROC by subgroup (unknown sex or age left out): where a "

@@ -234,7 +234,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     subjects = np.asarray(subject_ids, np.int64)
     detail = multilabel.analyse(
         p, y, mapping.expressible, record_ids=record_ids_arr, subject_ids=subjects,
-        ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples)
+        ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples,
+        class_names=list(spec.class_names))
     database_arr = np.asarray(databases, dtype=object)
     detail["by_source"] = by_source(p, y, mapping.expressible, record_ids_arr, database_arr)
 

@@ -21,11 +21,36 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def ci(intervals: Mapping[str, Mapping[str, float]] | None, name: str) -> str:
-    """``"lower–upper"`` in percent, or "n/a" without an interval."""
-    if not intervals or name not in intervals:
+def ci(intervals: Mapping[str, Mapping[str, Any]] | None, name: str) -> str:
+    """``"lower–upper"`` in percent, or "n/a" without an interval. A macro interval over
+    fewer classes than its metric (too-rare classes left out) says so, with the point
+    estimate over its own classes: the quantity the interval describes."""
+    if not intervals or not intervals.get(name):
         return "n/a"
-    return f"{pct(intervals[name]['lower'])}–{pct(intervals[name]['upper'])}"
+    interval = intervals[name]
+    text = f"{pct(interval['lower'])}–{pct(interval['upper'])}"
+    if interval.get("too_rare"):
+        text += (f" (over {interval['classes']} resamplable classes, whose mean is "
+                 f"{pct(interval['point'])})")
+    return text
+
+
+def redraw_note(redrawn: Mapping[str, int], too_rare: Mapping[str, Mapping[str, str]]
+                ) -> str:
+    """One line: how many resamples were redrawn per level and which classes were too
+    rare to resample (`metrics.bootstrap_resamples`)."""
+    counts = ", ".join(f"{level} {n}" for level, n in redrawn.items())
+    line = (f"Resamples lacking a positive or a negative of a resamplable class were "
+            f"redrawn ({counts}), so every macro AUROC/AUPRC resample averages the same "
+            "classes.")
+    rare = {level: sorted(names) for level, names in too_rare.items() if names}
+    if rare:
+        line += (" Too rare to resample, left out of the macro AUROC/AUPRC intervals (each "
+                 "given with the point estimate over its own classes): " + "; ".join(
+                     f"{level}: {', '.join(names)}" for level, names in rare.items()) + ".")
+    else:
+        line += " No class was too rare to resample."
+    return line
 
 
 def bootstrap_note(detail: Mapping[str, Any]) -> str:
@@ -35,7 +60,10 @@ def bootstrap_note(detail: Mapping[str, Any]) -> str:
         return "No bootstrap confidence intervals (--bootstrap=0)."
     unit = ("subjects (a cluster bootstrap: a subject's examples are resampled together)"
             if boot["unit"] == "subject" else "examples")
-    return (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
+    note = (f"{round(100 * boot['level'])}% CI: percentile bootstrap, {boot['resamples']} "
             f"resamples of {unit}, seed {boot['seed']}; resamples in which a metric is "
             "undefined (a class without positives or negatives) are left out of its "
             "interval.")
+    if "redrawn" in boot:  # evaluation.json files written before the redraw rule lack it
+        note += "\n\n" + redraw_note(boot["redrawn"], boot.get("too_rare", {}))
+    return note

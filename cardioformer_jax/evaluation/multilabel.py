@@ -53,37 +53,61 @@ def bootstrap_intervals(probs: np.ndarray, targets: np.ndarray, *,
                         clusters: np.ndarray | None = None,
                         num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                         seed: int = analysis.BOOTSTRAP_SEED,
-                        level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, dict[str, float]]:
-    """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` (as
-    `analysis.bootstrap_intervals` does for single-label metrics): examples, or whole
-    `clusters`, drawn with replacement; a resample in which a metric is undefined is left
-    out of its interval and counted in ``"skipped"``."""
-    rng = np.random.default_rng(seed)
+                        level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
+    """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS`: the ``"intervals"`` of
+    `bootstrap_analysis`."""
+    return bootstrap_analysis(probs, targets, clusters=clusters, num_resamples=num_resamples,
+                              seed=seed, level=level)["intervals"]
+
+
+def bootstrap_analysis(probs: np.ndarray, targets: np.ndarray, *,
+                       clusters: np.ndarray | None = None,
+                       num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+                       seed: int = analysis.BOOTSTRAP_SEED,
+                       level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, Any]:
+    """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` and of each class's
+    AUROC, from `metrics.bootstrap_resamples` (examples, or whole `clusters`, drawn with
+    replacement; resamples lacking a resamplable class redrawn). The result is that of
+    `analysis.bootstrap_analysis`: macro AUROC/AUPRC intervals are over the resamplable
+    classes, with their ``"point"`` over the same classes and the others in
+    ``"too_rare"``."""
+    probs = np.asarray(probs, np.float64)
+    targets = np.asarray(targets, np.int64)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    draws = metrics.bootstrap_resamples(targets, num_resamples, np.random.default_rng(seed),
+                                        clusters=clusters)
     n = probs.shape[0]
-    block = max(1, 2_000_000 // max(1, n * probs.shape[1]))
     values: dict[str, list[np.ndarray]] = {}
-    for start in range(0, num_resamples, block):
-        weights = metrics.bootstrap_weights(n, min(block, num_resamples - start), rng,
-                                            clusters)
-        for key, v in metrics.weighted_multilabel_metrics(probs, targets, weights).items():
+    for weights in draws.blocks(max(1, 2_000_000 // max(1, n * probs.shape[1]))):
+        for key, v in metrics.weighted_multilabel_metrics(
+                probs, targets, weights, classes=draws.classes, per_class=True).items():
             values.setdefault(key, []).append(v)
-    return analysis.percentile_intervals(values, level)
+    point = metrics.weighted_multilabel_metrics(probs, targets, np.ones((1, n)),
+                                                classes=draws.classes)
+    return analysis.resampled_summary(values, level, draws, point)
 
 
 def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
             record_ids: np.ndarray, subject_ids: np.ndarray, ages: np.ndarray,
-            sexes: np.ndarray, bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
-            ) -> dict[str, Any]:
+            sexes: np.ndarray, bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+            class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Every number of a multi-label report (see the module docstring).
 
     `probs` ``(N, K)``, `targets` ``(N, K)`` 0/1 (ignored where not `expressible`),
-    `expressible` ``(K,)`` bool; ids and demographics ``(N,)`` (-1 unknown).
+    `expressible` ``(K,)`` bool; ids and demographics ``(N,)`` (-1 unknown);
+    `class_names` name the too-rare classes of the bootstrap (default: the indices).
     """
     probs = np.asarray(probs, np.float64)
     targets = np.asarray(targets, np.int64)
     expressible = np.asarray(expressible, bool)
     if not expressible.any():
         raise ValueError("none of the model's classes can be expressed by the evaluated data")
+    if class_names is None:
+        class_names = [str(c) for c in range(probs.shape[1])]
+    if len(class_names) != probs.shape[1]:
+        raise ValueError(f"class_names has {len(class_names)} names for "
+                         f"{probs.shape[1]} classes")
     p, y = probs[:, expressible], targets[:, expressible]
     record_probs, record_targets, ids = record_level(p, y, np.asarray(record_ids))
     per_class = []
@@ -123,15 +147,24 @@ def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
         by_subject = bool((subject_ids >= 0).all())
         _, first = np.unique(record_ids, return_index=True)
         options = {"num_resamples": bootstrap_resamples}
+        columns = np.flatnonzero(expressible)  # model class of each evaluated column
+        boots = {
+            "segment": bootstrap_analysis(p, y, clusters=subject_ids if by_subject else None,
+                                          **options),
+            "record": bootstrap_analysis(record_probs, record_targets,
+                                         clusters=subject_ids[first] if by_subject else None,
+                                         **options)}
         out["bootstrap"] = {
             "resamples": bootstrap_resamples, "seed": analysis.BOOTSTRAP_SEED,
             "level": analysis.BOOTSTRAP_LEVEL, "unit": "subject" if by_subject else "example",
-            "segment": bootstrap_intervals(p, y, clusters=subject_ids if by_subject else None,
-                                           **options),
-            "record": bootstrap_intervals(record_probs, record_targets,
-                                          clusters=subject_ids[first] if by_subject else None,
-                                          **options),
+            **{level: b["intervals"] for level, b in boots.items()},
+            "redrawn": {level: b["redrawn"] for level, b in boots.items()},
+            "too_rare": {level: {class_names[columns[c]]: reason
+                                 for c, reason in b["too_rare"].items()}
+                         for level, b in boots.items()},
         }
+        for c, interval in zip(columns, boots["segment"]["per_class_auroc"], strict=True):
+            per_class[c]["auroc_ci"] = interval
     return out
 
 
@@ -239,9 +272,9 @@ def render_report(evaluation: Mapping[str, Any], title: str) -> str:
                         [[m, _pct(single["metrics"][m])] for m in analysis.REPORTED_METRICS])
         lines.append("")
     lines += ["## Per class", ""]
-    lines += _table(["class", "support", "auroc", "ap"],
+    lines += _table(["class", "support", "auroc", "auroc 95% CI", "ap"],
                     [[name, "not expressible" if not r["expressible"] else r["support"],
-                      _pct(r["auroc"]), _pct(r["ap"])]
+                      _pct(r["auroc"]), _ci(r, "auroc_ci"), _pct(r["ap"])]
                      for name, r in zip(evaluation["classes"], detail["per_class"],
                                         strict=True)])
     lines.append("")

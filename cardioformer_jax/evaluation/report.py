@@ -107,29 +107,44 @@ def _record_subjects(predictions: SplitPredictions) -> np.ndarray:
 
 def bootstrap(predictions: SplitPredictions, num_classes: int,
               num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-              seed: int = analysis.BOOTSTRAP_SEED) -> dict[str, Any]:
+              seed: int = analysis.BOOTSTRAP_SEED,
+              class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
-    resampling subjects when the dataset records them, else examples (records)."""
+    resampling subjects when the dataset records them, else examples (records); resamples
+    lacking a resamplable class are redrawn (`metrics.bootstrap_resamples`). Besides the
+    intervals: ``"redrawn"`` and ``"too_rare"`` (``{class name: reason}``) per level, and
+    ``"per_class_auroc"`` (segment level, one interval or None per class)."""
     p, y = predictions.probs, predictions.labels
+    names = (list(class_names) if class_names is not None
+             else [str(c) for c in range(num_classes)])
     by_subject = bool((predictions.subject_ids >= 0).all())
     record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
     options = {"num_resamples": num_resamples, "seed": seed}
+    boots = {
+        "segment": analysis.bootstrap_analysis(
+            p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
+            **options),
+        "record": analysis.bootstrap_analysis(
+            record_probs, record_labels, num_classes,
+            clusters=_record_subjects(predictions) if by_subject else None, **options),
+    }
     return {
         "resamples": num_resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
         "unit": "subject" if by_subject else "example",
-        "segment": analysis.bootstrap_intervals(
-            p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
-            **options),
-        "record": analysis.bootstrap_intervals(
-            record_probs, record_labels, num_classes,
-            clusters=_record_subjects(predictions) if by_subject else None, **options),
+        **{level: b["intervals"] for level, b in boots.items()},
+        "redrawn": {level: b["redrawn"] for level, b in boots.items()},
+        "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
+                     for level, b in boots.items()},
+        "per_class_auroc": boots["segment"]["per_class_auroc"],
     }
 
 
 def analyse(predictions: SplitPredictions, num_classes: int,
-            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+            class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Every number of the report's detailed sections (see `analysis`); with
-    `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`)."""
+    `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`),
+    each per-class row then carrying its AUROC interval (``"auroc_ci"``)."""
     p, y = predictions.probs, predictions.labels
     out: dict[str, Any] = {
         "num_examples": int(y.size),
@@ -151,7 +166,11 @@ def analyse(predictions: SplitPredictions, num_classes: int,
         out["by_age"] = analysis.metrics_by_group(
             p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
     if bootstrap_resamples > 0:
-        out["bootstrap"] = bootstrap(predictions, num_classes, bootstrap_resamples)
+        out["bootstrap"] = bootstrap(predictions, num_classes, bootstrap_resamples,
+                                     class_names=class_names)
+        for row, interval in zip(out["per_class"], out["bootstrap"]["per_class_auroc"],
+                                 strict=True):
+            row["auroc_ci"] = interval
     return out
 
 
@@ -335,9 +354,10 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     lines.append("")
 
     lines += ["## Per class", ""]
-    lines += _table(["class", "support", "precision", "recall", "f1", "auroc", "ap"],
+    lines += _table(["class", "support", "precision", "recall", "f1", "auroc",
+                     "auroc 95% CI", "ap"],
                     [[name, r["support"], _pct(r["precision"]), _pct(r["recall"]),
-                      _pct(r["f1"]), _pct(r["auroc"]), _pct(r["ap"])]
+                      _pct(r["f1"]), _pct(r["auroc"]), _ci(r, "auroc_ci"), _pct(r["ap"])]
                      for name, r in zip(class_names, detail["per_class"], strict=True)])
     lines.append("")
     for key, title in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
@@ -540,7 +560,7 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
-    detail = analyse(predictions, num_classes, bootstrap_resamples)
+    detail = analyse(predictions, num_classes, bootstrap_resamples, class_names)
     data, comparison = _dataset_facts(model, split, data_dir)
     predictions_path, card_path = artefact_paths(workdir, split)
 
@@ -579,7 +599,7 @@ def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.Train
         predictions.probs, predictions.labels, expressible,
         record_ids=predictions.record_ids, subject_ids=predictions.subject_ids,
         ages=predictions.ages, sexes=predictions.sexes,
-        bootstrap_resamples=bootstrap_resamples)
+        bootstrap_resamples=bootstrap_resamples, class_names=class_names)
     data, comparison = _dataset_facts(model, split, data_dir)
     predictions_path, card_path = artefact_paths(workdir, split)
     evaluation = _evaluation_head(

@@ -144,12 +144,19 @@ def test_confidence_intervals_and_model_card(workdir, evaluation):
         for name, interval in boot[level].items():
             if name == "ece" and level == "record":
                 continue  # the record-level ECE has no point estimate in the report
-            assert interval["lower"] <= points[name] <= interval["upper"], (level, name)
+            # Macro AUROC/AUPRC: the interval is over the resamplable classes, as its
+            # "point" is (the full macro mean when no class is too rare).
+            point = interval.get("point", points[name])
+            if not interval.get("too_rare"):
+                assert point == pytest.approx(points[name]), (level, name)
+            assert interval["lower"] <= point <= interval["upper"], (level, name)
             assert interval["resamples"] + interval["skipped"] == boot["resamples"]
+            assert interval["redrawn"] == boot["redrawn"][level]
     report_text = (workdir / "report.md").read_text()
     auroc_ci = boot["segment"]["auroc"]
     ci = f"{100 * auroc_ci['lower']:.2f}–{100 * auroc_ci['upper']:.2f}"
-    assert f"| auroc | {100 * detail['segment']['auroc']:.2f} | {ci} |" in report_text
+    assert f"| auroc | {100 * detail['segment']['auroc']:.2f} | {ci}" in report_text
+    assert f"redrawn (segment {boot['redrawn']['segment']}, record" in report_text
 
     card = (workdir / "MODEL_CARD.md").read_text()
     for section in ("## Intended use", "## Training data and split", "## Metrics (test split)",
@@ -157,8 +164,11 @@ def test_confidence_intervals_and_model_card(workdir, evaluation):
         assert section in card
     for name in analysis.REPORTED_METRICS:
         interval = boot["segment"][name]
-        assert (f"| segment | {name} | {100 * detail['segment'][name]:.2f} | "
-                f"{100 * interval['lower']:.2f}–{100 * interval['upper']:.2f} |") in card
+        cell = f"{100 * interval['lower']:.2f}–{100 * interval['upper']:.2f}"
+        if interval.get("too_rare"):  # the interval names its own classes and point
+            cell += (f" (over {interval['classes']} resamplable classes, whose mean is "
+                     f"{100 * interval['point']:.2f})")
+        assert f"| segment | {name} | {100 * detail['segment'][name]:.2f} | {cell} |" in card
     assert f"{detail['ece']:.4f}" in card and "Not a medical device" in card
     assert "Synthetic demo data" in card
 

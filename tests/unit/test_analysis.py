@@ -166,14 +166,21 @@ def test_cluster_bootstrap_keeps_a_subjects_examples_together():
 
 
 def test_bootstrap_with_resamples_of_one_class():
-    # Three examples, two of class 0: many resamples hold one class only, where AUROC and
-    # AUPRC are undefined; they are skipped and counted, the other metrics use every one.
+    # Three examples, two of class 0: class 1 has one positive (and class 0 one negative),
+    # too rare to resample; they are named and the macro AUROC/AUPRC intervals, over no
+    # resamplable class, are NaN instead of a mean over whichever class a resample holds.
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
     labels = np.array([0, 0, 1])
     intervals = analysis.bootstrap_intervals(probs, labels, 2, num_resamples=200)
-    assert 0 < intervals["auroc"]["skipped"] < 200
-    assert intervals["auroc"]["resamples"] + intervals["auroc"]["skipped"] == 200
+    assert intervals["auroc"]["too_rare"] == [0, 1] and intervals["auroc"]["classes"] == 0
+    assert intervals["auroc"]["skipped"] == 200 and math.isnan(intervals["auroc"]["lower"])
     assert intervals["accuracy"]["skipped"] == 0
+    # Two examples of each class: resamples lacking one are redrawn, none is skipped.
+    six = np.concatenate([probs, probs[::-1]]), np.array([0, 0, 1, 1, 0, 0])
+    six[1][4:] = 1
+    redrawn = analysis.bootstrap_intervals(*six, 2, num_resamples=200)
+    assert redrawn["auroc"]["skipped"] == 0 and redrawn["auroc"]["redrawn"] > 0
+    assert redrawn["auroc"]["too_rare"] == [] and redrawn["auroc"]["resamples"] == 200
     # One class in the data: every resample is skipped and the bounds are NaN.
     only = analysis.bootstrap_intervals(probs[:2], labels[:2], 2, num_resamples=50)
     assert only["auroc"]["resamples"] == 0 and math.isnan(only["auroc"]["lower"])
