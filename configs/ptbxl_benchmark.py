@@ -12,16 +12,18 @@ rhythm), ``resnet`` trains the 1-D ResNet baseline instead of Cardioformer, ``50
 ``crops`` follows the benchmark suite's protocol instead (`data.windows`): the model reads
 2.5 s, training draws a new random 2.5 s crop of each record every epoch, and validation,
 test and predict score a record as the maximum of the sigmoid probabilities over its
-2.5 s windows at stride 1.25 s (7 windows). The dataset is the ptbxl builder config ``benchmark_<TASK>_<RATE>hz`` (folds
-1-8 / 9 / 10, multi-hot labels, build it first). One sigmoid per class, binary
-cross-entropy, and the best epoch is the one with the highest validation macro AUROC, the
-benchmark's headline metric; Fmax is reported beside it. docs/benchmarks.md says which of
+2.5 s windows at stride 1.25 s (7 windows). The dataset is the ptbxl builder config
+``benchmark_<TASK>_<RATE>hz`` (folds 1-8 / 9 / 10, multi-hot labels, build it first).
+One sigmoid per class, binary cross-entropy, and the best epoch is the one with the
+highest validation macro AUROC, the benchmark's headline metric; Fmax (the 2020 paper's
+metric) is reported beside it. docs/benchmarks.md says which of
 the benchmark's rules this follows and where it differs.
 
 Cardioformer's patch lengths: the paper's lengths (2 to 32 samples on 250-sample inputs)
-scaled by input length / 250 (x4 at 100 Hz, x20 at 500 Hz; with ``crops`` x1 and x5), so every granularity has as
-many patches as in the paper (125 down to 8) and attention costs what it costs there; at
-100 Hz the patches span 80 ms to 1.28 s, from a QRS complex to a whole beat.
+scaled by input length / 250 (x4 at 100 Hz, x20 at 500 Hz; with ``crops`` x1 and x5), so
+every granularity has as many patches as in the paper (125 down to 8) and attention costs
+what it costs there; on whole records at 100 Hz the patches span 80 ms to 1.28 s, from a
+QRS complex to a whole beat.
 """
 
 from __future__ import annotations

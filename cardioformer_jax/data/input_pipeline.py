@@ -354,10 +354,10 @@ def train_dataset(
     """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
 
     Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32 or (b, K) float32}``
-    (multi-label) with b = global
-    batch / process_count and T = model.seq_len (a random crop of each record with
-    ``input.crop_seconds``, new every epoch; each process draws its own crops). `process_index`/`process_count` default to JAX's (override
-    to emulate another process); `num_epochs` None repeats forever.
+    (multi-label) with b = global batch / process_count and T = model.seq_len (a random
+    crop of each record with ``input.crop_seconds``, new every epoch; each process draws
+    its own crops). `process_index`/`process_count` default to JAX's (override to emulate
+    another process); `num_epochs` None repeats forever.
     """
     spec = DataSpec.from_config(config)
     index, count = _process(process_index, process_count)
