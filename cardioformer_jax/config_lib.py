@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 
 from cardioformer_jax import models
+from cardioformer_jax.data import windows
 from cardioformer_jax.models import resnet1d
 from cardioformer_jax.models.cardioformer import ModelConfig
 
@@ -58,6 +59,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.num_workers = 0
     config.dataset.num_threads = 2
     config.dataset.prefetch_batches = 4
+
+    # Crops of longer records (`data.windows`; the PTB-XL benchmark suite's protocol):
+    # crop_seconds 0 feeds whole records; > 0: the model's input (model.seq_len samples) is
+    # a crop this long, random per example and epoch in training, and evaluation scores a
+    # record by eval_aggregation ("max" or "mean") of the probabilities over the windows
+    # at stride eval_stride_seconds.
+    config.input = ml_collections.ConfigDict()
+    config.input.crop_seconds = 0.0
+    config.input.eval_stride_seconds = 0.0
+    config.input.eval_aggregation = "max"
 
     config.model = model_config()
     # Which network to train (`models.MODEL_NAMES`): "cardioformer" reads the `model`
@@ -180,5 +191,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"{tuple(config.mesh.axis_names)} differ in length"),
     ]
     problems = [message for ok, message in checks if not ok]
+    problems += windows.config_problems(config)
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))

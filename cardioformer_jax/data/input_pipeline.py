@@ -6,14 +6,16 @@ Training (`create_train_input`)::
     (`grain.sharding.ShardByJaxProcess` semantics, remainder dropped) -> seeded shuffle
     -> per-sample per-lead standardisation (docs/model.md), label -> int32 -> batches of
     global_batch / process_count (last partial batch of an epoch dropped) -> repeat
-    (the shuffle is re-seeded every epoch) -> read threads / worker processes
+    (the shuffle is re-seeded every epoch) [-> a random crop of each record,
+    ``input.crop_seconds``] -> read threads / worker processes
     -> global `jax.Array`s sharded by `sharding.data_sharding(mesh)`.
 
 Every epoch is exactly `steps_per_epoch = len(split) // global_batch` steps; the iterator
 state (a few integers per process) is checkpointable with Orbax, see `TrainInput`.
 
 Evaluation (`eval_batches`) visits every example of a split exactly once, in order, with
-the last batch padded and a `mask`; see its docstring for multi-process use.
+the last batch padded and a `mask`; see its docstring for multi-process use. With
+``input.crop_seconds`` it still yields whole records: the eval step cuts the windows.
 
 Functions take a config `config_lib.validate_config` accepted; they read `seed`,
 `dataset.*`, `model.seq_len/num_channels/num_classes` and `train.batch_size` /
@@ -41,7 +43,7 @@ import jax
 import numpy as np
 import tqdm
 
-from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular
+from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
 from cardioformer_jax.training import sharding
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class DataSpec:
     # how many the dataset's signals have.
     lead_columns: tuple[int, ...] | None = None
     dataset_channels: int | None = None
+    # Crops of longer records (`windows.from_config`): records may be longer than seq_len.
+    windowing: windows.Windowing | None = None
+    crop_seconds: float = 0.0
 
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
@@ -89,12 +94,9 @@ class DataSpec:
             tabular=config.model.get("tabular", "none") != "none",
             lead_columns=columns,
             dataset_channels=channels,
+            windowing=windows.from_config(config),
+            crop_seconds=float(config.get("input", {}).get("crop_seconds", 0.0)),
         )
-
-    @property
-    def signal_shape(self) -> tuple[int, int]:
-        """The shape of the dataset's signals (before ``dataset.leads`` picks channels)."""
-        return (self.seq_len, self.dataset_channels or self.num_channels)
 
     def select_leads(self, signal: np.ndarray) -> np.ndarray:
         """The model's channels of a dataset signal ``(T, C)``."""
@@ -104,14 +106,33 @@ class DataSpec:
     def label(self) -> str:
         return f"{self.name}/{self.builder_config or datasets.DEFAULT_CONFIG}"
 
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why records of `shape` (time, leads) do not suit the model; None if they do."""
+        # The dataset's leads: all the model reads, or those `dataset.leads` picks from.
+        channels = self.dataset_channels or self.num_channels
+        expected = (self.seq_len, channels)
+        leads = (f"{channels} leads (dataset.leads keeps {self.num_channels} of them)"
+                 if self.dataset_channels else f"{channels} leads (num_channels)")
+        if self.windowing is None:
+            if tuple(shape) != expected:
+                return (f"the model config expects (seq_len, leads) = {expected}: "
+                        f"{self.seq_len} samples of {leads}")
+            return None
+        if len(shape) != 2 or shape[1] != channels:
+            return f"the model config expects {leads}"
+        if shape[0] < self.seq_len:
+            return (f"input.crop_seconds={self.crop_seconds} crops {self.seq_len} samples "
+                    f"(model.seq_len), longer than these {shape[0]}-sample records")
+        return None
+
 
 def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> None:
     shape = np.shape(example["signal"])
-    expected = spec.signal_shape
-    if shape != expected:
+    problem = spec.shape_problem(shape)
+    if problem:
         raise ValueError(
             f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has a "
-            f"signal of shape {shape}, the model expects (seq_len, num_channels) = {expected}"
+            f"signal of shape {shape}; {problem}"
         )
     if spec.multilabel:
         hot = np.asarray(example["labels"])
@@ -142,14 +163,19 @@ def open_split(spec: DataSpec, split: str) -> Any:
     builder = datasets.load_builder(spec.name, spec.data_dir, spec.builder_config)
     source = datasets.data_source(spec.name, spec.data_dir, split, spec.builder_config)
     features = builder.info.features
-    expected = spec.signal_shape
     actual = tuple(features["signal"].shape)
-    if actual != expected:
+    problem = spec.shape_problem(actual)
+    if problem:
         raise ValueError(
             f"dataset {spec.label} split {split!r} has signals of shape {actual} (time, leads); "
-            f"the model config expects (seq_len, num_channels) = {expected}. Use the config "
-            f"that matches the dataset, or rebuild the dataset."
+            f"{problem}. Use the config that matches the dataset, or rebuild the dataset."
         )
+    rate = ((builder.info.metadata or {}).get("config") or {}).get("sample_rate")
+    if spec.windowing is not None and rate and round(spec.crop_seconds * rate) != spec.seq_len:
+        raise ValueError(
+            f"dataset {spec.label} is sampled at {rate} Hz, where input.crop_seconds="
+            f"{spec.crop_seconds} is {spec.crop_seconds * rate:g} samples; model.seq_len="
+            f"{spec.seq_len} must equal it")
     if spec.multilabel:
         if "labels" not in features:
             raise ValueError(
@@ -250,9 +276,25 @@ class EvalTransform(TrainTransform):
         return out
 
 
-def _padding_example(spec: DataSpec) -> dict[str, np.ndarray]:
+class RandomCrop(grain.transforms.RandomMap):
+    """A uniformly random crop of `length` samples of each record of a batch's ``signal``
+    (`windows.random_crops`; the records were standardised whole)."""
+
+    def __init__(self, length: int):
+        self._length = length
+
+    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator
+                   ) -> dict[str, np.ndarray]:
+        return {**element, "signal": windows.random_crops(element["signal"], self._length, rng)}
+
+
+# Keeps the crop stream apart from the shuffle's, which Grain seeds with config.seed.
+_CROP_SEED_OFFSET = 7919
+
+
+def _padding_example(spec: DataSpec, record_length: int) -> dict[str, np.ndarray]:
     return {
-        "signal": np.zeros((spec.seq_len, spec.num_channels), np.float32),
+        "signal": np.zeros((record_length, spec.num_channels), np.float32),
         "label": (np.zeros(spec.num_classes, np.float32) if spec.multilabel
                   else np.int32(0)),
         **({"tabular": tabular.tabular_features(-1.0, -1)} if spec.tabular else {}),
@@ -332,9 +374,10 @@ def train_dataset(
     """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
 
     Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32 or (b, K) float32}``
-    (multi-label) with b = global
-    batch / process_count. `process_index`/`process_count` default to JAX's (override
-    to emulate another process); `num_epochs` None repeats forever.
+    (multi-label) with b = global batch / process_count and T = model.seq_len (a random
+    crop of each record with ``input.crop_seconds``, new every epoch; each process draws
+    its own crops). `process_index`/`process_count` default to JAX's (override to emulate
+    another process); `num_epochs` None repeats forever.
     """
     spec = DataSpec.from_config(config)
     index, count = _process(process_index, process_count)
@@ -356,6 +399,12 @@ def train_dataset(
         # After `batch`: epochs stay separate and each one re-seeds the shuffle.
         .repeat(num_epochs)
     )
+    if spec.windowing is not None:
+        # After `repeat`: the index, and so the crop, differs every epoch; a random map's
+        # generator depends only on seed and index, so the crops are reproducible and
+        # the iterator state stays a position.
+        ds = ds.random_map(RandomCrop(spec.windowing.length),
+                           seed=int(config.seed) + _CROP_SEED_OFFSET + index)
     # Every process has floor(floor(n / count) / local_batch) == floor(n / global_batch)
     # batches per epoch, so all of them step through epochs in lockstep.
     ds = ds.to_iter_dataset(_read_options(config))
@@ -490,7 +539,8 @@ def eval_dataset(
         .map(lambda i: (i, source[i]))
         .map(EvalTransform(spec, split))
     )
-    pad = _padding_example(spec)
+    # Padding rows are as long as the records (longer than seq_len when cropping).
+    pad = _padding_example(spec, int(np.shape(source[0]["signal"])[0]))
     padding = grain.MapDataset.range(num_batches * local_batch - (stop - start)).map(
         lambda _: dict(pad)
     )

@@ -38,7 +38,7 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.data import dataset_inputs, tabular
+from cardioformer_jax.data import dataset_inputs, tabular, windows
 from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
 
 DEFAULT_BATCH_SIZE = 64
@@ -80,6 +80,12 @@ class TrainedModel:
     @property
     def num_classes(self) -> int:
         return int(self.config.model.num_classes)
+
+    @property
+    def windowing(self) -> windows.Windowing | None:
+        """The run's crops (``input.crop_seconds``): `probabilities` then scores whole
+        records over windows; None when the model reads whole records."""
+        return windows.from_config(self.config)
 
     def module(self) -> nnx.Module:
         """The eval-mode model (a fresh copy; dropout and augmentations off)."""
@@ -144,11 +150,33 @@ class TrainedModel:
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
-        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`)."""
+        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`).
+
+        A run trained on crops (`windowing`) takes whole records (T at least its
+        input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
+        did, aggregates each record's window probabilities (max for the benchmark
+        suite's protocol)."""
+        windowing = self.windowing
+        count = 1
+        if windowing is not None:
+            signals = np.asarray(signals, np.float32)
+            if signals.ndim != 3:
+                raise ValueError(f"expected records of shape (N, T, "
+                                 f"{self.input_shape[1]}), got {signals.shape}")
+            cut = windows.cut_windows(signals, windowing)  # (N, W, L, C)
+            count = cut.shape[1]
+            signals = cut.reshape(-1, *cut.shape[2:])
+            if tabular_inputs is not None:
+                tabular_inputs = np.repeat(np.asarray(tabular_inputs), count, axis=0)
         logits = jnp.asarray(self.logits(signals, batch_size, tabular_inputs))
         if self.spec.multilabel:
-            return np.asarray(jax.nn.sigmoid(logits))
-        return np.asarray(jax.nn.softmax(logits, axis=-1))
+            probs = np.asarray(jax.nn.sigmoid(logits))
+        else:
+            probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        if windowing is None:
+            return probs
+        return windows.aggregate(probs.reshape(-1, count, probs.shape[-1]),
+                                 windowing.aggregation)
 
 
 def padded_rows(rows: int, batch_size: int) -> int:
@@ -333,7 +361,10 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
                                      leads=config.dataset.get("leads", ""),
                                      multilabel=bool(config.dataset.multilabel))
     shape = (int(config.model.seq_len), int(config.model.num_channels))
-    if shape != (spec.sample_length, len(spec.lead_names)):
+    record = (spec.sample_length, len(spec.lead_names))
+    cropped = windows.from_config(config) is not None
+    if (shape != record if not cropped
+            else shape[1] != record[1] or shape[0] > record[0]):
         raise ValueError(f"{run_dir}: the model takes samples of shape {shape}, but "
                          f"{spec.dataset} samples are ({spec.sample_length}, "
                          f"{len(spec.lead_names)})")

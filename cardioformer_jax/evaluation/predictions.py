@@ -4,7 +4,9 @@ The library of ``python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLD
 Each record (a path without extension, or its ``.hea``; a folder stands for every record
 under it) is prepared exactly as the model's training data were (`dataset_inputs`: any
 sampling rate, leads matched by name), the model (best checkpoint, SWA parameters) scores
-every sample, and the record's class probabilities are the mean over its samples. The
+every sample, and the record's class probabilities are the mean over its samples (a run
+trained on crops, ``input.crop_seconds``, first scores each sample as the max over its
+windows, as its evaluation did: `TrainedModel.probabilities`). The
 workdir may be a URL (``gs://bucket/run``, read through `etils.epath`); records are local
 files.
 

@@ -67,6 +67,7 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "dataset.name",
     "dataset.builder_config",
     "dataset.synthetic_patients",
+    "input.crop_seconds",
     "model.seq_len",
     "model.num_channels",
     "model.num_classes",

@@ -26,8 +26,9 @@ from absl import logging
 from flax import nnx
 
 from cardioformer_jax import models
-from cardioformer_jax.data import input_pipeline
+from cardioformer_jax.data import input_pipeline, windows
 from cardioformer_jax.evaluation import metrics
+from cardioformer_jax.models import partitioning
 from cardioformer_jax.training import sharding, swa
 
 
@@ -64,6 +65,8 @@ class ModelDef:
     config: models.ModelSpec
     # Multi-label: one sigmoid per class and binary cross-entropy; else softmax.
     multilabel: bool = False
+    # Crops (`input.crop_seconds`): evaluation scores whole records over these windows.
+    windowing: windows.Windowing | None = None
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -119,14 +122,15 @@ def init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
 
 
 def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
-              multilabel: bool = False) -> ModelDef:
+              multilabel: bool = False, windowing: windows.Windowing | None = None
+              ) -> ModelDef:
     """Graph definitions of the model (traced abstractly: no weights created)."""
     model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
     return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
                     tx=create_optimizer(grad_clip_norm), config=model_config,
-                    multilabel=multilabel)
+                    multilabel=multilabel, windowing=windowing)
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -171,10 +175,27 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
 def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
     """Class probabilities ``(B, K)`` (float32) of the model in eval mode: softmax, or
-    one sigmoid per class for a multi-label model."""
+    one sigmoid per class for a multi-label model.
+
+    With `definition.windowing` the batch holds whole records ``(B, T, C)``: the model
+    scores their W windows as one ``(B * W, L, C)`` batch and a record's probabilities
+    are the max (or mean) over its windows.
+    """
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
-    logits = model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
-    return jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
+    signal, extra = batch["signal"], batch.get("tabular")
+    windowing = definition.windowing
+    if windowing is not None:
+        cut = windows.cut_windows(signal, windowing)  # (B, W, L, C)
+        rows, count = cut.shape[:2]
+        # Record-major rows keep the sharded batch axis leading: each device's records'
+        # windows stay on that device.
+        signal = partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]), 0)
+        extra = None if extra is None else jnp.repeat(extra, count, axis=0)
+    logits = model(signal, extra).astype(jnp.float32)
+    probs = jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
+    if windowing is not None:
+        probs = windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
+    return probs
 
 
 def swa_epoch_update(state: TrainState) -> TrainState:
@@ -214,13 +235,15 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     they are neither traced nor compiled again."""
     return _programs(models.model_spec(config),
                      float(config.train.grad_clip_norm), mesh,
-                     bool(config.dataset.get("multilabel", False)))
+                     bool(config.dataset.get("multilabel", False)),
+                     windows.from_config(config))
 
 
 @functools.lru_cache(maxsize=8)
 def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh,
-              multilabel: bool = False) -> Programs:
-    definition = model_def(model_config, grad_clip_norm, multilabel)
+              multilabel: bool = False, windowing: windows.Windowing | None = None
+              ) -> Programs:
+    definition = model_def(model_config, grad_clip_norm, multilabel, windowing)
     init = _init_fn(model_config, grad_clip_norm)
     shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
     shardings = sharding.tree_shardings(shapes, mesh)

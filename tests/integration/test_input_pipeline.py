@@ -326,3 +326,74 @@ def test_benchmark_times_the_input_pipeline_alone(data_dir):
     assert result["dataset"] == "ptbxl/default" and result["batch_size"] == 16
     assert result["input_samples_per_second_by_workers"]["0"] > 0
     assert config.train.batch_size == 32  # the caller's config is left as it was
+
+
+# --- crops (input.crop_seconds) ------------------------------------------------------------
+
+
+def _crop_config(data_dir, *, seq_len=100, crop_seconds=0.4, seed=41):
+    config = make_config(data_dir, seed=seed)
+    config.model.seq_len = seq_len  # 0.4 s of the 250 Hz, 250-sample records
+    config.input.crop_seconds = crop_seconds
+    config.input.eval_stride_seconds = 0.2
+    return config
+
+
+def _crop_start(record: np.ndarray, crop: np.ndarray) -> int:
+    starts = [s for s in range(len(record) - len(crop) + 1)
+              if np.array_equal(record[s:s + len(crop)], crop)]
+    assert starts, "the crop is no slice of its record"
+    return starts[0]
+
+
+def test_random_crops_of_standardised_records_new_every_epoch_and_resumable(data_dir):
+    whole = ip.create_train_input(make_config(data_dir), None)
+    cropped = ip.create_train_input(_crop_config(data_dir), None)
+    again = ip.create_train_input(_crop_config(data_dir), None)
+    try:
+        steps = cropped.steps_per_epoch
+        starts = collections.defaultdict(list)
+        for _ in range(2 * steps):  # the same shuffled order; each crop is a slice
+            records, crops = next(whole), next(cropped)
+            assert crops["signal"].shape == (32, 100, 12)
+            np.testing.assert_array_equal(records["label"], crops["label"])
+            for record, crop in zip(records["signal"], crops["signal"], strict=True):
+                start = _crop_start(record, crop)
+                assert 0 <= start <= 150
+                starts[_fingerprint(record)].append(start)
+            np.testing.assert_array_equal(crops["signal"], next(again)["signal"])
+        pairs = [s for s in starts.values() if len(s) == 2]
+        assert len(pairs) > steps * 32 // 2
+        # A record's crop differs between its two epochs (almost always: 151 starts).
+        assert sum(a != b for a, b in pairs) > 0.9 * len(pairs)
+        assert len({s for pair in pairs for s in pair}) > 50
+        state = cropped.get_state()
+        expected = _take(cropped, 2)
+        again.set_state(state)
+        for want, got in zip(expected, _take(again, 2), strict=True):
+            np.testing.assert_array_equal(want["signal"], got["signal"])
+    finally:
+        for it in (whole, cropped, again):
+            it.close()
+    other = ip.create_train_input(_crop_config(data_dir, seed=42), None)
+    try:
+        reference = ip.create_train_input(_crop_config(data_dir), None)
+        assert not np.array_equal(next(other)["signal"], next(reference)["signal"])
+        reference.close()
+    finally:
+        other.close()
+
+
+def test_eval_batches_keep_whole_records_when_cropping(data_dir):
+    batches = list(ip.eval_batches(_crop_config(data_dir), "validation"))
+    assert {b.device["signal"].shape for b in batches} == {(48, 250, 12)}
+    assert sum(int(b.host["mask"].sum()) for b in batches) == 100
+
+
+def test_crop_longer_than_records_or_at_another_rate_is_a_clear_error(data_dir):
+    with pytest.raises(ValueError, match=r"crop_seconds=1.2 crops 300 samples .*longer than "
+                                         r"these 250-sample records"):
+        ip.check_dataset(_crop_config(data_dir, seq_len=300, crop_seconds=1.2))
+    with pytest.raises(ValueError, match=r"sampled at 250 Hz, where input.crop_seconds=0.5 "
+                                         r"is 125 samples; model.seq_len=100"):
+        ip.check_dataset(_crop_config(data_dir, crop_seconds=0.5))

@@ -16,7 +16,7 @@ import pytest
 
 from cardioformer_jax import config_lib
 from cardioformer_jax.data import datasets, input_pipeline, preprocessing
-from cardioformer_jax.evaluation import external, inference, metrics, report
+from cardioformer_jax.evaluation import external, inference, metrics, predictions, report
 from cardioformer_jax.training import train
 from configs import demo, ptbxl_benchmark
 from tests.helpers import run_fixtures, tiny_models, train_fixtures
@@ -192,6 +192,41 @@ def test_multilabel_training_and_report(benchmark_data, tmp_path):
     text = (tmp_path / "run" / "report.md").read_text()
     assert "fmax" in text and "multi-label" in text
     assert "Not a medical device" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_crops_protocol_trains_and_scores_records_by_their_max_window(benchmark_data,
+                                                                      tmp_path):
+    manual_dir, data_dir = benchmark_data
+    config = tiny_models.tiny_model(ptbxl_benchmark.get_config("superdiagnostic,crops"),
+                                    patch_lens=(25, 50))
+    config = run_fixtures.tiny_training(config, data_dir, steps_per_epoch=2)
+    config.train.num_epochs = 1
+    with run_fixtures.few_step_compilation():
+        result = train.train_and_evaluate(config, tmp_path / "run")
+
+    model = inference.load(tmp_path / "run")
+    assert model.input_shape == (250, 12) and model.windowing.starts(1000) == tuple(
+        range(0, 751, 125))
+    rows = _rows(data_dir, "test")
+    records = preprocessing.standardize(np.stack([r["signal"] for r in rows]))
+    # Reference: the model on each 2.5 s window, the max of the sigmoids over the 7.
+    cut = np.stack([records[:, s:s + 250] for s in range(0, 751, 125)], axis=1)
+    window_probs = 1 / (1 + np.exp(-model.logits(cut.reshape(-1, 250, 12))))
+    expected = window_probs.reshape(len(rows), 7, -1).max(axis=1)
+    assert not np.allclose(expected, window_probs.reshape(len(rows), 7, -1).mean(axis=1))
+    np.testing.assert_allclose(model.probabilities(records), expected, atol=1e-5)
+    # The training loop's test evaluation and the report's predictions aggregate alike.
+    truth = np.stack([r["labels"] for r in rows])
+    assert result["test"]["auroc"] == pytest.approx(
+        metrics.multilabel_metrics(expected, truth)["auroc"], abs=1e-5)
+    split = report.split_predictions(model, "test")
+    np.testing.assert_allclose(split.probs, expected, atol=1e-5)
+    # predict on the raw WFDB record picks the protocol up from the saved config.
+    record = str(manual_dir / rows[0]["record_id"].decode())
+    (prediction,) = predictions.predict_records(model, [record])
+    assert prediction.num_samples == 1
+    np.testing.assert_allclose(prediction.probabilities, expected[0], atol=1e-4)
 
 
 def test_model_windows_match_leads_resample_and_cut():
