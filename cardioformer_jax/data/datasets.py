@@ -19,6 +19,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from cardioformer_jax.training import paths
+
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
 
@@ -73,8 +75,12 @@ def build(
     builder's `checksums.tsv` (later downloads are then checked against it).
     """
     builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
+    # `~` and `$VAR` as the shell would have expanded them (TFDS would not).
+    data_dir = paths.expand_path(data_dir, "data_dir")
+    if manual_dir is not None:
+        manual_dir = paths.expand_path(manual_dir, "manual_dir")
     builder = builder_class(name)(
-        data_dir=os.fspath(data_dir),
+        data_dir=data_dir,
         config=builder_config,
         num_workers=num_workers,
         progress=progress,
@@ -121,7 +127,8 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     config = config or DEFAULT_CONFIG
-    config_dir = epath.Path(data_dir).expanduser() / name / config
+    # Absolute, so that the error below says where exactly it looked.
+    config_dir = paths.resolve_path(data_dir) / name / config
     versions = []
     if config_dir.is_dir():
         versions = [
@@ -132,7 +139,7 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     if not versions:
         raise FileNotFoundError(
             f"dataset {name}/{config} is not built under {config_dir.parent.parent}. "
-            f"Build it with:\n  {build_command(name, data_dir, config)}"
+            f"Build it with:\n  {build_command(name, config_dir.parent.parent, config)}"
         )
     current = str(builder_class(name).VERSION)
     if current not in versions:
@@ -141,7 +148,7 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
             f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
             f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
             f"version {current}, so that build is not reused. Build it with:\n  "
-            f"{build_command(name, data_dir, config)}"
+            f"{build_command(name, config_dir.parent.parent, config)}"
         )
     return config_dir / current
 

@@ -42,7 +42,7 @@ import numpy as np
 import tqdm
 
 from cardioformer_jax.data import datasets, preprocessing, tabular
-from cardioformer_jax.training import sharding
+from cardioformer_jax.training import paths, sharding
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class DataSpec:
         return cls(
             name=config.dataset.name,
             builder_config=config.dataset.builder_config or None,
-            data_dir=os.path.expanduser(config.dataset.data_dir),
+            data_dir=paths.expand_path(config.dataset.data_dir, "config.dataset.data_dir"),
             seq_len=int(config.model.seq_len),
             num_channels=int(config.model.num_channels),
             num_classes=int(config.model.num_classes),

@@ -88,3 +88,25 @@ def test_the_build_command_names_the_builder_config(tmp_path):
                        f"PhysioNet folder> --data_dir={tmp_path} --builder_config=superdiagnostic")
     # The default config needs no flag.
     assert "--builder_config" not in datasets.build_command("ptbxl", tmp_path, "default")
+
+
+def test_tilde_and_variables_in_data_dir_are_expanded_and_errors_say_where(
+        tmp_path, monkeypatch):
+    # The README's --data_dir=~/tensorflow_datasets reaches us unexpanded (the shell does
+    # not expand ~ after `=`), as does a config's "~/tensorflow_datasets".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ECG_TFDS", str(tmp_path / "tfds"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        datasets.dataset_dir("ptbxl", "~/tensorflow_datasets")
+    message = str(error.value)
+    assert f"not built under {tmp_path}/home/tensorflow_datasets." in message
+    assert f"--data_dir={tmp_path}/home/tensorflow_datasets" in message
+    with pytest.raises(FileNotFoundError, match=f"under {tmp_path}/tfds/sub"):
+        datasets.dataset_dir("ptbxl", "${ECG_TFDS}/sub")
+    # A relative data_dir is shown absolute too: the error says exactly where it looked.
+    with pytest.raises(FileNotFoundError, match=f"under {tmp_path}/rel"):
+        datasets.dataset_dir("ptbxl", "rel")
+    assert ip.DataSpec.from_config(_config("$ECG_TFDS")).data_dir == f"{tmp_path}/tfds"
+    assert ip.DataSpec.from_config(_config("gs://b/$ECG_TFDS")).data_dir == "gs://b/$ECG_TFDS"
+    assert not (tmp_path / "~").exists()
