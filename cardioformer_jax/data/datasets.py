@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from cardioformer_jax.training import paths
+from cardioformer_jax.training import progress as progress_lib
 
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
@@ -89,11 +91,13 @@ def build(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         register_checksums=register_checksums,
     )
-    # Our per-record bar (with a total and records/s) replaces TFDS's example counters
-    # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
-    # global switch is restored afterwards.
+    # Our per-record progress (`training.progress`: a bar on a terminal, plain lines in a
+    # log) replaces TFDS's example counters for the duration of the build. TFDS's bars stay
+    # on only while a zip is downloaded onto a terminal: redrawn into a log file they are
+    # walls of carriage returns. The global switch is restored afterwards.
     tfds_bars = getattr(tqdm_utils, "_active", True)
-    tfds.display_progress_bar(tfds_bars and manual_dir is None)
+    tfds.display_progress_bar(tfds_bars and progress and manual_dir is None
+                              and progress_lib.is_terminal(sys.stderr))
     try:
         builder.download_and_prepare(download_config=download_config, file_format="array_record")
     finally:
