@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Any
 
 from etils import epath
@@ -70,11 +71,19 @@ def _flag_parser() -> Any:
     return PathParser()
 
 
+def _calling_module() -> str:
+    """The module that called `DEFINE_path`, named as absl names it (``--help`` lists a
+    flag under its module; a ``python -m`` command is ``__main__``, i.e. its file)."""
+    name = sys._getframe(2).f_globals.get("__name__", "__main__")
+    return sys.argv[0] if name == "__main__" else name
+
+
 def DEFINE_path(name: str, default: str | None, help: str, **kwargs: Any) -> Any:
     """An absl string flag for a path: its value has ``~`` and ``$VAR`` expanded
     (`expand_path`; URLs as given). `kwargs` as `absl.flags.DEFINE` (``required=True``)."""
     from absl import flags
 
+    kwargs.setdefault("module_name", _calling_module())
     return flags.DEFINE(_flag_parser(), name, default, help,
                         serializer=flags.ArgumentSerializer(), **kwargs)
 
@@ -84,6 +93,7 @@ def DEFINE_multi_path(name: str, default: list[str] | None, help: str,
     """`DEFINE_path` for a flag that may be repeated (a list of paths)."""
     from absl import flags
 
+    kwargs.setdefault("module_name", _calling_module())
     return flags.DEFINE_multi(_flag_parser(), flags.ArgumentSerializer(), name, default,
                               help, **kwargs)
 

@@ -189,6 +189,8 @@ def test_path_flags_arrive_expanded(home):
     workdirs = paths.DEFINE_multi_path("workdir", None, "w", flag_values=values)
     values(["prog", "--data_dir=~/tfds", "--workdir=$ECG_DATA/a",
             "--workdir=gs://bucket/$ECG_DATA"])
+    # Listed by --help under the module that defined them, not under paths.
+    assert {f.name for f in values.get_flags_for_module(__name__)} == {"data_dir", "workdir"}
     assert data_dir.value == f"{home}/home/tfds"
     assert workdirs.value == [f"{home}/data/a", "gs://bucket/$ECG_DATA"]
     with pytest.raises(flags.IllegalFlagValueError, match=r"--data_dir=.*\$ECG_NOT_SET not set"):
