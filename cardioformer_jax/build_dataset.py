@@ -20,11 +20,12 @@ def _main() -> None:
     from absl import app, flags
 
     from cardioformer_jax.data import datasets
+    from cardioformer_jax.training import paths
 
-    manual_dir = flags.DEFINE_string(
+    manual_dir = paths.DEFINE_path(
         "manual_dir", None,
         "Unpacked PhysioNet folder (or its parent); omit to download the open-access zip.")
-    data_dir = flags.DEFINE_string("data_dir", None, "Where the TFDS datasets are written.",
+    data_dir = paths.DEFINE_path("data_dir", None, "Where the TFDS datasets are written.",
                                    required=True)
     builder_config = flags.DEFINE_string(
         "builder_config", None, f"TFDS builder config (default: {datasets.DEFAULT_CONFIG}).")

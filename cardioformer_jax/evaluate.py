@@ -30,20 +30,20 @@ def _main() -> None:
     from absl import app, flags
 
     from cardioformer_jax.evaluation import analysis, report
-    from cardioformer_jax.training import train
+    from cardioformer_jax.training import paths, train
 
-    workdir = flags.DEFINE_multi_string(
+    workdir = paths.DEFINE_multi_path(
         "workdir", None, "The training --workdir (a local path or a URL such as "
         "gs://bucket/run); repeat it to evaluate several runs as an ensemble (with --out).",
         required=True)
-    out = flags.DEFINE_string("out", None, "Ensemble: the folder for its report.")
+    out = paths.DEFINE_path("out", None, "Ensemble: the folder for its report.")
     split = flags.DEFINE_enum(
         "split", train.TEST_SPLIT, [train.TRAIN_SPLIT, train.VALIDATION_SPLIT, train.TEST_SPLIT],
         "The split to evaluate.")
     seed = flags.DEFINE_integer(
         "seed", None, "Multi-seed workdir: the seed of the detailed sections (default: best "
         "validation F1).")
-    data_dir = flags.DEFINE_string(
+    data_dir = paths.DEFINE_path(
         "data_dir", None, "Where the dataset is built, if not where training read it.")
     bootstrap = flags.DEFINE_integer(
         "bootstrap", analysis.BOOTSTRAP_RESAMPLES, "Bootstrap resamples for the 95% "

@@ -20,10 +20,11 @@ def _main() -> None:
     from absl import app, flags
 
     from cardioformer_jax.evaluation import export
+    from cardioformer_jax.training import paths
 
-    workdir = flags.DEFINE_string("workdir", None, "The training --workdir (a local path or "
+    workdir = paths.DEFINE_path("workdir", None, "The training --workdir (a local path or "
                                   "a URL such as gs://bucket/run).", required=True)
-    out = flags.DEFINE_string("out", None, "The exported model file, e.g. model.jax_exported "
+    out = paths.DEFINE_path("out", None, "The exported model file, e.g. model.jax_exported "
                               "(its metadata goes next to it, with .json); a local path or a "
                               "URL.", required=True)
     seed = flags.DEFINE_integer(

@@ -14,18 +14,17 @@ detection.
 from __future__ import annotations
 
 import logging as std_logging
-import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax.training import checkpointing, distributed, logging_utils, train
+from cardioformer_jax.training import checkpointing, distributed, logging_utils, paths, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_WORKDIR = paths.DEFINE_path("workdir", None, "Directory for checkpoints, logs and results.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process runs).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
@@ -33,7 +32,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False,
     "Initialise jax.distributed even when no cluster is recognised (JAX auto-detects).")
-_CACHE_DIR = flags.DEFINE_string(
+_CACHE_DIR = paths.DEFINE_path(
     "compilation_cache_dir", None,
     "Persistent XLA compilation cache ('' disables). Default: $JAX_COMPILATION_CACHE_DIR, "
     "else ~/.cache/cardioformer_jax/xla. A restarted or resumed run then starts in seconds "
@@ -53,7 +52,7 @@ def _set_compilation_cache() -> None:
     if path is None:
         path = jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR
     if path:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
 
 
 def main(argv: list[str]) -> None:

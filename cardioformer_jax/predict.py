@@ -22,8 +22,9 @@ def _main() -> None:
     from absl import app, flags
 
     from cardioformer_jax.evaluation import inference, predictions
+    from cardioformer_jax.training import paths
 
-    workdir = flags.DEFINE_multi_string(
+    workdir = paths.DEFINE_multi_path(
         "workdir", None, "The training --workdir (single run or multi-seed; a local path or "
         "a URL such as gs://bucket/run); repeat it for an ensemble (mean probabilities).",
         required=True)
@@ -38,7 +39,12 @@ def _main() -> None:
         if len(argv) < 2:
             raise app.UsageError("give at least one RECORD_OR_FOLDER: record paths (without "
                                  "extension, or .hea) or folders")
-        sys.exit(predictions.run_cli(workdir.value, argv[1:], as_json=as_json.value,
+        try:
+            # A quoted '~/x' or '$DATA/x' reaches us unexpanded, as in a flag.
+            records = [paths.expand_path(r, "record") for r in argv[1:]]
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+        sys.exit(predictions.run_cli(workdir.value, records, as_json=as_json.value,
                                      seed=seed.value, batch_size=batch_size.value))
 
     app.run(main)

@@ -14,8 +14,9 @@ import time
 from absl import app, flags
 
 from cardioformer_jax.data import synthetic
+from cardioformer_jax.training import paths
 
-_OUT = flags.DEFINE_string("out", None, "Output folder (created if missing).")
+_OUT = paths.DEFINE_path("out", None, "Output folder (created if missing).")
 _PATIENTS = flags.DEFINE_integer(
     "patients", 100, "Number of patients (PTB-XL) or subjects (MIMIC-IV-ECG).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed writes the same bytes.")

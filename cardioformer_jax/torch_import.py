@@ -9,12 +9,14 @@ def _main() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from cardioformer_jax.training import paths
+
     config_flag = config_flags.DEFINE_config_file(
         "config", None, "Config file exposing get_config(), e.g. configs/ptbxl.py; its "
         "`model` section must match the checkpoint (override with --config.model.X=...).")
-    checkpoint_flag = flags.DEFINE_string(
+    checkpoint_flag = paths.DEFINE_path(
         "checkpoint", None, "Reference state_dict: .pth/.pt (needs the [torch] extra) or .npz.")
-    out_flag = flags.DEFINE_string("out", None, "Directory for the Orbax checkpoint.")
+    out_flag = paths.DEFINE_path("out", None, "Directory for the Orbax checkpoint.")
     overwrite_flag = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
     flags.mark_flags_as_required(["config", "checkpoint", "out"])
 

@@ -23,11 +23,10 @@ import sys
 
 def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
-    import os
-
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    from cardioformer_jax.training import paths
     from cardioformer_jax.tuning import study
 
     defaults = study.Settings(trials=1)
@@ -35,7 +34,7 @@ def _main() -> None:
         "config", None, "The base training configuration (a configs/*.py file).",
         lock_config=True)
     flags.mark_flag_as_required("config")
-    workdir = flags.DEFINE_string(
+    workdir = paths.DEFINE_path(
         "workdir", None, "Local folder of the trials' runs and the outputs (and of the "
         "default SQLite study).", required=True)
     trials = flags.DEFINE_integer(
@@ -46,7 +45,7 @@ def _main() -> None:
         "sqlite:///WORKDIR/study.db); e.g. postgresql://user:pass@host/db for many hosts.")
     study_name = flags.DEFINE_string(
         "study", None, "Study name (default: <model_name>-<dataset>).")
-    search = flags.DEFINE_string(
+    search = paths.DEFINE_path(
         "search", None, "Search-space file defining search_space(trial, config) (default: "
         "configs/search/<model_name>.py).")
     seed = flags.DEFINE_integer("seed", defaults.seed, "Seed of the TPE sampler.")
@@ -69,7 +68,7 @@ def _main() -> None:
         "trial's worker counts as dead: its trial is failed and retried.", lower_bound=2)
     max_retry = flags.DEFINE_integer(
         "max_retry", defaults.max_retry, "Retries of a dead worker's trial.", lower_bound=0)
-    cache_dir = flags.DEFINE_string(
+    cache_dir = paths.DEFINE_path(
         "compilation_cache_dir", None, "Persistent XLA compilation cache ('' disables). "
         "Default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/cardioformer_jax/xla.")
 
@@ -84,7 +83,7 @@ def _main() -> None:
         if path is None:
             path = jax.config.jax_compilation_cache_dir or "~/.cache/cardioformer_jax/xla"
         if path:
-            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+            jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
         import logging as std_logging
 
         logging_utils.quiet_orbax(std_logging.WARNING, logging.get_absl_handler())

@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 from etils import epath
 
 from cardioformer_jax.data import preprocessing
+from cardioformer_jax.training import progress
 from tfds_builders import fingerprint, parallel, processing, splits
 
 logger = logging.getLogger(__name__)
@@ -520,10 +520,9 @@ class EcgBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         class_subjects: dict[int, set[int]] = collections.defaultdict(set)
         hot_names = self._multilabel_names() or ()
         hot_examples = np.zeros(len(hot_names), dtype=np.int64)
-        desc = f"{self.name}/{self.builder_config.name} {split}"
-        with tqdm.tqdm(
-            total=len(tasks), desc=desc, unit=" records", disable=not self._progress
-        ) as bar:
+        desc = f"building {self.name}/{self.builder_config.name} {split}"
+        # A bar on a terminal, plain lines in a log file (`progress`).
+        with progress.progress(len(tasks), desc, "records", enabled=self._progress) as bar:
             for task, result in zip(tasks, results, strict=True):
                 bar.update()
                 if result.samples is None:

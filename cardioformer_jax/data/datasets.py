@@ -12,12 +12,16 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
+
+from cardioformer_jax.training import paths
+from cardioformer_jax.training import progress as progress_lib
 
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
@@ -95,8 +99,12 @@ def build(
     builder's `checksums.tsv` (later downloads are then checked against it).
     """
     builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
+    # `~` and `$VAR` as the shell would have expanded them (TFDS would not).
+    data_dir = paths.expand_path(data_dir, "data_dir")
+    if manual_dir is not None:
+        manual_dir = paths.expand_path(manual_dir, "manual_dir")
     builder = builder_class(name)(
-        data_dir=os.fspath(data_dir),
+        data_dir=data_dir,
         config=builder_config,
         num_workers=num_workers,
         progress=progress,
@@ -105,11 +113,13 @@ def build(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         register_checksums=register_checksums,
     )
-    # Our per-record bar (with a total and records/s) replaces TFDS's example counters
-    # for the duration of the build (TFDS's bars stay on while a zip is downloaded); the
-    # global switch is restored afterwards.
+    # Our per-record progress (`training.progress`: a bar on a terminal, plain lines in a
+    # log) replaces TFDS's example counters for the duration of the build. TFDS's bars stay
+    # on only while a zip is downloaded onto a terminal: redrawn into a log file they are
+    # walls of carriage returns. The global switch is restored afterwards.
     tfds_bars = getattr(tqdm_utils, "_active", True)
-    tfds.display_progress_bar(tfds_bars and manual_dir is None)
+    tfds.display_progress_bar(tfds_bars and progress and manual_dir is None
+                              and progress_lib.is_terminal(sys.stderr))
     try:
         builder.download_and_prepare(download_config=download_config, file_format="array_record")
     finally:
@@ -143,7 +153,8 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     config = config or DEFAULT_CONFIG
-    config_dir = epath.Path(data_dir).expanduser() / name / config
+    # Absolute, so that the error below says where exactly it looked.
+    config_dir = paths.resolve_path(data_dir) / name / config
     versions = []
     if config_dir.is_dir():
         versions = [
@@ -154,7 +165,7 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     if not versions:
         raise FileNotFoundError(
             f"dataset {name}/{config} is not built under {config_dir.parent.parent}. "
-            f"Build it with:\n  {build_command(name, data_dir, config)}"
+            f"Build it with:\n  {build_command(name, config_dir.parent.parent, config)}"
         )
     current = str(builder_class(name).VERSION)
     if current not in versions:
@@ -163,7 +174,7 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
             f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
             f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
             f"version {current}, so that build is not reused. Build it with:\n  "
-            f"{build_command(name, data_dir, config)}"
+            f"{build_command(name, config_dir.parent.parent, config)}"
         )
     return config_dir / current
 

@@ -41,10 +41,10 @@ from typing import Any, NamedTuple
 import grain
 import jax
 import numpy as np
-import tqdm
 
 from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
-from cardioformer_jax.training import sharding
+from cardioformer_jax.training import paths, sharding
+from cardioformer_jax.training import progress as progress_lib
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class DataSpec:
         return cls(
             name=config.dataset.name,
             builder_config=config.dataset.builder_config or None,
-            data_dir=os.path.expanduser(config.dataset.data_dir),
+            data_dir=paths.expand_path(config.dataset.data_dir, "config.dataset.data_dir"),
             seq_len=int(config.model.seq_len),
             num_channels=int(config.model.num_channels),
             num_classes=int(config.model.num_classes),
@@ -561,8 +561,8 @@ def eval_batches(
     """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
     eval batch size (the last ones padded, ``mask`` 0).
 
-    ``progress``: a progress bar of the batches on stderr (process 0, an interactive
-    terminal, 10 batches or more).
+    ``progress``: the batches' progress on stderr (process 0, 10 batches or more): a bar
+    on an interactive terminal, plain lines otherwise (`training.progress`).
 
     Multi-process: all processes run the same number of batches (shares are padded). A
     caller keeps, per batch, the outputs of its own rows
@@ -579,9 +579,7 @@ def eval_batches(
     )
     iterator = iter(ds)
     shown = progress and num_batches >= 10 and jax.process_index() == 0
-    # disable=None: tqdm draws only on an interactive terminal, not into log files.
-    bar = tqdm.tqdm(total=num_batches, desc=f"evaluating {split}", unit="batch",
-                    disable=None if shown else True)
+    bar = progress_lib.progress(num_batches, f"evaluating {split}", "batches", enabled=shown)
     try:
         for batch in iterator:
             bar.update()

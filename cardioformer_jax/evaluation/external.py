@@ -34,12 +34,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import tqdm
 from etils import epath
 
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
 from cardioformer_jax.training import logging_utils, paths, train
+from cardioformer_jax.training import progress as progress_lib
 from tfds_builders import labels as label_rules
 
 # The cinc2021 builder's multi-hot PTB-XL superclasses (its SNOMED mapping, docs/data.md).
@@ -195,8 +195,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             probs.append(model.probabilities(np.concatenate(pending), batch_size, extra))
             pending.clear()
 
-    for index in tqdm.tqdm(range(len(source)), desc=f"{name} {split}", unit=" examples",
-                           disable=not progress, mininterval=2.0):
+    for index in progress_lib.track(range(len(source)), len(source), f"{name} {split}",
+                                    "examples", enabled=progress, mininterval=2.0):
         example = source[index]
         database = example_database(example, default_database)
         if database in trained_on:

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tqdm
 
 from cardioformer_jax.data import dataset_inputs
 from cardioformer_jax.data.preprocessing import RecordError
 from cardioformer_jax.evaluation import inference
+from cardioformer_jax.training import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,16 +81,16 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
     """Predicts every record; one `Prediction` or `Failure` per record, in order.
 
     `members`: more runs with the same input contract; the probabilities are then the
-    mean over `model` and them (an ensemble). From 10 records on, a progress bar on stderr
-    (on an interactive terminal only).
+    mean over `model` and them (an ensemble). From 10 records on, progress on stderr (a bar
+    on an interactive terminal, plain lines in a log; `training.progress`).
     """
     for member in members:
         if member.spec != model.spec:
             raise ValueError(f"{member.run_dir} takes other inputs or classes than "
                              f"{model.run_dir}; an ensemble needs one input contract")
     results: list[Prediction | Failure] = []
-    for record in tqdm.tqdm(records, desc="predicting", unit="record",
-                            disable=None if len(records) >= 10 else True):
+    for record in progress.track(records, len(records), "predicting", "records",
+                                 enabled=len(records) >= 10):
         try:
             prepared = dataset_inputs.prepare_record(record, model.spec)
         except RecordError as err:

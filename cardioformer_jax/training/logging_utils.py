@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from cardioformer_jax.training import paths
+from cardioformer_jax.training.progress import format_duration
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")
@@ -292,23 +293,6 @@ def log_scalars(
     if jax.process_index() == 0:
         logging.info("%s", format_scalars(scalars, step=step, split=split, digits=digits,
                                           progress=progress))
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: ``"12s"``, ``"3m05s"``, ``"1h02m"`` (hours: to the minute).
-
-    Rounded half up to the second (to the minute from one hour on). Raises ValueError for
-    a negative or non-finite duration.
-    """
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration {seconds!r}: expected a finite number >= 0")
-    whole = math.floor(seconds + 0.5)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    hours, minutes = divmod(math.floor(seconds / 60 + 0.5), 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def format_progress(step: int, total: int | None, elapsed_seconds: float,

@@ -1,5 +1,10 @@
 """Workdir paths that may be URLs (``gs://bucket/run``) as well as local directories.
 
+Every path the user types (a flag, a config field such as ``dataset.data_dir``) goes through
+`expand_path` first: ``~`` and ``$VAR`` / ``${VAR}`` are expanded as the shell would have
+(it does not in ``--flag=~/x``); a URL is left as given. The command lines define their
+path flags with `DEFINE_path` / `DEFINE_multi_path`, whose values arrive expanded.
+
 `pathlib` collapses a URL's ``//`` (``Path("gs://b/run")`` is ``gs:/b/run``) and
 ``.absolute()`` then prefixes the working directory (``/cwd/gs:/b/run``), so the training
 program keeps every workdir, run directory and checkpoint directory as an `etils.epath.Path`
@@ -15,10 +20,16 @@ written.
 from __future__ import annotations
 
 import os
+import re
+import sys
+from typing import Any
 
 from etils import epath
 
 PathLike = str | os.PathLike
+
+# What os.path.expandvars replaces: $NAME or ${NAME}.
+_VARIABLE = re.compile(r"\$(\w+|\{([^}]*)\})")
 
 
 def is_url(path: PathLike) -> bool:
@@ -26,9 +37,70 @@ def is_url(path: PathLike) -> bool:
     return "://" in os.fspath(path)
 
 
+def expand_path(path: PathLike, what: str = "path") -> str:
+    """`path` as the shell would have expanded it: a leading ``~`` / ``~user`` and
+    ``$VAR`` / ``${VAR}`` replaced; a URL (``gs://...``) exactly as given.
+
+    Raises ValueError naming `what` (e.g. ``"--data_dir"``) for a variable that is not
+    set: a path with a literal ``$HOME`` in it is never what was meant.
+    """
+    text = os.fspath(path)
+    if is_url(text):
+        return text
+    unset = [m.group(2) if m.group(2) is not None else m.group(1)
+             for m in _VARIABLE.finditer(text)
+             if (m.group(2) if m.group(2) is not None else m.group(1)) not in os.environ]
+    if unset:
+        raise ValueError(f"{what} {text!r}: environment variable(s) "
+                         f"{', '.join('$' + name for name in unset)} not set")
+    return os.path.expandvars(os.path.expanduser(text))
+
+
+def _flag_parser() -> Any:
+    from absl import flags
+
+    class PathParser(flags.ArgumentParser):
+        """A string flag whose value is `expand_path`'s (absl names the flag on error)."""
+
+        def parse(self, argument: Any) -> Any:
+            return None if argument is None else expand_path(argument)
+
+        def flag_type(self) -> str:
+            return "path"
+
+    return PathParser()
+
+
+def _calling_module() -> str:
+    """The module that called `DEFINE_path`, named as absl names it (``--help`` lists a
+    flag under its module; a ``python -m`` command is ``__main__``, i.e. its file)."""
+    name = sys._getframe(2).f_globals.get("__name__", "__main__")
+    return sys.argv[0] if name == "__main__" else name
+
+
+def DEFINE_path(name: str, default: str | None, help: str, **kwargs: Any) -> Any:
+    """An absl string flag for a path: its value has ``~`` and ``$VAR`` expanded
+    (`expand_path`; URLs as given). `kwargs` as `absl.flags.DEFINE` (``required=True``)."""
+    from absl import flags
+
+    kwargs.setdefault("module_name", _calling_module())
+    return flags.DEFINE(_flag_parser(), name, default, help,
+                        serializer=flags.ArgumentSerializer(), **kwargs)
+
+
+def DEFINE_multi_path(name: str, default: list[str] | None, help: str,
+                      **kwargs: Any) -> Any:
+    """`DEFINE_path` for a flag that may be repeated (a list of paths)."""
+    from absl import flags
+
+    kwargs.setdefault("module_name", _calling_module())
+    return flags.DEFINE_multi(_flag_parser(), flags.ArgumentSerializer(), name, default,
+                              help, **kwargs)
+
+
 def resolve_path(path: PathLike) -> epath.Path:
-    """`path` as an `epath.Path`: a URL exactly as given, a local path with ``~`` expanded
-    and made absolute (not resolving symlinks).
+    """`path` as an `epath.Path`: a URL exactly as given, a local path expanded
+    (`expand_path`) and made absolute (not resolving symlinks).
 
     Accepts str, `pathlib.Path` and `epath.Path`. Raises ValueError for a URL scheme that
     `etils.epath` has no backend for. (A `pathlib.Path` cannot carry a URL: it has already
@@ -44,17 +116,18 @@ def resolve_path(path: PathLike) -> epath.Path:
                 f"{text!r}: etils.epath (through which checkpoints and logs are written) "
                 f"has no file system for {scheme}:// URLs; use a local path or a gs://, "
                 f"s3://, az:// or hf:// URL") from error
-    return epath.Path(text).expanduser().absolute()
+    return epath.Path(expand_path(text)).absolute()
 
 
 def as_path(path: PathLike) -> epath.Path:
     """`path` as an `epath.Path` without making it absolute: a URL as `resolve_path` keeps
-    it (same ValueError for a scheme without a backend), a local path with ``~`` expanded
-    and otherwise as given, so that messages show a relative path as the user typed it.
+    it (same ValueError for a scheme without a backend), a local path expanded
+    (`expand_path`) and otherwise as given, so that messages show a relative path as the
+    user typed it.
 
     For the commands that read a run or write a file where the user points them
     (predict, evaluate, export).
     """
     if is_url(path):
         return resolve_path(path)
-    return epath.Path(os.fspath(path)).expanduser()
+    return epath.Path(expand_path(path))

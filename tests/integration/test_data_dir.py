@@ -6,6 +6,7 @@ is mocked for that one check; see launch/README.md for building datasets onto GC
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -88,3 +89,40 @@ def test_the_build_command_names_the_builder_config(tmp_path):
                        f"PhysioNet folder> --data_dir={tmp_path} --builder_config=superdiagnostic")
     # The default config needs no flag.
     assert "--builder_config" not in datasets.build_command("ptbxl", tmp_path, "default")
+
+
+def test_tilde_and_variables_in_data_dir_are_expanded_and_errors_say_where(
+        tmp_path, monkeypatch):
+    # The README's --data_dir=~/tensorflow_datasets reaches us unexpanded (the shell does
+    # not expand ~ after `=`), as does a config's "~/tensorflow_datasets".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ECG_TFDS", str(tmp_path / "tfds"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        datasets.dataset_dir("ptbxl", "~/tensorflow_datasets")
+    message = str(error.value)
+    assert f"not built under {tmp_path}/home/tensorflow_datasets." in message
+    assert f"--data_dir={tmp_path}/home/tensorflow_datasets" in message
+    with pytest.raises(FileNotFoundError, match=f"under {tmp_path}/tfds/sub"):
+        datasets.dataset_dir("ptbxl", "${ECG_TFDS}/sub")
+    # A relative data_dir is shown absolute too: the error says exactly where it looked.
+    with pytest.raises(FileNotFoundError, match=f"under {tmp_path}/rel"):
+        datasets.dataset_dir("ptbxl", "rel")
+    assert ip.DataSpec.from_config(_config("$ECG_TFDS")).data_dir == f"{tmp_path}/tfds"
+    assert ip.DataSpec.from_config(_config("gs://b/$ECG_TFDS")).data_dir == "gs://b/$ECG_TFDS"
+    assert not (tmp_path / "~").exists()
+
+
+def test_a_build_logged_to_a_file_shows_plain_progress_lines(tiny_ptbxl, tmp_path, capfd):
+    # stderr is a file here (capfd), as in a batch job's log: no tqdm redraws (\r), from
+    # our loop or TFDS's, but a plain progress line per split.
+    manual_dir, _ = tiny_ptbxl
+    datasets.build("ptbxl", manual_dir, tmp_path / "tfds", num_workers=0, progress=True)
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    for split in ("train", "validation", "test"):
+        lines = [line for line in err.splitlines()
+                 if line.startswith(f"building ptbxl/default {split}: ")]
+        assert lines, err[-2000:]
+        assert re.fullmatch(rf"building ptbxl/default {split}: (\d+)/\1 records \(100%\), "
+                            r"\d+s", lines[-1]), lines

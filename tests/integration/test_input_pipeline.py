@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import re
 import sys
 
 import jax
@@ -258,6 +259,18 @@ def test_eval_progress_bar_counts_batches_on_a_terminal(data_dir, monkeypatch, b
     monkeypatch.setattr(sys, "stderr", quiet)
     list(ip.eval_batches(config, "validation"))
     assert quiet.getvalue() == ""
+
+
+def test_eval_progress_in_a_log_is_plain_lines(data_dir, monkeypatch):
+    # stderr redirected to a file or pipe: no tqdm redraws, a plain line with the count.
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    batches = list(ip.eval_batches(make_config(data_dir, eval_batch_size=10), "validation",
+                                   progress=True))
+    assert len(batches) == 10
+    assert "\r" not in log.getvalue()
+    assert re.fullmatch(r"(evaluating validation: \d+/10 batches \(\d+%\), \d+s\n)*"
+                        r"evaluating validation: 10/10 batches \(100%\), \d+s\n", log.getvalue())
 
 
 def test_eval_multi_process_shares_cover_split_once(data_dir, split_index):

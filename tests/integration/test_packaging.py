@@ -35,12 +35,12 @@ def _locked() -> list[tuple[str, str, Marker | None]]:
     return pins
 
 
-def _direct_requirements() -> list[Requirement]:
-    """The dependencies and the test extra's, with the project's own extras that the test
-    extra names (``cardioformer-jax[aot]``) expanded."""
+def _direct_requirements(extra: str = "test") -> list[Requirement]:
+    """The dependencies and `extra`'s, with the project's own extras that it names
+    (``cardioformer-jax[aot]``) expanded."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    pending = [Requirement(r) for r in project["dependencies"] + extras["test"]]
+    pending = [Requirement(r) for r in project["dependencies"] + extras[extra]]
     found = []
     while pending:
         requirement = pending.pop(0)
@@ -67,16 +67,67 @@ def test_readme_first_block_makes_a_venv_and_installs_from_the_lock():
     assert "python -m cardioformer_jax.main --config=configs/demo.py" in first
 
 
-@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
-def test_lock_pins_every_direct_dependency_within_its_range(python):
-    env = {"python_version": python, "python_full_version": f"{python}.0",
-           "sys_platform": "linux", "platform_system": "Linux",
-           "platform_machine": "x86_64", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "os_name": "posix"}
+def _environment(python: str) -> dict[str, str]:
+    """Marker environment of Linux x86-64 CPython `python` (e.g. ``"3.11"``)."""
+    return {"python_version": python, "python_full_version": f"{python}.0",
+            "sys_platform": "linux", "platform_system": "Linux",
+            "platform_machine": "x86_64", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython", "os_name": "posix"}
+
+
+def _pins(env: dict[str, str]) -> dict[str, list[str]]:
+    """Package -> the versions the lock pins for it in `env`."""
     pins: dict[str, list[str]] = {}
     for name, version, marker in _locked():
         if marker is None or marker.evaluate(env | {"extra": ""}):
             pins.setdefault(name, []).append(version)
+    return pins
+
+
+def _readme_pythons() -> list[str]:
+    """The Python versions the README's "Supported:" line names."""
+    text = (REPO / "README.md").read_text()
+    supported = re.search(r"\*\*Supported:\*\*(.*?)\(", text, re.S)
+    assert supported, "README has no **Supported:** line"
+    return re.findall(r"\b3\.\d+\b", supported.group(1))
+
+
+def _readme_locked_extras() -> set[str]:
+    """The extras the README installs with the lock (``-c requirements/lock.txt -e ".[x]"``)."""
+    text = (REPO / "README.md").read_text()
+    found = re.findall(r'pip install -c requirements/lock\.txt -e "\.\[([\w,-]+)\]"', text)
+    return {extra for group in found for extra in group.split(",")}
+
+
+def test_readme_claims_the_pythons_and_accelerator_line_checked_below():
+    assert _readme_pythons() == ["3.11", "3.12"]
+    assert {"test", "cuda13", "aot"} <= _readme_locked_extras()
+
+
+@pytest.mark.parametrize("extra", sorted(_readme_locked_extras() | {"cuda12", "cuda13", "tpu"}))
+@pytest.mark.parametrize("python", _readme_pythons())
+def test_readme_install_lines_resolve_against_the_lock(python, extra):
+    """Each ``pip install -c requirements/lock.txt -e ".[extra]"`` of the README, on each
+    Python it supports: every requirement of the extra that applies there admits the
+    lock's pin (``.[cuda13]`` asked for jax>=0.11 where Python 3.11 pins jax 0.10.2, so pip
+    found no solution). The extras' own packages (CUDA plugins, libtpu) follow jax's exact
+    pins."""
+    env = _environment(python)
+    pins = _pins(env)
+    for requirement in _direct_requirements(extra):
+        if requirement.marker is not None and not requirement.marker.evaluate(env | {"extra": ""}):
+            continue  # gated off on this Python (the README says so for [aot])
+        name = canonicalize_name(requirement.name)
+        for version in pins.get(name, []):
+            assert requirement.specifier.contains(version, prereleases=True), (
+                f'README line -e ".[{extra}]" on Python {python}: {requirement} excludes the '
+                f"lock's {name}=={version}")
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
+def test_lock_pins_every_direct_dependency_within_its_range(python):
+    env = _environment(python)
+    pins = _pins(env)
     for requirement in _direct_requirements():
         if requirement.marker is not None and not requirement.marker.evaluate(env | {"extra": ""}):
             continue  # e.g. the accelerator compilers on Python 3.11

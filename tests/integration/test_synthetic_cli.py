@@ -56,3 +56,18 @@ def test_library_defines_no_flags_and_reads_its_scp_table_as_a_resource():
     scp = synthetic.scp_statements()
     assert list(scp.columns) == SCP_COLUMNS[1:] == list(synthetic.SCP_COLUMNS)
     assert set(CODE_TO_CLASS) <= set(scp.index) and scp.index.is_unique
+
+
+def test_cli_expands_tilde_and_variables_in_out(tmp_path):
+    # The shell leaves `~` in --out=~/x alone: the command must not write a folder named ~.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    from tests.helpers import REPO
+
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TWIN": "twin",
+           "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "cardioformer_jax.synthetic", "--patients=1",
+                    "--out=~/${TWIN}s/$TWIN"], cwd=cwd, env=env, capture_output=True,
+                   text=True, check=True)
+    assert (tmp_path / "home" / "twins" / "twin" / "ptbxl_database.csv").is_file()
+    assert list(cwd.iterdir()) == []

@@ -140,3 +140,58 @@ def test_synthetic_demo_with_a_url_workdir_says_how_to_build_it(tmp_path, monkey
         in message
     assert "--config.dataset.data_dir=gs://bucket/demo/data/tfds" in message
     assert not list(tmp_path.iterdir())  # nothing written anywhere
+
+
+# ---- `~` and `$VAR` as the shell would have expanded them (it does not in --flag=~/x) ----
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ECG_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ECG_DATA_NAME", "ptbxl")
+    monkeypatch.delenv("ECG_NOT_SET", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("~/tensorflow_datasets", "home/tensorflow_datasets"),
+    ("$ECG_DATA/tfds", "data/tfds"),
+    ("${ECG_DATA}/runs/a", "data/runs/a"),
+    ("$HOME/runs/$ECG_DATA_NAME", "home/runs/ptbxl"),
+])
+def test_local_paths_are_expanded(home, typed, expected):
+    got = paths.expand_path(typed)
+    assert got == f"{home}/{expected}"
+    assert paths.resolve_path(typed) == epath.Path(got)
+    assert os.fspath(paths.as_path(typed)) == got
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/~/x", "gs://bucket/$ECG_DATA/run",
+                                 "s3://b/${ECG_NOT_SET}"])
+def test_urls_are_never_expanded(home, url):
+    assert paths.expand_path(url) == url
+    assert os.fspath(paths.resolve_path(url)) == url
+
+
+def test_an_unset_variable_is_an_error_naming_it_and_the_flag(home):
+    with pytest.raises(ValueError, match=r"--data_dir '\$ECG_NOT_SET/x'.*\$ECG_NOT_SET not set"):
+        paths.expand_path("$ECG_NOT_SET/x", "--data_dir")
+    # A relative path without ~ or $ is left exactly as typed.
+    assert paths.expand_path("runs/a") == "runs/a"
+
+
+def test_path_flags_arrive_expanded(home):
+    from absl import flags
+
+    values = flags.FlagValues()
+    data_dir = paths.DEFINE_path("data_dir", None, "d", flag_values=values)
+    workdirs = paths.DEFINE_multi_path("workdir", None, "w", flag_values=values)
+    values(["prog", "--data_dir=~/tfds", "--workdir=$ECG_DATA/a",
+            "--workdir=gs://bucket/$ECG_DATA"])
+    # Listed by --help under the module that defined them, not under paths.
+    assert {f.name for f in values.get_flags_for_module(__name__)} == {"data_dir", "workdir"}
+    assert data_dir.value == f"{home}/home/tfds"
+    assert workdirs.value == [f"{home}/data/a", "gs://bucket/$ECG_DATA"]
+    with pytest.raises(flags.IllegalFlagValueError, match=r"--data_dir=.*\$ECG_NOT_SET not set"):
+        values(["prog", "--data_dir=$ECG_NOT_SET/tfds"])
