@@ -115,8 +115,9 @@ class DataSpec:
                  if self.dataset_channels else f"{channels} leads (num_channels)")
         if self.windowing is None:
             if tuple(shape) != expected:
-                return (f"the model config expects (seq_len, leads) = {expected}: "
-                        f"{self.seq_len} samples of {leads}")
+                return (f"the model config expects (seq_len, num_channels) = {expected}"
+                        + (f" (dataset.leads={self.num_channels} of {channels} leads)"
+                           if self.dataset_channels else ""))
             return None
         if len(shape) != 2 or shape[1] != channels:
             return f"the model config expects {leads}"
