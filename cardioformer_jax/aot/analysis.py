@@ -23,6 +23,7 @@ import ml_collections
 
 from cardioformer_jax import models
 from cardioformer_jax.aot.targets import Target
+from cardioformer_jax.data import windows
 from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.training import sharding, steps
 
@@ -71,17 +72,27 @@ def mesh_for(config: ml_collections.ConfigDict, target: Target) -> jax.sharding.
     return sharding.mesh_from_config(config, devices=target.devices)
 
 
+# The records the crops protocol (`input.crop_seconds`) evaluates: PTB-XL's 10 s.
+CROPS_RECORD_SECONDS = 10.0
+
+
 def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.sharding.Mesh,
                    evaluation: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
     """The shapes of a global batch of `rows` as the input pipeline feeds it (split over
-    the mesh like `sharding.global_batch`)."""
+    the mesh like `sharding.global_batch`); an `evaluation` batch of a crops config holds
+    whole records of `CROPS_RECORD_SECONDS`."""
     model = config.model
     data = sharding.data_sharding(mesh)
 
     def shape(dims: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(dims, dtype, sharding=data)
 
-    batch = {"signal": shape((rows, model.seq_len, model.num_channels), jnp.float32)}
+    length = model.seq_len
+    windowing = windows.from_config(config)
+    if evaluation and windowing is not None:
+        # The crops protocol evaluates whole records, cut into windows on the device.
+        length = round(CROPS_RECORD_SECONDS * model.seq_len / float(config.input.crop_seconds))
+    batch = {"signal": shape((rows, length, model.num_channels), jnp.float32)}
     if config.dataset.get("multilabel", False):
         batch["label"] = shape((rows, model.num_classes), jnp.float32)
     else:

@@ -90,3 +90,22 @@ def test_the_batch_search_finds_the_largest_fitting_multiple(threshold):
     assert found == min(threshold // 8 * 8, 4096)
     assert len(tried) == len(set(tried))  # each size compiled once
     assert all(b % 8 == 0 and b <= 4096 for b in tried)
+
+
+def test_a_crops_config_evaluates_whole_records():
+    import jax
+
+    from cardioformer_jax.training import sharding
+    from configs import ptbxl_benchmark
+
+    mesh = sharding.create_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1])
+    for argument, record, window in (("superdiagnostic,crops", 1000, 250),
+                                     ("superdiagnostic,crops,500hz", 5000, 1250)):
+        config = ptbxl_benchmark.get_config(argument)
+        train = analysis.abstract_batch(config, 4, mesh)
+        evaluation = analysis.abstract_batch(config, 4, mesh, evaluation=True)
+        assert train["signal"].shape == (4, window, 12)
+        assert evaluation["signal"].shape == (4, record, 12)
+    whole = ptbxl_benchmark.get_config("superdiagnostic")
+    assert analysis.abstract_batch(whole, 4, mesh, evaluation=True)["signal"].shape == (
+        4, 1000, 12)
