@@ -12,8 +12,6 @@ from cardioformer_jax.data import windows
 from cardioformer_jax.models import resnet1d
 from cardioformer_jax.models.cardioformer import ModelConfig
 
-LEAD_SETTINGS = ("12", "6", "4", "3", "2")  # `dataset_inputs.LEAD_SETS`
-
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
 PATCH_LENS_12 = (2, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32)
 
@@ -143,6 +141,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     The dataset configs only change values, so the key set of `base_config()` is the
     schema of every config; `ModelConfig.from_config` checks the model section.
     """
+    # The lead sets live with the input contracts (imported here: it reads WFDB).
+    from cardioformer_jax.data.dataset_inputs import LEAD_SETS
+
     problems = _schema_problems(config, base_config(), "")
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
@@ -173,10 +174,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"{'multi' if config.dataset.multilabel else 'single'}-label training"),
         (train.nan_policy in ("stop", "skip"),
          f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
-        (config.dataset.leads in ("", *LEAD_SETTINGS),
+        (config.dataset.leads in ("", *LEAD_SETS),
          f"dataset.leads={config.dataset.leads!r} must be '' (every lead) or one of the "
-         f"Challenge 2021 lead sets {LEAD_SETTINGS}"),
-        (not config.dataset.leads or config.dataset.leads not in LEAD_SETTINGS
+         f"Challenge 2021 lead sets {tuple(LEAD_SETS)}"),
+        (not config.dataset.leads or config.dataset.leads not in LEAD_SETS
          or config.model.num_channels == int(config.dataset.leads),
          f"dataset.leads={config.dataset.leads!r} keeps {config.dataset.leads} leads but "
          f"model.num_channels={config.model.num_channels}"),

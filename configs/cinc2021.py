@@ -22,11 +22,12 @@ from __future__ import annotations
 import ml_collections
 
 from cardioformer_jax import config_lib
+from cardioformer_jax.data import dataset_inputs
 from configs import ptbxl_benchmark
 
 RATES = (100, 500)
 RECORD_SECONDS = 10
-LEAD_SETTINGS = config_lib.LEAD_SETTINGS
+LEAD_SETTINGS = tuple(dataset_inputs.LEAD_SETS)
 NUM_SCORED_CLASSES = 26
 
 
