@@ -229,7 +229,7 @@ case "$PROVISIONING" in
   *) die "PROVISIONING must be spot, preemptible or standard, got '$PROVISIONING'" ;;
 esac
 [[ "$PYTHON_VERSION" =~ ^3\.[0-9]+$ ]] || die "invalid --python '$PYTHON_VERSION' (e.g. 3.12)"
-((10#${PYTHON_VERSION#3.} >= 11)) || die "--python $PYTHON_VERSION: the project needs >= 3.11"
+((10#${PYTHON_VERSION#3.} >= 12)) || die "--python $PYTHON_VERSION: the project needs >= 3.12"
 # What a dry run assumes the slice's state is: the path that shows the most commands.
 if [[ -z "$DRY_RUN_STATE" ]]; then
   DRY_RUN_STATE=NOT_FOUND

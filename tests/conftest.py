@@ -15,6 +15,7 @@ from cardioformer_jax.data import datasets, synthetic
 
 TINY_PTBXL_PATIENTS = 40
 _CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+_SHARED_CACHE = "CARDIOFORMER_JAX_TEST_XLA_CACHE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,7 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # compilation of the same program loads it, in this process and (through the
     # environment variables) in the commands the tests run in subprocesses, e.g. the
     # `python -m cardioformer_jax.main` runs of tests/integration/test_train.py.
-    cache = tempfile.mkdtemp(prefix="cardioformer_jax_test_xla_cache_")
+    # With pytest-xdist (`-n`), the workers inherit the controller's environment and share
+    # its cache; only the process that made the directory removes it.
+    shared = os.environ.get(_SHARED_CACHE) if hasattr(config, "workerinput") else None
+    cache = shared or tempfile.mkdtemp(prefix="cardioformer_jax_test_xla_cache_")
+    os.environ[_SHARED_CACHE] = cache
     previous = {name: os.environ.get(name) for name in _CACHE_VARIABLES}
     os.environ.update(JAX_COMPILATION_CACHE_DIR=cache,
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
@@ -42,7 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        shutil.rmtree(cache, ignore_errors=True)
+        if not shared:
+            os.environ.pop(_SHARED_CACHE, None)
+            shutil.rmtree(cache, ignore_errors=True)
 
     config.add_cleanup(restore)
 

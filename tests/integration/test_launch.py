@@ -222,7 +222,7 @@ def test_tpu_quotes_arguments_for_the_remote_shell(tmp_path):
     (["--zone", ZONE, "--frobnicate", "create"], {}, r"unknown option: --frobnicate"),
     (["--zone"], {}, r"option --zone needs a value"),
     (["--zone", ZONE, "create"], {"PROVISIONING": "cheap"}, r"PROVISIONING must be spot"),
-    (["--zone", ZONE, "--python=3.10", "setup"], {}, r"needs >= 3.11"),
+    (["--zone", ZONE, "--python=3.11", "setup"], {}, r"needs >= 3.12"),
     (["--zone", ZONE, "create"], {"DRY_RUN": "yes"}, r"DRY_RUN must be 0 or 1"),
     (["--zone", ZONE, "create"], {"PREFLIGHT": "no"}, r"PREFLIGHT must be 0 or 1"),
 ])
