@@ -1,14 +1,7 @@
-"""Shared TFDS machinery of the ECG builders (PTB-XL, PTB, MIMIC-IV-ECG, CinC 2021).
-
-A dataset builder only says how to index its PhysioNet folder (`_index`: which records,
-with which label, subject and demographics) and how records become samples (segments or
-heartbeats). Everything else lives here: features, configs, subject splits and their
-disjointness check, parallel record processing, skip accounting and the metadata.
-
-Files are written as ArrayRecord; TFDS 4.9.10 serialises examples with its own protobuf
-classes, so no TensorFlow is needed to build or to read (`as_data_source`).
+"""Shared TFDS machinery of the ECG builders (docs/data.md, "Common steps"): a builder says
+how to index its PhysioNet folder (`_index`) and how records become samples; features,
+configs, splits, parallel record processing, skips and metadata live here.
 """
-
 from __future__ import annotations
 
 import abc

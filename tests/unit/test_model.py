@@ -96,10 +96,10 @@ def test_stage_shapes(overrides, steps, leads):
     chex.assert_shape(tokens, (rows, model.layout.num_tokens, config.d_model))
     chex.assert_shape(encoded, tokens.shape)
     chex.assert_shape(logits, (batch, config.num_classes))
-    assert logits.dtype == jnp.float32
+    chex.assert_type(logits, jnp.float32)
     expected_features = config.d_model * model.layout.num_tokens * (
         leads if config.single_channel else 1)
-    assert model.projection.kernel.shape == (expected_features, config.num_classes)
+    chex.assert_shape(model.projection.kernel, (expected_features, config.num_classes))
 
 
 @pytest.mark.slow
@@ -120,14 +120,14 @@ def test_eval_mode_is_deterministic_and_train_mode_is_random():
     forward = nnx.jit(lambda m, v: m(v))
     model = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=5))
     model.eval()
-    np.testing.assert_array_equal(forward(model, x), forward(model, x))
+    chex.assert_trees_all_equal(forward(model, x), forward(model, x))
     eval_logits = forward(model, x)
 
     def train_logits(dropout_seed):
         return forward(Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=dropout_seed)), x)
 
     first, again, other = train_logits(1), train_logits(1), train_logits(2)
-    np.testing.assert_array_equal(first, again)  # same rngs, same output
+    chex.assert_trees_all_equal(first, again)  # same rngs, same output
     assert not np.allclose(first, other)  # different rngs, different output
     # Successive calls draw fresh randomness from the stream.
     model.train()
@@ -164,7 +164,9 @@ class JitVariantsTest(chex.TestCase):
         x = ecg(2)
         reference = nnx.merge(graphdef, state)(x)
         logits = self.variant(lambda s, v: nnx.merge(graphdef, s)(v))(state, x)
-        np.testing.assert_allclose(logits, reference, rtol=2e-5, atol=2e-5)
+        chex.assert_shape(logits, (2, model.config.num_classes))
+        chex.assert_tree_all_finite(logits)
+        chex.assert_trees_all_close(logits, reference, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.slow
@@ -178,11 +180,11 @@ def test_gradients_are_finite_and_reach_every_parameter():
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
 
     grads = nnx.jit(nnx.grad(loss_fn))(model)
-    flat = nnx.to_flat_state(grads)
-    assert len(flat) == len(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    for path, value in flat:
+    # A gradient for every parameter, of its shape and dtype, and all finite.
+    chex.assert_trees_all_equal_shapes_and_dtypes(grads, nnx.state(model, nnx.Param))
+    chex.assert_tree_all_finite(grads)
+    for path, value in nnx.to_flat_state(grads):
         array = np.asarray(value[...])
-        assert np.all(np.isfinite(array)), path
         # Per layer / per granularity slice, every tensor must receive some gradient.
         per_slice = (
             np.abs(array).reshape(array.shape[0], -1).max(axis=1)
@@ -198,12 +200,11 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     model16 = small_model(**config, dtype="bfloat16")
     model32.eval()
     model16.eval()
-    for _, value in nnx.to_flat_state(nnx.state(model16, nnx.Param)):
-        assert value[...].dtype == jnp.float32
+    chex.assert_type(jax.tree.leaves(nnx.state(model16, nnx.Param)), jnp.float32)
     x = ecg(2)
     logits16 = model16(x)
     chex.assert_type(logits16, jnp.float32)
-    np.testing.assert_allclose(logits16, model32(x), atol=0.15, rtol=0.1)
+    chex.assert_trees_all_close(logits16, model32(x), atol=0.15, rtol=0.1)
 
 
 @pytest.mark.parametrize(
@@ -293,11 +294,12 @@ def test_attention_matches_the_plain_formula_and_its_autodiff(rate, kernels):
     kernel = {"cpu": attention_cpu, "xla": attention_xla}[kernels]
     expected, expected_vjp = jax.vjp(plain, q, k, v)
     got, got_vjp = jax.vjp(lambda q, k, v: kernel(q, k, v, key, rate), q, k, v)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-5)
     if rate:  # dropout really acted (and with the same mask in both)
         assert not np.allclose(got, kernel(q, k, v, None, 0.0))
-    for name, g, e in zip("qkv", got_vjp(cotangent), expected_vjp(cotangent), strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+    # (dq, dk, dv)
+    chex.assert_trees_all_close(got_vjp(cotangent), expected_vjp(cotangent), rtol=1e-5,
+                                atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -309,12 +311,11 @@ def test_attention_kernels_agree_in_values_and_gradients(dtype):
     for kernel in (attention_cpu, attention_xla):
         out, vjp = jax.vjp(lambda q, k, v, f=kernel: f(q, k, v, None, 0.0), q, k, v)
         results.append((out, vjp(cotangent)))
-    (cpu, cpu_grads), (xla, xla_grads) = results
-    assert cpu.dtype == xla.dtype == dtype
+    cpu, xla = results  # (output, (dq, dk, dv)) of each
+    chex.assert_type([cpu[0], xla[0]], dtype)
     tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
-    for got, expected in zip((cpu, *cpu_grads), (xla, *xla_grads), strict=True):
-        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32),
-                                   rtol=tolerance, atol=tolerance)
+    chex.assert_trees_all_close(*(jax.tree.map(lambda a: a.astype(jnp.float32), r)
+                                  for r in (cpu, xla)), rtol=tolerance, atol=tolerance)
 
 
 def test_kernels_auto_picks_the_cpu_kernels_on_cpu_and_both_give_the_same_logits():
@@ -365,16 +366,18 @@ def test_layer_norm_matches_nnx_layer_norm_and_its_autodiff(dtype):
         graphdef, params = nnx.split(norm)
         y, vjp = jax.vjp(lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, x)
         results.append((y, vjp(cotangent.astype(y.dtype))))
-    (y, (d_params, d_x)), (y_ref, (d_params_ref, d_x_ref)) = results
-    assert y.dtype == y_ref.dtype == dtype
+    (y, grads), (y_ref, grads_ref) = results
+    chex.assert_type([y, y_ref], dtype)
     tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
-    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32),
-                               rtol=tolerance, atol=tolerance)
-    for got, expected in zip(jax.tree.leaves(d_params) + [d_x],
-                             jax.tree.leaves(d_params_ref) + [d_x_ref], strict=True):
-        assert got.dtype == expected.dtype
-        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32),
-                                   rtol=10 * tolerance, atol=10 * tolerance)
+
+    def as_float32(tree):
+        return jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+
+    chex.assert_trees_all_close(as_float32(y), as_float32(y_ref), rtol=tolerance, atol=tolerance)
+    # (d_params, d_x): ours of nnx.LayerNorm's dtypes and values.
+    chex.assert_trees_all_equal_dtypes(grads, grads_ref)
+    chex.assert_trees_all_close(as_float32(grads), as_float32(grads_ref),
+                                rtol=10 * tolerance, atol=10 * tolerance)
 
 
 def test_gelu_is_the_exact_erf_form_with_its_derivative():

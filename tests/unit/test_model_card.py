@@ -1,4 +1,4 @@
-"""`report.render_model_card` on a constructed evaluation: its sections, and the numbers it
+"""`report_render.render_model_card` on a constructed evaluation: its sections, and the numbers it
 quotes are evaluation.json's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from cardioformer_jax.evaluation import analysis, report
+from cardioformer_jax.evaluation import analysis, report, report_render
 from cardioformer_jax.training import logging_utils
 
 CLASSES = ["NORM", "MI", "STTC"]
@@ -45,7 +45,7 @@ def _evaluation(with_groups: bool = True, synthetic: bool = True) -> dict:
 
 def test_sections_and_quoted_numbers_equal_the_evaluation():
     evaluation = _evaluation()
-    card = report.render_model_card(evaluation, CLASSES)
+    card = report_render.render_model_card(evaluation, CLASSES)
     for section in ("## Intended use", "## Training data and split", "## Metrics (test split)",
                     "## Calibration", "## Subgroups", "## Known limitations"):
         assert card.count(section) == 1, section
@@ -73,9 +73,9 @@ def test_sections_and_quoted_numbers_equal_the_evaluation():
 
 def test_without_subgroups_real_data_or_bootstrap():
     evaluation = _evaluation(with_groups=False, synthetic=False)
-    card = report.render_model_card(evaluation, CLASSES)
+    card = report_render.render_model_card(evaluation, CLASSES)
     assert "Not reported: the dataset records neither sex nor age" in card
     assert "Synthetic demo data" not in card and "synthetic twin" not in card
     del evaluation["detail"]["bootstrap"]
-    card = report.render_model_card(evaluation, CLASSES)
+    card = report_render.render_model_card(evaluation, CLASSES)
     assert "No bootstrap confidence intervals" in card and "| segment | f1 |" in card
