@@ -318,7 +318,9 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
         p.name.isdigit() for p in checkpoint_dir.iterdir())
     changed: list[str] = []
     if path.is_file() and has_checkpoints:
-        saved = json.loads(path.read_text())
+        # Fields added since the run was saved have their defaults.
+        saved = json.loads(config_lib.with_defaults(json.loads(path.read_text()))
+                           .to_json_best_effort())
         conflicts = []
         for field in INCOMPATIBLE_FIELDS:
             old, new = _normalise(_lookup(saved, field)), _normalise(_lookup(current, field))
