@@ -80,76 +80,64 @@ class Field:
 # docs/training.md (`fields_table`) are made from it.
 FIELDS: dict[str, Field] = {
     "seed": Field(41, "first seed: model init, dropout stream, data order", resume=NEVER),
-    "seeds": Field(1, "> 1: seeds `seed` .. `seed + seeds - 1` in `workdir/seed_<s>`, "
-                   "aggregated (5 for the paper)", ">= 1", resume=FREE),
-    "dataset.name": Field("", "the built dataset and its split rule (docs/data.md); set "
-                          "by `configs/*.py`", resume=NEVER),
-    "dataset.builder_config": Field("", "\"\": the builder's default config",
-                                    resume=NEVER),
-    "dataset.multilabel": Field(False, "True: train on the multi-hot `labels` (a sigmoid "
-                                "per class, binary cross-entropy); False: on the single "
-                                "`label` (softmax)"),
-    "dataset.leads": Field("", "\"\": every lead of the dataset; \"12\", \"6\", \"4\", "
-                           "\"3\", \"2\": the Challenge 2021 lead sets "
-                           "(`dataset_inputs.LEAD_SETS`), in training, evaluation and `predict`"),
-    "dataset.data_dir": Field("~/tensorflow_datasets", "where the built datasets are (`~` "
-                              "and `$VAR` are expanded; a `gs://` URL is not)"),
-    "dataset.synthetic_patients": Field(
-        0, "> 0: build a synthetic PTB-XL twin of this many patients in `<workdir>/data` "
-        "(the demo; `data_dir` is then ignored)", ">= 0", resume=NEVER),
+    "seeds": Field(1, "> 1: seeds `seed`, `seed + 1`, ... in `workdir/seed_<s>`, aggregated "
+                   "(5 for the paper)", ">= 1", resume=FREE),
+    "dataset.name": Field("", "the built dataset (and split rule, docs/data.md)", resume=NEVER),
+    "dataset.builder_config": Field("", "\"\": the builder's default config", resume=NEVER),
+    "dataset.multilabel": Field(False, "True: a sigmoid per class on the multi-hot `labels`; "
+                                "False: softmax on the single `label`"),
+    "dataset.leads": Field("", "\"\": every lead; \"12\", \"6\", \"4\", \"3\", \"2\": a "
+                           "Challenge 2021 lead set (`dataset_inputs.LEAD_SETS`)"),
+    "dataset.data_dir": Field("~/tensorflow_datasets", "the built datasets (`~`, `$VAR` "
+                              "expanded; not in a `gs://` URL)"),
+    "dataset.synthetic_patients": Field(0, "> 0: build a synthetic PTB-XL twin of this many "
+                                        "patients in `<workdir>/data`, ignoring `data_dir` "
+                                        "(the demo)", ">= 0", resume=NEVER),
     "dataset.num_workers": Field(0, "Grain worker processes (0: threads only)", ">= 0"),
     "dataset.num_threads": Field(2, "read threads per process", ">= 1", resume=FREE),
-    "dataset.prefetch_batches": Field(4, "batches buffered per process", ">= 0",
-                                      resume=FREE),
-    "input.crop_seconds": Field(
-        0.0, "0: whole records; > 0: the model's input (`model.seq_len` samples) is a crop "
-        "this long, random per example and epoch in training (`data.windows`)",
-        resume=NEVER),
-    "input.eval_stride_seconds": Field(0.0, "crops: evaluation scores a record by windows "
-                                       "at this stride"),
+    "dataset.prefetch_batches": Field(4, "batches buffered per process", ">= 0", resume=FREE),
+    "input.crop_seconds": Field(0.0, "> 0: the input (`model.seq_len` samples) is a random "
+                                "crop this long of a record (`data.windows`)", resume=NEVER),
+    "input.eval_stride_seconds": Field(0.0, "crops: evaluation windows at this stride"),
     "input.eval_aggregation": Field("max", "crops: how a record's window probabilities "
                                     "combine", choices=windows.AGGREGATIONS),
-    "model_name": Field(models.DEFAULT_MODEL, "the network: `cardioformer` reads the `model` "
-                        "section, `resnet1d` (the baseline) `resnet` and the input and class "
-                        "fields of `model`", choices=models.MODEL_NAMES, resume=NEVER),
-    "train.batch_size": Field(128, "global training batch, over all devices and processes",
-                              ">= 1", resume=NEVER),
-    "train.eval_batch_size": Field(256, "global evaluation batch; the last one is padded and "
-                                   "masked (the metrics do not change)", ">= 1", resume=FREE),
+    "model_name": Field("cardioformer", "`resnet1d`: the baseline, from `resnet` and the "
+                        "input and class fields of `model`", choices=models.MODEL_NAMES,
+                        resume=NEVER),
+    "train.batch_size": Field(128, "global training batch (all devices)", ">= 1",
+                              resume=NEVER),
+    "train.eval_batch_size": Field(256, "global evaluation batch (no effect on metrics)",
+                                   ">= 1", resume=FREE),
     "train.num_epochs": Field(100, "maximum epochs", ">= 1", resume=FREE),
     "train.steps_per_epoch": Field(-1, "-1: one pass over the training split", ">= 1",
                                    also=(-1,)),
-    "train.learning_rate": Field(1e-4, "Adam learning rate (no weight decay or schedule)",
-                                 "> 0"),
+    "train.learning_rate": Field(1e-4, "Adam, no weight decay or schedule", "> 0"),
     "train.grad_clip_norm": Field(4.0, "clipping at this global norm; <= 0: none"),
     "train.patience": Field(10, "early stopping: epochs without improvement", ">= 1"),
     "train.selection_metric": Field(
-        "f1", "the validation metric of early stopping, the best checkpoint and the reported "
-        "epoch: `f1` (macro, the paper), `auroc` (macro), `accuracy` (single-label only), "
-        "`fmax` (multi-label only)", choices=("f1", "auroc", "accuracy", "fmax")),
+        "f1", "the validation metric of early stopping and the best epoch (macro F1 and "
+        "AUROC; `accuracy` single-label, `fmax` multi-label only)",
+        choices=("f1", "auroc", "accuracy", "fmax")),
     "train.min_delta": Field(1e-5, "early stopping: the smallest improvement", ">= 0"),
     "train.log_every_steps": Field(50, "logging only", ">= 1", resume=FREE),
-    "train.checkpoint_every_steps": Field(500, "a checkpoint every so many steps, plus one "
-                                          "at every epoch end", ">= 1", resume=FREE),
-    "train.keep_checkpoints": Field(2, "the latest checkpoints kept (the best epoch's is "
-                                    "always kept too)", ">= 1", resume=FREE),
-    "train.async_checkpointing": Field(True, "write checkpoints in a background thread",
-                                       resume=FREE),
+    "train.checkpoint_every_steps": Field(500, "also one at every epoch end", ">= 1",
+                                          resume=FREE),
+    "train.keep_checkpoints": Field(2, "the latest kept, and the best epoch's", ">= 1",
+                                    resume=FREE),
+    "train.async_checkpointing": Field(True, "write in a background thread", resume=FREE),
     "train.nan_policy": Field("stop", "non-finite loss or gradients: `stop` fails naming the "
                               "step, `skip` drops the update", choices=("stop", "skip")),
-    "train.vectorize_seeds": Field(True, "seeds > 1: train them together in one vectorised "
-                                   "program (False: one after another)", resume=FREE),
-    "mesh.shape": Field((-1, 1), "device mesh (`sharding.create_mesh`); -1 takes the devices "
-                        "left over"),
-    "mesh.axis_names": Field(("data", "fsdp"), "the batch is split over both axes, the large "
+    "train.vectorize_seeds": Field(True, "seeds > 1: train them in one vectorised program "
+                                   "(False: one after another)", resume=FREE),
+    "mesh.shape": Field((-1, 1), "device mesh (`sharding.create_mesh`); -1: the rest"),
+    "mesh.axis_names": Field(("data", "fsdp"), "the batch is split over both, the large "
                              "weights over `fsdp`"),
 }
 
 
 def resume_fields(rule: str) -> tuple[str, ...]:
-    """The fields (dotted names; a section name covers the section) whose `Field.resume`
-    is `rule`; the model's are `ModelConfig.SHAPE_FIELDS` (never) and the rest (if
-    allowed), the whole `resnet` section never changes."""
+    """The dotted names of the fields whose `Field.resume` is `rule`; in the model sections
+    `ModelConfig.SHAPE_FIELDS` and all of `resnet` are `NEVER`, the rest `ALLOW`."""
     names = tuple(name for name, field in FIELDS.items() if field.resume == rule)
     if rule == NEVER:
         names += tuple(f"model.{name}" for name in ModelConfig.SHAPE_FIELDS) + ("resnet",)
@@ -174,11 +162,8 @@ def base_config() -> ml_collections.ConfigDict:
     """
     values: dict[str, Any] = {"model": model_config(), "resnet": resnet1d.default_section()}
     for name, field in FIELDS.items():
-        *sections, key = name.split(".")
-        node = values
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[key] = field.default
+        *section, key = name.split(".")  # FIELDS are at most one section deep
+        (values.setdefault(section[0], {}) if section else values)[key] = field.default
     return ml_collections.ConfigDict(values)
 
 
@@ -206,11 +191,6 @@ def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
-def selection_metrics(multilabel: bool) -> tuple[str, ...]:
-    """The validation metrics a run can select its best epoch by."""
-    return ("auroc", "fmax", "f1") if multilabel else ("f1", "auroc", "accuracy")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError for keys `base_config()` does not define or bad values.
 
@@ -226,11 +206,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     ModelConfig.from_config(config.model)
     models.model_spec(config)  # model_name and, for the baseline, the resnet section
     problems = [problem for name, field in FIELDS.items()
-                if (problem := field.problem(name, _lookup(config, name)))]
+                if (problem := field.problem(name, config[name]))]
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
     dataset, metric = config.dataset, config.train.selection_metric
-    metrics = selection_metrics(dataset.multilabel)
+    metrics = ("auroc", "fmax", "f1") if dataset.multilabel else ("f1", "auroc", "accuracy")
     checks = [
         (bool(dataset.name), "dataset.name is empty; use one of configs/*.py"),
         (metric in metrics, f"train.selection_metric={metric!r} must be one of {metrics} for "
@@ -249,9 +229,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems += windows.config_problems(config)
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
-
-
-def _lookup(config: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        config = config[key]
-    return config

@@ -29,7 +29,6 @@ from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 
 MODEL_NAMES: tuple[str, ...] = ("cardioformer", "resnet1d")
-DEFAULT_MODEL = "cardioformer"
 
 ModelSpec = ModelConfig | ResNet1DConfig
 
