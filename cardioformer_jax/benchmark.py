@@ -73,10 +73,10 @@ def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.G
         "signal": rng.standard_normal((rows, model.seq_len, model.num_channels)
                                       ).astype(np.float32),
         "label": (rng.integers(0, 2, (rows, model.num_classes)).astype(np.float32)
-                  if config.dataset.get("multilabel", False)
+                  if config.dataset.multilabel
                   else rng.integers(0, model.num_classes, rows).astype(np.int32)),
     }
-    if model.get("tabular", "none") != "none":
+    if model.tabular != "none":
         host["tabular"] = tabular.tabular_features(rng.uniform(20, 90, rows),
                                                    rng.integers(0, 2, rows))
     if evaluation:

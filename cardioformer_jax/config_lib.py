@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import ml_collections
@@ -29,81 +30,141 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(values)
 
 
+# What a resumed run may do with a field (`Field.resume`, `training.checkpointing`):
+FREE = "may change"  # it changes how the run runs or reports, not what it computes
+ALLOW = "if allowed"  # it changes what the run computes: --allow_config_change=FIELD
+NEVER = "never"  # the checkpoint would not fit (other shapes, data or data order)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field outside the model sections: its default (whose type is the
+    field's), the values it accepts (`choices`; a `bound` such as ``">= 1"``, with the
+    exceptions `also`), what a resumed run may do with it and a line of documentation."""
+
+    default: Any
+    doc: str
+    bound: str = ""  # "<op> <number>", op one of >=, >
+    also: tuple[Any, ...] = ()
+    choices: tuple[Any, ...] = ()
+    resume: str = ALLOW
+
+    def accepts(self) -> str:
+        """The values it accepts, in words: "-1 or >= 1", "'stop', 'skip'", "int"."""
+        if self.choices:
+            return ", ".join(map(repr, self.choices))
+        if self.bound:
+            return " or ".join([*map(repr, self.also), self.bound])
+        return type(self.default).__name__
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why `value` is not a value of this field (None when it is)."""
+        kind = type(self.default)
+        accepted = {int: numbers.Integral, float: numbers.Real, tuple: (tuple, list)}
+        if not isinstance(value, accepted.get(kind, kind)) or (
+                isinstance(value, bool) and kind is not bool):
+            return f"{name}={value!r} must be of type {kind.__name__}"
+        if value in self.also:
+            return None
+        if self.choices and value not in self.choices:
+            return f"{name}={value!r} must be one of {self.choices}"
+        if self.bound:
+            op, limit = self.bound.split()
+            if not (value >= float(limit) if op == ">=" else value > float(limit)):
+                return f"{name}={value!r} must be {self.accepts()}"
+        return None
+
+
+# Every field of a config except the `model` and `resnet` sections (`ModelConfig`,
+# `ResNet1DConfig`); `base_config`, `validate_config`, the resume rules and the table in
+# docs/training.md (`fields_table`) are made from it.
+FIELDS: dict[str, Field] = {
+    "seed": Field(41, "first seed: model init, dropout stream, data order", resume=NEVER),
+    "seeds": Field(1, "> 1: seeds `seed`, `seed + 1`, ... in `workdir/seed_<s>`, aggregated "
+                   "(5 for the paper)", ">= 1", resume=FREE),
+    "dataset.name": Field("", "the built dataset (and split rule, docs/data.md)", resume=NEVER),
+    "dataset.builder_config": Field("", "\"\": the builder's default config", resume=NEVER),
+    "dataset.multilabel": Field(False, "True: a sigmoid per class on the multi-hot `labels`; "
+                                "False: softmax on the single `label`"),
+    "dataset.leads": Field("", "\"\": every lead; \"12\", \"6\", \"4\", \"3\", \"2\": a "
+                           "Challenge 2021 lead set (`dataset_inputs.LEAD_SETS`)"),
+    "dataset.data_dir": Field("~/tensorflow_datasets", "the built datasets (`~`, `$VAR` "
+                              "expanded; not in a `gs://` URL)"),
+    "dataset.synthetic_patients": Field(0, "> 0: build a synthetic PTB-XL twin of this many "
+                                        "patients in `<workdir>/data`, ignoring `data_dir` "
+                                        "(the demo)", ">= 0", resume=NEVER),
+    "dataset.num_workers": Field(0, "Grain worker processes (0: threads only)", ">= 0"),
+    "dataset.num_threads": Field(2, "read threads per process", ">= 1", resume=FREE),
+    "dataset.prefetch_batches": Field(4, "batches buffered per process", ">= 0", resume=FREE),
+    "input.crop_seconds": Field(0.0, "> 0: the input (`model.seq_len` samples) is a random "
+                                "crop this long of a record (`data.windows`)", resume=NEVER),
+    "input.eval_stride_seconds": Field(0.0, "crops: evaluation windows at this stride"),
+    "input.eval_aggregation": Field("max", "crops: how a record's window probabilities "
+                                    "combine", choices=windows.AGGREGATIONS),
+    "model_name": Field("cardioformer", "`resnet1d`: the baseline, from `resnet` and the "
+                        "input and class fields of `model`", choices=models.MODEL_NAMES,
+                        resume=NEVER),
+    "train.batch_size": Field(128, "global training batch (all devices)", ">= 1",
+                              resume=NEVER),
+    "train.eval_batch_size": Field(256, "global evaluation batch (no effect on metrics)",
+                                   ">= 1", resume=FREE),
+    "train.num_epochs": Field(100, "maximum epochs", ">= 1", resume=FREE),
+    "train.steps_per_epoch": Field(-1, "-1: one pass over the training split", ">= 1",
+                                   also=(-1,)),
+    "train.learning_rate": Field(1e-4, "Adam, no weight decay or schedule", "> 0"),
+    "train.grad_clip_norm": Field(4.0, "clipping at this global norm; <= 0: none"),
+    "train.patience": Field(10, "early stopping: epochs without improvement", ">= 1"),
+    "train.selection_metric": Field(
+        "f1", "the validation metric of early stopping and the best epoch (macro F1 and "
+        "AUROC; `accuracy` single-label, `fmax` multi-label only)",
+        choices=("f1", "auroc", "accuracy", "fmax")),
+    "train.min_delta": Field(1e-5, "early stopping: the smallest improvement", ">= 0"),
+    "train.log_every_steps": Field(50, "logging only", ">= 1", resume=FREE),
+    "train.checkpoint_every_steps": Field(500, "also one at every epoch end", ">= 1",
+                                          resume=FREE),
+    "train.keep_checkpoints": Field(2, "the latest kept, and the best epoch's", ">= 1",
+                                    resume=FREE),
+    "train.async_checkpointing": Field(True, "write in a background thread", resume=FREE),
+    "train.nan_policy": Field("stop", "non-finite loss or gradients: `stop` fails naming the "
+                              "step, `skip` drops the update", choices=("stop", "skip")),
+    "train.vectorize_seeds": Field(True, "seeds > 1: train them in one vectorised program "
+                                   "(False: one after another)", resume=FREE),
+    "mesh.shape": Field((-1, 1), "device mesh (`sharding.create_mesh`); -1: the rest"),
+    "mesh.axis_names": Field(("data", "fsdp"), "the batch is split over both, the large "
+                             "weights over `fsdp`"),
+}
+
+
+def resume_fields(rule: str) -> tuple[str, ...]:
+    """The dotted names of the fields whose `Field.resume` is `rule`; in the model sections
+    `ModelConfig.SHAPE_FIELDS` and all of `resnet` are `NEVER`, the rest `ALLOW`."""
+    names = tuple(name for name, field in FIELDS.items() if field.resume == rule)
+    if rule == NEVER:
+        names += tuple(f"model.{name}" for name in ModelConfig.SHAPE_FIELDS) + ("resnet",)
+    return names
+
+
+def fields_table() -> str:
+    """`FIELDS` as the Markdown table of docs/training.md."""
+    rows = ["| field | default | accepts | on resume | meaning |", "|---|---|---|---|---|"]
+    for name, field in FIELDS.items():
+        rows.append(f"| `{name}` | `{field.default!r}` | {field.accepts()} | {field.resume} | "
+                    f"{field.doc} |")
+    return "\n".join(rows)
+
+
 def base_config() -> ml_collections.ConfigDict:
-    """Dataset-independent defaults; the dataset configs fill in `dataset` and `model`.
+    """Dataset-independent defaults (`FIELDS`); the dataset configs fill in `dataset` and
+    `model`.
 
     Every field a run can use exists here: `validate_config` rejects any other key, so
     a misspelt override fails before training instead of being silently ignored.
     """
-    config = ml_collections.ConfigDict()
-    config.seed = 41  # first seed; also seeds the data order
-    config.seeds = 1  # >1: run seeds seed..seed+seeds-1 in workdir/seed_<s>, aggregate
-
-    config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = ""
-    config.dataset.builder_config = ""  # "" = the builder's default config
-    # True: train on the multi-hot `labels` feature (one sigmoid per class, binary
-    # cross-entropy; the PTB-XL benchmark configs); False: on the single `label` (softmax).
-    config.dataset.multilabel = False
-    # "": every lead of the dataset; "12", "6", "4", "3", "2": the PhysioNet/CinC Challenge
-    # 2021 lead sets (`dataset_inputs.LEAD_SETS`), in training, evaluation and `predict`.
-    config.dataset.leads = ""
-    config.dataset.data_dir = "~/tensorflow_datasets"
-    # > 0: write a synthetic PTB-XL twin of this many patients into `<workdir>/data` and
-    # build it there with the ptbxl builder (the demo); `data_dir` is then ignored.
-    config.dataset.synthetic_patients = 0
-    # Input pipeline (see `input_pipeline`): Grain worker processes (0: threads only),
-    # read threads per process, batches buffered per process.
-    config.dataset.num_workers = 0
-    config.dataset.num_threads = 2
-    config.dataset.prefetch_batches = 4
-
-    # Crops of longer records (`data.windows`; the PTB-XL benchmark suite's protocol):
-    # crop_seconds 0 feeds whole records; > 0: the model's input (model.seq_len samples) is
-    # a crop this long, random per example and epoch in training, and evaluation scores a
-    # record by eval_aggregation ("max" or "mean") of the probabilities over the windows
-    # at stride eval_stride_seconds.
-    config.input = ml_collections.ConfigDict()
-    config.input.crop_seconds = 0.0
-    config.input.eval_stride_seconds = 0.0
-    config.input.eval_aggregation = "max"
-
-    config.model = model_config()
-    # Which network to train (`models.MODEL_NAMES`): "cardioformer" reads the `model`
-    # section; "resnet1d" (baseline) reads `resnet` and the input/class fields of `model`.
-    config.model_name = "cardioformer"
-    config.resnet = ml_collections.ConfigDict(resnet1d.default_section())
-
-    # docs/training.md: Adam 1e-4, no weight decay or schedule, clipping at global norm 4.0,
-    # batch 128, up to 100 epochs, SWA per epoch, early stopping on validation macro-F1.
-    config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 128  # global, over all devices and processes
-    config.train.eval_batch_size = 256  # global; the last batch is padded and masked
-    config.train.num_epochs = 100
-    config.train.steps_per_epoch = -1  # -1: one pass over the training split
-    config.train.learning_rate = 1e-4
-    config.train.grad_clip_norm = 4.0  # global norm; <= 0 disables clipping
-    config.train.patience = 10
-    # The validation metric early stopping, the best checkpoint and the reported epoch
-    # follow (higher is better): "f1" (macro, the paper), "auroc" (macro), "accuracy"
-    # (single-label only) or "fmax" (multi-label only).
-    config.train.selection_metric = "f1"
-    config.train.min_delta = 1e-5
-    config.train.log_every_steps = 50
-    config.train.checkpoint_every_steps = 500  # plus one at every epoch end
-    config.train.keep_checkpoints = 2  # latest K; the best (validation F1) is kept too
-    config.train.async_checkpointing = True
-    config.train.nan_policy = "stop"  # "stop": fail naming the step; "skip": drop the update
-    # seeds > 1: True trains the seeds together in one vectorised program (K models in
-    # memory, `vectorized_seeds`); False one after another.
-    config.train.vectorize_seeds = True
-
-    # Device mesh (see `sharding.create_mesh`): the batch is split over both axes, the
-    # large weights over `fsdp`; -1 takes the devices left over.
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.shape = (-1, 1)
-    config.mesh.axis_names = ("data", "fsdp")
-    return config
+    values: dict[str, Any] = {"model": model_config(), "resnet": resnet1d.default_section()}
+    for name, field in FIELDS.items():
+        *section, key = name.split(".")  # FIELDS are at most one section deep
+        (values.setdefault(section[0], {}) if section else values)[key] = field.default
+    return ml_collections.ConfigDict(values)
 
 
 def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
@@ -130,11 +191,6 @@ def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
-def selection_metrics(multilabel: bool) -> tuple[str, ...]:
-    """The validation metrics a run can select its best epoch by."""
-    return ("auroc", "fmax", "f1") if multilabel else ("f1", "auroc", "accuracy")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError for keys `base_config()` does not define or bad values.
 
@@ -149,44 +205,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("invalid config: " + "; ".join(problems))
     ModelConfig.from_config(config.model)
     models.model_spec(config)  # model_name and, for the baseline, the resnet section
-    train = config.train
+    problems = [problem for name, field in FIELDS.items()
+                if (problem := field.problem(name, config[name]))]
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
+    dataset, metric = config.dataset, config.train.selection_metric
+    metrics = ("auroc", "fmax", "f1") if dataset.multilabel else ("f1", "auroc", "accuracy")
     checks = [
-        (config.seeds >= 1, f"seeds={config.seeds} must be >= 1"),
-        (bool(config.dataset.name), "dataset.name is empty; use one of configs/*.py"),
-        (train.batch_size >= 1, f"train.batch_size={train.batch_size} must be >= 1"),
-        (train.eval_batch_size >= 1,
-         f"train.eval_batch_size={train.eval_batch_size} must be >= 1"),
-        (train.num_epochs >= 1, f"train.num_epochs={train.num_epochs} must be >= 1"),
-        (train.steps_per_epoch == -1 or train.steps_per_epoch >= 1,
-         f"train.steps_per_epoch={train.steps_per_epoch} must be -1 or >= 1"),
-        (train.learning_rate > 0, f"train.learning_rate={train.learning_rate} must be > 0"),
-        (train.patience >= 1, f"train.patience={train.patience} must be >= 1"),
-        (train.min_delta >= 0, f"train.min_delta={train.min_delta} must be >= 0"),
-        (train.log_every_steps >= 1,
-         f"train.log_every_steps={train.log_every_steps} must be >= 1"),
-        (train.checkpoint_every_steps >= 1,
-         f"train.checkpoint_every_steps={train.checkpoint_every_steps} must be >= 1"),
-        (train.keep_checkpoints >= 1,
-         f"train.keep_checkpoints={train.keep_checkpoints} must be >= 1"),
-        (train.selection_metric in selection_metrics(config.dataset.multilabel),
-         f"train.selection_metric={train.selection_metric!r} must be one of "
-         f"{selection_metrics(config.dataset.multilabel)} for "
-         f"{'multi' if config.dataset.multilabel else 'single'}-label training"),
-        (train.nan_policy in ("stop", "skip"),
-         f"train.nan_policy={train.nan_policy!r} must be 'stop' or 'skip'"),
-        (config.dataset.leads in ("", *LEAD_SETS),
-         f"dataset.leads={config.dataset.leads!r} must be '' (every lead) or one of the "
+        (bool(dataset.name), "dataset.name is empty; use one of configs/*.py"),
+        (metric in metrics, f"train.selection_metric={metric!r} must be one of {metrics} for "
+                            f"{'multi' if dataset.multilabel else 'single'}-label training"),
+        (dataset.leads in ("", *LEAD_SETS),
+         f"dataset.leads={dataset.leads!r} must be '' (every lead) or one of the "
          f"Challenge 2021 lead sets {tuple(LEAD_SETS)}"),
-        (not config.dataset.leads or config.dataset.leads not in LEAD_SETS
-         or config.model.num_channels == int(config.dataset.leads),
-         f"dataset.leads={config.dataset.leads!r} keeps {config.dataset.leads} leads but "
+        (dataset.leads not in LEAD_SETS or config.model.num_channels == int(dataset.leads),
+         f"dataset.leads={dataset.leads!r} keeps {dataset.leads} leads but "
          f"model.num_channels={config.model.num_channels}"),
-        (config.dataset.synthetic_patients >= 0,
-         f"dataset.synthetic_patients={config.dataset.synthetic_patients} must be >= 0"),
-        (config.dataset.num_workers >= 0,
-         f"dataset.num_workers={config.dataset.num_workers} must be >= 0"),
-        (config.dataset.num_threads >= 1,
-         f"dataset.num_threads={config.dataset.num_threads} must be >= 1"),
         (len(config.mesh.shape) == len(config.mesh.axis_names),
          f"mesh.shape={tuple(config.mesh.shape)} and mesh.axis_names="
          f"{tuple(config.mesh.axis_names)} differ in length"),

@@ -48,8 +48,7 @@ def for_target(config: ml_collections.ConfigDict, target: Target, per_device_bat
     to `per_device_batch` times the devices the batch is split over."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.kernels = resolve_kernels(config.model.kernels, target.platform)
-    if "resnet" in config and "kernels" in config.resnet:
-        config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
+    config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
     mesh = mesh_for(config, target)
     config.train.batch_size = per_device_batch * sharding.batch_divisor(mesh)
     config.train.eval_batch_size = config.train.batch_size
@@ -93,11 +92,11 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
         # The crops protocol evaluates whole records, cut into windows on the device.
         length = round(CROPS_RECORD_SECONDS * model.seq_len / float(config.input.crop_seconds))
     batch = {"signal": shape((rows, length, model.num_channels), jnp.float32)}
-    if config.dataset.get("multilabel", False):
+    if config.dataset.multilabel:
         batch["label"] = shape((rows, model.num_classes), jnp.float32)
     else:
         batch["label"] = shape((rows,), jnp.int32)
-    if model.get("tabular", "none") != "none":
+    if model.tabular != "none":
         batch["tabular"] = shape((rows, 4), jnp.float32)
     if evaluation:
         batch["mask"] = shape((rows,), jnp.int32)

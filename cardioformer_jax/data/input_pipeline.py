@@ -78,7 +78,7 @@ class DataSpec:
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
         """The dataset section of a config `config_lib.validate_config` accepted."""
-        leads = config.dataset.get("leads", "")
+        leads = config.dataset.leads
         columns, channels = None, None
         if leads:
             names = tuple(datasets.builder_class(config.dataset.name).LEAD_NAMES)
@@ -90,12 +90,12 @@ class DataSpec:
             seq_len=int(config.model.seq_len),
             num_channels=int(config.model.num_channels),
             num_classes=int(config.model.num_classes),
-            multilabel=bool(config.dataset.get("multilabel", False)),
-            tabular=config.model.get("tabular", "none") != "none",
+            multilabel=bool(config.dataset.multilabel),
+            tabular=config.model.tabular != "none",
             lead_columns=columns,
             dataset_channels=channels,
             windowing=windows.from_config(config),
-            crop_seconds=float(config.get("input", {}).get("crop_seconds", 0.0)),
+            crop_seconds=float(config.input.crop_seconds),
         )
 
     def select_leads(self, signal: np.ndarray) -> np.ndarray:

@@ -50,7 +50,8 @@ def stride_samples(seq_len: int, crop_seconds: float, stride_seconds: float) -> 
 
 
 def config_problems(config: Any) -> list[str]:
-    """What is wrong with the ``input`` section of a config (empty when it is valid)."""
+    """What is wrong with the ``input`` section of a config beyond `config_lib.FIELDS`'
+    checks of each field (empty when it is valid)."""
     section = config.input
     crop, stride = float(section.crop_seconds), float(section.eval_stride_seconds)
     if crop == 0:
@@ -58,9 +59,6 @@ def config_problems(config: Any) -> list[str]:
     if crop < 0 or not math.isfinite(crop):
         return [f"input.crop_seconds={section.crop_seconds} must be 0 (whole records) or > 0"]
     problems = []
-    if section.eval_aggregation not in AGGREGATIONS:
-        problems.append(f"input.eval_aggregation={section.eval_aggregation!r} must be one "
-                        f"of {AGGREGATIONS}")
     if not stride > 0 or not math.isfinite(stride):
         problems.append(f"input.eval_stride_seconds={section.eval_stride_seconds} must be "
                         "> 0 when input.crop_seconds > 0")
@@ -78,11 +76,10 @@ def config_problems(config: Any) -> list[str]:
 def from_config(config: Any) -> Windowing | None:
     """The config's `Windowing`, or None for whole records (``input.crop_seconds`` 0).
 
-    Assumes a config `config_lib.validate_config` accepted; configs written before the
-    ``input`` section existed use whole records.
+    Assumes a config `config_lib.validate_config` accepted.
     """
-    section = config.get("input")
-    if section is None or not float(section.crop_seconds):
+    section = config.input
+    if not float(section.crop_seconds):
         return None
     seq_len = int(config.model.seq_len)
     stride = round(stride_samples(seq_len, float(section.crop_seconds),

@@ -112,7 +112,7 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
         raise ValueError(f"the runs were trained on different datasets or classes: "
                          f"{sorted(identities)}; an ensemble needs one label space")
     multilabel_targets = models[0].spec.multilabel
-    names = [f"{i + 1}: {m.config.get('model_name', 'cardioformer')} seed "
+    names = [f"{i + 1}: {m.config.model_name} seed "
              f"{int(m.config.seed)} ({m.run_dir})" for i, m in enumerate(models)]
     val = [report.split_predictions(m, train.VALIDATION_SPLIT, data_dir) for m in models]
     test = [report.split_predictions(m, split, data_dir) for m in models]

@@ -110,7 +110,7 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
         "source": {
             "run_dir": str(model.run_dir), "checkpoint_step": model.step,
             "epoch": model.epoch, "seed": int(model.config.seed),
-            "model_name": model.config.get("model_name", "cardioformer"),
+            "model_name": model.config.model_name,
             "model": model.config.model.to_dict(),
         },
     }

@@ -248,8 +248,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     evaluation: dict[str, Any] = {
         "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
         "split": split, "dataset": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
-        "model_name": model.config.get("model_name", "cardioformer"),
-        "selection_metric": model.config.train.get("selection_metric", "f1"),
+        "model_name": model.config.model_name,
+        "selection_metric": model.config.train.selection_metric,
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
         "classes": list(spec.class_names), "detail": detail,
         "external": {

@@ -99,7 +99,7 @@ class TrainedModel:
     @property
     def uses_tabular(self) -> bool:
         """Whether the model fuses age and sex (``model.tabular``)."""
-        return self.config.model.get("tabular", "none") != "none"
+        return self.config.model.tabular != "none"
 
     def tabular_inputs(self, n: int, age: np.ndarray | float | None = None,
                        sex: np.ndarray | int | None = None) -> np.ndarray | None:
@@ -220,8 +220,7 @@ def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
 def _validation_score(run_dir: epath.Path) -> float:
     """The run's validation value of the metric it selected its best epoch by."""
     try:
-        config = json.loads((run_dir / checkpointing.CONFIG_FILE).read_text())
-        metric = config.get("train", {}).get("selection_metric", "f1")
+        metric = read_config(run_dir).train.selection_metric
         value = json.loads((run_dir / train.RESULTS_FILE).read_text())["validation"][metric]
         return float(value) if value is not None and math.isfinite(value) else -math.inf
     except (OSError, KeyError, TypeError, ValueError):
@@ -241,8 +240,8 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epat
         if seed in seeds:
             return seeds[seed]
         if not seeds and (workdir / checkpointing.CONFIG_FILE).is_file():
-            config = json.loads((workdir / checkpointing.CONFIG_FILE).read_text())
-            if int(config.get("seed", -1)) == seed:
+            saved = json.loads((workdir / checkpointing.CONFIG_FILE).read_text())
+            if int(config_lib.with_defaults(saved).seed) == seed:
                 return workdir
         raise FileNotFoundError(f"no run of seed {seed} in {workdir} (seeds: "
                                 f"{sorted(seeds) or 'a single run'})")
@@ -358,7 +357,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     run_dir = resolve_run_dir(workdir, seed)
     config = read_config(run_dir)
     spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
-                                     leads=config.dataset.get("leads", ""),
+                                     leads=config.dataset.leads,
                                      multilabel=bool(config.dataset.multilabel))
     shape = (int(config.model.seq_len), int(config.model.num_channels))
     record = (spec.sample_length, len(spec.lead_names))

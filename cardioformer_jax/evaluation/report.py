@@ -209,7 +209,7 @@ def _evaluation_head(workdir: epath.Path, detail_dir: epath.Path, split: str,
     return {
         "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
         "dataset": dataset,
-        "model_name": model.config.get("model_name", "cardioformer"),
+        "model_name": model.config.model_name,
         "selection_metric": model.config.train.selection_metric,
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
         "classes": list(model.spec.class_names), "detail": detail,
@@ -240,11 +240,11 @@ def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | No
     """What the model card says of the dataset the run was trained on, as built, and
     `analysis.paper_comparison` for it."""
     config = _with_data_dir(model.config, data_dir)
-    builder_config = config.dataset.get("builder_config") or None
+    builder_config = config.dataset.builder_config or None
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir, builder_config)
     metadata = builder.info.metadata or {}
     synthetic = bool(metadata.get("synthetic")) or bool(
-        config.dataset.get("synthetic_patients", 0))
+        config.dataset.synthetic_patients)
     comparable, reason = analysis.paper_comparison(config.dataset.name, builder_config, split,
                                                    synthetic)
     data = {"name": config.dataset.name, "builder_config": builder_config,

@@ -29,14 +29,13 @@ from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 
 MODEL_NAMES: tuple[str, ...] = ("cardioformer", "resnet1d")
-DEFAULT_MODEL = "cardioformer"
 
 ModelSpec = ModelConfig | ResNet1DConfig
 
 
 def model_name(config: Mapping[str, Any]) -> str:
-    """``config.model_name``; configs written before the field existed are Cardioformers."""
-    name = config.get("model_name", None) or DEFAULT_MODEL
+    """``config.model_name``, checked."""
+    name = config["model_name"]
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model_name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     return name
@@ -48,10 +47,10 @@ def model_spec(config: Mapping[str, Any]) -> ModelSpec:
     if name == "cardioformer":
         return ModelConfig.from_config(config["model"])
     model = config["model"]
-    section = dict(config.get("resnet", None) or {})
     return ResNet1DConfig.from_config({
-        **section, "seq_len": int(model["seq_len"]), "num_channels": int(model["num_channels"]),
-        "num_classes": int(model["num_classes"]), "tabular": model.get("tabular", "none")})
+        **config["resnet"], "seq_len": int(model["seq_len"]),
+        "num_channels": int(model["num_channels"]), "num_classes": int(model["num_classes"]),
+        "tabular": model["tabular"]})
 
 
 def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:

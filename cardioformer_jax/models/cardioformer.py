@@ -34,7 +34,7 @@ import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import jax
@@ -148,6 +148,12 @@ class ModelConfig:
     # Age and sex with the ECG (`data.tabular`): "none"; "late" (an embedding of them
     # joins the head's features); "early" (the embedding is a token of every granularity).
     tabular: str = "none"
+
+    # The fields that shape the parameters: a run cannot resume from a checkpoint of
+    # other values (`config_lib.resume_fields`).
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "seq_len", "num_channels", "num_classes", "d_model", "d_ff", "n_heads", "e_layers",
+        "patch_lens", "single_channel", "no_inter_attn")
 
     def __post_init__(self):
         object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))

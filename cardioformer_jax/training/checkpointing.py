@@ -53,51 +53,19 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from cardioformer_jax import config_lib
 from cardioformer_jax.training import logging_utils, paths
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 RANK_METRIC = "best_epoch_rank"
 
-# Fields that make a checkpoint unusable (other shapes, other data, another data order).
-# Everything else (epochs, logging, checkpoint cadence, data_dir, workers, ...) may change
-# between a run and its resumption.
-INCOMPATIBLE_FIELDS: tuple[str, ...] = (
-    "seed",
-    "dataset.name",
-    "dataset.builder_config",
-    "dataset.synthetic_patients",
-    "input.crop_seconds",
-    "model.seq_len",
-    "model.num_channels",
-    "model.num_classes",
-    "model.d_model",
-    "model.d_ff",
-    "model.n_heads",
-    "model.e_layers",
-    "model.patch_lens",
-    "model.single_channel",
-    "model.no_inter_attn",
-    "model_name",
-    "resnet",
-    "train.batch_size",
-)
-
-
-# Fields that may change when a run resumes: they change how it runs and reports, not
-# what it computes. Any other change needs the user's explicit permission (`allow`).
-RESUMABLE_CHANGES: tuple[str, ...] = (
-    "seeds",
-    "train.num_epochs",
-    "train.log_every_steps",
-    "train.checkpoint_every_steps",
-    "train.keep_checkpoints",
-    "train.async_checkpointing",
-    "train.vectorize_seeds",
-    "train.eval_batch_size",
-    "dataset.num_threads",
-    "dataset.prefetch_batches",
-)
+# Fields that make a checkpoint unusable (other shapes, other data, another data order),
+# and those that may change when a run resumes (how it runs and reports, not what it
+# computes): `config_lib.FIELDS` and `ModelConfig.SHAPE_FIELDS` declare them. Any other
+# change needs the user's explicit permission (`allow`).
+INCOMPATIBLE_FIELDS: tuple[str, ...] = config_lib.resume_fields(config_lib.NEVER)
+RESUMABLE_CHANGES: tuple[str, ...] = config_lib.resume_fields(config_lib.FREE)
 HISTORY_FILE = "config_history.jsonl"
 DATASET_FILE = "dataset.json"
 UNREADABLE_DIR = "unreadable_checkpoints"
@@ -350,7 +318,9 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
         p.name.isdigit() for p in checkpoint_dir.iterdir())
     changed: list[str] = []
     if path.is_file() and has_checkpoints:
-        saved = json.loads(path.read_text())
+        # Fields added since the run was saved have their defaults.
+        saved = json.loads(config_lib.with_defaults(json.loads(path.read_text()))
+                           .to_json_best_effort())
         conflicts = []
         for field in INCOMPATIBLE_FIELDS:
             old, new = _normalise(_lookup(saved, field)), _normalise(_lookup(current, field))

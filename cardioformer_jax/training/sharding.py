@@ -128,15 +128,10 @@ def create_mesh(
 
 
 def mesh_from_config(config: Any, devices: Sequence[Any] | None = None) -> Mesh:
-    """`create_mesh(config.mesh.shape, config.mesh.axis_names, devices=devices)`; absent
-    fields: defaults. `devices` (default `jax.devices()`) may be those of a topology this
-    host cannot run, e.g. a TPU slice described for an ahead-of-time compile (`aot`)."""
-    mesh_config = config.get("mesh", None) if hasattr(config, "get") else None
-    shape = axis_names = None
-    if mesh_config is not None:
-        shape = mesh_config.get("shape", None)
-        axis_names = mesh_config.get("axis_names", None)
-    return create_mesh(shape, tuple(axis_names) if axis_names else AXIS_NAMES, devices=devices)
+    """`create_mesh(config.mesh.shape, config.mesh.axis_names, devices=devices)`.
+    `devices` (default `jax.devices()`) may be those of a topology this host cannot run,
+    e.g. a TPU slice described for an ahead-of-time compile (`aot`)."""
+    return create_mesh(config.mesh.shape, tuple(config.mesh.axis_names), devices=devices)
 
 
 def in_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:

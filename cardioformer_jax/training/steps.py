@@ -235,7 +235,7 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     they are neither traced nor compiled again."""
     return _programs(models.model_spec(config),
                      float(config.train.grad_clip_norm), mesh,
-                     bool(config.dataset.get("multilabel", False)),
+                     bool(config.dataset.multilabel),
                      windows.from_config(config))
 
 
@@ -337,7 +337,7 @@ def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Sta
 def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
                        labels: np.ndarray) -> dict[str, float]:
     """The evaluation metrics of probabilities ``(N, K)`` against `labels` (`predict`)."""
-    if config.dataset.get("multilabel", False):
+    if config.dataset.multilabel:
         result = metrics.multilabel_metrics(probs, labels)
     else:
         result = metrics.classification_metrics(probs, labels,

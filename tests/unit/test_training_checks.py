@@ -47,3 +47,10 @@ def test_a_saved_config_this_version_cannot_run_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"config.json is not a config this version can "
                                          r"run.*unknown config key 'model.rng_impl'"):
         inference.read_config(tmp_path)
+
+
+def test_docs_show_the_config_fields_as_declared():
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs" / "training.md"
+    assert config_lib.fields_table() in docs.read_text()
