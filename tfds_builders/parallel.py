@@ -13,10 +13,6 @@ import itertools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # Workers fork from a fresh server process, not from the caller: the caller may be
 # multithreaded (JAX, TFDS, tqdm's monitor), where fork() can deadlock. Preloading the
@@ -27,11 +23,11 @@ _START_METHOD = "forkserver"
 _PRELOAD = ["tfds_builders.processing"]
 
 
-def _apply_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+def _apply_chunk[T, R](fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def _chunks[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
@@ -69,7 +65,7 @@ class OrderedPool:
             )
         return self._executor
 
-    def map(
+    def map[T, R](
         self,
         fn: Callable[[T], R],
         items: Iterable[T],
@@ -104,7 +100,7 @@ class OrderedPool:
                 future.cancel()
 
 
-def ordered_map(
+def ordered_map[T, R](
     fn: Callable[[T], R],
     items: Iterable[T],
     *,

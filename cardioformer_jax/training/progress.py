@@ -16,11 +16,10 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, Protocol, TextIO
 
 import tqdm
 
-T = TypeVar("T")
 EVERY_PERCENT = 10  # a plain line each time the count passes another 10% of the total
 EVERY_SECONDS = 30.0  # and at least this often (also when the total is unknown)
 MIN_SECONDS = 2.0  # but percentage lines no closer together than this
@@ -163,8 +162,8 @@ def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True,
     return PlainProgress(total, desc, unit, stream)
 
 
-def track(items: Iterable[T], total: int | None, desc: str, unit: str, *,
-          enabled: bool = True, **tqdm_options: Any) -> Iterator[T]:
+def track[T](items: Iterable[T], total: int | None, desc: str, unit: str, *,
+             enabled: bool = True, **tqdm_options: Any) -> Iterator[T]:
     """`items`, counted by `progress` as the caller finishes each (the reporter closes
     when the iteration ends or the generator is closed)."""
     with progress(total, desc, unit, enabled=enabled, **tqdm_options) as bar:

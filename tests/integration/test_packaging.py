@@ -109,8 +109,8 @@ def test_readme_claims_the_pythons_and_accelerator_line_checked_below():
 def test_readme_install_lines_resolve_against_the_lock(python, extra):
     """Each ``pip install -c requirements/lock.txt -e ".[extra]"`` of the README, on each
     Python it supports: every requirement of the extra that applies there admits the
-    lock's pin (an extra asking for a jax the lock does not pin leaves pip no solution). The extras' own packages (CUDA plugins, libtpu) follow jax's exact
-    pins."""
+    lock's pin (an extra asking for a jax the lock does not pin leaves pip no solution).
+    The extras' own packages (CUDA plugins, libtpu) follow jax's exact pins."""
     env = _environment(python)
     pins = _pins(env)
     for requirement in _direct_requirements(extra):
