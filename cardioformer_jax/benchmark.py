@@ -38,8 +38,9 @@ from ml_collections import config_flags
 
 from cardioformer_jax import config_lib, models
 from cardioformer_jax.aot import analysis
+from cardioformer_jax.core import sharding
 from cardioformer_jax.data import input_pipeline, tabular
-from cardioformer_jax.training import sharding, steps
+from cardioformer_jax.training import steps
 
 # Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
 _KNOWN_PEAK_TFLOPS = {

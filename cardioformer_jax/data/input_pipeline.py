@@ -42,9 +42,9 @@ import grain
 import jax
 import numpy as np
 
+from cardioformer_jax.core import paths, sharding
+from cardioformer_jax.core import progress as progress_lib
 from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
-from cardioformer_jax.training import paths, sharding
-from cardioformer_jax.training import progress as progress_lib
 
 logger = logging.getLogger(__name__)
 
@@ -563,7 +563,7 @@ def eval_batches(
     eval batch size (the last ones padded, ``mask`` 0).
 
     ``progress``: the batches' progress on stderr (process 0, 10 batches or more): a bar
-    on an interactive terminal, plain lines otherwise (`training.progress`).
+    on an interactive terminal, plain lines otherwise (`core.progress`).
 
     Multi-process: all processes run the same number of batches (shares are padded). A
     caller keeps, per batch, the outputs of its own rows

@@ -38,8 +38,9 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
+from cardioformer_jax.core import logging_utils, paths, sharding
 from cardioformer_jax.data import dataset_inputs, tabular, windows
-from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
+from cardioformer_jax.training import checkpointing, steps, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")

@@ -53,7 +53,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from cardioformer_jax.training import logging_utils, paths
+from cardioformer_jax.core import logging_utils, paths
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"

@@ -26,10 +26,10 @@ from absl import logging
 from flax import nnx
 
 from cardioformer_jax import models
+from cardioformer_jax.core import metrics, sharding
 from cardioformer_jax.data import input_pipeline, windows
-from cardioformer_jax.evaluation import metrics
 from cardioformer_jax.models import partitioning
-from cardioformer_jax.training import sharding, swa
+from cardioformer_jax.training import swa
 
 
 @flax.struct.dataclass

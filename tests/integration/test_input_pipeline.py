@@ -14,9 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from cardioformer_jax.core import sharding
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.data import input_pipeline as ip
-from cardioformer_jax.training import sharding
 from configs import ptbxl
 
 

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     from flax import nnx
     from jax.sharding import PartitionSpec as P
     from cardioformer_jax.data import input_pipeline
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
     from cardioformer_jax.models.cardioformer import Cardioformer
     from configs import ptbxl
 
@@ -126,7 +126,7 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     import orbax.checkpoint as ocp
     from cardioformer_jax.data import datasets
     from cardioformer_jax.data import input_pipeline as ip, preprocessing
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
     from configs import ptbxl
     config = ptbxl.get_config()
     config.dataset.data_dir = data_dir

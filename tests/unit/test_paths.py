@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cardioformer_jax.training import checkpointing, logging_utils, paths, train
+from cardioformer_jax.core import logging_utils, paths
+from cardioformer_jax.training import checkpointing, train
 from configs import demo
 
 
