@@ -332,10 +332,10 @@ def test_measure_throughput(data_dir):
 
 
 def test_benchmark_times_the_input_pipeline_alone(data_dir):
-    from cardioformer_jax import benchmark
+    from cardioformer_jax import benchmarking
 
     config = make_config(data_dir)
-    result = benchmark.input_pipeline_rates(config, 16, [0], 3)
+    result = benchmarking.input_pipeline_rates(config, 16, [0], 3)
     assert result["dataset"] == "ptbxl/default" and result["batch_size"] == 16
     assert result["input_samples_per_second_by_workers"]["0"] > 0
     assert config.train.batch_size == 32  # the caller's config is left as it was
