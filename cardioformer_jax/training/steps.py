@@ -27,7 +27,7 @@ from flax import nnx
 
 from cardioformer_jax import models
 from cardioformer_jax.core import metrics, sharding
-from cardioformer_jax.data import input_pipeline, windows
+from cardioformer_jax.data import eval_input, windows
 from cardioformer_jax.models import partitioning
 from cardioformer_jax.training import swa
 
@@ -299,12 +299,12 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
     Returns ``{"probs" (N, K), "label" (N,) or multi-hot (N, K), "index" (N,)}`` in split
     order (padding rows
     removed). ``progress``: a progress bar on an interactive terminal
-    (`input_pipeline.eval_batches`). Raises RuntimeError if the batches did not cover each
+    (`eval_input.eval_batches`). Raises RuntimeError if the batches did not cover each
     example once.
     """
     in_flight: collections.deque[jax.Array] = collections.deque()
     probs, host = [], []
-    for batch in input_pipeline.eval_batches(config, split, mesh, progress=progress):
+    for batch in eval_input.eval_batches(config, split, mesh, progress=progress):
         # Two batches stay in flight, so the device never waits for the host's fetch, and
         # a progress bar counts batches that are done, not merely dispatched.
         in_flight.append(eval_fn(params, rngs, batch.device))
@@ -314,7 +314,7 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
     probs.extend(sharding.host_local_rows(p) for p in in_flight)
     local = {k: np.concatenate([h[k] for h in host]) for k in ("label", "mask", "index")}
     local["probs"] = np.concatenate(probs)
-    gathered = input_pipeline.allgather_host(local)
+    gathered = eval_input.allgather_host(local)
     valid = gathered["mask"].astype(bool)
     out = {k: gathered[k][valid] for k in ("probs", "label", "index")}
     order = np.argsort(out["index"], kind="stable")

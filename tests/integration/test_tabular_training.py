@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cardioformer_jax.core import sharding
-from cardioformer_jax.data import datasets, input_pipeline, preprocessing
+from cardioformer_jax.data import datasets, eval_input, preprocessing
 from cardioformer_jax.data.tabular import tabular_features
 from cardioformer_jax.evaluation import export, inference, predictions, report
 from cardioformer_jax.training import train
@@ -33,7 +33,7 @@ def test_batches_carry_the_examples_age_and_sex(tiny_ptbxl):
     config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
     config.model.tabular = "late"
     mesh = sharding.create_mesh((1, 1))
-    batch = next(iter(input_pipeline.eval_batches(config, "test", mesh)))
+    batch = next(iter(eval_input.eval_batches(config, "test", mesh)))
     source = datasets.data_source("ptbxl", tiny_ptbxl[1], "test")
     index = batch.host["index"][batch.host["mask"] == 1]
     rows = [source[int(i)] for i in index]
