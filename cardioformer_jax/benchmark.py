@@ -1,453 +1,26 @@
-"""Speed of training on this machine, as one JSON object.
+"""Command line: speed of training on this machine, as one JSON object (docs/benchmarks.md).
 
     python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
         [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
         [--compare_reference [--rounds=2]]     # against the PyTorch re-creation, same run
         [--seeds=K]                            # K seeds together vs one after another
 
-Times the programs a training run executes (`steps.programs`): the config's model
-(``model_name``) and optimizer, the state created sharded on the config's mesh by
-`steps.create_train_state`, the jitted `steps.train_step` with its shardings and buffer
-donation, the SWA update and `steps.eval_step`. Any change to them shows here.
-
-Measures, on random inputs of the config's shape: compile time of the training step,
-training samples/s, evaluation samples/s, single-sample latency of the evaluation step on
-one device (where `inference.load` puts a trained model), peak host memory, model FLOPs per
-training sample from XLA's cost analysis and the achieved FLOP/s (and MFU where the
-device's peak is known or given with --peak_tflops).
+What it measures, and how, is `cardioformer_jax.benchmarking`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import resource
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from cardioformer_jax import config_lib, models
-from cardioformer_jax.aot import analysis
-from cardioformer_jax.data import input_pipeline, tabular
-from cardioformer_jax.training import sharding, steps
-
-# Dense peak TFLOP/s per device (bf16 / fp32 non-tensor-core) for MFU; others need --peak_tflops.
-_KNOWN_PEAK_TFLOPS = {
-    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.0, "float32": 67.0},
-    "NVIDIA H200": {"bfloat16": 989.0, "float32": 67.0},
-    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 19.5},
-    "TPU v4": {"bfloat16": 275.0, "float32": 275.0},
-    "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0},
-    "TPU v5p": {"bfloat16": 459.0, "float32": 459.0},
-}
-
-
-def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch: int
-                      ) -> ml_collections.ConfigDict:
-    """A copy of `config` with the benchmark's batch sizes (`steps.check_fits` reads them)."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.train.batch_size = batch
-    config.train.eval_batch_size = eval_batch
-    return config
-
-
-def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
-                  mesh: jax.sharding.Mesh, evaluation: bool = False) -> dict[str, jax.Array]:
-    """A global batch of `rows` random examples, split over `mesh` like the input pipeline's
-    (``{"signal", "label"}``, ``"tabular"`` for age/sex fusion; evaluation batches also
-    carry ``"mask"``)."""
-    model = config.model
-    if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
-        rows //= jax.process_count()  # each process feeds its own rows
-    host = {
-        "signal": rng.standard_normal((rows, model.seq_len, model.num_channels)
-                                      ).astype(np.float32),
-        "label": (rng.integers(0, 2, (rows, model.num_classes)).astype(np.float32)
-                  if config.dataset.multilabel
-                  else rng.integers(0, model.num_classes, rows).astype(np.int32)),
-    }
-    if model.tabular != "none":
-        host["tabular"] = tabular.tabular_features(rng.uniform(20, 90, rows),
-                                                   rng.integers(0, 2, rows))
-    if evaluation:
-        host["mask"] = np.ones(rows, np.int32)
-    return sharding.global_batch(host, mesh)
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
-    """Mean seconds per call, after the caller's own warm-up."""
-    start = time.perf_counter()
-    out = None
-    for _ in range(repeats):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats
-
-
-def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
-                  num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
-    """Seconds of each of ``num_steps`` training steps, without a host sync between them.
-
-    Every step is dispatched first, as the training loop does; each step's duration is
-    then the gap between the moments its loss and the previous one become ready (the
-    donated state makes the steps run one after the other). Returns the seconds, the final
-    state and the last loss.
-    """
-    start = time.perf_counter()
-    losses = []
-    for _ in range(num_steps):
-        state, step_metrics = step(state, batch)
-        losses.append(step_metrics["loss"])
-    done = []
-    for loss in losses:
-        jax.block_until_ready(loss)
-        done.append(time.perf_counter())
-    return np.diff(np.asarray([start, *done])), state, losses[-1]
-
-
-def train_speed_fields(batch: int, step_seconds: Sequence[float]) -> dict[str, Any]:
-    """Mean step seconds and training samples/s (mean, median, slowest and fastest step).
-
-    Shared with ``torch_reference`` so that both report the same fields the same way.
-    """
-    step_seconds = np.asarray(step_seconds, np.float64)
-    mean = float(step_seconds.mean())
-    return {
-        "train_step_seconds": round(mean, 4),
-        "train_samples_per_second": round(batch / mean, 2),
-        # Per-step spread: on a shared machine one run's steps can differ by 20% or more.
-        "train_samples_per_second_median": round(batch / float(np.median(step_seconds)), 2),
-        "train_samples_per_second_range": [round(batch / float(step_seconds.max()), 2),
-                                           round(batch / float(step_seconds.min()), 2)],
-    }
-
-
-def peak_host_memory_mib() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss`` is KiB on Linux)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
-                device: jax.Device, rng: np.random.Generator) -> float:
-    """Median milliseconds of the compiled evaluation program on one sample and `device`
-    (where `inference.load` places a trained model)."""
-    one_device = sharding.create_mesh((1, 1), devices=[device])
-    single = steps.programs(config, one_device)
-    params = jax.device_put(state.swa_params, single.shardings.swa_params)
-    model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
-    sample = _random_batch(config, 1, rng, one_device, evaluation=True)
-    forward = single.eval.lower(params, model_rngs, sample).compile()
-    jax.block_until_ready(forward(params, model_rngs, sample))
-    seconds = []
-    for _ in range(20):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(params, model_rngs, sample))
-        seconds.append(time.perf_counter() - start)
-    return round(float(np.median(seconds)) * 1e3, 3)
-
-
-def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
-          dtypes: Sequence[str], num_steps: int, peak_tflops: float = 0.0) -> dict[str, Any]:
-    """`run` for every compute dtype and batch size (evaluation at the same batch; the
-    latency once per dtype), and the best training throughput per dtype."""
-    runs, best = [], {}
-    for dtype in dtypes:
-        dtype_config = ml_collections.ConfigDict(config.to_dict())
-        dtype_config.model.dtype = dtype
-        for index, batch in enumerate(batch_sizes):
-            result = run(dtype_config, batch, batch, num_steps, peak_tflops,
-                         latency=index == 0)
-            runs.append(result)
-            if result["train_samples_per_second"] > best.get(dtype, {}).get(
-                    "train_samples_per_second", 0.0):
-                best[dtype] = {name: result[name] for name in (
-                    "batch_size", "train_samples_per_second", "mfu", "compile_seconds",
-                    "eval_samples_per_second", "peak_device_memory_mib")}
-    return {"runs": runs, "best_by_dtype": best}
-
-
-def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                      batch: Mapping[str, jax.Array]) -> float:
-    """Training FLOPs per sample the model needs (`aot.analysis.model_flops_per_sample`:
-    XLA's cost analysis, layers unrolled, no remat), lowered for the batch's rows."""
-    del mesh  # the count per sample does not depend on it
-    rows = next(iter(batch.values())).shape[0]
-    return analysis.model_flops_per_sample(config, rows)
-
-
-def mib_per_device(tree: Any) -> dict[str, float]:
-    """MiB of `tree`'s arrays held by each of this process's devices (shards of a sharded
-    array count on the device holding them; a replicated array counts on every device)."""
-    held: dict[str, int] = {}
-    for leaf in jax.tree.leaves(tree):
-        for shard in getattr(leaf, "addressable_shards", ()):
-            held[str(shard.device)] = held.get(str(shard.device), 0) + shard.data.nbytes
-    return {device: round(size / 2**20, 3) for device, size in held.items()}
-
-
-def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
-    """Parameter and whole-state memory: in all, and on the most loaded device (an
-    ``fsdp`` mesh axis divides the sharded weights and their Adam moments over it)."""
-    def total(tree: Any) -> float:
-        return round(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)) / 2**20, 3)
-
-    return {
-        "param_mib": total(state.params),
-        "param_mib_per_device": max(mib_per_device(state.params).values()),
-        "train_state_mib": total(state),
-        "train_state_mib_per_device": max(mib_per_device(state).values()),
-    }
-
-
-def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_steps: int,
-        peak_tflops: float = 0.0, latency: bool = True) -> dict[str, Any]:
-    """Runs every measurement of `config`'s model and returns the JSON-ready results.
-
-    `batch` and `eval_batch` replace ``config.train.batch_size`` and ``eval_batch_size``;
-    both must divide over the config's mesh (``mesh.shape``, default every device).
-    ``latency=False`` skips the single-sample latency (reported as None).
-    """
-    config = _benchmark_config(config, batch, eval_batch)
-    spec = models.model_spec(config)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
-    devices = list(mesh.devices.flat)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
-
-    start = time.perf_counter()
-    state, programs = steps.create_train_state(config, mesh)
-    jax.block_until_ready(state)
-    init_seconds = time.perf_counter() - start
-
-    # Compiled ahead of time from the jitted step training calls: the same executable,
-    # with its shardings and donated state, without a second compilation.
-    start = time.perf_counter()
-    step = programs.train.lower(state, train_batch).compile()
-    compile_seconds = time.perf_counter() - start
-    state, step_metrics = step(state, train_batch)  # warm-up
-    jax.block_until_ready(step_metrics)
-
-    usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    step_seconds, state, loss = _step_seconds(step, state, train_batch, num_steps)
-    usage_after = resource.getrusage(resource.RUSAGE_SELF)
-    train_step_seconds = float(np.mean(step_seconds))
-
-    # As at an epoch end: the SWA update, then evaluation of the averaged parameters.
-    state = programs.swa(state)
-    eval_batch_arrays = _random_batch(config, eval_batch, rng, mesh, evaluation=True)
-    start = time.perf_counter()
-    evaluate = programs.eval.lower(state.swa_params, state.rngs, eval_batch_arrays).compile()
-    eval_compile_seconds = time.perf_counter() - start
-    jax.block_until_ready(evaluate(state.swa_params, state.rngs, eval_batch_arrays))
-    eval_seconds = _timed(lambda: evaluate(state.swa_params, state.rngs, eval_batch_arrays),
-                          max(2, num_steps))
-
-    latency_ms = _latency_ms(config, state, devices[0], rng) if latency else None
-
-    flops = _flops_per_sample(config, mesh, train_batch)
-    achieved = flops * batch / train_step_seconds
-    kind = devices[0].device_kind
-    dtype = getattr(spec, "dtype", "float32")
-    peak = peak_tflops or _KNOWN_PEAK_TFLOPS.get(kind, {}).get(dtype, 0.0)
-    device_memory = devices[0].memory_stats() or {}
-    return {
-        "device_kind": kind,
-        "platform": devices[0].platform,
-        "device_count": len(devices),
-        "mesh": {name: int(size) for name, size in mesh.shape.items()},
-        "jax_version": jax.__version__,
-        "model_name": models.model_name(config),
-        "dtype": dtype,
-        "parameters": models.count_params(state.params),
-        "batch_size": batch,
-        # The Cardioformer's execution settings (None for other models).
-        "kernels": getattr(spec, "kernels", None),
-        "remat": getattr(spec, "remat", None),
-        "scan_unroll": getattr(spec, "scan_unroll", None),
-        "init_seconds": round(init_seconds, 2),
-        "compile_seconds": round(compile_seconds, 3),
-        **train_speed_fields(batch, step_seconds),
-        "train_samples_per_second_per_device": round(batch / train_step_seconds / len(devices),
-                                                     2),
-        **_memory_fields(state),
-        # Host CPU time and minor page faults of the whole process per step. High system
-        # time means costly page faults (fresh temp buffers each step), which on a shared
-        # virtual machine vary with what else runs there: it explains slow runs.
-        "train_host_user_seconds_per_step": round(
-            (usage_after.ru_utime - usage_before.ru_utime) / num_steps, 4),
-        "train_host_system_seconds_per_step": round(
-            (usage_after.ru_stime - usage_before.ru_stime) / num_steps, 4),
-        "train_page_faults_per_step": round(
-            (usage_after.ru_minflt - usage_before.ru_minflt) / num_steps),
-        "eval_batch_size": eval_batch,
-        "eval_compile_seconds": round(eval_compile_seconds, 3),
-        "eval_samples_per_second": round(eval_batch / eval_seconds, 2),
-        "inference_latency_ms": latency_ms,
-        "peak_host_memory_mib": peak_host_memory_mib(),
-        "peak_device_memory_mib": round(device_memory.get("peak_bytes_in_use", 0) / 2**20, 1)
-        or None,
-        "train_gflops_per_sample": round(flops / 1e9, 4),
-        "achieved_tflops": round(achieved / 1e12, 4),
-        "mfu": round(achieved / (peak * 1e12 * len(devices)), 4) if peak else None,
-        "final_loss": float(loss),
-    }
-
-
-def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
-                num_seeds: int) -> dict[str, Any]:
-    """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
-    against together (`vectorized_seeds`: one vmapped step for all): seconds per step,
-    training samples/s over all seeds, compile times and the speed-up."""
-    from cardioformer_jax.training import vectorized_seeds
-
-    config = _benchmark_config(config, batch, batch)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
-    state, one = steps.create_train_state(config, mesh)
-    start = time.perf_counter()
-    step = one.train.lower(state, train_batch).compile()
-    one_compile = time.perf_counter() - start
-    state, step_metrics = step(state, train_batch)  # warm-up
-    jax.block_until_ready(step_metrics)
-    one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)
-    del state
-
-    together = vectorized_seeds.seed_programs(one, num_seeds)
-    seed, learning_rate = steps.init_args(config)
-    stacked = together.stack(*(one.init(seed + i, learning_rate) for i in range(num_seeds)))
-    batches = tuple(_random_batch(config, batch, rng, mesh) for _ in range(num_seeds))
-    start = time.perf_counter()
-    vstep = together.train.lower(stacked, batches).compile()
-    together_compile = time.perf_counter() - start
-    stacked, step_metrics = vstep(stacked, batches)  # warm-up
-    jax.block_until_ready(step_metrics)
-    together_seconds, stacked, _ = _step_seconds(vstep, stacked, batches, num_steps)
-    one_mean, together_mean = float(np.mean(one_seconds)), float(np.mean(together_seconds))
-    return {
-        "device_kind": jax.devices()[0].device_kind,
-        "jax_version": jax.__version__,
-        "model_name": models.model_name(config),
-        "seeds": num_seeds,
-        "batch_size": batch,
-        # A persistent compilation cache can make a compile nearly free.
-        "one_seed_compile_seconds": round(one_compile, 3),
-        "together_compile_seconds": round(together_compile, 3),
-        "one_seed_step_seconds": round(one_mean, 6),
-        "together_step_seconds": round(together_mean, 6),
-        # Samples of all seeds per second: one after another runs K one-seed steps.
-        "one_after_another_samples_per_second": round(batch / one_mean, 2),
-        "together_samples_per_second": round(num_seeds * batch / together_mean, 2),
-        "speedup": round(num_seeds * one_mean / together_mean, 3),
-        "together_state_mib_per_device": _memory_fields(stacked)["train_state_mib_per_device"],
-        "peak_host_memory_mib": peak_host_memory_mib(),
-    }
-
-
-# Figures compared with the PyTorch re-creation, and whether larger is better.
-_COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
-             "inference_latency_ms": False}
-
-
-def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
-                      num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
-    """This port against the PyTorch re-creation of the reference (``[torch]`` extra): per
-    round the reference's training, evaluation and latency, then `run`'s, each in a fresh
-    child process (so that neither inherits the other's memory, threads or compilation
-    cache). Ratios are this port's speed over the reference's (latency: the reference's
-    time over this port's), so > 1 means this port is faster.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds} must be >= 1")
-    results = []
-    for _ in range(rounds):
-        reference = _measure_in_subprocess("reference", config, batch, eval_batch, num_steps,
-                                           threads)
-        ours = _measure_in_subprocess("this_port", config, batch, eval_batch, num_steps)
-        ratios = {}
-        for name, larger_is_better in _COMPARED.items():
-            ratio = ours[name] / reference[name] if larger_is_better else (
-                reference[name] / ours[name])
-            ratios[name] = round(ratio, 2)
-        results.append({"reference": reference, "this_port": ours, "ratios": ratios})
-    return {"rounds": results,
-            "ratios_by_round": {name: [r["ratios"][name] for r in results]
-                                for name in _COMPARED}}
-
-
-def _measure_in_subprocess(which: str, config: ml_collections.ConfigDict, batch: int,
-                           eval_batch: int, num_steps: int, threads: int = 0
-                           ) -> dict[str, Any]:
-    """`measure` in a child Python process; its JSON result."""
-    with tempfile.TemporaryDirectory() as scratch:
-        config_path = Path(scratch) / "config.json"
-        config_path.write_text(config.to_json())
-        code = ("import json; from cardioformer_jax import benchmark; print(json.dumps("
-                f"benchmark.measure({which!r}, {str(config_path)!r}, {batch}, {eval_batch}, "
-                f"{num_steps}, {threads})))")
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               check=False)
-    if child.returncode:
-        raise RuntimeError(f"timing {which} failed (exit {child.returncode}):\n"
-                           f"{child.stderr[-3000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
-
-
-def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps: int,
-            threads: int = 0) -> dict[str, Any]:
-    """One side of `compare_reference` in this process: ``"this_port"`` (`run`) or
-    ``"reference"`` (the PyTorch re-creation's training, evaluation and latency)."""
-    config = ml_collections.ConfigDict(json.loads(Path(config_path).read_text()))
-    if which == "this_port":
-        return run(config, batch, eval_batch, num_steps)
-    if which != "reference":
-        raise ValueError(f"which={which!r} must be 'this_port' or 'reference'")
-    from cardioformer_jax.interop import torch_reference  # needs torch
-
-    result = torch_reference.time_training(config.model, batch, num_steps, threads)
-    result.update(torch_reference.time_inference(config.model, eval_batch, max(2, num_steps),
-                                                 threads))
-    result["peak_host_memory_mib"] = peak_host_memory_mib()
-    return result
-
-
-def input_pipeline_rates(config: ml_collections.ConfigDict, batch: int,
-                         workers: Sequence[int], num_batches: int) -> dict[str, Any]:
-    """Samples/s of the training input pipeline alone, per Grain worker count."""
-    config = copy.deepcopy(config)
-    config.train.batch_size = batch
-    config_lib.validate_config(config)
-    mesh = sharding.mesh_from_config(config)
-    input_pipeline.check_dataset(config, ("train",))
-    rates = {}
-    for count in workers:
-        config.dataset.num_workers = count
-        rates[str(count)] = round(input_pipeline.measure_throughput(
-            config, num_batches=num_batches, mesh=mesh), 1)
-    return {
-        "dataset": input_pipeline.DataSpec.from_config(config).label,
-        "batch_size": batch,
-        "num_threads": int(config.dataset.num_threads),
-        "mesh": dict(mesh.shape),
-        "input_samples_per_second_by_workers": rates,
-    }
+from cardioformer_jax import benchmarking
 
 
 def _main() -> None:
-    # Flags are defined here, not at import, so that other modules (torch_reference) can
-    # import this one's helpers and define flags of the same names.
+    # Flags are defined here, not at import: importing this module must not define flags.
     config_file = config_flags.DEFINE_config_file("config", "configs/ptbxl.py", "Config file.")
     batch = flags.DEFINE_integer("batch_size", 128, "Global training batch size.")
     eval_batch = flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
@@ -481,21 +54,25 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        config = config_file.value
         if seeds.value > 1:
-            results = seeds_speed(config_file.value, batch.value, num_steps.value,
-                                  seeds.value)
+            results = benchmarking.seeds_speed(config, batch.value, num_steps.value,
+                                               seeds.value)
         elif pipeline.value:
-            results = input_pipeline_rates(config_file.value, batch.value,
-                                           [int(w) for w in workers.value], batches.value)
+            results = benchmarking.input_pipeline_rates(
+                config, batch.value, [int(w) for w in workers.value], batches.value)
         elif batch_sizes.value:
-            results = sweep(config_file.value, [int(b) for b in batch_sizes.value],
-                            dtypes.value, num_steps.value, peak.value)
+            results = benchmarking.sweep(config, [int(b) for b in batch_sizes.value],
+                                         dtypes.value, num_steps.value, peak.value)
         elif reference.value:
-            results = compare_reference(config_file.value, batch.value, eval_batch.value,
-                                        num_steps.value, rounds.value, threads.value)
+            from cardioformer_jax.interop import torch_reference  # the comparison's children
+
+            results = torch_reference.compare_reference(config, batch.value, eval_batch.value,
+                                                        num_steps.value, rounds.value,
+                                                        threads.value)
         else:
-            results = run(config_file.value, batch.value, eval_batch.value, num_steps.value,
-                          peak.value)
+            results = benchmarking.run(config, batch.value, eval_batch.value, num_steps.value,
+                                       peak.value)
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

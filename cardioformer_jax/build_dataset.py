@@ -19,8 +19,8 @@ def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
 
+    from cardioformer_jax.core import paths
     from cardioformer_jax.data import datasets
-    from cardioformer_jax.training import paths
 
     manual_dir = paths.DEFINE_path(
         "manual_dir", None,

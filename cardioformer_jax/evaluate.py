@@ -29,8 +29,9 @@ def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
 
+    from cardioformer_jax.core import paths
     from cardioformer_jax.evaluation import analysis, report
-    from cardioformer_jax.training import paths, train
+    from cardioformer_jax.training import train
 
     workdir = paths.DEFINE_multi_path(
         "workdir", None, "The training --workdir (a local path or a URL such as "

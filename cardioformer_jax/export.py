@@ -19,8 +19,8 @@ def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
 
+    from cardioformer_jax.core import paths
     from cardioformer_jax.evaluation import export
-    from cardioformer_jax.training import paths
 
     workdir = paths.DEFINE_path("workdir", None, "The training --workdir (a local path or "
                                   "a URL such as gs://bucket/run).", required=True)

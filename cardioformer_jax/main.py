@@ -20,7 +20,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cardioformer_jax.training import checkpointing, distributed, logging_utils, paths, train
+from cardioformer_jax.core import logging_utils, paths
+from cardioformer_jax.training import checkpointing, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)

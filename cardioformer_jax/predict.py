@@ -21,8 +21,8 @@ def _main() -> None:
     # Flags are defined here, not at import: importing this module must not define flags.
     from absl import app, flags
 
+    from cardioformer_jax.core import paths
     from cardioformer_jax.evaluation import inference, predictions
-    from cardioformer_jax.training import paths
 
     workdir = paths.DEFINE_multi_path(
         "workdir", None, "The training --workdir (single run or multi-seed; a local path or "

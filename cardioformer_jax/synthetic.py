@@ -13,8 +13,8 @@ import time
 
 from absl import app, flags
 
+from cardioformer_jax.core import paths
 from cardioformer_jax.data import synthetic
-from cardioformer_jax.training import paths
 
 _OUT = paths.DEFINE_path("out", None, "Output folder (created if missing).")
 _PATIENTS = flags.DEFINE_integer(

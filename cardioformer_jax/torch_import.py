@@ -9,7 +9,7 @@ def _main() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    from cardioformer_jax.training import paths
+    from cardioformer_jax.core import paths
 
     config_flag = config_flags.DEFINE_config_file(
         "config", None, "Config file exposing get_config(), e.g. configs/ptbxl.py; its "

@@ -26,7 +26,7 @@ def _main() -> None:
     from absl import app, flags, logging
     from ml_collections import config_flags
 
-    from cardioformer_jax.training import paths
+    from cardioformer_jax.core import paths
     from cardioformer_jax.tuning import study
 
     defaults = study.Settings(trials=1)
@@ -77,7 +77,7 @@ def _main() -> None:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         import jax
 
-        from cardioformer_jax.training import logging_utils
+        from cardioformer_jax.core import logging_utils
 
         path = cache_dir.value
         if path is None:

@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from cardioformer_jax.core import progress
 from cardioformer_jax.data import preprocessing
-from cardioformer_jax.training import progress
 from tfds_builders import fingerprint, parallel, processing, splits
 
 logger = logging.getLogger(__name__)

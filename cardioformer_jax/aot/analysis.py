@@ -23,9 +23,10 @@ import ml_collections
 
 from cardioformer_jax import models
 from cardioformer_jax.aot.targets import Target
+from cardioformer_jax.core import sharding
 from cardioformer_jax.data import windows
 from cardioformer_jax.ops import resolve_kernels
-from cardioformer_jax.training import sharding, steps
+from cardioformer_jax.training import steps
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
                "collective-permute", "ragged-all-to-all")

@@ -20,8 +20,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from cardioformer_jax.training import paths
-from cardioformer_jax.training import progress as progress_lib
+from cardioformer_jax.core import paths
+from cardioformer_jax.core import progress as progress_lib
 
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
@@ -113,7 +113,7 @@ def build(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         register_checksums=register_checksums,
     )
-    # Our per-record progress (`training.progress`: a bar on a terminal, plain lines in a
+    # Our per-record progress (`core.progress`: a bar on a terminal, plain lines in a
     # log) replaces TFDS's example counters for the duration of the build. TFDS's bars stay
     # on only while a zip is downloaded onto a terminal: redrawn into a log file they are
     # walls of carriage returns. The global switch is restored afterwards.

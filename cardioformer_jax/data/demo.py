@@ -11,8 +11,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from cardioformer_jax.core import logging_utils, paths
 from cardioformer_jax.data import datasets
-from cardioformer_jax.training import logging_utils, paths
 
 
 def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | os.PathLike

@@ -1,4 +1,4 @@
-"""Grain input pipelines over the TFDS ArrayRecord datasets (training and evaluation).
+"""Grain input pipelines over the TFDS ArrayRecord datasets: what a config reads, training.
 
 Training (`create_train_input`)::
 
@@ -12,39 +12,26 @@ Training (`create_train_input`)::
 
 Every epoch is exactly `steps_per_epoch = len(split) // global_batch` steps; the iterator
 state (a few integers per process) is checkpointable with Orbax, see `TrainInput`.
-
-Evaluation (`eval_batches`) visits every example of a split exactly once, in order, with
-the last batch padded and a `mask`; see its docstring for multi-process use. With
-``input.crop_seconds`` it still yields whole records: the eval step cuts the windows.
-
-Functions take a config `config_lib.validate_config` accepted; they read `seed`,
-`dataset.*`, `model.seq_len/num_channels/num_classes` and `train.batch_size` /
-`eval_batch_size` (their meaning and defaults are in `config_lib.base_config`).
-
-Throughput of the training pipeline alone: ``python -m cardioformer_jax.benchmark
---config=configs/ptbxl.py --config.dataset.data_dir=DIR --input_pipeline
-[--pipeline_workers=0,4]``. One core gives roughly 3,000 samples/s (docs/benchmarks.md);
-read threads add little (the work holds the GIL), so for accelerators set
-`dataset.num_workers` to a few processes per host, which scale with the cores.
+Evaluation reads every example once: `eval_input.eval_batches`. The fields a config sets
+are described in docs/training.md and `config_lib.base_config`; the pipeline's throughput
+in docs/benchmarks.md (``python -m cardioformer_jax.benchmark --input_pipeline``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import grain
 import jax
 import numpy as np
 
+from cardioformer_jax.core import paths, sharding
 from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
-from cardioformer_jax.training import paths, sharding
-from cardioformer_jax.training import progress as progress_lib
 
 logger = logging.getLogger(__name__)
 
@@ -261,22 +248,6 @@ class TrainTransform(grain.transforms.Map):
         }
 
 
-class EvalTransform(TrainTransform):
-    """`TrainTransform` plus the host-side ids, the example's index and `mask` = 1."""
-
-    def map(self, element: tuple[int, Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        index, example = element
-        out = super().map(example)
-        out.update(
-            mask=np.int32(1),
-            index=np.int64(index),
-            record_id=np.bytes_(example["record_id"]),
-            subject_id=np.int64(example["subject_id"]),
-            segment=np.int32(example["segment"]),
-        )
-        return out
-
-
 class RandomCrop(grain.transforms.RandomMap):
     """A uniformly random crop of `length` samples of each record of a batch's ``signal``
     (`windows.random_crops`; the records were standardised whole)."""
@@ -293,24 +264,11 @@ class RandomCrop(grain.transforms.RandomMap):
 _CROP_SEED_OFFSET = 7919
 
 
-def _padding_example(spec: DataSpec, record_length: int) -> dict[str, np.ndarray]:
-    return {
-        "signal": np.zeros((record_length, spec.num_channels), np.float32),
-        "label": (np.zeros(spec.num_classes, np.float32) if spec.multilabel
-                  else np.int32(0)),
-        **({"tabular": tabular.tabular_features(-1.0, -1)} if spec.tabular else {}),
-        "mask": np.int32(0),
-        "index": np.int64(-1),
-        "record_id": np.bytes_(b""),
-        "subject_id": np.int64(-1),
-        "segment": np.int32(-1),
-    }
-
-
 # --- batch sizes and process shares --------------------------------------------------------
 
 
-def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def this_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    """``(process_index, process_count)``: the given ones, JAX's where None."""
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     if not 0 <= index < count:
@@ -340,7 +298,9 @@ def per_process_batch_size(
     return global_batch // process_count
 
 
-def _read_options(config: Any) -> grain.ReadOptions:
+def read_options(config: Any) -> grain.ReadOptions:
+    """Grain's read threads and prefetch buffer (``dataset.num_threads``,
+    ``dataset.prefetch_batches``)."""
     threads = int(config.dataset.num_threads)
     buffer = int(config.dataset.prefetch_batches)
     # Elements here are whole batches: Grain's default buffer (500) would hold ~0.8 GB.
@@ -381,7 +341,7 @@ def train_dataset(
     another process); `num_epochs` None repeats forever.
     """
     spec = DataSpec.from_config(config)
-    index, count = _process(process_index, process_count)
+    index, count = this_process(process_index, process_count)
     global_batch = int(config.train.batch_size)
     local_batch = per_process_batch_size(global_batch, count, mesh)
     source = open_split(spec, split)
@@ -391,7 +351,7 @@ def train_dataset(
             f"dataset {spec.label} split {split!r} has {len(source)} examples, fewer than "
             f"one global batch of {global_batch}"
         )
-    start, stop = _even_split(len(source), index, count, drop_remainder=True)
+    start, stop = even_split(len(source), index, count, drop_remainder=True)
     ds = (
         grain.MapDataset.source(source)[start:stop]
         .shuffle(seed=int(config.seed))
@@ -408,12 +368,12 @@ def train_dataset(
                            seed=int(config.seed) + _CROP_SEED_OFFSET + index)
     # Every process has floor(floor(n / count) / local_batch) == floor(n / global_batch)
     # batches per epoch, so all of them step through epochs in lockstep.
-    ds = ds.to_iter_dataset(_read_options(config))
+    ds = ds.to_iter_dataset(read_options(config))
     num_workers = int(config.dataset.num_workers)
     return _with_workers(ds, num_workers), steps_per_epoch
 
 
-def _even_split(n: int, index: int, count: int, *, drop_remainder: bool) -> tuple[int, int]:
+def even_split(n: int, index: int, count: int, *, drop_remainder: bool) -> tuple[int, int]:
     """[start, stop) of process `index`'s contiguous share of `n` examples, as Grain's
     `ShardByJaxProcess` computes it: n // count each, the remainder dropped or spread
     over the first processes."""
@@ -499,121 +459,6 @@ def create_train_input(
         steps_per_epoch=steps,
         global_batch_size=int(config.train.batch_size),
     )
-
-
-# --- evaluation -----------------------------------------------------------------------------
-
-
-class EvalBatch(NamedTuple):
-    """`device`: ``signal``, ``label``, ``mask`` (global `jax.Array`s when a mesh is given,
-    else NumPy); `host`: this process's rows as NumPy: ``label``, ``mask`` (1 real, 0 pad),
-    ``index`` (position in the split, -1 pad), ``record_id`` (bytes), ``subject_id``,
-    ``segment``."""
-
-    device: dict[str, Any]
-    host: dict[str, np.ndarray]
-
-
-def eval_dataset(
-    config: Any,
-    split: str,
-    *,
-    mesh: jax.sharding.Mesh | None = None,
-    batch_size: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-) -> tuple[grain.IterDataset, int]:
-    """This process's evaluation batches (host NumPy, all fields) and their number.
-
-    The split is cut into `process_count` contiguous shares (sizes differing by at most
-    one); every share is padded to the same number of full batches.
-    """
-    spec = DataSpec.from_config(config)
-    index, count = _process(process_index, process_count)
-    global_batch = batch_size or int(config.train.eval_batch_size)
-    local_batch = per_process_batch_size(global_batch, count, mesh)
-    source = open_split(spec, split)
-    start, stop = _even_split(len(source), index, count, drop_remainder=False)
-    num_batches = math.ceil(math.ceil(len(source) / count) / local_batch)
-    real = (
-        grain.MapDataset.range(start, stop)
-        .map(lambda i: (i, source[i]))
-        .map(EvalTransform(spec, split))
-    )
-    # Padding rows are as long as the records (longer than seq_len when cropping).
-    pad = _padding_example(spec, int(np.shape(source[0]["signal"])[0]))
-    padding = grain.MapDataset.range(num_batches * local_batch - (stop - start)).map(
-        lambda _: dict(pad)
-    )
-    ds = grain.MapDataset.concatenate([real, padding]).batch(local_batch)
-    return ds.to_iter_dataset(_read_options(config)), num_batches
-
-
-def eval_batches(
-    config: Any,
-    split: str,
-    mesh: jax.sharding.Mesh | None = None,
-    *,
-    batch_size: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    progress: bool = False,
-) -> Iterator[EvalBatch]:
-    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
-    eval batch size (the last ones padded, ``mask`` 0).
-
-    ``progress``: the batches' progress on stderr (process 0, 10 batches or more): a bar
-    on an interactive terminal, plain lines otherwise (`training.progress`).
-
-    Multi-process: all processes run the same number of batches (shares are padded). A
-    caller keeps, per batch, the outputs of its own rows
-    (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
-    concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
-    """
-    ds, num_batches = eval_dataset(
-        config,
-        split,
-        mesh=mesh,
-        batch_size=batch_size,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    iterator = iter(ds)
-    shown = progress and num_batches >= 10 and jax.process_index() == 0
-    bar = progress_lib.progress(num_batches, f"evaluating {split}", "batches", enabled=shown)
-    try:
-        for batch in iterator:
-            bar.update()
-            device = {k: batch[k] for k in ("signal", "label", "mask", "tabular")
-                      if k in batch}
-            if mesh is not None:
-                device = sharding.global_batch(device, mesh)
-            yield EvalBatch(device=device, host=batch)
-    finally:
-        bar.close()
-        iterator.close()
-
-
-def allgather_host(tree: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Concatenates each process's host arrays along axis 0, in process order, on every
-    process (`multihost_utils.process_allgather`); byte strings are supported. Arrays
-    must have the same number of rows on every process (`eval_batches` ensures it)."""
-    if jax.process_count() == 1:
-        return {k: np.asarray(v) for k, v in tree.items()}
-    from jax.experimental import multihost_utils
-
-    out = {}
-    for key, value in tree.items():
-        value = np.asarray(value)
-        if value.dtype.kind == "S":
-            local_width = np.array([value.dtype.itemsize], np.int32)
-            width = int(multihost_utils.process_allgather(local_width).max())
-            raw = value.astype(f"S{width}").view(np.uint8).reshape(*value.shape, width)
-            gathered = multihost_utils.process_allgather(raw, tiled=True)
-            out[key] = np.ascontiguousarray(gathered).view(f"S{width}").reshape(-1)
-        else:
-            out[key] = multihost_utils.process_allgather(value, tiled=True)
-    return out
 
 
 # --- throughput -----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from cardioformer_jax.evaluation import metrics
+from cardioformer_jax.core import metrics
+from cardioformer_jax.evaluation import bootstrap
 
 ECE_BINS = 15
 
@@ -270,7 +271,7 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
                        level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
     """Percentile bootstrap confidence intervals of a single-label evaluation.
 
-    The resamples come from `metrics.bootstrap_resamples`: examples, or with `clusters`
+    The resamples come from `bootstrap.bootstrap_resamples`: examples, or with `clusters`
     (e.g. subject ids) whole clusters, drawn with replacement (examples of one subject are
     correlated, and resampling them one by one would understate the spread); a resample
     lacking a positive or a negative of a resamplable class is redrawn, so every macro
@@ -293,7 +294,7 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
         raise ValueError(f"labels must lie in [0, {num_classes}), got "
                          f"[{labels.min()}, {labels.max()}]")
     onehot = np.eye(num_classes, dtype=np.int64)[labels]
-    draws = metrics.bootstrap_resamples(onehot, num_resamples, np.random.default_rng(seed),
+    draws = bootstrap.bootstrap_resamples(onehot, num_resamples, np.random.default_rng(seed),
                                         clusters=clusters)
     n = labels.shape[0]
     values: dict[str, list[np.ndarray]] = {}
@@ -312,7 +313,7 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
 
 
 def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
-                      draws: metrics.BootstrapResamples,
+                      draws: bootstrap.BootstrapResamples,
                       point: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """The `bootstrap_analysis` result from resampled metric values (``"auroc_per_class"``
     ``(B, K)`` blocks among them), the draws and the point estimates ``(1,)`` of the full

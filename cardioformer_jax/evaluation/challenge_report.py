@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from cardioformer_jax.core import logging_utils, metrics
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import analysis, challenge, metrics, multilabel
+from cardioformer_jax.evaluation import analysis, bootstrap, challenge, multilabel
 from cardioformer_jax.evaluation.markdown import table as _table
-from cardioformer_jax.training import logging_utils
 
 THRESHOLDS_FILE = "challenge_thresholds.json"
 REPORTED = ("score", "f_measure", "accuracy", "auroc", "auprc")
@@ -102,7 +102,7 @@ def evaluate(probs: np.ndarray, targets: np.ndarray, codes: Sequence[str],
         outputs = challenge.apply_thresholds(probs, chosen["thresholds"])[:, order]
         truth = np.asarray(targets)[:, order]
         rng = np.random.default_rng(seed)
-        weights = metrics.bootstrap_weights(probs.shape[0], bootstrap_resamples, rng)
+        weights = bootstrap.bootstrap_weights(probs.shape[0], bootstrap_resamples, rng)
         resampled = {k: [v] for k, v in challenge.weighted_metrics(truth, outputs,
                                                                     weights).items()}
         ranked = metrics.weighted_multilabel_metrics(probs, targets, weights)

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel, report
+from cardioformer_jax.core import logging_utils, metrics, paths
+from cardioformer_jax.evaluation import analysis, inference, multilabel, report
 from cardioformer_jax.evaluation.markdown import ci, pct, redraw_note, table
-from cardioformer_jax.training import logging_utils, paths, train
+from cardioformer_jax.training import train
 
 META_LEARNER_C = 1.0  # inverse L2 strength of the logistic regressions (scikit-learn's)
 

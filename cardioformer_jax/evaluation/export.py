@@ -38,9 +38,9 @@ import numpy as np
 from etils import epath
 from jax import export as jax_export
 
+from cardioformer_jax.core import logging_utils, paths
 from cardioformer_jax.data import tabular
 from cardioformer_jax.evaluation import inference
-from cardioformer_jax.training import logging_utils, paths
 
 FORMAT = "cardioformer_jax.export/1"
 

@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from cardioformer_jax.core import logging_utils, metrics, paths
+from cardioformer_jax.core import progress as progress_lib
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.evaluation import analysis, inference, metrics, multilabel
-from cardioformer_jax.training import logging_utils, paths, train
-from cardioformer_jax.training import progress as progress_lib
+from cardioformer_jax.evaluation import analysis, inference, multilabel
+from cardioformer_jax.training import train
 from tfds_builders import labels as label_rules
 
 # The cinc2021 builder's multi-hot PTB-XL superclasses (its SNOMED mapping, docs/data.md).

@@ -2,11 +2,12 @@
 
 `load(workdir)` reads the run's saved ``config.json``, restores the checkpoint that early
 stopping kept as best (its SWA-averaged parameters are what validation and test were
-evaluated with, docs/training.md) and returns a `TrainedModel`: the parameters, the eval-mode graph
-and the dataset's input contract (`dataset_inputs.InputSpec`).
+evaluated with, docs/training.md) and returns a `TrainedModel`: the parameters, the
+training code's compiled programs for them (`steps.programs`) and the dataset's input
+contract (`dataset_inputs.InputSpec`).
 
-Checkpoints are opened read-only: loading a run that is still training neither deletes its
-temporary files nor writes anything.
+Checkpoints are read through `checkpointing.Checkpointer` opened read-only: loading a run
+that is still training neither deletes its temporary files nor writes anything.
 
 A multi-seed workdir (``seed_<s>/`` sub-directories) holds one run per seed; `load` takes
 the seed asked for, by default the one with the best validation value of its
@@ -19,7 +20,6 @@ an `etils.epath.Path` (`paths.as_path`), as training wrote it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -30,16 +30,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
+from cardioformer_jax.core import logging_utils, paths, sharding
 from cardioformer_jax.data import dataset_inputs, tabular, windows
-from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
+from cardioformer_jax.training import checkpointing, steps, train
 
 DEFAULT_BATCH_SIZE = 64
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -54,23 +53,31 @@ class TrainedModel:
       run_dir: the run directory (``workdir`` or ``workdir/seed_<s>``).
       step: the restored checkpoint's training step.
       epoch: the epoch that checkpoint ends (None if its metadata lacks it).
-      graphdef: the eval-mode NNX graph definition.
       params: the SWA-averaged parameters.
       rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
       spec: the dataset's input contract.
-      mesh: the (one-device) mesh the parameters live on; `steps.programs(config, mesh)`
-        gives the training code's compiled programs for them.
+      programs: the training code's compiled programs (`steps.programs`) on a one-device
+        mesh, where the parameters live: `eval` gives `probabilities`, `logits` `logits`.
     """
 
     config: ml_collections.ConfigDict
     run_dir: epath.Path
     step: int
     epoch: int | None
-    graphdef: nnx.GraphDef
     params: nnx.State
     rngs: nnx.State
     spec: dataset_inputs.InputSpec
-    mesh: jax.sharding.Mesh
+    programs: steps.Programs
+
+    @property
+    def graphdef(self) -> nnx.GraphDef:
+        """The eval-mode NNX graph definition."""
+        return self.programs.definition.eval_graphdef
+
+    @property
+    def mesh(self) -> jax.sharding.Mesh:
+        """The (one-device) mesh the parameters live on."""
+        return self.programs.mesh
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -93,8 +100,15 @@ class TrainedModel:
 
     def apply_fn(self) -> Callable[..., jax.Array]:
         """``f(params, rngs, signal (B, T, C)[, tabular (B, 4)]) -> logits (B, K)``
-        (float32), pure."""
-        return functools.partial(_apply, self.graphdef)
+        (float32), pure: `steps.logits_step`, what the `logits` program compiles."""
+        definition = self.programs.definition
+
+        def apply(params: nnx.State, rngs: nnx.State, signal: jax.Array,
+                  tabular_inputs: jax.Array | None = None) -> jax.Array:
+            return steps.logits_step(definition, params, rngs,
+                                     {"signal": signal, "tabular": tabular_inputs})
+
+        return apply
 
     @property
     def uses_tabular(self) -> bool:
@@ -116,15 +130,40 @@ class TrainedModel:
         """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and, for a model that
         fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown).
 
-        Runs in batches of at most `batch_size`, each zero-padded to a power of two (capped
-        at `batch_size`): a single record's few samples run as a small batch instead of a
-        padded full one, and inputs of any length share at most ``log2(batch_size) + 2``
-        compiled programs, each traced once per process.
+        Runs the `logits` program in batches of at most `batch_size`, each zero-padded to a
+        power of two (capped at `batch_size`): a single record's few samples run as a small
+        batch instead of a padded full one, and inputs of any length share at most
+        ``log2(batch_size) + 2`` compiled programs, each traced once per process.
         """
         signals = np.asarray(signals, np.float32)
         if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
             raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
                              f"{self.input_shape[1]}), got {signals.shape}")
+        return self._run(self.programs.logits, signals, batch_size, tabular_inputs)
+
+    def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
+                      tabular_inputs: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
+        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`).
+
+        Runs the `eval` program, the one training evaluated with, in batches as `logits`
+        does. A run trained on crops (`windowing`) takes whole records (T at least its
+        input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
+        did, aggregates each record's window probabilities (max for the benchmark
+        suite's protocol); `batch_size` then counts records."""
+        signals = np.asarray(signals, np.float32)
+        if self.windowing is None:
+            if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
+                raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
+                                 f"{self.input_shape[1]}), got {signals.shape}")
+        elif signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
+            raise ValueError(f"expected records of shape (N, T, "
+                             f"{self.input_shape[1]}), got {signals.shape}")
+        return self._run(self.programs.eval, signals, batch_size, tabular_inputs)
+
+    def _run(self, program: Callable[..., jax.Array], signals: np.ndarray, batch_size: int,
+             tabular_inputs: np.ndarray | None) -> np.ndarray:
+        """`program(params, rngs, batch)` over `signals` in padded batches (`logits`)."""
         n = signals.shape[0]
         if self.uses_tabular and tabular_inputs is None:
             tabular_inputs = self.tabular_inputs(n)
@@ -135,65 +174,20 @@ class TrainedModel:
         for start in range(0, n, batch_size):
             chunk = signals[start:start + batch_size]
             rows = padded_rows(len(chunk), batch_size)
-            padded = np.zeros((rows, *self.input_shape), np.float32)
-            padded[:len(chunk)] = chunk
-            extra = None
+            batch = {"signal": np.zeros((rows, *chunk.shape[1:]), np.float32)}
+            batch["signal"][:len(chunk)] = chunk
             if tabular_inputs is not None:
-                extra = np.zeros((rows, tabular_inputs.shape[1]), np.float32)
-                extra[:len(chunk)] = tabular_inputs[start:start + batch_size]
-            outputs.append(np.asarray(_jitted_apply(self.graphdef, self.params, self.rngs,
-                                                    padded, extra))[:len(chunk)])
+                batch["tabular"] = np.zeros((rows, tabular_inputs.shape[1]), np.float32)
+                batch["tabular"][:len(chunk)] = tabular_inputs[start:start + batch_size]
+            outputs.append(np.asarray(program(self.params, self.rngs, batch))[:len(chunk)])
         if not outputs:
             return np.zeros((0, self.num_classes), np.float32)
         return np.concatenate(outputs)
-
-    def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
-                      tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
-        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`).
-
-        A run trained on crops (`windowing`) takes whole records (T at least its
-        input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
-        did, aggregates each record's window probabilities (max for the benchmark
-        suite's protocol)."""
-        windowing = self.windowing
-        count = 1
-        if windowing is not None:
-            signals = np.asarray(signals, np.float32)
-            if signals.ndim != 3:
-                raise ValueError(f"expected records of shape (N, T, "
-                                 f"{self.input_shape[1]}), got {signals.shape}")
-            cut = windows.cut_windows(signals, windowing)  # (N, W, L, C)
-            count = cut.shape[1]
-            signals = cut.reshape(-1, *cut.shape[2:])
-            if tabular_inputs is not None:
-                tabular_inputs = np.repeat(np.asarray(tabular_inputs), count, axis=0)
-        logits = jnp.asarray(self.logits(signals, batch_size, tabular_inputs))
-        if self.spec.multilabel:
-            probs = np.asarray(jax.nn.sigmoid(logits))
-        else:
-            probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-        if windowing is None:
-            return probs
-        return windows.aggregate(probs.reshape(-1, count, probs.shape[-1]),
-                                 windowing.aggregation)
 
 
 def padded_rows(rows: int, batch_size: int) -> int:
     """The batch `rows` samples run in: the next power of two, at most `batch_size`."""
     return min(batch_size, 1 << max(rows - 1, 0).bit_length())
-
-
-def _apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
-           signal: jax.Array, tabular_inputs: jax.Array | None = None) -> jax.Array:
-    model = nnx.merge(graphdef, params, rngs, copy=True)
-    return model(signal, tabular_inputs).astype(jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jitted_apply(graphdef: nnx.GraphDef, params: nnx.State, rngs: nnx.State,
-                  signal: jax.Array, tabular_inputs: jax.Array | None = None) -> jax.Array:
-    return _apply(graphdef, params, rngs, signal, tabular_inputs)
 
 
 def quiet_orbax() -> None:
@@ -269,40 +263,12 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 # --- restoring ------------------------------------------------------------------------------
-# Orbax stores the typed PRNG keys of the state as their uint32 key data (checkpointing.py);
-# restore into that form, then wrap them again.
-
-
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _key_data_target(abstract: Any) -> Any:
-    def convert(x: Any) -> Any:
-        if not _is_key(x):
-            return x
-        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
-        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
-
-    return jax.tree.map(convert, abstract)
-
-
-def _best_step(manager: ocp.CheckpointManager) -> int | None:
-    """The step `checkpointing.Checkpointer` keeps as best (highest epoch rank >= 0)."""
-    best, best_rank = None, -1.0
-    for step in manager.all_steps():
-        values = manager.metrics(step)
-        if not values:
-            continue
-        rank = float(values.get(checkpointing.RANK_METRIC, -1))
-        if math.isfinite(rank) and rank >= 0 and rank > best_rank:
-            best, best_rank = step, rank
-    return best
 
 
 def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
                   step: int | None = None) -> tuple[steps.TrainState, dict[str, Any], int]:
-    """Restores the best (or the given) checkpoint of `run_dir` read-only.
+    """Restores the best (or the given) checkpoint of `run_dir` read-only
+    (`checkpointing.Checkpointer`).
 
     Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
     best-epoch checkpoint (only epoch ends hold SWA parameters that were evaluated).
@@ -310,27 +276,16 @@ def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
     directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                           cleanup_tmp_directories=False)
-    manager = ocp.CheckpointManager(directory, options=options,
-                                    item_names=("state", "meta", "data"))
-    try:
+    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
         if step is None:
-            step = _best_step(manager)
+            step = checkpointer.best_step()
             if step is None:
                 raise FileNotFoundError(
                     f"{directory} holds no best-epoch checkpoint (steps "
-                    f"{list(manager.all_steps())}): no epoch has ended with a finite "
+                    f"{checkpointer.all_steps()}): no epoch has ended with a finite "
                     "validation F1 yet; train at least one epoch first")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_key_data_target(abstract)),
-            meta=ocp.args.JsonRestore()))
-    finally:
-        manager.close()
-    state = jax.tree.map(
-        lambda x, a: jax.random.wrap_key_data(x, dtype=a.dtype) if _is_key(a) else x,
-        restored["state"], abstract)
-    return state, dict(restored["meta"]), int(step)
+        restored = checkpointer.restore(step, abstract)
+    return restored.state, restored.meta, int(step)
 
 
 def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
@@ -377,5 +332,5 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     epoch = meta.get("epoch")
     return TrainedModel(config=config, run_dir=run_dir, step=step,
                         epoch=None if epoch is None else int(epoch),
-                        graphdef=programs.definition.eval_graphdef, params=state.swa_params,
-                        rngs=state.rngs, spec=spec, mesh=mesh)
+                        params=state.swa_params, rngs=state.rngs, spec=spec,
+                        programs=programs)

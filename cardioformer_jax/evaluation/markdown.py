@@ -38,7 +38,7 @@ def ci(intervals: Mapping[str, Mapping[str, Any]] | None, name: str) -> str:
 def redraw_note(redrawn: Mapping[str, int], too_rare: Mapping[str, Mapping[str, str]]
                 ) -> str:
     """One line: how many resamples were redrawn per level and which classes were too
-    rare to resample (`metrics.bootstrap_resamples`)."""
+    rare to resample (`bootstrap.bootstrap_resamples`)."""
     counts = ", ".join(f"{level} {n}" for level, n in redrawn.items())
     line = (f"Resamples lacking a positive or a negative of a resamplable class were "
             f"redrawn ({counts}), so every macro AUROC/AUPRC resample averages the same "

@@ -25,12 +25,12 @@ import numpy as np
 from etils import epath
 from sklearn.metrics import average_precision_score
 
-from cardioformer_jax.evaluation import analysis, metrics
+from cardioformer_jax.core import metrics, paths
+from cardioformer_jax.evaluation import analysis, bootstrap
 from cardioformer_jax.evaluation.markdown import bootstrap_note as _bootstrap_note
 from cardioformer_jax.evaluation.markdown import ci as _ci
 from cardioformer_jax.evaluation.markdown import pct as _pct
 from cardioformer_jax.evaluation.markdown import table as _table
-from cardioformer_jax.training import paths
 
 REPORTED = ("auroc", "fmax", "auprc", "f1", "precision", "recall")
 
@@ -66,7 +66,7 @@ def bootstrap_analysis(probs: np.ndarray, targets: np.ndarray, *,
                        seed: int = analysis.BOOTSTRAP_SEED,
                        level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, Any]:
     """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` and of each class's
-    AUROC, from `metrics.bootstrap_resamples` (examples, or whole `clusters`, drawn with
+    AUROC, from `bootstrap.bootstrap_resamples` (examples, or whole `clusters`, drawn with
     replacement; resamples lacking a resamplable class redrawn). The result is that of
     `analysis.bootstrap_analysis`: macro AUROC/AUPRC intervals are over the resamplable
     classes, with their ``"point"`` over the same classes and the others in
@@ -75,7 +75,7 @@ def bootstrap_analysis(probs: np.ndarray, targets: np.ndarray, *,
     targets = np.asarray(targets, np.int64)
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    draws = metrics.bootstrap_resamples(targets, num_resamples, np.random.default_rng(seed),
+    draws = bootstrap.bootstrap_resamples(targets, num_resamples, np.random.default_rng(seed),
                                         clusters=clusters)
     n = probs.shape[0]
     values: dict[str, list[np.ndarray]] = {}

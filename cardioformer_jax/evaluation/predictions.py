@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from cardioformer_jax.core import progress
 from cardioformer_jax.data import dataset_inputs
 from cardioformer_jax.data.preprocessing import RecordError
 from cardioformer_jax.evaluation import inference
-from cardioformer_jax.training import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
 
     `members`: more runs with the same input contract; the probabilities are then the
     mean over `model` and them (an ensemble). From 10 records on, progress on stderr (a bar
-    on an interactive terminal, plain lines in a log; `training.progress`).
+    on an interactive terminal, plain lines in a log; `core.progress`).
     """
     for member in members:
         if member.spec != model.spec:

@@ -21,18 +21,18 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import (
     analysis,
     challenge_report,
     inference,
-    metrics,
     multilabel,
     report_render,
 )
 from cardioformer_jax.evaluation.markdown import pct as _pct
 from cardioformer_jax.evaluation.markdown import table as _table
-from cardioformer_jax.training import logging_utils, paths, steps, train
+from cardioformer_jax.training import steps, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def bootstrap(predictions: SplitPredictions, num_classes: int,
               class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
     resampling subjects when the dataset records them, else examples (records); resamples
-    lacking a resamplable class are redrawn (`metrics.bootstrap_resamples`). Besides the
+    lacking a resamplable class are redrawn (`bootstrap.bootstrap_resamples`). Besides the
     intervals: ``"redrawn"`` and ``"too_rare"`` (``{class name: reason}``) per level, and
     ``"per_class_auroc"`` (segment level, one interval or None per class)."""
     p, y = predictions.probs, predictions.labels

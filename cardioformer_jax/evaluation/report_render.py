@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from etils import epath
 
+from cardioformer_jax.core import paths
 from cardioformer_jax.evaluation import analysis
 from cardioformer_jax.evaluation.markdown import bootstrap_note as _bootstrap_note
 from cardioformer_jax.evaluation.markdown import ci as _ci
 from cardioformer_jax.evaluation.markdown import pct as _pct
 from cardioformer_jax.evaluation.markdown import table as _table
-from cardioformer_jax.training import paths, train
+from cardioformer_jax.training import train
 
 if TYPE_CHECKING:
     from cardioformer_jax.evaluation.report import SplitPredictions

@@ -12,24 +12,31 @@ purposes:
   (``tests/integration/test_torch_reference.py``);
 * a same-machine yardstick for throughput: ``python -m cardioformer_jax.torch_reference
   --config=configs/ptbxl.py`` times its training step (Adam, gradient clipping at 4.0) and
-  prints JSON with the same field names as ``cardioformer_jax.benchmark``, so the two can be
-  run back to back on the same host. It is a re-creation from the docs, not the authors'
-  script: no data loading, no logging, a current PyTorch.
+  prints JSON with the same field names as `benchmarking.run`; `compare_reference` (the
+  benchmark's ``--compare_reference``) times both, each in a child process
+  (docs/benchmarks.md). It is a re-creation from the docs, not the authors' script: no
+  data loading, no logging, a current PyTorch.
 
 Needs the ``[torch]`` extra. The ``single_channel`` ablation is not reproduced here.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 
-from cardioformer_jax.benchmark import peak_host_memory_mib, train_speed_fields
+from cardioformer_jax import benchmarking
 from cardioformer_jax.interop.torch_import import _import_torch
 from cardioformer_jax.models.cardioformer import ModelConfig
 
@@ -226,8 +233,8 @@ def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: in
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "batch_size": batch,
-        **train_speed_fields(batch, seconds),
-        "peak_host_memory_mib": peak_host_memory_mib(),
+        **benchmarking.train_speed_fields(batch, seconds),
+        "peak_host_memory_mib": benchmarking.peak_host_memory_mib(),
     }
 
 
@@ -235,7 +242,7 @@ def time_inference(config: ModelConfig | Mapping[str, Any], eval_batch: int, rep
                    threads: int = 0) -> dict[str, Any]:
     """Eval-mode samples/s at `eval_batch` and one-sample latency, under ``no_grad``.
 
-    Field names as in ``cardioformer_jax.benchmark``; `repeats` timed calls of each after
+    Field names as in `benchmarking.run`; `repeats` timed calls of each after
     one warm-up (the latency is their median).
     """
     torch = _import_torch()
@@ -265,3 +272,69 @@ def time_inference(config: ModelConfig | Mapping[str, Any], eval_batch: int, rep
         "inference_latency_ms": round(float(np.median(seconds(1))) * 1e3, 3),
     }
 
+
+# --- this port against the re-creation, each in a child process -------------------------
+
+
+# Figures compared with the PyTorch re-creation, and whether larger is better.
+_COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
+             "inference_latency_ms": False}
+
+
+def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
+                      num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
+    """This port against the PyTorch re-creation of the reference (``[torch]`` extra): per
+    round the reference's training, evaluation and latency, then `benchmarking.run`'s,
+    each in a fresh child process (so that neither inherits the other's memory, threads or
+    compilation cache). Ratios are this port's speed over the reference's (latency: the reference's
+    time over this port's), so > 1 means this port is faster.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    results = []
+    for _ in range(rounds):
+        reference = _measure_in_subprocess("reference", config, batch, eval_batch, num_steps,
+                                           threads)
+        ours = _measure_in_subprocess("this_port", config, batch, eval_batch, num_steps)
+        ratios = {}
+        for name, larger_is_better in _COMPARED.items():
+            ratio = ours[name] / reference[name] if larger_is_better else (
+                reference[name] / ours[name])
+            ratios[name] = round(ratio, 2)
+        results.append({"reference": reference, "this_port": ours, "ratios": ratios})
+    return {"rounds": results,
+            "ratios_by_round": {name: [r["ratios"][name] for r in results]
+                                for name in _COMPARED}}
+
+
+def _measure_in_subprocess(which: str, config: ml_collections.ConfigDict, batch: int,
+                           eval_batch: int, num_steps: int, threads: int = 0
+                           ) -> dict[str, Any]:
+    """`measure` in a child Python process; its JSON result."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config_path = Path(scratch) / "config.json"
+        config_path.write_text(config.to_json())
+        code = ("import json; from cardioformer_jax.interop import torch_reference; "
+                f"print(json.dumps(torch_reference.measure({which!r}, {str(config_path)!r}, "
+                f"{batch}, {eval_batch}, {num_steps}, {threads})))")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=False)
+    if child.returncode:
+        raise RuntimeError(f"timing {which} failed (exit {child.returncode}):\n"
+                           f"{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps: int,
+            threads: int = 0) -> dict[str, Any]:
+    """One side of `compare_reference` in this process: ``"this_port"`` (`benchmarking.run`) or
+    ``"reference"`` (the PyTorch re-creation's training, evaluation and latency)."""
+    config = ml_collections.ConfigDict(json.loads(Path(config_path).read_text()))
+    if which == "this_port":
+        return benchmarking.run(config, batch, eval_batch, num_steps)
+    if which != "reference":
+        raise ValueError(f"which={which!r} must be 'this_port' or 'reference'")
+    result = time_training(config.model, batch, num_steps, threads)
+    result.update(time_inference(config.model, eval_batch, max(2, num_steps), threads))
+    result["peak_host_memory_mib"] = benchmarking.peak_host_memory_mib()
+    return result

@@ -1,6 +1,6 @@
 """How the model's activations are laid out on a device mesh (docs/scaling.md).
 
-The programs trace the model inside their mesh (`training.sharding.in_mesh`); there
+The programs trace the model inside their mesh (`core.sharding.in_mesh`); there
 `constrain_batch` pins an activation's batch axis to the mesh's batch axes. Without it,
 on an ``fsdp`` mesh, GSPMD may follow the weights' sharding instead and run the layers
 tensor-parallel over full-batch activations. Outside a mesh it does nothing.
@@ -13,8 +13,7 @@ from typing import Any
 import jax
 from jax.sharding import PartitionSpec as P
 
-# Mesh axes the batch dimension is split over (those present in a given mesh).
-BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
+from cardioformer_jax.core.sharding import BATCH_AXES
 
 
 def constrain_batch(x: jax.Array, axis: int) -> jax.Array:

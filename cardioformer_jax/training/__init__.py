@@ -1,1 +1,1 @@
-"""Training: the loop and its steps, checkpoints, SWA, early stopping, sharding, logging."""
+"""Training: the loop and its jitted steps, checkpoints, SWA, early stopping, multi-host start."""

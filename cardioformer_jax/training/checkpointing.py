@@ -54,7 +54,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.training import logging_utils, paths
+from cardioformer_jax.core import logging_utils, paths
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -132,28 +132,41 @@ class Checkpointer:
         ``gs://bucket/run/checkpoints`` (see `paths.resolve_path`).
       keep: how many of the latest checkpoints to keep (the best epoch's is kept as well).
       async_save: write in a background thread (the default for training).
+      read_only: open an existing directory for reading only (inference): nothing is
+        created, saved, deleted or moved, and a run still training keeps its temporary
+        files.
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
-                 async_save: bool = True) -> None:
+                 async_save: bool = True, read_only: bool = False) -> None:
         self.directory = paths.resolve_path(directory)
-        policy = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(n=keep),
-            checkpoint_managers.BestN(get_metric_fn=_best_rank, n=1,
-                                      keep_checkpoints_without_metrics=False),
-        ])
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
-            # Set so that Orbax writes the metrics and `best_step()` ranks by them; which
-            # steps are deleted is decided by `preservation_policy` alone.
-            best_fn=_best_rank,
-            best_mode="max",
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # leftovers of a save killed half-way
-            create=True,
-        )
+        self.read_only = read_only
+        if read_only:
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0,
+                cleanup_tmp_directories=False)
+        else:
+            policy = checkpoint_managers.AnyPreservationPolicy([
+                checkpoint_managers.LatestN(n=keep),
+                checkpoint_managers.BestN(get_metric_fn=_best_rank, n=1,
+                                          keep_checkpoints_without_metrics=False),
+            ])
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=policy,
+                # Set so that Orbax writes the metrics and `best_step()` ranks by them;
+                # which steps are deleted is decided by `preservation_policy` alone.
+                best_fn=_best_rank,
+                best_mode="max",
+                enable_async_checkpointing=async_save,
+                cleanup_tmp_directories=True,  # leftovers of a save killed half-way
+                create=True,
+            )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta", "data"))
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ValueError(f"{self.directory} is open read-only: cannot {what}")
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -173,6 +186,7 @@ class Checkpointer:
         """Moves the directory of `step` out of the manager's view into
         ``<run dir>/<folder>/`` (default ``unreadable_checkpoints``; kept for inspection,
         never deleted)."""
+        self._check_writable("set a checkpoint aside")
         source = self.directory / str(step)
         target_dir = self.directory.parent / folder
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +227,7 @@ class Checkpointer:
         the module docstring). Returns once the state is copied off the devices, so the
         caller may donate its buffers.
         """
+        self._check_writable("save")
         items = {
             "state": ocp.args.StandardSave(_keys_to_data(state)),
             "meta": ocp.args.JsonSave(logging_utils.to_jsonable(dict(meta))),

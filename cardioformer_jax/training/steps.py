@@ -5,7 +5,8 @@
   the batch is split over every device) and updated by one jitted, buffer-donating step
   (`train_step`): cross-entropy, gradient clipping at global norm 4.0, Adam 1e-4.
 * `programs` compiles them once per model, optimizer setting and mesh; the training loop
-  (`train.py`), the benchmark and inference all run these same programs.
+  (`train.py`), the benchmark and inference (`evaluation.inference`) all run these same
+  programs.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from absl import logging
 from flax import nnx
 
 from cardioformer_jax import models
-from cardioformer_jax.data import input_pipeline, windows
-from cardioformer_jax.evaluation import metrics
+from cardioformer_jax.core import metrics, sharding
+from cardioformer_jax.data import eval_input, windows
 from cardioformer_jax.models import partitioning
-from cardioformer_jax.training import sharding, swa
+from cardioformer_jax.training import swa
 
 
 @flax.struct.dataclass
@@ -172,6 +173,15 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
     return new, {"loss": loss, "grad_norm": grad_norm}
 
 
+def logits_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
+                batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Logits ``(B, K)`` (float32) of the model in eval mode on model-ready samples
+    ``{"signal": (B, L, C)[, "tabular": (B, 4)]}``: no windows cut, no activation (what
+    inference's `logits` and the exported model compute)."""
+    model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
+    return model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
+
+
 def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
     """Class probabilities ``(B, K)`` (float32) of the model in eval mode: softmax, or
@@ -181,7 +191,6 @@ def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     scores their W windows as one ``(B * W, L, C)`` batch and a record's probabilities
     are the max (or mean) over its windows.
     """
-    model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
     signal, extra = batch["signal"], batch.get("tabular")
     windowing = definition.windowing
     if windowing is not None:
@@ -191,7 +200,7 @@ def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
         # windows stay on that device.
         signal = partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]), 0)
         extra = None if extra is None else jnp.repeat(extra, count, axis=0)
-    logits = model(signal, extra).astype(jnp.float32)
+    logits = logits_step(definition, params, rngs, {"signal": signal, "tabular": extra})
     probs = jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
     if windowing is not None:
         probs = windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
@@ -214,7 +223,8 @@ class Programs:
 
     `init(seed, learning_rate)` creates the state directly sharded (no host copy of the
     weights); `train(state, batch)` and `swa(state)` donate the state; `eval(params, rngs,
-    batch)` returns probabilities split like the batch. The batch is split over every
+    batch)` returns probabilities split like the batch, `logits(params, rngs, batch)` the
+    logits of model-ready samples (`logits_step`). The batch is split over every
     device (`sharding.data_sharding`), the state placed by `sharding.DEFAULT_RULES`.
     """
 
@@ -227,6 +237,7 @@ class Programs:
                     tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
     swa: Callable[[TrainState], TrainState]
+    logits: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
 
 
 def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Programs:
@@ -265,6 +276,9 @@ def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.s
                      out_shardings=data),
         swa=jax.jit(swa_epoch_update, in_shardings=(shardings,), out_shardings=shardings,
                     donate_argnums=0),
+        logits=jax.jit(traced(functools.partial(logits_step, definition)),
+                       in_shardings=(shardings.swa_params, shardings.rngs, data),
+                       out_shardings=data),
     )
 
 
@@ -299,12 +313,12 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
     Returns ``{"probs" (N, K), "label" (N,) or multi-hot (N, K), "index" (N,)}`` in split
     order (padding rows
     removed). ``progress``: a progress bar on an interactive terminal
-    (`input_pipeline.eval_batches`). Raises RuntimeError if the batches did not cover each
+    (`eval_input.eval_batches`). Raises RuntimeError if the batches did not cover each
     example once.
     """
     in_flight: collections.deque[jax.Array] = collections.deque()
     probs, host = [], []
-    for batch in input_pipeline.eval_batches(config, split, mesh, progress=progress):
+    for batch in eval_input.eval_batches(config, split, mesh, progress=progress):
         # Two batches stay in flight, so the device never waits for the host's fetch, and
         # a progress bar counts batches that are done, not merely dispatched.
         in_flight.append(eval_fn(params, rngs, batch.device))
@@ -314,7 +328,7 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
     probs.extend(sharding.host_local_rows(p) for p in in_flight)
     local = {k: np.concatenate([h[k] for h in host]) for k in ("label", "mask", "index")}
     local["probs"] = np.concatenate(probs)
-    gathered = input_pipeline.allgather_host(local)
+    gathered = eval_input.allgather_host(local)
     valid = gathered["mask"].astype(bool)
     out = {k: gathered[k][valid] for k in ("probs", "label", "index")}
     order = np.argsort(out["index"], kind="stable")

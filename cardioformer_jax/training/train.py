@@ -34,9 +34,9 @@ from absl import logging
 from etils import epath
 
 from cardioformer_jax import config_lib, models
+from cardioformer_jax.core import logging_utils, metrics, paths, sharding
 from cardioformer_jax.data import demo, input_pipeline
-from cardioformer_jax.evaluation import metrics
-from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps
+from cardioformer_jax.training import checkpointing, steps
 from cardioformer_jax.training.early_stopping import EarlyStopping
 
 RESULTS_FILE = "results.json"

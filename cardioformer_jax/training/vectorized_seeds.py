@@ -44,8 +44,9 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import models
+from cardioformer_jax.core import logging_utils, paths, sharding
 from cardioformer_jax.data import input_pipeline
-from cardioformer_jax.training import checkpointing, logging_utils, paths, sharding, steps, train
+from cardioformer_jax.training import checkpointing, steps, train
 from cardioformer_jax.training.early_stopping import EarlyStopping
 
 SUPERSEDED_DIR = "superseded_checkpoints"

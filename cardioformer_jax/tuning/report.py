@@ -30,7 +30,7 @@ import ml_collections  # noqa: E402
 import optuna  # noqa: E402
 import sqlalchemy.engine  # noqa: E402
 
-from cardioformer_jax.training import logging_utils  # noqa: E402
+from cardioformer_jax.core import logging_utils  # noqa: E402
 from cardioformer_jax.tuning import search  # noqa: E402
 
 BEST_CONFIG = "best_config.py"

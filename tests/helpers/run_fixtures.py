@@ -13,7 +13,8 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from cardioformer_jax.training import checkpointing, sharding, steps
+from cardioformer_jax.core import sharding
+from cardioformer_jax.training import checkpointing, steps
 
 
 @contextlib.contextmanager

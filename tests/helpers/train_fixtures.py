@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def _mesh(config: ml_collections.ConfigDict, devices=None):
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
 
     return sharding.create_mesh(config.mesh.shape, devices=devices)
 

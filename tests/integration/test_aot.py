@@ -72,7 +72,8 @@ def test_an_fsdp_mesh_gathers_weights_and_keeps_the_batch_split():
 
 
 def _state_shapes(compiled: dict):
-    from cardioformer_jax.training import sharding, steps
+    from cardioformer_jax.core import sharding
+    from cardioformer_jax.training import steps
 
     mesh = sharding.mesh_from_config(compiled["config"], devices=compiled["target"].devices)
     return steps.programs(compiled["config"], mesh).abstract_state

@@ -1,4 +1,5 @@
-"""The benchmark's JSON contract on a tiny model (speed itself is never asserted)."""
+"""The benchmark's JSON contract on a tiny model (`benchmarking`; speed itself is never
+asserted)."""
 
 import json
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from cardioformer_jax import benchmark
+from cardioformer_jax import benchmarking
 from cardioformer_jax.training import steps
 from configs import demo
 from tests.helpers import REPO
@@ -37,7 +38,7 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
     monkeypatch.setattr(steps, "train_step", train_step)
     steps._programs.cache_clear()
     try:
-        results = benchmark.run(_tiny_config(), batch=4, eval_batch=4, num_steps=3)
+        results = benchmarking.run(_tiny_config(), batch=4, eval_batch=4, num_steps=3)
     finally:
         steps._programs.cache_clear()
     assert traced and traced[0] == (4, 250, 12)
@@ -67,7 +68,7 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
 
 
 def test_sweep_runs_every_dtype_and_batch_size():
-    results = benchmark.sweep(_tiny_config(), batch_sizes=[2, 4],
+    results = benchmarking.sweep(_tiny_config(), batch_sizes=[2, 4],
                               dtypes=["float32", "bfloat16"], num_steps=1)
     runs = results["runs"]
     assert [(r["dtype"], r["batch_size"], r["eval_batch_size"]) for r in runs] == [
@@ -80,7 +81,7 @@ def test_sweep_runs_every_dtype_and_batch_size():
 
 
 def test_seeds_speed_times_both_ways_with_every_seed():
-    results = benchmark.seeds_speed(_tiny_config(), batch=4, num_steps=2, num_seeds=3)
+    results = benchmarking.seeds_speed(_tiny_config(), batch=4, num_steps=2, num_seeds=3)
     assert results["seeds"] == 3 and results["batch_size"] == 4
     # The one-seed program may come from the persistent compilation cache (an earlier
     # test compiled the same config), so its compile time can round to zero.
@@ -96,7 +97,7 @@ def test_seeds_speed_times_both_ways_with_every_seed():
     assert results["speedup"] == pytest.approx(
         3 * results["one_seed_step_seconds"] / results["together_step_seconds"], rel=0.05)
     # Three stacked states: three times one state (params, Adam, SWA of each seed).
-    one = benchmark.run(_tiny_config(), batch=4, eval_batch=4, num_steps=1, latency=False)
+    one = benchmarking.run(_tiny_config(), batch=4, eval_batch=4, num_steps=1, latency=False)
     assert results["together_state_mib_per_device"] == pytest.approx(
         3 * one["train_state_mib_per_device"], rel=1e-3)
 
@@ -104,13 +105,13 @@ def test_seeds_speed_times_both_ways_with_every_seed():
 EIGHT_DEVICES = """
 import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-from cardioformer_jax import benchmark
+from cardioformer_jax import benchmarking
 from tests.integration.test_benchmark import _tiny_config
 out = {}
 for name, shape in (("data", (8, 1)), ("fsdp", (1, 8))):
     config = _tiny_config()
     config.mesh.shape = shape
-    out[name] = benchmark.run(config, batch=16, eval_batch=16, num_steps=1, latency=False)
+    out[name] = benchmarking.run(config, batch=16, eval_batch=16, num_steps=1, latency=False)
 print(json.dumps(out))
 """
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cardioformer_jax.data import datasets
+from cardioformer_jax.data import datasets, eval_input
 from cardioformer_jax.data import input_pipeline as ip
 from configs import ptbxl
 from tfds_builders import common
@@ -49,7 +49,7 @@ def test_build_and_read_back(tiny_ptbxl, tmp_path, as_path):
         train_input.close()
     assert batch["signal"].shape == (32, 250, 12)
     seen = np.concatenate([b.host["index"][b.host["mask"] == 1]
-                           for b in ip.eval_batches(config, "validation")])
+                           for b in eval_input.eval_batches(config, "validation")])
     assert sorted(seen.tolist()) == list(range(100))
 
 

@@ -64,7 +64,7 @@ REFERENCE = textwrap.dedent(
     from absl import app
     from cardioformer_jax import main
     from cardioformer_jax.data import input_pipeline
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
 
     create = input_pipeline.create_train_input
 

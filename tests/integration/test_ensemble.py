@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cardioformer_jax.evaluation import ensemble, inference, metrics, report
+from cardioformer_jax.core import metrics
+from cardioformer_jax.evaluation import ensemble, inference, report
 from tests.helpers import run_fixtures, train_fixtures
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cardioformer_jax.core import metrics
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.evaluation import analysis, inference, metrics, predictions, report
+from cardioformer_jax.evaluation import analysis, inference, predictions, report
 from cardioformer_jax.training import train
 from tests.helpers import REPO, train_fixtures
 

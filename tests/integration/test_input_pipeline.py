@@ -14,9 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from cardioformer_jax.data import datasets, preprocessing
+from cardioformer_jax.core import sharding
+from cardioformer_jax.data import datasets, eval_input, preprocessing
 from cardioformer_jax.data import input_pipeline as ip
-from cardioformer_jax.training import sharding
 from configs import ptbxl
 
 
@@ -212,7 +212,7 @@ def test_eval_covers_every_example_once_with_masks(data_dir, split_index):
     _, examples = split_index["validation"]  # 100 examples; 3 batches of 48, 44 padded
     config = make_config(data_dir, eval_batch_size=48)
     mesh = sharding.create_mesh()
-    batches = list(ip.eval_batches(config, "validation", mesh))
+    batches = list(eval_input.eval_batches(config, "validation", mesh))
     assert len(batches) == 3
     host = {k: np.concatenate([b.host[k] for b in batches]) for k in batches[0].host}
     assert host["mask"].tolist() == [1] * 100 + [0] * 44
@@ -231,7 +231,7 @@ def test_eval_covers_every_example_once_with_masks(data_dir, split_index):
         np.testing.assert_array_equal(np.asarray(b.device["mask"]), b.host["mask"])
     padded = np.asarray(batches[-1].device["signal"])[4:]
     assert not padded.any()
-    gathered = ip.allgather_host({"index": host["index"], "record_id": host["record_id"]})
+    gathered = eval_input.allgather_host({"index": host["index"], "record_id": host["record_id"]})
     np.testing.assert_array_equal(gathered["record_id"], host["record_id"])
 
 
@@ -249,7 +249,7 @@ def test_eval_progress_bar_counts_batches_on_a_terminal(data_dir, monkeypatch, b
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     config = make_config(data_dir, eval_batch_size=batch_size)
-    batches = list(ip.eval_batches(config, "validation", progress=True))
+    batches = list(eval_input.eval_batches(config, "validation", progress=True))
     text = terminal.getvalue()
     assert ("evaluating validation: 100%" in text and "10/10" in text) == shown
     assert shown or text == ""
@@ -257,7 +257,7 @@ def test_eval_progress_bar_counts_batches_on_a_terminal(data_dir, monkeypatch, b
     assert len(batches) == (10 if shown else 3)
     quiet = _Terminal()
     monkeypatch.setattr(sys, "stderr", quiet)
-    list(ip.eval_batches(config, "validation"))
+    list(eval_input.eval_batches(config, "validation"))
     assert quiet.getvalue() == ""
 
 
@@ -265,7 +265,7 @@ def test_eval_progress_in_a_log_is_plain_lines(data_dir, monkeypatch):
     # stderr redirected to a file or pipe: no tqdm redraws, a plain line with the count.
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
-    batches = list(ip.eval_batches(make_config(data_dir, eval_batch_size=10), "validation",
+    batches = list(eval_input.eval_batches(make_config(data_dir, eval_batch_size=10), "validation",
                                    progress=True))
     assert len(batches) == 10
     assert "\r" not in log.getvalue()
@@ -278,7 +278,7 @@ def test_eval_multi_process_shares_cover_split_once(data_dir, split_index):
     config = make_config(data_dir, eval_batch_size=24)
     seen, counts = [], set()
     for index in range(3):  # 100 examples -> shares 34, 33, 33; 8 rows per process-batch
-        batches = list(ip.eval_batches(config, "validation", None,
+        batches = list(eval_input.eval_batches(config, "validation", None,
                                        process_index=index, process_count=3))
         counts.add(len(batches))
         for b in batches:
@@ -305,7 +305,7 @@ def test_label_range_errors(data_dir):
     config = make_config(data_dir)
     config.model.num_classes = 3
     with pytest.raises(ValueError, match=r"ptbxl/default split 'validation'.*5 classes.*\[0, 3\)"):
-        ip.eval_batches(config, "validation").__next__()
+        eval_input.eval_batches(config, "validation").__next__()
     spec = ip.DataSpec("ptbxl", None, str(data_dir), 250, 12, 5)
     bad = {"signal": np.zeros((250, 12), np.float32), "label": 7, "record_id": b"r1"}
     with pytest.raises(ValueError, match=r"ptbxl/default split 'train'.*b'r1'.*label 7.*\[0, 5\)"):
@@ -332,10 +332,10 @@ def test_measure_throughput(data_dir):
 
 
 def test_benchmark_times_the_input_pipeline_alone(data_dir):
-    from cardioformer_jax import benchmark
+    from cardioformer_jax import benchmarking
 
     config = make_config(data_dir)
-    result = benchmark.input_pipeline_rates(config, 16, [0], 3)
+    result = benchmarking.input_pipeline_rates(config, 16, [0], 3)
     assert result["dataset"] == "ptbxl/default" and result["batch_size"] == 16
     assert result["input_samples_per_second_by_workers"]["0"] > 0
     assert config.train.batch_size == 32  # the caller's config is left as it was
@@ -398,7 +398,7 @@ def test_random_crops_of_standardised_records_new_every_epoch_and_resumable(data
 
 
 def test_eval_batches_keep_whole_records_when_cropping(data_dir):
-    batches = list(ip.eval_batches(_crop_config(data_dir), "validation"))
+    batches = list(eval_input.eval_batches(_crop_config(data_dir), "validation"))
     assert {b.device["signal"].shape for b in batches} == {(48, 250, 12)}
     assert sum(int(b.host["mask"].sum()) for b in batches) == 100
 

@@ -131,10 +131,10 @@ def test_inputs_run_in_power_of_two_batches_compiled_once(ptb_model):
     # 11 samples in batches of 8 run as 8 + 4 (3 padded), one sample as a batch of one;
     # calling again traces and compiles nothing new.
     ptb_model.logits(samples[:1], batch_size=8)
-    compiled = inference._jitted_apply._cache_size()
+    compiled = ptb_model.programs.logits._cache_size()
     ptb_model.logits(samples, batch_size=8)
     ptb_model.logits(samples[:1], batch_size=8)
-    assert inference._jitted_apply._cache_size() == compiled
+    assert ptb_model.programs.logits._cache_size() == compiled
     assert [inference.padded_rows(n, 8) for n in (1, 3, 4, 5, 8)] == [1, 4, 4, 8, 8]
 
 

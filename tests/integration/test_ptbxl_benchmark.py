@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from cardioformer_jax import config_lib
+from cardioformer_jax.core import metrics
 from cardioformer_jax.data import datasets, input_pipeline, preprocessing
-from cardioformer_jax.evaluation import external, inference, metrics, predictions, report
+from cardioformer_jax.evaluation import external, inference, predictions, report
 from cardioformer_jax.training import train
 from configs import demo, ptbxl_benchmark
 from tests.helpers import run_fixtures, tiny_models, train_fixtures

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     from flax import nnx
     from jax.sharding import PartitionSpec as P
     from cardioformer_jax.data import input_pipeline
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
     from cardioformer_jax.models.cardioformer import Cardioformer
     from configs import ptbxl
 
@@ -125,8 +125,9 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     import numpy as np
     import orbax.checkpoint as ocp
     from cardioformer_jax.data import datasets
-    from cardioformer_jax.data import input_pipeline as ip, preprocessing
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.data import eval_input, preprocessing
+    from cardioformer_jax.data import input_pipeline as ip
+    from cardioformer_jax.core import sharding
     from configs import ptbxl
     config = ptbxl.get_config()
     config.dataset.data_dir = data_dir
@@ -150,14 +151,14 @@ MULTIPROCESS_CHILD = textwrap.dedent(
     out["files"] = sorted(os.listdir(os.path.join(ckpt, "1", "data")))
     local = {k: [] for k in ("index", "record_id", "mask")}
     firsts = []
-    for batch in ip.eval_batches(config, "validation", mesh):
+    for batch in eval_input.eval_batches(config, "validation", mesh):
         rows = jax.jit(lambda x: x[:, 0, :])(batch.device["signal"])  # batch-sharded output
         firsts.append(sharding.host_local_rows(rows))
         for k in local:
             local[k].append(batch.host[k])
     local = {k: np.concatenate(v) for k, v in local.items()}
     local["first"] = np.concatenate(firsts)
-    gathered = ip.allgather_host(local)
+    gathered = eval_input.allgather_host(local)
     real = gathered["mask"] == 1
     source = datasets.data_source("ptbxl", data_dir, "validation")
     order = gathered["index"][real]

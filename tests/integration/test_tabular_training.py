@@ -9,10 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from cardioformer_jax.data import datasets, input_pipeline, preprocessing
+from cardioformer_jax.core import sharding
+from cardioformer_jax.data import datasets, eval_input, preprocessing
 from cardioformer_jax.data.tabular import tabular_features
 from cardioformer_jax.evaluation import export, inference, predictions, report
-from cardioformer_jax.training import sharding, train
+from cardioformer_jax.training import train
 from tests.helpers import ecg_fixtures, run_fixtures, train_fixtures
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def test_batches_carry_the_examples_age_and_sex(tiny_ptbxl):
     config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
     config.model.tabular = "late"
     mesh = sharding.create_mesh((1, 1))
-    batch = next(iter(input_pipeline.eval_batches(config, "test", mesh)))
+    batch = next(iter(eval_input.eval_batches(config, "test", mesh)))
     source = datasets.data_source("ptbxl", tiny_ptbxl[1], "test")
     index = batch.host["index"][batch.host["mask"] == 1]
     rows = [source[int(i)] for i in index]
@@ -54,7 +55,7 @@ def test_training_evaluation_prediction_and_export(run, tmp_path, capsys):
     signals = preprocessing.standardize(np.stack([r["signal"] for r in rows]))
     features = tabular_features([r["age"] for r in rows], [r["sex"] for r in rows])
     direct = model.probabilities(signals, tabular_inputs=features)
-    from cardioformer_jax.evaluation import metrics
+    from cardioformer_jax.core import metrics
     assert evaluation["detail"]["segment"]["auroc"] == pytest.approx(
         metrics.classification_metrics(direct, [int(r["label"]) for r in rows])["auroc"],
         abs=1e-6)

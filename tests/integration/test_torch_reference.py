@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cardioformer_jax import benchmark, config_lib  # noqa: E402
+from cardioformer_jax import config_lib  # noqa: E402
 from cardioformer_jax.interop.torch_import import (  # noqa: E402
     expected_reference_shapes,
     export_reference_state_dict,
@@ -21,6 +21,7 @@ from cardioformer_jax.interop.torch_import import (  # noqa: E402
 )
 from cardioformer_jax.interop.torch_reference import (  # noqa: E402
     build_model,
+    compare_reference,
     time_inference,
     time_training,
 )
@@ -116,8 +117,8 @@ def test_time_inference_reports_the_benchmark_fields():
 def test_benchmark_compare_reference_prints_both_and_their_ratios():
     config = demo.get_config()
     config.model = config_lib.model_config(**REFERENCE_SMALL)
-    results = benchmark.compare_reference(config, batch=4, eval_batch=4, num_steps=2,
-                                          rounds=2, threads=1)
+    results = compare_reference(config, batch=4, eval_batch=4, num_steps=2, rounds=2,
+                                threads=1)
     assert len(results["rounds"]) == 2
     for round_ in results["rounds"]:
         ours, reference, ratios = round_["this_port"], round_["reference"], round_["ratios"]
@@ -130,7 +131,7 @@ def test_benchmark_compare_reference_prints_both_and_their_ratios():
     assert results["ratios_by_round"]["eval_samples_per_second"] == [
         r["ratios"]["eval_samples_per_second"] for r in results["rounds"]]
     with pytest.raises(ValueError, match="rounds"):
-        benchmark.compare_reference(config, batch=4, eval_batch=4, num_steps=2, rounds=0)
+        compare_reference(config, batch=4, eval_batch=4, num_steps=2, rounds=0)
 
 
 def test_single_channel_is_refused():

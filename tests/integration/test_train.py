@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from cardioformer_jax.core import sharding
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.training import checkpointing, sharding, steps, train
+from cardioformer_jax.training import checkpointing, steps, train
 from tests.helpers import REPO, run_fixtures, train_fixtures
 
 
@@ -279,7 +280,8 @@ EIGHT_DEVICES = textwrap.dedent(
     os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
                                "--xla_backend_optimization_level=0")
     import jax
-    from cardioformer_jax.training import sharding, steps
+    from cardioformer_jax.core import sharding
+    from cardioformer_jax.training import steps
     from tests.helpers import train_fixtures  # the repository is on PYTHONPATH
 
     assert jax.device_count() == 8

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from cardioformer_jax.evaluation import analysis, metrics
+from cardioformer_jax.core import metrics
+from cardioformer_jax.evaluation import analysis
 
 
 def _calibrated(confidences: list[float], per_level: int = 20) -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,7 @@ def test_the_batch_search_finds_the_largest_fitting_multiple(threshold):
 def test_a_crops_config_evaluates_whole_records():
     import jax
 
-    from cardioformer_jax.training import sharding
+    from cardioformer_jax.core import sharding
     from configs import ptbxl_benchmark
 
     mesh = sharding.create_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1])

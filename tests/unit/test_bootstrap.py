@@ -1,11 +1,12 @@
-"""The bootstrap's redraw rule (`metrics.bootstrap_resamples`) and the intervals built on it
+"""The bootstrap's redraw rule (`bootstrap.bootstrap_resamples`) and the intervals built on it
 (`analysis.bootstrap_analysis`, `multilabel.bootstrap_analysis`); the rest of the interval
 logic is tested in test_analysis.py."""
 
 import numpy as np
 import pytest
 
-from cardioformer_jax.evaluation import analysis, markdown, metrics, multilabel
+from cardioformer_jax.core import metrics
+from cardioformer_jax.evaluation import analysis, bootstrap, markdown, multilabel
 
 RARE = (3, 17, 40, 55, 68)  # 2-3 positives each among 300 examples
 
@@ -23,7 +24,7 @@ def _rare_multilabel(n: int = 300, k: int = 71, seed: int = 0
     return 1 / (1 + np.exp(-logits)), targets
 
 
-def _present(draws: metrics.BootstrapResamples, targets: np.ndarray) -> np.ndarray:
+def _present(draws: bootstrap.BootstrapResamples, targets: np.ndarray) -> np.ndarray:
     """``(R, K)``: whether each resample holds a positive and a negative of each class,
     re-derived from the resamples' example weights."""
     weights = np.concatenate(list(draws.blocks(64)))
@@ -34,7 +35,7 @@ def test_plain_draws_lose_rare_classes():
     # The condition the redraw fixes: without it most resamples lack a rare class, so
     # their macro AUROC averages fewer classes than the point estimate.
     probs, targets = _rare_multilabel()
-    weights = metrics.bootstrap_weights(300, 200, np.random.default_rng(0))
+    weights = bootstrap.bootstrap_weights(300, 200, np.random.default_rng(0))
     classes_in = ((weights @ targets > 0) & (weights @ (1 - targets) > 0)).sum(axis=1)
     assert (classes_in < 71).mean() > 0.4
     assert len(set(classes_in.tolist())) > 1  # macro means over different class sets
@@ -42,12 +43,12 @@ def test_plain_draws_lose_rare_classes():
 
 def test_redraw_keeps_every_class_in_every_resample():
     probs, targets = _rare_multilabel()
-    draws = metrics.bootstrap_resamples(targets, 200, np.random.default_rng(0))
+    draws = bootstrap.bootstrap_resamples(targets, 200, np.random.default_rng(0))
     assert draws.classes.all() and draws.too_rare == {}
     assert draws.num_resamples == 200 and 0 < draws.redrawn <= draws.drawn - 200
     assert _present(draws, targets).all()
     # Same seed, same resamples.
-    again = metrics.bootstrap_resamples(targets, 200, np.random.default_rng(0))
+    again = bootstrap.bootstrap_resamples(targets, 200, np.random.default_rng(0))
     np.testing.assert_array_equal(again.counts, draws.counts)
 
     result = multilabel.bootstrap_analysis(probs, targets, num_resamples=200)
@@ -67,7 +68,7 @@ def test_redraw_keeps_every_class_in_every_resample():
 def test_cluster_redraw_keeps_whole_subjects():
     probs, targets = _rare_multilabel()
     subjects = np.arange(300) // 2  # two examples per subject
-    draws = metrics.bootstrap_resamples(targets, 100, np.random.default_rng(1),
+    draws = bootstrap.bootstrap_resamples(targets, 100, np.random.default_rng(1),
                                         clusters=subjects)
     weights = np.concatenate(list(draws.blocks(30)))
     assert (weights[:, 0::2] == weights[:, 1::2]).all()
@@ -86,7 +87,7 @@ def test_a_class_with_one_positive_is_named_too_rare():
     subjects = np.arange(300)
     subjects[[10, 11, 12]] = 10
     names = [f"C{c}" for c in range(71)]
-    draws = metrics.bootstrap_resamples(targets, 50, np.random.default_rng(0),
+    draws = bootstrap.bootstrap_resamples(targets, 50, np.random.default_rng(0),
                                         clusters=subjects)
     assert sorted(draws.too_rare) == [9, 20]
     assert "fewer than 2" in draws.too_rare[9]
@@ -121,18 +122,18 @@ def test_the_redraw_budget_is_never_exceeded():
     for c in range(10):
         targets[:, c] = 0
         targets[[2 * c, 2 * c + 1], c] = 1
-    draws = metrics.bootstrap_resamples(targets, 100, np.random.default_rng(0),
+    draws = bootstrap.bootstrap_resamples(targets, 100, np.random.default_rng(0),
                                         max_draws_factor=1.5, block=50)
     assert 100 <= draws.drawn <= 150 and draws.num_resamples == 100
     assert draws.too_rare and all("redraw budget" in r for r in draws.too_rare.values())
     assert _present(draws, targets)[:, draws.classes].all()
     assert draws.classes[10:].all()  # the common classes stay
     with pytest.raises(ValueError, match="max_draws_factor"):
-        metrics.bootstrap_resamples(targets, 10, rng, max_draws_factor=0.5)
+        bootstrap.bootstrap_resamples(targets, 10, rng, max_draws_factor=0.5)
     with pytest.raises(ValueError, match="0 and 1"):
-        metrics.bootstrap_resamples(targets * 2, 10, rng)
+        bootstrap.bootstrap_resamples(targets * 2, 10, rng)
     with pytest.raises(ValueError, match="clusters"):
-        metrics.bootstrap_resamples(targets, 10, rng, clusters=np.arange(5))
+        bootstrap.bootstrap_resamples(targets, 10, rng, clusters=np.arange(5))
 
 
 def test_single_label_rare_class():

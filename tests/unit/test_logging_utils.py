@@ -1,4 +1,4 @@
-"""Tests for cardioformer_jax.training.logging_utils (real tensorboardX files, read back)."""
+"""Tests for cardioformer_jax.core.logging_utils (real tensorboardX files, read back)."""
 
 import json
 import math
@@ -12,7 +12,7 @@ from absl import logging as absl_logging
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
-from cardioformer_jax.training.logging_utils import (
+from cardioformer_jax.core.logging_utils import (
     MetricWriter,
     format_duration,
     format_progress,

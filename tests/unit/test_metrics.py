@@ -1,4 +1,4 @@
-"""Tests for cardioformer_jax.evaluation.metrics against scikit-learn and hand-computed values."""
+"""Tests for cardioformer_jax.core.metrics against scikit-learn and hand-computed values."""
 
 import math
 
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cardioformer_jax.evaluation.metrics import (
+from cardioformer_jax.core.metrics import (
     CLASSIFICATION_KEYS,
     aggregate_seeds,
-    bootstrap_weights,
     classification_metrics,
     format_mean_std,
     record_level,
     weighted_classification_metrics,
 )
+from cardioformer_jax.evaluation.bootstrap import bootstrap_weights
 
 
 def _random_problem(n=300, k=5, seed=0):
@@ -228,7 +228,7 @@ def test_bootstrap_weights_draw_whole_clusters():
 
 # --- multi-label (PTB-XL benchmark) ----------------------------------------------------------
 
-from cardioformer_jax.evaluation.metrics import (  # noqa: E402
+from cardioformer_jax.core.metrics import (  # noqa: E402
     FMAX_THRESHOLDS,
     MULTILABEL_KEYS,
     multilabel_metrics,

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
+from cardioformer_jax.core import logging_utils
 from cardioformer_jax.evaluation import analysis, report, report_render
-from cardioformer_jax.training import logging_utils
 
 CLASSES = ["NORM", "MI", "STTC"]
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from cardioformer_jax.training import checkpointing, logging_utils, paths, train
+from cardioformer_jax.core import logging_utils, paths
+from cardioformer_jax.training import checkpointing, train
 from configs import demo
 
 
@@ -100,6 +101,27 @@ def test_checkpointer_accepts_str_and_epath_directories(kind, tmp_path, monkeypa
         restored = ckpt.restore(3, abstract)
     np.testing.assert_array_equal(restored.state["w"], [1.0, 2.0])
     assert restored.meta == {"epoch": 1}
+
+
+def test_read_only_checkpointer_reads_the_best_step_and_changes_nothing(tmp_path):
+    # How inference opens a run, possibly one still training: no save, no clean-up.
+    directory = tmp_path / "checkpoints"
+    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
+        for step, rank in ((2, 1), (4, -1)):
+            ckpt.save(step, {"w": jax.numpy.full(2, float(step))}, {"epoch": step // 2},
+                      best_epoch_rank=rank)
+    (directory / "6.orbax-checkpoint-tmp-1").mkdir()  # a save in progress
+    before = sorted(p.name for p in directory.iterdir())
+    with checkpointing.Checkpointer(directory, read_only=True) as ckpt:
+        assert ckpt.best_step() == 2 and ckpt.latest_step() == 4
+        abstract = {"w": jax.ShapeDtypeStruct(
+            (2,), np.float32, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))}
+        restored = ckpt.restore(ckpt.best_step(), abstract)
+        with pytest.raises(ValueError, match="read-only"):
+            ckpt.save(8, {"w": jax.numpy.zeros(2)}, {"epoch": 4})
+    np.testing.assert_array_equal(restored.state["w"], [2.0, 2.0])
+    assert restored.meta == {"epoch": 1}
+    assert sorted(p.name for p in directory.iterdir()) == before
 
 
 def test_check_run_config_reads_an_epath_run_dir(tmp_path):

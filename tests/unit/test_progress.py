@@ -1,4 +1,4 @@
-"""`training.progress`: a tqdm bar on a terminal, plain lines (no carriage returns) in logs."""
+"""`core.progress`: a tqdm bar on a terminal, plain lines (no carriage returns) in logs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cardioformer_jax.training import progress
+from cardioformer_jax.core import progress
 
 
 class _Terminal(io.StringIO):

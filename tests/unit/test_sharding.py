@@ -13,8 +13,8 @@ from flax import nnx
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
+from cardioformer_jax.core import sharding
 from cardioformer_jax.models.cardioformer import Cardioformer
-from cardioformer_jax.training import sharding
 from configs import ptbxl
 
 MESH_4x2 = AbstractMesh((4, 2), ("data", "fsdp"))

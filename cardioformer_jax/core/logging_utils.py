@@ -28,8 +28,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from cardioformer_jax.training import paths
-from cardioformer_jax.training.progress import format_duration
+from cardioformer_jax.core import paths
+from cardioformer_jax.core.progress import format_duration
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")

@@ -37,11 +37,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cardioformer_jax.models.partitioning import BATCH_AXES
-
 logger = logging.getLogger(__name__)
 
 AXIS_NAMES: tuple[str, str] = ("data", "fsdp")
+# Mesh axes the batch dimension is split over (those present in a given mesh).
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, P]]
 
