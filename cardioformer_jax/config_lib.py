@@ -95,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.async_checkpointing = True
     config.train.nan_policy = "stop"  # "stop": fail naming the step; "skip": drop the update
     # seeds > 1: True trains the seeds together in one vectorised program (K models in
-    # memory, `vectorized_seeds`); False one after another.
+    # memory, `steps.seed_programs`); False one after another.
     config.train.vectorize_seeds = True
 
     # Device mesh (see `sharding.create_mesh`): the batch is split over both axes, the
