@@ -292,10 +292,8 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
 def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
                 num_seeds: int) -> dict[str, Any]:
     """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
-    against together (`vectorized_seeds`: one vmapped step for all): seconds per step,
+    against together (`steps.seed_programs`: one vmapped step for all): seconds per step,
     training samples/s over all seeds, compile times and the speed-up."""
-    from cardioformer_jax.training import vectorized_seeds
-
     config = _benchmark_config(config, batch, batch)
     mesh = sharding.mesh_from_config(config)
     steps.check_fits(config, mesh)
@@ -310,7 +308,7 @@ def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
     one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)
     del state
 
-    together = vectorized_seeds.seed_programs(one, num_seeds)
+    together = steps.seed_programs(one, num_seeds)
     seed, learning_rate = steps.init_args(config)
     stacked = together.stack(*(one.init(seed + i, learning_rate) for i in range(num_seeds)))
     batches = tuple(_random_batch(config, batch, rng, mesh) for _ in range(num_seeds))

@@ -1,12 +1,8 @@
-"""The jitted programs of training (docs/training.md): state, step, evaluation.
+"""The jitted programs of training (docs/training.md): state, step, SWA, evaluation.
 
-* The whole training state is one pytree (`TrainState`) created directly sharded by a
-  jitted initialiser (`create_train_state`; `sharding.DEFAULT_RULES` place the weights,
-  the batch is split over every device) and updated by one jitted, buffer-donating step
-  (`train_step`): cross-entropy, gradient clipping at global norm 4.0, Adam 1e-4.
-* `programs` compiles them once per model, optimizer setting and mesh; the training loop
-  (`train.py`), the benchmark and inference (`evaluation.inference`) all run these same
-  programs.
+`programs` compiles them once per model, optimizer setting and mesh, and `seed_programs`
+their `jax.vmap` over K stacked seeds; the training loop (`loop.py`), the benchmark and
+inference (`evaluation.inference`) all run these same programs.
 """
 
 from __future__ import annotations
@@ -282,6 +278,79 @@ def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.s
     )
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class SeedPrograms:
+    """The programs of K seeds trained together: the state of the K seeds stacked along a
+    leading axis, every program the one-seed program under `jax.vmap` (docs/training.md).
+
+    `train(state, batches)` takes one batch per seed (a tuple) and returns per-seed
+    ``{"loss", "grad_norm"}`` of shape ``(K,)``; `eval(params, rngs, batch)` scores one
+    batch with every seed, probabilities ``(B, K, classes)`` split like the batch (so
+    `predict` gathers them as rows); `take(state, i)` is seed ``i``'s state, placed like a
+    one-seed state; `stack(*states)` the reverse. For K = 1 they are the one-seed programs
+    themselves (scalar metrics, ``(B, classes)``), `take` and `stack` the identity.
+    """
+
+    one: Programs  # the one-seed programs: init, abstract state, shardings
+    num_seeds: int
+    train: Callable[[TrainState, tuple[Mapping[str, jax.Array], ...]],
+                    tuple[TrainState, dict[str, jax.Array]]]
+    eval: Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], jax.Array]
+    swa: Callable[[TrainState], TrainState]
+    take: Callable[[TrainState, int], TrainState]
+    stack: Callable[..., TrainState]
+
+
+def _with_seed_axis(named: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
+    """A one-seed leaf's sharding with a leading, unsplit seed axis."""
+    return jax.sharding.NamedSharding(named.mesh, jax.sharding.PartitionSpec(None, *named.spec))
+
+
+@functools.lru_cache(maxsize=4)
+def seed_programs(one: Programs, num_seeds: int) -> SeedPrograms:
+    """The programs of `num_seeds` stacked seeds of the model of `one` (built once)."""
+    if num_seeds == 1:  # not a vmap over one seed, which could round differently
+        return SeedPrograms(one=one, num_seeds=1, train=lambda state, b: one.train(state, *b),
+                            eval=one.eval, swa=one.swa, take=lambda state, index: state,
+                            stack=lambda state: state)
+    definition = one.definition
+    stacked = jax.tree.map(_with_seed_axis, one.shardings)
+    data = sharding.data_sharding(one.mesh)
+    replicated = jax.sharding.NamedSharding(one.mesh, jax.sharding.PartitionSpec())
+    train_one = functools.partial(train_step, definition)
+    eval_one = functools.partial(eval_step, definition)
+
+    def train_all(state: TrainState, batches: tuple[Mapping[str, jax.Array], ...]
+                  ) -> tuple[TrainState, dict[str, jax.Array]]:
+        batch = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+        return jax.vmap(train_one)(state, batch)
+
+    def eval_all(params: nnx.State, rngs: nnx.State, batch: Mapping[str, jax.Array]
+                 ) -> jax.Array:
+        probs = jax.vmap(eval_one, in_axes=(0, 0, None))(params, rngs, batch)
+        return jnp.swapaxes(probs, 0, 1)  # rows first, like the batch
+
+    def take(state: TrainState, index: jax.Array) -> TrainState:
+        return jax.tree.map(lambda x: x[index], state)
+
+    def stack(*states: TrainState) -> TrainState:
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    take_one = jax.jit(take, out_shardings=one.shardings)
+    return SeedPrograms(
+        one=one, num_seeds=num_seeds,
+        train=jax.jit(sharding.in_mesh(train_all, one.mesh), in_shardings=(stacked, data),
+                      out_shardings=(stacked, replicated), donate_argnums=0),
+        eval=jax.jit(sharding.in_mesh(eval_all, one.mesh),
+                     in_shardings=(stacked.swa_params, stacked.rngs, data),
+                     out_shardings=data),
+        swa=jax.jit(jax.vmap(swa_epoch_update), in_shardings=(stacked,),
+                    out_shardings=stacked, donate_argnums=0),
+        take=lambda state, index: take_one(state, jnp.int32(index)),
+        stack=jax.jit(stack, out_shardings=stacked),
+    )
+
+
 def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                        ) -> tuple[TrainState, Programs]:
     """A fresh state of the config's model and seed, created sharded on `mesh`, and the
@@ -338,19 +407,11 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
     return out
 
 
-def evaluate(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
-             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh
-             ) -> dict[str, float]:
-    """The metrics of docs/training.md of `params` on `split`:
-    `metrics.classification_metrics`, or `metrics.multilabel_metrics` for a multi-label
-    config."""
-    out = predict(eval_fn, params, rngs, config, split, mesh)
-    return prediction_metrics(config, out["probs"], out["label"])
-
-
 def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
                        labels: np.ndarray) -> dict[str, float]:
-    """The evaluation metrics of probabilities ``(N, K)`` against `labels` (`predict`)."""
+    """The metrics of docs/training.md of probabilities ``(N, K)`` against `labels`
+    (`predict`): `metrics.classification_metrics`, or `metrics.multilabel_metrics` for a
+    multi-label config."""
     if config.dataset.multilabel:
         result = metrics.multilabel_metrics(probs, labels)
     else:

@@ -1,4 +1,4 @@
-"""Seeds trained together in one vectorised program (`vectorized_seeds`): each seed equals
+"""Seeds trained together in one vectorised program (`loop.train_seeds`): each seed equals
 a run of that seed alone, and an interrupted run resumes to the same end."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cardioformer_jax.evaluation import inference
-from cardioformer_jax.training import checkpointing, train, vectorized_seeds
+from cardioformer_jax.training import checkpointing, loop, train
 from tests.helpers import REPO, run_fixtures, train_fixtures
 
 SEEDS = (41, 42)
@@ -98,7 +98,7 @@ def test_resume_after_a_kill_between_two_seeds_saves(tiny_ptbxl, tmp_path):
     config.train.num_epochs = 2  # resumable change: the run goes on
     result = _train(config, tmp_path / "killed")
 
-    superseded = tmp_path / "killed" / "seed_41" / vectorized_seeds.SUPERSEDED_DIR
+    superseded = tmp_path / "killed" / "seed_41" / loop.SUPERSEDED_DIR
     assert [p.name.split("_")[0] for p in superseded.iterdir()] == ["3"]
     for s in SEEDS:
         np.testing.assert_array_equal(_eval_outputs(tmp_path / "killed" / f"seed_{s}"),

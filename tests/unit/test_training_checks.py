@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.training import train
+from cardioformer_jax.training import loop
 from tests.helpers import train_fixtures
 
 
@@ -22,13 +22,13 @@ def test_config_validation_rejects_bad_values():
 def test_stop_policy_also_stops_on_nonfinite_gradients_with_a_finite_loss():
     values = {"loss": np.array([0.7, 0.6, 0.5]), "grad_norm": np.array([1.0, np.inf, 2.0])}
     with pytest.raises(FloatingPointError, match=r"gradient norm \(inf\) at step 12 "):
-        train.check_finite(values, first_step=10, epoch=3, policy="stop")
-    train.check_finite(values, first_step=10, epoch=3, policy="skip")  # counted, no raise
+        loop.check_finite(values, first_step=10, epoch=3, policy="stop")
+    loop.check_finite(values, first_step=10, epoch=3, policy="skip")  # counted, no raise
     nan_loss = {"loss": np.array([0.7, np.nan]), "grad_norm": np.array([1.0, np.nan])}
     with pytest.raises(FloatingPointError, match=r"training loss \(nan\) at step 2 "):
-        train.check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
+        loop.check_finite(nan_loss, first_step=0, epoch=1, policy="stop")
     clean = {"loss": np.array([0.7]), "grad_norm": np.array([1.0])}
-    train.check_finite(clean, first_step=0, epoch=1, policy="stop")
+    loop.check_finite(clean, first_step=0, epoch=1, policy="stop")
 
 
 def test_a_saved_config_this_version_cannot_run_is_refused_by_name(tmp_path):
