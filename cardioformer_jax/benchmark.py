@@ -1,11 +1,8 @@
 """Command line: speed of training on this machine, as one JSON object (docs/benchmarks.md).
 
-    python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--batch_size=128]
-        [--config.model.dtype=bfloat16] [--steps=5] [--eval_batch_size=256]
-        [--compare_reference [--rounds=2]]     # against the PyTorch re-creation, same run
-        [--seeds=K]                            # K seeds together vs one after another
+    python -m cardioformer_jax.benchmark --config=configs/ptbxl.py [--compare_reference] [--seeds=K]
 
-What it measures, and how, is `cardioformer_jax.benchmarking`.
+The measurements are `cardioformer_jax.benchmarking`; docs/usage.md, "Benchmark".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """The benchmark's measurements: speed of training on this machine (docs/benchmarks.md).
 
-`run` times the programs a training run executes (`training.steps.programs`: the config's
-model and optimizer, the state created sharded on the config's mesh, the jitted training
-step with its shardings and buffer donation, the SWA update and the evaluation step), so
-any change to them shows here. `sweep`, `seeds_speed` and `input_pipeline_rates` are the
-command's other modes; the command is `cardioformer_jax.benchmark`, the comparison with
-the PyTorch re-creation `interop.torch_reference.compare_reference`.
+`run` times the very programs a training run executes (`training.steps.programs`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-r"""Command line: build a Cardioformer ECG dataset as TFDS ArrayRecord (no TensorFlow).
+"""Command line: build a Cardioformer ECG dataset as TFDS ArrayRecord (no TensorFlow).
 
-    python -m cardioformer_jax.build_dataset {ptbxl|ptb|mimic_iv_ecg|cinc2021} --data_dir=DIR \
-        [--manual_dir=RAW] [--builder_config=NAME] [--num_workers=N] \
-        [--split_bounds=0.6,0.8] [--split_seed=N] [--no_progress] [--register_checksums]
+    python -m cardioformer_jax.build_dataset {ptbxl|ptb|mimic_iv_ecg|cinc2021} --data_dir=DIR
 
-Without --manual_dir the open-access PhysioNet zip is downloaded (docs/data.md); cinc2021
-needs --manual_dir. An already built dataset is reused. The library is
-`cardioformer_jax.data.datasets` (`build`, `data_source`, ...); exit status 1 with an
-``error:`` line when the source cannot be used.
+docs/usage.md, "Datasets"; exit status 1 with an ``error:`` line when the source cannot be used.
 """
 
 from __future__ import annotations

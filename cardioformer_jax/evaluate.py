@@ -1,23 +1,8 @@
-r"""Command line: a report on a trained run's best checkpoint.
+"""Command line: a report on a trained run's best checkpoint (or an ensemble, or external data).
 
-    python -m cardioformer_jax.evaluate --workdir=RUN [--split=test] [--seed=S] \
-        [--data_dir=DIR] [--bootstrap=1000] [--dataset=NAME[/config]]
-    python -m cardioformer_jax.evaluate --workdir=RUN_A --workdir=RUN_B [...] --out=DIR
+    python -m cardioformer_jax.evaluate --workdir=RUN [--split=test] [--dataset=NAME[/config]]
 
-Writes ``report.md`` (``report_<split>.md`` for another split), ``plots/<split>_*.png``,
-``evaluation.json`` (``evaluation_<split>.json``, with 95% bootstrap confidence intervals;
-``--bootstrap=0`` leaves them out), ``predictions.csv`` and ``MODEL_CARD.md`` (suffixed
-likewise) to the workdir (local or ``gs://...``) and prints a one-line summary
-(`cardioformer_jax.evaluation.report`). A multi-seed workdir is evaluated seed by seed for
-the mean ± std; the detailed sections and plots are of one seed (``--seed``, default the
-best validation selection metric). A multi-label run (the PTB-XL benchmark) gets the
-multi-label report: macro AUROC, Fmax, per-class AUROC. With ``--dataset`` (and
-``--data_dir``, where it is built) the run is validated externally on another dataset
-(`cardioformer_jax.evaluation.external`), written to ``RUN/external_<name>-<config>/``.
-Several ``--workdir`` runs with ``--out=DIR`` are evaluated together as an ensemble: each
-member, their mean and a stacked logistic regression fitted on validation
-(`cardioformer_jax.evaluation.ensemble`). Exit status 1 when the run or its dataset cannot
-be read.
+docs/usage.md, "After training"; exit status 1 when the run or its dataset cannot be read.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-r"""Command line: a trained model as a self-contained `jax.export` artifact for serving.
+"""Command line: a trained model as a self-contained `jax.export` artifact for serving.
 
-    python -m cardioformer_jax.export --workdir=RUN --out=model.jax_exported \
-        [--seed=S] [--platforms=cpu,cuda] [--batch_size=N]
+    python -m cardioformer_jax.export --workdir=RUN --out=model.jax_exported [--seed=S]
 
-Writes the serialised `jax.export.Exported` of the eval-mode forward pass (samples
-``(batch, T, C)`` float32 -> logits ``(batch, K)``, the best checkpoint's SWA parameters
-embedded) and ``model.json`` next to it: shapes, lead and class names and the record
-preparation (`cardioformer_jax.evaluation.export`). Serving needs JAX only. Exit status 1
-when the workdir cannot be loaded.
+docs/usage.md, "After training"; exit status 1 when the workdir cannot be loaded.
 """
 
 from __future__ import annotations

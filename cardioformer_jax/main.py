@@ -1,14 +1,8 @@
 """Command line: train and evaluate Cardioformer with a config file.
 
-    python -m cardioformer_jax.main --config=configs/ptbxl.py --workdir=DIR \
-        [--config.train.batch_size=256 ...]
+    python -m cardioformer_jax.main --config=configs/ptbxl.py --workdir=DIR [--config.FIELD=V ...]
 
-Any config field can be overridden (`ml_collections.config_flags`); unknown fields are an
-error. Rerunning the same command resumes from the latest readable checkpoint in DIR; a
-change that alters what the run computes is refused unless --allow_config_change names
-it. Multi-process runs (TPU pods, SLURM/Open MPI GPU clusters) are detected, see
-`distributed`; explicit --coordinator_address/--num_processes/--process_id override the
-detection.
+Rerunning resumes; multi-host runs are detected. docs/usage.md, "Training".
 """
 
 from __future__ import annotations

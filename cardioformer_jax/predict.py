@@ -1,15 +1,8 @@
-r"""Command line: class probabilities of raw WFDB records with a trained model.
+"""Command line: class probabilities of raw WFDB records with a trained model.
 
-    python -m cardioformer_jax.predict --workdir=RUN [--workdir=RUN_B ...] \
-        RECORD_OR_FOLDER... [--json] [--seed=S] [--batch_size=N]
+    python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLDER... [--json]
 
-A record is a path without extension or its ``.hea``; a folder stands for every record
-under it. Each record is prepared as the model's training data were, and its class
-probabilities are the mean over its samples (`cardioformer_jax.evaluation.predictions`).
-A record that cannot be used gets a one-line reason on stderr; the others are still
-predicted. Several ``--workdir`` runs predict as an ensemble: the mean of their
-probabilities. Exit status: 0 when at least one record was predicted, 1 when none was (or the
-command line is wrong), 2 when the workdir cannot be loaded.
+docs/usage.md, "After training"; exit status 1 when no record was predicted, 2 for a bad RUN.
 """
 
 from __future__ import annotations

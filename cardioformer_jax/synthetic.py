@@ -2,9 +2,7 @@
 
     python -m cardioformer_jax.synthetic --out=DIR [--patients=100] [--seed=0] [--layout=ptbxl]
 
-WFDB records and metadata CSVs in the PhysioNet folder layout of PTB-XL (`--layout=ptbxl`)
-or MIMIC-IV-ECG (`--layout=mimic_iv_ecg`), from simulated signals; the same arguments always
-write the same bytes.
+docs/data.md, "Synthetic twins".
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-r"""Command line: hyper-parameter tuning with Optuna (docs/tuning.md).
+"""Command line: hyper-parameter tuning with Optuna, one worker per invocation.
 
-    python -m cardioformer_jax.tune --config=configs/ptbxl.py --workdir=DIR --trials=50 \
-        [--storage=postgresql://user:pass@host/db] [--study=NAME] \
-        [--search=configs/search/cardioformer.py] [--worker=K] [--config.train.num_epochs=30 ...]
+    python -m cardioformer_jax.tune --config=configs/ptbxl.py --workdir=DIR --trials=50
 
-One worker: joins the study (creating it on first use) in ``--storage`` (default
-``sqlite:///DIR/study.db``) and trains trials until the study has ``--trials`` finished
-(complete or pruned) ones; run the same command again, on this machine or others reaching the
-same database, for more workers (each with its own ``--worker``). Each trial is a normal
-training run of the config with the search space's values, in ``DIR/trial_<number>``,
-evaluated on the validation split only, pruned on it epoch by epoch (median rule), and
-resumed from its checkpoint if its worker dies. At the end the worker writes
-``DIR/best_config.py``, ``DIR/best_trial.json`` and ``DIR/tuning_report.md``. Give every
-architecture the same ``--trials`` (one study each) for a fair comparison. Exit status 1 for
-a dataset that is not built or a study of another config.
+docs/tuning.md; exit status 1 for a dataset that is not built or a study of another config.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """What a built dataset was made from and how: its fingerprint.
 
-A build records (``info.metadata["fingerprint"]``) the builder version, the preparation
-parameters, a digest of the preparation code and a summary of the source files, plus one
-SHA-256 over all of it. Training stores that digest with the run and refuses to resume on a
-dataset with another one, so two datasets are never mixed in one run.
-
-The code digest covers the modules that decide what an example contains. Comments and
-docstrings do not count (the digest is taken over the parsed syntax tree), so only a change
-of behaviour moves it; `tests/unit/test_dataset_rules.py` then fails until the builder version
-is bumped and `PREPARATION_CODE_SHA256` updated, so a stale build is never reused silently.
+The code digest ignores comments and docstrings; docs/data.md, "Versions and fingerprints".
 """
 
 from __future__ import annotations

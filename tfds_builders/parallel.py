@@ -1,8 +1,7 @@
 """Ordered, memory-bounded parallel map over records.
 
-`multiprocessing.Pool.imap` has no back-pressure (workers run ahead of a slow consumer and
-results pile up in the parent: gigabytes for PTB-XL) and hangs forever when a worker dies.
-Here at most `max_pending` chunks are in flight, and a dead worker is an error.
+Unlike `multiprocessing.Pool.imap`: at most `max_pending` chunks in flight; a dead worker
+is an error.
 """
 
 from __future__ import annotations

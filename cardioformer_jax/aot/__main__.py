@@ -1,14 +1,8 @@
 """Compile a config's training programs for an accelerator target, without the hardware.
 
-    python -m cardioformer_jax.aot --config=configs/ptbxl.py --target=tpu:v5p:2x2x1 \
-        [--batch_size=1024 | max | config] [--config.model.dtype=bfloat16] [--noestimate]
-        [--programs=train,eval,predict]
+    python -m cardioformer_jax.aot --config=configs/ptbxl.py --target=tpu:v5p:2x2x1
 
-Prints one JSON object (`analysis.report`; with ``--batch_size=max`` also the largest
-per-device batch that fits) and exits 1 when a program does not fit the device memory.
-``--batch_size`` is per device (default: the config's global batch split over the target's
-devices). Runs on the CPU: no accelerator is used or needed. Target names:
-`cardioformer_jax.aot.targets` (also Cloud TPU types: ``tpu:v5p-128``).
+JSON on stdout, exit status 1 when a program does not fit; docs/usage.md, "Accelerators".
 """
 
 from __future__ import annotations

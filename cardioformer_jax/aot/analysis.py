@@ -1,10 +1,6 @@
 """The training programs compiled for a `targets.Target`, and what the compiler says of them.
 
-`report` compiles the very programs a run executes (`training.steps.programs`: the train
-step with its shardings and donated state, the eval step, and the eval step on one device
-for a record's windows, as `predict` runs it) for the target's devices, and returns per
-program the per-device bytes, whether they fit, the collectives in the compiled HLO and the
-compile time; on TPU also the compiler's loop-aware estimate of the step time.
+docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""Accelerator targets for ahead-of-time compiles: the devices of a TPU slice or a GPU node
-described, not present (`jax.experimental.topologies`), and what the chips hold.
+"""Accelerator targets for ahead-of-time compiles: a TPU slice or GPU node described, not present.
 
-Target names: ``tpu:GEN:TOPOLOGY[,slices=K]`` (``tpu:v5p:2x2x1`` is a v5p-8,
-``tpu:v5p:4x4x4`` a v5p-128, ``tpu:v5e:16x16`` a v5e-256) and ``gpu:MODEL:COUNT``
-(``gpu:h100:8``; ``gpu:h100:2x8`` for two hosts of eight); Cloud TPU types such as
-``tpu:v5p-128`` are read as their default topology. TPU compiles need ``libtpu``; GPU
-compiles need the CUDA plugin (``jax-cuda13-plugin`` and ``-pjrt``, the same version as
-jaxlib), whose binary carries the
-target descriptions of the GPUs it was built for: they are read from there, so the
-description always matches the compiler that uses it.
+Target names (``tpu:v5p:2x2x1``, ``gpu:h100:8``, ...): docs/usage.md, "Accelerators, compiled here".
 """
 
 from __future__ import annotations

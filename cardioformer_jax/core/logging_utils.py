@@ -1,16 +1,6 @@
 """Metric logging: TensorBoard event files + ``metrics.jsonl``, console lines, atomic JSON.
 
-The console lines' pieces are pure functions: `format_scalars` (one line of metrics),
-`format_progress` (``step 120/640 (18.7%, ETA 3m05s)``), `format_duration` and the closing
-lines of a run, `format_run_summary` and `format_seeds_summary`.
-
-Only process 0 writes (``jax.process_index() == 0``); on other processes ``MetricWriter``
-is a no-op, so the training loop can call it unconditionally in multi-host runs.
-TensorBoard files are written with tensorboardX (no TensorFlow needed).
-
-Paths may be local or URLs such as ``gs://bucket/run`` (`paths.resolve_path`). Object
-stores can neither rename atomically nor append, so `write_json` and ``metrics.jsonl``
-write whole objects there (see each docstring).
+Only process 0 writes; paths may be URLs. docs/training.md, "Logs".
 """
 
 from __future__ import annotations

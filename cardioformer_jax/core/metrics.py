@@ -1,29 +1,7 @@
-"""Classification metrics computed on host from predicted probabilities (docs/training.md).
+"""Classification metrics computed on host from predicted probabilities.
 
-Training selects its best epoch by them and evaluation reports them; the bootstrap
-resamples of the confidence intervals are `evaluation.bootstrap`'s.
-
-All functions work on numpy arrays holding *every* example of a split: the evaluator pads
-the last batch to a fixed shape (so the jit-compiled step does not recompile), and the
-optional ``mask`` (boolean or 0/1, shape ``(N,)``) marks the valid rows; padded rows are
-dropped before anything is computed, so a masked call equals a call on the sliced arrays.
-
-Conventions
------------
-* Threshold metrics (precision/recall/F1) are scikit-learn macro averages over *all*
-  ``num_classes`` labels with ``zero_division=0``, so a class absent from both labels and
-  predictions contributes 0 (this is what ``sklearn.metrics.f1_score(..., labels=range(K))``
-  does and keeps the number comparable across splits).
-* Ranking metrics (AUROC one-vs-rest, AUPRC = average precision) are undefined for a class
-  with no positive example. Such classes are **skipped** in the macro mean (scikit-learn
-  would raise for AUROC); if fewer than two classes are present at all, both are NaN.
-  With every class present the values equal ``roc_auc_score(onehot, probs)`` and
-  ``average_precision_score(onehot, probs)`` (macro), as in the reference implementation.
-* The ``weighted_*_metrics`` evaluate many weightings of the same examples at once (the
-  bootstrap resamples of `evaluation.bootstrap` are such weights).
-* Non-finite probabilities (a diverged model) give NaN for every metric.
-* ``loss`` is the mean cross-entropy of the given probabilities, clipped to
-  ``[PROB_EPS, 1]`` so that a zero probability gives a large finite loss instead of inf.
+Conventions (macro averages, skipped classes, padded rows masked out, NaN on non-finite
+input): docs/training.md, "Metrics".
 """
 
 from __future__ import annotations

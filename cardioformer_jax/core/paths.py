@@ -1,20 +1,7 @@
 """Workdir paths that may be URLs (``gs://bucket/run``) as well as local directories.
 
-Every path the user types (a flag, a config field such as ``dataset.data_dir``) goes through
-`expand_path` first: ``~`` and ``$VAR`` / ``${VAR}`` are expanded as the shell would have
-(it does not in ``--flag=~/x``); a URL is left as given. The command lines define their
-path flags with `DEFINE_path` / `DEFINE_multi_path`, whose values arrive expanded.
-
-`pathlib` collapses a URL's ``//`` (``Path("gs://b/run")`` is ``gs:/b/run``) and
-``.absolute()`` then prefixes the working directory (``/cwd/gs:/b/run``), so the training
-program keeps every workdir, run directory and checkpoint directory as an `etils.epath.Path`
-made by `resolve_path`: a URL unchanged, a local path absolute. Orbax, TFDS and tensorboardX
-all accept such paths (``os.fspath`` gives back the URL).
-
-Which URL schemes work is `etils.epath`'s choice: ``gs://``, ``s3://``, ``az://``, ``hf://``
-(through fsspec; ``gs://`` needs gcsfs, the ``[gcs]`` extra). Another scheme (``memory://``,
-``file://``, ...) is refused by `resolve_path` with a ValueError, before anything is
-written.
+`expand_path` expands ``~``/``$VAR``; `resolve_path` keeps URLs as `etils.epath.Path`
+(docs/usage.md, "Datasets").
 """
 
 from __future__ import annotations

@@ -1,11 +1,4 @@
-"""Progress of long loops (dataset builds, evaluation, prediction) that stays readable in logs.
-
-`progress` is the one progress reporter of the project: on an interactive terminal a tqdm
-bar; written to anything else (a log file, a pipe, a batch system's output) plain lines
-without carriage returns, e.g. ``building ptbxl/default train: 1400/14000 records (10%),
-35s``, at every `EVERY_PERCENT` of the total (at most one per `MIN_SECONDS`) and at
-least every `EVERY_SECONDS`, plus a last line at the end. A tqdm bar redrawn into a file
-would be thousands of ``\\r`` redraws on one line.
+"""Progress of long loops: a tqdm bar on a terminal, plain lines in a log (docs/architecture.md).
 
 No JAX here: the dataset builders use it, and they run without it.
 """

@@ -1,26 +1,7 @@
-"""Device mesh, parameter partitioning and batch placement (pjit style, one or many hosts).
+"""Device mesh ``("data", "fsdp")``, parameter partitioning and batch placement.
 
-The mesh has two axes, ``("data", "fsdp")``:
-
-* the **batch** is split over *both* axes (``P(("data", "fsdp"))``): with FSDP every device
-  still computes on its own slice of the batch, the ``fsdp`` axis only adds sharding of the
-  weights (and of the optimizer state that mirrors them). A global batch must therefore be
-  divisible by ``mesh.size`` (`batch_divisor`);
-* the large **weights** are split over ``fsdp`` by regex rules on their path names
-  (`DEFAULT_RULES`, big_vision / MaxText style); everything else is replicated. XLA
-  all-gathers a sharded weight where it is used and reduce-scatters its gradient.
-
-With the default ``mesh.shape = (-1, 1)`` every device is on ``data``: plain data parallelism
-with replicated weights, which is what this 8.7 M-parameter model needs; ``fsdp > 1`` only
-pays off when the per-device memory for weights + Adam state (~105 MB) matters.
-
-Typical use by a trainer::
-
-    mesh = create_mesh(config.mesh.shape, config.mesh.axis_names)
-    abstract = nnx.eval_shape(lambda: make_model_and_optimizer())
-    shardings = tree_shardings(nnx.state(abstract), mesh)      # params, Adam mu/nu, step
-    state = jax.jit(init_state, out_shardings=shardings)(...)  # created already sharded
-    batch = global_batch(host_batch, mesh)                       # numpy -> global jax.Array
+The batch is split over both axes, the large weights over ``fsdp`` (`DEFAULT_RULES`);
+docs/scaling.md, "Which mesh to use when".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""Records in the PhysioNet/Computing in Cardiology Challenge 2020/2021 layout (docs/data.md).
+"""Records in the PhysioNet/CinC Challenge 2020/2021 layout: WFDB header + MATLAB ``.mat``.
 
-A record is ``NAME.hea`` (a WFDB header) whose signal file is a MATLAB v4 ``NAME.mat``
-holding one matrix ``val`` (leads x samples, digital units; format ``16x1+24``: 16-bit
-samples after a 24-byte MATLAB header). Header comments carry ``# Age:``, ``# Sex:``,
-``# Dx:`` (comma-separated SNOMED CT codes), ``# Rx:``, ``# Hx:``, ``# Sx:``.
-
-The header is parsed here, not by wfdb, whose parser refuses the 2020 release's quirks:
-
-* record lines such as ``E00018.mat 12 500 5000 05-May-2020 14:50:55`` (the file name
-  with its extension, a date before the time in a non-WFDB format): the fields after the
-  sample count are ignored and the record is noted ``record_line_2020``;
-* ADC gains such as 4880/mV or 2000000/mV on data stored at 1000/mV: see
-  `GAIN_RULE` below (`physical_signal`);
-* ``# Dx:`` tokens that are class abbreviations (``AF``, ``I-AVB``, ...) instead of codes:
-  returned as they are; mapping them to codes is label work (`tfds_builders.labels`).
-
-No TFDS import: the builder's worker processes and inference on raw records both use it.
+Parsed here, not by wfdb, for the 2020 release's header quirks (docs/data.md, "CinC 2021").
+No TFDS import: builder workers and inference on raw records both use it.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """What a trained model expects from a raw WFDB record, per dataset, and how to make it.
 
-A model trained on one of the datasets takes samples prepared exactly as that dataset's
-builder prepared its training samples (docs/data.md), followed by the per-sample standardisation
-of the input pipeline (docs/model.md, Input):
-
-* PTB-XL, MIMIC-IV-ECG: resample to 250 Hz, standardise each lead over the record, cut
-  consecutive 1 s segments ``(250, 12)``;
-* PTB: the same, then heartbeats ``(300, 15)`` around the detected R peaks.
-
-The builders receive records of one known sampling rate and lead layout; records given at
-inference time may come from anywhere, so here the sampling rate is free (any rate the
-resampling supports) and the leads are matched by name to the dataset's, ignoring case, and
-reordered when all are present (MIMIC-IV-ECG stores aVF before aVL, PTB-XL the other way).
+Any sampling rate; leads matched by name and reordered (docs/model.md, "Input"; docs/data.md).
 """
 
 from __future__ import annotations

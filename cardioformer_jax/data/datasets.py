@@ -1,10 +1,6 @@
-"""Build and read the TFDS datasets (PTB-XL, PTB, MIMIC-IV-ECG, CinC 2021) without TensorFlow.
+"""Build and read the TFDS datasets without TensorFlow (docs/data.md).
 
-`build` drives the builders of `tfds_builders/` programmatically (the command line is
-`python -m cardioformer_jax.build_dataset`). TFDS 4.9.10 writes ArrayRecord through its own
-protobuf classes (no TensorFlow); its `tfds build` CLI, by contrast, imports TensorFlow,
-Apache Beam and mlcroissant at start-up, which is why this module exists. Reading goes
-through `data_source()`, which needs neither TF nor the builder code.
+`build` drives `tfds_builders/` (the `tfds build` CLI imports TensorFlow); `data_source` reads.
 """
 
 from __future__ import annotations

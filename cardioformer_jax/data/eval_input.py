@@ -1,11 +1,4 @@
-"""The evaluation input: every example of a split exactly once (docs/training.md).
-
-`eval_batches` yields the split in order, in batches of the global evaluation batch size,
-the last ones padded with ``mask`` 0; multi-process runs split it into contiguous shares
-and gather the outputs with `allgather_host`. With ``input.crop_seconds`` it still yields
-whole records: the eval step cuts the windows. What is read, and how an example is
-prepared, is `input_pipeline`'s.
-"""
+"""The evaluation input: every example of a split once, in padded batches (docs/training.md)."""
 
 from __future__ import annotations
 

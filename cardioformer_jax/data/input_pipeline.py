@@ -1,20 +1,6 @@
 """Grain input pipelines over the TFDS ArrayRecord datasets: what a config reads, training.
 
-Training (`create_train_input`)::
-
-    ArrayRecord source -> this process's contiguous 1/process_count of the examples
-    (`grain.sharding.ShardByJaxProcess` semantics, remainder dropped) -> seeded shuffle
-    -> per-sample per-lead standardisation (docs/model.md), label -> int32 -> batches of
-    global_batch / process_count (last partial batch of an epoch dropped) -> repeat
-    (the shuffle is re-seeded every epoch) [-> a random crop of each record,
-    ``input.crop_seconds``] -> read threads / worker processes
-    -> global `jax.Array`s sharded by `sharding.data_sharding(mesh)`.
-
-Every epoch is exactly `steps_per_epoch = len(split) // global_batch` steps; the iterator
-state (a few integers per process) is checkpointable with Orbax, see `TrainInput`.
-Evaluation reads every example once: `eval_input.eval_batches`. The fields a config sets
-are described in docs/training.md and `config_lib.base_config`; the pipeline's throughput
-in docs/benchmarks.md (``python -m cardioformer_jax.benchmark --input_pipeline``).
+Evaluation is `eval_input`; the fields are in docs/training.md, throughput in docs/benchmarks.md.
 """
 
 from __future__ import annotations

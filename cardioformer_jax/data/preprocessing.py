@@ -1,12 +1,6 @@
-"""Raw WFDB record -> model-ready arrays (docs/data.md).
+"""Raw WFDB record -> model-ready arrays: the one place signals are prepared (docs/data.md).
 
-This is the one place where signals are prepared: the TFDS builders and inference on raw
-records both call it, so a sample seen at inference time went through exactly the steps
-its training samples did.
-
-Steps: read in physical units (verifying the header against the data), resample to
-250 Hz by linear interpolation, standardise every lead over the whole record, then either
-cut 1 s segments (PTB-XL, MIMIC-IV-ECG) or heartbeats (PTB).
+The TFDS builders and inference on raw records both call it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """Age and sex as model inputs (``model.tabular``): one fixed encoding for every path.
 
-Training batches, evaluation, external validation and `predict` all call
-`tabular_features`, so a model sees its clinical context encoded one way wherever it runs:
-
-* ``age``: years, capped at 90 (PTB-XL codes "90 or older" as 300), centred at 60 and
-  scaled by 20; 0 when unknown (negative, NaN);
-* ``age_known``: 1 when the age is known, else 0, so "unknown" is not read as 60 years;
-* ``male`` / ``female``: one-hot sex; both 0 when unknown.
+docs/model.md, "Age and sex".
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """Crops and windows of whole records: the PTB-XL benchmark suite's input protocol.
 
-With ``input.crop_seconds`` > 0 the model's input (``model.seq_len`` samples) is a crop
-of the dataset's longer records (Strodthoff et al. 2020: 2.5 s of a 10 s record):
-
-* training: each example is a new uniformly random crop every time it is drawn
-  (`random_crops`, applied by the Grain pipeline after per-record standardisation);
-* validation, test and predict: a record's output is the maximum (or mean,
-  ``input.eval_aggregation``) of the sigmoid probabilities over the windows of
-  ``model.seq_len`` samples at stride ``input.eval_stride_seconds`` (`window_starts`:
-  starts 0, stride, 2 stride, ... while the window fits; at 100 Hz 250 / 125 over 1000
-  samples: 7 windows).
-
-``input.crop_seconds`` = 0 (the default) leaves whole records as they are.
+Random crops in training, max/mean over strided windows in evaluation; docs/benchmarks.md,
+"Two input protocols".
 """
 
 from __future__ import annotations

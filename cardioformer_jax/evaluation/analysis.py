@@ -1,15 +1,6 @@
 """Numbers behind the evaluation report: pure functions of probabilities and labels.
 
-Everything here takes NumPy arrays and returns numbers or arrays (no files, no plotting),
-so that the report (`evaluate.py`) can be checked against direct computation.
-
-* `expected_calibration_error` / `reliability_bins`: top-label calibration with equal-width
-  confidence bins (Guo et al. 2017): a sample's confidence is its largest probability, it
-  is correct when that class is the label; ECE = sum over bins of (bin share) x
-  |accuracy - mean confidence|.
-* `per_class_curves`: one-vs-rest ROC and precision-recall curves with AUROC and AP.
-* `metrics_by_group`: `metrics.classification_metrics` per subgroup (sex, age band, ...).
-* `seed_summary`: mean ± std over seeds next to the paper's numbers (docs/training.md).
+Calibration, per-class curves, subgroup metrics, seed summary; docs/training.md.
 """
 
 from __future__ import annotations

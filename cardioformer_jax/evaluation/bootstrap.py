@@ -1,10 +1,4 @@
-"""Bootstrap resamples for confidence intervals (docs/training.md, "Confidence intervals").
-
-`bootstrap_weights` draws examples (or whole clusters such as subjects) with replacement;
-`bootstrap_resamples` redraws a resample lacking a positive or a negative of a resamplable
-class, so that each resample's macro AUROC/AUPRC averages the same classes. The resamples
-are example weights for the ``weighted_*_metrics`` of `core.metrics`.
-"""
+"""Bootstrap resamples (example weights) for confidence intervals (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,34 +1,6 @@
-"""The PhysioNet/Computing in Cardiology Challenge 2021 metrics, in NumPy.
+"""The PhysioNet/Computing in Cardiology Challenge 2021 metrics, in NumPy, on ``(N, K)`` arrays.
 
-The Challenge (Reyna et al., "Will Two Do? Varying Dimensions in Electrocardiography",
-CinC 2021) scores binary multi-label outputs over 26 classes with a weighted confusion
-matrix that gives partial credit to clinically close mistakes. Everything here works on
-``(N, K)`` arrays over those classes:
-
-* classes: the columns of the Challenge's weights table (`load_weights`), in its order; a
-  column written ``a|b`` is one class, positive for a record carrying either code
-  (`multi_hot`). `class_order` maps any other order of the same classes, such as the
-  cinc2021 builder's ``labels`` (``Builder.scored_classes()``), onto the table's;
-* `challenge_score`: the Challenge metric. With ``A(L, O)`` the multi-label confusion
-  matrix (`confusion_matrix`: each recording adds ``1/m`` to ``A[i, j]`` for every true
-  class ``i`` and output class ``j``, ``m`` the number of classes true or output, at least
-  1), ``observed = sum(W * A(L, O))``, ``correct = sum(W * A(L, L))`` and ``inactive =
-  sum(W * A(L, O_normal))`` where ``O_normal`` outputs sinus rhythm alone for every
-  recording; the score is ``(observed - inactive) / (correct - inactive)`` (1 for perfect
-  outputs, 0 for sinus rhythm everywhere, negative when worse), and 0.0 when ``correct ==
-  inactive``, as the Challenge's own evaluation code does;
-* `f_measure` (per class ``2TP / (2TP + FP + FN)``, NaN where nothing is true or output;
-  macro = mean of the defined ones) and `accuracy` (recordings whose outputs equal their
-  labels exactly), as the Challenge computes them;
-* `choose_thresholds` / `apply_thresholds`: probabilities to binary outputs with a
-  per-class threshold chosen on validation data;
-* `challenge_metrics`: all of the above in one dict, ready for a report;
-
-The weights table ``cinc2021_weights.csv`` next to this module is an unmodified copy of the
-Challenge's ``weights.csv`` from its evaluation code
-(https://github.com/physionetchallenges/evaluation-2021; BSD 2-Clause License, Copyright
-(c) 2020, 2021 PhysioNet/Computing in Cardiology Challenges). The functions here are
-written from the Challenge's description of the metric.
+Definitions and the weights table's origin: docs/training.md, "Challenge 2021 metrics".
 """
 
 from __future__ import annotations

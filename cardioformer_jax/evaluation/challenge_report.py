@@ -1,13 +1,7 @@
-"""The PhysioNet/CinC Challenge 2021 section of a `cinc2021` run's evaluation (docs/training.md).
+"""The PhysioNet/CinC Challenge 2021 section of a `cinc2021` run's evaluation.
 
-A Challenge entry outputs one binary vector per recording. Here a recording's probabilities
-are the mean over its 10 s windows (the record level of every report), and each class has
-its own threshold, chosen on the validation split (`challenge.choose_thresholds`, per-class
-F-measure) and stored with the run in ``challenge_thresholds.json`` (with the checkpoint step
-it was chosen for; a later checkpoint chooses again). The evaluated split is then scored with
-the Challenge's own metrics (`challenge.challenge_metrics`: its score, macro F-measure and
-accuracy) beside macro AUROC / AUPRC, each with a percentile-bootstrap interval over
-recordings.
+Per-class thresholds chosen on validation, scored with `challenge`; docs/training.md,
+"Challenge 2021 metrics".
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Ensembles of trained runs on one split: each member, their mean, a stacked meta-learner.
 
-    python -m cardioformer_jax.evaluate --workdir=RUN_A --workdir=RUN_B [...] --out=DIR \
-        [--split=test]
-
-Every member (a run folder; a multi-seed folder gives its best seed) scores every example
-of the validation split and of the evaluated split with the training code's evaluation
-program. The members must have been trained on the same dataset and classes. Three things
-are compared on the evaluated split:
-
-* each member;
-* the **mean** of the members' probabilities;
-* a **stacked** meta-learner: scikit-learn's logistic regression on the members'
-  probabilities, fitted on the validation split's predictions and labels (multinomial for
-  a single-label model, one binary regression per class for a multi-label one), then
-  applied to the evaluated split. The evaluated split is never used to fit it.
-
-Writes ``DIR/ensemble_report.md`` and ``DIR/ensemble.json`` (suffixed with the split when
-it is not test) with the metrics and their 95% bootstrap intervals.
+docs/training.md, "Ensembles".
 """
 
 from __future__ import annotations

@@ -1,28 +1,6 @@
 """A trained model as a self-contained `jax.export` artifact for serving.
 
-The library of ``python -m cardioformer_jax.export --workdir=RUN --out=model.jax_exported``,
-which writes two files (`run_cli`):
-
-* ``model.jax_exported``: the serialised `jax.export.Exported` of the eval-mode forward pass
-  ``logits = f(samples)``, samples ``(batch, T, C)`` float32, logits ``(batch, K)`` float32,
-  with the best checkpoint's SWA parameters embedded as constants. The batch dimension is
-  symbolic (any batch size) unless ``--batch_size`` fixes it;
-* ``model.json`` (the same name with ``.json``): input and output shapes, lead and class
-  names, and the preparation that turns a raw record into samples (`dataset_inputs`).
-
-The run and ``--out`` may be URLs (``gs://bucket/...``) as well as local paths (`etils.epath`).
-
-Serving needs JAX only (plus ``flatbuffers``, which JAX uses for the serialisation), not
-this package::
-
-    from jax import export
-    exported = export.deserialize(open("model.jax_exported", "rb").read())
-    logits = exported.call(samples)          # samples: (N, T, C) float32, prepared
-
-The exported function is the same computation as `model_function`; it gives the same
-logits bit for bit. (A forward pass that takes the parameters as arguments instead of
-constants, like the training code's, agrees to float32 round-off only: XLA folds constants
-differently.)
+The library of ``python -m cardioformer_jax.export``; docs/usage.md, "After training".
 """
 
 from __future__ import annotations

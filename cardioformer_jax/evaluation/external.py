@@ -1,27 +1,7 @@
-"""External validation: a trained run evaluated on another dataset (docs/training.md).
+"""External validation: a trained run evaluated on another dataset.
 
-    python -m cardioformer_jax.evaluate --workdir=RUN --dataset=cinc2021/records_100hz \
-        --data_dir=D [--split=test]
-
-The other dataset's examples are made into the model's inputs as inference makes raw
-records into them: leads matched by name (any case) and put in the model's order, each
-example resampled from the dataset's rate to the model's, cut into the model's window
-length (an example shorter than one window cannot be evaluated and is counted) and
-standardised per lead. Its labels are mapped to the model's classes (`class_mapping`):
-the same classes, or the five PTB-XL diagnostic superclasses, which PTB-XL's configs and
-the `cinc2021` builder's SNOMED mapping express; a class the dataset cannot express is
-reported as such and left out of the metrics.
-
-Records of a database the run was trained on are left out (`datasets.SOURCE_DATABASES`:
-the Challenge 2021 set holds all of PTB-XL and PTB, so a PTB-XL run evaluated on it would
-otherwise be scored partly on its own training ECGs); the report counts them per source,
-gives the metrics per source database beside the pooled ones, and ``predictions.csv``
-names each row's source. A dataset whose records all come from the training databases
-is refused: that is an internal evaluation.
-
-The result is the multi-label report (`multilabel`) marked as external, written to
-``RUN/external_<dataset>-<config>/`` (``report.md``, ``evaluation.json``,
-``predictions.csv``, ``MODEL_CARD.md``; suffixed with the split when not test).
+Input matching, class mapping and left-out source databases: docs/training.md,
+"External validation".
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """A trained run as an eval-mode model: the one loader behind predict, evaluate and export.
 
-`load(workdir)` reads the run's saved ``config.json``, restores the checkpoint that early
-stopping kept as best (its SWA-averaged parameters are what validation and test were
-evaluated with, docs/training.md) and returns a `TrainedModel`: the parameters, the
-training code's compiled programs for them (`steps.programs`) and the dataset's input
-contract (`dataset_inputs.InputSpec`).
-
-Checkpoints are read through `checkpointing.Checkpointer` opened read-only: loading a run
-that is still training neither deletes its temporary files nor writes anything.
-
-A multi-seed workdir (``seed_<s>/`` sub-directories) holds one run per seed; `load` takes
-the seed asked for, by default the one with the best validation value of its
-`train.selection_metric` (macro-F1 unless the config says otherwise).
-
-The workdir may be a URL (``gs://bucket/run``) as well as a local directory: every path is
-an `etils.epath.Path` (`paths.as_path`), as training wrote it.
+`load` restores the best checkpoint read-only (one seed of a multi-seed workdir);
+docs/usage.md, "After training".
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Numbers and Markdown of a multi-label evaluation (PTB-XL benchmark, external validation).
 
-A multi-label evaluation compares ``(N, K)`` class probabilities with ``(N, K)`` multi-hot
-truth. Some of the model's classes may be unknown to the evaluated data (an external
-dataset that cannot express them): `expressible` marks the columns that have truth; the
-others are reported as such and left out of every metric.
-
-* `analyse`: example- and record-level `metrics.multilabel_metrics` (macro AUROC, Fmax,
-  ...), per-class support / AUROC / AP, macro AUROC and Fmax by sex and age band, and
-  percentile-bootstrap confidence intervals (subjects resampled as clusters when known);
-* `render_report` / `render_model_card`: the Markdown of `report.md` and `MODEL_CARD.md`;
-* `write_predictions_csv`: one row per example, truth and probability per class.
+docs/training.md, "Multi-label runs".
 """
 
 from __future__ import annotations

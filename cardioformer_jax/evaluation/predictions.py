@@ -1,19 +1,6 @@
 """Class probabilities of raw WFDB records with a trained model.
 
-The library of ``python -m cardioformer_jax.predict --workdir=RUN RECORD_OR_FOLDER...``.
-Each record (a path without extension, or its ``.hea``; a folder stands for every record
-under it) is prepared exactly as the model's training data were (`dataset_inputs`: any
-sampling rate, leads matched by name), the model (best checkpoint, SWA parameters) scores
-every sample, and the record's class probabilities are the mean over its samples (a run
-trained on crops, ``input.crop_seconds``, first scores each sample as the max over its
-windows, as its evaluation did: `TrainedModel.probabilities`). The
-workdir may be a URL (``gs://bucket/run``, read through `etils.epath`); records are local
-files.
-
-A record that cannot be used (unreadable, missing leads, too short, no heartbeats) gets a
-one-line reason; the others are still predicted. `run_cli` is the command: its exit status
-is 0 when at least one record was predicted, 1 when none was, 2 for a workdir that cannot
-be loaded.
+The library of ``python -m cardioformer_jax.predict``; docs/usage.md, "After training".
 """
 
 from __future__ import annotations

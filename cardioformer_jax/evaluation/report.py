@@ -1,9 +1,6 @@
-"""A report on a trained run's best checkpoint: the library of ``python -m
-cardioformer_jax.evaluate --workdir=RUN`` (docs/training.md, "Evaluation artefacts").
+"""A report on a trained run's best checkpoint: the library of ``cardioformer_jax.evaluate``.
 
-`evaluate_workdir` scores the split and writes the report's files; the numbers come from
-`analysis` (single-label) or `multilabel`, the Markdown and plots from `report_render`.
-`run_cli` is the command line's behaviour (a one-line summary, exit status).
+docs/training.md, "Evaluation artefacts".
 """
 
 from __future__ import annotations

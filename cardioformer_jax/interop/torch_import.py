@@ -1,27 +1,6 @@
 """Import (and export) the PyTorch reference's weights (docs/pytorch_checkpoints.md).
 
-The reference keeps one module per granularity and one per encoder layer; this port groups
-granularities by patch length and stacks the layers on a leading axis (see ``model.py``).
-The mapping between the two is a list of *slots*: one per reference tensor, naming the NNX
-parameter, the index into it (layer, position inside the patch-length group) and the layout
-change (PyTorch ``Linear`` weights are ``(out, in)``, ours ``(in, out)``, and so on). The
-same list drives import, export and the shape checks, so the two directions cannot drift
-apart.
-
-Typical use::
-
-    model = Cardioformer(config, rngs=nnx.Rngs(0))
-    import_reference_weights(model, "ref.pth")      # needs the [torch] extra for .pth
-    model.eval()
-
-or from the command line, saving the parameters with Orbax::
-
-    python -m cardioformer_jax.torch_import --config=configs/ptbxl.py \\
-        --checkpoint=ref.pth --out=/tmp/ptbxl_params
-
-Back to PyTorch: ``torch.save({k: torch.from_numpy(v) for k, v in
-export_reference_state_dict(model).items()}, "port.pth")`` loads into the reference with
-``load_state_dict``.
+One list of slots drives import, export and the shape checks, so the two directions agree.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """The reference's model structure in PyTorch, for checking the import and timing the original.
 
-This is Cardioformer as docs/model.md describes the authors' code running it: one module per
-granularity in ``ModuleList``s and Python loops over them (per-granularity patch
-``Conv2d``, per-granularity attention, the residual blocks applied granularity by
-granularity as 1x1 ``Conv1d``s), attention in the ``(B, L, H, E)`` einsum style of the
-code base it grew from, and parameter names as in docs/pytorch_checkpoints.md. It serves two
-purposes:
-
-* an independent check of ``torch_import``: its ``state_dict`` loads into the JAX model,
-  whose eval-mode logits must then match this module's
-  (``tests/integration/test_torch_reference.py``);
-* a same-machine yardstick for throughput: ``python -m cardioformer_jax.torch_reference
-  --config=configs/ptbxl.py`` times its training step (Adam, gradient clipping at 4.0) and
-  prints JSON with the same field names as `benchmarking.run`; `compare_reference` (the
-  benchmark's ``--compare_reference``) times both, each in a child process
-  (docs/benchmarks.md). It is a re-creation from the docs, not the authors' script: no
-  data loading, no logging, a current PyTorch.
-
-Needs the ``[torch]`` extra. The ``single_channel`` ablation is not reproduced here.
+Needs the ``[torch]`` extra; docs/usage.md, "PyTorch checkpoints", and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -199,7 +182,8 @@ def build_model(config: ModelConfig | Mapping[str, Any], seed: int = 0):
 
 def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: int,
                   threads: int = 0) -> dict[str, Any]:
-    """Seconds per training step (Adam 1e-4, clipping at 4.0) on random inputs, as a dict.
+    """Seconds per training step on random inputs, as a dict: Adam and global-norm clipping at
+    the defaults of `train.learning_rate` and `train.grad_clip_norm`, fixed here.
 
     ``threads`` > 0 sets PyTorch's intra-op thread count (default: PyTorch's own choice).
     """

@@ -1,19 +1,6 @@
 """Which network a config trains: ``config.model_name`` -> an NNX module.
 
-* ``"cardioformer"`` (default): `model.Cardioformer` from the ``model`` section;
-* ``"resnet1d"``: the `resnet1d.ResNet1D` baseline from the ``resnet`` section, with the
-  input contract (``seq_len``, ``num_channels``, ``num_classes``) of the ``model`` section,
-  which the data pipeline checks the dataset against for every model.
-
-Every model maps ``(B, T, C)`` windows (and, with ``model.tabular`` fusion, ``(B, 4)``
-age/sex features, `cardioformer_jax.data.tabular`) to ``(B, num_classes)`` logits, is in
-train mode
-after construction (``.eval()`` switches dropout off) and keeps only its ``dropout``
-random stream, so the training loop treats them all alike.
-
-`model_spec` returns a frozen, hashable dataclass: the training code can key its compiled
-programs on it (two configs that build the same network share them). `count_params` counts
-the trainable scalars of any of them.
+`model_spec` (hashable, keys the compiled programs) and `count_params`; docs/architecture.md.
 """
 
 from __future__ import annotations

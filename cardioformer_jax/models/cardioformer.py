@@ -1,30 +1,7 @@
-"""Cardioformer in Flax NNX, read beside docs/model.md (and the paper).
+"""Cardioformer in Flax NNX: embedding, encoder, head, read beside docs/model.md.
 
-The forward pass (`Cardioformer.__call__`) has the paper's three stages:
-
-1. **Embedding** (`Cardioformer.embed`, docs/model.md "Embedding"): for each granularity
-   (patch length p), cut the ``(T, C)`` signal into ``floor(T/p) + 1`` patches, embed each
-   with a ``(p, C) -> D`` convolution, apply one of the token augmentations (train mode),
-   add the granularity embedding and the sinusoidal positions.
-2. **Encoder** (`Cardioformer.encode` over `EncoderLayer`, "Encoder layer"), ``e_layers``
-   times: intra-granularity attention within each granularity's tokens; inter-granularity
-   attention among the granularities' router (last) tokens; residual + LayerNorm; three
-   residual feed-forward blocks; residual + LayerNorm.
-3. **Head** (`Cardioformer.head`, "Head"): LayerNorm, GELU, dropout, flatten all tokens,
-   linear classifier.
-
-Two layout choices keep it fast without changing the function:
-
-* Granularities that share a patch length see identical patches, so they form one *group*
-  (`TokenLayout`): one patch extraction, one stacked embedding matmul and one batched
-  attention (weights with a leading granularity axis) per group. Between layers the tokens
-  of all granularities live in one array ``(B, S, D)`` ordered group-major.
-* The encoder layers are stacked on a leading axis and applied with ``jax.lax.scan``: one
-  layer is traced and compiled, not six.
-
-The blocks are in `layers.py`; attention, LayerNorm and random numbers come from
-`cardioformer_jax.ops` (``model.kernels``). Parameters are float32; ``dtype='bfloat16'`` runs
-the matmuls in bfloat16 while softmax, LayerNorm statistics and the logits stay float32.
+Granularities sharing a patch length form one group (`TokenLayout`) and the encoder layers
+are stacked and applied with ``jax.lax.scan`` (docs/model.md, "Embedding", "Encoder layer").
 """
 
 from __future__ import annotations

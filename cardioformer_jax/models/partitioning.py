@@ -1,9 +1,6 @@
 """How the model's activations are laid out on a device mesh (docs/scaling.md).
 
-The programs trace the model inside their mesh (`core.sharding.in_mesh`); there
-`constrain_batch` pins an activation's batch axis to the mesh's batch axes. Without it,
-on an ``fsdp`` mesh, GSPMD may follow the weights' sharding instead and run the layers
-tensor-parallel over full-batch activations. Outside a mesh it does nothing.
+`constrain_batch` pins the batch axis inside a mesh, so an ``fsdp`` mesh stays data-parallel.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""A 1-D ResNet baseline for ECG classification, in Flax NNX.
+"""A 1-D ResNet baseline for ECG classification, in Flax NNX (same contract as Cardioformer).
 
-The usual ECG ResNet (as in Hannun et al. 2019 and the PTB-XL benchmark's ``resnet1d``):
-a strided convolution stem with max pooling, stages of basic residual blocks (two
-convolutions with normalisation and ReLU; the first block of every stage after the first
-halves the time axis and a 1x1 projection adapts the shortcut), global average pooling
-over time, dropout and a linear head.
-
-Same contract as `model.Cardioformer`: ``(B, T, C)`` float windows -> ``(B, num_classes)``
-logits; train mode (dropout on) by default, ``model.eval()`` / ``deterministic=True`` for
-evaluation; randomness from the ``dropout`` stream of the ``rngs`` given at construction.
-
-Normalisation is GroupNorm (default) or LayerNorm over channels, not BatchNorm, on purpose:
-the training state (`steps.TrainState`) carries parameters and random streams only, so
-BatchNorm's running statistics would have nowhere to live, and the SWA-averaged weights
-that are evaluated would not match statistics collected along the way (SWA with BatchNorm
-needs an extra pass over the data). Group/Layer norm have neither problem and do not
-depend on the batch composition.
+Why GroupNorm/LayerNorm and not BatchNorm: docs/architecture.md, "Choices".
 """
 
 from __future__ import annotations

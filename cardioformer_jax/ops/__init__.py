@@ -1,18 +1,6 @@
-"""Kernels: the model's plain JAX path and optional CPU kernels, chosen by one switch.
+"""Kernels: the model's plain JAX path and optional CPU kernels, chosen by ``model.kernels``.
 
-``model.kernels`` (docs/model.md):
-
-* ``"xla"``: the plain path, for GPU and TPU. Attention is `jax.nn.dot_product_attention`
-  (cuDNN flash attention on a GPU) when no attention dropout is active, LayerNorm is
-  `nnx.LayerNorm`, and dropout and augmentation noise come from `jax.random`.
-* ``"cpu"``: hand-written backward passes for attention and LayerNorm that suit XLA:CPU's
-  dot kernels (`attention.attention_cpu`, `layer_norm.layer_norm`), and counter-hash random
-  numbers (`hash_random`), which XLA:CPU generates far faster than threefry.
-* ``"auto"`` (default): ``"cpu"`` on a CPU backend, ``"xla"`` elsewhere.
-
-Both paths compute the same function (tests compare values and gradients); only the random
-numbers, hence the dropout masks of a training step, differ. docs/benchmarks.md has what
-the CPU kernels gain.
+docs/model.md, "Execution settings"; what the CPU kernels gain: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Scaled dot-product attention with dropout on the probabilities (docs/model.md).
 
-Heads are a batch dimension: ``q``, ``k``, ``v`` are ``(..., H, N, d)`` and so is the result,
-``Dropout(softmax(q k^T / sqrt(d))) v``. The scores and the softmax are float32 whatever the
-compute dtype.
+Heads are a batch dimension; scores and softmax are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations

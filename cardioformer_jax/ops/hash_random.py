@@ -1,13 +1,7 @@
-"""Cheap random numbers for dropout masks and token augmentations (the CPU kernels).
+"""Cheap counter-hash random numbers for dropout and token augmentations (the CPU kernels).
 
-A training step draws several random numbers per activation, and on CPU ``jax.random``
-(threefry) was the largest single cost of a step (docs/benchmarks.md). This module instead
-hashes each element's index with a per-call 64-bit seed taken from the JAX key (one round of
-the "lowbias32" integer hash): a handful of integer ops that XLA fuses into the consumer, so
-it runs at memory speed, stays a pure function of the key (reproducible, jit- and
-sharding-friendly), and is statistically more than good enough for dropout and noise.
-
-``impl="jax"`` draws with ``jax.random`` instead (the plain path, `cardioformer_jax.ops`).
+Each element's index hashed with a per-call seed from the JAX key (one "lowbias32" round):
+a pure function XLA fuses; ``impl="jax"`` uses ``jax.random`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

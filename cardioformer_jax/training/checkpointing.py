@@ -1,37 +1,7 @@
 """Orbax checkpoints of a training run: resumable at any step, best epoch kept.
 
-One `orbax.checkpoint.CheckpointManager` under ``<run dir>/checkpoints`` holds three items
-per step:
-
-* ``state``: the `steps.TrainState` pytree (params, Adam state, SWA average and count,
-  RNG streams, step), saved asynchronously: `save` returns once the arrays are copied to
-  host memory, the files are written in a background thread while training goes on;
-* ``meta``: JSON with what lives on the host (epoch, position in the epoch, early-stopping
-  state, best epoch's metrics, non-finite step count, ...);
-* ``data``: the Grain iterator state, one small JSON file per process (Grain's own Orbax
-  handler), so a resumed run reads exactly the batches the killed run would have read.
-
-Which steps survive: the latest ``keep`` checkpoints and the one of the best epoch. Both are
-one `AnyPreservationPolicy([LatestN, BestN])` (orbax >= 0.12's replacement for the
-deprecated ``max_to_keep``/``best_fn`` pair). Every checkpoint carries the metric
-``best_epoch_rank``: the epoch number at the end of an epoch that early stopping counted
-as an improvement, -1 otherwise (other epoch ends, mid-epoch checkpoints). Ranking by it
-keeps exactly the checkpoint early stopping calls best; ranking by raw F1 would disagree
-with it when a later epoch beats the best by less than ``min_delta``.
-
-Orbax commits a step by renaming its temporary directory, so a process killed at any
-moment (even mid-save) leaves either the complete step or nothing; temporary leftovers are
-removed when the manager is next created.
-
-The run directory also holds ``config.json`` (the config in force) and
-``config_history.jsonl`` (every config the run has started or resumed with):
-`check_run_config` refuses to resume a run whose dataset, model shape, seed or batch size
-differ from the saved ones, and any other change that alters what the run computes unless
-the user allows that field explicitly.
-
-A checkpoint that cannot be read (a truncated or corrupt file in a committed step) is not
-fatal: `restore_latest_readable` moves it aside into ``unreadable_checkpoints/`` (never
-deleting it) and resumes from the newest step that reads.
+What a checkpoint holds, which steps are kept, config checks on resume and unreadable
+checkpoints: docs/training.md, "Resuming".
 """
 
 from __future__ import annotations

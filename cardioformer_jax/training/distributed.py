@@ -1,27 +1,7 @@
 """Multi-process start-up: is this process one of many? If so, `jax.distributed.initialize`.
 
-`maybe_initialize` must run before anything touches the devices (`jax.devices()`, a jit,
-a mesh). It decides from, first match wins:
-
-1. **explicit** values: the ``--coordinator_address``/``--num_processes``/``--process_id``
-   flags of `main`, else the environment variables ``JAX_COORDINATOR_ADDRESS``,
-   ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` (values missing here may come from 2.-4.);
-2. **SLURM**: inside an ``srun`` step (the variables JAX's own ``SlurmCluster`` reads:
-   ``SLURM_JOB_ID``, ``SLURM_STEP_NODELIST``, ``SLURM_NTASKS``, ``SLURM_PROCID``,
-   ``SLURM_LOCALID``) with ``SLURM_NTASKS > 1``; JAX then gives process ``SLURM_LOCALID``
-   of a node the GPU of that number (one process per GPU) unless ``JAX_LOCAL_DEVICE_IDS``
-   says otherwise;
-3. **Open MPI**: ``mpirun`` (``OMPI_MCA_orte_hnp_uri``) with ``OMPI_COMM_WORLD_SIZE > 1``;
-4. **Cloud TPU VM**: `cloud_tpu_worker_count` (GKE environment variables or the GCE
-   metadata server) reports more than one worker, i.e. a pod slice or multislice. It is
-   consulted only where TPU chips sit on the PCI bus and libtpu is installed (a local
-   check), so a plain machine makes no network call;
-5. otherwise a single process: nothing is initialised.
-
-Steps 1-3 read only an environment mapping (`plan` is a pure function of it, tested in
-``tests/unit/test_distributed.py``); step 4 is an injected probe (`cloud_tpu_worker_count`).
-What JAX detects itself (the coordinator of a SLURM job or TPU slice, a TPU worker's id)
-is left to ``jax.distributed.initialize``, so both always agree.
+`plan` decides from the environment (explicit flags/variables, SLURM, Open MPI, Cloud TPU);
+docs/usage.md, "Training" (multi-host).
 """
 
 from __future__ import annotations

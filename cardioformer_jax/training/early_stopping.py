@@ -1,8 +1,6 @@
-"""Early stopping on a validation metric (docs/training.md: macro-F1, patience 10, 1e-5).
+"""Early stopping on a validation metric, as a checkpointable immutable dataclass.
 
-The state is an immutable dataclass so the training loop can store it next to the model
-in a checkpoint (``to_dict``/``from_dict`` give a flat dict of Python numbers) and resume
-exactly where it stopped.
+docs/training.md, "Protocol".
 """
 
 from __future__ import annotations

@@ -1,10 +1,4 @@
-"""The training loop (docs/training.md): one seed, or K seeds trained together.
-
-`train_seeds` runs the protocol for each seed's run folder in one loop over per-seed
-records, on `steps.seed_programs` (for K = 1 the plain one-seed programs); see
-docs/training.md for checkpoints, resuming, seeds in one program and the logs.
-`train.train_and_evaluate` picks the seeds and aggregates their results.
-"""
+"""The training loop: one seed, or K seeds trained together (docs/training.md)."""
 
 from __future__ import annotations
 

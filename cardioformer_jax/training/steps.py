@@ -1,8 +1,6 @@
-"""The jitted programs of training (docs/training.md): state, step, SWA, evaluation.
+"""The jitted programs of training: state, step, SWA, evaluation (docs/training.md).
 
-`programs` compiles them once per model, optimizer setting and mesh, and `seed_programs`
-their `jax.vmap` over K stacked seeds; the training loop (`loop.py`), the benchmark and
-inference (`evaluation.inference`) all run these same programs.
+Training, the benchmark and inference all run these same programs.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """Stochastic weight averaging: equal-weight running mean of parameter pytrees.
 
-docs/training.md: one equal-weight update of the average per epoch; validation and test
-use the averaged parameters. The update is elementwise, so it is jit-friendly and keeps
-each leaf's sharding; typical use::
-
-    swa_step = jax.jit(swa_update, donate_argnums=0)
-    # A copy owns its buffers, so donating it never invalidates the live parameters.
-    avg, n = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param)), 0
-    for epoch in ...:
-        ...
-        avg = swa_step(avg, nnx.state(model, nnx.Param), n)
-        n += 1
+Elementwise, so jit-friendly and sharding-preserving; docs/training.md, "Protocol".
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""The tuner's outputs in its workdir (docs/tuning.md):
+"""The tuner's outputs: ``best_config.py``, ``best_trial.json``, ``tuning_report.md``.
 
-* ``best_config.py``: the base config with the best trial's parameters (replayed through the
-  search space with an `optuna.trial.FixedTrial`) as a config file for
-  ``python -m cardioformer_jax.main --config=DIR/best_config.py``; it keeps the base
-  config's seeds, so that final run is the full protocol and reports the test split;
-* ``best_trial.json``: that trial (number, value, parameters, run folder) and the study;
-* ``tuning_report.md`` with ``tuning_plots/optimization_history.png`` and
-  ``tuning_plots/param_importances.png`` (`optuna.visualization.matplotlib`; importances,
-  `optuna.importance.get_param_importances`, need two complete trials).
-
-Every worker writes them when it stops, from the trials of the budget finished by then
-(files are replaced atomically), so the last worker to stop leaves the final ones.
+docs/tuning.md, "Outputs".
 """
 
 from __future__ import annotations

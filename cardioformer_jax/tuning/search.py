@@ -1,11 +1,6 @@
 """Search spaces: Python files defining ``search_space(trial, config) -> None``.
 
-A search-space file sets, on the copy of the base config it is given, the fields a trial
-tunes, from the trial's suggestions (``trial.suggest_float`` and friends); Optuna records the
-suggested values as the trial's parameters. `configs/search/` holds one file per
-architecture (``cardioformer.py``, ``resnet1d.py``); `default_path` picks it from the
-config's ``model_name``. The same function replays a finished trial's parameters with an
-`optuna.trial.FixedTrial` (`trial_config`), which is how ``best_config.py`` is made.
+docs/tuning.md, "Search spaces".
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
-"""The study, its objective and the worker loop of `cardioformer_jax.tune` (docs/tuning.md).
+"""The study, its objective and the worker loop of `cardioformer_jax.tune`.
 
-* The study lives in a database (`optuna.storages.RDBStorage`): ``sqlite:///DIR/study.db`` by
-  default or any SQLAlchemy URL (PostgreSQL for workers on many hosts). Each worker (the
-  same command, started any number of times, anywhere the database is reachable) loads it
-  (``load_if_exists``) and pulls trials from it. A heartbeat marks the trial of a killed
-  worker failed after ``grace_period`` seconds, the next time any worker starts a trial, and
-  `optuna.storages.RetryHeartbeatStaleTrialCallback` queues a retry with the same
-  parameters, which resumes the killed trial's run folder from its checkpoint.
-* Sampling: `optuna.samplers.TPESampler` (seeded by ``--seed`` and ``--worker``); pruning:
-  `optuna.pruners.MedianPruner` on the validation ``train.selection_metric`` after each epoch.
-* A trial is a normal training run in ``DIR/trial_<number>`` (`train.train_and_evaluate`,
-  one seed), validation only: the test split is never read while tuning. Its value is the
-  validation ``train.selection_metric`` of its best epoch (maximised).
-* Budget: ``--trials`` finished (complete or pruned) trials per study, one study per
-  architecture. A worker starts a trial only while finished plus running trials are under
-  the budget (`optuna.study.MaxTrialsCallback` on both; dead workers' trials are failed
-  first), so concurrent workers do not overshoot it. A trial finished beyond it (two workers
-  passing the check at the same instant) is kept but not counted (`budget_trials`), so every
-  architecture's best is chosen among exactly the same number of trials.
+Storage, dead workers, pruning and the trial budget: docs/tuning.md.
 """
 
 from __future__ import annotations

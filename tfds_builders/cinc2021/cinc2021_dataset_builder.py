@@ -1,14 +1,6 @@
-"""PhysioNet/Computing in Cardiology Challenge 2021 training set as ArrayRecord (docs/data.md).
+"""PhysioNet/Computing in Cardiology Challenge 2021 training set as ArrayRecord.
 
-About 88,000 12-lead ECGs of seven databases (CPSC, CPSC-extra, INCART, PTB, PTB-XL,
-Georgia, Chapman-Shaoxing, Ningbo) in the Challenge's layout: ``NAME.hea`` + MATLAB
-``NAME.mat`` anywhere below the source folder, read by `cardioformer_jax.data.
-challenge_format` (any sampling rate, any length, the 2020 release's header quirks).
-
-Labels: multi-hot `labels` over the Challenge's 26 scored classes (equivalent codes merged)
-and multi-hot `superclasses` over the five PTB-XL diagnostic superclasses
-(`labels.CINC2021_SUPERCLASS_OF_CODE`); `label` is the superclass when there is exactly
-one, else -1. The headers name no patients, so records are split by a hash of their name.
+docs/data.md, "CinC 2021".
 """
 
 from __future__ import annotations

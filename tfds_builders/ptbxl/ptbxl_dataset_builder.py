@@ -1,9 +1,4 @@
-"""PTB-XL v1.0.3 as ArrayRecord (docs/data.md).
-
-The paper's configs cut the 500 Hz records into 1 s samples (250, 12) at 250 Hz; the
-`benchmark_<task>_<rate>hz` configs keep whole 10 s records at 100 or 500 Hz with the
-multi-hot labels of the PTB-XL benchmark (Strodthoff et al. 2020, docs/benchmarks.md).
-"""
+"""PTB-XL v1.0.3 as ArrayRecord (docs/data.md, "PTB-XL"; benchmark configs: docs/benchmarks.md)."""
 
 from __future__ import annotations
 

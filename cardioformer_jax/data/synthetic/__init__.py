@@ -1,19 +1,7 @@
 """Synthetic ECG datasets with the on-disk layout of PhysioNet's PTB-XL and MIMIC-IV-ECG.
 
-The twins let the demo, the tests and users exercise the whole pipeline (raw WFDB files ->
-dataset builders -> training) without the credentialed or multi-gigabyte downloads.
-
-Signals come from a dipole model of the heart whose activation sequence each class changes
-the way the pathology does (`signals`); the records and their labels are planned first
-(`plans`), then written as WFDB records and metadata CSVs (`writers`). `codes` holds the
-vocabulary: lead names, SCP codes, superclasses, rhythms.
-
-`scp_statements.csv` (the SCP statement table a PTB-XL twin carries) is abridged from
-PTB-XL's `scp_statements.csv` (Wagner et al., PTB-XL v1.0.3, PhysioNet, CC BY 4.0).
-
-Command line::
-
-    python -m cardioformer_jax.synthetic --out=DIR --patients=N --seed=S [--layout=ptbxl]
+`signals` simulates, `plans` plans records and labels, `writers` writes WFDB + CSVs, `codes`
+holds the vocabulary; docs/data.md, "Synthetic twins".
 """
 
 from cardioformer_jax.data.synthetic.codes import (

@@ -1,11 +1,6 @@
 """ECG waveforms: a dipole model of the heart, beat morphologies per SCP code, rhythms, noise.
 
-The heart is a 3-D current vector whose trajectory is a sum of Gaussian waves (P, septal q,
-R, S, ST, T, ...); each lead is the projection of that vector on the lead's direction.
-Classes change the trajectory the way the pathology changes the activation sequence
-(pathological Q, ST elevation, T inversion, wide notched QRS, axis shift, tall R with strain,
-PR prolongation, AV dissociation, ...), so the differences are shapes, timings and cross-lead
-patterns that survive per-lead standardisation, not just amplitudes.
+docs/data.md, "Synthetic twins".
 """
 
 from collections.abc import Sequence
