@@ -62,7 +62,7 @@ def test_ci_runs_exactly_the_readmes_test_command():
 
 def test_readme_first_block_makes_a_venv_and_installs_from_the_lock():
     first = _readme_blocks()[0]
-    assert first.startswith("python3 -m venv ") and "bin/activate" in first
+    assert "\npython3 -m venv " in first and "bin/activate" in first
     assert "pip install -c requirements/lock.txt -e ." in first
     assert "python -m cardioformer_jax.main --config=configs/demo.py" in first
 
