@@ -74,6 +74,18 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable, float, Any]:
+    """`program` compiled ahead of time for (`state`, `batch`) (the same executable, with
+    its shardings and donated state, that the jitted call runs), the compile seconds, and
+    the state after one warm-up step."""
+    start = time.perf_counter()
+    step = program.lower(state, batch).compile()
+    seconds = time.perf_counter() - start
+    state, step_metrics = step(state, batch)  # warm-up
+    jax.block_until_ready(step_metrics)
+    return step, seconds, state
+
+
 def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
                   num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
     """Seconds of each of ``num_steps`` training steps, without a host sync between them.
@@ -210,13 +222,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     jax.block_until_ready(state)
     init_seconds = time.perf_counter() - start
 
-    # Compiled ahead of time from the jitted step training calls: the same executable,
-    # with its shardings and donated state, without a second compilation.
-    start = time.perf_counter()
-    step = programs.train.lower(state, train_batch).compile()
-    compile_seconds = time.perf_counter() - start
-    state, step_metrics = step(state, train_batch)  # warm-up
-    jax.block_until_ready(step_metrics)
+    step, compile_seconds, state = _compile_and_warm_up(programs.train, state, train_batch)
 
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     step_seconds, state, loss = _step_seconds(step, state, train_batch, num_steps)
@@ -295,11 +301,7 @@ def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
     rng = np.random.default_rng(0)
     train_batch = _random_batch(config, batch, rng, mesh)
     state, one = steps.create_train_state(config, mesh)
-    start = time.perf_counter()
-    step = one.train.lower(state, train_batch).compile()
-    one_compile = time.perf_counter() - start
-    state, step_metrics = step(state, train_batch)  # warm-up
-    jax.block_until_ready(step_metrics)
+    step, one_compile, state = _compile_and_warm_up(one.train, state, train_batch)
     one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)
     del state
 
@@ -307,11 +309,7 @@ def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
     seed, learning_rate = steps.init_args(config)
     stacked = together.stack(*(one.init(seed + i, learning_rate) for i in range(num_seeds)))
     batches = tuple(_random_batch(config, batch, rng, mesh) for _ in range(num_seeds))
-    start = time.perf_counter()
-    vstep = together.train.lower(stacked, batches).compile()
-    together_compile = time.perf_counter() - start
-    stacked, step_metrics = vstep(stacked, batches)  # warm-up
-    jax.block_until_ready(step_metrics)
+    vstep, together_compile, stacked = _compile_and_warm_up(together.train, stacked, batches)
     together_seconds, stacked, _ = _step_seconds(vstep, stacked, batches, num_steps)
     one_mean, together_mean = float(np.mean(one_seconds)), float(np.mean(together_seconds))
     return {
