@@ -14,7 +14,9 @@ import pytest
 from cardioformer_jax.data import datasets, synthetic
 
 TINY_PTBXL_PATIENTS = 40
-_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                    "JAX_DISABLE_MOST_OPTIMIZATIONS")
+_UNOPTIMIZED = "JAX_DISABLE_MOST_OPTIMIZATIONS"
 _SHARED_CACHE = "CARDIOFORMER_JAX_TEST_XLA_CACHE"
 
 
@@ -31,8 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # environment variables) in the commands the tests run in subprocesses, e.g. the
     # `python -m cardioformer_jax.main` runs of tests/integration/test_train.py.
     # With pytest-xdist (`-n`), the workers inherit the controller's environment and share
-    # its cache; only the process that made the directory removes it.
-    shared = os.environ.get(_SHARED_CACHE) if hasattr(config, "workerinput") else None
+    # its cache; only the process that made the directory removes it. A directory named in
+    # that variable beforehand (CI shares one between its Python versions) is used as is.
+    shared = os.environ.get(_SHARED_CACHE)
     cache = shared or tempfile.mkdtemp(prefix="cardioformer_jax_test_xla_cache_")
     os.environ[_SHARED_CACHE] = cache
     previous = {name: os.environ.get(name) for name in _CACHE_VARIABLES}
@@ -40,6 +43,13 @@ def pytest_configure(config: pytest.Config) -> None:
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # Compiling, not running, is what the tests' small programs cost on a CPU, and XLA's
+    # optimisation passes are most of it: the session compiles without them (about a third
+    # of the CPU time), in this process and in the commands it starts. Programs whose
+    # optimised form is the point opt back in (`optimized_compilation`); the whole suite
+    # runs optimised with JAX_DISABLE_MOST_OPTIMIZATIONS=false.
+    os.environ.setdefault(_UNOPTIMIZED, "true")
+    jax.config.update("jax_disable_most_optimizations", _unoptimized())
 
     def restore() -> None:
         for name, value in previous.items():
@@ -54,18 +64,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
-@pytest.fixture(scope="module")
-def fast_compilation() -> Iterator[None]:
-    """Most XLA optimisations off for the tests of one module
-    (`run_fixtures.few_step_compilation`), for modules whose tests run each program they
-    compile once or twice on tiny inputs, so that compiling, not running, is their cost:
-    about half the compile time, the same assertions. A module opts in with
-    ``pytestmark = pytest.mark.usefixtures("fast_compilation")``.
-    """
-    from tests.helpers import run_fixtures
+def _unoptimized() -> bool:
+    return os.environ.get(_UNOPTIMIZED, "").lower() in ("1", "true")
 
-    with run_fixtures.few_step_compilation():
+
+@pytest.fixture(scope="module")
+def optimized_compilation() -> Iterator[None]:
+    """XLA's optimisation passes on for the tests of one module, in this process and in
+    the commands it starts: for tests of what the optimised program is (the accelerator
+    compilers' memory and collectives). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("optimized_compilation")``."""
+    previous = os.environ.get(_UNOPTIMIZED)
+    os.environ[_UNOPTIMIZED] = "false"
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
         yield
+    finally:
+        if previous is None:
+            os.environ.pop(_UNOPTIMIZED)
+        else:
+            os.environ[_UNOPTIMIZED] = previous
+        jax.config.update("jax_disable_most_optimizations", _unoptimized())
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@
 - ``challenge_fixtures``: the real CinC 2021 records of ``tests/fixtures/cinc2021/`` and
   Challenge-format records written from them (quirky gains, record lines, leads).
 - ``tiny_models``: the few small model sizes the tests use, defined once.
-- ``run_fixtures``: tiny run directories made by the training code, and
-  ``few_step_compilation``.
+- ``run_fixtures``: tiny run directories made by the training code.
 - ``train_fixtures``: the tiny training config (also a ``--config`` file for the commands).
 - ``tiny_search``: a learning-rate-only search space for the tuner's tests (``--search``).
 - ``fake_gcs``: a ``gs://`` bucket in a local directory, for epath, Orbax and TensorStore

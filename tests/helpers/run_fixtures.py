@@ -5,9 +5,7 @@ The tiny model itself is `tiny_models.tiny_model`.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -15,23 +13,6 @@ import ml_collections
 
 from cardioformer_jax.core import sharding
 from cardioformer_jax.training import checkpointing, steps
-
-
-@contextlib.contextmanager
-def few_step_compilation() -> Iterator[None]:
-    """Compiles with most XLA optimisations off (`jax_disable_most_optimizations`).
-
-    For runs of a few steps of a model no other test compiles: on a CPU, compiling the
-    initialisation and the training step of even a tiny Cardioformer takes ~30 s and
-    dominates such a run; without the optimisation passes it takes ~14 s. Programs are
-    cached without the setting in their key, so use it only for configs of one's own.
-    """
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def tiny_training(config: ml_collections.ConfigDict, data_dir: str | os.PathLike,

@@ -23,8 +23,9 @@ from tests.helpers.tiny_models import TINY, tiny_model
 _MISSING = [m for m in ("libtpu", "jax_plugins.xla_cuda13")
             if importlib.util.find_spec(m.split(".")[0]) is None
             or (m == "jax_plugins.xla_cuda13" and importlib.util.find_spec(m) is None)]
-pytestmark = pytest.mark.skipif(bool(_MISSING),
-                                reason=f"needs the [aot] compilers (missing: {_MISSING})")
+pytestmark = [pytest.mark.skipif(bool(_MISSING),
+                                 reason=f"needs the [aot] compilers (missing: {_MISSING})"),
+              pytest.mark.usefixtures("optimized_compilation")]
 
 PER_DEVICE = 8
 

@@ -17,9 +17,8 @@ from tests.helpers.tiny_models import TINY_RESNET, tiny_model
 
 
 def _train(config, data_dir, tmp_path):
-    with run_fixtures.few_step_compilation():
-        result = train.train_and_evaluate(run_fixtures.tiny_training(config, data_dir),
-                                          tmp_path)
+    result = train.train_and_evaluate(run_fixtures.tiny_training(config, data_dir),
+                                      tmp_path)
     for split in ("validation", "test"):
         assert result[split]["num_examples"] == 100
         assert all(math.isfinite(result[split][k]) for k in ("loss", "accuracy", "auroc"))

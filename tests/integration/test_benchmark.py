@@ -67,41 +67,6 @@ def test_run_times_the_training_step_and_reports_every_field(monkeypatch):
     json.dumps(results, allow_nan=False)  # strict JSON
 
 
-def test_sweep_runs_every_dtype_and_batch_size():
-    results = benchmarking.sweep(_tiny_config(), batch_sizes=[2, 4],
-                              dtypes=["float32", "bfloat16"], num_steps=1)
-    runs = results["runs"]
-    assert [(r["dtype"], r["batch_size"], r["eval_batch_size"]) for r in runs] == [
-        ("float32", 2, 2), ("float32", 4, 4), ("bfloat16", 2, 2), ("bfloat16", 4, 4)]
-    # The latency once per dtype, at its first batch size.
-    assert [r["inference_latency_ms"] is not None for r in runs] == [True, False, True, False]
-    for dtype, best in results["best_by_dtype"].items():
-        assert best["train_samples_per_second"] == max(
-            r["train_samples_per_second"] for r in runs if r["dtype"] == dtype)
-
-
-def test_seeds_speed_times_both_ways_with_every_seed():
-    results = benchmarking.seeds_speed(_tiny_config(), batch=4, num_steps=2, num_seeds=3)
-    assert results["seeds"] == 3 and results["batch_size"] == 4
-    # The one-seed program may come from the persistent compilation cache (an earlier
-    # test compiled the same config), so its compile time can round to zero.
-    for name in ("one_seed_compile_seconds", "together_compile_seconds"):
-        assert results[name] >= 0, name
-    for name in ("one_seed_step_seconds", "together_step_seconds"):
-        assert results[name] > 0, name
-    # All seeds' samples per second: one after another is the one-seed rate.
-    assert results["one_after_another_samples_per_second"] == pytest.approx(
-        4 / results["one_seed_step_seconds"], rel=0.05)
-    assert results["together_samples_per_second"] == pytest.approx(
-        3 * 4 / results["together_step_seconds"], rel=0.05)
-    assert results["speedup"] == pytest.approx(
-        3 * results["one_seed_step_seconds"] / results["together_step_seconds"], rel=0.05)
-    # Three stacked states: three times one state (params, Adam, SWA of each seed).
-    one = benchmarking.run(_tiny_config(), batch=4, eval_batch=4, num_steps=1, latency=False)
-    assert results["together_state_mib_per_device"] == pytest.approx(
-        3 * one["train_state_mib_per_device"], rel=1e-3)
-
-
 EIGHT_DEVICES = """
 import json, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"

@@ -75,8 +75,7 @@ def test_one_epoch_reports_the_challenge_metrics(challenge_data, tmp_path):
     config.train.num_epochs = 1
     config.train.batch_size = 4  # 8 training windows
     run = tmp_path / "run"
-    with run_fixtures.few_step_compilation():
-        train.train_and_evaluate(config, run)
+    train.train_and_evaluate(config, run)
     model = inference.load(run)
     assert model.spec.lead_names == ("I", "II", "III", "AVR", "AVL", "AVF")
     assert model.input_shape == (1000, 6)

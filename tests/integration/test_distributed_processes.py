@@ -113,8 +113,6 @@ def _records(workdir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_processes_match_one_process_and_only_process_0_writes(tiny_ptbxl, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-           # Half the compile time; both runs use it, so their numbers stay comparable.
-           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
            # main's persistent compilation cache: here, not in the user's home.
            "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache")}
     for name in ("XLA_FLAGS", *distributed.EXPLICIT_VARS):

@@ -385,10 +385,12 @@ def test_gpu_benchmark_rejects_bad_parameters(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
+    # Also the benchmark's sweep (`benchmarking.sweep`) and seeds (`seeds_speed`) contracts,
+    # on the results the script's commands write.
     out = tmp_path / "bench"
     proc = subprocess.run(
         ["bash", str(GPU_BENCHMARK), "--no-venv", "--allow-cpu", f"--python={sys.executable}",
-         f"--out={out}", "--batch-sizes=2", "--dtypes=float32,bfloat16", "--steps=1",
+         f"--out={out}", "--batch-sizes=2,4", "--dtypes=float32,bfloat16", "--steps=1",
          "--seeds=2", "--patients=40", "--workers=0", "--pipeline-batch=16",
          *(f"--arg=--config.model.{k}={v}" for k, v in
            dict(d_model=8, d_ff=8, e_layers=1, n_heads=2, patch_lens="16,32").items())],
@@ -399,8 +401,34 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu_when_allowed(tmp_path):
     bf16 = model["best_by_dtype"]["bfloat16"]
     assert proc.stdout.strip().splitlines()[-1] == (
         f"best bfloat16 training: {bf16['train_samples_per_second']:.0f} samples/s, "
-        "MFU unknown (pass --arg=--peak_tflops=...), batch 2")
+        f"MFU unknown (pass --arg=--peak_tflops=...), batch {bf16['batch_size']}")
     assert pipeline["input_samples_per_second_by_workers"]["0"] > 0
+
+    runs = model["runs"]
+    assert [(r["dtype"], r["batch_size"], r["eval_batch_size"]) for r in runs] == [
+        ("float32", 2, 2), ("float32", 4, 4), ("bfloat16", 2, 2), ("bfloat16", 4, 4)]
+    # The latency once per dtype, at its first batch size.
+    assert [r["inference_latency_ms"] is not None for r in runs] == [True, False, True, False]
+    for dtype, best in model["best_by_dtype"].items():
+        assert best["train_samples_per_second"] == max(
+            r["train_samples_per_second"] for r in runs if r["dtype"] == dtype)
+
     seeds = json.loads((out / "seeds.json").read_text())
-    assert seeds["seeds"] == 2 and seeds["together_samples_per_second"] > 0
+    assert seeds["seeds"] == 2 and seeds["batch_size"] == 256
+    # The one-seed program may come from the persistent compilation cache, so its compile
+    # time can round to zero.
+    for name in ("one_seed_compile_seconds", "together_compile_seconds"):
+        assert seeds[name] >= 0, name
+    for name in ("one_seed_step_seconds", "together_step_seconds"):
+        assert seeds[name] > 0, name
+    # All seeds' samples per second: one after another is the one-seed rate.
+    assert seeds["one_after_another_samples_per_second"] == pytest.approx(
+        256 / seeds["one_seed_step_seconds"], rel=0.05)
+    assert seeds["together_samples_per_second"] == pytest.approx(
+        2 * 256 / seeds["together_step_seconds"], rel=0.05)
+    assert seeds["speedup"] == pytest.approx(
+        2 * seeds["one_seed_step_seconds"] / seeds["together_step_seconds"], rel=0.05)
+    # Two stacked states: twice one state (params, Adam, SWA of each seed).
+    assert seeds["together_state_mib_per_device"] == pytest.approx(
+        2 * runs[0]["train_state_mib_per_device"], rel=1e-3)
 

@@ -29,7 +29,6 @@ from tests.helpers.tiny_models import tiny_model
 
 # The tiny PTB-shaped model is this module's own, and each test runs its programs once or
 # twice: compiling is the cost.
-pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 REAL = fx.REAL_PTB_RECORD
 
@@ -37,8 +36,7 @@ REAL = fx.REAL_PTB_RECORD
 @pytest.fixture(scope="module")
 def ptb_run(tmp_path_factory) -> Path:
     config = tiny_model(ptb.get_config(), patch_lens=(32,))
-    with run_fixtures.few_step_compilation():
-        return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
+    return run_fixtures.save_epoch_end_run(config, tmp_path_factory.mktemp("ptb_run"))
 
 
 @pytest.fixture(scope="module")

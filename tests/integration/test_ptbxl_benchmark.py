@@ -160,8 +160,7 @@ def _tiny_benchmark_config(data_dir):
 @pytest.mark.slow
 def test_multilabel_training_and_report(benchmark_data, tmp_path):
     config = _tiny_benchmark_config(benchmark_data[1])
-    with run_fixtures.few_step_compilation():
-        result = train.train_and_evaluate(config, tmp_path / "run")
+    result = train.train_and_evaluate(config, tmp_path / "run")
     assert set(metrics.MULTILABEL_KEYS) <= set(result["test"])
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     validation = {h["step"]: h["auroc"] for h in history if h.get("split") == "validation"}
@@ -203,8 +202,7 @@ def test_crops_protocol_trains_and_scores_records_by_their_max_window(benchmark_
                                     patch_lens=(25, 50))
     config = run_fixtures.tiny_training(config, data_dir, steps_per_epoch=2)
     config.train.num_epochs = 1
-    with run_fixtures.few_step_compilation():
-        result = train.train_and_evaluate(config, tmp_path / "run")
+    result = train.train_and_evaluate(config, tmp_path / "run")
 
     model = inference.load(tmp_path / "run")
     assert model.input_shape == (250, 12) and model.windowing.starts(1000) == tuple(

@@ -24,8 +24,7 @@ def run(tiny_ptbxl, tmp_path_factory):
     config = run_fixtures.tiny_training(train_fixtures.tiny_config(), tiny_ptbxl[1])
     config.model.tabular = "late"
     workdir = tmp_path_factory.mktemp("tabular_run")
-    with run_fixtures.few_step_compilation():
-        train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir)
     return workdir
 
 

@@ -27,7 +27,7 @@ from flax import nnx
 from cardioformer_jax.core import sharding
 from cardioformer_jax.data import datasets, preprocessing
 from cardioformer_jax.training import checkpointing, steps, train
-from tests.helpers import REPO, run_fixtures, train_fixtures
+from tests.helpers import REPO, train_fixtures
 
 
 @pytest.fixture(scope="module")
@@ -403,9 +403,8 @@ def test_resume_refuses_a_change_that_alters_the_run_unless_allowed(data_dir, tm
     assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 1e-3
 
     # The changed dropout is a model no other test compiles.
-    with run_fixtures.few_step_compilation():
-        result = train.train_and_evaluate(
-            changed, tmp_path, allow_config_change=["train.learning_rate", "model.dropout"])
+    result = train.train_and_evaluate(
+        changed, tmp_path, allow_config_change=["train.learning_rate", "model.dropout"])
     assert result["epochs_completed"] == 2
     history = checkpointing.config_history(tmp_path)
     assert [h["resumed"] for h in history] == [False, True]

@@ -25,8 +25,6 @@ from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import export, inference, predictions, report
 from tests.helpers import fake_gcs, run_fixtures, train_fixtures
 
-pytestmark = pytest.mark.usefixtures("fast_compilation")
-
 URL = "gs://bucket/runs/ptbxl"
 
 

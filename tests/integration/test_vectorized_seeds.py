@@ -16,7 +16,7 @@ import pytest
 
 from cardioformer_jax.evaluation import inference
 from cardioformer_jax.training import checkpointing, loop, train
-from tests.helpers import REPO, run_fixtures, train_fixtures
+from tests.helpers import REPO, train_fixtures
 
 SEEDS = (41, 42)
 
@@ -38,8 +38,7 @@ def _eval_outputs(run_dir) -> np.ndarray:
 
 
 def _train(config, workdir):
-    with run_fixtures.few_step_compilation():
-        return train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir)
 
 
 def test_each_seed_equals_its_run_alone(tiny_ptbxl, tmp_path, caplog):

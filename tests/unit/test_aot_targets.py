@@ -6,6 +6,8 @@ import pytest
 from cardioformer_jax.aot import analysis, targets
 from cardioformer_jax.ops import resolve_kernels
 
+pytestmark = pytest.mark.usefixtures("optimized_compilation")
+
 
 @pytest.mark.parametrize("name, message", [
     ("tpu:v9:2x2", "unknown target"),

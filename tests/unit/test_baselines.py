@@ -14,7 +14,6 @@ from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import Cardioformer
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 from configs import ablations, resnet1d
-from tests.helpers import run_fixtures
 from tests.helpers.tiny_models import TINY_RESNET
 
 
@@ -70,13 +69,12 @@ def test_resnet_contract(norm):
                           **TINY_RESNET)
     apply = nnx.jit(lambda m, x: m(x))  # one compiled program instead of op-by-op
     x = np.random.default_rng(0).normal(size=(3, 250, 12)).astype(np.float32)
-    with run_fixtures.few_step_compilation():
-        model = nnx.jit(lambda: ResNet1D(spec, rngs=nnx.Rngs(params=0, dropout=1)))()
-        train_a, train_b = apply(model, x), apply(model, x)
-        model.eval()
-        eval_a = apply(model, x)
-        eval_b = apply(model, x)
-        single = apply(model, x[1:2])
+    model = nnx.jit(lambda: ResNet1D(spec, rngs=nnx.Rngs(params=0, dropout=1)))()
+    train_a, train_b = apply(model, x), apply(model, x)
+    model.eval()
+    eval_a = apply(model, x)
+    eval_b = apply(model, x)
+    single = apply(model, x[1:2])
     assert train_a.shape == (3, 5) and not jnp.allclose(train_a, train_b)  # dropout
     np.testing.assert_array_equal(eval_a, eval_b)
     # Each sample on its own gives the same logits: no statistic crosses the batch.

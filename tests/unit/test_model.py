@@ -23,7 +23,6 @@ from cardioformer_jax.ops.layer_norm import LayerNorm
 from tests.helpers.tiny_models import SMALL
 
 # Each test runs the programs of its own small models once or twice: compiling is the cost.
-pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 
 def small_model(seed: int = 0, **overrides) -> Cardioformer:

@@ -13,7 +13,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from absl.testing import parameterized
 from flax import nnx
 
@@ -21,7 +20,6 @@ from cardioformer_jax.data import windows
 from cardioformer_jax.training import steps
 
 # Each program runs once or twice: compiling is the cost.
-pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 BATCH, LENGTH, LEADS, CLASSES = 6, 8, 3, 4
 LEARNING_RATE = 1e-2

@@ -33,7 +33,6 @@ from tests.helpers.numpy_reference import make_state_dict, torch_style_pe
 from tests.helpers.tiny_models import reference_small as small_config
 
 # Each test runs the programs of its own small models once or twice: compiling is the cost.
-pytestmark = pytest.mark.usefixtures("fast_compilation")
 
 
 def make_input(config: ModelConfig, batch: int = 2, seed: int = 1) -> np.ndarray:
