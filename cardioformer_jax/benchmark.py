@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from cardioformer_jax import benchmarking
+from cardioformer_jax import benchmarking, config_lib
 
 
 def _main() -> None:
@@ -73,7 +73,7 @@ def _main() -> None:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
 
-    app.run(main)
+    app.run(main, flags_parser=config_lib.parse_flags)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.G
     if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
         rows //= jax.process_count()  # each process feeds its own rows
     host = {
-        "signal": rng.standard_normal((rows, model.seq_len, model.num_channels)
+        "signal": rng.standard_normal((rows, config.input.seq_len, config.input.num_channels)
                                       ).astype(np.float32),
-        "label": (rng.integers(0, 2, (rows, model.num_classes)).astype(np.float32)
+        "label": (rng.integers(0, 2, (rows, config.dataset.num_classes)).astype(np.float32)
                   if config.dataset.multilabel
-                  else rng.integers(0, model.num_classes, rows).astype(np.int32)),
+                  else rng.integers(0, config.dataset.num_classes, rows).astype(np.int32)),
     }
     if model.tabular != "none":
         host["tabular"] = tabular.tabular_features(rng.uniform(20, 90, rows),

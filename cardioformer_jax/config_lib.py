@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
+import re
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+from absl import app
 
 from cardioformer_jax import models
 from cardioformer_jax.data import windows
 from cardioformer_jax.models import resnet1d
-from cardioformer_jax.models.cardioformer import ModelConfig
+from cardioformer_jax.models.cardioformer import ModelConfig, parse_patch_lens
 
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
 PATCH_LENS_12 = (2, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32)
 
 
+# The input sizes of the network (`ModelConfig` and `ResNet1DConfig` fields) are config
+# fields outside its section: what the data gives it, the same for every network. Keys of
+# configs written before they moved out of `model` (`with_defaults` migrates those).
+INPUT_SIZES: dict[str, str] = {"seq_len": "input.seq_len",
+                               "num_channels": "input.num_channels",
+                               "num_classes": "dataset.num_classes"}
+MOVED_FIELDS: dict[str, str] = {f"model.{name}": field for name, field in INPUT_SIZES.items()}
+
+
 def model_config(**overrides) -> ml_collections.ConfigDict:
-    """The `model` section: every `ModelConfig` field, paper defaults, then `overrides`.
+    """The `model` section: every `ModelConfig` field but the input sizes (`INPUT_SIZES`),
+    paper defaults, then `overrides`.
 
     Augmentations stay a string (the reference's syntax) so that command-line overrides
     such as `--config.model.augmentations=none` work.
     """
-    values = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    moved = sorted(set(overrides) & set(INPUT_SIZES))
+    if moved:
+        raise ValueError(f"{', '.join(moved)} are not model fields; set "
+                         f"{', '.join(f'config.{INPUT_SIZES[n]}' for n in moved)}")
+    values = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+              if f.name not in INPUT_SIZES}
     values["augmentations"] = "jitter0.2,scale0.2,drop0.5"
     values.update(overrides)
-    ModelConfig.from_config(values)  # fail early on a bad value
+    # Fail early on a bad value; the patch lengths meet `input.seq_len` in `validate_config`.
+    longest = max(parse_patch_lens(values["patch_lens"]), default=ModelConfig.seq_len)
+    ModelConfig.from_config({**values, "seq_len": max(ModelConfig.seq_len, longest)})
     return ml_collections.ConfigDict(values)
 
 
@@ -76,14 +98,16 @@ class Field:
 
 
 # Every field of a config except the `model` and `resnet` sections (`ModelConfig`,
-# `ResNet1DConfig`); `base_config`, `validate_config`, the resume rules and the table in
-# docs/training.md (`fields_table`) are made from it.
+# `ResNet1DConfig` but their input sizes, `INPUT_SIZES`); `base_config`, `validate_config`,
+# the resume rules and the table in docs/training.md (`fields_table`) are made from it.
 FIELDS: dict[str, Field] = {
     "seed": Field(41, "first seed: model init, dropout stream, data order", resume=NEVER),
     "seeds": Field(1, "> 1: seeds `seed`, `seed + 1`, ... in `workdir/seed_<s>`, aggregated "
                    "(5 for the paper)", ">= 1", resume=FREE),
     "dataset.name": Field("", "the built dataset (and split rule, docs/data.md)", resume=NEVER),
     "dataset.builder_config": Field("", "\"\": the builder's default config", resume=NEVER),
+    "dataset.num_classes": Field(5, "the classes of the label space: the network's outputs",
+                                 ">= 2", resume=NEVER),
     "dataset.multilabel": Field(False, "True: a sigmoid per class on the multi-hot `labels`; "
                                 "False: softmax on the single `label`"),
     "dataset.leads": Field("", "\"\": every lead; \"12\", \"6\", \"4\", \"3\", \"2\": a "
@@ -96,13 +120,17 @@ FIELDS: dict[str, Field] = {
     "dataset.num_workers": Field(0, "Grain worker processes (0: threads only)", ">= 0"),
     "dataset.num_threads": Field(2, "read threads per process", ">= 1", resume=FREE),
     "dataset.prefetch_batches": Field(4, "batches buffered per process", ">= 0", resume=FREE),
-    "input.crop_seconds": Field(0.0, "> 0: the input (`model.seq_len` samples) is a random "
+    "input.seq_len": Field(250, "samples per input of the network (a record, or a crop)",
+                           ">= 1", resume=NEVER),
+    "input.num_channels": Field(12, "leads per input of the network (those `dataset.leads` "
+                                "keeps)", ">= 1", resume=NEVER),
+    "input.crop_seconds": Field(0.0, "> 0: the input (`input.seq_len` samples) is a random "
                                 "crop this long of a record (`data.windows`)", resume=NEVER),
     "input.eval_stride_seconds": Field(0.0, "crops: evaluation windows at this stride"),
     "input.eval_aggregation": Field("max", "crops: how a record's window probabilities "
                                     "combine", choices=windows.AGGREGATIONS),
-    "model_name": Field("cardioformer", "`resnet1d`: the baseline, from `resnet` and the "
-                        "input and class fields of `model`", choices=models.MODEL_NAMES,
+    "model_name": Field("cardioformer", "`resnet1d`: the baseline, from `resnet` (and "
+                        "`input`, `dataset.num_classes`)", choices=models.MODEL_NAMES,
                         resume=NEVER),
     "train.batch_size": Field(128, "global training batch (all devices)", ">= 1",
                               resume=NEVER),
@@ -137,10 +165,12 @@ FIELDS: dict[str, Field] = {
 
 def resume_fields(rule: str) -> tuple[str, ...]:
     """The dotted names of the fields whose `Field.resume` is `rule`; in the model sections
-    `ModelConfig.SHAPE_FIELDS` and all of `resnet` are `NEVER`, the rest `ALLOW`."""
+    `ModelConfig.SHAPE_FIELDS` (the input sizes are in `FIELDS`) and all of `resnet` are
+    `NEVER`, the rest `ALLOW`."""
     names = tuple(name for name, field in FIELDS.items() if field.resume == rule)
     if rule == NEVER:
-        names += tuple(f"model.{name}" for name in ModelConfig.SHAPE_FIELDS) + ("resnet",)
+        names += tuple(f"model.{name}" for name in ModelConfig.SHAPE_FIELDS
+                       if name not in INPUT_SIZES) + ("resnet",)
     return names
 
 
@@ -171,7 +201,9 @@ def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
     problems = []
     for key in config.keys():
         name = f"{prefix}{key}"
-        if key not in schema:
+        if name in MOVED_FIELDS:
+            problems.append(f"config key {name!r} is now {MOVED_FIELDS[name]!r}")
+        elif key not in schema:
             problems.append(f"unknown config key {name!r} (known under "
                             f"{prefix[:-1] or 'config'}: {sorted(schema.keys())})")
         elif isinstance(schema[key], ml_collections.ConfigDict):
@@ -182,13 +214,60 @@ def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
     return problems
 
 
+def migrate(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (a ``config.json`` dict) with the keys of earlier versions at their
+    places now (`MOVED_FIELDS`: the input sizes left `model`); `saved` is not changed."""
+    saved = copy.deepcopy(dict(saved))
+    model = saved.get("model")
+    if not isinstance(model, dict):
+        return saved
+    for old, new in MOVED_FIELDS.items():
+        key = old.split(".")[1]
+        if key not in model:
+            continue
+        value = model.pop(key)
+        section, name = new.split(".")
+        target = saved.setdefault(section, {})
+        if name in target and target[name] != value:
+            raise ValueError(f"the saved config has {old}={value!r} and {new}="
+                             f"{target[name]!r}; {old} is {new} now")
+        target[name] = value
+    return saved
+
+
 def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A saved config (``config.json``) with the defaults of keys added to `base_config`
-    since it was written, so runs of earlier versions still load; unknown keys stay and
-    fail `validate_config`."""
+    """A saved config (``config.json``) with fields of earlier versions moved to their
+    places now (`migrate`) and the defaults of keys added to `base_config` since it was
+    written, so runs of earlier versions still load; unknown keys stay and fail
+    `validate_config`."""
     config = base_config()
-    config.update(ml_collections.ConfigDict(saved))
+    config.update(ml_collections.ConfigDict(migrate(saved)))
     return config
+
+
+def moved_override_problems(argv: Sequence[str]) -> list[str]:
+    """What is wrong with the command-line overrides in `argv` that name a field at its
+    place before it moved (``--config.model.seq_len=500``: `MOVED_FIELDS`)."""
+    problems = []
+    for arg in argv:
+        match = re.match(r"^--?(\w+)\.([\w.]+)(=|$)", arg)
+        if match and match.group(2) in MOVED_FIELDS:
+            flag = match.group(1)
+            problems.append(f"--{flag}.{match.group(2)} is now --{flag}."
+                            f"{MOVED_FIELDS[match.group(2)]} (the input sizes are outside "
+                            f"the network's section)")
+    return problems
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """`absl.app.run`'s flag parser for the commands with a ``--config`` flag: an override
+    of a moved field (`moved_override_problems`) fails saying where the field went instead
+    of with ml_collections' bare ``AttributeError``."""
+    problems = moved_override_problems(argv[1:])
+    if problems:
+        print("FATAL Flags parsing error: " + "; ".join(problems), file=sys.stderr)
+        sys.exit(1)
+    return app.parse_flags_with_usage(argv)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -203,7 +282,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems = _schema_problems(config, base_config(), "")
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
-    ModelConfig.from_config(config.model)
+    ModelConfig.from_config({**config.model, **models.input_sizes(config)})
     models.model_spec(config)  # model_name and, for the baseline, the resnet section
     problems = [problem for name, field in FIELDS.items()
                 if (problem := field.problem(name, config[name]))]
@@ -218,9 +297,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         (dataset.leads in ("", *LEAD_SETS),
          f"dataset.leads={dataset.leads!r} must be '' (every lead) or one of the "
          f"Challenge 2021 lead sets {tuple(LEAD_SETS)}"),
-        (dataset.leads not in LEAD_SETS or config.model.num_channels == int(dataset.leads),
+        (dataset.leads not in LEAD_SETS or config.input.num_channels == int(dataset.leads),
          f"dataset.leads={dataset.leads!r} keeps {dataset.leads} leads but "
-         f"model.num_channels={config.model.num_channels}"),
+         f"input.num_channels={config.input.num_channels}"),
         (len(config.mesh.shape) == len(config.mesh.axis_names),
          f"mesh.shape={tuple(config.mesh.shape)} and mesh.axis_names="
          f"{tuple(config.mesh.axis_names)} differ in length"),

@@ -14,6 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cardioformer_jax import config_lib
 from cardioformer_jax.core import logging_utils, paths
 from cardioformer_jax.training import checkpointing, distributed, train
 
@@ -75,4 +76,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_lib.parse_flags)

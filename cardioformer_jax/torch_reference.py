@@ -12,6 +12,8 @@ def _main() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from cardioformer_jax import config_lib, models
+
     config = config_flags.DEFINE_config_file("config", "configs/ptbxl.py", "Config file.")
     batch = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
     steps = flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up).")
@@ -19,10 +21,11 @@ def _main() -> None:
 
     def run(argv: list[str]) -> None:
         del argv
-        result = time_training(config.value.model, batch.value, steps.value, threads.value)
+        result = time_training(models.model_spec(config.value), batch.value, steps.value,
+                               threads.value)
         print(json.dumps(result, indent=2))
 
-    app.run(run)
+    app.run(run, flags_parser=config_lib.parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ def _main() -> None:
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    from cardioformer_jax import config_lib
     from cardioformer_jax.core import paths
     from cardioformer_jax.tuning import study
 
@@ -96,7 +97,7 @@ def _main() -> None:
                   f"{summary['selection_metric']}={best['value']:.4f} of {summary['counted']} "
                   f"trials; config: {summary['best_config']}")
 
-    app.run(main)
+    app.run(main, flags_parser=config_lib.parse_flags)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     config.dataset.builder_config = f"records_{rate}hz"
     config.dataset.multilabel = True
     config.dataset.leads = leads
+    config.input.seq_len, config.input.num_channels = seq_len, int(leads)
+    config.dataset.num_classes = NUM_SCORED_CLASSES
     config.model = config_lib.model_config(
-        seq_len=seq_len, num_channels=int(leads), num_classes=NUM_SCORED_CLASSES,
         patch_lens=ptbxl_benchmark.benchmark_patch_lens(seq_len),
         augmentations="jitter0.2,scale0.2,drop0.5")
     config.model_name = model

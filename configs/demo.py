@@ -31,8 +31,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = config_lib.base_config()
     config.dataset.name = "ptbxl"
     config.dataset.synthetic_patients = 600  # ~6.8k samples: 4.1k train, 1.3k val, 1.4k test
+    config.input.seq_len, config.input.num_channels = 250, 12
+    config.dataset.num_classes = 5
     config.model = config_lib.model_config(
-        seq_len=250, num_channels=12, num_classes=5,
         d_model=32, d_ff=64, n_heads=4, e_layers=2, patch_lens=(8, 16, 32),
         augmentations="jitter0.2,scale0.2,drop0.5")
     config.train.batch_size = 64
@@ -52,8 +53,9 @@ def _superdiagnostic() -> ml_collections.ConfigDict:
     # so many more patients than the 1 s demo for a similar number of training examples
     # (docs/benchmarks.md has the figures).
     config.dataset.synthetic_patients = 6000
+    config.input.seq_len, config.input.num_channels = 1000, 12
+    config.dataset.num_classes = 5
     config.model = config_lib.model_config(
-        seq_len=1000, num_channels=12, num_classes=5,
         d_model=32, d_ff=64, n_heads=4, e_layers=2, patch_lens=(16, 32, 64, 128),
         augmentations="jitter0.2,scale0.2,drop0.5")
     config.train.batch_size = 64

@@ -76,7 +76,7 @@ def main() -> None:
         if not result["fits"]:
             sys.exit(1)
 
-    app.run(run)
+    app.run(run, flags_parser=config_lib.parse_flags)
 
 
 if __name__ == "__main__":

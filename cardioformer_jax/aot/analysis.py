@@ -83,14 +83,15 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
     def shape(dims: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(dims, dtype, sharding=data)
 
-    length = model.seq_len
+    length = config.input.seq_len
     windowing = windows.from_config(config)
     if evaluation and windowing is not None:
         # The crops protocol evaluates whole records, cut into windows on the device.
-        length = round(CROPS_RECORD_SECONDS * model.seq_len / float(config.input.crop_seconds))
-    batch = {"signal": shape((rows, length, model.num_channels), jnp.float32)}
+        length = round(CROPS_RECORD_SECONDS * config.input.seq_len
+                       / float(config.input.crop_seconds))
+    batch = {"signal": shape((rows, length, config.input.num_channels), jnp.float32)}
     if config.dataset.multilabel:
-        batch["label"] = shape((rows, model.num_classes), jnp.float32)
+        batch["label"] = shape((rows, config.dataset.num_classes), jnp.float32)
     else:
         batch["label"] = shape((rows,), jnp.int32)
     if model.tabular != "none":

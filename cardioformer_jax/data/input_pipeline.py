@@ -60,9 +60,9 @@ class DataSpec:
             name=config.dataset.name,
             builder_config=config.dataset.builder_config or None,
             data_dir=paths.expand_path(config.dataset.data_dir, "config.dataset.data_dir"),
-            seq_len=int(config.model.seq_len),
-            num_channels=int(config.model.num_channels),
-            num_classes=int(config.model.num_classes),
+            seq_len=int(config.input.seq_len),
+            num_channels=int(config.input.num_channels),
+            num_classes=int(config.dataset.num_classes),
             multilabel=bool(config.dataset.multilabel),
             tabular=config.model.tabular != "none",
             lead_columns=columns,
@@ -96,7 +96,7 @@ class DataSpec:
             return f"the model config expects {leads}"
         if shape[0] < self.seq_len:
             return (f"input.crop_seconds={self.crop_seconds} crops {self.seq_len} samples "
-                    f"(model.seq_len), longer than these {shape[0]}-sample records")
+                    f"(input.seq_len), longer than these {shape[0]}-sample records")
         return None
 
 
@@ -114,13 +114,13 @@ def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> No
             raise ValueError(
                 f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} "
                 f"has multi-hot labels {hot.tolist()}, expected {spec.num_classes} values "
-                "of 0 or 1 (model.num_classes)")
+                "of 0 or 1 (dataset.num_classes)")
         return
     label = int(example["label"])
     if not 0 <= label < spec.num_classes:
         raise ValueError(
             f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has "
-            f"label {label}, outside [0, {spec.num_classes}) (model.num_classes="
+            f"label {label}, outside [0, {spec.num_classes}) (dataset.num_classes="
             f"{spec.num_classes})"
         )
 
@@ -148,7 +148,7 @@ def open_split(spec: DataSpec, split: str) -> Any:
     if spec.windowing is not None and rate and round(spec.crop_seconds * rate) != spec.seq_len:
         raise ValueError(
             f"dataset {spec.label} is sampled at {rate} Hz, where input.crop_seconds="
-            f"{spec.crop_seconds} is {spec.crop_seconds * rate:g} samples; model.seq_len="
+            f"{spec.crop_seconds} is {spec.crop_seconds * rate:g} samples; input.seq_len="
             f"{spec.seq_len} must equal it")
     if spec.multilabel:
         if "labels" not in features:
@@ -321,7 +321,7 @@ def train_dataset(
     """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
 
     Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32 or (b, K) float32}``
-    (multi-label) with b = global batch / process_count and T = model.seq_len (a random
+    (multi-label) with b = global batch / process_count and T = input.seq_len (a random
     crop of each record with ``input.crop_seconds``, new every epoch; each process draws
     its own crops). `process_index`/`process_count` default to JAX's (override to emulate
     another process); `num_epochs` None repeats forever.

@@ -20,7 +20,7 @@ class Windowing:
     """Model inputs of `length` samples cut from longer records.
 
     Attributes:
-      length: samples per crop and per evaluation window (``model.seq_len``).
+      length: samples per crop and per evaluation window (``input.seq_len``).
       stride: samples between the starts of consecutive evaluation windows.
       aggregation: how a record's window probabilities combine (`AGGREGATIONS`).
     """
@@ -53,12 +53,12 @@ def config_problems(config: Any) -> list[str]:
         problems.append(f"input.eval_stride_seconds={section.eval_stride_seconds} must be "
                         "> 0 when input.crop_seconds > 0")
     else:
-        samples = stride_samples(int(config.model.seq_len), crop, stride)
+        samples = stride_samples(int(config.input.seq_len), crop, stride)
         if abs(samples - round(samples)) > 1e-6 or round(samples) < 1:
             problems.append(
                 f"input.eval_stride_seconds={stride} is {samples:g} samples at the "
-                f"{config.model.seq_len / crop:g} Hz that model.seq_len="
-                f"{config.model.seq_len} samples per input.crop_seconds={crop} imply; it "
+                f"{config.input.seq_len / crop:g} Hz that input.seq_len="
+                f"{config.input.seq_len} samples per input.crop_seconds={crop} imply; it "
                 "must be a whole number of samples (>= 1)")
     return problems
 
@@ -71,7 +71,7 @@ def from_config(config: Any) -> Windowing | None:
     section = config.input
     if not float(section.crop_seconds):
         return None
-    seq_len = int(config.model.seq_len)
+    seq_len = int(config.input.seq_len)
     stride = round(stride_samples(seq_len, float(section.crop_seconds),
                                   float(section.eval_stride_seconds)))
     return Windowing(seq_len, stride, str(section.eval_aggregation))

@@ -34,9 +34,9 @@ def class_codes(config: Any) -> tuple[str, ...]:
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir,
                                     config.dataset.builder_config or None)
     codes = tuple((builder.info.metadata or {}).get("multilabel_codes") or ())
-    if len(codes) != int(config.model.num_classes):
+    if len(codes) != int(config.dataset.num_classes):
         raise ValueError(f"the cinc2021 build in {config.dataset.data_dir} names "
-                         f"{len(codes)} class codes; the run has {config.model.num_classes} "
+                         f"{len(codes)} class codes; the run has {config.dataset.num_classes} "
                          "classes")
     return codes
 

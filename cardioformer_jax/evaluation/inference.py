@@ -69,11 +69,11 @@ class TrainedModel:
     @property
     def input_shape(self) -> tuple[int, int]:
         """``(seq_len, num_channels)`` of one sample."""
-        return int(self.config.model.seq_len), int(self.config.model.num_channels)
+        return int(self.config.input.seq_len), int(self.config.input.num_channels)
 
     @property
     def num_classes(self) -> int:
-        return int(self.config.model.num_classes)
+        return int(self.config.dataset.num_classes)
 
     @property
     def windowing(self) -> windows.Windowing | None:
@@ -301,7 +301,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
                                      leads=config.dataset.leads,
                                      multilabel=bool(config.dataset.multilabel))
-    shape = (int(config.model.seq_len), int(config.model.num_channels))
+    shape = (int(config.input.seq_len), int(config.input.num_channels))
     record = (spec.sample_length, len(spec.lead_names))
     cropped = windows.from_config(config) is not None
     if (shape != record if not cropped

@@ -442,7 +442,8 @@ def save_params(model: Cardioformer, directory: str | os.PathLike, *,
 def convert(config: ModelConfig | Mapping[str, Any],
             checkpoint: str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
             overwrite: bool = False) -> Cardioformer:
-    """Imports ``checkpoint`` for ``config`` (the ``model`` section) and saves it to ``out``."""
+    """Imports ``checkpoint`` for ``config`` (`models.model_spec` of a config) and saves it
+    to ``out``."""
     _destination(out, overwrite)  # fail before the slow part
     state_dict = load_torch_state_dict(checkpoint)
     model = load_reference_model(config, state_dict)

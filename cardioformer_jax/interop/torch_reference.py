@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from cardioformer_jax import benchmarking
+from cardioformer_jax import benchmarking, models
 from cardioformer_jax.interop.torch_import import _import_torch
 from cardioformer_jax.models.cardioformer import ModelConfig
 
@@ -318,7 +318,8 @@ def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps
         return benchmarking.run(config, batch, eval_batch, num_steps)
     if which != "reference":
         raise ValueError(f"which={which!r} must be 'this_port' or 'reference'")
-    result = time_training(config.model, batch, num_steps, threads)
-    result.update(time_inference(config.model, eval_batch, max(2, num_steps), threads))
+    spec = models.model_spec(config)
+    result = time_training(spec, batch, num_steps, threads)
+    result.update(time_inference(spec, eval_batch, max(2, num_steps), threads))
     result["peak_host_memory_mib"] = benchmarking.peak_host_memory_mib()
     return result

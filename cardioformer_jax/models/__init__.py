@@ -28,16 +28,23 @@ def model_name(config: Mapping[str, Any]) -> str:
     return name
 
 
+def input_sizes(config: Mapping[str, Any]) -> dict[str, int]:
+    """The network's input sizes, which every network reads from outside its section:
+    ``seq_len`` and ``num_channels`` from ``config.input``, ``num_classes`` from
+    ``config.dataset`` (`config_lib.INPUT_SIZES`)."""
+    return {"seq_len": int(config["input"]["seq_len"]),
+            "num_channels": int(config["input"]["num_channels"]),
+            "num_classes": int(config["dataset"]["num_classes"])}
+
+
 def model_spec(config: Mapping[str, Any]) -> ModelSpec:
-    """The validated hyper-parameters of the config's model (hashable)."""
+    """The validated hyper-parameters of the config's model (hashable): its section
+    (``model`` or ``resnet``) with the `input_sizes`."""
     name = model_name(config)
     if name == "cardioformer":
-        return ModelConfig.from_config(config["model"])
-    model = config["model"]
+        return ModelConfig.from_config({**config["model"], **input_sizes(config)})
     return ResNet1DConfig.from_config({
-        **config["resnet"], "seq_len": int(model["seq_len"]),
-        "num_channels": int(model["num_channels"]), "num_classes": int(model["num_classes"]),
-        "tabular": model["tabular"]})
+        **config["resnet"], **input_sizes(config), "tabular": config["model"]["tabular"]})
 
 
 def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:

@@ -72,7 +72,7 @@ def parse_augmentations(spec: str | Sequence[str]) -> tuple[tuple[str, float], .
     return tuple(parsed)
 
 
-def _parse_patch_lens(value: str | int | Sequence[int]) -> tuple[int, ...]:
+def parse_patch_lens(value: str | int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(value, str):
         value = [int(v) for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
     elif isinstance(value, int):
@@ -94,7 +94,9 @@ def dataclass_from_config(cls: type, config: Any, section: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Validated, hashable model hyper-parameters (the ``model`` part of a config)."""
+    """Validated, hashable model hyper-parameters: the ``model`` section of a config with
+    the input sizes ``seq_len``, ``num_channels`` and ``num_classes``, which the config
+    keeps outside it (``input``, ``dataset``: `models.model_spec`)."""
 
     seq_len: int = 250
     num_channels: int = 12
@@ -133,7 +135,7 @@ class ModelConfig:
         "patch_lens", "single_channel", "no_inter_attn")
 
     def __post_init__(self):
-        object.__setattr__(self, "patch_lens", _parse_patch_lens(self.patch_lens))
+        object.__setattr__(self, "patch_lens", parse_patch_lens(self.patch_lens))
         if self.augmentations and isinstance(self.augmentations[0], tuple):
             augmentations = self.augmentations
         else:

@@ -29,8 +29,9 @@ NORMS = ("group", "layer")
 class ResNet1DConfig:
     """Validated, hashable hyper-parameters of `ResNet1D`.
 
-    ``seq_len``, ``num_channels`` and ``num_classes`` come from the config's ``model``
-    section (the dataset's input contract); the rest from its ``resnet`` section.
+    ``seq_len``, ``num_channels`` and ``num_classes`` come from the config's ``input`` and
+    ``dataset`` sections (`models.input_sizes`: the same for every network), ``tabular``
+    from its ``model`` section, the rest from its ``resnet`` section.
     """
 
     seq_len: int = 250

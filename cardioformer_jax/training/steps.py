@@ -414,7 +414,7 @@ def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
         result = metrics.multilabel_metrics(probs, labels)
     else:
         result = metrics.classification_metrics(probs, labels,
-                                                num_classes=config.model.num_classes)
+                                                num_classes=config.dataset.num_classes)
     # A count: logged as 1360, not 1360.0.
     result["num_examples"] = int(labels.shape[0])
     return result

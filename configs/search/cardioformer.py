@@ -54,5 +54,5 @@ def search_space(trial: optuna.Trial, config: ml_collections.ConfigDict) -> None
     model.d_ff = 2 * model.d_model
     model.n_heads = trial.suggest_categorical("n_heads", N_HEADS)
     model.e_layers = trial.suggest_int("e_layers", *E_LAYERS)
-    lists = patch_lists(model.seq_len)
+    lists = patch_lists(config.input.seq_len)
     model.patch_lens = lists[trial.suggest_categorical("patch_lens", tuple(lists))]

@@ -33,11 +33,22 @@ def tiny_model(config: ml_collections.ConfigDict, **overrides) -> ml_collections
     """`config` with the tiny Cardioformer (``TINY``, then `overrides`), keeping the config's
     input, classes, augmentations and ablation flags."""
     model = config.model
-    values = dict(seq_len=model.seq_len, num_channels=model.num_channels,
-                  num_classes=model.num_classes, augmentations=model.augmentations,
+    values = dict(augmentations=model.augmentations,
                   no_inter_attn=model.no_inter_attn, single_channel=model.single_channel,
                   tabular=model.get("tabular", "none"), **TINY)
     values.update(overrides)
+    config.model = config_lib.model_config(**values)
+    return config
+
+
+def set_model(config: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
+    """`config` with the `model` section of `values` (`config_lib.model_config`) and the
+    input sizes among them (``seq_len``, ``num_channels``, ``num_classes``) at their places
+    (`config_lib.INPUT_SIZES`)."""
+    for name, field in config_lib.INPUT_SIZES.items():
+        if name in values:
+            section, key = field.split(".")
+            config[section][key] = values.pop(name)
     config.model = config_lib.model_config(**values)
     return config
 

@@ -41,17 +41,17 @@ def test_configs_for_models_rates_and_lead_sets():
                                          ("leads=6,500hz", "cardioformer", "6", 500)):
         config = cinc2021.get_config(argument)
         config_lib.validate_config(config)
-        assert (config.model_name, config.dataset.leads, config.model.num_channels) == (
+        assert (config.model_name, config.dataset.leads, config.input.num_channels) == (
             model, leads, int(leads))
         assert config.dataset.builder_config == f"records_{rate}hz"
-        assert config.model.seq_len == 10 * rate and config.model.num_classes == 26
+        assert config.input.seq_len == 10 * rate and config.dataset.num_classes == 26
         assert config.dataset.multilabel and config.train.selection_metric == "auroc"
     for bad in ("leads=5", "resnet,fast", "250hz"):
         with pytest.raises(ValueError):
             cinc2021.get_config(bad)
     config = cinc2021.get_config("leads=3")
-    config.model.num_channels = 12
-    with pytest.raises(ValueError, match="keeps 3 leads but model.num_channels=12"):
+    config.input.num_channels = 12
+    with pytest.raises(ValueError, match="keeps 3 leads but input.num_channels=12"):
         config_lib.validate_config(config)
 
 

@@ -131,3 +131,16 @@ def test_build_dataset_source_errors_are_one_line(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "error:" in proc.stderr and "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("module, old, new", [
+    ("main", "model.seq_len", "input.seq_len"),
+    ("aot", "model.num_channels", "input.num_channels"),
+    ("tune", "model.num_classes", "dataset.num_classes"),
+])
+def test_an_override_of_a_moved_field_names_where_it_went(module, old, new, tmp_path):
+    proc = _command(module, "--config=configs/ptbxl.py", f"--config.{old}=500",
+                    f"--workdir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--config.{old} is now --config.{new}" in proc.stderr
+    assert not list(tmp_path.iterdir())

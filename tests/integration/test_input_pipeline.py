@@ -293,7 +293,7 @@ def test_eval_multi_process_shares_cover_split_once(data_dir, split_index):
 
 def test_signal_shape_mismatch_is_a_clear_error(data_dir):
     config = make_config(data_dir)
-    config.model.seq_len = 300
+    config.input.seq_len = 300
     with pytest.raises(ValueError) as err:
         ip.check_dataset(config)
     message = str(err.value)
@@ -303,7 +303,7 @@ def test_signal_shape_mismatch_is_a_clear_error(data_dir):
 
 def test_label_range_errors(data_dir):
     config = make_config(data_dir)
-    config.model.num_classes = 3
+    config.dataset.num_classes = 3
     with pytest.raises(ValueError, match=r"ptbxl/default split 'validation'.*5 classes.*\[0, 3\)"):
         eval_input.eval_batches(config, "validation").__next__()
     spec = ip.DataSpec("ptbxl", None, str(data_dir), 250, 12, 5)
@@ -346,7 +346,7 @@ def test_benchmark_times_the_input_pipeline_alone(data_dir):
 
 def _crop_config(data_dir, *, seq_len=100, crop_seconds=0.4, seed=41):
     config = make_config(data_dir, seed=seed)
-    config.model.seq_len = seq_len  # 0.4 s of the 250 Hz, 250-sample records
+    config.input.seq_len = seq_len  # 0.4 s of the 250 Hz, 250-sample records
     config.input.crop_seconds = crop_seconds
     config.input.eval_stride_seconds = 0.2
     return config
@@ -408,5 +408,5 @@ def test_crop_longer_than_records_or_at_another_rate_is_a_clear_error(data_dir):
                                          r"these 250-sample records"):
         ip.check_dataset(_crop_config(data_dir, seq_len=300, crop_seconds=1.2))
     with pytest.raises(ValueError, match=r"sampled at 250 Hz, where input.crop_seconds=0.5 "
-                                         r"is 125 samples; model.seq_len=100"):
+                                         r"is 125 samples; input.seq_len=100"):
         ip.check_dataset(_crop_config(data_dir, crop_seconds=0.5))

@@ -112,12 +112,12 @@ def test_configs_for_every_task_rate_and_model():
             config = ptbxl_benchmark.get_config(task + suffix)
             config_lib.validate_config(config)
             assert config.dataset.builder_config == f"benchmark_{task}_{rate}hz"
-            assert config.model.seq_len == 10 * rate and config.model_name == model
-            assert config.model.num_classes == len(labels.PTBXL_TASK_CLASSES[task])
+            assert config.input.seq_len == 10 * rate and config.model_name == model
+            assert config.dataset.num_classes == len(labels.PTBXL_TASK_CLASSES[task])
             assert config.dataset.multilabel and config.train.selection_metric == "auroc"
             # As many patches per granularity as the paper's 250-sample input.
-            scale = config.model.seq_len // 250
-            assert [config.model.seq_len // p for p in config.model.patch_lens] == [
+            scale = config.input.seq_len // 250
+            assert [config.input.seq_len // p for p in config.model.patch_lens] == [
                 250 // (p // scale) for p in config.model.patch_lens]
     for bad in ("", "everything", "all,fast", "all,250hz"):
         with pytest.raises(ValueError):
@@ -144,7 +144,7 @@ def test_multilabel_training_needs_multi_hot_labels(tiny_ptbxl, benchmark_data):
     with pytest.raises(ValueError, match="no multi-hot"):
         input_pipeline.check_dataset(multi_on_single)
     too_few = _tiny_benchmark_config(benchmark_data[1])
-    too_few.model.num_classes = 4
+    too_few.dataset.num_classes = 4
     with pytest.raises(ValueError, match="5 multi-hot classes"):
         input_pipeline.check_dataset(too_few)
 

@@ -26,6 +26,7 @@ CHILD = textwrap.dedent(
     from flax import nnx
     from jax.sharding import PartitionSpec as P
     from cardioformer_jax.data import input_pipeline
+    from cardioformer_jax import models
     from cardioformer_jax.core import sharding
     from cardioformer_jax.models.cardioformer import Cardioformer
     from configs import ptbxl
@@ -43,7 +44,7 @@ CHILD = textwrap.dedent(
     config.model.n_heads, config.model.patch_lens = 2, (8, 16, 32)
 
     def create():
-        model = Cardioformer(config.model, rngs=nnx.Rngs(0))
+        model = Cardioformer(models.model_spec(config), rngs=nnx.Rngs(0))
         return model, nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
 
     # Params-like tree with the model's real structure and shapes (eager init of the

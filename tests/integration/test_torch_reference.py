@@ -27,7 +27,11 @@ from cardioformer_jax.interop.torch_reference import (  # noqa: E402
 )
 from cardioformer_jax.models.cardioformer import ModelConfig  # noqa: E402
 from configs import demo  # noqa: E402
-from tests.helpers.tiny_models import REFERENCE_SMALL, reference_small  # noqa: E402
+from tests.helpers.tiny_models import (  # noqa: E402
+    REFERENCE_SMALL,
+    reference_small,
+    set_model,
+)
 
 CASES = {
     "grouped": {},
@@ -77,8 +81,9 @@ def test_imported_weights_reproduce_torch_logits(case):
 
 
 def test_ptbxl_structure_has_the_documented_names_and_size():
-    config = ModelConfig.from_config(config_lib.model_config(
-        seq_len=250, num_channels=12, num_classes=5, patch_lens=config_lib.PATCH_LENS_16))
+    config = ModelConfig.from_config({
+        **config_lib.model_config(patch_lens=config_lib.PATCH_LENS_16),
+        "seq_len": 250, "num_channels": 12, "num_classes": 5})
     reference = build_model(config)
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert len(shapes) == 985
@@ -116,7 +121,7 @@ def test_time_inference_reports_the_benchmark_fields():
 @pytest.mark.slow
 def test_benchmark_compare_reference_prints_both_and_their_ratios():
     config = demo.get_config()
-    config.model = config_lib.model_config(**REFERENCE_SMALL)
+    set_model(config, **REFERENCE_SMALL)
     results = compare_reference(config, batch=4, eval_batch=4, num_steps=2, rounds=2,
                                 threads=1)
     assert len(results["rounds"]) == 2

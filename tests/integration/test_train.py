@@ -238,14 +238,14 @@ def test_unknown_config_key_is_refused(data_dir, tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("num_classes", 3, r"labels must lie in \[0, 3\)"),
-    ("seq_len", 300, r"expects \(seq_len, num_channels\) = \(300, 12\)"),
+@pytest.mark.parametrize("section, field, value, message", [
+    ("dataset", "num_classes", 3, r"labels must lie in \[0, 3\)"),
+    ("input", "seq_len", 300, r"expects \(seq_len, num_channels\) = \(300, 12\)"),
 ])
-def test_dataset_that_does_not_fit_the_model_is_refused(data_dir, tmp_path, field, value,
-                                                        message):
+def test_dataset_that_does_not_fit_the_model_is_refused(data_dir, tmp_path, section, field,
+                                                        value, message):
     config = _config(data_dir)
-    config.model[field] = value
+    config[section][field] = value
     with pytest.raises(ValueError, match=message):
         train.train_and_evaluate(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists()

@@ -206,9 +206,9 @@ def test_known_projection_gives_known_logit():
 ], ids=["full", "no_inter_attn", "single_granularity"])
 def test_ptbxl_ablations_have_the_reference_tensors_and_parameter_counts(
         overrides, tensors, params):
-    config = ModelConfig.from_config(config_lib.model_config(
-        seq_len=250, num_channels=12, num_classes=5,
-        **{"patch_lens": config_lib.PATCH_LENS_16, **overrides}))
+    config = ModelConfig.from_config({
+        **config_lib.model_config(**{"patch_lens": config_lib.PATCH_LENS_16, **overrides}),
+        "seq_len": 250, "num_channels": 12, "num_classes": 5})
     sd = make_state_dict(config)
     assert len(sd) == tensors
     assert sum(v.size for k, v in sd.items() if k != PE_NAME) == params
@@ -220,8 +220,9 @@ def test_ptbxl_ablations_have_the_reference_tensors_and_parameter_counts(
 
 @pytest.mark.slow
 def test_ptbxl_configuration_has_the_documented_tensors():
-    config = ModelConfig.from_config(config_lib.model_config(
-        seq_len=250, num_channels=12, num_classes=5, patch_lens=config_lib.PATCH_LENS_16))
+    config = ModelConfig.from_config({
+        **config_lib.model_config(patch_lens=config_lib.PATCH_LENS_16),
+        "seq_len": 250, "num_channels": 12, "num_classes": 5})
     sd = make_state_dict(config)
     assert len(sd) == 985
     assert sum(v.size for k, v in sd.items() if k != PE_NAME) == 8_702_597

@@ -49,6 +49,45 @@ def test_a_saved_config_this_version_cannot_run_is_refused_by_name(tmp_path):
         inference.read_config(tmp_path)
 
 
+def test_the_input_sizes_are_outside_the_model_section():
+    from cardioformer_jax import models
+
+    config = train_fixtures.tiny_config()
+    assert not {"seq_len", "num_channels", "num_classes"} & set(config.model)
+    spec = models.model_spec(config)
+    assert (spec.seq_len, spec.num_channels, spec.num_classes) == (
+        config.input.seq_len, config.input.num_channels, config.dataset.num_classes)
+    with pytest.raises(ValueError, match="set config.input.seq_len"):
+        config_lib.model_config(seq_len=500)
+    config.model.unlock()
+    config.model.num_classes = 3  # a config written in the earlier layout
+    with pytest.raises(ValueError, match="config key 'model.num_classes' is now "
+                                         "'dataset.num_classes'"):
+        config_lib.validate_config(config)
+    assert config_lib.moved_override_problems(
+        ["--config=configs/ptbxl.py", "--config.model.seq_len=500", "--config.seq_len=1",
+         "--config.input.seq_len=500"]) == [
+        "--config.model.seq_len is now --config.input.seq_len (the input sizes are outside "
+        "the network's section)"]
+
+
+def test_a_saved_config_of_the_earlier_layout_is_migrated():
+    import json
+
+    config = train_fixtures.tiny_config()
+    saved = json.loads(config.to_json_best_effort())
+    old = json.loads(json.dumps(saved))
+    old["model"]["seq_len"] = old["input"].pop("seq_len")
+    old["model"]["num_channels"] = old["input"].pop("num_channels")
+    old["model"]["num_classes"] = old["dataset"].pop("num_classes")
+    before = json.dumps(old)
+    assert json.loads(config_lib.with_defaults(old).to_json_best_effort()) == saved
+    assert json.dumps(old) == before  # the saved dict is left as it was
+    old["input"]["seq_len"] = 500  # both places, disagreeing: which one held is unknown
+    with pytest.raises(ValueError, match="model.seq_len=250 and input.seq_len=500"):
+        config_lib.with_defaults(old)
+
+
 def test_docs_show_the_config_fields_as_declared():
     from pathlib import Path
 

@@ -10,8 +10,7 @@ import ml_collections
 import optuna
 import pytest
 
-from cardioformer_jax import config_lib
-from cardioformer_jax.models.cardioformer import ModelConfig
+from cardioformer_jax import config_lib, models
 from cardioformer_jax.tuning import report, search, study
 from tests.helpers import REPO
 
@@ -45,7 +44,7 @@ def test_cardioformer_space_samples_valid_configs(name, argument):
     assert search.default_path(base) == SEARCH / "cardioformer.py"
     seen = set()
     for trial, config in _sampled(base):
-        model = ModelConfig.from_config(config.model)
+        model = models.model_spec(config)
         assert model.d_model % model.n_heads == 0
         assert model.d_ff == 2 * model.d_model
         assert max(model.patch_lens) <= model.seq_len
@@ -56,7 +55,7 @@ def test_cardioformer_space_samples_valid_configs(name, argument):
         # Only the searched fields move: data, protocol and input contract stay.
         assert config.dataset.to_dict() == base.dataset.to_dict()
         assert config.train.num_epochs == base.train.num_epochs
-        assert config.model.seq_len == base.model.seq_len
+        assert config.input.to_dict() == base.input.to_dict()
         seen.add(trial.params["patch_lens"])
     assert len(seen) > 1
 

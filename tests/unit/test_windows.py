@@ -64,9 +64,9 @@ def test_random_crops_are_slices_within_bounds_and_follow_the_generator():
 def test_crops_config_and_its_validation():
     config = ptbxl_benchmark.get_config("superdiagnostic,crops")
     config_lib.validate_config(config)
-    assert config.model.seq_len == 250
+    assert config.input.seq_len == 250
     assert tuple(config.model.patch_lens) == config_lib.PATCH_LENS_16
-    assert ptbxl_benchmark.get_config("form,resnet,500hz,crops").model.seq_len == 1250
+    assert ptbxl_benchmark.get_config("form,resnet,500hz,crops").input.seq_len == 1250
     assert windows.from_config(ptbxl_benchmark.get_config("superdiagnostic")) is None
     for field, value, message in (
             ("crop_seconds", -1.0, "crop_seconds=-1.0 must be 0"),
