@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from cardioformer_jax.core import logging_utils, metrics
+from cardioformer_jax.core import logging_utils, metrics, tasks
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, bootstrap, challenge, multilabel
 from cardioformer_jax.evaluation.markdown import table as _table
@@ -25,7 +25,7 @@ VALIDATION_SPLIT = "validation"
 
 def is_challenge_run(config: Any) -> bool:
     """A multi-label run on the cinc2021 builder's scored classes."""
-    return config.dataset.name == "cinc2021" and bool(config.dataset.multilabel)
+    return config.dataset.name == "cinc2021" and tasks.from_config(config).multilabel
 
 
 def class_codes(config: Any) -> tuple[str, ...]:

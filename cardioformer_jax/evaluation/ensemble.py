@@ -23,7 +23,7 @@ META_LEARNER_C = 1.0  # inverse L2 strength of the logistic regressions (scikit-
 def _identity(model: inference.TrainedModel) -> tuple[Any, ...]:
     dataset = model.config.dataset
     return (dataset.name, dataset.builder_config or "default", tuple(model.spec.class_names),
-            model.spec.multilabel)
+            model.spec.task.multilabel)
 
 
 def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
@@ -96,7 +96,7 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
     if len(identities) > 1:
         raise ValueError(f"the runs were trained on different datasets or classes: "
                          f"{sorted(identities)}; an ensemble needs one label space")
-    multilabel_targets = models[0].spec.multilabel
+    multilabel_targets = models[0].spec.task.multilabel
     names = [f"{i + 1}: {m.config.model_name} seed "
              f"{int(m.config.seed)} ({m.run_dir})" for i, m in enumerate(models)]
     val = [report.split_predictions(m, train.VALIDATION_SPLIT, data_dir) for m in models]

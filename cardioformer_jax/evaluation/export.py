@@ -79,7 +79,7 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
                         "one-hot (both 0 when unknown)"}} if extra_avals else {}),
         "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
                    "note": ("a sigmoid per class gives the (multi-label) class "
-                            "probabilities" if model.spec.multilabel else
+                            "probabilities" if model.spec.task.multilabel else
                             "softmax over the last axis gives class probabilities")
                            + "; a record's probabilities are the mean over its samples"},
         "lead_names": list(model.spec.lead_names),

@@ -251,7 +251,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                  "synthetic": bool(metadata.get("synthetic"))},
         "predictions_file": predictions_path.name,
     }
-    if not spec.multilabel:
+    if not spec.task.multilabel:
         single = y[:, mapping.expressible].sum(axis=1) == 1
         if single.any():
             evaluation["single_label"] = {

@@ -23,7 +23,7 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.core import logging_utils, paths, sharding
+from cardioformer_jax.core import logging_utils, paths, sharding, tasks
 from cardioformer_jax.data import dataset_inputs, tabular, windows
 from cardioformer_jax.training import checkpointing, steps, train
 
@@ -300,7 +300,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     config = read_config(run_dir)
     spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
                                      leads=config.dataset.leads,
-                                     multilabel=bool(config.dataset.multilabel))
+                                     task=tasks.from_config(config))
     shape = (int(config.model.seq_len), int(config.model.num_channels))
     record = (spec.sample_length, len(spec.lead_names))
     cropped = windows.from_config(config) is not None

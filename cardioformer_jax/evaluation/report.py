@@ -262,7 +262,7 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     seeds = inference.seed_run_dirs(workdir)
     detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
-    if model.spec.multilabel:
+    if model.spec.task.multilabel:
         return _evaluate_multilabel(workdir, split, model, detail_dir, seeds, data_dir,
                                     bootstrap_resamples)
     class_names = list(model.spec.class_names)

@@ -17,6 +17,7 @@ import pytest
 from absl.testing import parameterized
 from flax import nnx
 
+from cardioformer_jax.core import tasks
 from cardioformer_jax.data import windows
 from cardioformer_jax.training import steps
 
@@ -44,7 +45,8 @@ def definition(multilabel: bool = False, windowing: windows.Windowing | None = N
     graphdef = nnx.graphdef(model)
     model.eval()
     return steps.ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                          tx=steps.create_optimizer(4.0), config=None, multilabel=multilabel,
+                          tx=steps.create_optimizer(4.0), config=None,
+                          task=tasks.of(multilabel),
                           windowing=windowing)
 
 
