@@ -26,6 +26,7 @@ class Task:
     multilabel: ClassVar[bool]  # what config.json and exported metadata record
     selection_metrics: ClassVar[tuple[str, ...]]  # the first is the default
     label_dtype: ClassVar[type]
+    probabilities_note: ClassVar[str]  # exported models' metadata
 
     def label_shape(self, num_classes: int) -> tuple[int, ...]:
         raise NotImplementedError
@@ -46,6 +47,7 @@ class SingleLabel(Task):
     multilabel = False
     selection_metrics = ("f1", "auroc", "accuracy")
     label_dtype = np.int32
+    probabilities_note = "softmax over the last axis gives class probabilities"
 
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -104,6 +106,7 @@ class MultiLabel(Task):
     multilabel = True
     selection_metrics = ("auroc", "fmax", "f1")
     label_dtype = np.float32
+    probabilities_note = "a sigmoid per class gives the (multi-label) class probabilities"
 
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return optax.sigmoid_binary_cross_entropy(logits, labels).mean()

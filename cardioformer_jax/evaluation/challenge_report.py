@@ -15,7 +15,7 @@ from etils import epath
 
 from cardioformer_jax.core import logging_utils, metrics, tasks
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import analysis, bootstrap, challenge, multilabel
+from cardioformer_jax.evaluation import analysis, bootstrap, challenge
 from cardioformer_jax.evaluation.markdown import table as _table
 
 THRESHOLDS_FILE = "challenge_thresholds.json"
@@ -44,7 +44,7 @@ def class_codes(config: Any) -> tuple[str, ...]:
 def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities averaged over each recording's windows, and its truth."""
-    p, y, _ = multilabel.record_level(probs, targets, record_ids)
+    p, y, _ = metrics.record_level(probs, targets, record_ids)
     return p, y
 
 

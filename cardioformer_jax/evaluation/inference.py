@@ -7,6 +7,7 @@ docs/usage.md, "After training".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -86,16 +87,9 @@ class TrainedModel:
         return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
 
     def apply_fn(self) -> Callable[..., jax.Array]:
-        """``f(params, rngs, signal (B, T, C)[, tabular (B, 4)]) -> logits (B, K)``
+        """``f(params, rngs, {"signal": (B, T, C)[, "tabular": (B, 4)]}) -> logits (B, K)``
         (float32), pure: `steps.logits_step`, what the `logits` program compiles."""
-        definition = self.programs.definition
-
-        def apply(params: nnx.State, rngs: nnx.State, signal: jax.Array,
-                  tabular_inputs: jax.Array | None = None) -> jax.Array:
-            return steps.logits_step(definition, params, rngs,
-                                     {"signal": signal, "tabular": tabular_inputs})
-
-        return apply
+        return functools.partial(steps.logits_step, self.programs.definition)
 
     @property
     def uses_tabular(self) -> bool:
