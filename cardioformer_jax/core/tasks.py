@@ -20,7 +20,9 @@ from cardioformer_jax.core import metrics
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """The interface; `SINGLE_LABEL` and `MULTI_LABEL` are its two values."""
+    """What both tasks share; `SINGLE_LABEL` and `MULTI_LABEL` are its two values (each
+    also has `loss`, `probabilities`, `label`, `label_shape`, `random_labels`, `metrics`,
+    `example_problem` and `check_dataset`)."""
 
     name: ClassVar[str]
     multilabel: ClassVar[bool]  # what config.json and exported metadata record
@@ -28,15 +30,9 @@ class Task:
     label_dtype: ClassVar[type]
     probabilities_note: ClassVar[str]  # exported models' metadata
 
-    def label_shape(self, num_classes: int) -> tuple[int, ...]:
-        raise NotImplementedError
-
     def padding_label(self, num_classes: int) -> np.ndarray:
+        """The label of an evaluation batch's padding rows."""
         return np.zeros(self.label_shape(num_classes), self.label_dtype)
-
-    def random_labels(self, rng: np.random.Generator, rows: int, num_classes: int
-                      ) -> np.ndarray:
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,7 +133,7 @@ def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
 def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}`` (plus
-    ``"tabular": (B, 4)`` for a model that fuses age and sex).
+    ``"tabular": (B, 4)`` for a model that fuses age and sex: the model reads the batch).
 
     A step whose loss or gradients are not finite leaves the parameters and Adam state as
     they were (the random stream still advances) and counts itself in
@@ -145,7 +145,7 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
         # copy=True: fresh Variables owned by this trace, so the model may advance its
         # RNG counter inside `value_and_grad`.
         model = nnx.merge(definition.graphdef, params, rngs, copy=True)
-        logits = model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
+        logits = model(batch).astype(jnp.float32)
         return definition.task.loss(logits, batch["label"]), nnx.state(model, nnx.RngState)
 
     (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
@@ -168,7 +168,7 @@ def logits_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     ``{"signal": (B, L, C)[, "tabular": (B, 4)]}``: no windows cut, no activation (what
     inference's `logits` and the exported model compute)."""
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
-    return model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
+    return model(batch).astype(jnp.float32)
 
 
 def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
@@ -179,20 +179,19 @@ def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     scores their W windows as one ``(B * W, L, C)`` batch and a record's probabilities
     are the max (or mean) over its windows.
     """
-    signal, extra = batch["signal"], batch.get("tabular")
     windowing = definition.windowing
-    if windowing is not None:
-        cut = windows.cut_windows(signal, windowing)  # (B, W, L, C)
-        rows, count = cut.shape[:2]
-        # Record-major rows keep the sharded batch axis leading: each device's records'
-        # windows stay on that device.
-        signal = partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]), 0)
-        extra = None if extra is None else jnp.repeat(extra, count, axis=0)
-    logits = logits_step(definition, params, rngs, {"signal": signal, "tabular": extra})
-    probs = definition.task.probabilities(logits)
-    if windowing is not None:
-        probs = windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
-    return probs
+    if windowing is None:
+        return definition.task.probabilities(logits_step(definition, params, rngs, batch))
+    cut = windows.cut_windows(batch["signal"], windowing)  # (B, W, L, C)
+    rows, count = cut.shape[:2]
+    # Record-major rows keep the sharded batch axis leading: each device's records'
+    # windows stay on that device.
+    inputs = {"signal": partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]),
+                                                     0)}
+    if "tabular" in batch:
+        inputs["tabular"] = jnp.repeat(batch["tabular"], count, axis=0)
+    probs = definition.task.probabilities(logits_step(definition, params, rngs, inputs))
+    return windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
 
 
 def swa_epoch_update(state: TrainState) -> TrainState:

@@ -19,6 +19,7 @@ from flax import nnx
 
 from cardioformer_jax.core import tasks
 from cardioformer_jax.data import windows
+from cardioformer_jax.models.cardioformer import model_inputs
 from cardioformer_jax.training import steps
 
 # Each program runs once or twice: compiling is the cost.
@@ -35,7 +36,8 @@ class Classifier(nnx.Module):
         self.dropout = nnx.Dropout(0.5, rngs=rngs)
         self.linear = nnx.Linear(LENGTH * LEADS, CLASSES, rngs=rngs)
 
-    def __call__(self, signal: jax.Array, tabular: jax.Array | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array | dict[str, jax.Array]) -> jax.Array:
+        signal, _ = model_inputs(inputs)  # the models' contract: a batch or a signal
         return self.linear(self.dropout(signal.reshape(signal.shape[0], -1)))
 
 
