@@ -82,9 +82,9 @@ class SingleLabel:
         }
 
     @staticmethod
-    def analyse(predictions: SplitPredictions, num_classes: int,
-                bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-                class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    def detail(predictions: SplitPredictions, num_classes: int,
+               bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
+               class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Every number of the report's detailed sections (see `analysis`); with
         `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`),
         each per-class row then carrying its AUROC interval (``"auroc_ci"``)."""
@@ -136,10 +136,6 @@ class SingleLabel:
                              class_names[guess], guess])
         path.write_text(buffer.getvalue())
         return path
-
-    def detail(self, predictions: SplitPredictions, num_classes: int,
-               bootstrap_resamples: int, class_names: Sequence[str]) -> dict[str, Any]:
-        return self.analyse(predictions, num_classes, bootstrap_resamples, class_names)
 
     def intervals(self, probs: np.ndarray, labels: np.ndarray, num_classes: int,
                   clusters: np.ndarray | None, num_resamples: int) -> dict[str, Any]:
@@ -194,18 +190,6 @@ class MultiLabel:
 
     task: ClassVar[tasks.Task] = tasks.MULTI_LABEL
     reported: ClassVar[tuple[str, ...]] = report_render.MULTILABEL_REPORTED
-
-    @staticmethod
-    def bootstrap_intervals(probs: np.ndarray, targets: np.ndarray, *,
-                            clusters: np.ndarray | None = None,
-                            num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-                            seed: int = analysis.BOOTSTRAP_SEED,
-                            level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
-        """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS`: the ``"intervals"`` of
-        `bootstrap_analysis`."""
-        return MultiLabel.bootstrap_analysis(probs, targets, clusters=clusters,
-                                             num_resamples=num_resamples, seed=seed,
-                                             level=level)["intervals"]
 
     @staticmethod
     def bootstrap_analysis(probs: np.ndarray, targets: np.ndarray, *,
@@ -349,8 +333,9 @@ class MultiLabel:
 
     def intervals(self, probs: np.ndarray, labels: np.ndarray, num_classes: int,
                   clusters: np.ndarray | None, num_resamples: int) -> dict[str, Any]:
-        return self.bootstrap_intervals(probs, labels, clusters=clusters,
-                                        num_resamples=num_resamples)
+        """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` (`bootstrap_analysis`)."""
+        return self.bootstrap_analysis(probs, labels, clusters=clusters,
+                                       num_resamples=num_resamples)["intervals"]
 
     def stacked(self, x_val: np.ndarray, val_labels: np.ndarray, x_test: np.ndarray,
                 test_probs: Sequence[np.ndarray]) -> np.ndarray:

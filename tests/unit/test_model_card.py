@@ -28,7 +28,7 @@ def _evaluation(with_groups: bool = True, synthetic: bool = True) -> dict:
         ages=rng.uniform(20, 90, size=n) if with_groups else np.full(n, -1.0),
         sexes=rng.integers(0, 2, size=n) if with_groups else np.full(n, -1),
         segments=np.arange(n) % 4)
-    detail = task_reports.SINGLE_LABEL.analyse(predictions, 3, bootstrap_resamples=200)
+    detail = task_reports.SINGLE_LABEL.detail(predictions, 3, bootstrap_resamples=200)
     evaluation = {
         "workdir": "runs/demo", "run_dir": "runs/demo", "split": "test", "dataset": "ptbxl",
         "model_name": "cardioformer", "seed": 0, "step": 40, "epoch": 2, "classes": CLASSES,
