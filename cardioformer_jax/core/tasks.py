@@ -1,7 +1,7 @@
 """What a model's outputs mean: single-label (softmax) or multi-label (a sigmoid per class).
 
 A task owns the loss, the probabilities, the label of a dataset element and the metrics;
-`from_config` chooses it once (docs/architecture.md, "Tasks"). Tasks are frozen and
+`from_config` chooses it once (docs/architecture.md, "Tasks as objects"). Frozen and
 hashable: the jitted programs are cached on them.
 """
 
@@ -26,7 +26,7 @@ class Task:
 
     name: ClassVar[str]
     multilabel: ClassVar[bool]  # what config.json and exported metadata record
-    selection_metrics: ClassVar[tuple[str, ...]]  # the first is the default
+    selection_metrics: ClassVar[tuple[str, ...]]  # what train.selection_metric may name
     label_dtype: ClassVar[type]
     probabilities_note: ClassVar[str]  # exported models' metadata
 
