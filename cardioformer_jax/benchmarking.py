@@ -17,7 +17,7 @@ import numpy as np
 
 from cardioformer_jax import config_lib, models
 from cardioformer_jax.aot import analysis
-from cardioformer_jax.core import sharding
+from cardioformer_jax.core import sharding, tasks
 from cardioformer_jax.data import input_pipeline, tabular
 from cardioformer_jax.training import steps
 
@@ -52,9 +52,7 @@ def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.G
     host = {
         "signal": rng.standard_normal((rows, config.input.seq_len, config.input.num_channels)
                                       ).astype(np.float32),
-        "label": (rng.integers(0, 2, (rows, config.dataset.num_classes)).astype(np.float32)
-                  if config.dataset.multilabel
-                  else rng.integers(0, config.dataset.num_classes, rows).astype(np.int32)),
+        "label": tasks.from_config(config).random_labels(rng, rows, config.dataset.num_classes),
     }
     if model.tabular != "none":
         host["tabular"] = tabular.tabular_features(rng.uniform(20, 90, rows),

@@ -14,6 +14,7 @@ import ml_collections
 from absl import app
 
 from cardioformer_jax import models
+from cardioformer_jax.core import tasks
 from cardioformer_jax.data import windows
 from cardioformer_jax.models import resnet1d
 from cardioformer_jax.models.cardioformer import ModelConfig, parse_patch_lens
@@ -289,11 +290,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
     dataset, metric = config.dataset, config.train.selection_metric
-    metrics = ("auroc", "fmax", "f1") if dataset.multilabel else ("f1", "auroc", "accuracy")
+    task = tasks.from_config(config)
+    metrics = task.selection_metrics
     checks = [
         (bool(dataset.name), "dataset.name is empty; use one of configs/*.py"),
         (metric in metrics, f"train.selection_metric={metric!r} must be one of {metrics} for "
-                            f"{'multi' if dataset.multilabel else 'single'}-label training"),
+                            f"{task.name} training"),
         (dataset.leads in ("", *LEAD_SETS),
          f"dataset.leads={dataset.leads!r} must be '' (every lead) or one of the "
          f"Challenge 2021 lead sets {tuple(LEAD_SETS)}"),

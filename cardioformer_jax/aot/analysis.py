@@ -19,7 +19,7 @@ import ml_collections
 
 from cardioformer_jax import models
 from cardioformer_jax.aot.targets import Target
-from cardioformer_jax.core import sharding
+from cardioformer_jax.core import sharding, tasks
 from cardioformer_jax.data import windows
 from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.training import steps
@@ -90,10 +90,9 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
         length = round(CROPS_RECORD_SECONDS * config.input.seq_len
                        / float(config.input.crop_seconds))
     batch = {"signal": shape((rows, length, config.input.num_channels), jnp.float32)}
-    if config.dataset.multilabel:
-        batch["label"] = shape((rows, config.dataset.num_classes), jnp.float32)
-    else:
-        batch["label"] = shape((rows,), jnp.int32)
+    task = tasks.from_config(config)
+    batch["label"] = shape((rows, *task.label_shape(config.dataset.num_classes)),
+                           task.label_dtype)
     if model.tabular != "none":
         batch["tabular"] = shape((rows, 4), jnp.float32)
     if evaluation:

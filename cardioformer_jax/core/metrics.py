@@ -168,8 +168,8 @@ def record_level(
 
     Args:
       probs: ``(N, K)`` segment probabilities.
-      labels: ``(N,)`` class ids; must be identical for all segments of a record (else
-        ValueError).
+      labels: ``(N,)`` class ids or ``(N, K)`` multi-hot; must be identical for all
+        segments of a record (else ValueError).
       record_ids: ``(N,)`` record identifiers (ints or strings).
       mask: optional ``(N,)`` boolean/0-1 array of valid rows.
 
@@ -191,7 +191,7 @@ def record_level(
     rec_probs = sums / counts[:, None]
     # The first segment gives the record label; every other segment must agree with it.
     rec_labels = labels[first]
-    mismatch = rec_labels[inverse] != labels
+    mismatch = (rec_labels[inverse] != labels).reshape(labels.shape[0], -1).any(axis=1)
     if mismatch.any():
         bad = ids[np.unique(inverse[mismatch])][:5]
         raise ValueError(f"segments of the same record have different labels: {bad.tolist()}")

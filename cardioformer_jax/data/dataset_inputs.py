@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cardioformer_jax.core import tasks
 from cardioformer_jax.data import preprocessing
 from cardioformer_jax.data.preprocessing import RecordError, match_leads  # noqa: F401 (API)
 from tfds_builders import labels
@@ -57,8 +58,8 @@ class InputSpec:
       sample_length: samples per model input at ``sample_rate``.
       sample_rate: Hz, what every record is resampled to.
       beat_rule: for heartbeats, how they are cut (`preprocessing.heartbeats`).
-      multilabel: the outputs are independent per-class sigmoids (multi-hot training
-        labels, e.g. the PTB-XL benchmark tasks), not one softmax.
+      task: what the outputs mean (`tasks`): one softmax, or per-class sigmoids (multi-hot
+        training labels, e.g. the PTB-XL benchmark tasks).
     """
 
     dataset: str
@@ -68,7 +69,7 @@ class InputSpec:
     sample_length: int
     sample_rate: int = preprocessing.TARGET_FS
     beat_rule: str = "port"
-    multilabel: bool = False
+    task: tasks.Task = tasks.SINGLE_LABEL
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description of the preparation (for exported models)."""
@@ -113,7 +114,7 @@ class InputSpec:
             "mode": self.mode,
             "sample_length": self.sample_length,
             "sample_rate_hz": self.sample_rate,
-            "multilabel": self.multilabel,
+            "multilabel": self.task.multilabel,
             **({"beat_rule": self.beat_rule} if self.mode == "beats" else {}),
             "standardise_per_record": True,
             "standardise_per_sample": True,
@@ -137,23 +138,23 @@ INPUT_SPECS: dict[str, InputSpec] = {
 
 
 def input_spec(dataset: str, builder_config: str = "", *, leads: str = "",
-               multilabel: bool = False) -> InputSpec:
+               task: tasks.Task = tasks.SINGLE_LABEL) -> InputSpec:
     """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one.
 
     The builder config the model was trained on decides how heartbeats are cut, and for
     segment datasets the sampling rate, window length and (multi-label configs such as
     the PTB-XL benchmark's) the classes; `leads` (a `LEAD_SETS` setting) keeps some leads;
-    `multilabel` (cinc2021): the Challenge's scored classes.
+    a multi-label `task` (cinc2021): the Challenge's scored classes.
     """
     if dataset not in INPUT_SPECS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(INPUT_SPECS)}")
     spec = _dataset_spec(dataset, builder_config)
-    if dataset == "cinc2021" and multilabel:
+    if dataset == "cinc2021" and task == tasks.MULTI_LABEL:
         from cardioformer_jax.data import datasets
 
         names = datasets.builder_class("cinc2021").scored_classes()[0]
-        spec = dataclasses.replace(spec, class_names=names, multilabel=True)
+        spec = dataclasses.replace(spec, class_names=names, task=task)
     if leads:
         columns = lead_columns(leads, spec.lead_names)
         spec = dataclasses.replace(spec, lead_names=tuple(spec.lead_names[c] for c in columns))
@@ -177,7 +178,8 @@ def _dataset_spec(dataset: str, builder_config: str) -> InputSpec:
                                sample_length=base.window_length)
     task_classes = labels.PTBXL_TASK_CLASSES.get(base.label_scheme)
     if dataset == "ptbxl" and task_classes is not None:
-        spec = dataclasses.replace(spec, class_names=task_classes, multilabel=True)
+        spec = dataclasses.replace(spec, class_names=task_classes,
+                                   task=tasks.MULTI_LABEL)
     return spec
 
 

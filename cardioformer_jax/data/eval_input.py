@@ -34,8 +34,7 @@ class EvalTransform(input_pipeline.TrainTransform):
 def _padding_example(spec: input_pipeline.DataSpec, record_length: int) -> dict[str, np.ndarray]:
     return {
         "signal": np.zeros((record_length, spec.num_channels), np.float32),
-        "label": (np.zeros(spec.num_classes, np.float32) if spec.multilabel
-                  else np.int32(0)),
+        "label": spec.task.padding_label(spec.num_classes),
         **({"tabular": tabular.tabular_features(-1.0, -1)} if spec.tabular else {}),
         "mask": np.int32(0),
         "index": np.int64(-1),

@@ -16,7 +16,7 @@ import grain
 import jax
 import numpy as np
 
-from cardioformer_jax.core import paths, sharding
+from cardioformer_jax.core import paths, sharding, tasks
 from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class DataSpec:
     seq_len: int
     num_channels: int
     num_classes: int
-    multilabel: bool = False
+    task: tasks.Task = tasks.SINGLE_LABEL
     tabular: bool = False  # batches carry the age/sex features (`model.tabular`)
     # ``dataset.leads``: the dataset's channels the model reads (None: all of them) and
     # how many the dataset's signals have.
@@ -63,7 +63,7 @@ class DataSpec:
             seq_len=int(config.input.seq_len),
             num_channels=int(config.input.num_channels),
             num_classes=int(config.dataset.num_classes),
-            multilabel=bool(config.dataset.multilabel),
+            task=tasks.from_config(config),
             tabular=config.model.tabular != "none",
             lead_columns=columns,
             dataset_channels=channels,
@@ -108,21 +108,10 @@ def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> No
             f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has a "
             f"signal of shape {shape}; {problem}"
         )
-    if spec.multilabel:
-        hot = np.asarray(example["labels"])
-        if hot.shape != (spec.num_classes,) or not np.isin(hot, (0, 1)).all():
-            raise ValueError(
-                f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} "
-                f"has multi-hot labels {hot.tolist()}, expected {spec.num_classes} values "
-                "of 0 or 1 (dataset.num_classes)")
-        return
-    label = int(example["label"])
-    if not 0 <= label < spec.num_classes:
-        raise ValueError(
-            f"dataset {spec.label} split {split!r}: example {example.get('record_id')!r} has "
-            f"label {label}, outside [0, {spec.num_classes}) (dataset.num_classes="
-            f"{spec.num_classes})"
-        )
+    problem = spec.task.example_problem(example, spec.num_classes)
+    if problem:
+        raise ValueError(f"dataset {spec.label} split {split!r}: example "
+                         f"{example.get('record_id')!r} {problem}")
 
 
 def open_split(spec: DataSpec, split: str) -> Any:
@@ -150,36 +139,8 @@ def open_split(spec: DataSpec, split: str) -> Any:
             f"dataset {spec.label} is sampled at {rate} Hz, where input.crop_seconds="
             f"{spec.crop_seconds} is {spec.crop_seconds * rate:g} samples; input.seq_len="
             f"{spec.seq_len} must equal it")
-    if spec.multilabel:
-        if "labels" not in features:
-            raise ValueError(
-                f"dataset {spec.label} has no multi-hot `labels` (dataset.multilabel=True): "
-                "use a multi-label builder config (e.g. ptbxl benchmark_superdiagnostic_100hz)"
-                " or dataset.multilabel=False")
-        names = (builder.info.metadata or {}).get("multilabel_names") or []
-        if tuple(features["labels"].shape) != (spec.num_classes,):
-            raise ValueError(
-                f"dataset {spec.label} split {split!r} has {features['labels'].shape[0]} "
-                f"multi-hot classes {names}; the model config has num_classes="
-                f"{spec.num_classes}")
-    num_classes = features["label"].num_classes
-    if not spec.multilabel and num_classes > spec.num_classes:
-        raise ValueError(
-            f"dataset {spec.label} split {split!r} has {num_classes} classes "
-            f"{features['label'].names}, labels up to {num_classes - 1}; the model config "
-            f"has num_classes={spec.num_classes}, i.e. labels must lie in "
-            f"[0, {spec.num_classes})"
-        )
-    stats = (builder.info.metadata or {}).get("splits", {}).get(split, {})
-    unlabelled = stats.get("class_examples", {}).get("unlabelled", 0)
-    if unlabelled and not spec.multilabel:
-        raise ValueError(
-            f"dataset {spec.label} split {split!r} has {unlabelled} examples with label -1 "
-            f"(unlabelled), outside [0, {spec.num_classes}); single-label training needs a "
-            f"config without them"
-            + (" (or train on its multi-hot labels: dataset.multilabel=True)"
-               if "labels" in features else "")
-        )
+    spec.task.check_dataset(spec.label, features, builder.info.metadata or {}, split,
+                            spec.num_classes)
     if len(source) == 0:
         raise ValueError(f"dataset {spec.label} split {split!r} has no examples")
     for i in range(min(len(source), VALIDATION_EXAMPLES)):
@@ -227,8 +188,7 @@ class TrainTransform(grain.transforms.Map):
         _check_example(element, self._spec, self._split)
         return {
             "signal": preprocessing.standardize(self._spec.select_leads(element["signal"])),
-            "label": (np.asarray(element["labels"], np.float32) if self._spec.multilabel
-                      else np.int32(element["label"])),
+            "label": self._spec.task.label(element),
             **({"tabular": tabular.tabular_features(element["age"], element["sex"])}
                if self._spec.tabular else {}),
         }

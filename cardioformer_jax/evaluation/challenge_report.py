@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from cardioformer_jax.core import logging_utils, metrics
+from cardioformer_jax.core import logging_utils, metrics, tasks
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import analysis, bootstrap, challenge, multilabel
+from cardioformer_jax.evaluation import analysis, bootstrap, challenge
 from cardioformer_jax.evaluation.markdown import table as _table
 
 THRESHOLDS_FILE = "challenge_thresholds.json"
@@ -25,7 +25,7 @@ VALIDATION_SPLIT = "validation"
 
 def is_challenge_run(config: Any) -> bool:
     """A multi-label run on the cinc2021 builder's scored classes."""
-    return config.dataset.name == "cinc2021" and bool(config.dataset.multilabel)
+    return config.dataset.name == "cinc2021" and tasks.from_config(config).multilabel
 
 
 def class_codes(config: Any) -> tuple[str, ...]:
@@ -44,7 +44,7 @@ def class_codes(config: Any) -> tuple[str, ...]:
 def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities averaged over each recording's windows, and its truth."""
-    p, y, _ = multilabel.record_level(probs, targets, record_ids)
+    p, y, _ = metrics.record_level(probs, targets, record_ids)
     return p, y
 
 

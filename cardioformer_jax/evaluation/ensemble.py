@@ -10,20 +10,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
-from cardioformer_jax.core import logging_utils, metrics, paths
-from cardioformer_jax.evaluation import analysis, inference, multilabel, report
+from cardioformer_jax.core import logging_utils, metrics, paths, tasks
+from cardioformer_jax.evaluation import analysis, inference, report, task_reports
 from cardioformer_jax.evaluation.markdown import ci, pct, redraw_note, table
 from cardioformer_jax.training import train
-
-META_LEARNER_C = 1.0  # inverse L2 strength of the logistic regressions (scikit-learn's)
 
 
 def _identity(model: inference.TrainedModel) -> tuple[Any, ...]:
     dataset = model.config.dataset
     return (dataset.name, dataset.builder_config or "default", tuple(model.spec.class_names),
-            model.spec.multilabel)
+            model.spec.task.name)
 
 
 def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
@@ -32,35 +29,15 @@ def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarray,
-                          test_probs: Sequence[np.ndarray], multilabel_targets: bool
-                          ) -> np.ndarray:
-    """The meta-learner's probabilities on the evaluated split, fitted on validation.
-
-    Single-label: one multinomial logistic regression over the classes (a class absent
-    from validation gets probability 0). Multi-label: one logistic regression per class;
-    a class with a single value in validation keeps the members' mean.
-    """
-    x_val, x_test = _features(val_probs), _features(test_probs)
-    k = test_probs[0].shape[1]
-    if not multilabel_targets:
-        learner = LogisticRegression(C=META_LEARNER_C, max_iter=2000)
-        learner.fit(x_val, val_labels)
-        out = np.zeros((x_test.shape[0], k))
-        out[:, learner.classes_.astype(int)] = learner.predict_proba(x_test)
-        return out
-    mean = np.mean(test_probs, axis=0)
-    out = mean.copy()
-    for c in range(k):
-        y = val_labels[:, c]
-        if y.min() == y.max():
-            continue
-        learner = LogisticRegression(C=META_LEARNER_C, max_iter=2000).fit(x_val, y)
-        out[:, c] = learner.predict_proba(x_test)[:, 1]
-    return out
+                          test_probs: Sequence[np.ndarray], task: tasks.Task) -> np.ndarray:
+    """The meta-learner's probabilities on the evaluated split, fitted on validation: the
+    task's logistic regressions (`task_reports`) on the members' log-probabilities."""
+    return task_reports.of(task).stacked(_features(val_probs), val_labels,
+                                         _features(test_probs), test_probs)
 
 
 def _auroc_by_subgroup(probs: np.ndarray, labels: np.ndarray,
-                       predictions: report.SplitPredictions, multilabel_targets: bool
+                       predictions: report.SplitPredictions, task: tasks.Task
                        ) -> dict[str, float]:
     """Macro AUROC per sex and age band (`analysis` groups; unknown values left out)."""
     out = {}
@@ -71,11 +48,7 @@ def _auroc_by_subgroup(probs: np.ndarray, labels: np.ndarray,
         for name in names:
             mask = groups == name
             if mask.any():
-                scores = (metrics.multilabel_metrics(probs[mask], labels[mask])
-                          if multilabel_targets else
-                          metrics.classification_metrics(probs[mask], labels[mask],
-                                                          num_classes=probs.shape[1]))
-                out[f"{name}"] = scores["auroc"]
+                out[f"{name}"] = task.metrics(probs[mask], labels[mask], probs.shape[1])["auroc"]
     return out
 
 
@@ -96,7 +69,8 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
     if len(identities) > 1:
         raise ValueError(f"the runs were trained on different datasets or classes: "
                          f"{sorted(identities)}; an ensemble needs one label space")
-    multilabel_targets = models[0].spec.multilabel
+    task = models[0].spec.task
+    reports = task_reports.of(task)
     names = [f"{i + 1}: {m.config.model_name} seed "
              f"{int(m.config.seed)} ({m.run_dir})" for i, m in enumerate(models)]
     val = [report.split_predictions(m, train.VALIDATION_SPLIT, data_dir) for m in models]
@@ -109,25 +83,16 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
     candidates = {name: p.probs for name, p in zip(names, test, strict=True)}
     candidates["mean of the members"] = np.mean([p.probs for p in test], axis=0)
     candidates["stacked (logistic regression fitted on validation)"] = stacked_probabilities(
-        [p.probs for p in val], val_labels, [p.probs for p in test], multilabel_targets)
+        [p.probs for p in val], val_labels, [p.probs for p in test], task)
 
     k = len(models[0].spec.class_names)
     clusters = test[0].subject_ids if (test[0].subject_ids >= 0).all() else None
     results = {}
     for name, probs in candidates.items():
-        if multilabel_targets:
-            values = metrics.multilabel_metrics(probs, labels)
-            intervals = (multilabel.bootstrap_intervals(
-                probs, labels, clusters=clusters, num_resamples=bootstrap_resamples)
-                if bootstrap_resamples else {})
-        else:
-            values = metrics.classification_metrics(probs, labels, num_classes=k)
-            intervals = (analysis.bootstrap_intervals(
-                probs, labels, k, clusters=clusters, num_resamples=bootstrap_resamples)
-                if bootstrap_resamples else {})
-        results[name] = {"metrics": values, "intervals": intervals,
-                         "auroc_by_subgroup": _auroc_by_subgroup(probs, labels, test[0],
-                                                                 multilabel_targets)}
+        intervals = (reports.intervals(probs, labels, k, clusters, bootstrap_resamples)
+                     if bootstrap_resamples else {})
+        results[name] = {"metrics": task.metrics(probs, labels, k), "intervals": intervals,
+                         "auroc_by_subgroup": _auroc_by_subgroup(probs, labels, test[0], task)}
 
     out_dir = paths.resolve_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,11 +101,11 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
         "split": split, "members": [str(m.run_dir) for m in models],
         "dataset": f"{models[0].config.dataset.name}/"
                    f"{models[0].config.dataset.builder_config or 'default'}",
-        "classes": list(models[0].spec.class_names), "multilabel": multilabel_targets,
+        "classes": list(models[0].spec.class_names), "multilabel": task.multilabel,
         "num_examples": int(labels.shape[0]), "meta_learner_fit_examples":
             int(val_labels.shape[0]), "results": results,
     }
-    shown = multilabel.REPORTED if multilabel_targets else analysis.REPORTED_METRICS
+    shown = reports.reported
     lines = [f"# Ensemble of {len(models)} runs ({split} split)", "",
              f"- dataset: {evaluation['dataset']}; {labels.shape[0]} examples",
              f"- stacked: logistic regression on the members' log-probabilities, fitted on "

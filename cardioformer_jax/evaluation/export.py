@@ -26,17 +26,11 @@ FORMAT = "cardioformer_jax.export/1"
 def model_function(model: inference.TrainedModel) -> Callable[..., jax.Array]:
     """``f(samples (B, T, C)) -> logits (B, K)`` with the parameters closed over; a model
     that fuses age and sex takes their features too: ``f(samples, tabular (B, 4))``."""
-    apply = model.apply_fn()
-    params, rngs = model.params, model.rngs
+    apply, params, rngs = model.apply_fn(), model.params, model.rngs
+    names = ("signal", "tabular") if model.uses_tabular else ("signal",)
 
-    if model.uses_tabular:
-        def logits_with_tabular(samples: jax.Array, tabular: jax.Array) -> jax.Array:
-            return apply(params, rngs, samples, tabular)
-
-        return logits_with_tabular
-
-    def logits(samples: jax.Array) -> jax.Array:
-        return apply(params, rngs, samples)
+    def logits(*arrays: jax.Array) -> jax.Array:  # the model's inputs, in `names` order
+        return apply(params, rngs, dict(zip(names, arrays, strict=True)))
 
     return logits
 
@@ -78,9 +72,7 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
                         "(age - 60) / 20, 0 when unknown; age_known 0/1; male, female "
                         "one-hot (both 0 when unknown)"}} if extra_avals else {}),
         "output": {"name": "logits", "shape": shape(out_aval), "dtype": str(out_aval.dtype),
-                   "note": ("a sigmoid per class gives the (multi-label) class "
-                            "probabilities" if model.spec.multilabel else
-                            "softmax over the last axis gives class probabilities")
+                   "note": model.spec.task.probabilities_note
                            + "; a record's probabilities are the mean over its samples"},
         "lead_names": list(model.spec.lead_names),
         "class_names": list(model.spec.class_names),

@@ -19,7 +19,7 @@ from etils import epath
 from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.core import progress as progress_lib
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.evaluation import analysis, inference, multilabel
+from cardioformer_jax.evaluation import analysis, inference, report_render, task_reports
 from cardioformer_jax.training import train
 from tfds_builders import labels as label_rules
 
@@ -213,7 +213,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     y = np.stack(targets)
     record_ids_arr = np.asarray(record_ids, dtype=object)
     subjects = np.asarray(subject_ids, np.int64)
-    detail = multilabel.analyse(
+    detail = task_reports.MULTI_LABEL.analyse(
         p, y, mapping.expressible, record_ids=record_ids_arr, subject_ids=subjects,
         ages=np.asarray(ages), sexes=np.asarray(sexes), bootstrap_resamples=bootstrap_resamples,
         class_names=list(spec.class_names))
@@ -251,21 +251,15 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                  "synthetic": bool(metadata.get("synthetic"))},
         "predictions_file": predictions_path.name,
     }
-    if not spec.multilabel:
-        single = y[:, mapping.expressible].sum(axis=1) == 1
-        if single.any():
-            evaluation["single_label"] = {
-                "n": int(single.sum()),
-                "metrics": metrics.classification_metrics(p[single], y[single].argmax(axis=1),
-                                                          num_classes=p.shape[1])}
+    evaluation.update(task_reports.of(spec.task).external_view(p, y, mapping.expressible))
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(multilabel.render_report(
+    report_path.write_text(report_render.render_multilabel_report(
         evaluation, f"External validation of `{evaluation['workdir']}` on "
                     f"{evaluation['dataset']} ({split} split)"))
-    multilabel.write_predictions_csv(predictions_path, spec.class_names, p, y,
-                                     mapping.expressible, record_ids_arr, subjects,
-                                     np.asarray(segments), sources=database_arr)
-    card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
+    task_reports.MULTI_LABEL.write_predictions_csv(
+        predictions_path, spec.class_names, p, y, mapping.expressible, record_ids_arr, subjects,
+        np.asarray(segments), sources=database_arr)
+    card_path.write_text(report_render.render_multilabel_card(evaluation, report_path.name))
     logging_utils.write_json(json_path, evaluation)
     evaluation["report_path"] = str(report_path)
     return evaluation
@@ -278,8 +272,8 @@ def by_source(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray,
     out: dict[str, dict[str, Any]] = {}
     for database in sorted(set(databases.tolist())):
         mask = databases == database
-        record_probs, record_targets, ids = multilabel.record_level(p[mask], y[mask],
-                                                                    record_ids[mask])
+        record_probs, record_targets, ids = metrics.record_level(p[mask], y[mask],
+                                                                 record_ids[mask])
         out[database] = {"examples": int(mask.sum()), "records": int(ids.size),
                          "segment": metrics.multilabel_metrics(p[mask], y[mask]),
                          "record": metrics.multilabel_metrics(record_probs, record_targets)}

@@ -7,6 +7,7 @@ docs/usage.md, "After training".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from etils import epath
 from flax import nnx
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.core import logging_utils, paths, sharding
+from cardioformer_jax.core import logging_utils, paths, sharding, tasks
 from cardioformer_jax.data import dataset_inputs, tabular, windows
 from cardioformer_jax.training import checkpointing, steps, train
 
@@ -86,16 +87,9 @@ class TrainedModel:
         return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
 
     def apply_fn(self) -> Callable[..., jax.Array]:
-        """``f(params, rngs, signal (B, T, C)[, tabular (B, 4)]) -> logits (B, K)``
+        """``f(params, rngs, {"signal": (B, T, C)[, "tabular": (B, 4)]}) -> logits (B, K)``
         (float32), pure: `steps.logits_step`, what the `logits` program compiles."""
-        definition = self.programs.definition
-
-        def apply(params: nnx.State, rngs: nnx.State, signal: jax.Array,
-                  tabular_inputs: jax.Array | None = None) -> jax.Array:
-            return steps.logits_step(definition, params, rngs,
-                                     {"signal": signal, "tabular": tabular_inputs})
-
-        return apply
+        return functools.partial(steps.logits_step, self.programs.definition)
 
     @property
     def uses_tabular(self) -> bool:
@@ -300,7 +294,7 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     config = read_config(run_dir)
     spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
                                      leads=config.dataset.leads,
-                                     multilabel=bool(config.dataset.multilabel))
+                                     task=tasks.from_config(config))
     shape = (int(config.input.seq_len), int(config.input.num_channels))
     record = (spec.sample_length, len(spec.lead_names))
     cropped = windows.from_config(config) is not None

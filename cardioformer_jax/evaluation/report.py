@@ -5,30 +5,21 @@ docs/training.md, "Evaluation artefacts".
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
 import numpy as np
 from etils import epath
 
-from cardioformer_jax.core import logging_utils, metrics, paths
+from cardioformer_jax.core import logging_utils, paths
 from cardioformer_jax.data import datasets
-from cardioformer_jax.evaluation import (
-    analysis,
-    challenge_report,
-    inference,
-    multilabel,
-    report_render,
-)
+from cardioformer_jax.evaluation import analysis, challenge_report, inference, task_reports
 from cardioformer_jax.evaluation.markdown import pct as _pct
-from cardioformer_jax.evaluation.markdown import table as _table
 from cardioformer_jax.training import steps, train
 
 
@@ -75,102 +66,6 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
         record_ids=record_ids, subject_ids=field("subject_id", -1, np.int64),
         ages=field("age", -1.0, np.float64), sexes=field("sex", -1, np.int64),
         segments=field("segment", -1, np.int64))
-
-
-def _record_subjects(predictions: SplitPredictions) -> np.ndarray:
-    """The subject of each record, in the sorted record order of `metrics.record_level`."""
-    _, first = np.unique(predictions.record_ids, return_index=True)
-    return predictions.subject_ids[first]
-
-
-def bootstrap(predictions: SplitPredictions, num_classes: int,
-              num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-              seed: int = analysis.BOOTSTRAP_SEED,
-              class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
-    resampling subjects when the dataset records them, else examples (records); resamples
-    lacking a resamplable class are redrawn (`bootstrap.bootstrap_resamples`). Besides the
-    intervals: ``"redrawn"`` and ``"too_rare"`` (``{class name: reason}``) per level, and
-    ``"per_class_auroc"`` (segment level, one interval or None per class)."""
-    p, y = predictions.probs, predictions.labels
-    names = (list(class_names) if class_names is not None
-             else [str(c) for c in range(num_classes)])
-    by_subject = bool((predictions.subject_ids >= 0).all())
-    record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
-    options = {"num_resamples": num_resamples, "seed": seed}
-    boots = {
-        "segment": analysis.bootstrap_analysis(
-            p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
-            **options),
-        "record": analysis.bootstrap_analysis(
-            record_probs, record_labels, num_classes,
-            clusters=_record_subjects(predictions) if by_subject else None, **options),
-    }
-    return {
-        "resamples": num_resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
-        "unit": "subject" if by_subject else "example",
-        **{level: b["intervals"] for level, b in boots.items()},
-        "redrawn": {level: b["redrawn"] for level, b in boots.items()},
-        "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
-                     for level, b in boots.items()},
-        "per_class_auroc": boots["segment"]["per_class_auroc"],
-    }
-
-
-def analyse(predictions: SplitPredictions, num_classes: int,
-            bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-            class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Every number of the report's detailed sections (see `analysis`); with
-    `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`),
-    each per-class row then carrying its AUROC interval (``"auroc_ci"``)."""
-    p, y = predictions.probs, predictions.labels
-    out: dict[str, Any] = {
-        "num_examples": int(y.size),
-        "num_records": int(np.unique(predictions.record_ids).size),
-        "num_subjects": int(np.unique(predictions.subject_ids).size),
-        "segment": metrics.classification_metrics(p, y, num_classes=num_classes),
-        "record": analysis.record_level_metrics(p, y, predictions.record_ids, num_classes),
-        "ece": analysis.expected_calibration_error(p, y),
-        "reliability": {k: v.tolist() for k, v in analysis.reliability_bins(p, y).items()},
-        "confusion": analysis.confusion_matrix(p, y).tolist(),
-        "per_class": analysis.per_class_metrics(p, y),
-    }
-    sex = analysis.sex_groups(predictions.sexes)
-    if (sex != analysis.UNKNOWN).any():
-        out["by_sex"] = analysis.metrics_by_group(p, y, sex, num_classes,
-                                                  order=list(analysis.SEX_NAMES.values()))
-    age = analysis.age_bands(predictions.ages)
-    if (age != analysis.UNKNOWN).any():
-        out["by_age"] = analysis.metrics_by_group(
-            p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
-    if bootstrap_resamples > 0:
-        out["bootstrap"] = bootstrap(predictions, num_classes, bootstrap_resamples,
-                                     class_names=class_names)
-        for row, interval in zip(out["per_class"], out["bootstrap"]["per_class_auroc"],
-                                 strict=True):
-            row["auroc_ci"] = interval
-    return out
-
-
-def write_predictions_csv(predictions: SplitPredictions, class_names: Sequence[str],
-                          path: str | os.PathLike) -> epath.Path:
-    """One row per example: ids, true class (name and index), one probability column per
-    class (named by the class) and the predicted (argmax) class. Local or a URL."""
-    path = paths.as_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    predicted = predictions.probs.argmax(axis=1)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["record_id", "subject_id", "segment", "label", "label_index",
-                     *class_names, "predicted", "predicted_index"])
-    for i in range(predictions.labels.shape[0]):
-        label, guess = int(predictions.labels[i]), int(predicted[i])
-        writer.writerow([predictions.record_ids[i], int(predictions.subject_ids[i]),
-                         int(predictions.segments[i]), class_names[label], label,
-                         *(repr(float(v)) for v in predictions.probs[i]),
-                         class_names[guess], guess])
-    path.write_text(buffer.getvalue())
-    return path
 
 
 # --- the whole evaluation -------------------------------------------------------------------
@@ -255,93 +150,37 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
                      seed: int | None = None, data_dir: str | None = None,
                      bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
                      ) -> dict[str, Any]:
-    """Evaluates a training workdir, writes the report, plots, JSON, per-example
-    predictions and model card; returns the JSON. `bootstrap_resamples` = 0: no
-    confidence intervals."""
+    """Evaluates a training workdir, writes the task's report (`task_reports`), JSON,
+    per-example predictions and model card; returns the JSON. `bootstrap_resamples` = 0:
+    no confidence intervals."""
     workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
     detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
-    if model.spec.multilabel:
-        return _evaluate_multilabel(workdir, split, model, detail_dir, seeds, data_dir,
-                                    bootstrap_resamples)
+    task = model.spec.task
+    reports = task_reports.of(task)
     class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
-    detail = analyse(predictions, num_classes, bootstrap_resamples, class_names)
+    detail = reports.detail(predictions, num_classes, bootstrap_resamples, class_names)
     data, comparison = _dataset_facts(model, split, data_dir)
     predictions_path, card_path = artefact_paths(workdir, split)
-
     evaluation = _evaluation_head(workdir, detail_dir, split, model,
-                                  model.config.dataset.name, detail, data, comparison,
-                                  predictions_path)
+                                  reports.dataset_name(model.config, data), detail, data,
+                                  comparison, predictions_path)
     if seeds:
         per_seed = _per_seed_metrics(
             workdir, seeds, model, predictions, split, data_dir,
-            lambda p: metrics.classification_metrics(p.probs, p.labels,
-                                                     num_classes=num_classes))
+            lambda p: task.metrics(p.probs, p.labels, num_classes))
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
-        evaluation["seed_summary"] = analysis.seed_summary(
-            per_seed, evaluation["dataset"],
-            compare_with_paper=evaluation["paper_comparison"]["comparable"])
-
-    report_path, json_path = report_paths(workdir, split)
-    plots = report_render.write_plots(predictions, detail, class_names,
-                                      workdir / report_render.PLOTS_DIR, split)
-    report_path.write_text(report_render.render_report(evaluation, class_names, plots, workdir))
-    write_predictions_csv(predictions, class_names, predictions_path)
-    card_path.write_text(report_render.render_model_card(evaluation, class_names))
-    logging_utils.write_json(json_path, evaluation)
-    return evaluation
-
-
-def _evaluate_multilabel(workdir: epath.Path, split: str, model: inference.TrainedModel,
-                         detail_dir: epath.Path, seeds: Mapping[int, epath.Path],
-                         data_dir: str | None, bootstrap_resamples: int) -> dict[str, Any]:
-    """`evaluate_workdir` for a multi-label run (the PTB-XL benchmark): the report of
-    `multilabel`, per-seed macro AUROC / Fmax for a multi-seed workdir."""
-    class_names = list(model.spec.class_names)
-    predictions = split_predictions(model, split, data_dir)
-    expressible = np.ones(len(class_names), bool)
-    detail = multilabel.analyse(
-        predictions.probs, predictions.labels, expressible,
-        record_ids=predictions.record_ids, subject_ids=predictions.subject_ids,
-        ages=predictions.ages, sexes=predictions.sexes,
-        bootstrap_resamples=bootstrap_resamples, class_names=class_names)
-    data, comparison = _dataset_facts(model, split, data_dir)
-    predictions_path, card_path = artefact_paths(workdir, split)
-    evaluation = _evaluation_head(
-        workdir, detail_dir, split, model,
-        f"{model.config.dataset.name}/{data['builder_config'] or 'default'}", detail, data,
-        comparison, predictions_path)
-    if seeds:
-        per_seed = _per_seed_metrics(
-            workdir, seeds, model, predictions, split, data_dir,
-            lambda p: metrics.multilabel_metrics(p.probs, p.labels))
-        evaluation["seeds"] = list(seeds)
-        evaluation["per_seed"] = per_seed
-        evaluation["seed_aggregate"] = metrics.aggregate_seeds(list(per_seed.values()))
+        evaluation.update(reports.seed_results(per_seed, evaluation))
     if challenge_report.is_challenge_run(model.config):
         evaluation["challenge"] = _challenge_section(model, detail_dir, split, predictions,
                                                      data_dir, bootstrap_resamples)
     report_path, json_path = report_paths(workdir, split)
-    text = multilabel.render_report(
-        evaluation, f"Evaluation of `{workdir}` ({split} split)")
-    if "challenge" in evaluation:
-        text += "\n" + "\n".join(challenge_report.render(evaluation["challenge"]))
-    if seeds:
-        aggregate = evaluation["seed_aggregate"]
-        text += "\n" + "\n".join(
-            [f"## Mean ± std over {len(seeds)} seeds ({split})", "",
-             *_table(["metric", "mean ± std (%)"],
-                                [[m, metrics.format_mean_std(aggregate[m])]
-                                 for m in multilabel.REPORTED]), ""])
-    report_path.write_text(text)
-    multilabel.write_predictions_csv(predictions_path, class_names, predictions.probs,
-                                     predictions.labels, expressible, predictions.record_ids,
-                                     predictions.subject_ids, predictions.segments)
-    card_path.write_text(multilabel.render_model_card(evaluation, report_path.name))
+    reports.write_artefacts(evaluation, predictions, workdir, {
+        "report": report_path, "predictions": predictions_path, "card": card_path})
     logging_utils.write_json(json_path, evaluation)
     return evaluation
 

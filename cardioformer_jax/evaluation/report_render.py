@@ -1,5 +1,5 @@
-"""The single-label report's rendering: plots, ``report.md`` and ``MODEL_CARD.md`` of an
-`report.evaluate_workdir` result (docs/training.md, "Evaluation artefacts")."""
+"""The reports' rendering: plots, ``report.md`` and ``MODEL_CARD.md`` of an evaluation,
+single- or multi-label (docs/training.md, "Evaluation artefacts")."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cardioformer_jax.evaluation.report import SplitPredictions
 
 PLOTS_DIR = "plots"
+MULTILABEL_REPORTED = ("auroc", "fmax", "auprc", "f1", "precision", "recall")
 
 
 def _metric_rows(values: Mapping[str, float],
@@ -287,5 +288,154 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
     if not evaluation["paper_comparison"]["comparable"]:
         lines.append(f"- Not comparable with the paper's results: "
                      f"{evaluation['paper_comparison']['reason']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --- multi-label ---------------------------------------------------------------------------
+
+
+def _multilabel_header(evaluation: Mapping[str, Any]) -> list[str]:
+    detail = evaluation["detail"]
+    lines = [f"- dataset: {evaluation['dataset']}; {detail['num_examples']} examples from "
+             f"{detail['num_records']} records of {detail['num_subjects']} subjects",
+             f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint "
+             f"step {evaluation['step']} (epoch {evaluation['epoch']}, the best validation "
+             f"{evaluation.get('selection_metric', 'f1')}), SWA parameters",
+             "- multi-label: one probability per class; macro AUROC over the classes with "
+             "positives and negatives; Fmax sample-centric (docs/benchmarks.md); "
+             "F1/precision/recall macro at threshold 0.5; percentages = metrics x 100"]
+    external = evaluation.get("external")
+    if external:
+        lines.insert(0, f"- **external validation**: trained on `{external['trained_on']}`, "
+                        f"evaluated on `{external['evaluated_on']}` ({external['mapping']})")
+        missing = [c for c, ok in zip(evaluation["classes"], external["expressible"],
+                                      strict=True) if not ok]
+        if missing:
+            lines.append(f"- classes the evaluated data cannot express (left out of every "
+                         f"metric): {', '.join(missing)}")
+        for reason, count in sorted(external.get("skipped", {}).items()):
+            lines.append(f"- examples not evaluated: {count} ({reason})")
+        trained = external.get("training_databases")
+        if trained:
+            left_out = external.get("excluded_training_records") or {}
+            counts = ", ".join(f"{n} {db} record{'s' if n != 1 else ''}"
+                               for db, n in left_out.items()) or "none in this split"
+            lines.append(f"- left out, from the databases the run was trained on "
+                         f"({', '.join(trained)}): {counts}")
+    return lines
+
+
+def _source_table(detail: Mapping[str, Any]) -> list[str]:
+    """Per source database: records, examples, example-level AUROC / Fmax, record-level
+    AUROC (external validation)."""
+    rows = [[db, v["records"], v["examples"], _pct(v["segment"]["auroc"]),
+             _pct(v["segment"]["fmax"]), _pct(v["record"]["auroc"])]
+            for db, v in detail["by_source"].items()]
+    return ["## By source database", "",
+            "The pooled figures above mix these databases; a class a database lacks has no "
+            "AUROC there (macro means over the classes it has).", "",
+            *_table(["source", "records", "examples", "auroc", "fmax", "record auroc"], rows),
+            ""]
+
+
+def render_multilabel_report(evaluation: Mapping[str, Any], title: str) -> str:
+    """The Markdown report of a multi-label evaluation (`report.evaluate_workdir`,
+    `external.evaluate_external`)."""
+    detail = evaluation["detail"]
+    boot = detail.get("bootstrap") or {}
+    lines = [f"# {title}", "", *_multilabel_header(evaluation), ""]
+    training = evaluation.get("training_results")
+    for level, heading in (("segment", "Example level"), ("record", "Record level")):
+        lines += [f"## {heading}", ""]
+        if level == "record":
+            lines += [f"Probabilities averaged per record ({int(detail['record']['n'])} "
+                      "records).", ""]
+        headers = ["metric", "value", "95% CI"]
+        with_training = training and level == "segment"
+        if with_training:
+            headers.append("training (results.json)")
+        rows = []
+        for name in MULTILABEL_REPORTED:
+            row = [name, _pct(detail[level][name]), _ci(boot.get(level), name)]
+            if with_training:
+                row.append(_pct(training.get(name)))
+            rows.append(row)
+        lines += _table(headers, rows)
+        lines.append("")
+    lines += [_bootstrap_note(detail), ""]
+    if detail.get("by_source"):
+        lines += _source_table(detail)
+    single = evaluation.get("single_label")
+    if single:
+        lines += ["## Single-label view", "",
+                  f"The model is single-label (softmax): on the {single['n']} examples "
+                  "with exactly one expressible class.", ""]
+        lines += _table(["metric", "value"],
+                        [[m, _pct(single["metrics"][m])] for m in analysis.REPORTED_METRICS])
+        lines.append("")
+    lines += ["## Per class", ""]
+    lines += _table(["class", "support", "auroc", "auroc 95% CI", "ap"],
+                    [[name, "not expressible" if not r["expressible"] else r["support"],
+                      _pct(r["auroc"]), _ci(r, "auroc_ci"), _pct(r["ap"])]
+                     for name, r in zip(evaluation["classes"], detail["per_class"],
+                                        strict=True)])
+    lines.append("")
+    for key, heading in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
+        if detail.get(key):
+            lines += [f"## {heading}", "", "Unknown values are left out.", ""]
+            lines += _table(["group", "n", "auroc", "fmax"],
+                            [[g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
+                             for g, v in detail[key].items()])
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_multilabel_card(evaluation: Mapping[str, Any], report_name: str) -> str:
+    """``MODEL_CARD.md`` of a multi-label or external evaluation."""
+    detail = evaluation["detail"]
+    data = evaluation["data"]
+    boot = detail.get("bootstrap") or {}
+    classes = evaluation["classes"]
+    lines = [f"# Model card: {evaluation['model_name']} on {data['name']}", "",
+             f"Generated by `python -m cardioformer_jax.evaluate` from run "
+             f"`{evaluation['run_dir']}` (checkpoint step {evaluation['step']}, epoch "
+             f"{evaluation['epoch']}; SWA parameters). Details: `{report_name}`; "
+             f"per-example predictions: `{evaluation['predictions_file']}`.", "",
+             "## Intended use", "",
+             "Research on ECG classification. **Not a medical device**: not validated for "
+             "clinical use, diagnosis or treatment decisions, and not to be used on "
+             "patients.", "",
+             "## Data and split", "",
+             f"- evaluated: `{data['name']}`, builder config "
+             f"`{data['builder_config'] or 'default'}`, {evaluation['split']} split"
+             + (" — a **synthetic twin**" if data.get("synthetic") else ""),
+             f"- classes ({len(classes)}): {', '.join(classes)}; multi-label truth",
+             *_multilabel_header(evaluation), "",
+             f"## Metrics ({evaluation['split']} split)", "", _bootstrap_note(detail), ""]
+    rows = [[level, name, _pct(detail[level][name]), _ci(boot.get(level), name)]
+            for level in ("segment", "record") for name in MULTILABEL_REPORTED]
+    lines += _table(["level", "metric", "value (%)", "95% CI (%)"], rows)
+    lines += ["", "## Calibration", "",
+              f"Mean binary cross-entropy per class: {detail['segment']['loss']:.4f} "
+              "(no top-label ECE: the classes are not exclusive).", "", "## Subgroups", ""]
+    groups = [(k, t) for k, t in (("by_sex", "sex"), ("by_age", "age band")) if detail.get(k)]
+    if groups:
+        lines += _table(["subgroup", "group", "n", "AUROC (%)", "Fmax (%)"],
+                        [[t, g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
+                         for k, t in groups for g, v in detail[k].items()])
+        lines.append("")
+    else:
+        lines += ["Not reported: the data records neither sex nor age.", ""]
+    lines += ["## Known limitations", "",
+              "- Confidence intervals resample the evaluated split only; they do not cover "
+              "variation over training seeds.",
+              "- Fmax picks its threshold on the evaluated data itself (the benchmark's "
+              "definition), so it is optimistic for a deployed threshold."]
+    if evaluation.get("external"):
+        lines.append("- External labels come from another dataset's coding, mapped to this "
+                     "model's classes (docs/data.md); the mapping is approximate.")
+    if data.get("synthetic"):
+        lines.append("- **Synthetic demo data**: the numbers say nothing about real ECGs.")
     lines.append("")
     return "\n".join(lines)

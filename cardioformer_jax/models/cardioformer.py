@@ -515,10 +515,10 @@ class Cardioformer(nnx.Module):
         wanted = self.config.eval_chunk_size or (8 if self.kernels == "cpu" else batch)
         return next(rows for rows in range(min(wanted, batch), batch + 1) if batch % rows == 0)
 
-    def __call__(self, x: Array, tabular: Array | None = None) -> Array:
-        """Logits ``(B, num_classes)`` of ``x`` ``(B, T, C)``; ``tabular`` ``(B, 4)`` are
-        the age/sex features (`data.tabular`), required exactly when ``config.tabular`` is
-        not "none"."""
+    def __call__(self, inputs: Array | Mapping[str, Array]) -> Array:
+        """Logits ``(B, num_classes)`` of the `model_inputs`: a signal ``(B, T, C)`` and,
+        exactly when ``config.tabular`` is not "none", its age/sex features."""
+        x, tabular = model_inputs(inputs)
         self.check_input(x)
         check_tabular(self.config.tabular, x, tabular)
         if self.deterministic:
@@ -547,6 +547,15 @@ class Cardioformer(nnx.Module):
         tokens = self.encode(tokens, keys["encoder"])
         return self.head(tokens, keys["head"],
                          gelu(embedded) if self.config.tabular == "late" else None)
+
+
+def model_inputs(inputs: Array | Mapping[str, Array]) -> tuple[Array, Array | None]:
+    """``(signal, tabular)`` of a model's inputs: a signal ``(B, T, C)`` alone, or a batch
+    with ``"signal"`` and, for age/sex fusion, ``"tabular"`` ``(B, 4)`` (`data.tabular`);
+    its other entries (labels, mask) are not the model's."""
+    if isinstance(inputs, Mapping):
+        return inputs["signal"], inputs.get("tabular")
+    return inputs, None
 
 
 def check_tabular(mode: str, x: Array, tabular: Array | None) -> None:

@@ -18,6 +18,7 @@ from cardioformer_jax.models.cardioformer import (
     TABULAR_MODES,
     check_tabular,
     dataclass_from_config,
+    model_inputs,
 )
 from cardioformer_jax.ops import KERNELS, resolve_kernels
 from cardioformer_jax.ops.dropout import dropout
@@ -171,9 +172,10 @@ class ResNet1D(nnx.Module):
             x = block(x)
         return x.mean(axis=1)
 
-    def __call__(self, x: jax.Array, tabular: jax.Array | None = None) -> jax.Array:
-        """Logits of ``x`` ``(B, T, C)``; ``tabular`` ``(B, 4)`` age/sex features exactly
-        when ``config.tabular`` is not "none"."""
+    def __call__(self, inputs: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
+        """Logits of the `model_inputs`: a signal ``(B, T, C)`` and, exactly when
+        ``config.tabular`` is not "none", its age/sex features."""
+        x, tabular = model_inputs(inputs)
         self.check_input(x)
         check_tabular(self.config.tabular, x, tabular)
         key = None if self.deterministic else self.rngs()

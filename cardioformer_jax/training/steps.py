@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 
 from cardioformer_jax import models
-from cardioformer_jax.core import metrics, sharding
+from cardioformer_jax.core import sharding, tasks
 from cardioformer_jax.data import eval_input, windows
 from cardioformer_jax.models import partitioning
 from cardioformer_jax.training import swa
@@ -58,8 +58,7 @@ class ModelDef:
     eval_graphdef: nnx.GraphDef  # eval mode
     tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
     config: models.ModelSpec
-    # Multi-label: one sigmoid per class and binary cross-entropy; else softmax.
-    multilabel: bool = False
+    task: tasks.Task = tasks.SINGLE_LABEL  # the loss and the probabilities of the logits
     # Crops (`input.crop_seconds`): evaluation scores whole records over these windows.
     windowing: windows.Windowing | None = None
 
@@ -117,15 +116,15 @@ def init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
 
 
 def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
-              multilabel: bool = False, windowing: windows.Windowing | None = None
-              ) -> ModelDef:
+              task: tasks.Task = tasks.SINGLE_LABEL,
+              windowing: windows.Windowing | None = None) -> ModelDef:
     """Graph definitions of the model (traced abstractly: no weights created)."""
     model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
     return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
                     tx=create_optimizer(grad_clip_norm), config=model_config,
-                    multilabel=multilabel, windowing=windowing)
+                    task=task, windowing=windowing)
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
 def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}`` (plus
-    ``"tabular": (B, 4)`` for a model that fuses age and sex).
+    ``"tabular": (B, 4)`` for a model that fuses age and sex: the model reads the batch).
 
     A step whose loss or gradients are not finite leaves the parameters and Adam state as
     they were (the random stream still advances) and counts itself in
@@ -146,12 +145,8 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
         # copy=True: fresh Variables owned by this trace, so the model may advance its
         # RNG counter inside `value_and_grad`.
         model = nnx.merge(definition.graphdef, params, rngs, copy=True)
-        logits = model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
-        if definition.multilabel:
-            loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
-        else:
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        return loss, nnx.state(model, nnx.RngState)
+        logits = model(batch).astype(jnp.float32)
+        return definition.task.loss(logits, batch["label"]), nnx.state(model, nnx.RngState)
 
     (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rngs)
     updates, opt_state = definition.tx.update(grads, state.opt_state, state.params)
@@ -173,32 +168,30 @@ def logits_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     ``{"signal": (B, L, C)[, "tabular": (B, 4)]}``: no windows cut, no activation (what
     inference's `logits` and the exported model compute)."""
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
-    return model(batch["signal"], batch.get("tabular")).astype(jnp.float32)
+    return model(batch).astype(jnp.float32)
 
 
 def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Class probabilities ``(B, K)`` (float32) of the model in eval mode: softmax, or
-    one sigmoid per class for a multi-label model.
+    """Class probabilities ``(B, K)`` (float32) of the model in eval mode (the task's).
 
     With `definition.windowing` the batch holds whole records ``(B, T, C)``: the model
     scores their W windows as one ``(B * W, L, C)`` batch and a record's probabilities
     are the max (or mean) over its windows.
     """
-    signal, extra = batch["signal"], batch.get("tabular")
     windowing = definition.windowing
-    if windowing is not None:
-        cut = windows.cut_windows(signal, windowing)  # (B, W, L, C)
-        rows, count = cut.shape[:2]
-        # Record-major rows keep the sharded batch axis leading: each device's records'
-        # windows stay on that device.
-        signal = partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]), 0)
-        extra = None if extra is None else jnp.repeat(extra, count, axis=0)
-    logits = logits_step(definition, params, rngs, {"signal": signal, "tabular": extra})
-    probs = jax.nn.sigmoid(logits) if definition.multilabel else jax.nn.softmax(logits, axis=-1)
-    if windowing is not None:
-        probs = windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
-    return probs
+    if windowing is None:
+        return definition.task.probabilities(logits_step(definition, params, rngs, batch))
+    cut = windows.cut_windows(batch["signal"], windowing)  # (B, W, L, C)
+    rows, count = cut.shape[:2]
+    # Record-major rows keep the sharded batch axis leading: each device's records'
+    # windows stay on that device.
+    inputs = {"signal": partitioning.constrain_batch(cut.reshape(rows * count, *cut.shape[2:]),
+                                                     0)}
+    if "tabular" in batch:
+        inputs["tabular"] = jnp.repeat(batch["tabular"], count, axis=0)
+    probs = definition.task.probabilities(logits_step(definition, params, rngs, inputs))
+    return windows.aggregate(probs.reshape(rows, count, -1), windowing.aggregation)
 
 
 def swa_epoch_update(state: TrainState) -> TrainState:
@@ -240,15 +233,15 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     they are neither traced nor compiled again."""
     return _programs(models.model_spec(config),
                      float(config.train.grad_clip_norm), mesh,
-                     bool(config.dataset.multilabel),
+                     tasks.from_config(config),
                      windows.from_config(config))
 
 
 @functools.lru_cache(maxsize=8)
 def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh,
-              multilabel: bool = False, windowing: windows.Windowing | None = None
-              ) -> Programs:
-    definition = model_def(model_config, grad_clip_norm, multilabel, windowing)
+              task: tasks.Task = tasks.SINGLE_LABEL,
+              windowing: windows.Windowing | None = None) -> Programs:
+    definition = model_def(model_config, grad_clip_norm, task, windowing)
     init = _init_fn(model_config, grad_clip_norm)
     shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
     shardings = sharding.tree_shardings(shapes, mesh)
@@ -407,14 +400,9 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
 
 def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
                        labels: np.ndarray) -> dict[str, float]:
-    """The metrics of docs/training.md of probabilities ``(N, K)`` against `labels`
-    (`predict`): `metrics.classification_metrics`, or `metrics.multilabel_metrics` for a
-    multi-label config."""
-    if config.dataset.multilabel:
-        result = metrics.multilabel_metrics(probs, labels)
-    else:
-        result = metrics.classification_metrics(probs, labels,
-                                                num_classes=config.dataset.num_classes)
+    """The task's metrics (docs/training.md) of probabilities ``(N, K)`` against `labels`
+    (`predict`)."""
+    result = tasks.from_config(config).metrics(probs, labels, config.dataset.num_classes)
     # A count: logged as 1360, not 1360.0.
     result["num_examples"] = int(labels.shape[0])
     return result

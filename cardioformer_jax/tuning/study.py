@@ -20,6 +20,7 @@ import sqlalchemy.exc
 from absl import logging
 
 from cardioformer_jax import config_lib, models
+from cardioformer_jax.core import tasks
 from cardioformer_jax.data import demo, input_pipeline
 from cardioformer_jax.training import train
 from cardioformer_jax.tuning import report, search
@@ -126,7 +127,7 @@ def _protocol(config: ml_collections.ConfigDict, space_path: Path) -> dict[str, 
     """What every trial of a study must share; a worker with another one is refused."""
     return {"model_name": models.model_name(config), "dataset": config.dataset.name,
             "builder_config": config.dataset.builder_config,
-            "multilabel": bool(config.dataset.multilabel),
+            "multilabel": tasks.from_config(config).multilabel,
             "selection_metric": config.train.selection_metric,
             "search_space": space_path.name}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cardioformer_jax.core import metrics
+from cardioformer_jax.core import metrics, tasks
 from cardioformer_jax.evaluation import ensemble, inference, report
 from tests.helpers import run_fixtures, train_fixtures
 
@@ -75,7 +75,7 @@ def test_multilabel_stacking_keeps_the_mean_for_a_constant_class():
     test = [rng.random((10, 3)) for _ in range(2)]
     targets = (rng.random((40, 3)) < 0.5).astype(int)
     targets[:, 1] = 0
-    out = ensemble.stacked_probabilities(val, targets, test, multilabel_targets=True)
+    out = ensemble.stacked_probabilities(val, targets, test, task=tasks.MULTI_LABEL)
     np.testing.assert_allclose(out[:, 1], np.mean(test, axis=0)[:, 1])
     assert ((out >= 0) & (out <= 1)).all()
 

@@ -168,7 +168,7 @@ def test_multilabel_training_and_report(benchmark_data, tmp_path):
     assert result["validation"]["auroc"] == pytest.approx(best)
 
     model = inference.load(tmp_path / "run")
-    assert model.spec.multilabel and model.spec.sample_rate == 100
+    assert model.spec.task.multilabel and model.spec.sample_rate == 100
     rows = _rows(benchmark_data[1], "test")
     probs = model.probabilities(preprocessing.standardize(np.stack([r["signal"] for r in rows])))
     truth = np.stack([r["labels"] for r in rows])

@@ -1,12 +1,12 @@
 """The bootstrap's redraw rule (`bootstrap.bootstrap_resamples`) and the intervals built on it
-(`analysis.bootstrap_analysis`, `multilabel.bootstrap_analysis`); the rest of the interval
-logic is tested in test_analysis.py."""
+(`analysis.bootstrap_analysis`, `task_reports.MultiLabel.bootstrap_analysis`); the rest of
+the interval logic is tested in test_analysis.py."""
 
 import numpy as np
 import pytest
 
 from cardioformer_jax.core import metrics
-from cardioformer_jax.evaluation import analysis, bootstrap, markdown, multilabel
+from cardioformer_jax.evaluation import analysis, bootstrap, markdown, task_reports
 
 RARE = (3, 17, 40, 55, 68)  # 2-3 positives each among 300 examples
 
@@ -51,7 +51,7 @@ def test_redraw_keeps_every_class_in_every_resample():
     again = bootstrap.bootstrap_resamples(targets, 200, np.random.default_rng(0))
     np.testing.assert_array_equal(again.counts, draws.counts)
 
-    result = multilabel.bootstrap_analysis(probs, targets, num_resamples=200)
+    result = task_reports.MULTI_LABEL.bootstrap_analysis(probs, targets, num_resamples=200)
     point = metrics.multilabel_metrics(probs, targets)
     for name in ("auroc", "auprc", "fmax"):
         interval = result["intervals"][name]
@@ -93,7 +93,7 @@ def test_a_class_with_one_positive_is_named_too_rare():
     assert "fewer than 2" in draws.too_rare[9]
     assert not draws.classes[[9, 20]].any() and draws.classes.sum() == 69
 
-    detail = multilabel.analyse(
+    detail = task_reports.MULTI_LABEL.analyse(
         probs, targets, np.ones(71, bool), record_ids=np.arange(300), subject_ids=subjects,
         ages=np.full(300, -1), sexes=np.full(300, -1), bootstrap_resamples=50,
         class_names=names)

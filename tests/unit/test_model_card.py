@@ -9,7 +9,7 @@ import re
 import numpy as np
 
 from cardioformer_jax.core import logging_utils
-from cardioformer_jax.evaluation import analysis, report, report_render
+from cardioformer_jax.evaluation import analysis, report, report_render, task_reports
 
 CLASSES = ["NORM", "MI", "STTC"]
 
@@ -28,7 +28,7 @@ def _evaluation(with_groups: bool = True, synthetic: bool = True) -> dict:
         ages=rng.uniform(20, 90, size=n) if with_groups else np.full(n, -1.0),
         sexes=rng.integers(0, 2, size=n) if with_groups else np.full(n, -1),
         segments=np.arange(n) % 4)
-    detail = report.analyse(predictions, 3, bootstrap_resamples=200)
+    detail = task_reports.SINGLE_LABEL.detail(predictions, 3, bootstrap_resamples=200)
     evaluation = {
         "workdir": "runs/demo", "run_dir": "runs/demo", "split": "test", "dataset": "ptbxl",
         "model_name": "cardioformer", "seed": 0, "step": 40, "epoch": 2, "classes": CLASSES,

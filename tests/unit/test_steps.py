@@ -16,7 +16,9 @@ import numpy as np
 from absl.testing import parameterized
 from flax import nnx
 
+from cardioformer_jax.core import tasks
 from cardioformer_jax.data import windows
+from cardioformer_jax.models.cardioformer import model_inputs
 from cardioformer_jax.training import steps
 
 # Each program runs once or twice: compiling is the cost.
@@ -32,7 +34,8 @@ class Classifier(nnx.Module):
         self.dropout = nnx.Dropout(0.5, rngs=rngs)
         self.linear = nnx.Linear(LENGTH * LEADS, CLASSES, rngs=rngs)
 
-    def __call__(self, signal: jax.Array, tabular: jax.Array | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array | dict[str, jax.Array]) -> jax.Array:
+        signal, _ = model_inputs(inputs)  # the models' contract: a batch or a signal
         return self.linear(self.dropout(signal.reshape(signal.shape[0], -1)))
 
 
@@ -42,7 +45,8 @@ def definition(multilabel: bool = False, windowing: windows.Windowing | None = N
     graphdef = nnx.graphdef(model)
     model.eval()
     return steps.ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                          tx=steps.create_optimizer(4.0), config=None, multilabel=multilabel,
+                          tx=steps.create_optimizer(4.0), config=None,
+                          task=tasks.of(multilabel),
                           windowing=windowing)
 
 

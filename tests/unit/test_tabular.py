@@ -42,20 +42,20 @@ def test_both_models_use_age_and_sex(mode):
     young = jnp.asarray(tabular_features(np.full(6, 25.0), np.zeros(6)))
     old = jnp.asarray(tabular_features(np.full(6, 85.0), np.ones(6)))
     for model in _models(mode):
-        a, b = model(x, young), model(x, old)
+        a, b = model({"signal": x, "tabular": young}), model({"signal": x, "tabular": old})
         assert a.shape == (6, 5) and np.isfinite(a).all()
         assert not np.allclose(a, b)  # the clinical context changes the output
         with pytest.raises(ValueError, match="age and sex"):
             model(x)
         with pytest.raises(ValueError, match="shape"):
-            model(x, young[:, :3])
+            model({"signal": x, "tabular": young[:, :3]})
 
 
 def test_a_model_without_fusion_refuses_features():
     x = jnp.zeros((2, 250, 12))
     for model in _models("none"):
         with pytest.raises(ValueError, match="tabular='none'"):
-            model(x, jnp.zeros((2, 4)))
+            model({"signal": x, "tabular": jnp.zeros((2, 4))})
 
 
 def test_early_fusion_adds_one_token_per_granularity_and_chunks_agree():
@@ -72,11 +72,12 @@ def test_early_fusion_adds_one_token_per_granularity_and_chunks_agree():
                            rngs=nnx.Rngs(0))
     for m in (whole, chunked):
         m.eval()
-    np.testing.assert_allclose(chunked(x, t), whole(x, t), atol=2e-5)
+    np.testing.assert_allclose(chunked({"signal": x, "tabular": t}),
+                               whole({"signal": x, "tabular": t}), atol=2e-5)
     single = Cardioformer(ModelConfig(tabular="early", single_channel=True, **TINY),
                           rngs=nnx.Rngs(0))
     single.eval()
-    assert single(x[:2], t[:2]).shape == (2, 5)
+    assert single({"signal": x[:2], "tabular": t[:2]}).shape == (2, 5)
 
 
 def test_tabular_configs_validate():
