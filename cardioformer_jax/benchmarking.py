@@ -208,7 +208,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     ``latency=False`` skips the single-sample latency (reported as None).
     """
     config = _benchmark_config(config, batch, eval_batch)
-    spec = models.model_spec(config)
+    spec = models.network_config(config)
     mesh = sharding.mesh_from_config(config)
     steps.check_fits(config, mesh)
     devices = list(mesh.devices.flat)

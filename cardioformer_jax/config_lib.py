@@ -17,13 +17,13 @@ from cardioformer_jax import models
 from cardioformer_jax.core import tasks
 from cardioformer_jax.data import windows
 from cardioformer_jax.models import resnet1d
-from cardioformer_jax.models.cardioformer import ModelConfig, parse_patch_lens
+from cardioformer_jax.models.cardioformer import CardioformerConfig, parse_patch_lens
 
 PATCH_LENS_16 = (2, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
 PATCH_LENS_12 = (2, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32)
 
 
-# The input sizes of the network (`ModelConfig` and `ResNet1DConfig` fields) are config
+# The input sizes of the network (`CardioformerConfig` and `ResNet1DConfig` fields) are config
 # fields outside its section: what the data gives it, the same for every network. Keys of
 # configs written before they moved out of `model` (`with_defaults` migrates those).
 INPUT_SIZES: dict[str, str] = {"seq_len": "input.seq_len",
@@ -32,8 +32,8 @@ INPUT_SIZES: dict[str, str] = {"seq_len": "input.seq_len",
 MOVED_FIELDS: dict[str, str] = {f"model.{name}": field for name, field in INPUT_SIZES.items()}
 
 
-def model_config(**overrides) -> ml_collections.ConfigDict:
-    """The `model` section: every `ModelConfig` field but the input sizes (`INPUT_SIZES`),
+def model_section(**overrides) -> ml_collections.ConfigDict:
+    """The `model` section: every `CardioformerConfig` field but the input sizes (`INPUT_SIZES`),
     paper defaults, then `overrides`.
 
     Augmentations stay a string (the reference's syntax) so that command-line overrides
@@ -43,13 +43,13 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
     if moved:
         raise ValueError(f"{', '.join(moved)} are not model fields; set "
                          f"{', '.join(f'config.{INPUT_SIZES[n]}' for n in moved)}")
-    values = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+    values = {f.name: f.default for f in dataclasses.fields(CardioformerConfig)
               if f.name not in INPUT_SIZES}
     values["augmentations"] = "jitter0.2,scale0.2,drop0.5"
     values.update(overrides)
     # Fail early on a bad value; the patch lengths meet `input.seq_len` in `validate_config`.
-    longest = max(parse_patch_lens(values["patch_lens"]), default=ModelConfig.seq_len)
-    ModelConfig.from_config({**values, "seq_len": max(ModelConfig.seq_len, longest)})
+    longest = max(parse_patch_lens(values["patch_lens"]), default=CardioformerConfig.seq_len)
+    CardioformerConfig.from_config({**values, "seq_len": max(CardioformerConfig.seq_len, longest)})
     return ml_collections.ConfigDict(values)
 
 
@@ -98,7 +98,7 @@ class Field:
         return None
 
 
-# Every field of a config except the `model` and `resnet` sections (`ModelConfig`,
+# Every field of a config except the `model` and `resnet` sections (`CardioformerConfig`,
 # `ResNet1DConfig` but their input sizes, `INPUT_SIZES`); `base_config`, `validate_config`,
 # the resume rules and the table in docs/training.md (`fields_table`) are made from it.
 FIELDS: dict[str, Field] = {
@@ -166,11 +166,11 @@ FIELDS: dict[str, Field] = {
 
 def resume_fields(rule: str) -> tuple[str, ...]:
     """The dotted names of the fields whose `Field.resume` is `rule`; in the model sections
-    `ModelConfig.SHAPE_FIELDS` (the input sizes are in `FIELDS`) and all of `resnet` are
+    `CardioformerConfig.SHAPE_FIELDS` (the input sizes are in `FIELDS`) and all of `resnet` are
     `NEVER`, the rest `ALLOW`."""
     names = tuple(name for name, field in FIELDS.items() if field.resume == rule)
     if rule == NEVER:
-        names += tuple(f"model.{name}" for name in ModelConfig.SHAPE_FIELDS
+        names += tuple(f"model.{name}" for name in CardioformerConfig.SHAPE_FIELDS
                        if name not in INPUT_SIZES) + ("resnet",)
     return names
 
@@ -191,7 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
     Every field a run can use exists here: `validate_config` rejects any other key, so
     a misspelt override fails before training instead of being silently ignored.
     """
-    values: dict[str, Any] = {"model": model_config(), "resnet": resnet1d.default_section()}
+    values: dict[str, Any] = {"model": model_section(), "resnet": resnet1d.default_section()}
     for name, field in FIELDS.items():
         *section, key = name.split(".")  # FIELDS are at most one section deep
         (values.setdefault(section[0], {}) if section else values)[key] = field.default
@@ -275,7 +275,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError for keys `base_config()` does not define or bad values.
 
     The dataset configs only change values, so the key set of `base_config()` is the
-    schema of every config; `ModelConfig.from_config` checks the model section.
+    schema of every config; `CardioformerConfig.from_config` checks the model section.
     """
     # The lead sets live with the input contracts (imported here: it reads WFDB).
     from cardioformer_jax.data.dataset_inputs import LEAD_SETS
@@ -283,8 +283,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems = _schema_problems(config, base_config(), "")
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
-    ModelConfig.from_config({**config.model, **models.input_sizes(config)})
-    models.model_spec(config)  # model_name and, for the baseline, the resnet section
+    CardioformerConfig.from_config({**config.model, **models.input_sizes(config)})
+    models.network_config(config)  # model_name and, for the baseline, the resnet section
     problems = [problem for name, field in FIELDS.items()
                 if (problem := field.problem(name, config[name]))]
     if problems:

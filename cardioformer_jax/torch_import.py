@@ -25,7 +25,7 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        convert(models.model_spec(config_flag.value), checkpoint_flag.value, out_flag.value,
+        convert(models.network_config(config_flag.value), checkpoint_flag.value, out_flag.value,
                 overwrite=overwrite_flag.value)
 
     app.run(main, flags_parser=config_lib.parse_flags)

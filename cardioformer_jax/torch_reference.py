@@ -21,7 +21,7 @@ def _main() -> None:
 
     def run(argv: list[str]) -> None:
         del argv
-        result = time_training(models.model_spec(config.value), batch.value, steps.value,
+        result = time_training(models.network_config(config.value), batch.value, steps.value,
                                threads.value)
         print(json.dumps(result, indent=2))
 

@@ -33,7 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.dataset.synthetic_patients = 600  # ~6.8k samples: 4.1k train, 1.3k val, 1.4k test
     config.input.seq_len, config.input.num_channels = 250, 12
     config.dataset.num_classes = 5
-    config.model = config_lib.model_config(
+    config.model = config_lib.model_section(
         d_model=32, d_ff=64, n_heads=4, e_layers=2, patch_lens=(8, 16, 32),
         augmentations="jitter0.2,scale0.2,drop0.5")
     config.train.batch_size = 64
@@ -55,7 +55,7 @@ def _superdiagnostic() -> ml_collections.ConfigDict:
     config.dataset.synthetic_patients = 6000
     config.input.seq_len, config.input.num_channels = 1000, 12
     config.dataset.num_classes = 5
-    config.model = config_lib.model_config(
+    config.model = config_lib.model_section(
         d_model=32, d_ff=64, n_heads=4, e_layers=2, patch_lens=(16, 32, 64, 128),
         augmentations="jitter0.2,scale0.2,drop0.5")
     config.train.batch_size = 64

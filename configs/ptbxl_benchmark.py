@@ -79,7 +79,7 @@ def get_config(argument: str = "superdiagnostic") -> ml_collections.ConfigDict:
     config.dataset.multilabel = True
     config.input.seq_len, config.input.num_channels = seq_len, 12
     config.dataset.num_classes = num_classes
-    config.model = config_lib.model_config(
+    config.model = config_lib.model_section(
         patch_lens=benchmark_patch_lens(seq_len), augmentations="jitter0.2,scale0.2,drop0.5")
     config.model_name = model
     if crops:

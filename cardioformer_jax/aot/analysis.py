@@ -106,8 +106,8 @@ def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> floa
     encoder layer unrolled (cost analysis counts a loop body once) and without the
     forward pass that remat repeats."""
     config = ml_collections.ConfigDict(config.to_dict())
-    spec = models.model_spec(config)
-    if isinstance(spec, models.ModelConfig):
+    spec = models.network_config(config)
+    if isinstance(spec, models.CardioformerConfig):
         config.model.scan_unroll = spec.e_layers
         config.model.remat = False
     mesh = sharding.create_mesh((1, 1), devices=jax.devices("cpu")[:1])
@@ -368,10 +368,10 @@ def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: A
     unrolled (`model.scan_unroll = e_layers`); a non-positive estimate (as v5e returns) is
     reported as absent. These are the compiler's estimates, not measurements.
     """
-    spec = models.model_spec(config)
+    spec = models.network_config(config)
     unrolled = compiled
     seconds_compile = 0.0
-    if isinstance(spec, models.ModelConfig) and spec.scan_unroll < spec.e_layers:
+    if isinstance(spec, models.CardioformerConfig) and spec.scan_unroll < spec.e_layers:
         config = ml_collections.ConfigDict(config.to_dict())
         config.model.scan_unroll = spec.e_layers
         unrolled, seconds_compile = compile_train(config, target)

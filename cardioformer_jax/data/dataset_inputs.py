@@ -47,7 +47,7 @@ def lead_columns(setting: str, lead_names: tuple[str, ...]) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class InputSpec:
+class RecordPreparation:
     """The input contract of a dataset's models.
 
     Attributes:
@@ -122,33 +122,33 @@ class InputSpec:
         }
 
 
-INPUT_SPECS: dict[str, InputSpec] = {
-    "ptbxl": InputSpec("ptbxl", _LEADS_12, labels.PTBXL_CLASSES, "segments",
-                       preprocessing.SEGMENT_LENGTH),
-    "mimic_iv_ecg": InputSpec(
+RECORD_PREPARATIONS: dict[str, RecordPreparation] = {
+    "ptbxl": RecordPreparation("ptbxl", _LEADS_12, labels.PTBXL_CLASSES, "segments",
+                               preprocessing.SEGMENT_LENGTH),
+    "mimic_iv_ecg": RecordPreparation(
         "mimic_iv_ecg", ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5",
                          "V6"), labels.MIMIC_CLASSES, "segments", preprocessing.SEGMENT_LENGTH),
-    "ptb": InputSpec("ptb", (*(lead.lower() for lead in _LEADS_12), "vx", "vy", "vz"),
-                     labels.PTB_CLASSES, "beats", preprocessing.BEAT_LENGTH),
+    "ptb": RecordPreparation("ptb", (*(lead.lower() for lead in _LEADS_12), "vx", "vy", "vz"),
+                             labels.PTB_CLASSES, "beats", preprocessing.BEAT_LENGTH),
     # Single-label view: the PTB-XL superclasses (`label`); its multi-label configs train
-    # on the Challenge's scored classes (`input_spec`).
-    "cinc2021": InputSpec("cinc2021", _LEADS_12, labels.PTBXL_CLASSES, "segments",
-                          preprocessing.SEGMENT_LENGTH),
+    # on the Challenge's scored classes (`record_preparation`).
+    "cinc2021": RecordPreparation("cinc2021", _LEADS_12, labels.PTBXL_CLASSES, "segments",
+                                  preprocessing.SEGMENT_LENGTH),
 }
 
 
-def input_spec(dataset: str, builder_config: str = "", *, leads: str = "",
-               task: tasks.Task = tasks.SINGLE_LABEL) -> InputSpec:
-    """The `InputSpec` of a dataset name (and builder config); ValueError for an unknown one.
+def record_preparation(dataset: str, builder_config: str = "", *, leads: str = "",
+                       task: tasks.Task = tasks.SINGLE_LABEL) -> RecordPreparation:
+    """The `RecordPreparation` of a dataset (and builder config); ValueError for an unknown one.
 
     The builder config the model was trained on decides how heartbeats are cut, and for
     segment datasets the sampling rate, window length and (multi-label configs such as
     the PTB-XL benchmark's) the classes; `leads` (a `LEAD_SETS` setting) keeps some leads;
     a multi-label `task` (cinc2021): the Challenge's scored classes.
     """
-    if dataset not in INPUT_SPECS:
+    if dataset not in RECORD_PREPARATIONS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
-                         f"{', '.join(INPUT_SPECS)}")
+                         f"{', '.join(RECORD_PREPARATIONS)}")
     spec = _dataset_spec(dataset, builder_config)
     if dataset == "cinc2021" and task == tasks.MULTI_LABEL:
         from cardioformer_jax.data import datasets
@@ -161,8 +161,8 @@ def input_spec(dataset: str, builder_config: str = "", *, leads: str = "",
     return spec
 
 
-def _dataset_spec(dataset: str, builder_config: str) -> InputSpec:
-    spec = INPUT_SPECS[dataset]
+def _dataset_spec(dataset: str, builder_config: str) -> RecordPreparation:
+    spec = RECORD_PREPARATIONS[dataset]
     if not builder_config:
         return spec
     from cardioformer_jax.data import datasets  # TFDS: only needed for a named config
@@ -201,7 +201,7 @@ class PreparedRecord:
     sex: int = -1
 
 
-def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRecord:
+def prepare_record(path: str | os.PathLike[str], spec: RecordPreparation) -> PreparedRecord:
     """A raw WFDB record -> the model's inputs (see the module docstring).
 
     Raises `RecordError` for a record that cannot be read or used (unreadable or missing
@@ -231,6 +231,6 @@ def prepare_record(path: str | os.PathLike[str], spec: InputSpec) -> PreparedRec
                           ignored_leads=ignored, age=age, sex=sex)
 
 
-def prepare_samples(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
+def prepare_samples(path: str | os.PathLike[str], spec: RecordPreparation) -> np.ndarray:
     """`prepare_record`'s samples ``(k, sample_length, len(lead_names))``."""
     return prepare_record(path, spec).samples

@@ -54,7 +54,7 @@ class TrainedModel:
     epoch: int | None
     params: nnx.State
     rngs: nnx.State
-    spec: dataset_inputs.InputSpec
+    spec: dataset_inputs.RecordPreparation
     programs: steps.Programs
 
     @property
@@ -292,9 +292,9 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     """
     run_dir = resolve_run_dir(workdir, seed)
     config = read_config(run_dir)
-    spec = dataset_inputs.input_spec(config.dataset.name, config.dataset.builder_config,
-                                     leads=config.dataset.leads,
-                                     task=tasks.from_config(config))
+    spec = dataset_inputs.record_preparation(config.dataset.name, config.dataset.builder_config,
+                                             leads=config.dataset.leads,
+                                             task=tasks.from_config(config))
     shape = (int(config.input.seq_len), int(config.input.num_channels))
     record = (spec.sample_length, len(spec.lead_names))
     cropped = windows.from_config(config) is not None

@@ -19,7 +19,7 @@ from flax import nnx
 from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import (
     Cardioformer,
-    ModelConfig,
+    CardioformerConfig,
     TokenLayout,
 )
 from cardioformer_jax.models.layers import sinusoidal_position_encoding
@@ -87,7 +87,7 @@ class _Slot:
     dim_fields: tuple[str, ...]  # per reference dimension, the config field(s) that set it
 
 
-def _slots(config: ModelConfig, layout: TokenLayout) -> list[_Slot]:
+def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
     """Every reference parameter (the ``pe`` buffer aside), in the documented listing order."""
     d, ff = config.d_model, config.d_ff
     # Position of each granularity inside its patch-length group.
@@ -178,9 +178,9 @@ def _checked_slots(model: Cardioformer) -> tuple[list[_Slot], dict[tuple, Any]]:
     return slots, params
 
 
-def expected_reference_shapes(config: ModelConfig | Mapping[str, Any]) -> dict[str, tuple]:
+def expected_reference_shapes(config: CardioformerConfig | Mapping[str, Any]) -> dict[str, tuple]:
     """Reference ``state_dict`` names and shapes for ``config``, the ``pe`` buffer included."""
-    config = ModelConfig.from_config(config)
+    config = CardioformerConfig.from_config(config)
     shapes = {slot.name: slot.shape for slot in _slots(config, TokenLayout.from_config(config))}
     shapes[PE_NAME] = (1, _pe_length(config), config.d_model)
     # Reference order: the buffer sits between the patch convolutions and the embeddings.
@@ -189,7 +189,7 @@ def expected_reference_shapes(config: ModelConfig | Mapping[str, Any]) -> dict[s
     return {name: shapes[name] for name in names}
 
 
-def _pe_length(config: ModelConfig) -> int:
+def _pe_length(config: CardioformerConfig) -> int:
     return max(REFERENCE_PE_LENGTH, max(config.num_patches(p) for p in config.patch_lens))
 
 
@@ -294,7 +294,7 @@ def _checkpoint_summary(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return found
 
 
-def _config_summary(config: ModelConfig) -> dict[str, Any]:
+def _config_summary(config: CardioformerConfig) -> dict[str, Any]:
     return {"patch_lens": config.patch_lens, "d_model": config.d_model,
             "channels per patch": config.patch_channels, "e_layers": config.e_layers,
             "d_ff": config.d_ff, "num_classes": config.num_classes,
@@ -307,7 +307,7 @@ def _listed(names: list[str]) -> str:
     return f"\n    {shown}{more}"
 
 
-def _check_pe(value: np.ndarray, config: ModelConfig) -> str | None:
+def _check_pe(value: np.ndarray, config: CardioformerConfig) -> str | None:
     """A problem with the stored positional table, or None if it is ours."""
     used = max(config.num_patches(p) for p in config.patch_lens)
     if value.ndim != 3 or value.shape[0] != 1 or value.shape[2] != config.d_model:
@@ -325,7 +325,7 @@ def _check_pe(value: np.ndarray, config: ModelConfig) -> str | None:
 
 
 def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
-              config: ModelConfig) -> None:
+              config: CardioformerConfig) -> None:
     expected = {slot.name: slot for slot in slots}
     missing = [name for name in expected if name not in state_dict]
     unexpected = [name for name in state_dict if name not in expected and name != PE_NAME]
@@ -383,7 +383,7 @@ def import_reference_weights(model: Cardioformer,
         var[...] = jnp.asarray(values[path])
 
 
-def load_reference_model(config: ModelConfig | Mapping[str, Any],
+def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
                          source: str | os.PathLike | Mapping[str, Any], *,
                          rngs: nnx.Rngs | None = None) -> Cardioformer:
     """A new ``Cardioformer`` for ``config`` holding the reference's weights.
@@ -439,10 +439,10 @@ def save_params(model: Cardioformer, directory: str | os.PathLike, *,
     return directory
 
 
-def convert(config: ModelConfig | Mapping[str, Any],
+def convert(config: CardioformerConfig | Mapping[str, Any],
             checkpoint: str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
             overwrite: bool = False) -> Cardioformer:
-    """Imports ``checkpoint`` for ``config`` (`models.model_spec` of a config) and saves it
+    """Imports ``checkpoint`` for ``config`` (`models.network_config` of a config) and saves it
     to ``out``."""
     _destination(out, overwrite)  # fail before the slow part
     state_dict = load_torch_state_dict(checkpoint)

@@ -21,14 +21,14 @@ import numpy as np
 
 from cardioformer_jax import benchmarking, models
 from cardioformer_jax.interop.torch_import import _import_torch
-from cardioformer_jax.models.cardioformer import ModelConfig
+from cardioformer_jax.models.cardioformer import CardioformerConfig
 
 
-def build_model(config: ModelConfig | Mapping[str, Any], seed: int = 0):
+def build_model(config: CardioformerConfig | Mapping[str, Any], seed: int = 0):
     """A ``torch.nn.Module`` of the reference's structure for ``config`` (train mode)."""
     torch = _import_torch()
     nn, functional = torch.nn, torch.nn.functional
-    config = ModelConfig.from_config(config)
+    config = CardioformerConfig.from_config(config)
     if config.single_channel:
         raise ValueError("torch_reference does not reproduce the single_channel ablation")
     channels, d_model, heads = config.num_channels, config.d_model, config.n_heads
@@ -180,7 +180,7 @@ def build_model(config: ModelConfig | Mapping[str, Any], seed: int = 0):
     return Model()
 
 
-def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: int,
+def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, steps: int,
                   threads: int = 0) -> dict[str, Any]:
     """Seconds per training step on random inputs, as a dict: Adam and global-norm clipping at
     the defaults of `train.learning_rate` and `train.grad_clip_norm`, fixed here.
@@ -188,7 +188,7 @@ def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: in
     ``threads`` > 0 sets PyTorch's intra-op thread count (default: PyTorch's own choice).
     """
     torch = _import_torch()
-    config = ModelConfig.from_config(config)
+    config = CardioformerConfig.from_config(config)
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     if threads > 0:
@@ -222,7 +222,7 @@ def time_training(config: ModelConfig | Mapping[str, Any], batch: int, steps: in
     }
 
 
-def time_inference(config: ModelConfig | Mapping[str, Any], eval_batch: int, repeats: int,
+def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: int, repeats: int,
                    threads: int = 0) -> dict[str, Any]:
     """Eval-mode samples/s at `eval_batch` and one-sample latency, under ``no_grad``.
 
@@ -230,7 +230,7 @@ def time_inference(config: ModelConfig | Mapping[str, Any], eval_batch: int, rep
     one warm-up (the latency is their median).
     """
     torch = _import_torch()
-    config = ModelConfig.from_config(config)
+    config = CardioformerConfig.from_config(config)
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be >= 1")
     if threads > 0:
@@ -318,7 +318,7 @@ def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps
         return benchmarking.run(config, batch, eval_batch, num_steps)
     if which != "reference":
         raise ValueError(f"which={which!r} must be 'this_port' or 'reference'")
-    spec = models.model_spec(config)
+    spec = models.network_config(config)
     result = time_training(spec, batch, num_steps, threads)
     result.update(time_inference(spec, eval_batch, max(2, num_steps), threads))
     result["peak_host_memory_mib"] = benchmarking.peak_host_memory_mib()

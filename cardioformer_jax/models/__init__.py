@@ -1,6 +1,6 @@
 """Which network a config trains: ``config.model_name`` -> an NNX module.
 
-`model_spec` (hashable, keys the compiled programs) and `count_params`; docs/architecture.md.
+`network_config` (hashable, keys the compiled programs) and `count_params`; docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from cardioformer_jax.models.cardioformer import Cardioformer, CardioformerConfig
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 
 MODEL_NAMES: tuple[str, ...] = ("cardioformer", "resnet1d")
 
-ModelSpec = ModelConfig | ResNet1DConfig
+NetworkConfig = CardioformerConfig | ResNet1DConfig
 
 
 def model_name(config: Mapping[str, Any]) -> str:
@@ -37,28 +37,28 @@ def input_sizes(config: Mapping[str, Any]) -> dict[str, int]:
             "num_classes": int(config["dataset"]["num_classes"])}
 
 
-def model_spec(config: Mapping[str, Any]) -> ModelSpec:
+def network_config(config: Mapping[str, Any]) -> NetworkConfig:
     """The validated hyper-parameters of the config's model (hashable): its section
     (``model`` or ``resnet``) with the `input_sizes`."""
     name = model_name(config)
     if name == "cardioformer":
-        return ModelConfig.from_config({**config["model"], **input_sizes(config)})
+        return CardioformerConfig.from_config({**config["model"], **input_sizes(config)})
     return ResNet1DConfig.from_config({
         **config["resnet"], **input_sizes(config), "tabular": config["model"]["tabular"]})
 
 
-def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The module of a `model_spec` (train mode)."""
+def build_model(spec: NetworkConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The module of a `network_config` (train mode)."""
     if isinstance(spec, ResNet1DConfig):
         return ResNet1D(spec, rngs=rngs)
-    if isinstance(spec, ModelConfig):
+    if isinstance(spec, CardioformerConfig):
         return Cardioformer(spec, rngs=rngs)
     raise TypeError(f"not a model spec: {type(spec).__name__}")
 
 
 def create_model(config: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
-    """The config's model in train mode: ``build_model(model_spec(config), rngs=rngs)``."""
-    return build_model(model_spec(config), rngs=rngs)
+    """The config's model in train mode: ``build_model(network_config(config), rngs=rngs)``."""
+    return build_model(network_config(config), rngs=rngs)
 
 
 def count_params(model: nnx.Module | nnx.State) -> int:

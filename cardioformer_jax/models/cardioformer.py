@@ -93,10 +93,10 @@ def dataclass_from_config(cls: type, config: Any, section: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class CardioformerConfig:
     """Validated, hashable model hyper-parameters: the ``model`` section of a config with
     the input sizes ``seq_len``, ``num_channels`` and ``num_classes``, which the config
-    keeps outside it (``input``, ``dataset``: `models.model_spec`)."""
+    keeps outside it (``input``, ``dataset``: `models.network_config`)."""
 
     seq_len: int = 250
     num_channels: int = 12
@@ -175,7 +175,7 @@ class ModelConfig:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | ModelConfig) -> ModelConfig:
+    def from_config(cls, config: Mapping[str, Any] | CardioformerConfig) -> CardioformerConfig:
         """Builds from an ``ml_collections.ConfigDict`` (or dict); unknown keys are an error."""
         return dataclass_from_config(cls, config, "model")
 
@@ -230,7 +230,7 @@ class TokenLayout:
     num_tokens: int
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> TokenLayout:
+    def from_config(cls, config: CardioformerConfig) -> TokenLayout:
         members: dict[int, list[int]] = {}
         for index, p in enumerate(config.patch_lens):
             members.setdefault(p, []).append(index)
@@ -269,7 +269,7 @@ class TokenLayout:
 class EncoderLayer(nnx.Module):
     """One encoder layer (docs/model.md, Encoder layer) over the flat group-major tokens."""
 
-    def __init__(self, config: ModelConfig, layout: TokenLayout, *, kernels: str,
+    def __init__(self, config: CardioformerConfig, layout: TokenLayout, *, kernels: str,
                  rngs: nnx.Rngs):
         dtype, d_model = config.compute_dtype, config.d_model
         self.intra_attentions = nnx.List([
@@ -349,9 +349,9 @@ class Cardioformer(nnx.Module):
     ``dropout`` stream of the ``rngs`` given at construction.
     """
 
-    def __init__(self, config: Mapping[str, Any] | ModelConfig, *, rngs: nnx.Rngs,
+    def __init__(self, config: Mapping[str, Any] | CardioformerConfig, *, rngs: nnx.Rngs,
                  deterministic: bool = False):
-        config = ModelConfig.from_config(config)
+        config = CardioformerConfig.from_config(config)
         layout = TokenLayout.from_config(config)
         self.config = config
         self.layout = layout
@@ -574,7 +574,7 @@ def check_tabular(mode: str, x: Array, tabular: Array | None) -> None:
                          f"({x.shape[0]}, {TABULAR_INPUTS})")
 
 
-def _stacked_layers(config: ModelConfig, layout: TokenLayout, kernels: str,
+def _stacked_layers(config: CardioformerConfig, layout: TokenLayout, kernels: str,
                     rngs: nnx.Rngs) -> EncoderLayer:
     """``e_layers`` independently initialised layers as one module with a leading layer axis.
 

@@ -32,7 +32,7 @@ RANK_METRIC = "best_epoch_rank"
 
 # Fields that make a checkpoint unusable (other shapes, other data, another data order),
 # and those that may change when a run resumes (how it runs and reports, not what it
-# computes): `config_lib.FIELDS` and `ModelConfig.SHAPE_FIELDS` declare them. Any other
+# computes): `config_lib.FIELDS` and `CardioformerConfig.SHAPE_FIELDS` declare them. Any other
 # change needs the user's explicit permission (`allow`).
 INCOMPATIBLE_FIELDS: tuple[str, ...] = config_lib.resume_fields(config_lib.NEVER)
 RESUMABLE_CHANGES: tuple[str, ...] = config_lib.resume_fields(config_lib.FREE)

@@ -51,13 +51,13 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelDef:
+class StepDefinition:
     """The static half of the model (NNX graph definitions) and the optimizer."""
 
     graphdef: nnx.GraphDef  # train mode: dropout and augmentations on
     eval_graphdef: nnx.GraphDef  # eval mode
     tx: optax.GradientTransformation  # its learning rate lives in the optimizer state
-    config: models.ModelSpec
+    config: models.NetworkConfig
     task: tasks.Task = tasks.SINGLE_LABEL  # the loss and the probabilities of the logits
     # Crops (`input.crop_seconds`): evaluation scores whole records over these windows.
     windowing: windows.Windowing | None = None
@@ -90,13 +90,13 @@ def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
     return nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
 
 
-def _init_fn(model_config: models.ModelSpec, grad_clip_norm: float
+def _init_fn(network: models.NetworkConfig, grad_clip_norm: float
              ) -> Callable[[jax.Array, jax.Array], TrainState]:
     """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
     only in them share one compilation."""
 
     def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
-        model = models.build_model(model_config, rngs=_model_rngs(seed))
+        model = models.build_model(network, rngs=_model_rngs(seed))
         _, params, rngs = nnx.split(model, nnx.Param, ...)
         zero = jnp.zeros((), jnp.int32)
         opt_state = create_optimizer(grad_clip_norm, learning_rate).init(params)
@@ -115,22 +115,22 @@ def init_args(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
             jnp.asarray(config.train.learning_rate, jnp.float32))
 
 
-def model_def(model_config: models.ModelSpec, grad_clip_norm: float,
-              task: tasks.Task = tasks.SINGLE_LABEL,
-              windowing: windows.Windowing | None = None) -> ModelDef:
+def step_definition(network: models.NetworkConfig, grad_clip_norm: float,
+                    task: tasks.Task = tasks.SINGLE_LABEL,
+                    windowing: windows.Windowing | None = None) -> StepDefinition:
     """Graph definitions of the model (traced abstractly: no weights created)."""
-    model = nnx.eval_shape(lambda: models.build_model(model_config, rngs=_model_rngs(0)))
+    model = nnx.eval_shape(lambda: models.build_model(network, rngs=_model_rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
-    return ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                    tx=create_optimizer(grad_clip_norm), config=model_config,
-                    task=task, windowing=windowing)
+    return StepDefinition(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
+                          tx=create_optimizer(grad_clip_norm), config=network,
+                          task=task, windowing=windowing)
 
 
 # --- steps ----------------------------------------------------------------------------------
 
 
-def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.Array]
+def train_step(definition: StepDefinition, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}`` (plus
     ``"tabular": (B, 4)`` for a model that fuses age and sex: the model reads the batch).
@@ -162,7 +162,7 @@ def train_step(definition: ModelDef, state: TrainState, batch: Mapping[str, jax.
     return new, {"loss": loss, "grad_norm": grad_norm}
 
 
-def logits_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
+def logits_step(definition: StepDefinition, params: nnx.State, rngs: nnx.State,
                 batch: Mapping[str, jax.Array]) -> jax.Array:
     """Logits ``(B, K)`` (float32) of the model in eval mode on model-ready samples
     ``{"signal": (B, L, C)[, "tabular": (B, 4)]}``: no windows cut, no activation (what
@@ -171,7 +171,7 @@ def logits_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
     return model(batch).astype(jnp.float32)
 
 
-def eval_step(definition: ModelDef, params: nnx.State, rngs: nnx.State,
+def eval_step(definition: StepDefinition, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
     """Class probabilities ``(B, K)`` (float32) of the model in eval mode (the task's).
 
@@ -215,7 +215,7 @@ class Programs:
     device (`sharding.data_sharding`), the state placed by `sharding.DEFAULT_RULES`.
     """
 
-    definition: ModelDef
+    definition: StepDefinition
     mesh: jax.sharding.Mesh
     abstract_state: TrainState  # `jax.ShapeDtypeStruct`s carrying their shardings
     shardings: TrainState  # a `NamedSharding` per leaf
@@ -231,18 +231,18 @@ def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Prog
     """The `Programs` of the config's model on `mesh`, built once per process: runs of the
     same model (other seeds, learning rates, datasets of the same shape) reuse them, so
     they are neither traced nor compiled again."""
-    return _programs(models.model_spec(config),
+    return _programs(models.network_config(config),
                      float(config.train.grad_clip_norm), mesh,
                      tasks.from_config(config),
                      windows.from_config(config))
 
 
 @functools.lru_cache(maxsize=8)
-def _programs(model_config: models.ModelSpec, grad_clip_norm: float, mesh: jax.sharding.Mesh,
+def _programs(network: models.NetworkConfig, grad_clip_norm: float, mesh: jax.sharding.Mesh,
               task: tasks.Task = tasks.SINGLE_LABEL,
               windowing: windows.Windowing | None = None) -> Programs:
-    definition = model_def(model_config, grad_clip_norm, task, windowing)
-    init = _init_fn(model_config, grad_clip_norm)
+    definition = step_definition(network, grad_clip_norm, task, windowing)
+    init = _init_fn(network, grad_clip_norm)
     shapes = jax.eval_shape(init, jnp.zeros((), jnp.uint32), jnp.zeros((), jnp.float32))
     shardings = sharding.tree_shardings(shapes, mesh)
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),

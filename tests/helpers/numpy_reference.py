@@ -157,7 +157,7 @@ def torch_style_pe(max_len: int, d_model: int) -> np.ndarray:
 
 def make_state_dict(config, seed: int = 0) -> dict[str, np.ndarray]:
     """A random reference state_dict with the reference's names and shapes, for `config`
-    (a ModelConfig), written from docs/pytorch_checkpoints.md.
+    (a CardioformerConfig), written from docs/pytorch_checkpoints.md.
 
     Scales follow the reference's initialisers, and LayerNorm weights and biases are
     perturbed away from 1 and 0 so that a swapped or dropped tensor shows in the output.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ml_collections
 
 from cardioformer_jax import config_lib
-from cardioformer_jax.models.cardioformer import ModelConfig
+from cardioformer_jax.models.cardioformer import CardioformerConfig
 
 TINY = dict(d_model=8, d_ff=16, n_heads=2, e_layers=1, patch_lens=(16, 32))
 
@@ -37,22 +37,22 @@ def tiny_model(config: ml_collections.ConfigDict, **overrides) -> ml_collections
                   no_inter_attn=model.no_inter_attn, single_channel=model.single_channel,
                   tabular=model.get("tabular", "none"), **TINY)
     values.update(overrides)
-    config.model = config_lib.model_config(**values)
+    config.model = config_lib.model_section(**values)
     return config
 
 
 def set_model(config: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
-    """`config` with the `model` section of `values` (`config_lib.model_config`) and the
+    """`config` with the `model` section of `values` (`config_lib.model_section`) and the
     input sizes among them (``seq_len``, ``num_channels``, ``num_classes``) at their places
     (`config_lib.INPUT_SIZES`)."""
     for name, field in config_lib.INPUT_SIZES.items():
         if name in values:
             section, key = field.split(".")
             config[section][key] = values.pop(name)
-    config.model = config_lib.model_config(**values)
+    config.model = config_lib.model_section(**values)
     return config
 
 
-def reference_small(**overrides) -> ModelConfig:
-    """``REFERENCE_SMALL`` with `overrides`, as a ModelConfig."""
-    return ModelConfig(**{**REFERENCE_SMALL, **overrides})
+def reference_small(**overrides) -> CardioformerConfig:
+    """``REFERENCE_SMALL`` with `overrides`, as a CardioformerConfig."""
+    return CardioformerConfig(**{**REFERENCE_SMALL, **overrides})

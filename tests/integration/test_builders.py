@@ -535,7 +535,7 @@ def test_builders_read_the_leads_predict_expects(name):
     leads = builder.SIGNAL_SHAPE[1] if builder.MODE == "beats" else len(builder.LEAD_NAMES)
     assert len(builder.LEAD_NAMES) == leads == len(set(builder.LEAD_NAMES))
     assert [n.lower() for n in builder.LEAD_NAMES] == [
-        n.lower() for n in dataset_inputs.input_spec(name).lead_names]
+        n.lower() for n in dataset_inputs.record_preparation(name).lead_names]
 
 
 def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
@@ -557,9 +557,9 @@ def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
     assert not np.array_equal(
         want, pp.record_heartbeats(fx.REAL_PTB_RECORD, expected_fs=1000, rule="port"))
     # A derived split of that config cuts the same way.
-    spec = dataset_inputs.input_spec("ptb", "reference_beats-b0.6-0.8")
+    spec = dataset_inputs.record_preparation("ptb", "reference_beats-b0.6-0.8")
     assert spec.beat_rule == "reference" and spec.describe()["beat_rule"] == "reference"
-    assert dataset_inputs.input_spec("ptb").beat_rule == "port"
+    assert dataset_inputs.record_preparation("ptb").beat_rule == "port"
     np.testing.assert_allclose(dataset_inputs.prepare_samples(fx.REAL_PTB_RECORD, spec),
                                pp.standardize(want), atol=1e-5)
     with pytest.raises(ValueError, match="unknown beat_rule"):

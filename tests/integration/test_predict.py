@@ -96,7 +96,7 @@ def test_ptbxl_segments_equal_the_built_dataset(tiny_ptbxl):
     built = sorted((int(source[i]["segment"]), source[i]["signal"]) for i in range(len(source))
                    if source[i]["record_id"].decode() == record_id)
     samples = dataset_inputs.prepare_samples(manual_dir / record_id,
-                                             dataset_inputs.input_spec("ptbxl"))
+                                             dataset_inputs.record_preparation("ptbxl"))
     np.testing.assert_array_equal(samples, pp.standardize(np.stack([s for _, s in built])))
 
 

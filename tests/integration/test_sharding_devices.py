@@ -44,7 +44,7 @@ CHILD = textwrap.dedent(
     config.model.n_heads, config.model.patch_lens = 2, (8, 16, 32)
 
     def create():
-        model = Cardioformer(models.model_spec(config), rngs=nnx.Rngs(0))
+        model = Cardioformer(models.network_config(config), rngs=nnx.Rngs(0))
         return model, nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
 
     # Params-like tree with the model's real structure and shapes (eager init of the

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from cardioformer_jax.models import count_params
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from cardioformer_jax.models.cardioformer import Cardioformer, CardioformerConfig
 from tests.helpers import REPO
 from tests.helpers.numpy_reference import make_state_dict
 
@@ -21,7 +21,7 @@ from tests.helpers.numpy_reference import make_state_dict
 def test_cli_command_line(tmp_path):
     model_flags = dict(seq_len=40, num_channels=12, num_classes=5, d_model=8, d_ff=16,
                        n_heads=2, e_layers=1, patch_lens=(2, 4, 8, 8))
-    config = ModelConfig(**model_flags)
+    config = CardioformerConfig(**model_flags)
     np.savez(tmp_path / "ref.npz", **make_state_dict(config))
     overrides = [f"--config.model.{k}={v}" for k, v in model_flags.items() if k != "patch_lens"]
     overrides.append("--config.model.patch_lens=2,4,8,8")

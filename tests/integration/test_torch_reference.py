@@ -25,7 +25,7 @@ from cardioformer_jax.interop.torch_reference import (  # noqa: E402
     time_inference,
     time_training,
 )
-from cardioformer_jax.models.cardioformer import ModelConfig  # noqa: E402
+from cardioformer_jax.models.cardioformer import CardioformerConfig  # noqa: E402
 from configs import demo  # noqa: E402
 from tests.helpers.tiny_models import (  # noqa: E402
     REFERENCE_SMALL,
@@ -43,7 +43,7 @@ CASES = {
 }
 
 
-def perturbed_reference(config: ModelConfig, seed: int = 3):
+def perturbed_reference(config: CardioformerConfig, seed: int = 3):
     """A reference model whose LayerNorms are not at their (1, 0) init, in eval mode."""
     model = build_model(config, seed=seed)
     generator = torch.Generator().manual_seed(seed)
@@ -81,8 +81,8 @@ def test_imported_weights_reproduce_torch_logits(case):
 
 
 def test_ptbxl_structure_has_the_documented_names_and_size():
-    config = ModelConfig.from_config({
-        **config_lib.model_config(patch_lens=config_lib.PATCH_LENS_16),
+    config = CardioformerConfig.from_config({
+        **config_lib.model_section(patch_lens=config_lib.PATCH_LENS_16),
         "seq_len": 250, "num_channels": 12, "num_classes": 5})
     reference = build_model(config)
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}

@@ -49,7 +49,7 @@ def _abstract_model(config) -> nnx.Module:
 def test_model_factory():
     config = resnet1d.get_config("ptb")
     config_lib.validate_config(config)
-    spec = models.model_spec(config)
+    spec = models.network_config(config)
     assert isinstance(spec, ResNet1DConfig)
     assert (spec.seq_len, spec.num_channels, spec.num_classes) == (300, 15, 2)
     assert isinstance(_abstract_model(config), ResNet1D)

@@ -11,7 +11,7 @@ from cardioformer_jax import config_lib
 from cardioformer_jax.models import count_params
 from cardioformer_jax.models.cardioformer import (
     Cardioformer,
-    ModelConfig,
+    CardioformerConfig,
     TokenLayout,
     parse_augmentations,
 )
@@ -26,7 +26,7 @@ from tests.helpers.tiny_models import SMALL
 
 
 def small_model(seed: int = 0, **overrides) -> Cardioformer:
-    return Cardioformer(ModelConfig(**{**SMALL, **overrides}), rngs=nnx.Rngs(seed))
+    return Cardioformer(CardioformerConfig(**{**SMALL, **overrides}), rngs=nnx.Rngs(seed))
 
 
 def ecg(batch: int, steps: int = 250, leads: int = 12, seed: int = 0) -> jax.Array:
@@ -37,13 +37,13 @@ def ecg(batch: int, steps: int = 250, leads: int = 12, seed: int = 0) -> jax.Arr
 
 def test_paper_configs_have_the_published_parameter_count():
     # Abstract evaluation: counts shapes without materialising 8.7 M parameters.
-    model = nnx.eval_shape(lambda: Cardioformer(config_lib.model_config(), rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: Cardioformer(config_lib.model_section(), rngs=nnx.Rngs(0)))
     assert count_params(model) == 8_702_597
     assert model.config.head_features == 48_768
 
 
 def test_token_counts_per_patch_length():
-    config = ModelConfig(**SMALL)
+    config = CardioformerConfig(**SMALL)
     layout = TokenLayout.from_config(config)
     counts = {p: n for p, n in zip(layout.group_patch_lens, layout.group_num_patches, strict=True)}
     assert counts == {2: 126, 4: 63, 8: 32, 16: 16, 32: 8}
@@ -77,7 +77,7 @@ def test_token_counts_per_patch_length():
     ],
 )
 def test_stage_shapes(overrides, steps, leads):
-    config = ModelConfig(**{**SMALL, **overrides, "seq_len": steps, "num_channels": leads})
+    config = CardioformerConfig(**{**SMALL, **overrides, "seq_len": steps, "num_channels": leads})
     # Shapes only: abstract evaluation, no parameters materialised and nothing compiled.
     model = nnx.eval_shape(lambda: Cardioformer(config, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
@@ -114,7 +114,7 @@ def test_forward_is_finite_in_both_modes():
 @pytest.mark.slow
 def test_eval_mode_is_deterministic_and_train_mode_is_random():
     x = ecg(2)
-    config = ModelConfig(**SMALL, patch_lens=(8, 16))
+    config = CardioformerConfig(**SMALL, patch_lens=(8, 16))
     # One jitted forward (NNX caches it per graph: one compilation per mode).
     forward = nnx.jit(lambda m, v: m(v))
     model = Cardioformer(config, rngs=nnx.Rngs(params=0, dropout=5))
@@ -222,14 +222,14 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 )
 def test_bad_config_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**{**SMALL, **overrides})
+        CardioformerConfig(**{**SMALL, **overrides})
 
 
 def test_unknown_model_config_key_is_refused():
-    values = dict(config_lib.model_config())
+    values = dict(config_lib.model_section())
     values["d_modle"] = 64
     with pytest.raises(ValueError, match="unknown model config keys.*d_modle"):
-        ModelConfig.from_config(values)
+        CardioformerConfig.from_config(values)
 
 
 @pytest.mark.parametrize(

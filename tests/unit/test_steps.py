@@ -40,14 +40,14 @@ class Classifier(nnx.Module):
 
 
 def definition(multilabel: bool = False, windowing: windows.Windowing | None = None
-               ) -> steps.ModelDef:
+               ) -> steps.StepDefinition:
     model = nnx.eval_shape(lambda: Classifier(nnx.Rngs(0)))
     graphdef = nnx.graphdef(model)
     model.eval()
-    return steps.ModelDef(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
-                          tx=steps.create_optimizer(4.0), config=None,
-                          task=tasks.of(multilabel),
-                          windowing=windowing)
+    return steps.StepDefinition(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
+                                tx=steps.create_optimizer(4.0), config=None,
+                                task=tasks.of(multilabel),
+                                windowing=windowing)
 
 
 @functools.cache
@@ -94,8 +94,8 @@ class StepVariantsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("softmax", False), ("multilabel", True))
     def test_train_step(self, multilabel):
-        model_def, state0, data = definition(multilabel), initial_state(), batch(multilabel)
-        step = self.variant(functools.partial(steps.train_step, model_def))
+        step_definition, state0, data = definition(multilabel), initial_state(), batch(multilabel)
+        step = self.variant(functools.partial(steps.train_step, step_definition))
         state, metrics = step(state0, data)
         chex.assert_shape([metrics["loss"], metrics["grad_norm"]], ())
         chex.assert_tree_all_finite((state.params, state.opt_state, metrics))
@@ -109,7 +109,7 @@ class StepVariantsTest(chex.TestCase):
         assert rng_counts(state) == [count + 1 for count in rng_counts(state0)]
 
         # The loss: the mean cross-entropy of the train-mode logits (the stream's dropout).
-        model = nnx.merge(model_def.graphdef, state0.params, state0.rngs, copy=True)
+        model = nnx.merge(step_definition.graphdef, state0.params, state0.rngs, copy=True)
         logits = np.asarray(model(data["signal"]), np.float64)
         labels = np.asarray(data["label"])
         if multilabel:

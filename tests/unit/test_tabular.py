@@ -9,7 +9,7 @@ from flax import nnx
 
 from cardioformer_jax import config_lib
 from cardioformer_jax.data.tabular import TABULAR_FEATURES, tabular_features
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from cardioformer_jax.models.cardioformer import Cardioformer, CardioformerConfig
 from cardioformer_jax.models.resnet1d import ResNet1D, ResNet1DConfig
 from configs import ablations
 
@@ -28,7 +28,7 @@ TINY = dict(d_model=8, d_ff=16, n_heads=2, e_layers=1, patch_lens=(16, 32, 32))
 
 
 def _models(mode):
-    cardio = Cardioformer(ModelConfig(tabular=mode, **TINY), rngs=nnx.Rngs(0))
+    cardio = Cardioformer(CardioformerConfig(tabular=mode, **TINY), rngs=nnx.Rngs(0))
     resnet = ResNet1D(ResNet1DConfig(widths=(8, 16), stem_width=8, num_groups=4,
                                      tabular=mode), rngs=nnx.Rngs(0))
     for model in (cardio, resnet):
@@ -59,22 +59,22 @@ def test_a_model_without_fusion_refuses_features():
 
 
 def test_early_fusion_adds_one_token_per_granularity_and_chunks_agree():
-    plain, early = ModelConfig(**TINY), ModelConfig(tabular="early", **TINY)
+    plain, early = CardioformerConfig(**TINY), CardioformerConfig(tabular="early", **TINY)
     assert early.head_features - plain.head_features == early.d_model * 3
-    late = ModelConfig(tabular="late", **TINY)
+    late = CardioformerConfig(tabular="late", **TINY)
     assert late.head_features - plain.head_features == late.d_model
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(16, 250, 12)), jnp.float32)
     t = jnp.asarray(tabular_features(rng.uniform(20, 90, 16), rng.integers(-1, 2, 16)))
-    whole = Cardioformer(ModelConfig(tabular="early", eval_chunk_size=16, **TINY),
+    whole = Cardioformer(CardioformerConfig(tabular="early", eval_chunk_size=16, **TINY),
                          rngs=nnx.Rngs(0))
-    chunked = Cardioformer(ModelConfig(tabular="early", eval_chunk_size=4, **TINY),
+    chunked = Cardioformer(CardioformerConfig(tabular="early", eval_chunk_size=4, **TINY),
                            rngs=nnx.Rngs(0))
     for m in (whole, chunked):
         m.eval()
     np.testing.assert_allclose(chunked({"signal": x, "tabular": t}),
                                whole({"signal": x, "tabular": t}), atol=2e-5)
-    single = Cardioformer(ModelConfig(tabular="early", single_channel=True, **TINY),
+    single = Cardioformer(CardioformerConfig(tabular="early", single_channel=True, **TINY),
                           rngs=nnx.Rngs(0))
     single.eval()
     assert single({"signal": x[:2], "tabular": t[:2]}).shape == (2, 5)

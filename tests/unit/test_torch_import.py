@@ -27,7 +27,7 @@ from cardioformer_jax.interop.torch_import import (
     load_torch_state_dict,
 )
 from cardioformer_jax.models import count_params
-from cardioformer_jax.models.cardioformer import Cardioformer, ModelConfig
+from cardioformer_jax.models.cardioformer import Cardioformer, CardioformerConfig
 from tests.helpers import numpy_reference as ref
 from tests.helpers.numpy_reference import make_state_dict, torch_style_pe
 from tests.helpers.tiny_models import reference_small as small_config
@@ -35,19 +35,19 @@ from tests.helpers.tiny_models import reference_small as small_config
 # Each test runs the programs of its own small models once or twice: compiling is the cost.
 
 
-def make_input(config: ModelConfig, batch: int = 2, seed: int = 1) -> np.ndarray:
+def make_input(config: CardioformerConfig, batch: int = 2, seed: int = 1) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal(
         (batch, config.seq_len, config.num_channels)).astype(np.float32)
     return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
 
 
-def imported(config: ModelConfig, sd) -> Cardioformer:
+def imported(config: CardioformerConfig, sd) -> Cardioformer:
     model = load_reference_model(config, sd, rngs=nnx.Rngs(123))
     model.eval()
     return model
 
 
-def reference_logits(config: ModelConfig, sd, x) -> np.ndarray:
+def reference_logits(config: CardioformerConfig, sd, x) -> np.ndarray:
     return ref.forward(x, sd, patch_lens=config.patch_lens, n_heads=config.n_heads,
                        e_layers=config.e_layers, no_inter_attn=config.no_inter_attn,
                        single_channel=config.single_channel)
@@ -206,8 +206,8 @@ def test_known_projection_gives_known_logit():
 ], ids=["full", "no_inter_attn", "single_granularity"])
 def test_ptbxl_ablations_have_the_reference_tensors_and_parameter_counts(
         overrides, tensors, params):
-    config = ModelConfig.from_config({
-        **config_lib.model_config(**{"patch_lens": config_lib.PATCH_LENS_16, **overrides}),
+    config = CardioformerConfig.from_config({
+        **config_lib.model_section(**{"patch_lens": config_lib.PATCH_LENS_16, **overrides}),
         "seq_len": 250, "num_channels": 12, "num_classes": 5})
     sd = make_state_dict(config)
     assert len(sd) == tensors
@@ -220,8 +220,8 @@ def test_ptbxl_ablations_have_the_reference_tensors_and_parameter_counts(
 
 @pytest.mark.slow
 def test_ptbxl_configuration_has_the_documented_tensors():
-    config = ModelConfig.from_config({
-        **config_lib.model_config(patch_lens=config_lib.PATCH_LENS_16),
+    config = CardioformerConfig.from_config({
+        **config_lib.model_section(patch_lens=config_lib.PATCH_LENS_16),
         "seq_len": 250, "num_channels": 12, "num_classes": 5})
     sd = make_state_dict(config)
     assert len(sd) == 985
@@ -360,7 +360,7 @@ def test_cli_convert_saves_restorable_params(tmp_path, capsys):
 # (d) Refusals.
 
 
-def import_error(config: ModelConfig, sd) -> str:
+def import_error(config: CardioformerConfig, sd) -> str:
     model = Cardioformer(config, rngs=nnx.Rngs(0))
     before = flat_params(model)
     with pytest.raises(ValueError) as info:

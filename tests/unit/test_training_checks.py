@@ -54,11 +54,11 @@ def test_the_input_sizes_are_outside_the_model_section():
 
     config = train_fixtures.tiny_config()
     assert not {"seq_len", "num_channels", "num_classes"} & set(config.model)
-    spec = models.model_spec(config)
+    spec = models.network_config(config)
     assert (spec.seq_len, spec.num_channels, spec.num_classes) == (
         config.input.seq_len, config.input.num_channels, config.dataset.num_classes)
     with pytest.raises(ValueError, match="set config.input.seq_len"):
-        config_lib.model_config(seq_len=500)
+        config_lib.model_section(seq_len=500)
     config.model.unlock()
     config.model.num_classes = 3  # a config written in the earlier layout
     with pytest.raises(ValueError, match="config key 'model.num_classes' is now "

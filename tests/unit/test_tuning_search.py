@@ -44,7 +44,7 @@ def test_cardioformer_space_samples_valid_configs(name, argument):
     assert search.default_path(base) == SEARCH / "cardioformer.py"
     seen = set()
     for trial, config in _sampled(base):
-        model = models.model_spec(config)
+        model = models.network_config(config)
         assert model.d_model % model.n_heads == 0
         assert model.d_ff == 2 * model.d_model
         assert max(model.patch_lens) <= model.seq_len
