@@ -23,7 +23,9 @@ def test_cli_command_line(tmp_path):
                        n_heads=2, e_layers=1, patch_lens=(2, 4, 8, 8))
     config = CardioformerConfig(**model_flags)
     np.savez(tmp_path / "ref.npz", **make_state_dict(config))
-    overrides = [f"--config.model.{k}={v}" for k, v in model_flags.items() if k != "patch_lens"]
+    sections = {"seq_len": "input", "num_channels": "input", "num_classes": "dataset"}
+    overrides = [f"--config.{sections.get(k, 'model')}.{k}={v}"
+                 for k, v in model_flags.items() if k != "patch_lens"]
     overrides.append("--config.model.patch_lens=2,4,8,8")
     result = subprocess.run(
         [sys.executable, "-m", "cardioformer_jax.torch_import", "--config=configs/ptbxl.py",
