@@ -80,8 +80,9 @@ class SingleLabel(Task):
         if found > num_classes:
             raise ValueError(
                 f"dataset {where} split {split!r} has {found} classes "
-                f"{features['label'].names}, labels up to {found - 1}; the model config "
-                f"has num_classes={num_classes}, i.e. labels must lie in [0, {num_classes})")
+                f"{features['label'].names}, labels up to {found - 1}; the config has "
+                f"dataset.num_classes={num_classes}, i.e. labels must lie in "
+                f"[0, {num_classes})")
         stats = metadata.get("splits", {}).get(split, {})
         unlabelled = stats.get("class_examples", {}).get("unlabelled", 0)
         if unlabelled:
@@ -141,8 +142,8 @@ class MultiLabel(Task):
         if tuple(features["labels"].shape) != (num_classes,):
             raise ValueError(
                 f"dataset {where} split {split!r} has {features['labels'].shape[0]} "
-                f"multi-hot classes {metadata.get('multilabel_names') or []}; the model "
-                f"config has num_classes={num_classes}")
+                f"multi-hot classes {metadata.get('multilabel_names') or []}; the "
+                f"config has dataset.num_classes={num_classes}")
 
 
 SINGLE_LABEL = SingleLabel()
