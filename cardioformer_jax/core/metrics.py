@@ -31,11 +31,7 @@ FMAX_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Fetches a (possibly sharded) ``jax.Array`` or array-like to a host numpy array.
-
-    Only fully addressable arrays can be fetched by one process; in multi-host runs the
-    caller must first gather with ``jax.experimental.multihost_utils.process_allgather``.
-    """
+    """A host numpy copy of an array-like or a fully addressable ``jax.Array`` (else raises)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         raise ValueError(
             "Array is not fully addressable from this process; gather it first with "
@@ -101,18 +97,8 @@ def classification_metrics(
     mask: Any = None,
     num_classes: int | None = None,
 ) -> dict[str, float]:
-    """Single-label metrics from class probabilities.
-
-    Args:
-      probs: ``(N, K)`` probabilities (softmax outputs).
-      labels: ``(N,)`` integer class ids in ``[0, K)``.
-      mask: optional ``(N,)`` boolean/0-1 array; rows with False/0 are ignored.
-      num_classes: ``K``; defaults to ``probs.shape[1]`` and must match it.
-
-    Returns:
-      ``{"accuracy", "precision", "recall", "f1", "auroc", "auprc", "loss"}`` as floats
-      (see the module docstring for macro averaging and absent classes).
-    """
+    """`CLASSIFICATION_KEYS` of ``(N, K)`` softmax probabilities against ``(N,)`` class ids,
+    rows where the optional ``(N,)`` 0/1 `mask` is 0 left out."""
     probs = to_numpy(probs).astype(np.float64)
     labels = to_numpy(labels)
     if probs.ndim != 2 or labels.ndim != 1:
@@ -163,20 +149,9 @@ def record_level(
     record_ids: Any,
     mask: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Averages segment probabilities per record (arithmetic mean over its segments);
-    `analysis.record_level_metrics` gives the metrics of the result.
-
-    Args:
-      probs: ``(N, K)`` segment probabilities.
-      labels: ``(N,)`` class ids or ``(N, K)`` multi-hot; must be identical for all
-        segments of a record (else ValueError).
-      record_ids: ``(N,)`` record identifiers (ints or strings).
-      mask: optional ``(N,)`` boolean/0-1 array of valid rows.
-
-    Returns:
-      ``(record_probs (R, K), record_labels, unique_ids (R,))`` with records in sorted
-      id order.
-    """
+    """``(record_probs (R, K), record_labels, sorted unique ids (R,))``: the mean of each
+    record's ``(N, K)`` segment probabilities. `labels` (``(N,)`` or multi-hot ``(N, K)``)
+    must agree within a record (else ValueError)."""
     probs = to_numpy(probs).astype(np.float64)
     labels = to_numpy(labels)
     record_ids = to_numpy(record_ids)
@@ -201,14 +176,8 @@ def record_level(
 def aggregate_seeds(
     results: Sequence[Mapping[str, float]], ddof: int = 1
 ) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of each metric over runs with different seeds.
-
-    ``std`` is the *sample* standard deviation (``ddof=1``, Bessel-corrected) by default:
-    the runs are a sample of the seed distribution and "mean ± std" in papers is usually
-    computed that way (``torch.std``/pandas default); pass ``ddof=0`` for the population
-    std (numpy's default). With ``ddof=1`` and a single run ``std`` is NaN. NaN values
-    propagate. All dicts must have the same keys.
-    """
+    """``{metric: {"mean", "std"}}`` over runs with the same keys; `ddof=1`: the sample std
+    (NaN for one run), as papers report it."""
     if not results:
         raise ValueError("no results to aggregate")
     keys = list(results[0])
@@ -230,12 +199,8 @@ def format_mean_std(stats: Mapping[str, float], scale: float = 100.0, digits: in
 
 def _weighted_ranking_scores(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
                              ) -> tuple[np.ndarray, np.ndarray]:
-    """One-vs-rest AUROC and average precision of one class under each row of `weights`.
-
-    Equal to scikit-learn's ``roc_auc_score`` / ``average_precision_score`` with
-    ``sample_weight`` (ties share their credit); NaN where a row has no positive (AP) or
-    no positive or no negative (AUROC).
-    """
+    """One class's AUROC and average precision under each row of `weights`: scikit-learn's
+    with ``sample_weight``; NaN where a row lacks a positive (or, for AUROC, a negative)."""
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]
     # Tied scores form one threshold: reduce the weights over each run of equal scores.
@@ -263,24 +228,35 @@ def _macro(per_class: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
         per_class = per_class[:, np.asarray(classes, bool)]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: nothing ranks
-        return np.nanmean(per_class, axis=1) if per_class.shape[1] else np.full(
-            per_class.shape[0], np.nan)
+        return np.nanmean(per_class, axis=1)
+
+
+def _ranking(probs: np.ndarray, positive: np.ndarray, weights: np.ndarray, classes: Any
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class AUROC ``(B, K)`` and the `_macro` AUROC and AUPRC of ``(N, K)`` truth."""
+    aurocs, aps = zip(*(_weighted_ranking_scores(probs[:, c], positive[:, c], weights)
+                        for c in range(probs.shape[1])), strict=True)
+    auroc_k = np.stack(aurocs, axis=1)
+    return auroc_k, _macro(auroc_k, classes), _macro(np.stack(aps, axis=1), classes)
+
+
+def _macro_prf(tp: np.ndarray, pred_count: np.ndarray, true_count: np.ndarray,
+               f1_denominator: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Macro precision, recall, F1 ``(B,)`` of ``(B, K)`` weighted counts, zero_division=0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(pred_count > 0, tp / pred_count, 0.0)
+        recall = np.where(true_count > 0, tp / true_count, 0.0)
+        f1 = np.where(f1_denominator > 0, 2 * tp / f1_denominator, 0.0)
+    return precision.mean(axis=1), recall.mean(axis=1), f1.mean(axis=1)
 
 
 def weighted_classification_metrics(probs: Any, labels: Any, weights: Any,
                                      num_classes: int | None = None, *,
                                      classes: Any = None, per_class: bool = False
                                      ) -> dict[str, np.ndarray]:
-    """`classification_metrics` of many weightings of the same examples at once.
-
-    Row b of ``weights`` ``(B, N)`` (non-negative, e.g. how often a bootstrap resample
-    drew each example) gives the metrics of the data set in which example i appears
-    ``weights[b, i]`` times, equal to `classification_metrics` of that data set. Returns
-    each of `CLASSIFICATION_KEYS` as a ``(B,)`` array. Rows holding one class only get NaN
-    AUROC/AUPRC, as `classification_metrics` does. `classes` ``(K,)`` bool restricts the
-    macro AUROC/AUPRC to those classes (`BootstrapResamples.classes`); `per_class` adds
-    ``"auroc_per_class"`` ``(B, K)``.
-    """
+    """`classification_metrics` of the data sets with example i ``weights[b, i]`` times
+    (``(B, N)``, e.g. bootstrap counts), as ``(B,)`` arrays. `classes` ``(K,)`` bool limits
+    the macro AUROC/AUPRC; `per_class` adds ``"auroc_per_class"`` ``(B, K)``."""
     probs = to_numpy(probs).astype(np.float64)
     labels = to_numpy(labels).astype(np.int64)
     weights = np.atleast_2d(to_numpy(weights)).astype(np.float64)
@@ -298,28 +274,19 @@ def weighted_classification_metrics(probs: Any, labels: Any, weights: Any,
     confusion = (weights @ np.eye(k * k)[cell]).reshape(b, k, k)
     tp = np.einsum("bkk->bk", confusion)
     true_count, pred_count = confusion.sum(axis=2), confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # zero_division=0, macro over all K classes, as in `classification_metrics`.
-        precision = np.where(pred_count > 0, tp / pred_count, 0.0)
-        recall = np.where(true_count > 0, tp / true_count, 0.0)
-        f1 = np.where(true_count + pred_count > 0, 2 * tp / (true_count + pred_count), 0.0)
-    aurocs, aps = zip(*(_weighted_ranking_scores(probs[:, c], labels == c, weights)
-                        for c in range(k)), strict=True)
-    classes_present = (true_count > 0).sum(axis=1)
-    auroc_k = np.stack(aurocs, axis=1)
-    auroc, auprc = _macro(auroc_k, classes), _macro(np.stack(aps, axis=1), classes)
-    one_class = classes_present < 2
+    precision, recall, f1 = _macro_prf(tp, pred_count, true_count, true_count + pred_count)
+    auroc_k, auroc, auprc = _ranking(probs, labels[:, None] == np.arange(k), weights, classes)
+    one_class = (true_count > 0).sum(axis=1) < 2
     p_true = np.clip(probs[np.arange(labels.shape[0]), labels], PROB_EPS, 1.0)
-    extra = {"auroc_per_class": auroc_k} if per_class else {}
     return {
         "accuracy": weights @ (preds == labels).astype(np.float64) / total,
-        "precision": precision.mean(axis=1),
-        "recall": recall.mean(axis=1),
-        "f1": f1.mean(axis=1),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
         "auroc": np.where(one_class, np.nan, auroc),
         "auprc": np.where(one_class, np.nan, auprc),
         "loss": weights @ -np.log(p_true) / total,
-        **extra,
+        **({"auroc_per_class": auroc_k} if per_class else {}),
     }
 
 
@@ -337,29 +304,9 @@ def _check_multilabel(probs: np.ndarray, targets: np.ndarray) -> None:
 def weighted_multilabel_metrics(probs: Any, targets: Any, weights: Any, *,
                                 classes: Any = None, per_class: bool = False
                                 ) -> dict[str, np.ndarray]:
-    """Multi-label metrics of many weightings of the same examples at once.
-
-    Args:
-      probs: ``(N, K)`` independent class probabilities (sigmoid outputs).
-      targets: ``(N, K)`` multi-hot truth.
-      weights: ``(B, N)`` non-negative example weights (one row per data set, e.g.
-        bootstrap counts; a row of ones is the data set itself).
-      classes: optional ``(K,)`` bool: the classes of the macro AUROC/AUPRC (default
-        all; `BootstrapResamples.classes` for a bootstrap).
-      per_class: also return ``"auroc_per_class"`` ``(B, K)``.
-
-    Returns each of `MULTILABEL_KEYS` as a ``(B,)`` array:
-
-    * ``auroc`` / ``auprc``: macro means of the per-class AUROC / average precision over
-      the classes that have positives (and, for AUROC, negatives) in the row's data;
-    * ``fmax``: the sample-centric maximum F1 of the PTB-XL benchmark (Strodthoff et al.
-      2020, after CAFA): at each threshold t of `FMAX_THRESHOLDS`, precision is averaged
-      over the examples with at least one class predicted (p >= t), recall over all
-      examples, and F(t) is their harmonic mean; Fmax is the largest F(t);
-    * ``f1`` / ``precision`` / ``recall``: macro means over all K classes at the threshold
-      0.5 (zero_division=0, as in the single-label metrics);
-    * ``loss``: mean binary cross-entropy over examples and classes.
-    """
+    """`MULTILABEL_KEYS` as ``(B,)`` arrays of ``(N, K)`` sigmoid probabilities against
+    multi-hot `targets`, weighted as in `weighted_classification_metrics` (definitions:
+    docs/benchmarks.md, "Fmax"; F1/precision/recall at 0.5, macro over all K)."""
     probs = to_numpy(probs).astype(np.float64)
     targets = to_numpy(targets).astype(np.int64)
     weights = np.atleast_2d(to_numpy(weights)).astype(np.float64)
@@ -371,10 +318,7 @@ def weighted_multilabel_metrics(probs: Any, targets: Any, weights: Any, *,
         return {key: np.full(b, np.nan) for key in MULTILABEL_KEYS}
     total = weights.sum(axis=1)
     positive = targets.astype(bool)
-    aurocs, aps = zip(*(_weighted_ranking_scores(probs[:, c], positive[:, c], weights)
-                        for c in range(probs.shape[1])), strict=True)
-    auroc_k = np.stack(aurocs, axis=1)
-    auroc, auprc = _macro(auroc_k, classes), _macro(np.stack(aps, axis=1), classes)
+    auroc_k, auroc, auprc = _ranking(probs, positive, weights, classes)
 
     true_count = positive.sum(axis=1)
     precision_t, has_pred_t, recall_t = [], [], []
@@ -398,19 +342,16 @@ def weighted_multilabel_metrics(probs: Any, targets: Any, weights: Any, *,
     tp = weights @ (predicted & positive).astype(np.float64)  # (B, K)
     fp = weights @ (predicted & ~positive).astype(np.float64)
     fn = weights @ (~predicted & positive).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    precision, recall, f1 = _macro_prf(tp, tp + fp, tp + fn, 2 * tp + fp + fn)
     p = np.clip(probs, PROB_EPS, 1.0 - PROB_EPS)
     bce = -(targets * np.log(p) + (1 - targets) * np.log1p(-p)).mean(axis=1)
     return {
         "auroc": auroc,
         "fmax": f_t.max(axis=1),
         "auprc": auprc,
-        "f1": f1.mean(axis=1),
-        "precision": precision.mean(axis=1),
-        "recall": recall.mean(axis=1),
+        "f1": f1,
+        "precision": precision,
+        "recall": recall,
         "loss": weights @ bce / total,
         **({"auroc_per_class": auroc_k} if per_class else {}),
     }
@@ -432,6 +373,4 @@ def per_class_auroc(probs: Any, targets: Any) -> np.ndarray:
     probs = to_numpy(probs).astype(np.float64)
     targets = to_numpy(targets).astype(np.int64)
     _check_multilabel(probs, targets)
-    ones = np.ones((1, probs.shape[0]))
-    return np.array([_weighted_ranking_scores(probs[:, c], targets[:, c].astype(bool), ones)[0][0]
-                     for c in range(probs.shape[1])])
+    return _ranking(probs, targets.astype(bool), np.ones((1, probs.shape[0])), None)[0][0]
