@@ -23,25 +23,15 @@ from cardioformer_jax.core.progress import format_duration
 
 JSONL_NAME = "metrics.jsonl"
 _RESERVED_KEYS = ("step", "split", "wall_time")
-# The test metrics a run's closing line shows (when the results have them).
-SUMMARY_METRICS = ("accuracy", "f1", "auroc", "fmax")  # those a result has are shown
-
-
-def _to_float(value: Any) -> float:
-    """Python float from a Python/numpy/jax scalar (fetching device arrays)."""
-    arr = np.asarray(jax.device_get(value))
-    if arr.size != 1:
-        raise ValueError(f"expected a scalar, got shape {arr.shape}")
-    return float(arr.reshape(()))
+SUMMARY_METRICS = ("accuracy", "f1", "auroc", "fmax")  # a run's closing line: those it has
 
 
 def _to_number(value: Any) -> int | float:
-    """Like `_to_float`, but integers (Python or integer dtypes) stay ints: counters such
-    as ``epoch`` then read ``3``, not ``3.0``, in logs and ``metrics.jsonl``."""
+    """Python float of a Python/numpy/jax scalar; integers stay ints (``epoch`` logs ``3``)."""
     arr = np.asarray(jax.device_get(value))
-    if arr.size == 1 and arr.dtype.kind in "iu":
-        return int(arr.reshape(()))
-    return _to_float(value)
+    if arr.size != 1:
+        raise ValueError(f"expected a scalar, got shape {arr.shape}")
+    return int(arr.reshape(())) if arr.dtype.kind in "iu" else float(arr.reshape(()))
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -55,9 +45,7 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (str, bool)) or obj is None:
-        return obj
-    if isinstance(obj, int):
+    if isinstance(obj, (str, bool, int)) or obj is None:
         return obj
     if isinstance(obj, float):
         return _finite_or_none(obj)
@@ -70,9 +58,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def quiet_orbax(min_level: int, target: std_logging.Filterer | None = None) -> None:
-    """Drops Orbax's log records below `min_level` (e.g. its dozen INFO lines per checkpoint)
-    from `target`, by default absl's logger; other sources are untouched. Orbax logs through
-    absl like this program, so records are told apart by their source path."""
+    """Drops Orbax's records below `min_level` from `target` (default: absl's logger, which
+    Orbax logs through too: records are told apart by their source path)."""
 
     def keep(record: std_logging.LogRecord) -> bool:
         return record.levelno >= min_level or "/orbax/" not in record.pathname
@@ -81,23 +68,14 @@ def quiet_orbax(min_level: int, target: std_logging.Filterer | None = None) -> N
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Writes ``obj`` as strict JSON atomically (see `write_text_atomic`).
-
-    Readers never see a half-written file, and a crash leaves the previous version.
-    Parent directories are created. NaN/inf are written as null (see ``to_jsonable``).
-    Callers decide which process writes.
-    """
+    """Writes ``obj`` as strict JSON (`to_jsonable`) with `write_text_atomic`."""
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, sort_keys=False)
     write_text_atomic(path, text + "\n")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replaces the file at `path` by `text` (UTF-8) in one step, creating parent dirs.
-
-    A local path is written to a temp file in the same directory, synced and renamed over
-    the target (``os.replace``). A URL (``gs://...``) is written directly: object stores
-    have no rename, but replace an object atomically when its upload completes.
-    """
+    """Replaces the file at `path` by `text` (UTF-8) in one step, creating parent dirs (a
+    URL directly: an object store replaces an object atomically when its upload completes)."""
     path = paths.resolve_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if paths.is_url(path):
@@ -117,34 +95,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 class MetricWriter:
-    """Writes scalars to TensorBoard and ``<workdir>/metrics.jsonl`` on process 0.
+    """Scalars to TensorBoard (`tensorboard_dir`, default `workdir`) and a line per
+    `write_scalars` in ``<workdir>/metrics.jsonl`` (step, split, wall_time, the values; NaN as
+    null), by process 0 unless `enabled` says otherwise. A resumed run continues the file.
 
-    Each ``write_scalars`` call adds one JSON object per line::
-
-        {"step": 3, "split": "val", "wall_time": 1.7e9, "f1": 0.81, "auroc": null}
-
-    (NaN/inf as null; integer values, such as counters, stay integers) and adds
-    ``<split>/<name>`` scalars to the event file. A resumed run continues an existing
-    ``metrics.jsonl``. Use as a context manager or call ``close``.
-
-    How ``metrics.jsonl`` is written (``jsonl_mode``):
-
-    * ``"append"`` (the default for a local workdir): the file is opened in append mode
-      and flushed on every write, so a crash leaves only complete lines.
-    * ``"rewrite"`` (the default, and the only mode, for a URL workdir such as
-      ``gs://bucket/run``: objects cannot be appended to): the existing object is read
-      once, the lines are kept in memory and the whole object is uploaded again, atomically
-      (`write_text_atomic`), on the first write, then at the first write at least
-      ``sync_seconds`` after the previous upload, on ``flush`` and on ``close``. The object
-      always holds complete lines; a crash loses at most the last ``sync_seconds`` of them.
-
-    Args:
-      workdir: directory (or URL) for ``metrics.jsonl`` and, unless ``tensorboard_dir`` is
-        given, the event files (so ``tensorboard --logdir <workdir>`` works).
-      tensorboard_dir: optional separate directory for event files.
-      enabled: force writing on/off; default ``jax.process_index() == 0``.
-      jsonl_mode: ``"append"``, ``"rewrite"`` or None (by the kind of workdir, see above).
-      sync_seconds: the upload interval of ``"rewrite"`` mode.
+    `jsonl_mode` (None: by the workdir): ``"append"`` (local; flushed per line) or
+    ``"rewrite"`` (a URL, which cannot be appended to: the whole object is uploaded again
+    atomically at most every `sync_seconds`, and on `flush` and `close`).
     """
 
     def __init__(
@@ -255,19 +212,13 @@ def format_scalars(
     scalars: Mapping[str, Any], step: int | None = None, split: str | None = None,
     digits: int = 4, progress: str | None = None,
 ) -> str:
-    """One-line summary, e.g. ``"[val] step 3 | f1=0.8123 | loss=0.4100 | epoch=2"``.
-
-    Integer values (counters) are written as integers, the others with `digits` decimals.
-    `progress`, e.g. `format_progress`'s ``"step 3/640 (0.4%)"``, replaces ``step N``.
-    """
-    parts = []
-    step_text = progress if progress is not None else (
-        None if step is None else f"step {int(step)}")
-    head = " ".join(p for p in (f"[{split}]" if split else None, step_text) if p)
-    if head:
-        parts.append(head)
-    parts.extend(f"{k}={_format_number(v, digits)}" for k, v in scalars.items())
-    return " | ".join(parts)
+    """One line, e.g. ``"[val] step 3 | f1=0.8123 | loss=0.4100 | epoch=2"``; `progress`
+    (`format_progress`'s text) replaces ``step N``."""
+    if progress is None and step is not None:
+        progress = f"step {int(step)}"
+    head = " ".join(p for p in (f"[{split}]" if split else None, progress) if p)
+    parts = [f"{k}={_format_number(v, digits)}" for k, v in scalars.items()]
+    return " | ".join([head, *parts] if head else parts)
 
 
 def _format_number(value: Any, digits: int) -> str:
@@ -287,19 +238,9 @@ def log_scalars(
 
 def format_progress(step: int, total: int | None, elapsed_seconds: float,
                     timed_steps: int | None = None) -> str:
-    """``"step 120/640 (18.7%, ETA 3m05s)"``: where a run is and when it should end.
-
-    The ETA is the remaining steps at the measured rate, `timed_steps` steps (default
-    `step`) in `elapsed_seconds`; a caller that starts the clock later (after a first step
-    that compiled, or on resuming) passes the steps since. Edge cases:
-
-    * `total` unknown (None or <= 0): ``"step 120"``;
-    * no rate yet (`timed_steps` or `elapsed_seconds` <= 0, e.g. at step 0, or an
-      infinite `elapsed_seconds`):
-      ``"step 0/640 (0.0%)"``, no ETA;
-    * the percentage is rounded down (``100.0%`` only at the last step) and capped at 100,
-      the ETA at ``0s``, for a `step` beyond `total`.
-    """
+    """``"step 120/640 (18.7%, ETA 3m05s)"`` (docs/training.md, "Logs"): the ETA at the rate
+    of `timed_steps` (default `step`) steps in `elapsed_seconds`, none without a rate;
+    ``"step 120"`` without a `total`."""
     step = int(step)
     if total is None or total <= 0:
         return f"step {step}"
@@ -323,12 +264,7 @@ def _format_summary(head: str, test: Mapping[str, Any], results_path: str | os.P
 
 def format_run_summary(best_epoch: int | None, test: Mapping[str, Any] | None,
                        results_path: str | os.PathLike, digits: int = 4) -> str:
-    """The closing line of a one-seed run: the best epoch, its test metrics (those of
-    `SUMMARY_METRICS` it has) and where ``results.json`` is, e.g.
-    ``"best epoch 7: test accuracy=0.8596, f1=0.8412, auroc=0.9606; results: w/results.json"``.
-
-    Without an evaluated epoch (`best_epoch` None): ``"no evaluated epoch; results: ..."``.
-    """
+    """The closing line of a one-seed run (docs/training.md, "Logs")."""
     if best_epoch is None:
         return _format_summary("no evaluated epoch", {}, results_path)
     return _format_summary(f"best epoch {int(best_epoch)}", test or {}, results_path, digits)
@@ -336,11 +272,8 @@ def format_run_summary(best_epoch: int | None, test: Mapping[str, Any] | None,
 
 def format_seeds_summary(seeds: Sequence[int], test_formatted: Mapping[str, str],
                          results_path: str | os.PathLike) -> str:
-    """The closing line of a multi-seed run, from the aggregate's ``"mean ± std"`` test
-    metrics (`metrics.format_mean_std`, in %), e.g. ``"5 seeds (41-45): test
-    accuracy=85.96 ± 1.00, f1=84.12 ± 0.50, auroc=96.06 ± 0.11 (mean ± std, %); results:
-    w/results.json"``. Consecutive seeds are shown as a range, others listed.
-    """
+    """The closing line of a multi-seed run from `metrics.format_mean_std` texts
+    (docs/training.md, "Logs"); consecutive seeds as a range."""
     seeds = [int(s) for s in seeds]
     consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
     names = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
