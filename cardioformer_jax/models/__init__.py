@@ -1,7 +1,4 @@
-"""Which network a config trains: ``config.model_name`` -> an NNX module.
-
-`network_config` (hashable, keys the compiled programs) and `count_params`; docs/architecture.md.
-"""
+"""Which network a config trains: ``config.model_name`` -> an NNX module."""
 
 from __future__ import annotations
 
@@ -29,17 +26,14 @@ def model_name(config: Mapping[str, Any]) -> str:
 
 
 def input_sizes(config: Mapping[str, Any]) -> dict[str, int]:
-    """The network's input sizes, which every network reads from outside its section:
-    ``seq_len`` and ``num_channels`` from ``config.input``, ``num_classes`` from
-    ``config.dataset`` (`config_lib.INPUT_SIZES`)."""
+    """The input sizes every network reads from outside its section (`config_lib.INPUT_SIZES`)."""
     return {"seq_len": int(config["input"]["seq_len"]),
             "num_channels": int(config["input"]["num_channels"]),
             "num_classes": int(config["dataset"]["num_classes"])}
 
 
 def network_config(config: Mapping[str, Any]) -> NetworkConfig:
-    """The validated hyper-parameters of the config's model (hashable): its section
-    (``model`` or ``resnet``) with the `input_sizes`."""
+    """The validated, hashable hyper-parameters of the config's model (keys the programs)."""
     name = model_name(config)
     if name == "cardioformer":
         return CardioformerConfig.from_config({**config["model"], **input_sizes(config)})
@@ -56,13 +50,7 @@ def build_model(spec: NetworkConfig, *, rngs: nnx.Rngs) -> nnx.Module:
     raise TypeError(f"not a model spec: {type(spec).__name__}")
 
 
-def create_model(config: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
-    """The config's model in train mode: ``build_model(network_config(config), rngs=rngs)``."""
-    return build_model(network_config(config), rngs=rngs)
-
-
 def count_params(model: nnx.Module | nnx.State) -> int:
-    """Number of trainable scalars: the `nnx.Param`s of a module (abstract ones from
-    `nnx.eval_shape` too), or every leaf of a parameter state such as ``TrainState.params``."""
+    """Trainable scalars: of a module's (or abstract module's) `nnx.Param`s or of a state."""
     params = nnx.state(model, nnx.Param) if isinstance(model, nnx.Module) else model
     return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))

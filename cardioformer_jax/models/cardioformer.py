@@ -80,6 +80,21 @@ def parse_patch_lens(value: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def shared_problems(config: Any, positive: Sequence[str]) -> list[str]:
+    """What is wrong with the fields every network config has (`positive` ints >= 1)."""
+    problems = [f"{name}={getattr(config, name)} must be >= 1" for name in positive
+                if int(getattr(config, name)) < 1]
+    if config.num_classes < 2:
+        problems.append(f"num_classes={config.num_classes} must be >= 2")
+    if not 0.0 <= config.dropout < 1.0:
+        problems.append(f"dropout={config.dropout} must lie in [0, 1)")
+    if config.kernels not in KERNELS:
+        problems.append(f"kernels={config.kernels!r} must be one of {KERNELS}")
+    if config.tabular not in TABULAR_MODES:
+        problems.append(f"tabular={config.tabular!r} must be one of {TABULAR_MODES}")
+    return problems
+
+
 def dataclass_from_config(cls: type, config: Any, section: str) -> Any:
     """``cls(**config)`` for a config-section dataclass; unknown keys are a clear error."""
     if isinstance(config, cls):
@@ -94,9 +109,8 @@ def dataclass_from_config(cls: type, config: Any, section: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class CardioformerConfig:
-    """Validated, hashable model hyper-parameters: the ``model`` section of a config with
-    the input sizes ``seq_len``, ``num_channels`` and ``num_classes``, which the config
-    keeps outside it (``input``, ``dataset``: `models.network_config`)."""
+    """Validated, hashable hyper-parameters (docs/model.md): a config's ``model`` section
+    with the input sizes (`models.network_config`)."""
 
     seq_len: int = 250
     num_channels: int = 12
@@ -111,25 +125,14 @@ class CardioformerConfig:
     no_inter_attn: bool = False
     single_channel: bool = False
     dtype: str = "float32"
-    # Which implementation of attention, LayerNorm and random numbers (see `ops`): "auto"
-    # (CPU kernels on a CPU backend, the plain path elsewhere), "xla" or "cpu".
+    # docs/model.md, "Execution settings":
     kernels: str = "auto"
     scan_unroll: int = 1  # layers per scan iteration: 1 compiles fastest, e_layers runs fastest
-    # Recompute each layer in the backward pass instead of saving its activations (with the
-    # CPU kernels the LayerNorm statistics are kept); it cuts activation memory by about
-    # e_layers times, and on CPU it is also faster (docs/benchmarks.md).
     remat: bool = True
-    # Eval mode runs the batch as a loop over chunks of this many rows: intermediates that
-    # fit in the CPU caches make evaluation faster there, and its memory then grows with the
-    # chunk instead of the batch. 0 ("auto"): 8 rows with the CPU kernels, the whole batch
-    # otherwise (an accelerator wants large matmuls).
-    eval_chunk_size: int = 0
-    # Age and sex with the ECG (`data.tabular`): "none"; "late" (an embedding of them
-    # joins the head's features); "early" (the embedding is a token of every granularity).
-    tabular: str = "none"
+    eval_chunk_size: int = 0  # 0: 8 rows with the CPU kernels, the whole batch otherwise
+    tabular: str = "none"  # docs/model.md, "Age and sex"
 
-    # The fields that shape the parameters: a run cannot resume from a checkpoint of
-    # other values (`config_lib.resume_fields`).
+    # The fields that shape the parameters (`config_lib.resume_fields`).
     SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
         "seq_len", "num_channels", "num_classes", "d_model", "d_ff", "n_heads", "e_layers",
         "patch_lens", "single_channel", "no_inter_attn")
@@ -141,17 +144,10 @@ class CardioformerConfig:
         else:
             augmentations = parse_augmentations(self.augmentations)
         object.__setattr__(self, "augmentations", tuple(augmentations))
-        problems = []
-        for name in ("seq_len", "num_channels", "num_classes", "d_model", "d_ff", "n_heads",
-                     "e_layers"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        if self.num_classes < 2:
-            problems.append(f"num_classes={self.num_classes} must be >= 2")
+        problems = shared_problems(self, ("seq_len", "num_channels", "num_classes", "d_model",
+                                          "d_ff", "n_heads", "e_layers"))
         if self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
         if not self.patch_lens:
             problems.append("patch_lens is empty: give at least one patch length")
         for p in self.patch_lens:
@@ -167,10 +163,6 @@ class CardioformerConfig:
             problems.append(f"scan_unroll={self.scan_unroll} must be >= 1")
         if self.eval_chunk_size < 0:
             problems.append(f"eval_chunk_size={self.eval_chunk_size} must be >= 0 (0: auto)")
-        if self.kernels not in KERNELS:
-            problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
-        if self.tabular not in TABULAR_MODES:
-            problems.append(f"tabular={self.tabular!r} must be one of {TABULAR_MODES}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
@@ -189,8 +181,7 @@ class CardioformerConfig:
 
     @property
     def has_inter_attention(self) -> bool:
-        """The reference builds no inter-granularity attention (no parameters at all) when
-        it is switched off or there is a single granularity to route between."""
+        """As in the reference: none (no parameters) when off or with one granularity."""
         return not self.no_inter_attn and self.num_granularities > 1
 
     @property
@@ -216,12 +207,8 @@ class CardioformerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TokenLayout:
-    """Where each granularity's tokens sit in the model's flat ``(B, S, D)`` token array.
-
-    Granularities are grouped by patch length (groups in order of first appearance in
-    ``patch_lens``); inside the flat array tokens are ordered group-major, and inside a group
-    granularity-major in config order.
-    """
+    """Where each granularity's tokens sit in the flat ``(B, S, D)`` tokens: grouped by patch
+    length (in order of first appearance), group-major, then granularity-major."""
 
     group_patch_lens: tuple[int, ...]
     group_members: tuple[tuple[int, ...], ...]  # config-order granularity indices per group
@@ -292,10 +279,7 @@ class EncoderLayer(nnx.Module):
         self.kernels = kernels
 
     def __call__(self, x: Array, key: Array | None) -> Array:
-        """``x``: ``(S, B, D)`` token-major flat tokens -> same shape.
-
-        Token-major order keeps each group's tokens one contiguous ``(G, N, B, D)`` block.
-        """
+        """``(S, B, D)`` -> same: token-major keeps each group one ``(G, N, B, D)`` block."""
         keys = split_key(key, ("intra", "inter", "attention_output", "resblock1",
                                "resblock2", "resblock3"))
         _, batch, d_model = x.shape
@@ -342,12 +326,8 @@ class EncoderLayer(nnx.Module):
 
 
 class Cardioformer(nnx.Module):
-    """Cardioformer classifier: ``(B, T, C)`` ECG windows -> ``(B, num_classes)`` logits.
-
-    Train mode (dropout and the per-granularity augmentations) is on by default as for other
-    NNX modules; ``model.eval()`` / ``model.train()`` switch it. Randomness comes from the
-    ``dropout`` stream of the ``rngs`` given at construction.
-    """
+    """``(B, T, C)`` ECG windows -> ``(B, num_classes)`` logits; train mode (the default;
+    ``model.eval()`` switches) draws from the ``dropout`` stream of `rngs`."""
 
     def __init__(self, config: Mapping[str, Any] | CardioformerConfig, *, rngs: nnx.Rngs,
                  deterministic: bool = False):
@@ -396,12 +376,8 @@ class Cardioformer(nnx.Module):
 
     def embed(self, x: Array, key: Array | None = None,
               tabular_token: Array | None = None) -> Array:
-        """docs/model.md (Embedding): ``(B, T, C)`` -> flat group-major tokens ``(B', S, D)``.
-
-        ``B' = B`` or ``B * C`` in the ``single_channel`` ablation. ``key`` (train mode)
-        drives the augmentations. Early fusion: ``tabular_token`` ``(B, D)`` (the age/sex
-        embedding) is the first token of every granularity, before its patches.
-        """
+        """docs/model.md, "Embedding": ``(B, T, C)`` -> group-major tokens ``(B', S, D)``
+        (``B' = B * C`` with ``single_channel``); ``tabular_token`` ``(B, D)``: early fusion."""
         config, layout = self.config, self.layout
         dtype = config.compute_dtype
         if config.single_channel:  # each lead becomes its own one-channel sample
@@ -419,8 +395,7 @@ class Cardioformer(nnx.Module):
             n = config.num_patches(p)
             # 1. Replication pad by p copies of the last time step.
             padded = jnp.concatenate([x, jnp.repeat(x[:, -1:], p, axis=1)], axis=1)
-            # 2. n = T // p + 1 patches across all leads, each mapped linearly to D (one
-            #    (p, C, D) kernel per granularity of the group).
+            # 2. n = T // p + 1 patches across all leads, each mapped linearly to D.
             patches = padded[:, :n * p].reshape(x.shape[0], n, p, x.shape[2])
             kernel = gather_weights(self.patch_kernels[g][...]).astype(dtype)
             tokens = jnp.einsum("bnpc,gpcd->bgnd", patches, kernel)
@@ -476,9 +451,8 @@ class Cardioformer(nnx.Module):
             return constrain_batch(x, 1), None
 
         if self.config.remat:
-            # Recompute everything except the LayerNorm statistics (named by the CPU kernel):
-            # saving those few floats per token spares the recomputation two reductions per
-            # LayerNorm; saving the attention probabilities as well was slower on CPU.
+            # Save only the LayerNorm statistics (named by the CPU kernel): a few floats per
+            # token spare two reductions; saving the attention probabilities was slower.
             apply_layer = jax.checkpoint(
                 apply_layer,
                 policy=jax.checkpoint_policies.save_only_these_names("layer_norm_stats"))
@@ -489,11 +463,7 @@ class Cardioformer(nnx.Module):
 
     def head(self, tokens: Array, key: Array | None = None,
              tabular_features: Array | None = None) -> Array:
-        """Head (docs/model.md): LayerNorm, GELU, dropout, flatten (config order), classifier.
-
-        Late fusion: ``tabular_features`` ``(B, D)`` (the age/sex embedding after GELU)
-        are concatenated to the flattened token features before the classifier.
-        """
+        """docs/model.md, "Head"; late fusion adds ``tabular_features`` ``(B, D)``."""
         config = self.config
         tokens = jnp.take(tokens, self.layout.config_order, axis=1)
         features = dropout(gelu(self.norm(tokens)), config.dropout, key, self.kernels)
@@ -507,17 +477,15 @@ class Cardioformer(nnx.Module):
         return logits + self.projection.bias[...]
 
     def eval_chunk_rows(self, batch: int) -> int:
-        """Rows per chunk of an eval-mode call on `batch` rows (``eval_chunk_size``): the
-        smallest divisor of `batch` not below the wanted size, so chunks are equal. A
-        symbolic batch (`jax.export`) is not chunked."""
+        """Rows per eval-mode chunk: the smallest divisor of `batch` not below
+        ``eval_chunk_size`` (so chunks are equal); a symbolic batch is not chunked."""
         if not isinstance(batch, int):
             return batch
         wanted = self.config.eval_chunk_size or (8 if self.kernels == "cpu" else batch)
         return next(rows for rows in range(min(wanted, batch), batch + 1) if batch % rows == 0)
 
     def __call__(self, inputs: Array | Mapping[str, Array]) -> Array:
-        """Logits ``(B, num_classes)`` of the `model_inputs`: a signal ``(B, T, C)`` and,
-        exactly when ``config.tabular`` is not "none", its age/sex features."""
+        """Logits ``(B, num_classes)`` of the `model_inputs`."""
         x, tabular = model_inputs(inputs)
         self.check_input(x)
         check_tabular(self.config.tabular, x, tabular)
@@ -550,17 +518,15 @@ class Cardioformer(nnx.Module):
 
 
 def model_inputs(inputs: Array | Mapping[str, Array]) -> tuple[Array, Array | None]:
-    """``(signal, tabular)`` of a model's inputs: a signal ``(B, T, C)`` alone, or a batch
-    with ``"signal"`` and, for age/sex fusion, ``"tabular"`` ``(B, 4)`` (`data.tabular`);
-    its other entries (labels, mask) are not the model's."""
+    """``(signal, tabular)`` of a signal ``(B, T, C)`` or a batch with ``"signal"`` and, for
+    age/sex fusion, ``"tabular"`` ``(B, 4)`` (`data.tabular`)."""
     if isinstance(inputs, Mapping):
         return inputs["signal"], inputs.get("tabular")
     return inputs, None
 
 
 def check_tabular(mode: str, x: Array, tabular: Array | None) -> None:
-    """A model with ``tabular`` fusion needs ``(B, 4)`` age/sex features; one without
-    takes none (a silently ignored input would hide a wrong config)."""
+    """Fusion needs ``(B, 4)`` age/sex features; no fusion takes none (not ignored)."""
     if mode == "none":
         if tabular is not None:
             raise ValueError("this model has model.tabular='none' but was given age/sex "
@@ -576,11 +542,8 @@ def check_tabular(mode: str, x: Array, tabular: Array | None) -> None:
 
 def _stacked_layers(config: CardioformerConfig, layout: TokenLayout, kernels: str,
                     rngs: nnx.Rngs) -> EncoderLayer:
-    """``e_layers`` independently initialised layers as one module with a leading layer axis.
-
-    Vectorised creation traces one layer's initialisers instead of ``e_layers`` copies,
-    which keeps a jitted initialisation small and quick to compile.
-    """
+    """``e_layers`` layers stacked on a leading axis, created vectorised: a jitted init
+    traces one layer's initialisers, not ``e_layers`` copies."""
 
     @nnx.split_rngs(splits=config.e_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0)

@@ -35,11 +35,8 @@ def torch_linear_init(fan_in: int) -> nnx.Initializer:
 
 
 def gelu(x: Array) -> Array:
-    """Exact GELU ``x/2 (1 + erf(x/sqrt 2))``: PyTorch's default and its formula.
-
-    Not ``jax.nn.gelu``: its tanh form is an approximation, and its exact form goes through
-    ``erfc``, whose branches cost about 3x the erf form's time on CPU.
-    """
+    """Exact GELU ``x/2 (1 + erf(x/sqrt 2))`` as PyTorch; ``jax.nn.gelu``'s tanh form is an
+    approximation and its exact form's ``erfc`` costs about 3x on CPU."""
     half = jnp.asarray(0.5, x.dtype)
     return half * x * (1 + jax.lax.erf(x * jnp.asarray(math.sqrt(0.5), x.dtype)))
 
@@ -55,12 +52,8 @@ def sinusoidal_position_encoding(num_positions: int, d_model: int) -> np.ndarray
 
 
 class GroupedAttention(nnx.Module):
-    """``G`` independent multi-head self-attentions evaluated together.
-
-    Weights carry a leading granularity axis: ``kernel`` is ``(G, D, D)`` for each of the
-    query, key, value and output projections (``x @ kernel + bias``, i.e. PyTorch's weight
-    transposed). ``G = 1`` is an ordinary multi-head attention.
-    """
+    """``G`` independent multi-head self-attentions with ``(G, D, D)`` kernels (``x @ kernel
+    + bias``: PyTorch's weight transposed)."""
 
     def __init__(self, num_groups: int, d_model: int, n_heads: int, dropout_rate: float, *,
                  dtype: jnp.dtype, kernels: str, rngs: nnx.Rngs):
@@ -75,12 +68,8 @@ class GroupedAttention(nnx.Module):
         self.kernels = kernels
 
     def __call__(self, x: Array, key: Array | None) -> Array:
-        """``x``: ``(G, N, B, D)`` -> same shape; ``key`` drives attention dropout.
-
-        The projections are einsums over the 4-D array, never a merged ``(N*B, D)``
-        reshape: the batch axis stays an axis of its own, so a batch-sharded input keeps
-        its sharding (merging it into the token axis would make GSPMD gather the batch).
-        """
+        """``(G, N, B, D)`` -> same. Einsums, not an ``(N*B, D)`` reshape: a batch-sharded
+        input keeps its sharding (a merged axis would make GSPMD gather the batch)."""
         groups, tokens, batch, d_model = x.shape
         head_dim = d_model // self.n_heads
         # One fused projection for Q, K and V.

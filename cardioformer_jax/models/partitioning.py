@@ -28,14 +28,8 @@ def constrain_batch(x: jax.Array, axis: int) -> jax.Array:
 
 
 def gather_weights(tree: Any) -> Any:
-    """`tree` (weights) whole on every device where it is used, when the mesh has an
-    ``fsdp`` axis of more than one device; `tree` itself otherwise.
-
-    This is what makes an ``fsdp`` mesh FSDP: each weight is all-gathered where it is used
-    (a layer's inside the layer loop, so one layer's at a time) while the activations stay
-    split by batch. Left to itself, GSPMD may instead keep the weights split and move the
-    activations (tensor parallelism over the whole batch).
-    """
+    """`tree` (weights) whole where used on a mesh with ``fsdp`` > 1: FSDP's all-gather, one
+    layer at a time, activations split by batch (GSPMD might move the activations instead)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.shape.get("fsdp", 1) == 1:
         return tree

@@ -15,12 +15,12 @@ from flax import nnx
 
 from cardioformer_jax.models.cardioformer import (
     TABULAR_INPUTS,
-    TABULAR_MODES,
     check_tabular,
     dataclass_from_config,
     model_inputs,
+    shared_problems,
 )
-from cardioformer_jax.ops import KERNELS, resolve_kernels
+from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.ops.dropout import dropout
 
 NORMS = ("group", "layer")
@@ -28,12 +28,8 @@ NORMS = ("group", "layer")
 
 @dataclasses.dataclass(frozen=True)
 class ResNet1DConfig:
-    """Validated, hashable hyper-parameters of `ResNet1D`.
-
-    ``seq_len``, ``num_channels`` and ``num_classes`` come from the config's ``input`` and
-    ``dataset`` sections (`models.input_sizes`: the same for every network), ``tabular``
-    from its ``model`` section, the rest from its ``resnet`` section.
-    """
+    """Validated, hashable hyper-parameters of `ResNet1D`: the config's ``resnet`` section,
+    the input sizes (`models.input_sizes`) and ``model.tabular``."""
 
     seq_len: int = 250
     num_channels: int = 12
@@ -47,30 +43,18 @@ class ResNet1DConfig:
     num_groups: int = 8  # GroupNorm groups (capped by the channel count)
     dropout: float = 0.2  # before the linear head
     kernels: str = "auto"  # random numbers of the dropout: see cardioformer_jax.ops
-    # Age and sex (`data.tabular`), from the model section: "none"; "late" (their
-    # embedding joins the pooled features); "early" (the embedding enters as extra input
-    # channels, constant over time: a CNN has no tokens).
+    # "early": the age/sex embedding enters as input channels, constant over time (no tokens).
     tabular: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        problems = []
-        for name in ("seq_len", "num_channels", "stem_width", "stem_kernel", "blocks_per_stage",
-                     "kernel_size", "num_groups"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        if self.num_classes < 2:
-            problems.append(f"num_classes={self.num_classes} must be >= 2")
+        problems = shared_problems(self, ("seq_len", "num_channels", "stem_width",
+                                          "stem_kernel", "blocks_per_stage", "kernel_size",
+                                          "num_groups"))
         if not self.widths or min(self.widths) < 1:
             problems.append(f"widths={self.widths} must be a non-empty list of positive ints")
         if self.norm not in NORMS:
             problems.append(f"norm={self.norm!r} must be one of {NORMS}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.kernels not in KERNELS:
-            problems.append(f"kernels={self.kernels!r} must be one of {KERNELS}")
-        if self.tabular not in TABULAR_MODES:
-            problems.append(f"tabular={self.tabular!r} must be one of {TABULAR_MODES}")
         if problems:
             raise ValueError("invalid resnet config: " + "; ".join(problems))
 
@@ -173,8 +157,7 @@ class ResNet1D(nnx.Module):
         return x.mean(axis=1)
 
     def __call__(self, inputs: jax.Array | Mapping[str, jax.Array]) -> jax.Array:
-        """Logits of the `model_inputs`: a signal ``(B, T, C)`` and, exactly when
-        ``config.tabular`` is not "none", its age/sex features."""
+        """Logits ``(B, num_classes)`` of the `model_inputs`."""
         x, tabular = model_inputs(inputs)
         self.check_input(x)
         check_tabular(self.config.tabular, x, tabular)

@@ -43,7 +43,8 @@ def test_ablation_defaults_and_errors():
 
 def _abstract_model(config) -> nnx.Module:
     """The config's model with shapes only (no weights computed)."""
-    return nnx.eval_shape(lambda: models.create_model(config, nnx.Rngs(params=0, dropout=1)))
+    return nnx.eval_shape(lambda: models.build_model(models.network_config(config),
+                                                      rngs=nnx.Rngs(params=0, dropout=1)))
 
 
 def test_model_factory():
