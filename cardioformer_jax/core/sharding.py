@@ -26,10 +26,8 @@ BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, P]]
 
-# (regex, spec) pairs, first match wins; `re.search` on the "/"-joined path, so a rule
-# anchored with `$` also matches the same parameter inside an optimizer state
-# ("opt_state/0/mu/projection/kernel"). Shapes are those of `model.Cardioformer`; a
-# dimension whose size the mesh axes do not divide is replicated instead (see `_fit`).
+# (regex, spec), first match wins; `re.search` on the "/"-joined path, so a rule anchored
+# with `$` also matches in an optimizer state. Undividable dimensions are replicated (`_fit`).
 DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # (D * sum N_i, classes): 48768 x 5 for PTB-XL, 56 % of all parameters.
     (r"(^|/)projection/kernel$", P("fsdp", None)),
@@ -83,12 +81,8 @@ def create_mesh(
     *,
     devices: Sequence[jax.Device] | None = None,
 ) -> Mesh:
-    """A mesh over all devices (of all hosts) with the given shape, e.g. ``(-1, 1)``.
-
-    `jax.make_mesh` orders the devices along the physical topology and works multi-host.
-    Axes are `AxisType.Auto` (GSPMD propagation, pjit style): JAX 0.10's default is
-    Explicit, which would require sharding annotations on every intermediate.
-    """
+    """A mesh over all devices (of all hosts) with the given shape, e.g. ``(-1, 1)``; axes
+    `AxisType.Auto` (JAX's default Explicit would need annotations on every intermediate)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(mesh_shape, len(axis_names), len(devices))
     axis_types = (AxisType.Auto,) * len(shape)
@@ -109,15 +103,12 @@ def create_mesh(
 
 
 def mesh_from_config(config: Any, devices: Sequence[Any] | None = None) -> Mesh:
-    """`create_mesh(config.mesh.shape, config.mesh.axis_names, devices=devices)`.
-    `devices` (default `jax.devices()`) may be those of a topology this host cannot run,
-    e.g. a TPU slice described for an ahead-of-time compile (`aot`)."""
+    """`create_mesh` of ``config.mesh`` (`devices`: e.g. an `aot` topology's)."""
     return create_mesh(config.mesh.shape, tuple(config.mesh.axis_names), devices=devices)
 
 
 def in_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
-    """`fn` traced inside `mesh` (its abstract mesh), so the model's sharding constraints
-    (`models.partitioning.constrain_batch`) see the mesh's axes; for `jax.jit`."""
+    """`fn` traced inside `mesh`'s abstract mesh, for `models.partitioning`'s constraints."""
 
     @functools.wraps(fn)
     def traced_in_mesh(*args: Any, **kwargs: Any) -> Any:
@@ -147,11 +138,8 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of a batch -> global `jax.Array`s with `data_sharding(mesh)`.
-
-    Each process passes its own consecutive rows (global batch / process_count of them);
-    the global array is their concatenation in the order of the devices' batch slices.
-    """
+    """This process's consecutive rows of a batch -> global `jax.Array`s with
+    `data_sharding(mesh)` (the processes' rows concatenated in device order)."""
     sharding = data_sharding(mesh)
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
@@ -160,11 +148,8 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 
 def host_local_rows(array: jax.Array) -> np.ndarray:
-    """The rows of a batch-sharded global array that live on this process, as NumPy.
-
-    The inverse of `global_batch` for its outputs (e.g. logits computed under
-    `data_sharding`): row ``i`` here belongs to row ``i`` of the batch this process fed.
-    """
+    """This process's rows of a batch-sharded global array, as NumPy: the inverse of
+    `global_batch` (row ``i`` is row ``i`` of the batch this process fed)."""
     if array.is_fully_addressable and jax.process_count() == 1:
         return np.asarray(array)
     pieces: dict[int, np.ndarray] = {}
@@ -178,25 +163,10 @@ def host_local_rows(array: jax.Array) -> np.ndarray:
 
 
 def path_name(path: Iterable[Any]) -> str:
-    """A pytree key path as ``"layers/resblock1/conv1/kernel"``.
-
-    NNX `Variable` nodes add a trailing ``.value`` attribute, which is dropped so the same
-    name comes out of an `nnx.State`, a pure dict and an optimizer state.
-    """
-    parts = []
-    for key in path:
-        if isinstance(key, jax.tree_util.DictKey):
-            parts.append(str(key.key))
-        elif isinstance(key, jax.tree_util.SequenceKey):
-            parts.append(str(key.idx))
-        elif isinstance(key, jax.tree_util.GetAttrKey):
-            if key.name != "value":
-                parts.append(key.name)
-        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
-            parts.append(str(key.key))
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
+    """A pytree key path as ``"layers/resblock1/conv1/kernel"``, without NNX `Variable`s'
+    ``.value`` (the same name from an `nnx.State`, a pure dict and an optimizer state)."""
+    keys = [k for k in path if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value")]
+    return jax.tree_util.keystr(tuple(keys), simple=True, separator="/")
 
 
 def _axis_size(mesh: Mesh, axes: str | tuple[str, ...] | None) -> int | None:
@@ -241,8 +211,7 @@ def partition_spec(name: str, shape: Sequence[int], mesh: Mesh, rules: Rules = D
 
 
 def tree_partition_specs(tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
-    """A pytree like `tree` (NNX state, params dict, optax state, `eval_shape` output)
-    with a `PartitionSpec` per leaf. Leaves need only a ``shape`` (or none: replicated)."""
+    """`tree` (any pytree; leaves need only a ``shape``) with a `PartitionSpec` per leaf."""
     return jax.tree_util.tree_map_with_path(
         lambda path, leaf: partition_spec(path_name(path), np.shape(leaf), mesh, rules), tree
     )
