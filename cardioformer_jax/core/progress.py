@@ -31,11 +31,8 @@ class Progress(Protocol):
 
 
 def format_duration(seconds: float) -> str:
-    """A duration for people: ``"12s"``, ``"3m05s"``, ``"1h02m"`` (hours: to the minute).
-
-    Rounded half up to the second (to the minute from one hour on). Raises ValueError for
-    a negative or non-finite duration.
-    """
+    """``"12s"``, ``"3m05s"``, ``"1h02m"``: rounded half up to the second (from one hour on,
+    to the minute); ValueError when negative or not finite."""
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"duration {seconds!r}: expected a finite number >= 0")
     whole = math.floor(seconds + 0.5)
@@ -56,8 +53,7 @@ def is_terminal(stream: Any) -> bool:
 
 
 class PlainProgress:
-    """Progress as plain lines on `stream` (module docstring); `clock` is injectable so
-    that tests need not wait."""
+    """Progress as plain lines on `stream` (docs/training.md, "Logs"); `clock` for tests."""
 
     def __init__(self, total: int | None, desc: str, unit: str, stream: TextIO, *,
                  clock: Callable[[], float] = time.monotonic,
@@ -121,33 +117,12 @@ class PlainProgress:
         self.close()
 
 
-class _NoProgress:
-    """`progress` with ``enabled=False``: counts nothing, writes nothing."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
 def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True,
              stream: TextIO | None = None, **tqdm_options: Any) -> Progress:
-    """A progress reporter of `total` `unit`s (e.g. ``"records"``; None: unknown total)
-    named `desc`, on `stream` (default: `sys.stderr` at the time of the call).
-
-    A tqdm bar when `stream` is an interactive terminal (`tqdm_options`, e.g.
-    ``mininterval``, go to it), `PlainProgress` lines otherwise, nothing when not
-    `enabled`. Use ``with progress(...) as bar:`` and ``bar.update()`` per item.
-    """
+    """A reporter of `total` `unit`s (None: unknown) named `desc` on `stream` (default:
+    `sys.stderr`): a tqdm bar (`tqdm_options`) on a terminal, else `PlainProgress` lines."""
     if not enabled:
-        return _NoProgress()
+        return tqdm.tqdm(total=total, disable=True)
     stream = sys.stderr if stream is None else stream
     if is_terminal(stream):
         return tqdm.tqdm(total=total, desc=desc, unit=f" {unit}", file=stream,
