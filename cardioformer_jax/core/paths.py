@@ -1,8 +1,4 @@
-"""Workdir paths that may be URLs (``gs://bucket/run``) as well as local directories.
-
-`expand_path` expands ``~``/``$VAR``; `resolve_path` keeps URLs as `etils.epath.Path`
-(docs/usage.md, "Datasets").
-"""
+"""Paths that may be URLs (``gs://bucket/run``) or local, ``~``/``$VAR`` expanded."""
 
 from __future__ import annotations
 
@@ -25,12 +21,8 @@ def is_url(path: PathLike) -> bool:
 
 
 def expand_path(path: PathLike, what: str = "path") -> str:
-    """`path` as the shell would have expanded it: a leading ``~`` / ``~user`` and
-    ``$VAR`` / ``${VAR}`` replaced; a URL (``gs://...``) exactly as given.
-
-    Raises ValueError naming `what` (e.g. ``"--data_dir"``) for a variable that is not
-    set: a path with a literal ``$HOME`` in it is never what was meant.
-    """
+    """`path` with ``~``/``~user`` and ``$VAR``/``${VAR}`` expanded (a URL as given);
+    ValueError naming `what` (e.g. ``"--data_dir"``) for a variable that is not set."""
     text = os.fspath(path)
     if is_url(text):
         return text
@@ -59,15 +51,13 @@ def _flag_parser() -> Any:
 
 
 def _calling_module() -> str:
-    """The module that called `DEFINE_path`, named as absl names it (``--help`` lists a
-    flag under its module; a ``python -m`` command is ``__main__``, i.e. its file)."""
+    """The module that called `DEFINE_path` as absl names it (for ``--help``)."""
     name = sys._getframe(2).f_globals.get("__name__", "__main__")
     return sys.argv[0] if name == "__main__" else name
 
 
 def DEFINE_path(name: str, default: str | None, help: str, **kwargs: Any) -> Any:
-    """An absl string flag for a path: its value has ``~`` and ``$VAR`` expanded
-    (`expand_path`; URLs as given). `kwargs` as `absl.flags.DEFINE` (``required=True``)."""
+    """An absl string flag whose value is `expand_path`'s; `kwargs` as `absl.flags.DEFINE`."""
     from absl import flags
 
     kwargs.setdefault("module_name", _calling_module())
@@ -86,13 +76,8 @@ def DEFINE_multi_path(name: str, default: list[str] | None, help: str,
 
 
 def resolve_path(path: PathLike) -> epath.Path:
-    """`path` as an `epath.Path`: a URL exactly as given, a local path expanded
-    (`expand_path`) and made absolute (not resolving symlinks).
-
-    Accepts str, `pathlib.Path` and `epath.Path`. Raises ValueError for a URL scheme that
-    `etils.epath` has no backend for. (A `pathlib.Path` cannot carry a URL: it has already
-    collapsed ``gs://`` to ``gs:/``; pass URLs as str or `epath.Path`.)
-    """
+    """`path` as an `epath.Path`: a URL as given (ValueError for a scheme `etils.epath`
+    lacks; a `pathlib.Path` cannot carry one), a local path expanded and made absolute."""
     text = os.fspath(path)
     if is_url(text):
         try:
@@ -107,14 +92,8 @@ def resolve_path(path: PathLike) -> epath.Path:
 
 
 def as_path(path: PathLike) -> epath.Path:
-    """`path` as an `epath.Path` without making it absolute: a URL as `resolve_path` keeps
-    it (same ValueError for a scheme without a backend), a local path expanded
-    (`expand_path`) and otherwise as given, so that messages show a relative path as the
-    user typed it.
-
-    For the commands that read a run or write a file where the user points them
-    (predict, evaluate, export).
-    """
+    """`resolve_path` without making a local path absolute, so that messages show it as
+    the user typed it."""
     if is_url(path):
         return resolve_path(path)
     return epath.Path(expand_path(path))
