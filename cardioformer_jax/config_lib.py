@@ -33,12 +33,8 @@ MOVED_FIELDS: dict[str, str] = {f"model.{name}": field for name, field in INPUT_
 
 
 def model_section(**overrides) -> ml_collections.ConfigDict:
-    """The `model` section: every `CardioformerConfig` field but the input sizes (`INPUT_SIZES`),
-    paper defaults, then `overrides`.
-
-    Augmentations stay a string (the reference's syntax) so that command-line overrides
-    such as `--config.model.augmentations=none` work.
-    """
+    """The `model` section: `CardioformerConfig`'s fields but `INPUT_SIZES`, paper defaults,
+    then `overrides`; augmentations a string, for command-line overrides."""
     moved = sorted(set(overrides) & set(INPUT_SIZES))
     if moved:
         raise ValueError(f"{', '.join(moved)} are not model fields; set "
@@ -61,9 +57,8 @@ NEVER = "never"  # the checkpoint would not fit (other shapes, data or data orde
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One config field outside the model sections: its default (whose type is the
-    field's), the values it accepts (`choices`; a `bound` such as ``">= 1"``, with the
-    exceptions `also`), what a resumed run may do with it and a line of documentation."""
+    """A config field outside the model sections: its default (and type), the values it
+    accepts (`choices`, or a `bound` but `also`), its `resume` rule and a line of doc."""
 
     default: Any
     doc: str
@@ -165,9 +160,8 @@ FIELDS: dict[str, Field] = {
 
 
 def resume_fields(rule: str) -> tuple[str, ...]:
-    """The dotted names of the fields whose `Field.resume` is `rule`; in the model sections
-    `CardioformerConfig.SHAPE_FIELDS` (the input sizes are in `FIELDS`) and all of `resnet` are
-    `NEVER`, the rest `ALLOW`."""
+    """The fields whose `Field.resume` is `rule`; of the model sections `SHAPE_FIELDS` and
+    `resnet` are `NEVER`, the rest `ALLOW`."""
     names = tuple(name for name, field in FIELDS.items() if field.resume == rule)
     if rule == NEVER:
         names += tuple(f"model.{name}" for name in CardioformerConfig.SHAPE_FIELDS
@@ -185,12 +179,8 @@ def fields_table() -> str:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Dataset-independent defaults (`FIELDS`); the dataset configs fill in `dataset` and
-    `model`.
-
-    Every field a run can use exists here: `validate_config` rejects any other key, so
-    a misspelt override fails before training instead of being silently ignored.
-    """
+    """Dataset-independent defaults: every field a run can use (`validate_config` rejects
+    any other key, so a misspelt override fails)."""
     values: dict[str, Any] = {"model": model_section(), "resnet": resnet1d.default_section()}
     for name, field in FIELDS.items():
         *section, key = name.split(".")  # FIELDS are at most one section deep
@@ -237,10 +227,8 @@ def migrate(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A saved config (``config.json``) with fields of earlier versions moved to their
-    places now (`migrate`) and the defaults of keys added to `base_config` since it was
-    written, so runs of earlier versions still load; unknown keys stay and fail
-    `validate_config`."""
+    """A saved config (``config.json``), `migrate`d, with the defaults of keys added since,
+    so runs of earlier versions still load."""
     config = base_config()
     config.update(ml_collections.ConfigDict(migrate(saved)))
     return config
@@ -261,9 +249,8 @@ def moved_override_problems(argv: Sequence[str]) -> list[str]:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """`absl.app.run`'s flag parser for the commands with a ``--config`` flag: an override
-    of a moved field (`moved_override_problems`) fails saying where the field went instead
-    of with ml_collections' bare ``AttributeError``."""
+    """`absl.app.run`'s flag parser for ``--config`` commands: a moved field's override
+    fails saying where it went, not with a bare ``AttributeError``."""
     problems = moved_override_problems(argv[1:])
     if problems:
         print("FATAL Flags parsing error: " + "; ".join(problems), file=sys.stderr)
@@ -272,11 +259,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for keys `base_config()` does not define or bad values.
-
-    The dataset configs only change values, so the key set of `base_config()` is the
-    schema of every config; `CardioformerConfig.from_config` checks the model section.
-    """
+    """Raises ValueError for keys `base_config()` (every config's schema) lacks or bad values."""
     # The lead sets live with the input contracts (imported here: it reads WFDB).
     from cardioformer_jax.data.dataset_inputs import LEAD_SETS
 

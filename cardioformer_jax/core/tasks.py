@@ -1,8 +1,6 @@
-"""What a model's outputs mean: single-label (softmax) or multi-label (a sigmoid per class).
+"""Single-label (softmax) or multi-label (a sigmoid per class) outputs: loss, labels, metrics.
 
-A task owns the loss, the probabilities, the label of a dataset element and the metrics;
-`from_config` chooses it once (docs/architecture.md, "Tasks as objects"). Frozen and
-hashable: the jitted programs are cached on them.
+docs/architecture.md, "Tasks as objects"; hashable: jitted programs are cached on them.
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ from cardioformer_jax.core import metrics
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """What both tasks share; `SINGLE_LABEL` and `MULTI_LABEL` are its two values (each
-    also has `loss`, `probabilities`, `label`, `label_shape`, `random_labels`, `metrics`,
-    `example_problem` and `check_dataset`)."""
+    """What `SINGLE_LABEL` and `MULTI_LABEL`, the two tasks, share."""
 
     name: ClassVar[str]
     multilabel: ClassVar[bool]  # what config.json and exported metadata record
@@ -74,8 +70,7 @@ class SingleLabel(Task):
 
     def check_dataset(self, where: str, features: Any, metadata: Mapping[str, Any],
                       split: str, num_classes: int) -> None:
-        """ValueError when the built dataset's split cannot train this task (`where`: the
-        dataset's name)."""
+        """ValueError when the dataset `where`'s split cannot train this task."""
         found = features["label"].num_classes
         if found > num_classes:
             raise ValueError(
