@@ -26,8 +26,7 @@ def attention(q: Array, k: Array, v: Array, key: Array | None, rate: float,
 
 
 def attention_xla(q: Array, k: Array, v: Array, key: Array | None, rate: float) -> Array:
-    """The plain path: `jax.nn.dot_product_attention` (cuDNN on GPU) without dropout, the
-    formula itself with `jax.random` dropout in training."""
+    """`jax.nn.dot_product_attention` without dropout, else the formula (docs/model.md)."""
     if key is None or rate == 0.0:
         # The library takes (B, N, H, d). Leading axes beyond one are vmapped, not merged
         # into B: a merge would bury a sharded batch axis in the minor part of B.
@@ -52,13 +51,8 @@ def _probabilities(q: Array, k: Array) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def attention_cpu(q: Array, k: Array, v: Array, key: Array | None, rate: float) -> Array:
-    """The CPU kernel: the plain formula's values, with hash-random dropout and a
-    hand-written backward pass.
-
-    The backward orders its dots so that the large ``(N, N)`` probability arrays are never
-    transposed (XLA:CPU copies an operand whose contracting dimension is not where its dot
-    kernel wants it), and reuses the saved probabilities.
-    """
+    """The plain formula's values with hash-random dropout and a backward pass that reuses
+    the saved probabilities and never transposes an ``(N, N)`` array (XLA:CPU copies one)."""
     return _attention_cpu_fwd(q, k, v, key, rate)[0]
 
 

@@ -23,14 +23,8 @@ def _lowbias32(h: Array) -> Array:
 
 
 def random_bits(key: Array, shape: tuple[int, ...]) -> Array:
-    """uint32 bits of ``shape``: a hash of the flat element index keyed by ``key``.
-
-    The element's flat index ``i`` becomes ``i * m + a`` (``m`` odd and ``a`` drawn from the
-    key, so each key walks a different bijection of the 32-bit integers) and goes through
-    one lowbias32 round. The key enters every per-axis term before it is broadcast, so
-    nothing here is a full-size loop-invariant array (see below): the whole draw fuses
-    into its consumer at nearly memory speed.
-    """
+    """uint32 bits of ``shape``: lowbias32 of each flat index ``i * m + a`` (``m`` odd and
+    ``a`` drawn from ``key``: a bijection of the 32-bit integers per key)."""
     seed = jax.random.bits(key, (2,), jnp.uint32)
     multiplier = seed[1] | jnp.uint32(1)
     index = jnp.broadcast_to(seed[0], shape)

@@ -13,9 +13,7 @@ Array = jax.Array
 
 
 class LayerNorm(nnx.LayerNorm):
-    """`nnx.LayerNorm` (same parameters and values); ``kernels="cpu"`` computes it with
-    `layer_norm`. Two-pass variance as PyTorch computes it (round-off agreement with the
-    reference)."""
+    """`nnx.LayerNorm` with two-pass variance as PyTorch (``kernels="cpu"``: `layer_norm`)."""
 
     def __init__(self, num_features: int, *, kernels: str, dtype: jnp.dtype,
                  rngs: nnx.Rngs, epsilon: float = 1e-5):
@@ -32,13 +30,10 @@ class LayerNorm(nnx.LayerNorm):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: Array, scale: Array, bias: Array, epsilon: float) -> Array:
-    """LayerNorm over the last axis: `nnx.LayerNorm`'s values, in ``x``'s dtype.
+    """`nnx.LayerNorm`'s values in ``x``'s dtype (gradients of ``scale``/``bias`` in theirs).
 
-    ``scale`` and ``bias`` keep their own (parameter) dtype, so in a bfloat16 model their
-    gradients are summed and returned in float32. The backward pass is the textbook
-    two-reduction form over the saved statistics; autodiff of the two-pass forward makes
-    XLA:CPU do several more passes over the tokens. The statistics are named
-    ``layer_norm_stats`` for the model's rematerialisation policy.
+    The backward is the textbook two-reduction form over the saved statistics (named
+    ``layer_norm_stats`` for remat): autodiff of the forward makes XLA:CPU pass more often.
     """
     return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
