@@ -1,7 +1,4 @@
-"""Metric logging: TensorBoard event files + ``metrics.jsonl``, console lines, atomic JSON.
-
-Only process 0 writes; paths may be URLs. docs/training.md, "Logs".
-"""
+"""TensorBoard + ``metrics.jsonl``, console lines, atomic JSON (docs/training.md, "Logs")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Classification metrics computed on host from predicted probabilities.
-
-Conventions (macro averages, skipped classes, padded rows masked out, NaN on non-finite
-input): docs/training.md, "Metrics".
-"""
+"""Classification metrics computed on host from probabilities (docs/training.md, "Metrics")."""
 
 from __future__ import annotations
 
@@ -72,11 +68,8 @@ def _all_nan(keys: Sequence[str]) -> dict[str, float]:
 
 
 def _macro_ranking_scores(onehot: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """Macro AUROC and AUPRC over the columns of ``onehot`` that have both classes.
-
-    Columns without a positive (or, for AUROC, without a negative) are skipped. NaN if
-    no column qualifies.
-    """
+    """Macro AUROC and AUPRC over the columns of ``onehot`` with a positive (and, for
+    AUROC, a negative); NaN if none has."""
     aurocs, auprcs = [], []
     for k in range(onehot.shape[1]):
         y, s = onehot[:, k], scores[:, k]
@@ -288,9 +281,6 @@ def weighted_classification_metrics(probs: Any, labels: Any, weights: Any,
         "loss": weights @ -np.log(p_true) / total,
         **({"auroc_per_class": auroc_k} if per_class else {}),
     }
-
-
-# --- multi-label (PTB-XL benchmark, docs/benchmarks.md) --------------------------------------
 
 
 def _check_multilabel(probs: np.ndarray, targets: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Progress of long loops: a tqdm bar on a terminal, plain lines in a log (docs/architecture.md).
+"""Progress of long loops: a tqdm bar on a terminal, plain lines in a log.
 
 No JAX here: the dataset builders use it, and they run without it.
 """
@@ -9,25 +9,13 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import tqdm
 
 EVERY_PERCENT = 10  # a plain line each time the count passes another 10% of the total
 EVERY_SECONDS = 30.0  # and at least this often (also when the total is unknown)
 MIN_SECONDS = 2.0  # but percentage lines no closer together than this
-
-
-class Progress(Protocol):
-    """What `progress` returns: count with `update`, finish with `close` (or `with`)."""
-
-    def update(self, n: int = 1) -> Any: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Progress: ...
-
-    def __exit__(self, *exc_info: object) -> Any: ...
 
 
 def format_duration(seconds: float) -> str:
@@ -118,7 +106,7 @@ class PlainProgress:
 
 
 def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True,
-             stream: TextIO | None = None, **tqdm_options: Any) -> Progress:
+             stream: TextIO | None = None, **tqdm_options: Any) -> PlainProgress | tqdm.tqdm:
     """A reporter of `total` `unit`s (None: unknown) named `desc` on `stream` (default:
     `sys.stderr`): a tqdm bar (`tqdm_options`) on a terminal, else `PlainProgress` lines."""
     if not enabled:

@@ -1,8 +1,4 @@
-"""Device mesh ``("data", "fsdp")``, parameter partitioning and batch placement.
-
-The batch is split over both axes, the large weights over ``fsdp`` (`DEFAULT_RULES`);
-docs/scaling.md, "Which mesh to use when".
-"""
+"""Device mesh ``("data", "fsdp")``, parameter partitioning, batch placement (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -41,9 +37,6 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # Biases, norms, embeddings, step counters: small, replicated.
     (r".*", P()),
 )
-
-
-# --- mesh -------------------------------------------------------------------------------
 
 
 def resolve_mesh_shape(
@@ -118,9 +111,6 @@ def in_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return traced_in_mesh
 
 
-# --- batches ----------------------------------------------------------------------------
-
-
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
     """The mesh axes the batch dimension is split over."""
     return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
@@ -157,9 +147,6 @@ def host_local_rows(array: jax.Array) -> np.ndarray:
         start = (shard.index[0].start or 0) if shard.index else 0
         pieces.setdefault(start, np.asarray(shard.data))  # replicas hold the same rows
     return np.concatenate([pieces[k] for k in sorted(pieces)], axis=0)
-
-
-# --- parameter partitioning -------------------------------------------------------------
 
 
 def path_name(path: Iterable[Any]) -> str:

@@ -1,7 +1,4 @@
-"""Single-label (softmax) or multi-label (a sigmoid per class) outputs: loss, labels, metrics.
-
-docs/architecture.md, "Tasks as objects"; hashable: jitted programs are cached on them.
-"""
+"""Single- or multi-label outputs: loss, labels, metrics (docs/architecture.md, "Choices")."""
 
 from __future__ import annotations
 

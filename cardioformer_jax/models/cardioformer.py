@@ -1,8 +1,4 @@
-"""Cardioformer in Flax NNX: embedding, encoder, head, read beside docs/model.md.
-
-Granularities sharing a patch length form one group (`TokenLayout`) and the encoder layers
-are stacked and applied with ``jax.lax.scan`` (docs/model.md, "Embedding", "Encoder layer").
-"""
+"""Cardioformer in Flax NNX: embedding, encoder, head; read beside docs/model.md."""
 
 from __future__ import annotations
 
@@ -43,10 +39,8 @@ _REFERENCE_ONLY_AUGMENTATIONS = ("flip", "shuffle", "mask", "frequency")
 
 
 def parse_augmentations(spec: str | Sequence[str]) -> tuple[tuple[str, float], ...]:
-    """Parses the reference's augmentation list, e.g. ``"jitter0.2,scale0.2,drop0.5"``.
-
-    Returns ``(name, strength)`` pairs; a missing strength takes the reference's default.
-    """
+    """``(name, strength)`` pairs of the reference's augmentation list, e.g.
+    ``"jitter0.2,scale0.2,drop0.5"`` (no strength: the reference's default)."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     parsed = []
     for item in (s.strip() for s in items):
@@ -362,8 +356,6 @@ class Cardioformer(nnx.Module):
             kernel_init=torch_linear_init(config.head_features),
             bias_init=torch_linear_init(config.head_features), rngs=rngs)
         self.rngs = rngs["dropout"].fork()
-
-    # -- stages -------------------------------------------------------------------------------
 
     def check_input(self, x: Array) -> None:
         """Static shape contract of the input (raises with a clear message)."""

@@ -1,7 +1,4 @@
-"""How the model's activations are laid out on a device mesh (docs/scaling.md).
-
-`constrain_batch` pins the batch axis inside a mesh, so an ``fsdp`` mesh stays data-parallel.
-"""
+"""How the model's activations and weights are laid out on a device mesh (docs/scaling.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""A 1-D ResNet baseline for ECG classification, in Flax NNX (same contract as Cardioformer).
-
-Why GroupNorm/LayerNorm and not BatchNorm: docs/architecture.md, "Choices".
-"""
+"""A 1-D ResNet baseline with Cardioformer's contract; no BatchNorm: docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Kernels: the model's plain JAX path and optional CPU kernels, chosen by ``model.kernels``.
-
-docs/model.md, "Execution settings"; what the CPU kernels gain: docs/benchmarks.md.
-"""
+"""The plain JAX path or CPU kernels, by ``model.kernels`` (docs/model.md, "Execution settings")."""
 
 from __future__ import annotations
 

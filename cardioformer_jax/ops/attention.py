@@ -1,7 +1,4 @@
-"""Scaled dot-product attention with dropout on the probabilities (docs/model.md).
-
-Heads are a batch dimension; scores and softmax are float32 whatever the compute dtype.
-"""
+"""Scaled dot-product attention with dropout on the (float32) probabilities (docs/model.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Cheap counter-hash random numbers for dropout and token augmentations (the CPU kernels).
-
-Each element's index hashed with a per-call seed from the JAX key (one "lowbias32" round):
-a pure function XLA fuses; ``impl="jax"`` uses ``jax.random`` (docs/benchmarks.md).
-"""
+"""Counter-hash random numbers of the CPU kernels (``impl="jax"``: ``jax.random``), which XLA
+fuses into their consumers (docs/model.md, "Execution settings")."""
 
 from __future__ import annotations
 
