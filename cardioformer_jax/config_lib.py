@@ -206,8 +206,7 @@ def _schema_problems(config: Any, schema: Any, prefix: str) -> list[str]:
 
 
 def migrate(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config (a ``config.json`` dict) with the keys of earlier versions at their
-    places now (`MOVED_FIELDS`: the input sizes left `model`); `saved` is not changed."""
+    """A copy of a saved ``config.json`` dict with `MOVED_FIELDS` at their places now."""
     saved = copy.deepcopy(dict(saved))
     model = saved.get("model")
     if not isinstance(model, dict):
@@ -235,8 +234,7 @@ def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
 
 
 def moved_override_problems(argv: Sequence[str]) -> list[str]:
-    """What is wrong with the command-line overrides in `argv` that name a field at its
-    place before it moved (``--config.model.seq_len=500``: `MOVED_FIELDS`)."""
+    """Problems of the overrides in `argv` naming a field where it was (`MOVED_FIELDS`)."""
     problems = []
     for arg in argv:
         match = re.match(r"^--?(\w+)\.([\w.]+)(=|$)", arg)

@@ -93,12 +93,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 class MetricWriter:
     """Scalars to TensorBoard (`tensorboard_dir`, default `workdir`) and a line per
-    `write_scalars` in ``<workdir>/metrics.jsonl`` (step, split, wall_time, the values; NaN as
-    null), by process 0 unless `enabled` says otherwise. A resumed run continues the file.
+    `write_scalars` in ``<workdir>/metrics.jsonl`` (NaN as null), by process 0 by default.
 
     `jsonl_mode` (None: by the workdir): ``"append"`` (local; flushed per line) or
-    ``"rewrite"`` (a URL, which cannot be appended to: the whole object is uploaded again
-    atomically at most every `sync_seconds`, and on `flush` and `close`).
+    ``"rewrite"`` (a URL, which cannot be appended to: uploaded again atomically at most
+    every `sync_seconds`, and on `flush` and `close`). A resumed run continues the file.
     """
 
     def __init__(

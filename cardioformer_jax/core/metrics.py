@@ -142,9 +142,8 @@ def record_level(
     record_ids: Any,
     mask: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(record_probs (R, K), record_labels, sorted unique ids (R,))``: the mean of each
-    record's ``(N, K)`` segment probabilities. `labels` (``(N,)`` or multi-hot ``(N, K)``)
-    must agree within a record (else ValueError)."""
+    """``(record_probs (R, K), record_labels, sorted ids (R,))``: each record's mean segment
+    probabilities; `labels` (``(N,)`` or ``(N, K)``) must agree within a record."""
     probs = to_numpy(probs).astype(np.float64)
     labels = to_numpy(labels)
     record_ids = to_numpy(record_ids)
@@ -358,8 +357,7 @@ def multilabel_metrics(probs: Any, targets: Any, mask: Any = None) -> dict[str, 
 
 
 def per_class_auroc(probs: Any, targets: Any) -> np.ndarray:
-    """``(K,)`` AUROC of each class of a multi-label problem (NaN where a class lacks
-    positives or negatives)."""
+    """``(K,)`` AUROC of each class of a multi-label problem (NaN where undefined)."""
     probs = to_numpy(probs).astype(np.float64)
     targets = to_numpy(targets).astype(np.int64)
     _check_multilabel(probs, targets)

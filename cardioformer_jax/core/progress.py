@@ -120,8 +120,7 @@ def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True,
 
 def track[T](items: Iterable[T], total: int | None, desc: str, unit: str, *,
              enabled: bool = True, **tqdm_options: Any) -> Iterator[T]:
-    """`items`, counted by `progress` as the caller finishes each (the reporter closes
-    when the iteration ends or the generator is closed)."""
+    """`items`, each counted by `progress` when the caller has finished it."""
     with progress(total, desc, unit, enabled=enabled, **tqdm_options) as bar:
         for item in items:
             yield item

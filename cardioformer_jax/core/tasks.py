@@ -88,8 +88,7 @@ class SingleLabel(Task):
 
 @dataclasses.dataclass(frozen=True)
 class MultiLabel(Task):
-    """Classes that may co-occur: multi-hot float `labels`, a sigmoid and binary
-    cross-entropy per class."""
+    """Classes that may co-occur: multi-hot float `labels`, a sigmoid and BCE per class."""
 
     name = "multi-label"
     multilabel = True

@@ -290,9 +290,8 @@ class EncoderLayer(nnx.Module):
             tokens = x[start:start + size].reshape(-1, n, batch, d_model)
             attended.append(attention(tokens, intra_keys[g]))
 
-        # 2. Inter-granularity attention: the routers (last tokens) attend to each other in
-        #    config order; their outputs replace them by concatenation (a scatter's autodiff
-        #    builds full-size masks).
+        # 2. Inter-granularity attention of the routers (last tokens) in config order; the
+        #    outputs replace them by concatenation (a scatter's autodiff builds full masks).
         if self.inter_attention is not None:
             order = layout.router_config_order
             reorder = not np.array_equal(order, np.arange(len(order)))
@@ -310,9 +309,8 @@ class EncoderLayer(nnx.Module):
         x = self.norm1(x + dropout(a, self.dropout_rate, keys["attention_output"],
                                    self.kernels))
 
-        # 4. Three residual feed-forward blocks, then residual connection and LayerNorm.
-        #    They see the (S, B, D) array itself: merging S and B into one axis would put
-        #    the batch in its minor part, where a batch sharding cannot follow it.
+        # 4. Three residual blocks, residual connection, LayerNorm; on (S, B, D) itself: a
+        #    merged S*B axis would put the batch in its minor part, out of a sharding's reach.
         y = self.resblock1(x, keys["resblock1"])
         y = self.resblock2(y, keys["resblock2"])
         y = self.resblock3(y, keys["resblock3"])

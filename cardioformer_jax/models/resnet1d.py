@@ -133,8 +133,7 @@ class ResNet1D(nnx.Module):
         self.blocks = nnx.List(blocks)
         head_in = features + (self.tabular_width if config.tabular == "late" else 0)
         self.head = nnx.Linear(head_in, config.num_classes, rngs=rngs)
-        # Only the dropout stream is kept (as in Cardioformer): the training state's random
-        # part is exactly the model's RNG state.
+        # Only the dropout stream is kept: the training state's random part is the model's.
         self.rngs = rngs["dropout"].fork()
 
     def check_input(self, x: jax.Array) -> None:

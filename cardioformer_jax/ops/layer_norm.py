@@ -30,11 +30,8 @@ class LayerNorm(nnx.LayerNorm):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: Array, scale: Array, bias: Array, epsilon: float) -> Array:
-    """`nnx.LayerNorm`'s values in ``x``'s dtype (gradients of ``scale``/``bias`` in theirs).
-
-    The backward is the textbook two-reduction form over the saved statistics (named
-    ``layer_norm_stats`` for remat): autodiff of the forward makes XLA:CPU pass more often.
-    """
+    """`nnx.LayerNorm`'s values in ``x``'s dtype; the backward is the two-reduction form over
+    the statistics saved as ``layer_norm_stats`` (autodiff makes XLA:CPU pass more often)."""
     return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
 
