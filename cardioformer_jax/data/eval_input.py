@@ -44,7 +44,6 @@ def _padding_example(spec: input_pipeline.DataSpec, record_length: int) -> dict[
     }
 
 
-
 class EvalBatch(NamedTuple):
     """`device`: ``signal``, ``label``, ``mask`` (global `jax.Array`s when a mesh is given,
     else NumPy); `host`: this process's rows as NumPy: ``label``, ``mask`` (1 real, 0 pad),
@@ -55,19 +54,25 @@ class EvalBatch(NamedTuple):
     host: dict[str, np.ndarray]
 
 
-def eval_dataset(
+def eval_batches(
     config: Any,
     split: str,
-    *,
     mesh: jax.sharding.Mesh | None = None,
+    *,
     batch_size: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-) -> tuple[grain.IterDataset, int]:
-    """This process's evaluation batches (host NumPy, all fields) and their number.
+    progress: bool = False,
+) -> Iterator[EvalBatch]:
+    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
+    eval batch size (the last ones padded, ``mask`` 0); ``progress`` shows the batches'
+    progress on stderr (process 0, 10 batches or more; `core.progress`).
 
     The split is cut into `process_count` contiguous shares (sizes differing by at most
-    one); every share is padded to the same number of full batches.
+    one), each padded to the same number of full batches. A caller keeps, per batch, the
+    outputs of its own rows (`sharding.host_local_rows(logits)`, aligned with ``host``) and
+    at the end concatenates them over processes with `allgather_host`, then drops
+    ``mask == 0``.
     """
     spec = input_pipeline.DataSpec.from_config(config)
     index, count = input_pipeline.this_process(process_index, process_count)
@@ -87,39 +92,7 @@ def eval_dataset(
         lambda _: dict(pad)
     )
     ds = grain.MapDataset.concatenate([real, padding]).batch(local_batch)
-    return ds.to_iter_dataset(input_pipeline.read_options(config)), num_batches
-
-
-def eval_batches(
-    config: Any,
-    split: str,
-    mesh: jax.sharding.Mesh | None = None,
-    *,
-    batch_size: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    progress: bool = False,
-) -> Iterator[EvalBatch]:
-    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
-    eval batch size (the last ones padded, ``mask`` 0).
-
-    ``progress``: the batches' progress on stderr (process 0, 10 batches or more): a bar
-    on an interactive terminal, plain lines otherwise (`core.progress`).
-
-    Multi-process: all processes run the same number of batches (shares are padded). A
-    caller keeps, per batch, the outputs of its own rows
-    (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
-    concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
-    """
-    ds, num_batches = eval_dataset(
-        config,
-        split,
-        mesh=mesh,
-        batch_size=batch_size,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    iterator = iter(ds)
+    iterator = iter(ds.to_iter_dataset(input_pipeline.read_options(config)))
     shown = progress and num_batches >= 10 and jax.process_index() == 0
     bar = progress_lib.progress(num_batches, f"evaluating {split}", "batches", enabled=shown)
     try:
