@@ -56,9 +56,6 @@ def _mark_synthetic(root: pathlib.Path, layout: str) -> None:
         f"signals, not patient data. Results on it are not comparable with published ones.\n")
 
 
-# --------------------------------------------------------------------------------------
-# PTB-XL twin.
-# --------------------------------------------------------------------------------------
 PTBXL_COLUMNS = (
     "ecg_id", "patient_id", "age", "sex", "height", "weight", "nurse", "site", "device",
     "recording_date", "report", "scp_codes", "heart_axis", "infarction_stadium1",
@@ -175,9 +172,6 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
     return root
 
 
-# --------------------------------------------------------------------------------------
-# MIMIC-IV-ECG twin.
-# --------------------------------------------------------------------------------------
 MEASUREMENT_COLUMNS = (
     "subject_id", "study_id", "cart_id", "ecg_time",
     *(f"report_{i}" for i in range(18)),
@@ -263,9 +257,6 @@ def write_mimic_twin(out_dir: str | os.PathLike, n_subjects: int, seed: int = 0
     return root
 
 
-# --------------------------------------------------------------------------------------
-# Either twin by layout name (what the command line does).
-# --------------------------------------------------------------------------------------
 def write_twin(out_dir: str | os.PathLike, n: int, seed: int = 0, layout: str = "ptbxl"
                ) -> pathlib.Path:
     """Write the twin of `layout` (one of `LAYOUTS`) with `n` patients (PTB-XL) or
