@@ -99,8 +99,7 @@ class ChallengeHeader:
 
 @dataclasses.dataclass(frozen=True)
 class ChallengeRecord:
-    """A record read in mV: `signal` (n_samples, n_leads) float64, leads `lead_names`.
-
+    """A record read in mV: `signal` (n_samples, n_leads) float64, leads `lead_names`;
     `notes` names what was corrected (e.g. ``gain_corrected``)."""
 
     path: str

@@ -64,11 +64,9 @@ class WfdbRecord:
 
 
 def _check_signal_files(path: str, header: wfdb.Record) -> None:
-    """Checks that every signal file exists and has exactly the size the header implies.
-
-    wfdb silently ignores trailing bytes and reports a short file only as a generic
-    "Samples were not loaded correctly", so this is checked here to name the problem.
-    """
+    """Checks that every signal file exists and has exactly the size the header implies:
+    wfdb ignores trailing bytes and calls a short file only "Samples were not loaded
+    correctly"."""
     directory = os.path.dirname(path)
     by_file: dict[str, list[int]] = {}
     for index, file_name in enumerate(header.file_name):
@@ -137,11 +135,8 @@ def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
 
 def match_leads(names: Sequence[str], expected: Sequence[str],
                 path: str | os.PathLike[str] = "<record>") -> np.ndarray:
-    """Column indices that take a record's leads `names` to the order `expected`.
-
-    Names match ignoring case and surrounding spaces; extra leads are left out. Raises
-    `RecordError` (kind ``"lead_mismatch"``) naming the missing or ambiguous leads.
-    """
+    """Column indices that take a record's leads `names` (matched ignoring case and spaces;
+    extras left out) to the order `expected`; `RecordError` ``lead_mismatch`` otherwise."""
     found: dict[str, list[int]] = {}
     for index, name in enumerate(names):
         found.setdefault(name.strip().lower(), []).append(index)
