@@ -54,25 +54,19 @@ class EvalBatch(NamedTuple):
     host: dict[str, np.ndarray]
 
 
-def eval_batches(
+def eval_dataset(
     config: Any,
     split: str,
-    mesh: jax.sharding.Mesh | None = None,
     *,
+    mesh: jax.sharding.Mesh | None = None,
     batch_size: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-    progress: bool = False,
-) -> Iterator[EvalBatch]:
-    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
-    eval batch size (the last ones padded, ``mask`` 0); ``progress`` shows the batches'
-    progress on stderr (process 0, 10 batches or more; `core.progress`).
+) -> tuple[grain.IterDataset, int]:
+    """This process's evaluation batches (host NumPy, all fields) and their number.
 
     The split is cut into `process_count` contiguous shares (sizes differing by at most
-    one), each padded to the same number of full batches. A caller keeps, per batch, the
-    outputs of its own rows (`sharding.host_local_rows(logits)`, aligned with ``host``) and
-    at the end concatenates them over processes with `allgather_host`, then drops
-    ``mask == 0``.
+    one); every share is padded to the same number of full batches.
     """
     spec = input_pipeline.DataSpec.from_config(config)
     index, count = input_pipeline.this_process(process_index, process_count)
@@ -92,7 +86,36 @@ def eval_batches(
         lambda _: dict(pad)
     )
     ds = grain.MapDataset.concatenate([real, padding]).batch(local_batch)
-    iterator = iter(ds.to_iter_dataset(input_pipeline.read_options(config)))
+    return ds.to_iter_dataset(input_pipeline.read_options(config)), num_batches
+
+
+def eval_batches(
+    config: Any,
+    split: str,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    progress: bool = False,
+) -> Iterator[EvalBatch]:
+    """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
+    eval batch size (the last ones padded, ``mask`` 0); ``progress`` shows the batches'
+    progress on stderr (process 0, 10 batches or more; `core.progress`).
+
+    All processes run the same number of batches. A caller keeps, per batch, the outputs of
+    its own rows (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
+    concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
+    """
+    ds, num_batches = eval_dataset(
+        config,
+        split,
+        mesh=mesh,
+        batch_size=batch_size,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    iterator = iter(ds)
     shown = progress and num_batches >= 10 and jax.process_index() == 0
     bar = progress_lib.progress(num_batches, f"evaluating {split}", "batches", enabled=shown)
     try:
