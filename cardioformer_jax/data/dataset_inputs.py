@@ -1,7 +1,5 @@
-"""What a trained model expects from a raw WFDB record, per dataset, and how to make it.
-
-Any sampling rate; leads matched by name and reordered (docs/model.md, "Input"; docs/data.md).
-"""
+"""What a trained model expects from a raw WFDB record of any sampling rate, per dataset,
+and how to make it (docs/model.md, "Input"; docs/data.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Build and read the TFDS datasets without TensorFlow (docs/data.md).
-
-`build` drives `tfds_builders/` (the `tfds build` CLI imports TensorFlow); `data_source` reads.
-"""
+"""Build (`tfds_builders/`) and read the TFDS datasets without TensorFlow (docs/data.md)."""
 
 from __future__ import annotations
 

@@ -63,11 +63,8 @@ def eval_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> tuple[grain.IterDataset, int]:
-    """This process's evaluation batches (host NumPy, all fields) and their number.
-
-    The split is cut into `process_count` contiguous shares (sizes differing by at most
-    one); every share is padded to the same number of full batches.
-    """
+    """This process's evaluation batches (host NumPy, all fields) and their number: its
+    contiguous share of the split, padded to as many full batches as every other share."""
     spec = input_pipeline.DataSpec.from_config(config)
     index, count = input_pipeline.this_process(process_index, process_count)
     global_batch = batch_size or int(config.train.eval_batch_size)

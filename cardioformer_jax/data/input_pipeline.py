@@ -1,7 +1,5 @@
-"""Grain input pipelines over the TFDS ArrayRecord datasets: what a config reads, training.
-
-Evaluation is `eval_input`; the fields are in docs/training.md, throughput in docs/benchmarks.md.
-"""
+"""Grain training input over the TFDS ArrayRecord datasets (docs/training.md); evaluation is
+`eval_input`, throughput in docs/benchmarks.md."""
 
 from __future__ import annotations
 

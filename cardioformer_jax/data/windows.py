@@ -1,8 +1,5 @@
-"""Crops and windows of whole records: the PTB-XL benchmark suite's input protocol.
-
-Random crops in training, max/mean over strided windows in evaluation; docs/benchmarks.md,
-"Two input protocols".
-"""
+"""Random crops in training, max/mean over strided windows in evaluation: the PTB-XL
+benchmark suite's input protocol (docs/benchmarks.md, "Two input protocols")."""
 
 from __future__ import annotations
 

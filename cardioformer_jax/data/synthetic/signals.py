@@ -1,7 +1,5 @@
-"""ECG waveforms: a dipole model of the heart, beat morphologies per SCP code, rhythms, noise.
-
-docs/data.md, "Synthetic twins".
-"""
+"""ECG waveforms: a dipole model of the heart, beats per SCP code, rhythms, noise (docs/data.md,
+"Synthetic twins")."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
