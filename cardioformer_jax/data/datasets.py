@@ -106,10 +106,6 @@ def build_command(name: str, data_dir: str | os.PathLike[str], config: str | Non
     return command
 
 
-def _version_key(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
 def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
                 ) -> epath.Path:
     """`data_dir/name/config/<the builder's version>`; FileNotFoundError with the build
@@ -135,9 +131,10 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     current = str(builder_class(name).VERSION)
     if current not in versions:
         # Another version's preparation: reusing it would silently train on other data.
+        versions.sort(key=lambda v: tuple(int(p) for p in v.split(".")))
         raise FileNotFoundError(
             f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
-            f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
+            f"version {', '.join(versions)}; this code prepares "
             f"version {current}, so that build is not reused. Build it with:\n  "
             f"{build_command(name, config_dir.parent.parent, config)}"
         )
