@@ -1,8 +1,6 @@
-"""Records in the PhysioNet/CinC Challenge 2020/2021 layout: WFDB header + MATLAB ``.mat``.
-
-Parsed here, not by wfdb, for the 2020 release's header quirks (docs/data.md, "CinC 2021").
-No TFDS import: builder workers and inference on raw records both use it.
-"""
+"""Records in the PhysioNet/CinC Challenge 2020/2021 layout: WFDB header + MATLAB ``.mat``,
+parsed here, not by wfdb, for the 2020 release's quirks (docs/data.md, "CinC 2021"). No
+TFDS import: builder workers and inference on raw records both use it."""
 
 from __future__ import annotations
 
@@ -101,8 +99,7 @@ class ChallengeHeader:
 
 @dataclasses.dataclass(frozen=True)
 class ChallengeRecord:
-    """A record read in mV: `signal` (n_samples, n_leads) float64, leads `lead_names`.
-
+    """A record read in mV: `signal` (n_samples, n_leads) float64, leads `lead_names`;
     `notes` names what was corrected (e.g. ``gain_corrected``)."""
 
     path: str
@@ -344,12 +341,8 @@ def read_record(
     min_seconds: float | None = None,
 ) -> ChallengeRecord:
     """Reads a Challenge record in mV, its leads matched by name (any case) to `lead_names`
-    and returned in that order (None: as stored).
-
-    Raises `RecordError` (kinds missing_record, bad_header, missing_file, truncated,
-    unreadable, header_mismatch, unsupported, lead_mismatch, implausible_amplitude,
-    nan_lead, flat_lead, too_short).
-    """
+    and returned in that order (None: as stored). Raises `RecordError` (docs/data.md,
+    "CinC 2021")."""
     path = _strip_extension(os.fspath(path))
     header = parse_header(path)
     order = None

@@ -1,7 +1,5 @@
-"""What a trained model expects from a raw WFDB record, per dataset, and how to make it.
-
-Any sampling rate; leads matched by name and reordered (docs/model.md, "Input"; docs/data.md).
-"""
+"""What a trained model expects from a raw WFDB record of any sampling rate, per dataset,
+and how to make it (docs/model.md, "Input"; docs/data.md)."""
 
 from __future__ import annotations
 
@@ -48,19 +46,10 @@ def lead_columns(setting: str, lead_names: tuple[str, ...]) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class RecordPreparation:
-    """The input contract of a dataset's models.
-
-    Attributes:
-      dataset: the TFDS dataset name (``config.dataset.name``).
-      lead_names: the leads, in the order of the model's channel axis.
-      class_names: the classes, in the order of the model's outputs.
-      mode: ``"segments"`` (1 s windows) or ``"beats"`` (heartbeats).
-      sample_length: samples per model input at ``sample_rate``.
-      sample_rate: Hz, what every record is resampled to.
-      beat_rule: for heartbeats, how they are cut (`preprocessing.heartbeats`).
-      task: what the outputs mean (`tasks`): one softmax, or per-class sigmoids (multi-hot
-        training labels, e.g. the PTB-XL benchmark tasks).
-    """
+    """The input contract of a dataset's models: `lead_names` and `class_names` in the order
+    of the model's channels and outputs; `mode` ``"segments"`` (windows) or ``"beats"``
+    (heartbeats cut by `beat_rule`) of `sample_length` samples at `sample_rate` Hz; `task`,
+    what the outputs mean (one softmax, or per-class sigmoids)."""
 
     dataset: str
     lead_names: tuple[str, ...]
@@ -139,13 +128,9 @@ RECORD_PREPARATIONS: dict[str, RecordPreparation] = {
 
 def record_preparation(dataset: str, builder_config: str = "", *, leads: str = "",
                        task: tasks.Task = tasks.SINGLE_LABEL) -> RecordPreparation:
-    """The `RecordPreparation` of a dataset (and builder config); ValueError for an unknown one.
-
-    The builder config the model was trained on decides how heartbeats are cut, and for
-    segment datasets the sampling rate, window length and (multi-label configs such as
-    the PTB-XL benchmark's) the classes; `leads` (a `LEAD_SETS` setting) keeps some leads;
-    a multi-label `task` (cinc2021): the Challenge's scored classes.
-    """
+    """The `RecordPreparation` of a dataset trained on `builder_config` (beat rule, or rate,
+    window and multi-label classes), `leads` (a `LEAD_SETS` setting) and `task` (multi-label
+    cinc2021: the Challenge's scored classes); ValueError for an unknown dataset."""
     if dataset not in RECORD_PREPARATIONS:
         raise ValueError(f"no input specification for dataset {dataset!r}; known: "
                          f"{', '.join(RECORD_PREPARATIONS)}")
@@ -185,14 +170,9 @@ def _dataset_spec(dataset: str, builder_config: str) -> RecordPreparation:
 
 @dataclasses.dataclass(frozen=True)
 class PreparedRecord:
-    """A record's model inputs and what was done to get them.
-
-    Attributes:
-      samples: ``(k, sample_length, len(lead_names))`` float32, ready for the model.
-      source_fs: the record's sampling rate (Hz) before resampling.
-      ignored_leads: the record's leads the model does not use.
-      age, sex: from the header's comments (``age: 63``, ``sex: female``); -1 unknown.
-    """
+    """A record's model inputs ``(k, sample_length, len(lead_names))`` float32, its rate before
+    resampling, the leads the model does not use, and age and sex from the header's comments
+    (-1: unknown)."""
 
     samples: np.ndarray
     source_fs: float
@@ -202,11 +182,7 @@ class PreparedRecord:
 
 
 def prepare_record(path: str | os.PathLike[str], spec: RecordPreparation) -> PreparedRecord:
-    """A raw WFDB record -> the model's inputs (see the module docstring).
-
-    Raises `RecordError` for a record that cannot be read or used (unreadable or missing
-    files, missing leads, NaN or flat leads, shorter than one second, no heartbeats, ...).
-    """
+    """A raw WFDB record -> the model's inputs; `RecordError` when it cannot be read or used."""
     min_seconds = spec.sample_length / spec.sample_rate if spec.mode == "segments" else 1.0
     record = preprocessing.read_record(path, min_seconds=min_seconds)
     columns = match_leads(record.lead_names, spec.lead_names, record.path)

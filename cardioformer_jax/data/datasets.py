@@ -1,7 +1,4 @@
-"""Build and read the TFDS datasets without TensorFlow (docs/data.md).
-
-`build` drives `tfds_builders/` (the `tfds build` CLI imports TensorFlow); `data_source` reads.
-"""
+"""Build (`tfds_builders/`) and read the TFDS datasets without TensorFlow (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -22,20 +19,16 @@ from cardioformer_jax.core import progress as progress_lib
 DATASETS: tuple[str, ...] = ("ptbxl", "ptb", "mimic_iv_ecg", "cinc2021")
 DEFAULT_CONFIG = "default"
 
-CINC2021_DATABASES: tuple[str, ...] = (
-    "PTB-XL", "Chapman-Shaoxing", "Ningbo", "CPSC", "CPSC-extra", "INCART", "PTB", "Georgia")
-"""The source databases of the Challenge 2021 set (`labels.cinc2021_source_database`)."""
-
 SOURCE_DATABASES: dict[str, tuple[str, ...]] = {
     "ptbxl": ("PTB-XL",),
     "ptb": ("PTB",),
     "mimic_iv_ecg": ("MIMIC-IV-ECG",),
-    "cinc2021": CINC2021_DATABASES,
+    # `labels.cinc2021_source_database`
+    "cinc2021": ("PTB-XL", "Chapman-Shaoxing", "Ningbo", "CPSC", "CPSC-extra", "INCART", "PTB",
+                 "Georgia"),
 }
-"""The ECG databases each dataset's records come from (synthetic twins count as their
-original: a run on the PTB-XL twin stands for a PTB-XL run). External validation leaves out
-the evaluated records of any database the run was trained on: the Challenge 2021 set
-contains all of PTB-XL (``HR*``) and PTB (``S*``)."""
+"""The ECG databases each dataset's records come from, synthetic twins counting as their
+original (docs/training.md, "External validation")."""
 
 
 def source_databases(name: str) -> tuple[str, ...]:
@@ -52,27 +45,6 @@ def builder_class(name: str) -> type:
     return importlib.import_module(f"tfds_builders.{name}").Builder
 
 
-def resolve_config(
-    name: str,
-    config: str | Any | None = None,
-    *,
-    split_bounds: tuple[float, float] | None = None,
-    split_seed: int | None = None,
-):
-    """A builder config by name (default: "default"), optionally with other split bounds
-    and/or a seeded random subject split (see `tfds_builders.common.derive_config`)."""
-    from tfds_builders import common
-
-    cls = builder_class(name)
-    if config is None or isinstance(config, str):
-        wanted = config or DEFAULT_CONFIG
-        configs = {c.name: c for c in cls.BUILDER_CONFIGS}
-        if wanted not in configs:
-            raise ValueError(f"{name} has no config {wanted!r}; choose one of {', '.join(configs)}")
-        config = configs[wanted]
-    return common.derive_config(config, split_bounds=split_bounds, split_seed=split_seed)
-
-
 def build(
     name: str,
     manual_dir: str | os.PathLike[str] | None,
@@ -85,34 +57,34 @@ def build(
     progress: bool = True,
     register_checksums: bool = False,
 ) -> tfds.core.DatasetBuilder:
-    """Builds `name` into `data_dir` (ArrayRecord) and returns the builder.
-
-    `manual_dir`: the unpacked PhysioNet folder (or its parent); None downloads the
-    open-access zip (network needed only then; cinc2021 is manual only). An already built
-    dataset is reused.
-    `num_workers`: record-processing processes (None: all cores, 0: in this process).
-    `register_checksums`: record the downloaded archive's size and SHA-256 in the
-    builder's `checksums.tsv` (later downloads are then checked against it).
+    """Builds `name` into `data_dir` (ArrayRecord; an existing build is reused) and returns
+    the builder. Arguments as `build_dataset`'s flags; `config`, a builder config or its name
+    (None: "default"), is derived with `split_bounds` / `split_seed`
+    (`tfds_builders.common.derive_config`).
     """
-    builder_config = resolve_config(name, config, split_bounds=split_bounds, split_seed=split_seed)
+    from tfds_builders import common
+
+    cls = builder_class(name)
+    if config is None or isinstance(config, str):
+        configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+        config = config or DEFAULT_CONFIG
+        if config not in configs:
+            raise ValueError(f"{name} has no config {config!r}; choose one of {', '.join(configs)}")
+        config = configs[config]
+    builder_config = common.derive_config(config, split_bounds=split_bounds, split_seed=split_seed)
     # `~` and `$VAR` as the shell would have expanded them (TFDS would not).
     data_dir = paths.expand_path(data_dir, "data_dir")
     if manual_dir is not None:
         manual_dir = paths.expand_path(manual_dir, "manual_dir")
-    builder = builder_class(name)(
-        data_dir=data_dir,
-        config=builder_config,
-        num_workers=num_workers,
-        progress=progress,
-    )
+    builder = cls(data_dir=data_dir, config=builder_config, num_workers=num_workers,
+                  progress=progress)
     download_config = tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         register_checksums=register_checksums,
     )
-    # Our per-record progress (`core.progress`: a bar on a terminal, plain lines in a
-    # log) replaces TFDS's example counters for the duration of the build. TFDS's bars stay
-    # on only while a zip is downloaded onto a terminal: redrawn into a log file they are
-    # walls of carriage returns. The global switch is restored afterwards.
+    # Our per-record progress (`core.progress`) replaces TFDS's counters during the build;
+    # TFDS's bars stay on only for a download onto a terminal: in a log file they are walls
+    # of carriage returns.
     tfds_bars = getattr(tqdm_utils, "_active", True)
     tfds.display_progress_bar(tfds_bars and progress and manual_dir is None
                               and progress_lib.is_terminal(sys.stderr))
@@ -134,18 +106,11 @@ def build_command(name: str, data_dir: str | os.PathLike[str], config: str | Non
     return command
 
 
-def _version_key(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
 def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None = None
                 ) -> epath.Path:
     """`data_dir/name/config/<the builder's version>`; FileNotFoundError with the build
-    command when the dataset has not been built (completely) there by this version of the
-    preparation code.
-
-    An `epath.Path`, so a ``gs://`` data_dir stays a URL (`pathlib` would collapse its
-    ``//``); reading one needs gcsfs (`etils.epath`'s GCS backend)."""
+    command when this version of the preparation code has not (completely) built it there.
+    An `epath.Path`, so a ``gs://`` data_dir stays a URL (reading one needs gcsfs)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     config = config or DEFAULT_CONFIG
@@ -166,9 +131,10 @@ def dataset_dir(name: str, data_dir: str | os.PathLike[str], config: str | None 
     current = str(builder_class(name).VERSION)
     if current not in versions:
         # Another version's preparation: reusing it would silently train on other data.
+        versions.sort(key=lambda v: tuple(int(p) for p in v.split(".")))
         raise FileNotFoundError(
             f"dataset {name}/{config} under {config_dir.parent.parent} was built by builder "
-            f"version {', '.join(sorted(versions, key=_version_key))}; this code prepares "
+            f"version {', '.join(versions)}; this code prepares "
             f"version {current}, so that build is not reused. Build it with:\n  "
             f"{build_command(name, config_dir.parent.parent, config)}"
         )

@@ -18,12 +18,9 @@ from cardioformer_jax.data import datasets
 def prepare_synthetic_dataset(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                               ) -> ml_collections.ConfigDict:
     """For ``dataset.synthetic_patients > 0``: writes the synthetic PTB-XL twin to
-    ``<workdir>/data/raw`` and builds it into ``<workdir>/data/tfds`` (each once; process 0
-    does the work) and returns the config pointing at it. Other configs pass through.
-
-    The workdir must be local here: the ArrayRecord writer opens local files only, so a URL
-    workdir (``gs://...``) is refused with the commands that build the data locally and
-    copy it to the bucket."""
+    ``<workdir>/data/raw``, builds it into ``<workdir>/data/tfds`` (each once, on process 0)
+    and returns the config pointing at it; other configs pass through. A URL workdir is
+    refused (ArrayRecord writes local files only) with the commands to build it locally."""
     patients = config.dataset.synthetic_patients
     if patients <= 0:
         return config

@@ -44,7 +44,6 @@ def _padding_example(spec: input_pipeline.DataSpec, record_length: int) -> dict[
     }
 
 
-
 class EvalBatch(NamedTuple):
     """`device`: ``signal``, ``label``, ``mask`` (global `jax.Array`s when a mesh is given,
     else NumPy); `host`: this process's rows as NumPy: ``label``, ``mask`` (1 real, 0 pad),
@@ -64,11 +63,8 @@ def eval_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> tuple[grain.IterDataset, int]:
-    """This process's evaluation batches (host NumPy, all fields) and their number.
-
-    The split is cut into `process_count` contiguous shares (sizes differing by at most
-    one); every share is padded to the same number of full batches.
-    """
+    """This process's evaluation batches (host NumPy, all fields) and their number: its
+    contiguous share of the split, padded to as many full batches as every other share."""
     spec = input_pipeline.DataSpec.from_config(config)
     index, count = input_pipeline.this_process(process_index, process_count)
     global_batch = batch_size or int(config.train.eval_batch_size)
@@ -101,14 +97,11 @@ def eval_batches(
     progress: bool = False,
 ) -> Iterator[EvalBatch]:
     """Every example of `split` exactly once, in order, as `EvalBatch`es of the global
-    eval batch size (the last ones padded, ``mask`` 0).
+    eval batch size (the last ones padded, ``mask`` 0); ``progress`` shows the batches'
+    progress on stderr (process 0, 10 batches or more; `core.progress`).
 
-    ``progress``: the batches' progress on stderr (process 0, 10 batches or more): a bar
-    on an interactive terminal, plain lines otherwise (`core.progress`).
-
-    Multi-process: all processes run the same number of batches (shares are padded). A
-    caller keeps, per batch, the outputs of its own rows
-    (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
+    All processes run the same number of batches. A caller keeps, per batch, the outputs of
+    its own rows (`sharding.host_local_rows(logits)`, aligned with ``host``) and at the end
     concatenates them over processes with `allgather_host`, then drops ``mask == 0``.
     """
     ds, num_batches = eval_dataset(

@@ -1,12 +1,9 @@
-"""Grain input pipelines over the TFDS ArrayRecord datasets: what a config reads, training.
-
-Evaluation is `eval_input`; the fields are in docs/training.md, throughput in docs/benchmarks.md.
-"""
+"""Grain training input over the TFDS ArrayRecord datasets (docs/training.md); evaluation is
+`eval_input`, throughput in docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -19,13 +16,8 @@ import numpy as np
 from cardioformer_jax.core import paths, sharding, tasks
 from cardioformer_jax.data import dataset_inputs, datasets, preprocessing, tabular, windows
 
-logger = logging.getLogger(__name__)
-
 # Examples read from the start of a split to check shapes and labels before training.
 VALIDATION_EXAMPLES = 16
-
-
-# --- what to read --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +109,8 @@ def _check_example(example: Mapping[str, Any], spec: DataSpec, split: str) -> No
 def open_split(spec: DataSpec, split: str) -> Any:
     """The validated random-access source of one split (TFDS ArrayRecord data source).
 
-    Raises ValueError naming the dataset, split, expected and actual values when the
-    signal shape differs from the model's (seq_len, num_channels), when the dataset has
-    more classes than the model or unlabelled (-1) examples in this split, or when one of
-    the first examples disagrees; FileNotFoundError with the build command when the
-    dataset is not built.
+    ValueError when the dataset does not suit the model config (signal shape, classes,
+    unlabelled examples, the first examples); FileNotFoundError when it is not built.
     """
     builder = datasets.load_builder(spec.name, spec.data_dir, spec.builder_config)
     source = datasets.data_source(spec.name, spec.data_dir, split, spec.builder_config)
@@ -173,9 +162,6 @@ def check_dataset(config: Any,
         open_split(spec, split)
 
 
-# --- per-example transforms (classes, so worker processes can pickle them) ----------------
-
-
 class TrainTransform(grain.transforms.Map):
     """Keeps `signal` (standardised per lead, docs/model.md) and `label`: the class id
     (int32) or, for multi-label training, the multi-hot `labels` ``(K,)`` as float32."""
@@ -208,9 +194,6 @@ class RandomCrop(grain.transforms.RandomMap):
 
 # Keeps the crop stream apart from the shuffle's, which Grain seeds with config.seed.
 _CROP_SEED_OFFSET = 7919
-
-
-# --- batch sizes and process shares --------------------------------------------------------
 
 
 def this_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -266,9 +249,6 @@ def _with_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
     return ds
 
 
-# --- training -------------------------------------------------------------------------------
-
-
 def train_dataset(
     config: Any,
     *,
@@ -281,10 +261,8 @@ def train_dataset(
     """The training pipeline of this process (host NumPy batches) and `steps_per_epoch`.
 
     Batches are ``{"signal": (b, T, C) float32, "label": (b,) int32 or (b, K) float32}``
-    (multi-label) with b = global batch / process_count and T = input.seq_len (a random
-    crop of each record with ``input.crop_seconds``, new every epoch; each process draws
-    its own crops). `process_index`/`process_count` default to JAX's (override to emulate
-    another process); `num_epochs` None repeats forever.
+    with b = global batch / process_count, T = input.seq_len (random crops with
+    ``input.crop_seconds``). `num_epochs` None repeats forever.
     """
     spec = DataSpec.from_config(config)
     index, count = this_process(process_index, process_count)
@@ -333,18 +311,8 @@ def even_split(n: int, index: int, count: int, *, drop_remainder: bool) -> tuple
 
 class TrainInput:
     """Iterator of global training batches ``{"signal": (B, T, C) f32, "label": (B,) i32}``
-    (`jax.Array`s sharded by `sharding.data_sharding(mesh)`), with checkpointable state.
-
-    Checkpointing with Orbax (one JSON file per process, written by Grain's handler)::
-
-        manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(train_state),
-            data=train_input.checkpoint_save_args()))
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=train_input.checkpoint_restore_args()))   # restores in place
-
-    Without Orbax: `get_state()` / `set_state()` (a JSON-serialisable dict).
+    (`jax.Array`s sharded by `sharding.data_sharding(mesh)`), with checkpointable state:
+    Orbax args (`checkpoint_save_args`, one JSON file per process) or `get_state()`.
     """
 
     def __init__(
@@ -405,9 +373,6 @@ def create_train_input(
         steps_per_epoch=steps,
         global_batch_size=int(config.train.batch_size),
     )
-
-
-# --- throughput -----------------------------------------------------------------------------
 
 
 def measure_throughput(

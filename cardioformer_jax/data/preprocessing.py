@@ -1,7 +1,5 @@
-"""Raw WFDB record -> model-ready arrays: the one place signals are prepared (docs/data.md).
-
-The TFDS builders and inference on raw records both call it.
-"""
+"""Raw WFDB record -> model-ready arrays: the one place signals are prepared (docs/data.md),
+for the TFDS builders and inference on raw records alike."""
 
 from __future__ import annotations
 
@@ -43,12 +41,8 @@ _BYTES_PER_SAMPLE = {
 
 
 class RecordError(ValueError):
-    """A record that cannot be used; names the record and why.
-
-    `kind` is a short machine-readable reason (used to count skipped records by reason),
-    e.g. "missing_file", "truncated", "header_mismatch", "nan_lead", "flat_lead",
-    "wrong_fs", "wrong_lead_count", "too_short", "beat_detection_failed", "rr_too_long".
-    """
+    """A record that cannot be used; `kind` is the short reason skipped records are counted
+    by (e.g. "truncated", "nan_lead", "too_short")."""
 
     def __init__(self, path: str | os.PathLike[str], kind: str, reason: str):
         self.path = os.fspath(path)
@@ -70,11 +64,9 @@ class WfdbRecord:
 
 
 def _check_signal_files(path: str, header: wfdb.Record) -> None:
-    """Checks that every signal file exists and has exactly the size the header implies.
-
-    wfdb silently ignores trailing bytes and reports a short file only as a generic
-    "Samples were not loaded correctly", so this is checked here to name the problem.
-    """
+    """Checks that every signal file exists and has exactly the size the header implies:
+    wfdb ignores trailing bytes and calls a short file only "Samples were not loaded
+    correctly"."""
     directory = os.path.dirname(path)
     by_file: dict[str, list[int]] = {}
     for index, file_name in enumerate(header.file_name):
@@ -129,8 +121,7 @@ def _check_header_fields(path: str, record: wfdb.Record) -> None:
 
 
 def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
-    """Names why wfdb could not read a record (it only says e.g. "Samples were not loaded
-    correctly" for a short file)."""
+    """Names why wfdb could not read a record (see `_check_signal_files`)."""
     try:
         header = wfdb.rdheader(path)
     except Exception as header_err:
@@ -144,11 +135,8 @@ def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
 
 def match_leads(names: Sequence[str], expected: Sequence[str],
                 path: str | os.PathLike[str] = "<record>") -> np.ndarray:
-    """Column indices that take a record's leads `names` to the order `expected`.
-
-    Names match ignoring case and surrounding spaces; extra leads are left out. Raises
-    `RecordError` (kind ``"lead_mismatch"``) naming the missing or ambiguous leads.
-    """
+    """Column indices that take a record's leads `names` (matched ignoring case and spaces;
+    extras left out) to the order `expected`; `RecordError` ``lead_mismatch`` otherwise."""
     found: dict[str, list[int]] = {}
     for index, name in enumerate(names):
         found.setdefault(name.strip().lower(), []).append(index)
@@ -175,16 +163,10 @@ def read_record(
     min_seconds: float | None = None,
     lead_names: Sequence[str] | None = None,
 ) -> WfdbRecord:
-    """Reads a WFDB record (path without extension) in physical units, verified.
-
-    All signal files the header names are read (for PTB: the 12 leads of `.dat` and the
-    3 Frank leads of `.xyz`). Raises `RecordError` for a missing or unreadable header, a
-    missing or truncated signal file, a header that disagrees with the data (file size,
-    initial values, checksums), NaN or flat-line leads, a sampling rate other than
-    `expected_fs`, a lead count other than `expected_leads` and records shorter than
-    `min_seconds`. With `lead_names`, the leads are matched by name (ignoring case) and
-    returned in that order, extra leads left out; a missing or doubled name is a
-    ``lead_mismatch`` (the lead count is then not checked).
+    """Reads a WFDB record (path without extension) in physical units, verified as
+    docs/data.md, "Common steps" says; every signal file the header names is read (PTB:
+    `.dat` and `.xyz`). With `lead_names`, leads are taken by name (`match_leads`) and the
+    lead count is not checked. Raises `RecordError`.
     """
     path = os.fspath(path)
     if path.endswith((".hea", ".dat")):
@@ -251,12 +233,8 @@ def resampled_length(n_samples: int, fs: float, target_fs: float = TARGET_FS) ->
 
 
 def resample_linear(signal: np.ndarray, fs: float, target_fs: float = TARGET_FS) -> np.ndarray:
-    """Resamples along axis 0 by linear interpolation (docs/data.md).
-
-    `n` samples at `fs` become `floor(n / fs * target_fs)` samples on an evenly spaced grid
-    spanning the same first and last sample, i.e. `np.interp(np.linspace(0, n - 1, m),
-    arange(n), x)` per lead; done for all leads at once with the same arithmetic.
-    """
+    """Resamples along axis 0 by linear interpolation (docs/data.md, "Common steps"): the
+    arithmetic of `np.interp` per lead, for all leads at once."""
     signal = np.asarray(signal, dtype=np.float64)
     n = signal.shape[0]
     m = resampled_length(n, fs, target_fs)
@@ -272,12 +250,8 @@ def resample_linear(signal: np.ndarray, fs: float, target_fs: float = TARGET_FS)
 
 
 def standardize(x: np.ndarray, axis: int = -2) -> np.ndarray:
-    """Per-lead standardisation: mean 0, population std 1; a constant lead becomes zeros.
-
-    `axis` is the time axis (default -2 for `(..., T, C)` arrays), so this serves both the
-    per-record step of docs/data.md and the per-sample one of docs/model.md. Computed in float64,
-    returned as float32.
-    """
+    """Per-lead standardisation over the time `axis` (docs/data.md per record, docs/model.md
+    per sample): mean 0, population std 1, a constant lead zeros; float32."""
     x = np.asarray(x, dtype=np.float64)
     mean = x.mean(axis=axis, keepdims=True)
     centred = x - mean
@@ -290,10 +264,7 @@ def standardize(x: np.ndarray, axis: int = -2) -> np.ndarray:
 
 
 def segment(signal: np.ndarray, length: int = SEGMENT_LENGTH) -> np.ndarray:
-    """Cuts `(T, C)` into `(T // length, length, C)` consecutive non-overlapping segments.
-
-    A trailing remainder shorter than `length` is dropped.
-    """
+    """Cuts `(T, C)` into `(T // length, length, C)` consecutive segments (remainder dropped)."""
     k = signal.shape[0] // length
     return np.ascontiguousarray(signal[: k * length].reshape(k, length, *signal.shape[1:]))
 
@@ -330,11 +301,8 @@ def record_segments(
     target_fs: float = TARGET_FS,
     length: int = SEGMENT_LENGTH,
 ) -> np.ndarray:
-    """Windows of a record at `target_fs`: `(k, length, C)` float32 (docs/data.md).
-
-    The default is the paper's 1 s segments at 250 Hz; the PTB-XL benchmark uses whole 10 s
-    records (`length` = 10 * `target_fs`). Records shorter than one window are refused.
-    """
+    """Windows of a record at `target_fs`: `(k, length, C)` float32 (docs/data.md; the PTB-XL
+    benchmark's are whole 10 s records). Records shorter than one window are refused."""
     prepared = prepare_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads,
         min_seconds=length / target_fs, lead_names=lead_names, target_fs=target_fs,
@@ -395,25 +363,9 @@ def heartbeats(
     peaks: Sequence[np.ndarray] | None = None,
     rule: str = "port",
 ) -> np.ndarray:
-    """Cuts a resampled, standardised `(T, C)` record into heartbeats (docs/data.md, PTB).
-
-    Per lead: R peaks (neurokit2) and the median RR interval; the record's RR is the median
-    over leads. The k-th beat's R position is the median over leads of their k-th peak.
-    Each beat is clipped to the record and zero-padded equally on both sides (the odd extra
-    sample on the right) to `beat_length`. Raises `RecordError` when detection fails or the
-    RR interval exceeds `max_rr`. The two rules differ where leads disagree:
-
-    * ``"port"``: every lead needs two peaks (else ``beat_detection_failed``); the number of
-      beats is the median of the per-lead counts and beat k's R the median over the leads
-      that have a k-th peak, which tolerates one lead missing or adding a few beats; a beat
-      is ``[R - RR//2, R - RR//2 + RR)`` with RR rounded.
-    * ``"reference"``: as the reference code cuts them, to reproduce its sample counts.
-      Medians skip missing values (a lead with fewer than two peaks has no RR and is left
-      out; detection fails only when no lead has one); there are as many beats as the lead
-      with the most peaks has; a beat is ``[int(R) - int(RR/2), int(R) + int(RR/2))``.
-
-    `peaks` (one index array per lead) bypasses detection; used to test the cutting alone.
-    """
+    """Cuts a resampled, standardised `(T, C)` record into heartbeats ``(k, beat_length, C)``
+    by `rule` (docs/data.md, "PTB"). Raises `RecordError` when detection fails or the RR
+    interval exceeds `max_rr`. `peaks` (one index array per lead) bypasses detection."""
     if rule not in BEAT_RULES:
         raise ValueError(f"unknown heartbeat rule {rule!r}; use one of {BEAT_RULES}")
     signal = np.asarray(signal, dtype=np.float32)

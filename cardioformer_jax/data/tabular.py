@@ -1,7 +1,4 @@
-"""Age and sex as model inputs (``model.tabular``): one fixed encoding for every path.
-
-docs/model.md, "Age and sex".
-"""
+"""Age and sex as model inputs (``model.tabular``; docs/model.md, "Age and sex")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Crops and windows of whole records: the PTB-XL benchmark suite's input protocol.
-
-Random crops in training, max/mean over strided windows in evaluation; docs/benchmarks.md,
-"Two input protocols".
-"""
+"""Random crops in training, max/mean over strided windows in evaluation: the PTB-XL
+benchmark suite's input protocol (docs/benchmarks.md, "Two input protocols")."""
 
 from __future__ import annotations
 
@@ -17,13 +14,8 @@ AGGREGATIONS = ("max", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class Windowing:
-    """Model inputs of `length` samples cut from longer records.
-
-    Attributes:
-      length: samples per crop and per evaluation window (``input.seq_len``).
-      stride: samples between the starts of consecutive evaluation windows.
-      aggregation: how a record's window probabilities combine (`AGGREGATIONS`).
-    """
+    """Model inputs of `length` samples (``input.seq_len``) cut from longer records; evaluation
+    windows start every `stride` samples, their probabilities combined by `aggregation`."""
 
     length: int
     stride: int
@@ -64,10 +56,7 @@ def config_problems(config: Any) -> list[str]:
 
 
 def from_config(config: Any) -> Windowing | None:
-    """The config's `Windowing`, or None for whole records (``input.crop_seconds`` 0).
-
-    Assumes a config `config_lib.validate_config` accepted.
-    """
+    """The `Windowing` of a valid config, or None for whole records (``input.crop_seconds`` 0)."""
     section = config.input
     if not float(section.crop_seconds):
         return None

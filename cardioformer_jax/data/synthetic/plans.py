@@ -17,9 +17,6 @@ from cardioformer_jax.data.synthetic.codes import (
 )
 from cardioformer_jax.data.synthetic.signals import _heart_rate, _resolve
 
-# --------------------------------------------------------------------------------------
-# PTB-XL.
-# --------------------------------------------------------------------------------------
 # Form statements a record may carry besides its top code, at a lower likelihood.
 _FORM_SECONDARY = ("ABQRS", "LOWT", "NT_", "INVT", "VCLVH", "QWAVE", "STD_")
 
@@ -160,9 +157,6 @@ def plan_ptbxl(n_patients: int, seed: int = 0) -> pd.DataFrame:
     return df.sort_values("ecg_id").reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------
-# MIMIC-IV-ECG.
-# --------------------------------------------------------------------------------------
 MIMIC_MAX_SUBJECT_ID = 10370032  # the reference's subset (docs/data.md)
 
 

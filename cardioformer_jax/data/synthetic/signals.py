@@ -1,7 +1,5 @@
-"""ECG waveforms: a dipole model of the heart, beat morphologies per SCP code, rhythms, noise.
-
-docs/data.md, "Synthetic twins".
-"""
+"""ECG waveforms: a dipole model of the heart, beats per SCP code, rhythms, noise (docs/data.md,
+"Synthetic twins")."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,9 +16,7 @@ from cardioformer_jax.data.synthetic.codes import (
 )
 
 
-# --------------------------------------------------------------------------------------
 # Geometry: x = patient's left, y = inferior (feet), z = anterior (chest).
-# --------------------------------------------------------------------------------------
 def _unit(*v: float) -> np.ndarray:
     a = np.asarray(v, dtype=float)
     return a / np.linalg.norm(a)
@@ -57,9 +53,6 @@ def _rotation(rng: np.random.Generator, frontal_deg: float, horizontal_deg: floa
     return rz @ ry @ rx
 
 
-# --------------------------------------------------------------------------------------
-# Beat morphology.
-# --------------------------------------------------------------------------------------
 @dataclass
 class _Wave:
     vec: np.ndarray  # direction * amplitude (mV)
@@ -282,9 +275,6 @@ def _morphology(code: str, rr: float, rng: np.random.Generator) -> _Morphology:
     return _Morphology([p_ra, p_la], qrst, pr, qrs_onset, qrs_dur, qt, ectopic)
 
 
-# --------------------------------------------------------------------------------------
-# Rhythm.
-# --------------------------------------------------------------------------------------
 @dataclass
 class _Rhythm:
     v_times: np.ndarray  # ventricular (R) times, s
@@ -350,13 +340,8 @@ def _rhythm(kind: str, hr: float, morph: _Morphology, duration: float,
     return _Rhythm(v, a, ectopic)
 
 
-# --------------------------------------------------------------------------------------
-# Signal synthesis.
-# --------------------------------------------------------------------------------------
 @dataclass
 class _SimInfo:
-    code: str
-    rhythm: str
     hr: float
     pr: float
     qrs_dur: float
@@ -364,16 +349,16 @@ class _SimInfo:
     baseline_wander: float
     white_noise: float
     burst_noise: bool
-    powerline: float
     n_pvc: int
 
 
-def _overlap_add(out: np.ndarray, tmpl: np.ndarray, start: float, times: np.ndarray,
-                 fs: float, gains: np.ndarray) -> None:
-    """Add `tmpl` (L, 8), whose first sample is at `start` s from each event time."""
+def _overlap_add(out: np.ndarray, waves: Sequence[_Wave], t: np.ndarray, basis: np.ndarray,
+                 times: np.ndarray, fs: float, gains: np.ndarray) -> None:
+    """Add the template of `waves` at times `t` (s from each event time) in the 8 leads."""
+    tmpl = _template(waves, t) @ basis
     length = tmpl.shape[0]
-    for t, g in zip(times, gains, strict=True):
-        i0 = int(round((t + start) * fs))
+    for t_event, g in zip(times, gains, strict=True):
+        i0 = int(round((t_event + t[0]) * fs))
         a, b = max(i0, 0), min(i0 + length, out.shape[0])
         if a < b:
             out[a:b] += tmpl[a - i0:b - i0] * g
@@ -407,8 +392,7 @@ def _noise(n: int, fs: float, rng: np.random.Generator, level: float, mains_hz: 
         hum = level * np.exp(rng.uniform(np.log(0.003), np.log(0.04)))
         x += hum * rng.uniform(0.3, 1.0, 8) * np.sin(2 * np.pi * mains_hz * t + rng.uniform(
             0, 2 * np.pi))[:, None]
-    return x, {"baseline_wander": wander_amp, "white_noise": white, "burst_noise": burst,
-               "powerline": hum}
+    return x, {"baseline_wander": wander_amp, "white_noise": white, "burst_noise": burst}
 
 
 def _resolve(code: str, rng: np.random.Generator) -> str:
@@ -468,19 +452,17 @@ def _simulate(code: str, rng: np.random.Generator, *, fs: float = 500.0,
     start, stop = -0.25, morph.qt + 0.35
     t = np.arange(int(round(start * fs)), int(round(stop * fs))) / fs
     normal = rhy.v_times[~rhy.ectopic]
-    _overlap_add(out, _template(morph.qrst, t) @ basis, t[0], normal, fs, gains(normal))
+    _overlap_add(out, morph.qrst, t, basis, normal, fs, gains(normal))
     if rhy.ectopic.any():
         pvc_t = rhy.v_times[rhy.ectopic]
         et = np.arange(int(round(-0.15 * fs)), int(round(0.6 * fs))) / fs
-        _overlap_add(out, _template(morph.ectopic, et) @ basis, et[0], pvc_t, fs,
-                     gains(pvc_t))
+        _overlap_add(out, morph.ectopic, et, basis, pvc_t, fs, gains(pvc_t))
     if rhy.atrial_wave == "p" and rhy.a_times.size:
         pt = np.arange(0, int(round(0.2 * fs))) / fs
         a_times = rhy.a_times
         if rhy.ectopic.any() and a_times.size == rhy.ectopic.size:
             a_times = a_times[~rhy.ectopic]  # a PVC's own P is hidden in it: drop it
-        _overlap_add(out, _template(morph.p_waves, pt) @ basis, 0.0, a_times, fs,
-                     gains(a_times))
+        _overlap_add(out, morph.p_waves, pt, basis, a_times, fs, gains(a_times))
     tt = np.arange(n) / fs
     if rhy.atrial_wave == "fib":  # f-waves, 4-9 Hz, largest in V1 and the inferior leads
         f = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(4.5, 8.5) * tt
@@ -492,9 +474,8 @@ def _simulate(code: str, rng: np.random.Generator, *, fs: float = 500.0,
         out += np.outer(saw * rng.uniform(0.08, 0.18), _unit(0.1, -0.85, 0.5) @ basis)
     extra, ninfo = _noise(n, fs, rng, noise, mains_hz)
     out += extra
-    info = _SimInfo(code=code, rhythm=rhythm, hr=float(heart_rate), pr=morph.pr,
-                    qrs_dur=morph.qrs_dur, qt=morph.qt, n_pvc=int(rhy.ectopic.sum()),
-                    **ninfo)
+    info = _SimInfo(hr=float(heart_rate), pr=morph.pr, qrs_dur=morph.qrs_dur, qt=morph.qt,
+                    n_pvc=int(rhy.ectopic.sum()), **ninfo)
     if rhythm == "AFLT":
         info.hr = float(60.0 / np.median(np.diff(rhy.v_times)))
     return _to_12_leads(out), info

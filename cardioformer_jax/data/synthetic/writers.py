@@ -28,12 +28,9 @@ SYNTHETIC_MARKER = "SYNTHETIC_TWIN.txt"
 
 def _write_record(path: pathlib.Path, sig: np.ndarray, fs: int, gain: float,
                   leads: Sequence[str], base: datetime.datetime | None = None) -> None:
-    """Write a 12-lead, format-16 WFDB record (header + interleaved little-endian int16).
-
-    The bytes are identical to what `wfdb.wrsamp(..., d_signal=..., fmt=["16"] * 12,
-    adc_gain=[gain] * 12, baseline=[0] * 12)` writes (tested); wrsamp itself spends ~20 ms
-    per record validating header fields with pandas, which dominated generation time.
-    """
+    """Write a 12-lead, format-16 WFDB record: the bytes of `wfdb.wrsamp(..., fmt=["16"] * 12,
+    adc_gain=[gain] * 12, baseline=[0] * 12)` (tested), without the ~20 ms per record that
+    wrsamp spends validating the header with pandas."""
     d = np.clip(np.round(sig * gain), -32767, 32767).astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name
@@ -56,9 +53,6 @@ def _mark_synthetic(root: pathlib.Path, layout: str) -> None:
         f"signals, not patient data. Results on it are not comparable with published ones.\n")
 
 
-# --------------------------------------------------------------------------------------
-# PTB-XL twin.
-# --------------------------------------------------------------------------------------
 PTBXL_COLUMNS = (
     "ecg_id", "patient_id", "age", "sex", "height", "weight", "nurse", "site", "device",
     "recording_date", "report", "scp_codes", "heart_axis", "infarction_stadium1",
@@ -175,9 +169,6 @@ def write_ptbxl_twin(out_dir: str | os.PathLike, n_patients: int, seed: int = 0
     return root
 
 
-# --------------------------------------------------------------------------------------
-# MIMIC-IV-ECG twin.
-# --------------------------------------------------------------------------------------
 MEASUREMENT_COLUMNS = (
     "subject_id", "study_id", "cart_id", "ecg_time",
     *(f"report_{i}" for i in range(18)),
@@ -263,18 +254,13 @@ def write_mimic_twin(out_dir: str | os.PathLike, n_subjects: int, seed: int = 0
     return root
 
 
-# --------------------------------------------------------------------------------------
-# Either twin by layout name (what the command line does).
-# --------------------------------------------------------------------------------------
 def write_twin(out_dir: str | os.PathLike, n: int, seed: int = 0, layout: str = "ptbxl"
                ) -> pathlib.Path:
     """Write the twin of `layout` (one of `LAYOUTS`) with `n` patients (PTB-XL) or
     subjects (MIMIC-IV-ECG) to `out_dir`; returns its root."""
-    if layout == "ptbxl":
-        return write_ptbxl_twin(out_dir, n, seed)
-    if layout == "mimic_iv_ecg":
-        return write_mimic_twin(out_dir, n, seed)
-    raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    return (write_ptbxl_twin if layout == "ptbxl" else write_mimic_twin)(out_dir, n, seed)
 
 
 def describe_twin(root: str | os.PathLike, n: int, seed: int = 0, layout: str = "ptbxl"
