@@ -30,12 +30,8 @@ DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)
 
 def load_weights(path: str | os.PathLike[str] | None = None
                  ) -> tuple[tuple[str, ...], np.ndarray]:
-    """(class codes, weights ``(K, K)`` float64) of a Challenge weights table.
-
-    `path` defaults to the Challenge 2021 table (`WEIGHTS_CSV`). The table's first row and
-    first column name the classes (``a|b`` for codes scored as one); they must agree, and
-    the weights must be finite numbers. ValueError naming the file and the cell otherwise.
-    """
+    """(class codes, weights ``(K, K)`` float64) of a weights table (default `WEIGHTS_CSV`,
+    a copy); ValueError naming the file and cell of a malformed one."""
     if path is None:
         classes, weights = _challenge_table()
         return classes, weights.copy()
@@ -98,12 +94,8 @@ def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
                 ) -> np.ndarray:
     """Column indices that put an ``(N, K)`` matrix whose columns are `class_codes` into the
     order of `classes` (default: the Challenge table's): ``matrix[:, class_order(...)]``.
-
-    Classes are compared as sets of codes, so ``"59118001|713427006"`` is the table's
-    ``"713427006|59118001"``; a column must match a class exactly (a column with one code
-    of a pair is not that pair's class). ValueError naming the classes missing from
-    `class_codes` and the columns that match none.
-    """
+    Classes compare as sets of codes (``a|b`` is ``b|a``, not ``a``); ValueError naming
+    the classes missing and the columns that match none."""
     if classes is None:
         classes = _challenge_table()[0]
     wanted = _codes_of(classes, "classes")
@@ -163,18 +155,21 @@ def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
     return a
 
 
-def _same_shape(labels: np.ndarray, outputs: np.ndarray) -> None:
+def _binary_pair(labels: Any, outputs: Any, num_classes: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`_binary` labels and outputs of the same shape."""
+    labels = _binary(labels, "labels", num_classes)
+    outputs = _binary(outputs, "outputs", num_classes)
     if labels.shape != outputs.shape:
         raise ValueError(f"labels {labels.shape} and outputs {outputs.shape} differ in shape")
+    return labels, outputs
 
 
 def confusion_matrix(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """The Challenge's multi-label confusion matrix ``A`` ``(K, K)`` (rows: labels,
     columns: outputs): each recording adds ``1/m`` to ``A[i, j]`` for every class ``i`` in
     its labels and ``j`` in its outputs, ``m = max(1, #classes in labels or outputs)``."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs)
     m = np.maximum(1, (labels | outputs).sum(axis=1))
     return (labels / m[:, None]).T @ outputs.astype(np.float64)
 
@@ -202,15 +197,12 @@ def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
                           weights: np.ndarray | None = None,
                           normal_index: int | None = None) -> dict[str, float]:
     """``{"score", "observed", "correct", "inactive"}`` of binary ``(N, K)`` `outputs`
-    against `labels` (see the module docstring).
+    against `labels`. `weights` ``(K, K)`` and the normal class's column `normal_index`
+    default to the Challenge 2021 table (its column order: `class_order`); give both or
+    neither."""
 
-    `weights` ``(K, K)`` and the column of the normal class `normal_index` default to the
-    Challenge 2021 table (columns in its order: `class_order`); give both or neither.
-    """
     w, normal = _weights(weights, normal_index)
-    labels = _binary(labels, "labels", w.shape[0])
-    outputs = _binary(outputs, "outputs", w.shape[0])
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs, w.shape[0])
     inactive_outputs = np.zeros_like(outputs)
     inactive_outputs[:, normal] = True
     observed = float(np.sum(w * confusion_matrix(labels, outputs)))
@@ -234,9 +226,7 @@ def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarra
     """(macro, per-class ``(K,)``) F-measure as the Challenge computes it: per class
     ``2TP / (2TP + FP + FN)``, NaN when that denominator is 0 (nothing true, nothing
     output); macro = mean of the defined classes, NaN when none is."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs)
     tp = (labels & outputs).sum(axis=0)
     fp = (~labels & outputs).sum(axis=0)
     fn = (labels & ~outputs).sum(axis=0)
@@ -250,27 +240,18 @@ def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarra
 
 def accuracy(labels: np.ndarray, outputs: np.ndarray) -> float:
     """Fraction of recordings whose outputs equal their labels in every class."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs)
     return float(np.mean(np.all(labels == outputs, axis=1)))
 
 
 def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
                      ) -> dict[str, np.ndarray]:
-    """Score, macro F-measure and accuracy of many weightings of the same recordings at once
-    (each row of `weights` ``(B, N)``, e.g. bootstrap counts, is one data set; a row of ones
-    gives `challenge_score_parts`' score, `f_measure` and `accuracy`).
-
-    Every term of the three metrics is a sum over recordings, so a weighting is a matrix
-    product: each recording's share of the observed, correct and inactive totals, and its
-    true / false positives and false negatives per class. Columns in the Challenge table's
-    order (`class_order`). Returns ``(B,)`` arrays ``score``, ``f_measure``, ``accuracy``.
-    """
+    """``(B,)`` arrays ``score``, ``f_measure`` and ``accuracy`` under each row of `weights`
+    ``(B, N)`` (e.g. bootstrap counts; a row of ones gives the unweighted metrics). Columns
+    in the Challenge table's order (`class_order`)."""
+    # Every term of the three metrics is a sum over recordings: a weighting is a matmul.
     w_table, normal = _weights(None, None)
-    labels = _binary(labels, "labels", w_table.shape[0])
-    outputs = _binary(outputs, "outputs", w_table.shape[0])
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs, w_table.shape[0])
     b = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if b.shape[1] != labels.shape[0]:
         raise ValueError(f"weights {b.shape} do not match {labels.shape[0]} recordings")
@@ -334,20 +315,10 @@ def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np
 
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
                       grid: Sequence[float] | None = DEFAULT_GRID) -> np.ndarray:
-    """Per-class thresholds ``(K,)`` chosen on validation `probs` / `labels`, for
-    `apply_thresholds`.
-
-    Rule: each class independently takes the candidate threshold that maximises its
-    F-measure ``2TP / (2TP + FP + FN)`` (outputs ``probs >= threshold``); "nothing true,
-    nothing output" counts as 1. Ties go to fewer errors (FP + FN), then to the smallest
-    threshold, so the choice is deterministic; a class without positives thus takes the
-    candidate with the fewest false positives. Candidates: `grid` (default 0.05, 0.10,
-    ..., 0.95), or, with ``grid=None``, the class's own distinct probabilities (the exact
-    maximum on this data, at the price of thresholds fitted to single recordings).
-
-    This maximises each class's F-measure, not the Challenge score itself (which trades
-    classes off through the weights); it is the usual, cheap choice.
-    """
+    """Per-class thresholds ``(K,)`` for `apply_thresholds`: each class's candidate with
+    the best F-measure on validation `probs` / `labels` ("nothing true, nothing output"
+    counts as 1; ties: fewer FP + FN, then the smallest; docs/training.md, "Challenge 2021
+    metrics"). Candidates: `grid`, or with ``grid=None`` the class's own probabilities."""
     p = _probabilities(probs)
     y = _binary(labels, "labels", p.shape[1])
     if p.shape[0] != y.shape[0]:
@@ -382,18 +353,13 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
 def challenge_metrics(probs: np.ndarray, labels: np.ndarray,
                       thresholds: float | Sequence[float] | np.ndarray,
                       class_codes: Sequence[str] | None = None) -> dict[str, Any]:
-    """The Challenge 2021 metrics of probabilities `probs` ``(N, K)`` thresholded at
-    `thresholds` (one float, or ``(K,)`` in `probs`' column order) against 0/1 `labels`.
+    """The Challenge 2021 metrics of `probs` ``(N, K)`` thresholded at `thresholds` (one
+    float, or ``(K,)`` in `probs`' column order) against 0/1 `labels`, columns named by
+    `class_codes` (None: already in the Challenge table's order).
 
-    `class_codes` names `probs`' and `labels`' columns (e.g. the cinc2021 builder's
-    ``Builder.scored_classes()[1]``); they are reordered into the Challenge table's order
-    (`class_order`). None: the columns are already in that order.
-
-    Returns ``score`` (the Challenge metric), ``observed`` / ``correct`` / ``inactive``
-    (its parts), ``f_measure`` (macro), ``accuracy``, ``f_measure_per_class`` (table code ->
-    F-measure, NaN where undefined), ``classes`` (the table's codes, the order of the
-    per-class values), ``num_recordings`` and ``num_no_output`` (recordings with no class
-    over its threshold, scored as all-zero).
+    Returns `challenge_score_parts`, ``f_measure`` (macro), ``accuracy``,
+    ``f_measure_per_class`` (table code -> value), ``classes`` (the table's codes),
+    ``num_recordings`` and ``num_no_output`` (no class over its threshold).
     """
     classes = _challenge_table()[0]
     p = _probabilities(probs)
