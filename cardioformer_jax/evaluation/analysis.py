@@ -6,7 +6,7 @@ Calibration, per-class curves, subgroup metrics, seed summary; docs/training.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,8 @@ PAPER_BUILDER_CONFIGS = ("", "default")
 
 def paper_comparison(dataset: str, builder_config: str | None, split: str,
                      synthetic: bool) -> tuple[bool, str]:
-    """Whether a result may stand beside the paper's AUROC, and why not when it may not.
-
-    Only the paper's protocol on the paper's data compares: real PTB or PTB-XL data (never
-    a synthetic twin), the default builder config (the paper's preparation and subject
-    split) and the test split. MIMIC-IV-ECG never compares: the reference's pipeline
-    collapsed three of its four classes and split by record (docs/reference_defects.md).
-    """
+    """(whether a result may stand beside the paper's AUROC, why): only real PTB or PTB-XL
+    data, the default builder config and the test split compare (docs/training.md)."""
     if synthetic:
         return False, "the data is a synthetic twin, not the real dataset"
     if dataset not in PAPER_AUROC:
@@ -87,12 +82,8 @@ def _confidence_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS
                      ) -> dict[str, np.ndarray]:
-    """Top-label reliability diagram data over `num_bins` equal-width confidence bins.
-
-    Bin b holds confidences in ``(b / num_bins, (b + 1) / num_bins]`` (the first also 0).
-    Returns ``{"lower", "upper", "count", "confidence", "accuracy"}`` arrays of length
-    `num_bins`; mean confidence and accuracy are NaN in empty bins.
-    """
+    """Top-label reliability diagram data (bins as `_confidence_bins`): ``{"lower",
+    "upper", "count", "confidence", "accuracy"}`` ``(num_bins,)``, NaN in empty bins."""
     confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     count = np.bincount(index, minlength=num_bins)
@@ -173,11 +164,8 @@ def sex_groups(sexes: np.ndarray) -> np.ndarray:
 def metrics_by_group(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
                      num_classes: int, order: Sequence[str] | None = None
                      ) -> dict[str, dict[str, float]]:
-    """`metrics.classification_metrics` of each group, with ``"n"`` its size.
-
-    Groups named "unknown" are skipped; `order` fixes the order (and the set) of the
-    groups reported, default sorted. Groups without examples are left out.
-    """
+    """`metrics.classification_metrics` of each group with examples, with ``"n"`` its
+    size; "unknown" skipped; `order` fixes the groups and their order (default sorted)."""
     probs, labels = _check(probs, labels)
     groups = np.asarray(groups, dtype=object)
     names = [g for g in (order if order is not None else sorted(set(groups.tolist())))
@@ -205,12 +193,9 @@ def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.n
 
 def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str,
                  compare_with_paper: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds.
-
-    ``formatted`` is the paper's ``"89.99 ± 0.12"`` form (percent; std over seeds with
-    ddof=1, as `metrics.aggregate_seeds`); ``paper`` is the paper's value for AUROC
-    (docs/training.md) when `compare_with_paper` (see `paper_comparison`), else None.
-    """
+    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds: ``formatted``
+    as the paper's ``"89.99 ± 0.12"`` (`metrics.format_mean_std`); ``paper`` the paper's
+    AUROC when `compare_with_paper`, else None."""
     values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
     aggregate = metrics.aggregate_seeds(values)
     paper = PAPER_AUROC.get(dataset) if compare_with_paper else None
@@ -260,55 +245,52 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
                        clusters: np.ndarray | None = None,
                        num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                        level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
-    """Percentile bootstrap confidence intervals of a single-label evaluation.
-
-    The resamples come from `bootstrap.bootstrap_resamples`: examples, or with `clusters`
-    (e.g. subject ids) whole clusters, drawn with replacement (examples of one subject are
-    correlated, and resampling them one by one would understate the spread); a resample
-    lacking a positive or a negative of a resamplable class is redrawn, so every macro
-    AUROC/AUPRC of the interval averages the same classes. The interval is the
-    ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled metric.
-    Deterministic for a given `seed`.
+    """Percentile bootstrap confidence intervals of a single-label evaluation, from
+    `bootstrap.bootstrap_resamples` (whole `clusters`, e.g. subjects, when given);
+    deterministic for a given `seed`. docs/training.md, "Evaluation artefacts".
 
     Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``:
-    ``intervals`` is ``{metric: {"lower", "upper", "resamples", "skipped", "redrawn"}}``
-    (see `percentile_intervals`), where AUROC and AUPRC also carry ``"point"`` (the metric
-    over the resamplable classes, the quantity their interval describes), ``"classes"``
-    (how many) and ``"too_rare"`` (the class indices left out); ``per_class_auroc`` one
-    ``{"lower", "upper"}`` per class (None for a class that is not resamplable);
-    ``too_rare`` ``{class: reason}``; ``classes`` the resamplable class indices.
+    ``intervals`` as `percentile_intervals` plus ``"redrawn"``, AUROC and AUPRC also with
+    ``"point"`` (over the resamplable classes), ``"classes"`` (how many) and
+    ``"too_rare"`` (the indices left out); ``per_class_auroc`` ``{"lower", "upper"}`` or
+    None per class; ``too_rare`` ``{class: reason}``; ``classes`` the resamplable indices.
     """
     probs, labels = _check(probs, labels)
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got "
                          f"[{labels.min()}, {labels.max()}]")
-    onehot = np.eye(num_classes, dtype=np.int64)[labels]
-    draws = bootstrap.bootstrap_resamples(onehot, num_resamples, np.random.default_rng(seed),
-                                        clusters=clusters)
-    n = labels.shape[0]
+
+    def weighted(weights: np.ndarray, classes: np.ndarray, per_class: bool
+                 ) -> dict[str, np.ndarray]:
+        out = metrics.weighted_classification_metrics(
+            probs, labels, weights, num_classes, classes=classes, per_class=per_class)
+        if per_class:
+            out["ece"] = (weighted_expected_calibration_error(probs, labels, weights)
+                          if np.isfinite(probs).all() else np.full(weights.shape[0], np.nan))
+        return out
+
+    return resampled_analysis(np.eye(num_classes, dtype=np.int64)[labels], weighted,
+                              clusters=clusters, num_resamples=num_resamples, seed=seed,
+                              level=level, block=max(1, _BOOTSTRAP_CELLS // labels.shape[0]))
+
+
+def resampled_analysis(positive: np.ndarray,
+                       weighted: Callable[[np.ndarray, np.ndarray, bool],
+                                          Mapping[str, np.ndarray]], *,
+                       clusters: np.ndarray | None, num_resamples: int, seed: int,
+                       level: float, block: int) -> dict[str, Any]:
+    """The `bootstrap_analysis` result of any task: `weighted(weights (B, N), classes,
+    per_class)` gives the metrics under each weighting (``"auroc_per_class"`` among them
+    when `per_class`) over the resamplable `classes`; `positive` ``(N, K)`` the truth."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    draws = bootstrap.bootstrap_resamples(positive, num_resamples, np.random.default_rng(seed),
+                                          clusters=clusters)
     values: dict[str, list[np.ndarray]] = {}
-    for weights in draws.blocks(max(1, _BOOTSTRAP_CELLS // n)):
-        resampled = metrics.weighted_classification_metrics(
-            probs, labels, weights, num_classes, classes=draws.classes, per_class=True)
-        if np.isfinite(probs).all():
-            resampled["ece"] = weighted_expected_calibration_error(probs, labels, weights)
-        else:
-            resampled["ece"] = np.full(weights.shape[0], np.nan)
-        for key, v in resampled.items():
+    for weights in draws.blocks(block):
+        for key, v in weighted(weights, draws.classes, True).items():
             values.setdefault(key, []).append(v)
-    point = metrics.weighted_classification_metrics(probs, labels, np.ones((1, n)),
-                                                    num_classes, classes=draws.classes)
-    return resampled_summary(values, level, draws, point)
-
-
-def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
-                      draws: bootstrap.BootstrapResamples,
-                      point: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The `bootstrap_analysis` result from resampled metric values (``"auroc_per_class"``
-    ``(B, K)`` blocks among them), the draws and the point estimates ``(1,)`` of the full
-    data over ``draws.classes``; shared by the single- and multi-label reports."""
+    point = weighted(np.ones((1, positive.shape[0])), draws.classes, False)
     per_class = np.concatenate(values.pop("auroc_per_class"))
     intervals = percentile_intervals(values, level)
     for interval in intervals.values():
@@ -332,11 +314,9 @@ def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
 
 def percentile_intervals(values: Mapping[str, Sequence[np.ndarray]], level: float
                          ) -> dict[str, dict[str, float]]:
-    """``{metric: {"lower", "upper", "resamples", "skipped"}}`` from each metric's
-    resampled values (arrays to concatenate): the ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` percentiles of the finite ones; non-finite values (a metric
-    undefined in that resample) are counted in ``"skipped"``, bounds NaN when none is
-    finite."""
+    """``{metric: {"lower", "upper", "resamples", "skipped"}}``: the central `level`
+    percentile interval of each metric's finite resampled values (arrays to concatenate);
+    the others counted in ``"skipped"``, bounds NaN when none is finite."""
     out = {}
     tail = 100 * (1 - level) / 2
     for key, parts in values.items():

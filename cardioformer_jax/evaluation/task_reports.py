@@ -11,7 +11,7 @@ import dataclasses
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from cardioformer_jax.core import metrics, paths, tasks
-from cardioformer_jax.evaluation import analysis, bootstrap, challenge_report, report_render
+from cardioformer_jax.evaluation import analysis, challenge_report, report_render
 from cardioformer_jax.evaluation.markdown import table
 
 if TYPE_CHECKING:
@@ -33,6 +33,29 @@ def _fit(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(C=META_LEARNER_C, max_iter=2000).fit(x, y)
 
 
+def _bootstrap_levels(analyse: Callable[..., dict[str, Any]],
+                      levels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                      record_ids: np.ndarray, subject_ids: np.ndarray, resamples: int,
+                      seed: int, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`analyse(probs, truth, clusters)` of the ``"segment"`` and ``"record"`` `levels`
+    (records in sorted order, as `metrics.record_level`), subjects as clusters when all
+    are known; returns the results and the report's ``"bootstrap"`` section."""
+    subject_ids = np.asarray(subject_ids)
+    by_subject = bool((subject_ids >= 0).all())
+    _, first = np.unique(record_ids, return_index=True)
+    clusters = {"segment": subject_ids, "record": subject_ids[first]}
+    boots = {level: analyse(p, y, clusters[level] if by_subject else None)
+             for level, (p, y) in levels.items()}
+    return boots, {
+        "resamples": resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
+        "unit": "subject" if by_subject else "example",
+        **{level: b["intervals"] for level, b in boots.items()},
+        "redrawn": {level: b["redrawn"] for level, b in boots.items()},
+        "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
+                     for level, b in boots.items()},
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class SingleLabel:
     """Softmax over exclusive classes: the paper's report, calibration included."""
@@ -41,45 +64,23 @@ class SingleLabel:
     reported: ClassVar[tuple[str, ...]] = analysis.REPORTED_METRICS
 
     @staticmethod
-    def _record_subjects(predictions: SplitPredictions) -> np.ndarray:
-        """The subject of each record, in the sorted record order of `metrics.record_level`."""
-        _, first = np.unique(predictions.record_ids, return_index=True)
-        return predictions.subject_ids[first]
-
-    @staticmethod
     def bootstrap(predictions: SplitPredictions, num_classes: int,
                   num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                   seed: int = analysis.BOOTSTRAP_SEED,
                   class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
-        resampling subjects when the dataset records them, else examples (records); resamples
-        lacking a resamplable class are redrawn (`bootstrap.bootstrap_resamples`). Besides the
-        intervals: ``"redrawn"`` and ``"too_rare"`` (``{class name: reason}``) per level, and
-        ``"per_class_auroc"`` (segment level, one interval or None per class)."""
+        """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE)
+        (`_bootstrap_levels`), with ``"per_class_auroc"`` (segment level, one interval or
+        None per class)."""
         p, y = predictions.probs, predictions.labels
         names = (list(class_names) if class_names is not None
                  else [str(c) for c in range(num_classes)])
-        by_subject = bool((predictions.subject_ids >= 0).all())
         record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
-        options = {"num_resamples": num_resamples, "seed": seed}
-        boots = {
-            "segment": analysis.bootstrap_analysis(
-                p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
-                **options),
-            "record": analysis.bootstrap_analysis(
-                record_probs, record_labels, num_classes,
-                clusters=SingleLabel._record_subjects(predictions) if by_subject else None,
-                **options),
-        }
-        return {
-            "resamples": num_resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
-            "unit": "subject" if by_subject else "example",
-            **{level: b["intervals"] for level, b in boots.items()},
-            "redrawn": {level: b["redrawn"] for level, b in boots.items()},
-            "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
-                         for level, b in boots.items()},
-            "per_class_auroc": boots["segment"]["per_class_auroc"],
-        }
+        boots, out = _bootstrap_levels(
+            lambda p, y, clusters: analysis.bootstrap_analysis(
+                p, y, num_classes, clusters=clusters, num_resamples=num_resamples, seed=seed),
+            {"segment": (p, y), "record": (record_probs, record_labels)},
+            predictions.record_ids, predictions.subject_ids, num_resamples, seed, names)
+        return {**out, "per_class_auroc": boots["segment"]["per_class_auroc"]}
 
     @staticmethod
     def detail(predictions: SplitPredictions, num_classes: int,
@@ -198,26 +199,18 @@ class MultiLabel:
                            seed: int = analysis.BOOTSTRAP_SEED,
                            level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, Any]:
         """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` and of each class's
-        AUROC, from `bootstrap.bootstrap_resamples` (examples, or whole `clusters`, drawn with
-        replacement; resamples lacking a resamplable class redrawn). The result is that of
-        `analysis.bootstrap_analysis`: macro AUROC/AUPRC intervals are over the resamplable
-        classes, with their ``"point"`` over the same classes and the others in
-        ``"too_rare"``."""
+        AUROC; the result is that of `analysis.bootstrap_analysis`."""
         probs = np.asarray(probs, np.float64)
         targets = np.asarray(targets, np.int64)
-        if not 0 < level < 1:
-            raise ValueError(f"level must lie in (0, 1), got {level}")
-        draws = bootstrap.bootstrap_resamples(targets, num_resamples, np.random.default_rng(seed),
-                                            clusters=clusters)
-        n = probs.shape[0]
-        values: dict[str, list[np.ndarray]] = {}
-        for weights in draws.blocks(max(1, 2_000_000 // max(1, n * probs.shape[1]))):
-            for key, v in metrics.weighted_multilabel_metrics(
-                    probs, targets, weights, classes=draws.classes, per_class=True).items():
-                values.setdefault(key, []).append(v)
-        point = metrics.weighted_multilabel_metrics(probs, targets, np.ones((1, n)),
-                                                    classes=draws.classes)
-        return analysis.resampled_summary(values, level, draws, point)
+
+        def weighted(weights: np.ndarray, classes: np.ndarray, per_class: bool
+                     ) -> dict[str, np.ndarray]:
+            return metrics.weighted_multilabel_metrics(probs, targets, weights,
+                                                       classes=classes, per_class=per_class)
+
+        return analysis.resampled_analysis(
+            targets, weighted, clusters=clusters, num_resamples=num_resamples, seed=seed,
+            level=level, block=max(1, 2_000_000 // max(1, probs.size)))
 
     @staticmethod
     def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
@@ -275,26 +268,13 @@ class MultiLabel:
             if rows:
                 out[key] = rows
         if bootstrap_resamples > 0:
-            subject_ids = np.asarray(subject_ids)
-            by_subject = bool((subject_ids >= 0).all())
-            _, first = np.unique(record_ids, return_index=True)
-            options = {"num_resamples": bootstrap_resamples}
             columns = np.flatnonzero(expressible)  # model class of each evaluated column
-            boots = {
-                "segment": MultiLabel.bootstrap_analysis(
-                    p, y, clusters=subject_ids if by_subject else None, **options),
-                "record": MultiLabel.bootstrap_analysis(record_probs, record_targets,
-                                             clusters=subject_ids[first] if by_subject else None,
-                                             **options)}
-            out["bootstrap"] = {
-                "resamples": bootstrap_resamples, "seed": analysis.BOOTSTRAP_SEED,
-                "level": analysis.BOOTSTRAP_LEVEL, "unit": "subject" if by_subject else "example",
-                **{level: b["intervals"] for level, b in boots.items()},
-                "redrawn": {level: b["redrawn"] for level, b in boots.items()},
-                "too_rare": {level: {class_names[columns[c]]: reason
-                                     for c, reason in b["too_rare"].items()}
-                             for level, b in boots.items()},
-            }
+            boots, out["bootstrap"] = _bootstrap_levels(
+                lambda p, y, clusters: MultiLabel.bootstrap_analysis(
+                    p, y, clusters=clusters, num_resamples=bootstrap_resamples),
+                {"segment": (p, y), "record": (record_probs, record_targets)},
+                np.asarray(record_ids), subject_ids, bootstrap_resamples,
+                analysis.BOOTSTRAP_SEED, [class_names[c] for c in columns])
             for c, interval in zip(columns, boots["segment"]["per_class_auroc"], strict=True):
                 per_class[c]["auroc_ci"] = interval
         return out
