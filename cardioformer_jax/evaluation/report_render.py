@@ -25,18 +25,57 @@ PLOTS_DIR = "plots"
 MULTILABEL_REPORTED = ("auroc", "fmax", "auprc", "f1", "precision", "recall")
 
 
-def _metric_rows(values: Mapping[str, float],
-                 intervals: Mapping[str, Mapping[str, float]] | None = None
-                 ) -> list[list[str]]:
-    return [[name, _pct(values[name]), _ci(intervals, name)]
-            for name in analysis.REPORTED_METRICS]
+def _metrics_table(names: Sequence[str], values: Mapping[str, float],
+                   intervals: Mapping[str, Mapping[str, float]] | None,
+                   training: Mapping[str, float] | None = None) -> list[str]:
+    """metric | value | 95% CI, and the training loop's value when `training` is given."""
+    extra = ["training (results.json)"] if training else []
+    return _table(["metric", "value", "95% CI", *extra],
+                  [[name, _pct(values[name]), _ci(intervals, name),
+                    *([_pct(training.get(name))] if training else [])] for name in names])
 
 
-def _group_table(groups: Mapping[str, Mapping[str, float]]) -> list[str]:
-    headers = ["group", "n", *analysis.REPORTED_METRICS]
-    rows = [[name, int(v["n"]), *(_pct(v[m]) for m in analysis.REPORTED_METRICS)]
-            for name, v in groups.items()]
-    return _table(headers, rows)
+def _group_sections(detail: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The report's By sex / By age band sections (when the data has them)."""
+    lines = []
+    for key, title in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
+        if detail.get(key):
+            lines += [f"## {title}", "", "Unknown values are left out.", ""]
+            lines += _table(["group", "n", *names],
+                            [[g, int(v["n"]), *(_pct(v[m]) for m in names)]
+                             for g, v in detail[key].items()])
+            lines.append("")
+    return lines
+
+
+def _subgroup_rows(detail: Mapping[str, Any], names: Sequence[str]) -> list[list[Any]]:
+    """The model card's subgroup rows: subgroup, group, n and `names` in percent."""
+    return [[title, g, int(v["n"]), *(_pct(v[m]) for m in names)]
+            for key, title in (("by_sex", "sex"), ("by_age", "age band")) if detail.get(key)
+            for g, v in detail[key].items()]
+
+
+def _level_table(detail: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The model card's metrics of both levels with their intervals."""
+    boot = detail.get("bootstrap") or {}
+    return _table(["level", "metric", "value (%)", "95% CI (%)"],
+                  [[level, name, _pct(detail[level][name]), _ci(boot.get(level), name)]
+                   for level in ("segment", "record") for name in names])
+
+
+def _run_lines(evaluation: Mapping[str, Any], unit: str) -> list[str]:
+    """The report header's dataset and model lines."""
+    detail = evaluation["detail"]
+    return [f"- dataset: {evaluation['dataset']}; {detail['num_examples']} {unit} from "
+            f"{detail['num_records']} records of {detail['num_subjects']} subjects",
+            f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint "
+            f"step {evaluation['step']} (epoch {evaluation['epoch']}, the best validation "
+            f"{evaluation.get('selection_metric', 'f1')}), SWA parameters"]
+
+
+def _ece_ci(detail: Mapping[str, Any]) -> str:
+    interval = ((detail.get("bootstrap") or {}).get("segment") or {}).get("ece")
+    return f" (95% CI {interval['lower']:.4f}–{interval['upper']:.4f})" if interval else ""
 
 
 def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
@@ -122,15 +161,8 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     """The Markdown report of an `evaluate_workdir` result."""
     split = evaluation["split"]
     detail = evaluation["detail"]
-    lines = [f"# Evaluation of `{evaluation['workdir']}` ({split} split)", ""]
-    lines += [
-        f"- dataset: {evaluation['dataset']}; {detail['num_examples']} samples from "
-        f"{detail['num_records']} records of {detail['num_subjects']} subjects",
-        f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint step "
-        f"{evaluation['step']} (epoch {evaluation['epoch']}, the best validation "
-        f"{evaluation.get('selection_metric', 'f1')}), SWA "
-        "parameters",
-    ]
+    lines = [f"# Evaluation of `{evaluation['workdir']}` ({split} split)", "",
+             *_run_lines(evaluation, "samples")]
     if evaluation.get("seeds"):
         lines.append(f"- seeds: {', '.join(map(str, evaluation['seeds']))}; the detailed "
                      f"sections and plots are of seed {evaluation['seed']}")
@@ -141,18 +173,10 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     training = evaluation.get("training_results")
     lines += ["## Segment level", ""]
     boot = detail.get("bootstrap") or {}
-    headers = ["metric", "value", "95% CI"] + (["training (results.json)"] if training else [])
-    rows = []
-    for name in analysis.REPORTED_METRICS:
-        row = [name, _pct(detail["segment"][name]), _ci(boot.get("segment"), name)]
-        if training:
-            row.append(_pct(training.get(name)))
-        rows.append(row)
-    lines += _table(headers, rows)
-    ece_ci = boot.get("segment", {}).get("ece")
+    lines += _metrics_table(analysis.REPORTED_METRICS, detail["segment"], boot.get("segment"),
+                            training)
     lines += ["", f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width "
-              f"bins): **{detail['ece']:.4f}**"
-              + (f" (95% CI {ece_ci['lower']:.4f}–{ece_ci['upper']:.4f})" if ece_ci else ""),
+              f"bins): **{detail['ece']:.4f}**" + _ece_ci(detail),
               "", _bootstrap_note(detail), ""]
 
     comparison = evaluation["paper_comparison"]
@@ -177,7 +201,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
     record = detail["record"]
     lines += ["## Record level", "",
               f"Segment probabilities averaged per record ({int(record['n'])} records).", ""]
-    lines += _table(["metric", "value", "95% CI"], _metric_rows(record, boot.get("record")))
+    lines += _metrics_table(analysis.REPORTED_METRICS, record, boot.get("record"))
     lines.append("")
 
     lines += ["## Per class", ""]
@@ -186,12 +210,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
                     [[name, r["support"], _pct(r["precision"]), _pct(r["recall"]),
                       _pct(r["f1"]), _pct(r["auroc"]), _ci(r, "auroc_ci"), _pct(r["ap"])]
                      for name, r in zip(class_names, detail["per_class"], strict=True)])
-    lines.append("")
-    for key, title in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
-        if detail.get(key):
-            lines += [f"## {title}", "", "Unknown values are left out.", ""]
-            lines += _group_table(detail[key])
-            lines.append("")
+    lines += ["", *_group_sections(detail, analysis.REPORTED_METRICS)]
 
     bins = detail["reliability"]
     lines += ["## Calibration", "", f"ECE {detail['ece']:.4f}.", ""]
@@ -217,7 +236,6 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
     detail = evaluation["detail"]
     data = evaluation["data"]
     split = evaluation["split"]
-    boot = detail.get("bootstrap") or {}
     report_name = "report.md" if split == train.TEST_SPLIT else f"report_{split}.md"
     lines = [f"# Model card: {evaluation['model_name']} on {data['name']}", "",
              f"Generated by `python -m cardioformer_jax.evaluate` from run "
@@ -245,29 +263,19 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
               f"{detail['num_records']} records of {detail['num_subjects']} subjects", ""]
 
     lines += [f"## Metrics ({split} split)", "", _bootstrap_note(detail), ""]
-    rows = []
-    for level in ("segment", "record"):
-        for name in analysis.REPORTED_METRICS:
-            rows.append([level, name, _pct(detail[level][name]),
-                         _ci(boot.get(level), name)])
-    lines += _table(["level", "metric", "value (%)", "95% CI (%)"], rows)
+    lines += _level_table(detail, analysis.REPORTED_METRICS)
     lines += ["", "Segment level: every example; record level: segment probabilities "
               "averaged per record. Macro averages over the classes.", ""]
 
-    ece_ci = boot.get("segment", {}).get("ece")
     lines += ["## Calibration", "",
               f"Expected calibration error (top label, {analysis.ECE_BINS} equal-width bins): "
-              f"{detail['ece']:.4f}"
-              + (f" (95% CI {ece_ci['lower']:.4f}–{ece_ci['upper']:.4f})" if ece_ci else "")
+              f"{detail['ece']:.4f}" + _ece_ci(detail)
               + f". Reliability table in `{report_name}` (Calibration) and diagram "
               f"`{PLOTS_DIR}/{split}_reliability.png`.", ""]
 
     lines += ["## Subgroups", ""]
-    groups = [(key, title) for key, title in (("by_sex", "sex"), ("by_age", "age band"))
-              if detail.get(key)]
-    if groups:
-        rows = [[title, name, int(v["n"]), _pct(v["accuracy"]), _pct(v["auroc"])]
-                for key, title in groups for name, v in detail[key].items()]
+    rows = _subgroup_rows(detail, ("accuracy", "auroc"))
+    if rows:
         lines += _table(["subgroup", "group", "n", "accuracy (%)", "AUROC (%)"], rows)
         lines += ["", "Examples of unknown sex or age are left out; no intervals (small "
                   "groups).", ""]
@@ -296,12 +304,7 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
 
 
 def _multilabel_header(evaluation: Mapping[str, Any]) -> list[str]:
-    detail = evaluation["detail"]
-    lines = [f"- dataset: {evaluation['dataset']}; {detail['num_examples']} examples from "
-             f"{detail['num_records']} records of {detail['num_subjects']} subjects",
-             f"- model: {evaluation['model_name']}, run `{evaluation['run_dir']}`, checkpoint "
-             f"step {evaluation['step']} (epoch {evaluation['epoch']}, the best validation "
-             f"{evaluation.get('selection_metric', 'f1')}), SWA parameters",
+    lines = [*_run_lines(evaluation, "examples"),
              "- multi-label: one probability per class; macro AUROC over the classes with "
              "positives and negatives; Fmax sample-centric (docs/benchmarks.md); "
              "F1/precision/recall macro at threshold 0.5; percentages = metrics x 100"]
@@ -351,17 +354,8 @@ def render_multilabel_report(evaluation: Mapping[str, Any], title: str) -> str:
         if level == "record":
             lines += [f"Probabilities averaged per record ({int(detail['record']['n'])} "
                       "records).", ""]
-        headers = ["metric", "value", "95% CI"]
-        with_training = training and level == "segment"
-        if with_training:
-            headers.append("training (results.json)")
-        rows = []
-        for name in MULTILABEL_REPORTED:
-            row = [name, _pct(detail[level][name]), _ci(boot.get(level), name)]
-            if with_training:
-                row.append(_pct(training.get(name)))
-            rows.append(row)
-        lines += _table(headers, rows)
+        lines += _metrics_table(MULTILABEL_REPORTED, detail[level], boot.get(level),
+                                training if level == "segment" else None)
         lines.append("")
     lines += [_bootstrap_note(detail), ""]
     if detail.get("by_source"):
@@ -380,14 +374,7 @@ def render_multilabel_report(evaluation: Mapping[str, Any], title: str) -> str:
                       _pct(r["auroc"]), _ci(r, "auroc_ci"), _pct(r["ap"])]
                      for name, r in zip(evaluation["classes"], detail["per_class"],
                                         strict=True)])
-    lines.append("")
-    for key, heading in (("by_sex", "By sex"), ("by_age", "By age band (years)")):
-        if detail.get(key):
-            lines += [f"## {heading}", "", "Unknown values are left out.", ""]
-            lines += _table(["group", "n", "auroc", "fmax"],
-                            [[g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
-                             for g, v in detail[key].items()])
-            lines.append("")
+    lines += ["", *_group_sections(detail, ("auroc", "fmax"))]
     return "\n".join(lines)
 
 
@@ -395,7 +382,6 @@ def render_multilabel_card(evaluation: Mapping[str, Any], report_name: str) -> s
     """``MODEL_CARD.md`` of a multi-label or external evaluation."""
     detail = evaluation["detail"]
     data = evaluation["data"]
-    boot = detail.get("bootstrap") or {}
     classes = evaluation["classes"]
     lines = [f"# Model card: {evaluation['model_name']} on {data['name']}", "",
              f"Generated by `python -m cardioformer_jax.evaluate` from run "
@@ -413,18 +399,15 @@ def render_multilabel_card(evaluation: Mapping[str, Any], report_name: str) -> s
              f"- classes ({len(classes)}): {', '.join(classes)}; multi-label truth",
              *_multilabel_header(evaluation), "",
              f"## Metrics ({evaluation['split']} split)", "", _bootstrap_note(detail), ""]
-    rows = [[level, name, _pct(detail[level][name]), _ci(boot.get(level), name)]
-            for level in ("segment", "record") for name in MULTILABEL_REPORTED]
-    lines += _table(["level", "metric", "value (%)", "95% CI (%)"], rows)
+    lines += _level_table(detail, MULTILABEL_REPORTED)
     lines += ["", "## Calibration", "",
               f"Mean binary cross-entropy per class: {detail['segment']['loss']:.4f} "
               "(no top-label ECE: the classes are not exclusive).", "", "## Subgroups", ""]
-    groups = [(k, t) for k, t in (("by_sex", "sex"), ("by_age", "age band")) if detail.get(k)]
-    if groups:
-        lines += _table(["subgroup", "group", "n", "AUROC (%)", "Fmax (%)"],
-                        [[t, g, int(v["n"]), _pct(v["auroc"]), _pct(v["fmax"])]
-                         for k, t in groups for g, v in detail[k].items()])
+    rows = _subgroup_rows(detail, ("auroc", "fmax"))
+    if rows:
+        lines += _table(["subgroup", "group", "n", "AUROC (%)", "Fmax (%)"], rows)
         lines.append("")
+
     else:
         lines += ["Not reported: the data records neither sex nor age.", ""]
     lines += ["## Known limitations", "",
