@@ -19,7 +19,7 @@ from etils import epath
 from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.core import progress as progress_lib
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.evaluation import analysis, inference, report_render, task_reports
+from cardioformer_jax.evaluation import analysis, inference, report, report_render, task_reports
 from cardioformer_jax.training import train
 from tfds_builders import labels as label_rules
 
@@ -102,18 +102,6 @@ def _source_geometry(builder: Any, name: str) -> tuple[float, tuple[str, ...]]:
     return rate, tuple(cls.LEAD_NAMES)
 
 
-def training_databases(config: Any) -> tuple[str, ...]:
-    """The source databases of the dataset a run was trained on (its config)."""
-    return datasets.source_databases(config.dataset.name)
-
-
-def example_database(example: Mapping[str, Any], default: str) -> str:
-    """The source database of one evaluated example: its ``source_database`` feature
-    (the cinc2021 builder's), else `default` (the dataset's only database)."""
-    value = example.get("source_database")
-    return default if value is None else _text(value)
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -142,19 +130,19 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     """Evaluates the run in `workdir` on `dataset` (``NAME[/config]``) built in
     `data_dir`, writes the report files (module docstring) and returns the JSON."""
     name, config_name = parse_dataset(dataset)
+    evaluated_on = f"{name}/{config_name or datasets.DEFAULT_CONFIG}"
     model = inference.load(workdir, seed=seed)
     builder = datasets.load_builder(name, data_dir, config_name)
     if split not in builder.info.splits:
-        raise ValueError(f"{name}/{config_name or datasets.DEFAULT_CONFIG} has no split "
-                         f"{split!r} (it has {sorted(builder.info.splits)})")
+        raise ValueError(f"{evaluated_on} has no split {split!r} (it has "
+                         f"{sorted(builder.info.splits)})")
     spec = model.spec
     mapping = class_mapping(tuple(spec.class_names), builder)
     source_rate, source_leads = _source_geometry(builder, name)
-    columns = preprocessing.match_leads(source_leads, spec.lead_names,
-                                        f"{name}/{config_name or 'default'}")
+    columns = preprocessing.match_leads(source_leads, spec.lead_names, evaluated_on)
     length = model.input_shape[0]
     source = datasets.data_source(name, data_dir, split, config_name)
-    trained_on = training_databases(model.config)
+    trained_on = datasets.source_databases(model.config.dataset.name)
     evaluated_databases = datasets.source_databases(name)
     if set(evaluated_databases) <= set(trained_on):
         raise ValueError(
@@ -179,7 +167,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     for index in progress_lib.track(range(len(source)), len(source), f"{name} {split}",
                                     "examples", enabled=progress, mininterval=2.0):
         example = source[index]
-        database = example_database(example, default_database)
+        # The cinc2021 builder's source_database feature, else the dataset's only database.
+        database = _text(example.get("source_database", default_database))
         if database in trained_on:
             excluded[database].add(_text(example["record_id"]))
             continue
@@ -206,7 +195,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             flush()
     flush()
     if not targets:
-        raise ValueError(f"no example of {name}/{config_name or 'default'} {split} could be "
+        raise ValueError(f"no example of {evaluated_on} {split} could be "
                          f"evaluated: {dict(skipped)}; records of the training databases "
                          f"left out: {_counts(excluded)}")
     p = np.concatenate(probs).astype(np.float64)
@@ -220,23 +209,14 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     database_arr = np.asarray(databases, dtype=object)
     detail["by_source"] = by_source(p, y, mapping.expressible, record_ids_arr, database_arr)
 
-    out_dir = external_dir(workdir, name, config_name)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    report_path, json_path = out_dir / f"report{suffix}.md", out_dir / f"evaluation{suffix}.json"
-    predictions_path = out_dir / f"predictions{suffix}.csv"
-    card_path = out_dir / f"MODEL_CARD{suffix}.md"
-    metadata = builder.info.metadata or {}
-    evaluation: dict[str, Any] = {
-        "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
-        "split": split, "dataset": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
-        "model_name": model.config.model_name,
-        "selection_metric": model.config.train.selection_metric,
-        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": list(spec.class_names), "detail": detail,
-        "external": {
+    report_path, json_path, predictions_path, card_path = report.split_files(
+        external_dir(workdir, name, config_name), split)
+    evaluation = report.evaluation_head(
+        workdir, model, split, evaluated_on, detail, predictions_path,
+        external={
             "trained_on": f"{model.config.dataset.name}/"
                           f"{model.config.dataset.builder_config or datasets.DEFAULT_CONFIG}",
-            "evaluated_on": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
+            "evaluated_on": evaluated_on,
             "mapping": mapping.description,
             "expressible": mapping.expressible.tolist(),
             "input": {"source_rate_hz": source_rate, "model_rate_hz": spec.sample_rate,
@@ -247,10 +227,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             "evaluated_records_by_source": {
                 db: v["records"] for db, v in detail["by_source"].items()},
         },
-        "data": {"name": name, "builder_config": config_name,
-                 "synthetic": bool(metadata.get("synthetic"))},
-        "predictions_file": predictions_path.name,
-    }
+        data={"name": name, "builder_config": config_name,
+              "synthetic": bool((builder.info.metadata or {}).get("synthetic"))})
     evaluation.update(task_reports.of(spec.task).external_view(p, y, mapping.expressible))
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report_render.render_multilabel_report(

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
@@ -78,53 +78,29 @@ def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | Non
         return None
 
 
-def report_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
-    """``(report.md, evaluation.json)`` of `split` (suffixed for splits other than test)."""
-    workdir = paths.resolve_path(workdir)
+ARTEFACTS = ("report.md", "evaluation.json", "predictions.csv", "MODEL_CARD.md")
+
+
+def split_files(directory: epath.Path, split: str, names: Sequence[str] = ARTEFACTS
+                ) -> list[epath.Path]:
+    """`names` in `directory`, suffixed ``_<split>`` for splits other than test."""
     suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
+    return [directory / f"{stem}{suffix}{ext}" for stem, ext in map(os.path.splitext, names)]
 
 
-def artefact_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
-    """``(predictions.csv, MODEL_CARD.md)`` of `split`, beside evaluation.json and
-    report.md (suffixed for splits other than test)."""
-    workdir = paths.resolve_path(workdir)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    return workdir / f"predictions{suffix}.csv", workdir / f"MODEL_CARD{suffix}.md"
-
-
-def _evaluation_head(workdir: epath.Path, detail_dir: epath.Path, split: str,
-                     model: inference.TrainedModel, dataset: str, detail: dict[str, Any],
-                     data: dict[str, Any], comparison: dict[str, Any],
-                     predictions_path: epath.Path) -> dict[str, Any]:
-    """What every evaluation.json starts with: the run, the split, the data, the details."""
+def evaluation_head(workdir: str | os.PathLike, model: inference.TrainedModel, split: str,
+                    dataset: str, detail: dict[str, Any], predictions_path: epath.Path,
+                    **sections: Any) -> dict[str, Any]:
+    """What every evaluation.json holds: the run, the split, the details, `sections`."""
     return {
-        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
-        "dataset": dataset,
+        "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
+        "split": split, "dataset": dataset,
         "model_name": model.config.model_name,
         "selection_metric": model.config.train.selection_metric,
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": list(model.spec.class_names), "detail": detail,
-        "training_results": _training_results(detail_dir, split),
-        "data": data, "paper_comparison": comparison,
+        "classes": list(model.spec.class_names), "detail": detail, **sections,
         "predictions_file": predictions_path.name,
     }
-
-
-def _per_seed_metrics(workdir: epath.Path, seeds: Mapping[int, epath.Path],
-                      model: inference.TrainedModel, predictions: SplitPredictions,
-                      split: str, data_dir: str | None,
-                      score: Callable[[SplitPredictions], dict[str, float]]
-                      ) -> dict[int, dict[str, float]]:
-    """`score` of every seed's run on `split` (the detailed seed's predictions reused)."""
-    per_seed = {}
-    for s in seeds:
-        if int(model.config.seed) == s:
-            per_seed[s] = score(predictions)
-        else:
-            per_seed[s] = score(split_predictions(inference.load(workdir, seed=s), split,
-                                                  data_dir))
-    return per_seed
 
 
 def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | None
@@ -155,30 +131,30 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
     no confidence intervals."""
     workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
-    detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
     task = model.spec.task
     reports = task_reports.of(task)
-    class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
-    detail = reports.detail(predictions, num_classes, bootstrap_resamples, class_names)
+    detail = reports.detail(predictions, num_classes, bootstrap_resamples,
+                            list(model.spec.class_names))
     data, comparison = _dataset_facts(model, split, data_dir)
-    predictions_path, card_path = artefact_paths(workdir, split)
-    evaluation = _evaluation_head(workdir, detail_dir, split, model,
-                                  reports.dataset_name(model.config, data), detail, data,
-                                  comparison, predictions_path)
+    report_path, json_path, predictions_path, card_path = split_files(workdir, split)
+    evaluation = evaluation_head(
+        workdir, model, split, reports.dataset_name(model.config, data), detail,
+        predictions_path, training_results=_training_results(model.run_dir, split), data=data,
+        paper_comparison=comparison)
     if seeds:
-        per_seed = _per_seed_metrics(
-            workdir, seeds, model, predictions, split, data_dir,
-            lambda p: task.metrics(p.probs, p.labels, num_classes))
+        runs = {s: predictions if int(model.config.seed) == s  # the detailed seed's, reused
+                else split_predictions(inference.load(workdir, seed=s), split, data_dir)
+                for s in seeds}
+        per_seed = {s: task.metrics(p.probs, p.labels, num_classes) for s, p in runs.items()}
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
         evaluation.update(reports.seed_results(per_seed, evaluation))
     if challenge_report.is_challenge_run(model.config):
-        evaluation["challenge"] = _challenge_section(model, detail_dir, split, predictions,
+        evaluation["challenge"] = _challenge_section(model, model.run_dir, split, predictions,
                                                      data_dir, bootstrap_resamples)
-    report_path, json_path = report_paths(workdir, split)
     reports.write_artefacts(evaluation, predictions, workdir, {
         "report": report_path, "predictions": predictions_path, "card": card_path})
     logging_utils.write_json(json_path, evaluation)
@@ -229,7 +205,8 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
         return 1
     segment = evaluation["detail"]["segment"]
     if "fmax" in segment:  # multi-label or external: macro AUROC and Fmax
-        where = evaluation.get("report_path") or report_paths(workdir, split)[0]
+        where = evaluation.get("report_path") or split_files(paths.resolve_path(workdir),
+                                                             split)[0]
         label = "external " if evaluation.get("external") else ""
         print(f"{where}: {label}{evaluation['split']} macro AUROC {_pct(segment['auroc'])}, "
               f"Fmax {_pct(segment['fmax'])}")
@@ -238,7 +215,7 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
             print(f"Challenge 2021: score {c['score']:.3f}, F-measure {c['f_measure']:.3f}, "
                   f"accuracy {c['accuracy']:.3f} ({c['num_recordings']} recordings)")
         return 0
-    report, _ = report_paths(workdir, split)
+    report = split_files(paths.resolve_path(workdir), split)[0]
     print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
           f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "
           f"{evaluation['detail']['ece']:.4f}")
