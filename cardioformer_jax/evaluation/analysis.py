@@ -161,23 +161,17 @@ def sex_groups(sexes: np.ndarray) -> np.ndarray:
     return np.asarray([SEX_NAMES.get(int(s), UNKNOWN) for s in np.asarray(sexes)], dtype=object)
 
 
-def metrics_by_group(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                     num_classes: int, order: Sequence[str] | None = None
-                     ) -> dict[str, dict[str, float]]:
-    """`metrics.classification_metrics` of each group with examples, with ``"n"`` its
-    size; "unknown" skipped; `order` fixes the groups and their order (default sorted)."""
-    probs, labels = _check(probs, labels)
-    groups = np.asarray(groups, dtype=object)
-    names = [g for g in (order if order is not None else sorted(set(groups.tolist())))
-             if g != UNKNOWN]
+def by_subgroup(sexes: np.ndarray, ages: np.ndarray, score: Callable[[np.ndarray], Any]
+                ) -> dict[str, dict[str, Any]]:
+    """``{"by_sex": {group: score(mask)}, "by_age": ...}`` over the groups with examples,
+    in `SEX_NAMES` / `AGE_BANDS` order (unknown values left out, a key without groups
+    too)."""
     out = {}
-    for name in names:
-        mask = groups == name
-        if not mask.any():
-            continue
-        values = metrics.classification_metrics(probs[mask], labels[mask],
-                                                num_classes=num_classes)
-        out[str(name)] = {"n": float(mask.sum()), **values}
+    for key, groups, order in (("by_sex", sex_groups(sexes), SEX_NAMES.values()),
+                               ("by_age", age_bands(ages), [n for n, _, _ in AGE_BANDS])):
+        rows = {name: score(groups == name) for name in order if (groups == name).any()}
+        if rows:
+            out[key] = rows
     return out
 
 

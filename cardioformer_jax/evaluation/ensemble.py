@@ -39,17 +39,10 @@ def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarra
 def _auroc_by_subgroup(probs: np.ndarray, labels: np.ndarray,
                        predictions: report.SplitPredictions, task: tasks.Task
                        ) -> dict[str, float]:
-    """Macro AUROC per sex and age band (`analysis` groups; unknown values left out)."""
-    out = {}
-    for groups, names in ((analysis.sex_groups(predictions.sexes),
-                           analysis.SEX_NAMES.values()),
-                          (analysis.age_bands(predictions.ages),
-                           [n for n, _, _ in analysis.AGE_BANDS])):
-        for name in names:
-            mask = groups == name
-            if mask.any():
-                out[f"{name}"] = task.metrics(probs[mask], labels[mask], probs.shape[1])["auroc"]
-    return out
+    """Macro AUROC per sex and age band (`analysis.by_subgroup`)."""
+    groups = analysis.by_subgroup(predictions.sexes, predictions.ages, lambda m: task.metrics(
+        probs[m], labels[m], probs.shape[1])["auroc"])
+    return {name: auroc for rows in groups.values() for name, auroc in rows.items()}
 
 
 def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,

@@ -34,33 +34,18 @@ _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A restored run, ready for inference.
+    """A restored run, ready for inference."""
 
-    Attributes:
-      config: the run's config (as saved in its ``config.json``).
-      run_dir: the run directory (``workdir`` or ``workdir/seed_<s>``).
-      step: the restored checkpoint's training step.
-      epoch: the epoch that checkpoint ends (None if its metadata lacks it).
-      params: the SWA-averaged parameters.
-      rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
-      spec: the dataset's input contract.
-      programs: the training code's compiled programs (`steps.programs`) on a one-device
-        mesh, where the parameters live: `eval` gives `probabilities`, `logits` `logits`.
-    """
-
-    config: ml_collections.ConfigDict
-    run_dir: epath.Path
-    step: int
-    epoch: int | None
-    params: nnx.State
-    rngs: nnx.State
-    spec: dataset_inputs.RecordPreparation
+    config: ml_collections.ConfigDict  # as saved in its config.json
+    run_dir: epath.Path  # workdir or workdir/seed_<s>
+    step: int  # the restored checkpoint's
+    epoch: int | None  # the epoch that checkpoint ends (None if its metadata lacks it)
+    params: nnx.State  # the SWA-averaged parameters
+    rngs: nnx.State  # random-stream state: unused in eval mode, needed to rebuild the model
+    spec: dataset_inputs.RecordPreparation  # the dataset's input contract
+    # `steps.programs` on a one-device mesh, where the parameters live: `eval` gives
+    # `probabilities`, `logits` `logits`.
     programs: steps.Programs
-
-    @property
-    def graphdef(self) -> nnx.GraphDef:
-        """The eval-mode NNX graph definition."""
-        return self.programs.definition.eval_graphdef
 
     @property
     def mesh(self) -> jax.sharding.Mesh:
@@ -84,7 +69,8 @@ class TrainedModel:
 
     def module(self) -> nnx.Module:
         """The eval-mode model (a fresh copy; dropout and augmentations off)."""
-        return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
+        return nnx.merge(self.programs.definition.eval_graphdef, self.params, self.rngs,
+                         copy=True)
 
     def apply_fn(self) -> Callable[..., jax.Array]:
         """``f(params, rngs, {"signal": (B, T, C)[, "tabular": (B, 4)]}) -> logits (B, K)``
@@ -112,15 +98,18 @@ class TrainedModel:
         fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown).
 
         Runs the `logits` program in batches of at most `batch_size`, each zero-padded to a
-        power of two (capped at `batch_size`): a single record's few samples run as a small
-        batch instead of a padded full one, and inputs of any length share at most
-        ``log2(batch_size) + 2`` compiled programs, each traced once per process.
+        power of two (`padded_rows`): a single record's few samples run as a small batch,
+        and inputs of any length share at most ``log2(batch_size) + 2`` compiled programs.
         """
+        return self._run(self.programs.logits, self._samples(signals), batch_size,
+                         tabular_inputs)
+
+    def _samples(self, signals: np.ndarray) -> np.ndarray:
         signals = np.asarray(signals, np.float32)
         if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
             raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
                              f"{self.input_shape[1]}), got {signals.shape}")
-        return self._run(self.programs.logits, signals, batch_size, tabular_inputs)
+        return signals
 
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
@@ -132,14 +121,13 @@ class TrainedModel:
         input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
         did, aggregates each record's window probabilities (max for the benchmark
         suite's protocol); `batch_size` then counts records."""
-        signals = np.asarray(signals, np.float32)
         if self.windowing is None:
-            if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
-                raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
+            signals = self._samples(signals)
+        else:
+            signals = np.asarray(signals, np.float32)
+            if signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
+                raise ValueError(f"expected records of shape (N, T, "
                                  f"{self.input_shape[1]}), got {signals.shape}")
-        elif signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
-            raise ValueError(f"expected records of shape (N, T, "
-                             f"{self.input_shape[1]}), got {signals.shape}")
         return self._run(self.programs.eval, signals, batch_size, tabular_inputs)
 
     def _run(self, program: Callable[..., jax.Array], signals: np.ndarray, batch_size: int,
@@ -203,12 +191,9 @@ def _validation_score(run_dir: epath.Path) -> float:
 
 
 def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epath.Path:
-    """The run directory to load: `workdir` itself, or one of its ``seed_<s>/`` runs.
-
-    For a multi-seed workdir, `seed` picks the run; None takes the seed with the best
-    validation `train.selection_metric` in its ``results.json`` (the first seed on ties
-    or when none has results yet). Raises FileNotFoundError when there is no run.
-    """
+    """The run directory to load: `workdir` itself, or its ``seed_<seed>/`` run (None: the
+    best validation selection metric, the first seed on ties or without results).
+    FileNotFoundError when there is no run."""
     workdir = paths.as_path(workdir)
     seeds = seed_run_dirs(workdir)
     if seed is not None:
@@ -248,12 +233,9 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
                   step: int | None = None) -> tuple[steps.TrainState, dict[str, Any], int]:
-    """Restores the best (or the given) checkpoint of `run_dir` read-only
-    (`checkpointing.Checkpointer`).
-
-    Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
-    best-epoch checkpoint (only epoch ends hold SWA parameters that were evaluated).
-    """
+    """``(state, meta, step)`` of the best (or the given) checkpoint of `run_dir`, restored
+    read-only; FileNotFoundError without a best-epoch checkpoint (only epoch ends hold
+    evaluated SWA parameters)."""
     directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
@@ -283,13 +265,8 @@ def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
 
 def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | None = None
          ) -> TrainedModel:
-    """The best checkpoint's SWA parameters of a training workdir as a `TrainedModel`.
-
-    Args:
-      workdir: the ``--workdir`` of a training run (single or multi-seed).
-      seed: for a multi-seed workdir, which seed's run (default: best validation selection metric).
-      step: restore this checkpoint step instead of the best one.
-    """
+    """The best (or `step`'s) checkpoint's SWA parameters of a training workdir (single or
+    multi-seed: `resolve_run_dir`) as a `TrainedModel`."""
     run_dir = resolve_run_dir(workdir, seed)
     config = read_config(run_dir)
     spec = dataset_inputs.record_preparation(config.dataset.name, config.dataset.builder_config,

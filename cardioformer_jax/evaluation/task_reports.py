@@ -101,14 +101,9 @@ class SingleLabel:
             "confusion": analysis.confusion_matrix(p, y).tolist(),
             "per_class": analysis.per_class_metrics(p, y),
         }
-        sex = analysis.sex_groups(predictions.sexes)
-        if (sex != analysis.UNKNOWN).any():
-            out["by_sex"] = analysis.metrics_by_group(p, y, sex, num_classes,
-                                                      order=list(analysis.SEX_NAMES.values()))
-        age = analysis.age_bands(predictions.ages)
-        if (age != analysis.UNKNOWN).any():
-            out["by_age"] = analysis.metrics_by_group(
-                p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
+        out.update(analysis.by_subgroup(predictions.sexes, predictions.ages, lambda m: {
+            "n": float(m.sum()),
+            **metrics.classification_metrics(p[m], y[m], num_classes=num_classes)}))
         if bootstrap_resamples > 0:
             out["bootstrap"] = SingleLabel.bootstrap(predictions, num_classes,
                                                      bootstrap_resamples, class_names=class_names)
@@ -256,17 +251,8 @@ class MultiLabel:
                        **metrics.multilabel_metrics(record_probs, record_targets)},
             "per_class": per_class,
         }
-        for key, groups, order in (
-                ("by_sex", analysis.sex_groups(sexes), list(analysis.SEX_NAMES.values())),
-                ("by_age", analysis.age_bands(ages), [n for n, _, _ in analysis.AGE_BANDS])):
-            rows = {}
-            for name in order:
-                mask = groups == name
-                if mask.any():
-                    rows[name] = {"n": float(mask.sum()),
-                                  **metrics.multilabel_metrics(p[mask], y[mask])}
-            if rows:
-                out[key] = rows
+        out.update(analysis.by_subgroup(sexes, ages, lambda m: {
+            "n": float(m.sum()), **metrics.multilabel_metrics(p[m], y[m])}))
         if bootstrap_resamples > 0:
             columns = np.flatnonzero(expressible)  # model class of each evaluated column
             boots, out["bootstrap"] = _bootstrap_levels(
