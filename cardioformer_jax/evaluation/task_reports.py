@@ -33,21 +33,25 @@ def _fit(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(C=META_LEARNER_C, max_iter=2000).fit(x, y)
 
 
-def _bootstrap_levels(analyse: Callable[..., dict[str, Any]],
-                      levels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                      record_ids: np.ndarray, subject_ids: np.ndarray, resamples: int,
-                      seed: int, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`analyse(probs, truth, clusters)` of the ``"segment"`` and ``"record"`` `levels`
-    (records in sorted order, as `metrics.record_level`), subjects as clusters when all
-    are known; returns the results and the report's ``"bootstrap"`` section."""
+def _bootstrap(analyse: Callable[..., dict[str, Any]], p: np.ndarray, y: np.ndarray,
+               record_ids: np.ndarray, subject_ids: np.ndarray, resamples: int,
+               names: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``"bootstrap"`` section: `analyse(probs, truth, clusters)` of the
+    examples and of the records (`metrics.record_level`), subjects as clusters when all
+    are known; sets each class row of `rows` its ``"auroc_ci"``."""
     subject_ids = np.asarray(subject_ids)
     by_subject = bool((subject_ids >= 0).all())
     _, first = np.unique(record_ids, return_index=True)
-    clusters = {"segment": subject_ids, "record": subject_ids[first]}
-    boots = {level: analyse(p, y, clusters[level] if by_subject else None)
-             for level, (p, y) in levels.items()}
-    return boots, {
-        "resamples": resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
+    record_p, record_y, _ = metrics.record_level(p, y, record_ids)
+    boots = {level: analyse(probs, truth, clusters if by_subject else None)
+             for level, probs, truth, clusters in (("segment", p, y, subject_ids),
+                                                   ("record", record_p, record_y,
+                                                    subject_ids[first]))}
+    for row, interval in zip(rows, boots["segment"]["per_class_auroc"], strict=True):
+        row["auroc_ci"] = interval
+    return {
+        "resamples": resamples, "seed": analysis.BOOTSTRAP_SEED,
+        "level": analysis.BOOTSTRAP_LEVEL,
         "unit": "subject" if by_subject else "example",
         **{level: b["intervals"] for level, b in boots.items()},
         "redrawn": {level: b["redrawn"] for level, b in boots.items()},
@@ -64,31 +68,12 @@ class SingleLabel:
     reported: ClassVar[tuple[str, ...]] = analysis.REPORTED_METRICS
 
     @staticmethod
-    def bootstrap(predictions: SplitPredictions, num_classes: int,
-                  num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-                  seed: int = analysis.BOOTSTRAP_SEED,
-                  class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE)
-        (`_bootstrap_levels`), with ``"per_class_auroc"`` (segment level, one interval or
-        None per class)."""
-        p, y = predictions.probs, predictions.labels
-        names = (list(class_names) if class_names is not None
-                 else [str(c) for c in range(num_classes)])
-        record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
-        boots, out = _bootstrap_levels(
-            lambda p, y, clusters: analysis.bootstrap_analysis(
-                p, y, num_classes, clusters=clusters, num_resamples=num_resamples, seed=seed),
-            {"segment": (p, y), "record": (record_probs, record_labels)},
-            predictions.record_ids, predictions.subject_ids, num_resamples, seed, names)
-        return {**out, "per_class_auroc": boots["segment"]["per_class_auroc"]}
-
-    @staticmethod
     def detail(predictions: SplitPredictions, num_classes: int,
                bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Every number of the report's detailed sections (see `analysis`); with
-        `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`),
-        each per-class row then carrying its AUROC interval (``"auroc_ci"``)."""
+        `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`_bootstrap`;
+        ``"per_class_auroc"``: segment level, one interval or None per class)."""
         p, y = predictions.probs, predictions.labels
         out: dict[str, Any] = {
             "num_examples": int(y.size),
@@ -105,11 +90,13 @@ class SingleLabel:
             "n": float(m.sum()),
             **metrics.classification_metrics(p[m], y[m], num_classes=num_classes)}))
         if bootstrap_resamples > 0:
-            out["bootstrap"] = SingleLabel.bootstrap(predictions, num_classes,
-                                                     bootstrap_resamples, class_names=class_names)
-            for row, interval in zip(out["per_class"], out["bootstrap"]["per_class_auroc"],
-                                     strict=True):
-                row["auroc_ci"] = interval
+            out["bootstrap"] = _bootstrap(
+                lambda p, y, clusters: analysis.bootstrap_analysis(
+                    p, y, num_classes, clusters=clusters, num_resamples=bootstrap_resamples),
+                p, y, predictions.record_ids, predictions.subject_ids, bootstrap_resamples,
+                list(map(str, range(num_classes)) if class_names is None else class_names),
+                out["per_class"])
+            out["bootstrap"]["per_class_auroc"] = [row["auroc_ci"] for row in out["per_class"]]
         return out
 
     @staticmethod
@@ -255,14 +242,11 @@ class MultiLabel:
             "n": float(m.sum()), **metrics.multilabel_metrics(p[m], y[m])}))
         if bootstrap_resamples > 0:
             columns = np.flatnonzero(expressible)  # model class of each evaluated column
-            boots, out["bootstrap"] = _bootstrap_levels(
+            out["bootstrap"] = _bootstrap(
                 lambda p, y, clusters: MultiLabel.bootstrap_analysis(
                     p, y, clusters=clusters, num_resamples=bootstrap_resamples),
-                {"segment": (p, y), "record": (record_probs, record_targets)},
-                np.asarray(record_ids), subject_ids, bootstrap_resamples,
-                analysis.BOOTSTRAP_SEED, [class_names[c] for c in columns])
-            for c, interval in zip(columns, boots["segment"]["per_class_auroc"], strict=True):
-                per_class[c]["auroc_ci"] = interval
+                p, y, np.asarray(record_ids), subject_ids, bootstrap_resamples,
+                [class_names[c] for c in columns], [per_class[c] for c in columns])
         return out
 
     @staticmethod
