@@ -25,8 +25,6 @@ DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)
 """`choose_thresholds`' candidate thresholds: 0.05, 0.10, ..., 0.95."""
 
 
-# --- the weights table -------------------------------------------------------------------
-
 
 def load_weights(path: str | os.PathLike[str] | None = None
                  ) -> tuple[tuple[str, ...], np.ndarray]:
@@ -87,8 +85,6 @@ def _codes_of(classes: Sequence[str], what: str) -> list[frozenset[str]]:
     return groups
 
 
-# --- classes -----------------------------------------------------------------------------
-
 
 def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
                 ) -> np.ndarray:
@@ -133,8 +129,6 @@ def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = 
         rows.append(row)
     return np.array(rows, dtype=bool).reshape(len(rows), len(classes))
 
-
-# --- the metrics -------------------------------------------------------------------------
 
 
 def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
@@ -280,8 +274,6 @@ def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarra
     return {"score": score, "f_measure": f_macro, "accuracy": acc}
 
 
-# --- thresholds --------------------------------------------------------------------------
-
 
 def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
@@ -346,8 +338,6 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
         thresholds[k] = candidates[best]
     return thresholds
 
-
-# --- everything for a report ---------------------------------------------------------------
 
 
 def challenge_metrics(probs: np.ndarray, labels: np.ndarray,

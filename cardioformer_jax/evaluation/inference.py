@@ -165,8 +165,6 @@ def quiet_orbax() -> None:
     logging_utils.quiet_orbax(logging.ERROR)
 
 
-# --- finding the run ------------------------------------------------------------------------
-
 
 def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
@@ -227,8 +225,6 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
                          f"version of cardioformer-jax?): {err}") from err
     return config
 
-
-# --- restoring ------------------------------------------------------------------------------
 
 
 def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,

@@ -68,8 +68,6 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
         segments=field("segment", -1, np.int64))
 
 
-# --- the whole evaluation -------------------------------------------------------------------
-
 
 def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | None:
     try:

@@ -300,8 +300,6 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
     return "\n".join(lines)
 
 
-# --- multi-label ---------------------------------------------------------------------------
-
 
 def _multilabel_header(evaluation: Mapping[str, Any]) -> list[str]:
     lines = [*_run_lines(evaluation, "examples"),
