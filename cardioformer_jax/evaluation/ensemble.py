@@ -6,6 +6,7 @@ docs/training.md, "Ensembles".
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,12 +16,6 @@ from cardioformer_jax.core import logging_utils, metrics, paths, tasks
 from cardioformer_jax.evaluation import analysis, inference, report, task_reports
 from cardioformer_jax.evaluation.markdown import ci, pct, redraw_note, table
 from cardioformer_jax.training import train
-
-
-def _identity(model: inference.TrainedModel) -> tuple[Any, ...]:
-    dataset = model.config.dataset
-    return (dataset.name, dataset.builder_config or "default", tuple(model.spec.class_names),
-            model.spec.task.name)
 
 
 def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
@@ -58,7 +53,8 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
         raise ValueError("the stacked meta-learner is fitted on the validation split; "
                          "evaluate the ensemble on another split")
     models = [inference.load(w) for w in workdirs]
-    identities = {_identity(m) for m in models}
+    identities = {(m.config.dataset.name, m.config.dataset.builder_config or "default",
+                   tuple(m.spec.class_names), m.spec.task.name) for m in models}
     if len(identities) > 1:
         raise ValueError(f"the runs were trained on different datasets or classes: "
                          f"{sorted(identities)}; an ensemble needs one label space")
@@ -89,7 +85,8 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
 
     out_dir = paths.resolve_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    report_path, json_path = report.split_files(out_dir, split,
+                                                ("ensemble_report.md", "ensemble.json"))
     evaluation = {
         "split": split, "members": [str(m.run_dir) for m in models],
         "dataset": f"{models[0].config.dataset.name}/"
@@ -121,9 +118,9 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
                        [[name, *(pct(r["auroc_by_subgroup"][g]) for g in groups)]
                         for name, r in results.items()])
     lines.append("")
-    (out_dir / f"ensemble_report{suffix}.md").write_text("\n".join(lines))
-    logging_utils.write_json(out_dir / f"ensemble{suffix}.json", evaluation)
-    evaluation["report_path"] = str(out_dir / f"ensemble_report{suffix}.md")
+    report_path.write_text("\n".join(lines))
+    logging_utils.write_json(json_path, evaluation)
+    evaluation["report_path"] = str(report_path)
     return evaluation
 
 
@@ -131,8 +128,6 @@ def run_cli(workdirs: Sequence[str], out_dir: str | None, split: str, *,
             data_dir: str | None = None,
             bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> int:
     """The command line of an ensemble: one line per candidate; returns the exit status."""
-    import sys
-
     inference.quiet_orbax()
     try:
         if not out_dir:

@@ -100,27 +100,22 @@ def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
         with files[name].open("wb") as f:
             fig.savefig(f, format="png", dpi=110)
 
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
-    for name, curve in zip(class_names, curves, strict=True):
-        if curve is not None:
-            ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUROC {_pct(curve['auroc'])})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate",
-           title="ROC, one vs rest", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
-    save(fig, "roc")
-
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
-    for name, curve in zip(class_names, curves, strict=True):
-        if curve is not None:
-            ax.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
-                    label=f"{name} (AP {_pct(curve['ap'])})")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, one vs rest",
-           xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower left", fontsize=8)
-    save(fig, "pr")
+    for plot, x, y, score, style, axes in (
+            ("roc", "fpr", "tpr", "auroc", {}, ("false positive rate", "true positive rate",
+                                                 "ROC, one vs rest", "lower right")),
+            ("pr", "recall", "precision", "ap", {"drawstyle": "steps-post"},
+             ("recall", "precision", "Precision-recall, one vs rest", "lower left"))):
+        fig = Figure(figsize=(5.5, 5))
+        ax = fig.add_subplot()
+        for name, curve in zip(class_names, curves, strict=True):
+            if curve is not None:
+                ax.plot(curve[x], curve[y], **style,
+                        label=f"{name} ({score.upper()} {_pct(curve[score])})")
+        if plot == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel=axes[0], ylabel=axes[1], title=axes[2], xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(loc=axes[3], fontsize=8)
+        save(fig, plot)
 
     confusion = np.asarray(result["confusion"], dtype=np.float64)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
