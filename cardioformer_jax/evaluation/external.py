@@ -151,8 +151,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             "evaluate the run on its own test split instead (no --dataset)")
     default_database = evaluated_databases[0] if len(evaluated_databases) == 1 else "unknown"
 
-    probs, targets, record_ids, subject_ids, ages, sexes, segments = ([] for _ in range(7))
-    databases: list[str] = []
+    probs: list[np.ndarray] = []
+    rows: list[tuple[Any, ...]] = []  # per window: truth, record, subject, age, sex, segment, db
     skipped: collections.Counter = collections.Counter()
     excluded: dict[str, set[str]] = collections.defaultdict(set)  # database -> record ids
     pending: list[np.ndarray] = []
@@ -160,7 +160,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     def flush() -> None:
         if pending:
             n = sum(len(p) for p in pending)
-            extra = model.tabular_inputs(n, np.asarray(ages[-n:]), np.asarray(sexes[-n:]))
+            extra = model.tabular_inputs(n, np.asarray([r[3] for r in rows[-n:]]),
+                                         np.asarray([r[4] for r in rows[-n:]]))
             probs.append(model.probabilities(np.concatenate(pending), batch_size, extra))
             pending.clear()
 
@@ -181,23 +182,19 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
         if len(windows) == 0:
             skipped[f"shorter than the model's {length / spec.sample_rate:g} s input"] += 1
             continue
-        record = _text(example["record_id"])
-        for w in range(len(windows)):
-            targets.append(truth)
-            record_ids.append(record)
-            subject_ids.append(int(example.get("subject_id", -1)))
-            ages.append(float(example.get("age", -1.0)))
-            sexes.append(int(example.get("sex", -1)))
-            segments.append(int(example.get("segment", 0)) * len(windows) + w)
-            databases.append(database)
+        first = int(example.get("segment", 0)) * len(windows)
+        rows += [(truth, _text(example["record_id"]), int(example.get("subject_id", -1)),
+                  float(example.get("age", -1.0)), int(example.get("sex", -1)), first + w,
+                  database) for w in range(len(windows))]
         pending.append(windows)
         if sum(len(p) for p in pending) >= 16 * batch_size:
             flush()
     flush()
-    if not targets:
+    if not rows:
         raise ValueError(f"no example of {evaluated_on} {split} could be "
                          f"evaluated: {dict(skipped)}; records of the training databases "
                          f"left out: {_counts(excluded)}")
+    targets, record_ids, subject_ids, ages, sexes, segments, databases = zip(*rows, strict=True)
     p = np.concatenate(probs).astype(np.float64)
     y = np.stack(targets)
     record_ids_arr = np.asarray(record_ids, dtype=object)
