@@ -177,8 +177,7 @@ def by_subgroup(sexes: np.ndarray, ages: np.ndarray, score: Callable[[np.ndarray
 
 def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.ndarray,
                          num_classes: int) -> dict[str, float]:
-    """Metrics after averaging the segment probabilities of each record, with ``"n"`` the
-    number of records."""
+    """Metrics of the per-record mean probabilities, ``"n"`` the number of records."""
     record_probs, record_labels, ids = metrics.record_level(probs, labels, record_ids)
     values = metrics.classification_metrics(record_probs, record_labels,
                                             num_classes=num_classes)
@@ -214,8 +213,7 @@ _BOOTSTRAP_CELLS = 4_000_000
 def weighted_expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
                                         weights: np.ndarray, num_bins: int = ECE_BINS
                                         ) -> np.ndarray:
-    """`expected_calibration_error` under each row of `weights` ``(B, N)`` (see
-    `metrics.weighted_classification_metrics`); returns ``(B,)``."""
+    """`expected_calibration_error` under each row of `weights` ``(B, N)``: ``(B,)``."""
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     in_bin = np.eye(num_bins)[index]  # (N, bins)
@@ -229,8 +227,7 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, num_classes: int,
                         clusters: np.ndarray | None = None,
                         num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                         level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
-    """Percentile bootstrap confidence intervals of `metrics.CLASSIFICATION_KEYS` and
-    ``"ece"``: the ``"intervals"`` of `bootstrap_analysis` (see there)."""
+    """The ``"intervals"`` of `bootstrap_analysis`."""
     return bootstrap_analysis(probs, labels, num_classes, clusters=clusters,
                               num_resamples=num_resamples, seed=seed, level=level)["intervals"]
 

@@ -20,8 +20,7 @@ def bootstrap_weights(num_examples: int, num_resamples: int, rng: np.random.Gene
 
 
 def _cluster_of(n: int, clusters: Any) -> np.ndarray:
-    """``(n,)`` the cluster index (0 ... G - 1) of each example; each its own without
-    `clusters`."""
+    """``(n,)`` each example's cluster index (each its own without `clusters`)."""
     ids = np.arange(n) if clusters is None else np.asarray(clusters)
     if ids.shape != (n,):
         raise ValueError(f"clusters must have shape ({n},), got {ids.shape}")
@@ -53,8 +52,7 @@ class BootstrapResamples:
         return int(self.counts.shape[0])
 
     def blocks(self, size: int):
-        """Yields the example weights ``(b, N)`` (float64) of consecutive resamples, at
-        most `size` at a time (the weight matrices of `weighted_*_metrics`)."""
+        """Yields the example weights ``(b, N)`` float64 of at most `size` resamples at a time."""
         for start in range(0, self.num_resamples, max(1, size)):
             yield self.counts[start:start + max(1, size)][:, self.cluster_of].astype(
                 np.float64)

@@ -210,8 +210,7 @@ def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
 def challenge_score(labels: np.ndarray, outputs: np.ndarray, *,
                     weights: np.ndarray | None = None,
                     normal_index: int | None = None) -> float:
-    """The Challenge metric of binary `outputs` against `labels` (`challenge_score_parts`'
-    ``"score"``)."""
+    """`challenge_score_parts`' ``"score"``."""
     return challenge_score_parts(labels, outputs, weights=weights,
                                  normal_index=normal_index)["score"]
 

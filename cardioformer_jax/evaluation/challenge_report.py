@@ -29,8 +29,7 @@ def is_challenge_run(config: Any) -> bool:
 
 
 def class_codes(config: Any) -> tuple[str, ...]:
-    """The SNOMED CT codes of the run's classes, in its output order (``a|b`` for a pair
-    scored as one), from the build's metadata."""
+    """The run's classes' SNOMED CT codes (``a|b`` a pair) from the build's metadata."""
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir,
                                     config.dataset.builder_config or None)
     codes = tuple((builder.info.metadata or {}).get("multilabel_codes") or ())

@@ -25,8 +25,7 @@ def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
 
 def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarray,
                           test_probs: Sequence[np.ndarray], task: tasks.Task) -> np.ndarray:
-    """The meta-learner's probabilities on the evaluated split, fitted on validation: the
-    task's logistic regressions (`task_reports`) on the members' log-probabilities."""
+    """The task's meta-learner (`task_reports`), fitted on validation, on the split."""
     return task_reports.of(task).stacked(_features(val_probs), val_labels,
                                          _features(test_probs), test_probs)
 

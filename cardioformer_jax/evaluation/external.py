@@ -127,8 +127,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                       bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                       batch_size: int = inference.DEFAULT_BATCH_SIZE,
                       progress: bool = True) -> dict[str, Any]:
-    """Evaluates the run in `workdir` on `dataset` (``NAME[/config]``) built in
-    `data_dir`, writes the report files (module docstring) and returns the JSON."""
+    """Evaluates `workdir` on `dataset` (``NAME[/config]``); writes the reports, returns JSON."""
     name, config_name = parse_dataset(dataset)
     evaluated_on = f"{name}/{config_name or datasets.DEFAULT_CONFIG}"
     model = inference.load(workdir, seed=seed)

@@ -63,8 +63,7 @@ class TrainedModel:
 
     @property
     def windowing(self) -> windows.Windowing | None:
-        """The run's crops (``input.crop_seconds``): `probabilities` then scores whole
-        records over windows; None when the model reads whole records."""
+        """The run's crops (``input.crop_seconds``), or None when the model reads whole records."""
         return windows.from_config(self.config)
 
     def module(self) -> nnx.Module:
@@ -84,8 +83,7 @@ class TrainedModel:
 
     def tabular_inputs(self, n: int, age: np.ndarray | float | None = None,
                        sex: np.ndarray | int | None = None) -> np.ndarray | None:
-        """The ``(n, 4)`` age/sex features of `n` samples for this model (None when it
-        does not fuse them); a missing age or sex is "unknown"."""
+        """``(n, 4)`` age/sex features (None: the model lacks them); None age/sex: unknown."""
         if not self.uses_tabular:
             return None
         age = np.broadcast_to(np.asarray(-1.0 if age is None else age, np.float64), (n,))
@@ -160,8 +158,7 @@ def padded_rows(rows: int, batch_size: int) -> int:
 
 
 def quiet_orbax() -> None:
-    """Hides Orbax's informational warnings (e.g. that a read-only directory is read only)
-    from a command line's output; its errors stay."""
+    """Hides Orbax's informational warnings from a command line's output."""
     logging_utils.quiet_orbax(logging.ERROR)
 
 
@@ -249,8 +246,7 @@ def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
 
 def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
                           ) -> TrainedModel | None:
-    """`load` for a command line: Orbax's chatter hidden, and a missing or unusable run
-    printed as ``error: ...`` on stderr (None returned; the caller picks the exit status)."""
+    """`load`, or None after printing ``error: ...`` on stderr (Orbax quiet)."""
     quiet_orbax()
     try:
         return load(workdir, seed=seed)

@@ -46,8 +46,7 @@ def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
 
 def split_predictions(model: inference.TrainedModel, split: str, data_dir: str | None = None
                       ) -> SplitPredictions:
-    """Probabilities of every example of `split` (`steps.predict`, the evaluation the
-    training loop runs) with the examples' record, subject, age and sex."""
+    """Every example of `split` with its probabilities (`steps.predict`) and metadata."""
     config = _with_data_dir(model.config, data_dir)
     programs = steps.programs(config, model.mesh)
     out = steps.predict(programs.eval, model.params, model.rngs, config, split, model.mesh,
@@ -103,8 +102,7 @@ def evaluation_head(workdir: str | os.PathLike, model: inference.TrainedModel, s
 
 def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | None
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What the model card says of the dataset the run was trained on, as built, and
-    `analysis.paper_comparison` for it."""
+    """The model card's facts of the run's dataset, as built, and its paper comparison."""
     config = _with_data_dir(model.config, data_dir)
     builder_config = config.dataset.builder_config or None
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir, builder_config)
@@ -162,8 +160,7 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
 def _challenge_section(model: inference.TrainedModel, run_dir: epath.Path, split: str,
                        predictions: SplitPredictions, data_dir: str | None,
                        bootstrap_resamples: int) -> dict[str, Any]:
-    """`challenge_report.evaluate` of a cinc2021 run on `split`, at thresholds chosen on
-    validation (stored with the run)."""
+    """`challenge_report.evaluate` at thresholds chosen on validation (stored with the run)."""
     codes = challenge_report.class_codes(_with_data_dir(model.config, data_dir))
 
     def validation() -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +180,7 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
             data_dir: str | None = None,
             bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
             dataset: str | None = None) -> int:
-    """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
-    workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
+    """The command line: `evaluate_workdir` and a summary line; returns the exit status."""
     inference.quiet_orbax()
     try:
         if dataset:

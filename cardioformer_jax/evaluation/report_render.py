@@ -81,8 +81,7 @@ def _ece_ci(detail: Mapping[str, Any]) -> str:
 def write_plots(predictions: SplitPredictions, result: Mapping[str, Any],
                 class_names: Sequence[str], directory: str | os.PathLike, prefix: str
                 ) -> dict[str, epath.Path]:
-    """ROC, precision-recall, confusion-matrix and reliability PNGs in `directory` (local
-    or a URL); returns their paths."""
+    """ROC, PR, confusion and reliability PNGs in `directory` (or a URL); their paths."""
     # The object-oriented API with the Agg canvas: no pyplot, no global backend state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -323,8 +322,7 @@ def _multilabel_header(evaluation: Mapping[str, Any]) -> list[str]:
 
 
 def _source_table(detail: Mapping[str, Any]) -> list[str]:
-    """Per source database: records, examples, example-level AUROC / Fmax, record-level
-    AUROC (external validation)."""
+    """Per source database (external validation): records, examples, AUROC, Fmax."""
     rows = [[db, v["records"], v["examples"], _pct(v["segment"]["auroc"]),
              _pct(v["segment"]["fmax"]), _pct(v["record"]["auroc"])]
             for db, v in detail["by_source"].items()]
@@ -336,8 +334,7 @@ def _source_table(detail: Mapping[str, Any]) -> list[str]:
 
 
 def render_multilabel_report(evaluation: Mapping[str, Any], title: str) -> str:
-    """The Markdown report of a multi-label evaluation (`report.evaluate_workdir`,
-    `external.evaluate_external`)."""
+    """The Markdown report of a multi-label or external evaluation."""
     detail = evaluation["detail"]
     boot = detail.get("bootstrap") or {}
     lines = [f"# {title}", "", *_multilabel_header(evaluation), ""]
