@@ -25,7 +25,6 @@ DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)
 """`choose_thresholds`' candidate thresholds: 0.05, 0.10, ..., 0.95."""
 
 
-
 def load_weights(path: str | os.PathLike[str] | None = None
                  ) -> tuple[tuple[str, ...], np.ndarray]:
     """(class codes, weights ``(K, K)`` float64) of a weights table (default `WEIGHTS_CSV`,
@@ -85,7 +84,6 @@ def _codes_of(classes: Sequence[str], what: str) -> list[frozenset[str]]:
     return groups
 
 
-
 def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
                 ) -> np.ndarray:
     """Column indices that put an ``(N, K)`` matrix whose columns are `class_codes` into the
@@ -128,7 +126,6 @@ def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = 
                 row[k] = True
         rows.append(row)
     return np.array(rows, dtype=bool).reshape(len(rows), len(classes))
-
 
 
 def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
@@ -273,7 +270,6 @@ def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarra
     return {"score": score, "f_measure": f_macro, "accuracy": acc}
 
 
-
 def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
@@ -336,7 +332,6 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
         best = np.lexsort((candidates, fp + fn, -f))[0]
         thresholds[k] = candidates[best]
     return thresholds
-
 
 
 def challenge_metrics(probs: np.ndarray, labels: np.ndarray,

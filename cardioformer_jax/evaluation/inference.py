@@ -162,7 +162,6 @@ def quiet_orbax() -> None:
     logging_utils.quiet_orbax(logging.ERROR)
 
 
-
 def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
     workdir = paths.as_path(workdir)
@@ -221,7 +220,6 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise ValueError(f"{path} is not a config this version can run (written by another "
                          f"version of cardioformer-jax?): {err}") from err
     return config
-
 
 
 def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,

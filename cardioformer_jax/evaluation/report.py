@@ -67,7 +67,6 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
         segments=field("segment", -1, np.int64))
 
 
-
 def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | None:
     try:
         return json.loads((run_dir / train.RESULTS_FILE).read_text())[split]

@@ -294,7 +294,6 @@ def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str])
     return "\n".join(lines)
 
 
-
 def _multilabel_header(evaluation: Mapping[str, Any]) -> list[str]:
     lines = [*_run_lines(evaluation, "examples"),
              "- multi-label: one probability per class; macro AUROC over the classes with "
