@@ -148,15 +148,16 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
         evaluation["per_seed"] = per_seed
         evaluation.update(reports.seed_results(per_seed, evaluation))
     if challenge_report.is_challenge_run(model.config):
-        evaluation["challenge"] = _challenge_section(model, model.run_dir, split, predictions,
-                                                     data_dir, bootstrap_resamples)
+        evaluation["challenge"] = _challenge_section(model, split, predictions, data_dir,
+                                                     bootstrap_resamples)
     reports.write_artefacts(evaluation, predictions, workdir, {
         "report": report_path, "predictions": predictions_path, "card": card_path})
     logging_utils.write_json(json_path, evaluation)
+    evaluation["report_path"] = str(report_path)
     return evaluation
 
 
-def _challenge_section(model: inference.TrainedModel, run_dir: epath.Path, split: str,
+def _challenge_section(model: inference.TrainedModel, split: str,
                        predictions: SplitPredictions, data_dir: str | None,
                        bootstrap_resamples: int) -> dict[str, Any]:
     """`challenge_report.evaluate` at thresholds chosen on validation (stored with the run)."""
@@ -168,7 +169,7 @@ def _challenge_section(model: inference.TrainedModel, run_dir: epath.Path, split
         return challenge_report.record_level(held_out.probs, held_out.labels,
                                              held_out.record_ids)
 
-    chosen = challenge_report.thresholds(run_dir, model.step, codes, validation)
+    chosen = challenge_report.thresholds(model.run_dir, model.step, codes, validation)
     probs, targets = challenge_report.record_level(predictions.probs, predictions.labels,
                                                    predictions.record_ids)
     return challenge_report.evaluate(probs, targets, codes, chosen, model.spec.class_names,
@@ -197,9 +198,8 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
         print(f"error: {err}", file=sys.stderr)
         return 1
     segment = evaluation["detail"]["segment"]
+    where = evaluation["report_path"]
     if "fmax" in segment:  # multi-label or external: macro AUROC and Fmax
-        where = evaluation.get("report_path") or split_files(paths.resolve_path(workdir),
-                                                             split)[0]
         label = "external " if evaluation.get("external") else ""
         print(f"{where}: {label}{evaluation['split']} macro AUROC {_pct(segment['auroc'])}, "
               f"Fmax {_pct(segment['fmax'])}")
@@ -208,8 +208,7 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
             print(f"Challenge 2021: score {c['score']:.3f}, F-measure {c['f_measure']:.3f}, "
                   f"accuracy {c['accuracy']:.3f} ({c['num_recordings']} recordings)")
         return 0
-    report = split_files(paths.resolve_path(workdir), split)[0]
-    print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
+    print(f"{where}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
           f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "
           f"{evaluation['detail']['ece']:.4f}")
     for row in evaluation.get("seed_summary", ()):
