@@ -1,7 +1,4 @@
-"""Numbers behind the evaluation report: pure functions of probabilities and labels.
-
-Calibration, per-class curves, subgroup metrics, seed summary; docs/training.md.
-"""
+"""Numbers behind the evaluation report: pure functions of probabilities and labels."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""The PhysioNet/Computing in Cardiology Challenge 2021 metrics, in NumPy, on ``(N, K)`` arrays.
-
-Definitions and the weights table's origin: docs/training.md, "Challenge 2021 metrics".
-"""
+"""CinC Challenge 2021 metrics on ``(N, K)`` arrays: docs/training.md, "Challenge 2021 metrics"."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from typing import Any
 import numpy as np
 
 WEIGHTS_CSV = Path(__file__).with_name("cinc2021_weights.csv")
-"""The Challenge 2021 weights table (26 classes; see the module docstring)."""
+"""The Challenge 2021 weights table (26 classes; evaluation/README.md)."""
 
 NORMAL_CODE = "426783006"
 """SNOMED CT code of sinus rhythm, the Challenge's normal ("inactive") class."""

@@ -1,8 +1,4 @@
-"""The PhysioNet/CinC Challenge 2021 section of a `cinc2021` run's evaluation.
-
-Per-class thresholds chosen on validation, scored with `challenge`; docs/training.md,
-"Challenge 2021 metrics".
-"""
+"""The Challenge 2021 section of a `cinc2021` run's evaluation (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Ensembles of trained runs on one split: each member, their mean, a stacked meta-learner.
-
-docs/training.md, "Ensembles".
-"""
+"""Ensembles of trained runs on one split (docs/training.md, "Ensembles")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""A trained model as a self-contained `jax.export` artifact for serving.
-
-The library of ``python -m cardioformer_jax.export``; docs/usage.md, "After training".
-"""
+"""A trained model as a `jax.export` artifact: the library of ``cardioformer_jax.export``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""External validation: a trained run evaluated on another dataset.
-
-Input matching, class mapping and left-out source databases: docs/training.md,
-"External validation".
-"""
+"""External validation on another dataset (docs/training.md, "External validation")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""A trained run as an eval-mode model: the one loader behind predict, evaluate and export.
-
-`load` restores the best checkpoint read-only (one seed of a multi-seed workdir);
-docs/usage.md, "After training".
-"""
+"""A trained run as an eval-mode model: the loader behind predict, evaluate, export."""
 
 from __future__ import annotations
 

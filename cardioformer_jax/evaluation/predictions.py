@@ -1,7 +1,4 @@
-"""Class probabilities of raw WFDB records with a trained model.
-
-The library of ``python -m cardioformer_jax.predict``; docs/usage.md, "After training".
-"""
+"""Class probabilities of raw WFDB records: the library of ``cardioformer_jax.predict``."""
 
 from __future__ import annotations
 

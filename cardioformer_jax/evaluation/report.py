@@ -1,7 +1,4 @@
-"""A report on a trained run's best checkpoint: the library of ``cardioformer_jax.evaluate``.
-
-docs/training.md, "Evaluation artefacts".
-"""
+"""A run's report: the library of ``cardioformer_jax.evaluate`` (docs/training.md)."""
 
 from __future__ import annotations
 

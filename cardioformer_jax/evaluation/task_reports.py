@@ -1,8 +1,4 @@
-"""Each task's evaluation: its numbers, prediction columns and report (docs/training.md).
-
-`of(task)` is the report implementation of a `core.tasks` task: `SingleLabel` (calibration,
-confusion, per-class curves) or `MultiLabel` (macro AUROC / Fmax per example and record).
-"""
+"""Each `core.tasks` task's evaluation numbers, CSV and report (docs/training.md)."""
 
 from __future__ import annotations
 
