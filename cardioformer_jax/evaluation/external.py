@@ -27,16 +27,12 @@ UNEXPRESSED_KEY = "superclasses_unexpressible"
 
 @dataclasses.dataclass(frozen=True)
 class ClassMapping:
-    """How an evaluated dataset's labels become the model's multi-hot truth.
+    """How an evaluated dataset's labels become the model's multi-hot truth."""
 
-    `targets(example)` gives ``(K,)`` 0/1 in the model's class order, or None for an
-    example without usable truth; `expressible` marks the model classes the dataset
-    can express; `description` says which rule applies.
-    """
-
+    # (K,) 0/1 in the model's class order, or None for an example without usable truth.
     targets: Callable[[Mapping[str, Any]], np.ndarray | None]
-    expressible: np.ndarray
-    description: str
+    expressible: np.ndarray  # the model classes the dataset can express
+    description: str  # which rule applies
 
 
 def parse_dataset(value: str) -> tuple[str, str | None]:
@@ -49,10 +45,8 @@ def parse_dataset(value: str) -> tuple[str, str | None]:
 
 
 def class_mapping(model_classes: tuple[str, ...], builder: Any) -> ClassMapping:
-    """The `ClassMapping` from a built dataset's labels to `model_classes`.
-
-    Raises ValueError when the dataset expresses none of the model's classes.
-    """
+    """The `ClassMapping` from a built dataset's labels to `model_classes`; ValueError when
+    the dataset expresses none of the model's classes."""
     features = builder.info.features
     metadata = builder.info.metadata or {}
     k = len(model_classes)

@@ -89,12 +89,8 @@ class TrainedModel:
     def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                tabular_inputs: np.ndarray | None = None) -> np.ndarray:
         """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and, for a model that
-        fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown).
-
-        Runs the `logits` program in batches of at most `batch_size`, each zero-padded to a
-        power of two (`padded_rows`): a single record's few samples run as a small batch,
-        and inputs of any length share at most ``log2(batch_size) + 2`` compiled programs.
-        """
+        fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown),
+        in batches zero-padded to `padded_rows` (few compiled programs for any N)."""
         return self._run(self.programs.logits, self._samples(signals), batch_size,
                          tabular_inputs)
 
@@ -107,14 +103,9 @@ class TrainedModel:
 
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
-        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`).
-
-        Runs the `eval` program, the one training evaluated with, in batches as `logits`
-        does. A run trained on crops (`windowing`) takes whole records (T at least its
-        input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
-        did, aggregates each record's window probabilities (max for the benchmark
-        suite's protocol); `batch_size` then counts records."""
+        """Class probabilities ``(N, K)`` (the `eval` program training evaluated with), as
+        `logits`. A run trained on crops (`windowing`) takes whole records ``(N, T >=
+        seq_len, C)`` and aggregates their windows as its evaluation did."""
         if self.windowing is None:
             signals = self._samples(signals)
         else:

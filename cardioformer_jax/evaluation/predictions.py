@@ -42,11 +42,8 @@ class Failure:
 
 
 def find_records(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Record paths (without extension) of the arguments, in order, without repeats.
-
-    A folder contributes every ``*.hea`` below it (sorted); a ``.hea``/``.dat`` file its
-    record; anything else is taken as a record path and checked when read.
-    """
+    """Record paths (without extension) of the arguments, in order, without repeats: every
+    ``*.hea`` below a folder (sorted), the record of a ``.hea``/``.dat``, else the path."""
     records: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -62,12 +59,8 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
                     batch_size: int = inference.DEFAULT_BATCH_SIZE,
                     members: Sequence[inference.TrainedModel] = ()
                     ) -> list[Prediction | Failure]:
-    """Predicts every record; one `Prediction` or `Failure` per record, in order.
-
-    `members`: more runs with the same input contract; the probabilities are then the
-    mean over `model` and them (an ensemble). From 10 records on, progress on stderr (a bar
-    on an interactive terminal, plain lines in a log; `core.progress`).
-    """
+    """One `Prediction` or `Failure` per record, in order; with `members` (same input
+    contract) the mean probabilities of all (an ensemble). Progress from 10 records on."""
     for member in members:
         if member.spec != model.spec:
             raise ValueError(f"{member.run_dir} takes other inputs or classes than "
