@@ -36,13 +36,6 @@ def class_codes(config: Any) -> tuple[str, ...]:
     return codes
 
 
-def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities averaged over each recording's windows, and its truth."""
-    p, y, _ = metrics.record_level(probs, targets, record_ids)
-    return p, y
-
-
 def thresholds(run_dir: epath.Path, step: int, codes: Sequence[str],
                validation: Callable[[], tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
     """The stored thresholds of checkpoint `step`, or new ones chosen on `validation()`

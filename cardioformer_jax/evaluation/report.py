@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from cardioformer_jax.core import logging_utils, paths
+from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, challenge_report, inference, task_reports
 from cardioformer_jax.evaluation.markdown import pct as _pct
@@ -163,12 +163,11 @@ def _challenge_section(model: inference.TrainedModel, split: str,
     def validation() -> tuple[np.ndarray, np.ndarray]:
         held_out = (predictions if split == challenge_report.VALIDATION_SPLIT
                     else split_predictions(model, challenge_report.VALIDATION_SPLIT, data_dir))
-        return challenge_report.record_level(held_out.probs, held_out.labels,
-                                             held_out.record_ids)
+        return metrics.record_level(held_out.probs, held_out.labels, held_out.record_ids)[:2]
 
     chosen = challenge_report.thresholds(model.run_dir, model.step, codes, validation)
-    probs, targets = challenge_report.record_level(predictions.probs, predictions.labels,
-                                                   predictions.record_ids)
+    probs, targets, _ = metrics.record_level(predictions.probs, predictions.labels,
+                                             predictions.record_ids)
     return challenge_report.evaluate(probs, targets, codes, chosen, model.spec.class_names,
                                      bootstrap_resamples=bootstrap_resamples)
 
