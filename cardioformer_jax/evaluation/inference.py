@@ -152,13 +152,9 @@ def quiet_orbax() -> None:
 def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
     workdir = paths.as_path(workdir)
-    runs = {}
-    if workdir.is_dir():
-        for child in workdir.iterdir():
-            match = _SEED_DIR.match(child.name)
-            if match and child.is_dir():
-                runs[int(match.group(1))] = child
-    return dict(sorted(runs.items()))
+    children = workdir.iterdir() if workdir.is_dir() else ()
+    return dict(sorted((int(match.group(1)), child) for child in children
+                       if (match := _SEED_DIR.match(child.name)) and child.is_dir()))
 
 
 def _validation_score(run_dir: epath.Path) -> float:

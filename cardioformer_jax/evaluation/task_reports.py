@@ -213,18 +213,14 @@ class MultiLabel:
                              f"{probs.shape[1]} classes")
         p, y = probs[:, expressible], targets[:, expressible]
         record_probs, record_targets, ids = metrics.record_level(p, y, np.asarray(record_ids))
-        per_class = []
         aurocs = metrics.per_class_auroc(probs, np.where(expressible, targets, 0))
-        for k in range(probs.shape[1]):
-            if not expressible[k]:
-                per_class.append({"expressible": False, "support": None, "auroc": math.nan,
-                                  "ap": math.nan})
-                continue
-            support = int(targets[:, k].sum())
-            ap = (float(average_precision_score(targets[:, k], probs[:, k]))
-                  if support else math.nan)
-            per_class.append({"expressible": True, "support": support,
-                              "auroc": float(aurocs[k]), "ap": ap})
+        support = targets.sum(axis=0)
+        per_class = [
+            {"expressible": True, "support": int(support[k]), "auroc": float(aurocs[k]),
+             "ap": float(average_precision_score(targets[:, k], probs[:, k]))
+             if support[k] else math.nan} if expressible[k] else
+            {"expressible": False, "support": None, "auroc": math.nan, "ap": math.nan}
+            for k in range(probs.shape[1])]
         out: dict[str, Any] = {
             "num_examples": int(p.shape[0]),
             "num_records": int(ids.size),
