@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import os
@@ -56,11 +55,9 @@ def _bootstrap(analyse: Callable[..., dict[str, Any]], p: np.ndarray, y: np.ndar
     }
 
 
-@dataclasses.dataclass(frozen=True)
 class SingleLabel:
     """Softmax over exclusive classes: the paper's report, calibration included."""
 
-    task: ClassVar[tasks.Task] = tasks.SINGLE_LABEL
     reported: ClassVar[tuple[str, ...]] = analysis.REPORTED_METRICS
 
     @staticmethod
@@ -163,11 +160,9 @@ class SingleLabel:
         files["card"].write_text(report_render.render_model_card(evaluation, classes))
 
 
-@dataclasses.dataclass(frozen=True)
 class MultiLabel:
     """A sigmoid per class (the PTB-XL benchmark, cinc2021, external validation)."""
 
-    task: ClassVar[tasks.Task] = tasks.MULTI_LABEL
     reported: ClassVar[tuple[str, ...]] = report_render.MULTILABEL_REPORTED
 
     @staticmethod
