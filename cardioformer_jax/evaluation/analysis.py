@@ -134,14 +134,11 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, f
     k = probs.shape[1]
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, probs.argmax(axis=1), labels=np.arange(k), zero_division=0)
-    rows = []
-    for c, curve in enumerate(per_class_curves(probs, labels)):
-        rows.append({
-            "support": int(support[c]), "precision": float(precision[c]),
-            "recall": float(recall[c]), "f1": float(f1[c]),
-            "auroc": math.nan if curve is None else curve["auroc"],
-            "ap": math.nan if curve is None else curve["ap"]})
-    return rows
+    return [{"support": int(support[c]), "precision": float(precision[c]),
+             "recall": float(recall[c]), "f1": float(f1[c]),
+             "auroc": math.nan if curve is None else curve["auroc"],
+             "ap": math.nan if curve is None else curve["ap"]}
+            for c, curve in enumerate(per_class_curves(probs, labels))]
 
 
 def age_bands(ages: np.ndarray) -> np.ndarray:
@@ -189,15 +186,10 @@ def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str,
     values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
     aggregate = metrics.aggregate_seeds(values)
     paper = PAPER_AUROC.get(dataset) if compare_with_paper else None
-    rows = []
-    for name in REPORTED_METRICS:
-        stats = aggregate[name]
-        rows.append({
-            "metric": name, "mean": stats["mean"], "std": stats["std"],
-            "formatted": metrics.format_mean_std(stats),
-            "paper": (f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper
-                      else None)})
-    return rows
+    return [{"metric": name, "mean": aggregate[name]["mean"], "std": aggregate[name]["std"],
+             "formatted": metrics.format_mean_std(aggregate[name]),
+             "paper": f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper else None}
+            for name in REPORTED_METRICS]
 
 
 BOOTSTRAP_RESAMPLES = 1000
