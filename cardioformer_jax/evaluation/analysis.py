@@ -109,7 +109,7 @@ def confusion_matrix(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def per_class_curves(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any] | None]:
     """One-vs-rest curves per class: ``{"fpr", "tpr", "auroc", "precision", "recall",
-    "ap", "positives"}``, or None for a class without positives or without negatives."""
+    "ap"}``, or None for a class without positives or without negatives."""
     probs, labels = _check(probs, labels)
     curves: list[dict[str, Any] | None] = []
     for k in range(probs.shape[1]):
@@ -122,8 +122,7 @@ def per_class_curves(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, An
         curves.append({
             "fpr": fpr, "tpr": tpr, "auroc": float(skm.roc_auc_score(y, probs[:, k])),
             "precision": precision, "recall": recall,
-            "ap": float(skm.average_precision_score(y, probs[:, k])),
-            "positives": int(y.sum())})
+            "ap": float(skm.average_precision_score(y, probs[:, k]))})
     return curves
 
 

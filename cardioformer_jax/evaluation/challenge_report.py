@@ -16,7 +16,6 @@ from cardioformer_jax.evaluation.markdown import table as _table
 
 THRESHOLDS_FILE = "challenge_thresholds.json"
 REPORTED = ("score", "f_measure", "accuracy", "auroc", "auprc")
-VALIDATION_SPLIT = "validation"
 
 
 def is_challenge_run(config: Any) -> bool:

@@ -161,8 +161,8 @@ def _challenge_section(model: inference.TrainedModel, split: str,
     codes = challenge_report.class_codes(_with_data_dir(model.config, data_dir))
 
     def validation() -> tuple[np.ndarray, np.ndarray]:
-        held_out = (predictions if split == challenge_report.VALIDATION_SPLIT
-                    else split_predictions(model, challenge_report.VALIDATION_SPLIT, data_dir))
+        held_out = (predictions if split == train.VALIDATION_SPLIT
+                    else split_predictions(model, train.VALIDATION_SPLIT, data_dir))
         return metrics.record_level(held_out.probs, held_out.labels, held_out.record_ids)[:2]
 
     chosen = challenge_report.thresholds(model.run_dir, model.step, codes, validation)
