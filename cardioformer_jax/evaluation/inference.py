@@ -11,7 +11,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import ml_collections
@@ -205,26 +204,6 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     return config
 
 
-def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
-                  step: int | None = None) -> tuple[steps.TrainState, dict[str, Any], int]:
-    """``(state, meta, step)`` of the best (or the given) checkpoint of `run_dir`, restored
-    read-only; FileNotFoundError without a best-epoch checkpoint (only epoch ends hold
-    evaluated SWA parameters)."""
-    directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
-    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
-        if step is None:
-            step = checkpointer.best_step()
-            if step is None:
-                raise FileNotFoundError(
-                    f"{directory} holds no best-epoch checkpoint (steps "
-                    f"{checkpointer.all_steps()}): no epoch has ended with a finite "
-                    "validation F1 yet; train at least one epoch first")
-        restored = checkpointer.restore(step, abstract)
-    return restored.state, restored.meta, int(step)
-
-
 def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
                           ) -> TrainedModel | None:
     """`load`, or None after printing ``error: ...`` on stderr (Orbax quiet)."""
@@ -257,11 +236,23 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     # the run was trained on.
     mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
     programs = steps.programs(config, mesh)
-    state, meta, step = restore_state(run_dir, programs.abstract_state, step)
-    if int(jax.device_get(state.swa_count)) == 0:
+    directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
+    # Read-only; only epoch ends (the best one by default) hold evaluated SWA parameters.
+    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
+        if step is None:
+            step = checkpointer.best_step()
+            if step is None:
+                raise FileNotFoundError(
+                    f"{directory} holds no best-epoch checkpoint (steps "
+                    f"{checkpointer.all_steps()}): no epoch has ended with a finite "
+                    "validation F1 yet; train at least one epoch first")
+        restored = checkpointer.restore(step, programs.abstract_state)
+    if int(jax.device_get(restored.state.swa_count)) == 0:
         raise ValueError(f"checkpoint {step} of {run_dir} has no SWA average yet")
-    epoch = meta.get("epoch")
-    return TrainedModel(config=config, run_dir=run_dir, step=step,
+    epoch = restored.meta.get("epoch")
+    return TrainedModel(config=config, run_dir=run_dir, step=int(step),
                         epoch=None if epoch is None else int(epoch),
-                        params=state.swa_params, rngs=state.rngs, spec=spec,
+                        params=restored.state.swa_params, rngs=restored.state.rngs, spec=spec,
                         programs=programs)
