@@ -156,9 +156,8 @@ def sex_groups(sexes: np.ndarray) -> np.ndarray:
 
 def by_subgroup(sexes: np.ndarray, ages: np.ndarray, score: Callable[[np.ndarray], Any]
                 ) -> dict[str, dict[str, Any]]:
-    """``{"by_sex": {group: score(mask)}, "by_age": ...}`` over the groups with examples,
-    in `SEX_NAMES` / `AGE_BANDS` order (unknown values left out, a key without groups
-    too)."""
+    """``{"by_sex": {group: score(mask)}, "by_age": ...}`` over the known groups with
+    examples, in `SEX_NAMES` / `AGE_BANDS` order (a key without groups left out)."""
     out = {}
     for key, groups, order in (("by_sex", sex_groups(sexes), SEX_NAMES.values()),
                                ("by_age", age_bands(ages), [n for n, _, _ in AGE_BANDS])):
@@ -224,15 +223,12 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
                        clusters: np.ndarray | None = None,
                        num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                        level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
-    """Percentile bootstrap confidence intervals of a single-label evaluation, from
-    `bootstrap.bootstrap_resamples` (whole `clusters`, e.g. subjects, when given);
-    deterministic for a given `seed`. docs/training.md, "Evaluation artefacts".
+    """Percentile bootstrap confidence intervals of a single-label evaluation from
+    `bootstrap.bootstrap_resamples` (whole `clusters` when given; docs/training.md).
 
-    Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``:
-    ``intervals`` as `percentile_intervals` plus ``"redrawn"``, AUROC and AUPRC also with
-    ``"point"`` (over the resamplable classes), ``"classes"`` (how many) and
-    ``"too_rare"`` (the indices left out); ``per_class_auroc`` ``{"lower", "upper"}`` or
-    None per class; ``too_rare`` ``{class: reason}``; ``classes`` the resamplable indices.
+    Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``: intervals as
+    `percentile_intervals` plus ``"redrawn"``, AUROC and AUPRC also with ``"point"``,
+    ``"classes"`` and ``"too_rare"`` (over / how many / outside the resamplable classes).
     """
     probs, labels = _check(probs, labels)
     if labels.min() < 0 or labels.max() >= num_classes:

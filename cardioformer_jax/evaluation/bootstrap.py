@@ -10,9 +10,8 @@ import numpy as np
 
 def bootstrap_weights(num_examples: int, num_resamples: int, rng: np.random.Generator,
                       clusters: Any = None) -> np.ndarray:
-    """``(num_resamples, num_examples)`` counts of each example in bootstrap resamples:
-    examples, or whole `clusters` ``(N,)`` (e.g. subject ids: a cluster bootstrap), drawn
-    with replacement."""
+    """``(num_resamples, num_examples)`` counts of each example in resamples drawn with
+    replacement: examples, or whole `clusters` ``(N,)`` (e.g. subject ids)."""
     cluster_of = _cluster_of(num_examples, clusters)
     g = int(cluster_of.max()) + 1
     drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=num_resamples)
@@ -63,12 +62,10 @@ def bootstrap_resamples(positive: Any, num_resamples: int, rng: np.random.Genera
                         block: int | None = None) -> BootstrapResamples:
     """Draws bootstrap resamples for macro ranking metrics, redrawing incomplete ones.
 
-    Examples, or whole `clusters` ``(N,)``, drawn with replacement (as `bootstrap_weights`);
-    a resample lacking a positive or a negative of a resamplable class is drawn again (as
-    the PTB-XL benchmark of Strodthoff et al. 2020 does), at most ``max_draws_factor *
-    num_resamples`` draws in all, `block` at a time (default: up to 1000, fewer for many
-    clusters). The rule, too-rare classes and the budget: docs/training.md, "Evaluation
-    artefacts". `positive`: ``(N, K)`` 0/1 truth (multi-hot or one-hot).
+    Examples, or whole `clusters` ``(N,)``, drawn with replacement; a resample lacking a positive
+    or a negative of a resamplable class is drawn again (as Strodthoff et al. 2020 do), at most
+    ``max_draws_factor * num_resamples`` draws, `block` at a time. Rule, too-rare classes and
+    budget: docs/training.md, "Evaluation artefacts". `positive`: ``(N, K)`` 0/1 truth.
     """
     positive = np.asarray(positive)
     if positive.ndim != 2:

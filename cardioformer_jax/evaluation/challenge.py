@@ -103,10 +103,9 @@ def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
 
 def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = None
               ) -> np.ndarray:
-    """``(N, K)`` bool labels of `records` (each an iterable of SNOMED CT codes, e.g. a
-    header's ``# Dx``) over `classes` (default: the Challenge table's). A record is
-    positive for a class ``a|b`` when it carries ``a`` or ``b``; codes of no class
-    (unscored) are ignored."""
+    """``(N, K)`` bool labels of `records` (each an iterable of SNOMED CT codes) over
+    `classes` (default: the Challenge table's); ``a|b`` is positive for ``a`` or ``b``;
+    unscored codes are ignored."""
     if classes is None:
         classes = _challenge_table()[0]
     index = {code: k for k, codes in enumerate(_codes_of(classes, "classes"))
@@ -184,11 +183,9 @@ def _weights(weights: np.ndarray | None, normal_index: int | None
 def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
                           weights: np.ndarray | None = None,
                           normal_index: int | None = None) -> dict[str, float]:
-    """``{"score", "observed", "correct", "inactive"}`` of binary ``(N, K)`` `outputs`
-    against `labels`. `weights` ``(K, K)`` and the normal class's column `normal_index`
-    default to the Challenge 2021 table (its column order: `class_order`); give both or
-    neither."""
-
+    """``{"score", "observed", "correct", "inactive"}`` of binary `outputs` against `labels`
+    ``(N, K)``; `weights` ``(K, K)`` and the normal class's column `normal_index` (give both or
+    neither) default to the Challenge 2021 table, in its column order (`class_order`)."""
     w, normal = _weights(weights, normal_index)
     labels, outputs = _binary_pair(labels, outputs, w.shape[0])
     inactive_outputs = np.zeros_like(outputs)
@@ -335,13 +332,9 @@ def challenge_metrics(probs: np.ndarray, labels: np.ndarray,
                       thresholds: float | Sequence[float] | np.ndarray,
                       class_codes: Sequence[str] | None = None) -> dict[str, Any]:
     """The Challenge 2021 metrics of `probs` ``(N, K)`` thresholded at `thresholds` (one
-    float, or ``(K,)`` in `probs`' column order) against 0/1 `labels`, columns named by
-    `class_codes` (None: already in the Challenge table's order).
-
-    Returns `challenge_score_parts`, ``f_measure`` (macro), ``accuracy``,
-    ``f_measure_per_class`` (table code -> value), ``classes`` (the table's codes),
-    ``num_recordings`` and ``num_no_output`` (no class over its threshold).
-    """
+    float, or ``(K,)``) against 0/1 `labels`, columns named by `class_codes` (None: in the
+    Challenge table's order): `challenge_score_parts`, ``f_measure``, ``accuracy``,
+    ``f_measure_per_class``, ``classes``, ``num_recordings``, ``num_no_output``."""
     classes = _challenge_table()[0]
     p = _probabilities(probs)
     named = len(classes) if class_codes is None else len(class_codes)

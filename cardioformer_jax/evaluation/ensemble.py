@@ -40,9 +40,8 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
                       split: str = train.TEST_SPLIT, data_dir: str | None = None,
                       bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
                       ) -> dict[str, Any]:
-    """Evaluates the runs of `workdirs` together on `split` (module docstring); returns the
-    JSON it writes. ValueError when fewer than two runs are given, when they differ in
-    dataset or classes, or when `split` is the validation split (the meta-learner's)."""
+    """Evaluates the runs together on `split`; returns the JSON it writes. ValueError for
+    fewer than two runs, different label spaces, or the validation split (the meta-learner's)."""
     if len(workdirs) < 2:
         raise ValueError("an ensemble needs at least two --workdir runs")
     if split == train.VALIDATION_SPLIT:

@@ -129,9 +129,8 @@ def run_cli(workdir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             paths: Iterable[str | os.PathLike[str]], *,
             as_json: bool = False, seed: int | None = None,
             batch_size: int = inference.DEFAULT_BATCH_SIZE) -> int:
-    """The command line: predicts the records of `paths`, prints the table (or JSON, with
-    `as_json`) to stdout and one line per failed record to stderr; returns the exit status.
-    Several workdirs: their mean probabilities (an ensemble)."""
+    """The command line: the records' table (or JSON) on stdout, failures on stderr, the
+    mean of several workdirs' probabilities (an ensemble); returns the exit status."""
     workdirs = [workdir] if isinstance(workdir, (str, os.PathLike)) else list(workdir)
     loaded = [inference.load_for_command_line(w, seed=seed) for w in workdirs]
     if any(m is None for m in loaded):

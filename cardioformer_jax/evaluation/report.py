@@ -118,9 +118,8 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
                      seed: int | None = None, data_dir: str | None = None,
                      bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
                      ) -> dict[str, Any]:
-    """Evaluates a training workdir, writes the task's report (`task_reports`), JSON,
-    per-example predictions and model card; returns the JSON. `bootstrap_resamples` = 0:
-    no confidence intervals."""
+    """Evaluates a workdir, writes report.md, evaluation.json, predictions.csv and the
+    model card (`bootstrap_resamples` = 0: no intervals); returns the JSON."""
     workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
     model = inference.load(workdir, seed=seed)

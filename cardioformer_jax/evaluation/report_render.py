@@ -242,9 +242,7 @@ def render_report(evaluation: Mapping[str, Any], class_names: Sequence[str],
 
 
 def render_model_card(evaluation: Mapping[str, Any], class_names: Sequence[str]) -> str:
-    """``MODEL_CARD.md``: intended use, data, metrics with their confidence intervals,
-    calibration, subgroups and limitations of an `evaluate_workdir` result; every number
-    is quoted from `evaluation` (as evaluation.json holds it)."""
+    """``MODEL_CARD.md`` of an `evaluate_workdir` result, every number quoted from it."""
     detail = evaluation["detail"]
     data = evaluation["data"]
     split = evaluation["split"]

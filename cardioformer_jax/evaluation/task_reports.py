@@ -192,9 +192,8 @@ class MultiLabel:
                 class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Every number of a multi-label report (docs/training.md, "Multi-label runs").
 
-        `probs` ``(N, K)``, `targets` ``(N, K)`` 0/1 (ignored where not `expressible`),
-        `expressible` ``(K,)`` bool; ids and demographics ``(N,)`` (-1 unknown);
-        `class_names` name the too-rare classes of the bootstrap (default: the indices).
+        `targets` ``(N, K)`` 0/1 (ignored where not `expressible` ``(K,)``); ids and demographics
+        ``(N,)`` (-1 unknown); `class_names` name the too-rare classes (default: the indices).
         """
         probs = np.asarray(probs, np.float64)
         targets = np.asarray(targets, np.int64)
@@ -242,9 +241,8 @@ class MultiLabel:
                               record_ids: np.ndarray, subject_ids: np.ndarray,
                               segments: np.ndarray, sources: np.ndarray | None = None
                               ) -> epath.Path:
-        """One row per example: ids, ``true_<class>`` (0/1, empty where the data cannot
-        express the class) and ``p_<class>`` per class; with `sources`, a ``source`` column
-        (the example's source database, external validation). Local or a URL."""
+        """One row per example: ids[, ``source``], ``true_<class>`` (0/1, empty where not
+        expressible) and ``p_<class>`` per class. Local or a URL."""
         path = paths.as_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()
