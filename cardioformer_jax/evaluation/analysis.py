@@ -178,9 +178,8 @@ def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.n
 
 def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str,
                  compare_with_paper: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds: ``formatted``
-    as the paper's ``"89.99 ± 0.12"`` (`metrics.format_mean_std`); ``paper`` the paper's
-    AUROC when `compare_with_paper`, else None."""
+    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds (``"89.99 ± 0.12"``
+    form); ``paper`` the paper's AUROC when `compare_with_paper`, else None."""
     values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
     aggregate = metrics.aggregate_seeds(values)
     paper = PAPER_AUROC.get(dataset) if compare_with_paper else None
@@ -289,9 +288,8 @@ def resampled_analysis(positive: np.ndarray,
 
 def percentile_intervals(values: Mapping[str, Sequence[np.ndarray]], level: float
                          ) -> dict[str, dict[str, float]]:
-    """``{metric: {"lower", "upper", "resamples", "skipped"}}``: the central `level`
-    percentile interval of each metric's finite resampled values (arrays to concatenate);
-    the others counted in ``"skipped"``, bounds NaN when none is finite."""
+    """``{metric: {"lower", "upper", "resamples", "skipped"}}``: the central `level` interval
+    of each metric's finite resampled values, the others ``"skipped"`` (NaN if none)."""
     out = {}
     tail = 100 * (1 - level) / 2
     for key, parts in values.items():

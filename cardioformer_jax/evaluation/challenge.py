@@ -153,9 +153,8 @@ def _binary_pair(labels: Any, outputs: Any, num_classes: int | None = None
 
 
 def confusion_matrix(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """The Challenge's multi-label confusion matrix ``A`` ``(K, K)`` (rows: labels,
-    columns: outputs): each recording adds ``1/m`` to ``A[i, j]`` for every class ``i`` in
-    its labels and ``j`` in its outputs, ``m = max(1, #classes in labels or outputs)``."""
+    """The Challenge's multi-label confusion matrix ``(K, K)`` (rows: labels), each recording
+    adding ``1 / max(1, #classes in its labels or outputs)`` per (label, output) pair."""
     labels, outputs = _binary_pair(labels, outputs)
     m = np.maximum(1, (labels | outputs).sum(axis=1))
     return (labels / m[:, None]).T @ outputs.astype(np.float64)
@@ -207,9 +206,8 @@ def challenge_score(labels: np.ndarray, outputs: np.ndarray, *,
 
 
 def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarray]:
-    """(macro, per-class ``(K,)``) F-measure as the Challenge computes it: per class
-    ``2TP / (2TP + FP + FN)``, NaN when that denominator is 0 (nothing true, nothing
-    output); macro = mean of the defined classes, NaN when none is."""
+    """(macro, per-class ``(K,)``) Challenge F-measure ``2TP / (2TP + FP + FN)``: NaN where
+    the denominator is 0; macro = mean of the defined classes (NaN when none is)."""
     labels, outputs = _binary_pair(labels, outputs)
     tp = (labels & outputs).sum(axis=0)
     fp = (~labels & outputs).sum(axis=0)
@@ -230,9 +228,8 @@ def accuracy(labels: np.ndarray, outputs: np.ndarray) -> float:
 
 def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
                      ) -> dict[str, np.ndarray]:
-    """``(B,)`` arrays ``score``, ``f_measure`` and ``accuracy`` under each row of `weights`
-    ``(B, N)`` (e.g. bootstrap counts; a row of ones gives the unweighted metrics). Columns
-    in the Challenge table's order (`class_order`)."""
+    """``(B,)`` ``score``, ``f_measure`` and ``accuracy`` under each row of `weights` ``(B, N)``
+    (a row of ones: the unweighted metrics); columns in the Challenge table's order."""
     # Every term of the three metrics is a sum over recordings: a weighting is a matmul.
     w_table, normal = _weights(None, None)
     labels, outputs = _binary_pair(labels, outputs, w_table.shape[0])
@@ -278,9 +275,8 @@ def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
 
 def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np.ndarray
                      ) -> np.ndarray:
-    """``(N, K)`` bool outputs: class ``k`` is output where ``probs[:, k] >=
-    thresholds[k]`` (one float: every class). A recording with no class over its threshold
-    stays all-zero: the Challenge scores it as it is (no forced argmax class)."""
+    """``(N, K)`` bool outputs ``probs[:, k] >= thresholds[k]`` (one float: every class); a
+    recording with no class over its threshold stays all-zero (no forced argmax)."""
     p = _probabilities(probs)
     t = np.asarray(thresholds, dtype=np.float64)
     if t.ndim == 0:

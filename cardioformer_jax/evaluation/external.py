@@ -102,9 +102,8 @@ def _counts(records: Mapping[str, set[str]]) -> dict[str, int]:
 
 def model_windows(signal: np.ndarray, columns: np.ndarray, source_rate: float,
                   target_rate: float, length: int) -> np.ndarray:
-    """One dataset example ``(T, C)`` -> the model's inputs ``(w, length, C')``: leads
-    picked and ordered by `columns`, resampled to `target_rate`, cut into consecutive
-    windows of `length` (none when too short), standardised per lead."""
+    """One example ``(T, C)`` -> model inputs ``(w, length, C')``: leads picked by `columns`,
+    resampled to `target_rate`, cut into whole windows, standardised per lead."""
     x = np.asarray(signal, np.float64)[:, columns]
     if not math.isclose(source_rate, target_rate):
         x = preprocessing.resample_linear(x, source_rate, target_rate)

@@ -87,9 +87,8 @@ class TrainedModel:
 
     def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and, for a model that
-        fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown),
-        in batches zero-padded to `padded_rows` (few compiled programs for any N)."""
+        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and their ``(N, 4)`` age/sex
+        `tabular_inputs`; None: unknown), in batches zero-padded to `padded_rows`."""
         return self._run(self.programs.logits, self._samples(signals), batch_size,
                          tabular_inputs)
 
@@ -102,9 +101,8 @@ class TrainedModel:
 
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Class probabilities ``(N, K)`` (the `eval` program training evaluated with), as
-        `logits`. A run trained on crops (`windowing`) takes whole records ``(N, T >=
-        seq_len, C)`` and aggregates their windows as its evaluation did."""
+        """Class probabilities ``(N, K)`` (the `eval` program), as `logits`; a run trained on
+        crops (`windowing`) takes whole records ``(N, T, C)`` and aggregates their windows."""
         if self.windowing is None:
             signals = self._samples(signals)
         else:
@@ -167,9 +165,8 @@ def _validation_score(run_dir: epath.Path) -> float:
 
 
 def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epath.Path:
-    """The run directory to load: `workdir` itself, or its ``seed_<seed>/`` run (None: the
-    best validation selection metric, the first seed on ties or without results).
-    FileNotFoundError when there is no run."""
+    """`workdir`, or its ``seed_<seed>/`` run (None: the best validation selection metric,
+    the first seed on ties); FileNotFoundError when there is no run."""
     workdir = paths.as_path(workdir)
     seeds = seed_run_dirs(workdir)
     if seed is not None:

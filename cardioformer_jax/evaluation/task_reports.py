@@ -31,9 +31,8 @@ def _fit(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
 def _bootstrap(analyse: Callable[..., dict[str, Any]], p: np.ndarray, y: np.ndarray,
                record_ids: np.ndarray, subject_ids: np.ndarray, resamples: int,
                names: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The report's ``"bootstrap"`` section: `analyse(probs, truth, clusters)` of the
-    examples and of the records (`metrics.record_level`), subjects as clusters when all
-    are known; sets each class row of `rows` its ``"auroc_ci"``."""
+    """The ``"bootstrap"`` section: `analyse(probs, truth, clusters)` of examples and records,
+    subjects as clusters when all known; sets each of `rows` its ``"auroc_ci"``."""
     subject_ids = np.asarray(subject_ids)
     by_subject = bool((subject_ids >= 0).all())
     _, first = np.unique(record_ids, return_index=True)
@@ -64,9 +63,8 @@ class SingleLabel:
     def detail(predictions: SplitPredictions, num_classes: int,
                bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Every number of the report's detailed sections (see `analysis`); with
-        `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`_bootstrap`;
-        ``"per_class_auroc"``: segment level, one interval or None per class)."""
+        """Every number of the report (see `analysis`); with `bootstrap_resamples` > 0 also
+        intervals (`_bootstrap`, with ``"per_class_auroc"``: one or None per class)."""
         p, y = predictions.probs, predictions.labels
         out: dict[str, Any] = {
             "num_examples": int(y.size),
