@@ -92,10 +92,6 @@ def _source_geometry(builder: Any, name: str) -> tuple[float, tuple[str, ...]]:
     return rate, tuple(cls.LEAD_NAMES)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _counts(records: Mapping[str, set[str]]) -> dict[str, int]:
     return {database: len(ids) for database, ids in sorted(records.items())}
 
@@ -157,9 +153,9 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                                     "examples", enabled=progress, mininterval=2.0):
         example = source[index]
         # The cinc2021 builder's source_database feature, else the dataset's only database.
-        database = _text(example.get("source_database", default_database))
+        database = report.as_text(example.get("source_database", default_database))
         if database in trained_on:
-            excluded[database].add(_text(example["record_id"]))
+            excluded[database].add(report.as_text(example["record_id"]))
             continue
         truth = mapping.targets(example)
         if truth is None:
@@ -171,7 +167,7 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             skipped[f"shorter than the model's {length / spec.sample_rate:g} s input"] += 1
             continue
         first = int(example.get("segment", 0)) * len(windows)
-        rows += [(truth, _text(example["record_id"]), int(example.get("subject_id", -1)),
+        rows += [(truth, report.as_text(example["record_id"]), int(example.get("subject_id", -1)),
                   float(example.get("age", -1.0)), int(example.get("sex", -1)), first + w,
                   database) for w in range(len(windows))]
         pending.append(windows)

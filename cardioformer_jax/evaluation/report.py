@@ -41,6 +41,11 @@ def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
     return config
 
 
+def as_text(value: Any) -> str:
+    """A string feature (bytes from TFDS) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def split_predictions(model: inference.TrainedModel, split: str, data_dir: str | None = None
                       ) -> SplitPredictions:
     """Every example of `split` with its probabilities (`steps.predict`) and metadata."""
@@ -55,8 +60,7 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
     def field(name: str, default: float, dtype: Any) -> np.ndarray:
         return np.asarray([row.get(name, default) for row in rows], dtype=dtype)
 
-    record_ids = np.asarray([r["record_id"].decode() if isinstance(r["record_id"], bytes)
-                             else str(r["record_id"]) for r in rows], dtype=object)
+    record_ids = np.asarray([as_text(r["record_id"]) for r in rows], dtype=object)
     return SplitPredictions(
         probs=np.asarray(out["probs"], np.float64), labels=np.asarray(out["label"], np.int64),
         record_ids=record_ids, subject_ids=field("subject_id", -1, np.int64),
