@@ -253,9 +253,8 @@ def resampled_analysis(positive: np.ndarray,
                                           Mapping[str, np.ndarray]], *,
                        clusters: np.ndarray | None, num_resamples: int, seed: int,
                        level: float, block: int) -> dict[str, Any]:
-    """The `bootstrap_analysis` result of any task: `weighted(weights (B, N), classes,
-    per_class)` gives the metrics under each weighting (``"auroc_per_class"`` among them
-    when `per_class`) over the resamplable `classes`; `positive` ``(N, K)`` the truth."""
+    """`bootstrap_analysis` of any task: `weighted(weights (B, N), resamplable classes,
+    per_class)` gives its metrics (and ``"auroc_per_class"``); `positive` ``(N, K)`` the truth."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     draws = bootstrap.bootstrap_resamples(positive, num_resamples, np.random.default_rng(seed),

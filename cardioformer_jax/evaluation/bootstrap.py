@@ -64,9 +64,8 @@ def bootstrap_resamples(positive: Any, num_resamples: int, rng: np.random.Genera
 
     Examples, or whole `clusters` ``(N,)``, drawn with replacement; a resample lacking a positive
     or a negative of a resamplable class is drawn again (as Strodthoff et al. 2020 do), at most
-    ``max_draws_factor * num_resamples`` draws, `block` at a time. Rule, too-rare classes and
-    budget: docs/training.md, "Evaluation artefacts". `positive`: ``(N, K)`` 0/1 truth.
-    """
+    ``max_draws_factor * num_resamples`` draws, `block` at a time. `positive`: ``(N, K)`` 0/1
+    truth. Rule, too-rare classes and budget: docs/training.md, "Evaluation artefacts"."""
     positive = np.asarray(positive)
     if positive.ndim != 2:
         raise ValueError(f"positive must be (N, K) 0/1, got shape {positive.shape}")

@@ -83,10 +83,8 @@ def _codes_of(classes: Sequence[str], what: str) -> list[frozenset[str]]:
 
 def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
                 ) -> np.ndarray:
-    """Column indices that put an ``(N, K)`` matrix whose columns are `class_codes` into the
-    order of `classes` (default: the Challenge table's): ``matrix[:, class_order(...)]``.
-    Classes compare as sets of codes (``a|b`` is ``b|a``, not ``a``); ValueError naming
-    the classes missing and the columns that match none."""
+    """Column indices putting a matrix whose columns are `class_codes` into the order of
+    `classes` (default: the table's), classes compared as code sets; ValueError on a mismatch."""
     if classes is None:
         classes = _challenge_table()[0]
     wanted = _codes_of(classes, "classes")
@@ -292,10 +290,8 @@ def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np
 
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
                       grid: Sequence[float] | None = DEFAULT_GRID) -> np.ndarray:
-    """Per-class thresholds ``(K,)`` for `apply_thresholds`: each class's candidate with
-    the best F-measure on validation `probs` / `labels` ("nothing true, nothing output"
-    counts as 1; ties: fewer FP + FN, then the smallest; docs/training.md, "Challenge 2021
-    metrics"). Candidates: `grid`, or with ``grid=None`` the class's own probabilities."""
+    """Per-class thresholds ``(K,)``: each class's candidate (`grid`, or None: its own
+    probabilities) with the best validation F-measure; ties and rule: docs/training.md."""
     p = _probabilities(probs)
     y = _binary(labels, "labels", p.shape[1])
     if p.shape[0] != y.shape[0]:

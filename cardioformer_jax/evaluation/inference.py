@@ -38,9 +38,7 @@ class TrainedModel:
     params: nnx.State  # the SWA-averaged parameters
     rngs: nnx.State  # random-stream state: unused in eval mode, needed to rebuild the model
     spec: dataset_inputs.RecordPreparation  # the dataset's input contract
-    # `steps.programs` on a one-device mesh, where the parameters live: `eval` gives
-    # `probabilities`, `logits` `logits`.
-    programs: steps.Programs
+    programs: steps.Programs  # on a one-device mesh: `eval` and `logits` programs
 
     @property
     def mesh(self) -> jax.sharding.Mesh:

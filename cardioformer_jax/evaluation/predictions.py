@@ -87,17 +87,12 @@ def to_json(model: inference.TrainedModel, results: Sequence[Prediction | Failur
             ) -> dict[str, Any]:
     """The machine-readable form printed by ``--json``."""
     names = list(model.spec.class_names)
-    records = []
-    for r in results:
-        if isinstance(r, Prediction):
-            records.append({
-                "record": r.record, "ok": True, "num_samples": r.num_samples,
+    records = [{"record": r.record, "ok": True, "num_samples": r.num_samples,
                 "probabilities": dict(zip(names, map(float, r.probabilities), strict=True)),
                 "predicted": r.predicted(names), "source_sampling_rate_hz": r.source_fs,
-                "ignored_leads": list(r.ignored_leads)})
-        else:
-            records.append({"record": r.record, "ok": False, "error": r.kind,
-                            "message": r.message})
+                "ignored_leads": list(r.ignored_leads)} if isinstance(r, Prediction)
+               else {"record": r.record, "ok": False, "error": r.kind, "message": r.message}
+               for r in results]
     return {
         "run_dir": str(model.run_dir), "checkpoint_step": model.step, "epoch": model.epoch,
         "dataset": model.spec.dataset, "classes": names,
