@@ -1,12 +1,9 @@
-"""Numbers behind the evaluation report: pure functions of probabilities and labels.
-
-Calibration, per-class curves, subgroup metrics, seed summary; docs/training.md.
-"""
+"""Numbers behind the evaluation report: pure functions of probabilities and labels."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,13 +27,8 @@ PAPER_BUILDER_CONFIGS = ("", "default")
 
 def paper_comparison(dataset: str, builder_config: str | None, split: str,
                      synthetic: bool) -> tuple[bool, str]:
-    """Whether a result may stand beside the paper's AUROC, and why not when it may not.
-
-    Only the paper's protocol on the paper's data compares: real PTB or PTB-XL data (never
-    a synthetic twin), the default builder config (the paper's preparation and subject
-    split) and the test split. MIMIC-IV-ECG never compares: the reference's pipeline
-    collapsed three of its four classes and split by record (docs/reference_defects.md).
-    """
+    """(whether a result may stand beside the paper's AUROC, why): only real PTB or PTB-XL
+    data, the default builder config and the test split compare (docs/training.md)."""
     if synthetic:
         return False, "the data is a synthetic twin, not the real dataset"
     if dataset not in PAPER_AUROC:
@@ -87,12 +79,8 @@ def _confidence_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, num_bins: int = ECE_BINS
                      ) -> dict[str, np.ndarray]:
-    """Top-label reliability diagram data over `num_bins` equal-width confidence bins.
-
-    Bin b holds confidences in ``(b / num_bins, (b + 1) / num_bins]`` (the first also 0).
-    Returns ``{"lower", "upper", "count", "confidence", "accuracy"}`` arrays of length
-    `num_bins`; mean confidence and accuracy are NaN in empty bins.
-    """
+    """Top-label reliability diagram data (bins as `_confidence_bins`): ``{"lower",
+    "upper", "count", "confidence", "accuracy"}`` ``(num_bins,)``, NaN in empty bins."""
     confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     count = np.bincount(index, minlength=num_bins)
@@ -121,7 +109,7 @@ def confusion_matrix(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def per_class_curves(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any] | None]:
     """One-vs-rest curves per class: ``{"fpr", "tpr", "auroc", "precision", "recall",
-    "ap", "positives"}``, or None for a class without positives or without negatives."""
+    "ap"}``, or None for a class without positives or without negatives."""
     probs, labels = _check(probs, labels)
     curves: list[dict[str, Any] | None] = []
     for k in range(probs.shape[1]):
@@ -134,8 +122,7 @@ def per_class_curves(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, An
         curves.append({
             "fpr": fpr, "tpr": tpr, "auroc": float(skm.roc_auc_score(y, probs[:, k])),
             "precision": precision, "recall": recall,
-            "ap": float(skm.average_precision_score(y, probs[:, k])),
-            "positives": int(y.sum())})
+            "ap": float(skm.average_precision_score(y, probs[:, k]))})
     return curves
 
 
@@ -146,14 +133,11 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, f
     k = probs.shape[1]
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, probs.argmax(axis=1), labels=np.arange(k), zero_division=0)
-    rows = []
-    for c, curve in enumerate(per_class_curves(probs, labels)):
-        rows.append({
-            "support": int(support[c]), "precision": float(precision[c]),
-            "recall": float(recall[c]), "f1": float(f1[c]),
-            "auroc": math.nan if curve is None else curve["auroc"],
-            "ap": math.nan if curve is None else curve["ap"]})
-    return rows
+    return [{"support": int(support[c]), "precision": float(precision[c]),
+             "recall": float(recall[c]), "f1": float(f1[c]),
+             "auroc": math.nan if curve is None else curve["auroc"],
+             "ap": math.nan if curve is None else curve["ap"]}
+            for c, curve in enumerate(per_class_curves(probs, labels))]
 
 
 def age_bands(ages: np.ndarray) -> np.ndarray:
@@ -170,33 +154,22 @@ def sex_groups(sexes: np.ndarray) -> np.ndarray:
     return np.asarray([SEX_NAMES.get(int(s), UNKNOWN) for s in np.asarray(sexes)], dtype=object)
 
 
-def metrics_by_group(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                     num_classes: int, order: Sequence[str] | None = None
-                     ) -> dict[str, dict[str, float]]:
-    """`metrics.classification_metrics` of each group, with ``"n"`` its size.
-
-    Groups named "unknown" are skipped; `order` fixes the order (and the set) of the
-    groups reported, default sorted. Groups without examples are left out.
-    """
-    probs, labels = _check(probs, labels)
-    groups = np.asarray(groups, dtype=object)
-    names = [g for g in (order if order is not None else sorted(set(groups.tolist())))
-             if g != UNKNOWN]
+def by_subgroup(sexes: np.ndarray, ages: np.ndarray, score: Callable[[np.ndarray], Any]
+                ) -> dict[str, dict[str, Any]]:
+    """``{"by_sex": {group: score(mask)}, "by_age": ...}`` over the known groups with
+    examples, in `SEX_NAMES` / `AGE_BANDS` order (a key without groups left out)."""
     out = {}
-    for name in names:
-        mask = groups == name
-        if not mask.any():
-            continue
-        values = metrics.classification_metrics(probs[mask], labels[mask],
-                                                num_classes=num_classes)
-        out[str(name)] = {"n": float(mask.sum()), **values}
+    for key, groups, order in (("by_sex", sex_groups(sexes), SEX_NAMES.values()),
+                               ("by_age", age_bands(ages), [n for n, _, _ in AGE_BANDS])):
+        rows = {name: score(groups == name) for name in order if (groups == name).any()}
+        if rows:
+            out[key] = rows
     return out
 
 
 def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.ndarray,
                          num_classes: int) -> dict[str, float]:
-    """Metrics after averaging the segment probabilities of each record, with ``"n"`` the
-    number of records."""
+    """Metrics of the per-record mean probabilities, ``"n"`` the number of records."""
     record_probs, record_labels, ids = metrics.record_level(probs, labels, record_ids)
     values = metrics.classification_metrics(record_probs, record_labels,
                                             num_classes=num_classes)
@@ -205,24 +178,15 @@ def record_level_metrics(probs: np.ndarray, labels: np.ndarray, record_ids: np.n
 
 def seed_summary(per_seed: Mapping[int, Mapping[str, float]], dataset: str,
                  compare_with_paper: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds.
-
-    ``formatted`` is the paper's ``"89.99 ± 0.12"`` form (percent; std over seeds with
-    ddof=1, as `metrics.aggregate_seeds`); ``paper`` is the paper's value for AUROC
-    (docs/training.md) when `compare_with_paper` (see `paper_comparison`), else None.
-    """
+    """Rows ``{"metric", "mean", "std", "formatted", "paper"}`` over seeds (``"89.99 ± 0.12"``
+    form); ``paper`` the paper's AUROC when `compare_with_paper`, else None."""
     values = [{k: v[k] for k in REPORTED_METRICS} for v in per_seed.values()]
     aggregate = metrics.aggregate_seeds(values)
     paper = PAPER_AUROC.get(dataset) if compare_with_paper else None
-    rows = []
-    for name in REPORTED_METRICS:
-        stats = aggregate[name]
-        rows.append({
-            "metric": name, "mean": stats["mean"], "std": stats["std"],
-            "formatted": metrics.format_mean_std(stats),
-            "paper": (f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper
-                      else None)})
-    return rows
+    return [{"metric": name, "mean": aggregate[name]["mean"], "std": aggregate[name]["std"],
+             "formatted": metrics.format_mean_std(aggregate[name]),
+             "paper": f"{paper[0]:.2f} ± {paper[1]:.2f}" if name == "auroc" and paper else None}
+            for name in REPORTED_METRICS]
 
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -235,8 +199,7 @@ _BOOTSTRAP_CELLS = 4_000_000
 def weighted_expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
                                         weights: np.ndarray, num_bins: int = ECE_BINS
                                         ) -> np.ndarray:
-    """`expected_calibration_error` under each row of `weights` ``(B, N)`` (see
-    `metrics.weighted_classification_metrics`); returns ``(B,)``."""
+    """`expected_calibration_error` under each row of `weights` ``(B, N)``: ``(B,)``."""
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     confidence, correct, index = _confidence_bins(probs, labels, num_bins)
     in_bin = np.eye(num_bins)[index]  # (N, bins)
@@ -250,8 +213,7 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, num_classes: int,
                         clusters: np.ndarray | None = None,
                         num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                         level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
-    """Percentile bootstrap confidence intervals of `metrics.CLASSIFICATION_KEYS` and
-    ``"ece"``: the ``"intervals"`` of `bootstrap_analysis` (see there)."""
+    """The ``"intervals"`` of `bootstrap_analysis`."""
     return bootstrap_analysis(probs, labels, num_classes, clusters=clusters,
                               num_resamples=num_resamples, seed=seed, level=level)["intervals"]
 
@@ -260,55 +222,48 @@ def bootstrap_analysis(probs: np.ndarray, labels: np.ndarray, num_classes: int, 
                        clusters: np.ndarray | None = None,
                        num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                        level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
-    """Percentile bootstrap confidence intervals of a single-label evaluation.
+    """Percentile bootstrap confidence intervals of a single-label evaluation from
+    `bootstrap.bootstrap_resamples` (whole `clusters` when given; docs/training.md).
 
-    The resamples come from `bootstrap.bootstrap_resamples`: examples, or with `clusters`
-    (e.g. subject ids) whole clusters, drawn with replacement (examples of one subject are
-    correlated, and resampling them one by one would understate the spread); a resample
-    lacking a positive or a negative of a resamplable class is redrawn, so every macro
-    AUROC/AUPRC of the interval averages the same classes. The interval is the
-    ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled metric.
-    Deterministic for a given `seed`.
-
-    Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``:
-    ``intervals`` is ``{metric: {"lower", "upper", "resamples", "skipped", "redrawn"}}``
-    (see `percentile_intervals`), where AUROC and AUPRC also carry ``"point"`` (the metric
-    over the resamplable classes, the quantity their interval describes), ``"classes"``
-    (how many) and ``"too_rare"`` (the class indices left out); ``per_class_auroc`` one
-    ``{"lower", "upper"}`` per class (None for a class that is not resamplable);
-    ``too_rare`` ``{class: reason}``; ``classes`` the resamplable class indices.
+    Returns ``{"intervals", "per_class_auroc", "redrawn", "too_rare", "classes"}``: intervals as
+    `percentile_intervals` plus ``"redrawn"``, AUROC and AUPRC also with ``"point"``,
+    ``"classes"`` and ``"too_rare"`` (over / how many / outside the resamplable classes).
     """
     probs, labels = _check(probs, labels)
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got "
                          f"[{labels.min()}, {labels.max()}]")
-    onehot = np.eye(num_classes, dtype=np.int64)[labels]
-    draws = bootstrap.bootstrap_resamples(onehot, num_resamples, np.random.default_rng(seed),
-                                        clusters=clusters)
-    n = labels.shape[0]
+
+    def weighted(weights: np.ndarray, classes: np.ndarray, per_class: bool
+                 ) -> dict[str, np.ndarray]:
+        out = metrics.weighted_classification_metrics(
+            probs, labels, weights, num_classes, classes=classes, per_class=per_class)
+        if per_class:
+            out["ece"] = (weighted_expected_calibration_error(probs, labels, weights)
+                          if np.isfinite(probs).all() else np.full(weights.shape[0], np.nan))
+        return out
+
+    return resampled_analysis(np.eye(num_classes, dtype=np.int64)[labels], weighted,
+                              clusters=clusters, num_resamples=num_resamples, seed=seed,
+                              level=level, block=max(1, _BOOTSTRAP_CELLS // labels.shape[0]))
+
+
+def resampled_analysis(positive: np.ndarray,
+                       weighted: Callable[[np.ndarray, np.ndarray, bool],
+                                          Mapping[str, np.ndarray]], *,
+                       clusters: np.ndarray | None, num_resamples: int, seed: int,
+                       level: float, block: int) -> dict[str, Any]:
+    """`bootstrap_analysis` of any task: `weighted(weights (B, N), resamplable classes,
+    per_class)` gives its metrics (and ``"auroc_per_class"``); `positive` ``(N, K)`` the truth."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    draws = bootstrap.bootstrap_resamples(positive, num_resamples, np.random.default_rng(seed),
+                                          clusters=clusters)
     values: dict[str, list[np.ndarray]] = {}
-    for weights in draws.blocks(max(1, _BOOTSTRAP_CELLS // n)):
-        resampled = metrics.weighted_classification_metrics(
-            probs, labels, weights, num_classes, classes=draws.classes, per_class=True)
-        if np.isfinite(probs).all():
-            resampled["ece"] = weighted_expected_calibration_error(probs, labels, weights)
-        else:
-            resampled["ece"] = np.full(weights.shape[0], np.nan)
-        for key, v in resampled.items():
+    for weights in draws.blocks(block):
+        for key, v in weighted(weights, draws.classes, True).items():
             values.setdefault(key, []).append(v)
-    point = metrics.weighted_classification_metrics(probs, labels, np.ones((1, n)),
-                                                    num_classes, classes=draws.classes)
-    return resampled_summary(values, level, draws, point)
-
-
-def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
-                      draws: bootstrap.BootstrapResamples,
-                      point: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The `bootstrap_analysis` result from resampled metric values (``"auroc_per_class"``
-    ``(B, K)`` blocks among them), the draws and the point estimates ``(1,)`` of the full
-    data over ``draws.classes``; shared by the single- and multi-label reports."""
+    point = weighted(np.ones((1, positive.shape[0])), draws.classes, False)
     per_class = np.concatenate(values.pop("auroc_per_class"))
     intervals = percentile_intervals(values, level)
     for interval in intervals.values():
@@ -332,11 +287,8 @@ def resampled_summary(values: dict[str, list[np.ndarray]], level: float,
 
 def percentile_intervals(values: Mapping[str, Sequence[np.ndarray]], level: float
                          ) -> dict[str, dict[str, float]]:
-    """``{metric: {"lower", "upper", "resamples", "skipped"}}`` from each metric's
-    resampled values (arrays to concatenate): the ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` percentiles of the finite ones; non-finite values (a metric
-    undefined in that resample) are counted in ``"skipped"``, bounds NaN when none is
-    finite."""
+    """``{metric: {"lower", "upper", "resamples", "skipped"}}``: the central `level` interval
+    of each metric's finite resampled values, the others ``"skipped"`` (NaN if none)."""
     out = {}
     tail = 100 * (1 - level) / 2
     for key, parts in values.items():

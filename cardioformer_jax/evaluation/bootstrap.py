@@ -10,24 +10,20 @@ import numpy as np
 
 def bootstrap_weights(num_examples: int, num_resamples: int, rng: np.random.Generator,
                       clusters: Any = None) -> np.ndarray:
-    """``(num_resamples, num_examples)`` counts of each example in bootstrap resamples.
-
-    Without `clusters`: examples drawn with replacement. With `clusters` ``(N,)`` (e.g.
-    subject ids): whole clusters drawn with replacement (a cluster bootstrap), each
-    example counted as often as its cluster was drawn, so the examples of one cluster
-    always enter a resample together.
-    """
-    if clusters is None:
-        ids = np.arange(num_examples)
-    else:
-        ids = np.asarray(clusters)
-        if ids.shape != (num_examples,):
-            raise ValueError(f"clusters must have shape ({num_examples},), got {ids.shape}")
-    _, cluster_of = np.unique(ids, return_inverse=True)
-    cluster_of = cluster_of.reshape(-1)
+    """``(num_resamples, num_examples)`` counts of each example in resamples drawn with
+    replacement: examples, or whole `clusters` ``(N,)`` (e.g. subject ids)."""
+    cluster_of = _cluster_of(num_examples, clusters)
     g = int(cluster_of.max()) + 1
     drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=num_resamples)
     return drawn[:, cluster_of].astype(np.float64)
+
+
+def _cluster_of(n: int, clusters: Any) -> np.ndarray:
+    """``(n,)`` each example's cluster index (each its own without `clusters`)."""
+    ids = np.arange(n) if clusters is None else np.asarray(clusters)
+    if ids.shape != (n,):
+        raise ValueError(f"clusters must have shape ({n},), got {ids.shape}")
+    return np.unique(ids, return_inverse=True)[1].reshape(-1)
 
 
 # Redraw rule of `bootstrap_resamples` (docs/training.md, "Confidence intervals").
@@ -39,26 +35,15 @@ _PILOT_DRAWS = 1000  # draws before a projected overrun gives up a class
 
 @dataclasses.dataclass(frozen=True)
 class BootstrapResamples:
-    """Bootstrap resamples of a data set in which every resamplable class ranks.
+    """Bootstrap resamples of a data set in which every resamplable class ranks."""
 
-    Attributes:
-      counts: ``(R, G)`` how often each cluster (subject, or example) was drawn.
-      cluster_of: ``(N,)`` the cluster of each example.
-      classes: ``(K,)`` bool: the resamplable classes, each holding a positive and a
-        negative in every resample; macro AUROC/AUPRC intervals are means over these.
-      too_rare: ``{class: reason}`` of the classes with positives that are not resamplable
-        (left out of the macro intervals, never silently).
-      drawn: resamples drawn in all (counted against the budget): the accepted, the
-        rejected and the surplus of the last block.
-      redrawn: resamples rejected for lacking a resamplable class (and drawn again).
-    """
+    counts: np.ndarray  # (R, G) how often each cluster (subject, or example) was drawn
+    cluster_of: np.ndarray  # (N,) the cluster of each example
+    classes: np.ndarray  # (K,) bool: resamplable, ranked in every resample (macro CIs)
 
-    counts: np.ndarray
-    cluster_of: np.ndarray
-    classes: np.ndarray
-    too_rare: dict[int, str]
-    drawn: int
-    redrawn: int
+    too_rare: dict[int, str]  # {class: reason}: classes with positives, not resamplable
+    drawn: int  # resamples drawn in all (budget): accepted, rejected, last block's surplus
+    redrawn: int  # resamples rejected for lacking a resamplable class
 
     @property
     def num_resamples(self) -> int:
@@ -66,8 +51,7 @@ class BootstrapResamples:
         return int(self.counts.shape[0])
 
     def blocks(self, size: int):
-        """Yields the example weights ``(b, N)`` (float64) of consecutive resamples, at
-        most `size` at a time (the weight matrices of `weighted_*_metrics`)."""
+        """Yields the example weights ``(b, N)`` float64 of at most `size` resamples at a time."""
         for start in range(0, self.num_resamples, max(1, size)):
             yield self.counts[start:start + max(1, size)][:, self.cluster_of].astype(
                 np.float64)
@@ -78,31 +62,10 @@ def bootstrap_resamples(positive: Any, num_resamples: int, rng: np.random.Genera
                         block: int | None = None) -> BootstrapResamples:
     """Draws bootstrap resamples for macro ranking metrics, redrawing incomplete ones.
 
-    Examples, or whole `clusters` (e.g. subject ids; see `bootstrap_weights`), are drawn
-    with replacement. A class is *resamplable* when its positives and its negatives each
-    lie in at least `MIN_RESAMPLE_CLUSTERS` clusters; a resample lacking a positive or a
-    negative of a resamplable class is rejected and drawn again (as the PTB-XL benchmark
-    of Strodthoff et al. 2020 does), so every accepted resample's macro AUROC/AUPRC
-    averages the same classes. Classes with positives that are not resamplable go to
-    ``too_rare`` with the reason; classes without any positive (or negative) are
-    undefined in the data itself and in neither.
-
-    The draws are bounded: at most ``max_draws_factor * num_resamples`` in total, never
-    exceeded. Blocks of `block` resamples are drawn at once and their valid rows kept.
-    When the budget left could no longer supply the missing resamples, or (after 1000
-    draws) the acceptance rate so far projects past the budget, the class missing from
-    most resamples of the current block is declared too rare (reason "redraw budget")
-    and the block re-checked without it; resamples already kept stay valid.
-
-    Args:
-      positive: ``(N, K)`` 0/1 truth (multi-hot, or one-hot of single-label classes).
-      num_resamples: resamples to return (>= 1).
-      rng: the random generator (the result is deterministic given its state).
-      clusters: optional ``(N,)`` cluster ids.
-      max_draws_factor: the bound on draws per requested resample (>= 1).
-      block: resamples drawn at once (default: up to 1000, fewer for many clusters so
-        that a block's counts stay near 32 MB).
-    """
+    Examples, or whole `clusters` ``(N,)``, drawn with replacement; a resample lacking a positive
+    or a negative of a resamplable class is drawn again (as Strodthoff et al. 2020 do), at most
+    ``max_draws_factor * num_resamples`` draws, `block` at a time. `positive`: ``(N, K)`` 0/1
+    truth. Rule, too-rare classes and budget: docs/training.md, "Evaluation artefacts"."""
     positive = np.asarray(positive)
     if positive.ndim != 2:
         raise ValueError(f"positive must be (N, K) 0/1, got shape {positive.shape}")
@@ -114,12 +77,9 @@ def bootstrap_resamples(positive: Any, num_resamples: int, rng: np.random.Genera
         raise ValueError(f"max_draws_factor must be >= 1 (the requested resamples "
                          f"themselves), got {max_draws_factor}")
     n, k = positive.shape
-    ids = np.arange(n) if clusters is None else np.asarray(clusters)
-    if ids.shape != (n,):
-        raise ValueError(f"clusters must have shape ({n},), got {ids.shape}")
-    _, cluster_of = np.unique(ids, return_inverse=True)
-    cluster_of = cluster_of.reshape(-1)
+    cluster_of = _cluster_of(n, clusters)
     g = int(cluster_of.max()) + 1
+
     block = block or max(1, min(_DRAW_BLOCK, 4_000_000 // g))
     # (G, K) examples of each class per cluster: positives, negatives.
     pos = np.zeros((g, k))

@@ -1,7 +1,4 @@
-"""The PhysioNet/Computing in Cardiology Challenge 2021 metrics, in NumPy, on ``(N, K)`` arrays.
-
-Definitions and the weights table's origin: docs/training.md, "Challenge 2021 metrics".
-"""
+"""CinC Challenge 2021 metrics on ``(N, K)`` arrays: docs/training.md, "Challenge 2021 metrics"."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from typing import Any
 import numpy as np
 
 WEIGHTS_CSV = Path(__file__).with_name("cinc2021_weights.csv")
-"""The Challenge 2021 weights table (26 classes; see the module docstring)."""
+"""The Challenge 2021 weights table (26 classes; evaluation/README.md)."""
 
 NORMAL_CODE = "426783006"
 """SNOMED CT code of sinus rhythm, the Challenge's normal ("inactive") class."""
@@ -25,17 +22,10 @@ DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20)
 """`choose_thresholds`' candidate thresholds: 0.05, 0.10, ..., 0.95."""
 
 
-# --- the weights table -------------------------------------------------------------------
-
-
 def load_weights(path: str | os.PathLike[str] | None = None
                  ) -> tuple[tuple[str, ...], np.ndarray]:
-    """(class codes, weights ``(K, K)`` float64) of a Challenge weights table.
-
-    `path` defaults to the Challenge 2021 table (`WEIGHTS_CSV`). The table's first row and
-    first column name the classes (``a|b`` for codes scored as one); they must agree, and
-    the weights must be finite numbers. ValueError naming the file and the cell otherwise.
-    """
+    """(class codes, weights ``(K, K)`` float64) of a weights table (default `WEIGHTS_CSV`,
+    a copy); ValueError naming the file and cell of a malformed one."""
     if path is None:
         classes, weights = _challenge_table()
         return classes, weights.copy()
@@ -91,19 +81,10 @@ def _codes_of(classes: Sequence[str], what: str) -> list[frozenset[str]]:
     return groups
 
 
-# --- classes -----------------------------------------------------------------------------
-
-
 def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
                 ) -> np.ndarray:
-    """Column indices that put an ``(N, K)`` matrix whose columns are `class_codes` into the
-    order of `classes` (default: the Challenge table's): ``matrix[:, class_order(...)]``.
-
-    Classes are compared as sets of codes, so ``"59118001|713427006"`` is the table's
-    ``"713427006|59118001"``; a column must match a class exactly (a column with one code
-    of a pair is not that pair's class). ValueError naming the classes missing from
-    `class_codes` and the columns that match none.
-    """
+    """Column indices putting a matrix whose columns are `class_codes` into the order of
+    `classes` (default: the table's), classes compared as code sets; ValueError on a mismatch."""
     if classes is None:
         classes = _challenge_table()[0]
     wanted = _codes_of(classes, "classes")
@@ -120,10 +101,9 @@ def class_order(class_codes: Sequence[str], classes: Sequence[str] | None = None
 
 def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = None
               ) -> np.ndarray:
-    """``(N, K)`` bool labels of `records` (each an iterable of SNOMED CT codes, e.g. a
-    header's ``# Dx``) over `classes` (default: the Challenge table's). A record is
-    positive for a class ``a|b`` when it carries ``a`` or ``b``; codes of no class
-    (unscored) are ignored."""
+    """``(N, K)`` bool labels of `records` (each an iterable of SNOMED CT codes) over
+    `classes` (default: the Challenge table's); ``a|b`` is positive for ``a`` or ``b``;
+    unscored codes are ignored."""
     if classes is None:
         classes = _challenge_table()[0]
     index = {code: k for k, codes in enumerate(_codes_of(classes, "classes"))
@@ -140,9 +120,6 @@ def multi_hot(records: Iterable[Iterable[str]], classes: Sequence[str] | None = 
                 row[k] = True
         rows.append(row)
     return np.array(rows, dtype=bool).reshape(len(rows), len(classes))
-
-
-# --- the metrics -------------------------------------------------------------------------
 
 
 def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
@@ -163,18 +140,20 @@ def _binary(x: Any, name: str, num_classes: int | None = None) -> np.ndarray:
     return a
 
 
-def _same_shape(labels: np.ndarray, outputs: np.ndarray) -> None:
+def _binary_pair(labels: Any, outputs: Any, num_classes: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`_binary` labels and outputs of the same shape."""
+    labels = _binary(labels, "labels", num_classes)
+    outputs = _binary(outputs, "outputs", num_classes)
     if labels.shape != outputs.shape:
         raise ValueError(f"labels {labels.shape} and outputs {outputs.shape} differ in shape")
+    return labels, outputs
 
 
 def confusion_matrix(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """The Challenge's multi-label confusion matrix ``A`` ``(K, K)`` (rows: labels,
-    columns: outputs): each recording adds ``1/m`` to ``A[i, j]`` for every class ``i`` in
-    its labels and ``j`` in its outputs, ``m = max(1, #classes in labels or outputs)``."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    """The Challenge's multi-label confusion matrix ``(K, K)`` (rows: labels), each recording
+    adding ``1 / max(1, #classes in its labels or outputs)`` per (label, output) pair."""
+    labels, outputs = _binary_pair(labels, outputs)
     m = np.maximum(1, (labels | outputs).sum(axis=1))
     return (labels / m[:, None]).T @ outputs.astype(np.float64)
 
@@ -201,16 +180,11 @@ def _weights(weights: np.ndarray | None, normal_index: int | None
 def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
                           weights: np.ndarray | None = None,
                           normal_index: int | None = None) -> dict[str, float]:
-    """``{"score", "observed", "correct", "inactive"}`` of binary ``(N, K)`` `outputs`
-    against `labels` (see the module docstring).
-
-    `weights` ``(K, K)`` and the column of the normal class `normal_index` default to the
-    Challenge 2021 table (columns in its order: `class_order`); give both or neither.
-    """
+    """``{"score", "observed", "correct", "inactive"}`` of binary `outputs` against `labels`
+    ``(N, K)``; `weights` ``(K, K)`` and the normal class's column `normal_index` (give both or
+    neither) default to the Challenge 2021 table, in its column order (`class_order`)."""
     w, normal = _weights(weights, normal_index)
-    labels = _binary(labels, "labels", w.shape[0])
-    outputs = _binary(outputs, "outputs", w.shape[0])
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs, w.shape[0])
     inactive_outputs = np.zeros_like(outputs)
     inactive_outputs[:, normal] = True
     observed = float(np.sum(w * confusion_matrix(labels, outputs)))
@@ -224,19 +198,15 @@ def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
 def challenge_score(labels: np.ndarray, outputs: np.ndarray, *,
                     weights: np.ndarray | None = None,
                     normal_index: int | None = None) -> float:
-    """The Challenge metric of binary `outputs` against `labels` (`challenge_score_parts`'
-    ``"score"``)."""
+    """`challenge_score_parts`' ``"score"``."""
     return challenge_score_parts(labels, outputs, weights=weights,
                                  normal_index=normal_index)["score"]
 
 
 def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarray]:
-    """(macro, per-class ``(K,)``) F-measure as the Challenge computes it: per class
-    ``2TP / (2TP + FP + FN)``, NaN when that denominator is 0 (nothing true, nothing
-    output); macro = mean of the defined classes, NaN when none is."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    """(macro, per-class ``(K,)``) Challenge F-measure ``2TP / (2TP + FP + FN)``: NaN where
+    the denominator is 0; macro = mean of the defined classes (NaN when none is)."""
+    labels, outputs = _binary_pair(labels, outputs)
     tp = (labels & outputs).sum(axis=0)
     fp = (~labels & outputs).sum(axis=0)
     fn = (labels & ~outputs).sum(axis=0)
@@ -250,27 +220,17 @@ def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarra
 
 def accuracy(labels: np.ndarray, outputs: np.ndarray) -> float:
     """Fraction of recordings whose outputs equal their labels in every class."""
-    labels = _binary(labels, "labels")
-    outputs = _binary(outputs, "outputs")
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs)
     return float(np.mean(np.all(labels == outputs, axis=1)))
 
 
 def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
                      ) -> dict[str, np.ndarray]:
-    """Score, macro F-measure and accuracy of many weightings of the same recordings at once
-    (each row of `weights` ``(B, N)``, e.g. bootstrap counts, is one data set; a row of ones
-    gives `challenge_score_parts`' score, `f_measure` and `accuracy`).
-
-    Every term of the three metrics is a sum over recordings, so a weighting is a matrix
-    product: each recording's share of the observed, correct and inactive totals, and its
-    true / false positives and false negatives per class. Columns in the Challenge table's
-    order (`class_order`). Returns ``(B,)`` arrays ``score``, ``f_measure``, ``accuracy``.
-    """
+    """``(B,)`` ``score``, ``f_measure`` and ``accuracy`` under each row of `weights` ``(B, N)``
+    (a row of ones: the unweighted metrics); columns in the Challenge table's order."""
+    # Every term of the three metrics is a sum over recordings: a weighting is a matmul.
     w_table, normal = _weights(None, None)
-    labels = _binary(labels, "labels", w_table.shape[0])
-    outputs = _binary(outputs, "outputs", w_table.shape[0])
-    _same_shape(labels, outputs)
+    labels, outputs = _binary_pair(labels, outputs, w_table.shape[0])
     b = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if b.shape[1] != labels.shape[0]:
         raise ValueError(f"weights {b.shape} do not match {labels.shape[0]} recordings")
@@ -299,9 +259,6 @@ def weighted_metrics(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarra
     return {"score": score, "f_measure": f_macro, "accuracy": acc}
 
 
-# --- thresholds --------------------------------------------------------------------------
-
-
 def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
@@ -316,9 +273,8 @@ def _probabilities(probs: Any, name: str = "probs") -> np.ndarray:
 
 def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np.ndarray
                      ) -> np.ndarray:
-    """``(N, K)`` bool outputs: class ``k`` is output where ``probs[:, k] >=
-    thresholds[k]`` (one float: every class). A recording with no class over its threshold
-    stays all-zero: the Challenge scores it as it is (no forced argmax class)."""
+    """``(N, K)`` bool outputs ``probs[:, k] >= thresholds[k]`` (one float: every class); a
+    recording with no class over its threshold stays all-zero (no forced argmax)."""
     p = _probabilities(probs)
     t = np.asarray(thresholds, dtype=np.float64)
     if t.ndim == 0:
@@ -334,20 +290,8 @@ def apply_thresholds(probs: np.ndarray, thresholds: float | Sequence[float] | np
 
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
                       grid: Sequence[float] | None = DEFAULT_GRID) -> np.ndarray:
-    """Per-class thresholds ``(K,)`` chosen on validation `probs` / `labels`, for
-    `apply_thresholds`.
-
-    Rule: each class independently takes the candidate threshold that maximises its
-    F-measure ``2TP / (2TP + FP + FN)`` (outputs ``probs >= threshold``); "nothing true,
-    nothing output" counts as 1. Ties go to fewer errors (FP + FN), then to the smallest
-    threshold, so the choice is deterministic; a class without positives thus takes the
-    candidate with the fewest false positives. Candidates: `grid` (default 0.05, 0.10,
-    ..., 0.95), or, with ``grid=None``, the class's own distinct probabilities (the exact
-    maximum on this data, at the price of thresholds fitted to single recordings).
-
-    This maximises each class's F-measure, not the Challenge score itself (which trades
-    classes off through the weights); it is the usual, cheap choice.
-    """
+    """Per-class thresholds ``(K,)``: each class's candidate (`grid`, or None: its own
+    probabilities) with the best validation F-measure; ties and rule: docs/training.md."""
     p = _probabilities(probs)
     y = _binary(labels, "labels", p.shape[1])
     if p.shape[0] != y.shape[0]:
@@ -376,25 +320,13 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, *,
     return thresholds
 
 
-# --- everything for a report ---------------------------------------------------------------
-
-
 def challenge_metrics(probs: np.ndarray, labels: np.ndarray,
                       thresholds: float | Sequence[float] | np.ndarray,
                       class_codes: Sequence[str] | None = None) -> dict[str, Any]:
-    """The Challenge 2021 metrics of probabilities `probs` ``(N, K)`` thresholded at
-    `thresholds` (one float, or ``(K,)`` in `probs`' column order) against 0/1 `labels`.
-
-    `class_codes` names `probs`' and `labels`' columns (e.g. the cinc2021 builder's
-    ``Builder.scored_classes()[1]``); they are reordered into the Challenge table's order
-    (`class_order`). None: the columns are already in that order.
-
-    Returns ``score`` (the Challenge metric), ``observed`` / ``correct`` / ``inactive``
-    (its parts), ``f_measure`` (macro), ``accuracy``, ``f_measure_per_class`` (table code ->
-    F-measure, NaN where undefined), ``classes`` (the table's codes, the order of the
-    per-class values), ``num_recordings`` and ``num_no_output`` (recordings with no class
-    over its threshold, scored as all-zero).
-    """
+    """The Challenge 2021 metrics of `probs` ``(N, K)`` thresholded at `thresholds` (one
+    float, or ``(K,)``) against 0/1 `labels`, columns named by `class_codes` (None: in the
+    Challenge table's order): `challenge_score_parts`, ``f_measure``, ``accuracy``,
+    ``f_measure_per_class``, ``classes``, ``num_recordings``, ``num_no_output``."""
     classes = _challenge_table()[0]
     p = _probabilities(probs)
     named = len(classes) if class_codes is None else len(class_codes)

@@ -1,8 +1,4 @@
-"""The PhysioNet/CinC Challenge 2021 section of a `cinc2021` run's evaluation.
-
-Per-class thresholds chosen on validation, scored with `challenge`; docs/training.md,
-"Challenge 2021 metrics".
-"""
+"""The Challenge 2021 section of a `cinc2021` run's evaluation (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +16,6 @@ from cardioformer_jax.evaluation.markdown import table as _table
 
 THRESHOLDS_FILE = "challenge_thresholds.json"
 REPORTED = ("score", "f_measure", "accuracy", "auroc", "auprc")
-VALIDATION_SPLIT = "validation"
 
 
 def is_challenge_run(config: Any) -> bool:
@@ -29,8 +24,7 @@ def is_challenge_run(config: Any) -> bool:
 
 
 def class_codes(config: Any) -> tuple[str, ...]:
-    """The SNOMED CT codes of the run's classes, in its output order (``a|b`` for a pair
-    scored as one), from the build's metadata."""
+    """The run's classes' SNOMED CT codes (``a|b`` a pair) from the build's metadata."""
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir,
                                     config.dataset.builder_config or None)
     codes = tuple((builder.info.metadata or {}).get("multilabel_codes") or ())
@@ -39,13 +33,6 @@ def class_codes(config: Any) -> tuple[str, ...]:
                          f"{len(codes)} class codes; the run has {config.dataset.num_classes} "
                          "classes")
     return codes
-
-
-def record_level(probs: np.ndarray, targets: np.ndarray, record_ids: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities averaged over each recording's windows, and its truth."""
-    p, y, _ = metrics.record_level(probs, targets, record_ids)
-    return p, y
 
 
 def thresholds(run_dir: epath.Path, step: int, codes: Sequence[str],

@@ -1,11 +1,9 @@
-"""Ensembles of trained runs on one split: each member, their mean, a stacked meta-learner.
-
-docs/training.md, "Ensembles".
-"""
+"""Ensembles of trained runs on one split (docs/training.md, "Ensembles")."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,12 +15,6 @@ from cardioformer_jax.evaluation.markdown import ci, pct, redraw_note, table
 from cardioformer_jax.training import train
 
 
-def _identity(model: inference.TrainedModel) -> tuple[Any, ...]:
-    dataset = model.config.dataset
-    return (dataset.name, dataset.builder_config or "default", tuple(model.spec.class_names),
-            model.spec.task.name)
-
-
 def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
     # Log-probabilities: the members' evidence adds up linearly in the regression.
     return np.log(np.clip(np.concatenate(probs, axis=1), metrics.PROB_EPS, 1.0))
@@ -30,8 +22,7 @@ def _features(probs: Sequence[np.ndarray]) -> np.ndarray:
 
 def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarray,
                           test_probs: Sequence[np.ndarray], task: tasks.Task) -> np.ndarray:
-    """The meta-learner's probabilities on the evaluated split, fitted on validation: the
-    task's logistic regressions (`task_reports`) on the members' log-probabilities."""
+    """The task's meta-learner (`task_reports`), fitted on validation, on the split."""
     return task_reports.of(task).stacked(_features(val_probs), val_labels,
                                          _features(test_probs), test_probs)
 
@@ -39,33 +30,26 @@ def stacked_probabilities(val_probs: Sequence[np.ndarray], val_labels: np.ndarra
 def _auroc_by_subgroup(probs: np.ndarray, labels: np.ndarray,
                        predictions: report.SplitPredictions, task: tasks.Task
                        ) -> dict[str, float]:
-    """Macro AUROC per sex and age band (`analysis` groups; unknown values left out)."""
-    out = {}
-    for groups, names in ((analysis.sex_groups(predictions.sexes),
-                           analysis.SEX_NAMES.values()),
-                          (analysis.age_bands(predictions.ages),
-                           [n for n, _, _ in analysis.AGE_BANDS])):
-        for name in names:
-            mask = groups == name
-            if mask.any():
-                out[f"{name}"] = task.metrics(probs[mask], labels[mask], probs.shape[1])["auroc"]
-    return out
+    """Macro AUROC per sex and age band (`analysis.by_subgroup`)."""
+    groups = analysis.by_subgroup(predictions.sexes, predictions.ages, lambda m: task.metrics(
+        probs[m], labels[m], probs.shape[1])["auroc"])
+    return {name: auroc for rows in groups.values() for name, auroc in rows.items()}
 
 
 def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                       split: str = train.TEST_SPLIT, data_dir: str | None = None,
                       bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
                       ) -> dict[str, Any]:
-    """Evaluates the runs of `workdirs` together on `split` (module docstring); returns the
-    JSON it writes. ValueError when fewer than two runs are given, when they differ in
-    dataset or classes, or when `split` is the validation split (the meta-learner's)."""
+    """Evaluates the runs together on `split`; returns the JSON it writes. ValueError for
+    fewer than two runs, different label spaces, or the validation split (the meta-learner's)."""
     if len(workdirs) < 2:
         raise ValueError("an ensemble needs at least two --workdir runs")
     if split == train.VALIDATION_SPLIT:
         raise ValueError("the stacked meta-learner is fitted on the validation split; "
                          "evaluate the ensemble on another split")
     models = [inference.load(w) for w in workdirs]
-    identities = {_identity(m) for m in models}
+    identities = {(m.config.dataset.name, m.config.dataset.builder_config or "default",
+                   tuple(m.spec.class_names), m.spec.task.name) for m in models}
     if len(identities) > 1:
         raise ValueError(f"the runs were trained on different datasets or classes: "
                          f"{sorted(identities)}; an ensemble needs one label space")
@@ -96,7 +80,8 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
 
     out_dir = paths.resolve_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
+    report_path, json_path = report.split_files(out_dir, split,
+                                                ("ensemble_report.md", "ensemble.json"))
     evaluation = {
         "split": split, "members": [str(m.run_dir) for m in models],
         "dataset": f"{models[0].config.dataset.name}/"
@@ -128,9 +113,9 @@ def evaluate_ensemble(workdirs: Sequence[str | os.PathLike], out_dir: str | os.P
                        [[name, *(pct(r["auroc_by_subgroup"][g]) for g in groups)]
                         for name, r in results.items()])
     lines.append("")
-    (out_dir / f"ensemble_report{suffix}.md").write_text("\n".join(lines))
-    logging_utils.write_json(out_dir / f"ensemble{suffix}.json", evaluation)
-    evaluation["report_path"] = str(out_dir / f"ensemble_report{suffix}.md")
+    report_path.write_text("\n".join(lines))
+    logging_utils.write_json(json_path, evaluation)
+    evaluation["report_path"] = str(report_path)
     return evaluation
 
 
@@ -138,8 +123,6 @@ def run_cli(workdirs: Sequence[str], out_dir: str | None, split: str, *,
             data_dir: str | None = None,
             bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES) -> int:
     """The command line of an ensemble: one line per candidate; returns the exit status."""
-    import sys
-
     inference.quiet_orbax()
     try:
         if not out_dir:

@@ -1,7 +1,4 @@
-"""A trained model as a self-contained `jax.export` artifact for serving.
-
-The library of ``python -m cardioformer_jax.export``; docs/usage.md, "After training".
-"""
+"""A trained model as a `jax.export` artifact: the library of ``cardioformer_jax.export``."""
 
 from __future__ import annotations
 
@@ -88,8 +85,7 @@ def metadata(model: inference.TrainedModel, exported: jax_export.Exported,
 
 def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | os.PathLike
          ) -> tuple[epath.Path, epath.Path]:
-    """Writes the serialised model to `out` (local or a URL) and its metadata next to it
-    (``.json``)."""
+    """Writes the model to `out` (or a URL) and its metadata beside it (``.json``)."""
     out = paths.as_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(exported.serialize())
@@ -99,8 +95,7 @@ def save(exported: jax_export.Exported, meta: dict[str, Any], out: str | os.Path
 
 
 def load(path: str | os.PathLike) -> tuple[jax_export.Exported, dict[str, Any]]:
-    """The exported model at `path` (local or a URL) and its metadata (JAX only; no model
-    code)."""
+    """The exported model at `path` (or a URL) and its metadata; needs JAX only."""
     path = paths.as_path(path)
     exported = jax_export.deserialize(bytearray(path.read_bytes()))
     return exported, json.loads(path.with_suffix(".json").read_text())
@@ -118,8 +113,7 @@ def run(exported: jax_export.Exported, samples: np.ndarray,
 
 def run_cli(workdir: str | os.PathLike, out: str | os.PathLike, *, seed: int | None = None,
             platforms: Sequence[str] | None = None, batch_size: int | None = None) -> int:
-    """The command line: exports the run's model to `out` (and its ``.json``), prints what
-    it wrote (an unusable workdir: ``error: ...`` on stderr); returns the exit status."""
+    """The command line: exports the run's model to `out`; returns the exit status."""
     model = inference.load_for_command_line(workdir, seed=seed)
     if model is None:
         return 1

@@ -1,8 +1,4 @@
-"""External validation: a trained run evaluated on another dataset.
-
-Input matching, class mapping and left-out source databases: docs/training.md,
-"External validation".
-"""
+"""External validation on another dataset (docs/training.md, "External validation")."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from etils import epath
 from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.core import progress as progress_lib
 from cardioformer_jax.data import datasets, preprocessing
-from cardioformer_jax.evaluation import analysis, inference, report_render, task_reports
+from cardioformer_jax.evaluation import analysis, inference, report, report_render, task_reports
 from cardioformer_jax.training import train
 from tfds_builders import labels as label_rules
 
@@ -31,16 +27,12 @@ UNEXPRESSED_KEY = "superclasses_unexpressible"
 
 @dataclasses.dataclass(frozen=True)
 class ClassMapping:
-    """How an evaluated dataset's labels become the model's multi-hot truth.
+    """How an evaluated dataset's labels become the model's multi-hot truth."""
 
-    `targets(example)` gives ``(K,)`` 0/1 in the model's class order, or None for an
-    example without usable truth; `expressible` marks the model classes the dataset
-    can express; `description` says which rule applies.
-    """
-
+    # (K,) 0/1 in the model's class order, or None for an example without usable truth.
     targets: Callable[[Mapping[str, Any]], np.ndarray | None]
-    expressible: np.ndarray
-    description: str
+    expressible: np.ndarray  # the model classes the dataset can express
+    description: str  # which rule applies
 
 
 def parse_dataset(value: str) -> tuple[str, str | None]:
@@ -53,10 +45,8 @@ def parse_dataset(value: str) -> tuple[str, str | None]:
 
 
 def class_mapping(model_classes: tuple[str, ...], builder: Any) -> ClassMapping:
-    """The `ClassMapping` from a built dataset's labels to `model_classes`.
-
-    Raises ValueError when the dataset expresses none of the model's classes.
-    """
+    """The `ClassMapping` from a built dataset's labels to `model_classes`; ValueError when
+    the dataset expresses none of the model's classes."""
     features = builder.info.features
     metadata = builder.info.metadata or {}
     k = len(model_classes)
@@ -102,31 +92,14 @@ def _source_geometry(builder: Any, name: str) -> tuple[float, tuple[str, ...]]:
     return rate, tuple(cls.LEAD_NAMES)
 
 
-def training_databases(config: Any) -> tuple[str, ...]:
-    """The source databases of the dataset a run was trained on (its config)."""
-    return datasets.source_databases(config.dataset.name)
-
-
-def example_database(example: Mapping[str, Any], default: str) -> str:
-    """The source database of one evaluated example: its ``source_database`` feature
-    (the cinc2021 builder's), else `default` (the dataset's only database)."""
-    value = example.get("source_database")
-    return default if value is None else _text(value)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _counts(records: Mapping[str, set[str]]) -> dict[str, int]:
     return {database: len(ids) for database, ids in sorted(records.items())}
 
 
 def model_windows(signal: np.ndarray, columns: np.ndarray, source_rate: float,
                   target_rate: float, length: int) -> np.ndarray:
-    """One dataset example ``(T, C)`` -> the model's inputs ``(w, length, C')``: leads
-    picked and ordered by `columns`, resampled to `target_rate`, cut into consecutive
-    windows of `length` (none when too short), standardised per lead."""
+    """One example ``(T, C)`` -> model inputs ``(w, length, C')``: leads picked by `columns`,
+    resampled to `target_rate`, cut into whole windows, standardised per lead."""
     x = np.asarray(signal, np.float64)[:, columns]
     if not math.isclose(source_rate, target_rate):
         x = preprocessing.resample_linear(x, source_rate, target_rate)
@@ -139,22 +112,21 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
                       bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                       batch_size: int = inference.DEFAULT_BATCH_SIZE,
                       progress: bool = True) -> dict[str, Any]:
-    """Evaluates the run in `workdir` on `dataset` (``NAME[/config]``) built in
-    `data_dir`, writes the report files (module docstring) and returns the JSON."""
+    """Evaluates `workdir` on `dataset` (``NAME[/config]``); writes the reports, returns JSON."""
     name, config_name = parse_dataset(dataset)
+    evaluated_on = f"{name}/{config_name or datasets.DEFAULT_CONFIG}"
     model = inference.load(workdir, seed=seed)
     builder = datasets.load_builder(name, data_dir, config_name)
     if split not in builder.info.splits:
-        raise ValueError(f"{name}/{config_name or datasets.DEFAULT_CONFIG} has no split "
-                         f"{split!r} (it has {sorted(builder.info.splits)})")
+        raise ValueError(f"{evaluated_on} has no split {split!r} (it has "
+                         f"{sorted(builder.info.splits)})")
     spec = model.spec
     mapping = class_mapping(tuple(spec.class_names), builder)
     source_rate, source_leads = _source_geometry(builder, name)
-    columns = preprocessing.match_leads(source_leads, spec.lead_names,
-                                        f"{name}/{config_name or 'default'}")
+    columns = preprocessing.match_leads(source_leads, spec.lead_names, evaluated_on)
     length = model.input_shape[0]
     source = datasets.data_source(name, data_dir, split, config_name)
-    trained_on = training_databases(model.config)
+    trained_on = datasets.source_databases(model.config.dataset.name)
     evaluated_databases = datasets.source_databases(name)
     if set(evaluated_databases) <= set(trained_on):
         raise ValueError(
@@ -163,8 +135,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             "evaluate the run on its own test split instead (no --dataset)")
     default_database = evaluated_databases[0] if len(evaluated_databases) == 1 else "unknown"
 
-    probs, targets, record_ids, subject_ids, ages, sexes, segments = ([] for _ in range(7))
-    databases: list[str] = []
+    probs: list[np.ndarray] = []
+    rows: list[tuple[Any, ...]] = []  # per window: truth, record, subject, age, sex, segment, db
     skipped: collections.Counter = collections.Counter()
     excluded: dict[str, set[str]] = collections.defaultdict(set)  # database -> record ids
     pending: list[np.ndarray] = []
@@ -172,16 +144,18 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     def flush() -> None:
         if pending:
             n = sum(len(p) for p in pending)
-            extra = model.tabular_inputs(n, np.asarray(ages[-n:]), np.asarray(sexes[-n:]))
+            extra = model.tabular_inputs(n, np.asarray([r[3] for r in rows[-n:]]),
+                                         np.asarray([r[4] for r in rows[-n:]]))
             probs.append(model.probabilities(np.concatenate(pending), batch_size, extra))
             pending.clear()
 
     for index in progress_lib.track(range(len(source)), len(source), f"{name} {split}",
                                     "examples", enabled=progress, mininterval=2.0):
         example = source[index]
-        database = example_database(example, default_database)
+        # The cinc2021 builder's source_database feature, else the dataset's only database.
+        database = report.as_text(example.get("source_database", default_database))
         if database in trained_on:
-            excluded[database].add(_text(example["record_id"]))
+            excluded[database].add(report.as_text(example["record_id"]))
             continue
         truth = mapping.targets(example)
         if truth is None:
@@ -192,23 +166,19 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
         if len(windows) == 0:
             skipped[f"shorter than the model's {length / spec.sample_rate:g} s input"] += 1
             continue
-        record = _text(example["record_id"])
-        for w in range(len(windows)):
-            targets.append(truth)
-            record_ids.append(record)
-            subject_ids.append(int(example.get("subject_id", -1)))
-            ages.append(float(example.get("age", -1.0)))
-            sexes.append(int(example.get("sex", -1)))
-            segments.append(int(example.get("segment", 0)) * len(windows) + w)
-            databases.append(database)
+        first = int(example.get("segment", 0)) * len(windows)
+        rows += [(truth, report.as_text(example["record_id"]), int(example.get("subject_id", -1)),
+                  float(example.get("age", -1.0)), int(example.get("sex", -1)), first + w,
+                  database) for w in range(len(windows))]
         pending.append(windows)
         if sum(len(p) for p in pending) >= 16 * batch_size:
             flush()
     flush()
-    if not targets:
-        raise ValueError(f"no example of {name}/{config_name or 'default'} {split} could be "
+    if not rows:
+        raise ValueError(f"no example of {evaluated_on} {split} could be "
                          f"evaluated: {dict(skipped)}; records of the training databases "
                          f"left out: {_counts(excluded)}")
+    targets, record_ids, subject_ids, ages, sexes, segments, databases = zip(*rows, strict=True)
     p = np.concatenate(probs).astype(np.float64)
     y = np.stack(targets)
     record_ids_arr = np.asarray(record_ids, dtype=object)
@@ -220,23 +190,14 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
     database_arr = np.asarray(databases, dtype=object)
     detail["by_source"] = by_source(p, y, mapping.expressible, record_ids_arr, database_arr)
 
-    out_dir = external_dir(workdir, name, config_name)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    report_path, json_path = out_dir / f"report{suffix}.md", out_dir / f"evaluation{suffix}.json"
-    predictions_path = out_dir / f"predictions{suffix}.csv"
-    card_path = out_dir / f"MODEL_CARD{suffix}.md"
-    metadata = builder.info.metadata or {}
-    evaluation: dict[str, Any] = {
-        "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
-        "split": split, "dataset": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
-        "model_name": model.config.model_name,
-        "selection_metric": model.config.train.selection_metric,
-        "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": list(spec.class_names), "detail": detail,
-        "external": {
+    report_path, json_path, predictions_path, card_path = report.split_files(
+        external_dir(workdir, name, config_name), split)
+    evaluation = report.evaluation_head(
+        workdir, model, split, evaluated_on, detail, predictions_path,
+        external={
             "trained_on": f"{model.config.dataset.name}/"
                           f"{model.config.dataset.builder_config or datasets.DEFAULT_CONFIG}",
-            "evaluated_on": f"{name}/{config_name or datasets.DEFAULT_CONFIG}",
+            "evaluated_on": evaluated_on,
             "mapping": mapping.description,
             "expressible": mapping.expressible.tolist(),
             "input": {"source_rate_hz": source_rate, "model_rate_hz": spec.sample_rate,
@@ -247,10 +208,8 @@ def evaluate_external(workdir: str | os.PathLike, dataset: str, data_dir: str, *
             "evaluated_records_by_source": {
                 db: v["records"] for db, v in detail["by_source"].items()},
         },
-        "data": {"name": name, "builder_config": config_name,
-                 "synthetic": bool(metadata.get("synthetic"))},
-        "predictions_file": predictions_path.name,
-    }
+        data={"name": name, "builder_config": config_name,
+              "synthetic": bool((builder.info.metadata or {}).get("synthetic"))})
     evaluation.update(task_reports.of(spec.task).external_view(p, y, mapping.expressible))
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report_render.render_multilabel_report(

@@ -1,8 +1,4 @@
-"""A trained run as an eval-mode model: the one loader behind predict, evaluate and export.
-
-`load` restores the best checkpoint read-only (one seed of a multi-seed workdir);
-docs/usage.md, "After training".
-"""
+"""A trained run as an eval-mode model: the loader behind predict, evaluate, export."""
 
 from __future__ import annotations
 
@@ -15,7 +11,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import ml_collections
@@ -34,33 +29,16 @@ _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A restored run, ready for inference.
+    """A restored run, ready for inference."""
 
-    Attributes:
-      config: the run's config (as saved in its ``config.json``).
-      run_dir: the run directory (``workdir`` or ``workdir/seed_<s>``).
-      step: the restored checkpoint's training step.
-      epoch: the epoch that checkpoint ends (None if its metadata lacks it).
-      params: the SWA-averaged parameters.
-      rngs: the model's random-stream state (unused in eval mode, needed to rebuild it).
-      spec: the dataset's input contract.
-      programs: the training code's compiled programs (`steps.programs`) on a one-device
-        mesh, where the parameters live: `eval` gives `probabilities`, `logits` `logits`.
-    """
-
-    config: ml_collections.ConfigDict
-    run_dir: epath.Path
-    step: int
-    epoch: int | None
-    params: nnx.State
-    rngs: nnx.State
-    spec: dataset_inputs.RecordPreparation
-    programs: steps.Programs
-
-    @property
-    def graphdef(self) -> nnx.GraphDef:
-        """The eval-mode NNX graph definition."""
-        return self.programs.definition.eval_graphdef
+    config: ml_collections.ConfigDict  # as saved in its config.json
+    run_dir: epath.Path  # workdir or workdir/seed_<s>
+    step: int  # the restored checkpoint's
+    epoch: int | None  # the epoch that checkpoint ends (None if its metadata lacks it)
+    params: nnx.State  # the SWA-averaged parameters
+    rngs: nnx.State  # random-stream state: unused in eval mode, needed to rebuild the model
+    spec: dataset_inputs.RecordPreparation  # the dataset's input contract
+    programs: steps.Programs  # on a one-device mesh: `eval` and `logits` programs
 
     @property
     def mesh(self) -> jax.sharding.Mesh:
@@ -78,13 +56,13 @@ class TrainedModel:
 
     @property
     def windowing(self) -> windows.Windowing | None:
-        """The run's crops (``input.crop_seconds``): `probabilities` then scores whole
-        records over windows; None when the model reads whole records."""
+        """The run's crops (``input.crop_seconds``), or None when the model reads whole records."""
         return windows.from_config(self.config)
 
     def module(self) -> nnx.Module:
         """The eval-mode model (a fresh copy; dropout and augmentations off)."""
-        return nnx.merge(self.graphdef, self.params, self.rngs, copy=True)
+        return nnx.merge(self.programs.definition.eval_graphdef, self.params, self.rngs,
+                         copy=True)
 
     def apply_fn(self) -> Callable[..., jax.Array]:
         """``f(params, rngs, {"signal": (B, T, C)[, "tabular": (B, 4)]}) -> logits (B, K)``
@@ -98,8 +76,7 @@ class TrainedModel:
 
     def tabular_inputs(self, n: int, age: np.ndarray | float | None = None,
                        sex: np.ndarray | int | None = None) -> np.ndarray | None:
-        """The ``(n, 4)`` age/sex features of `n` samples for this model (None when it
-        does not fuse them); a missing age or sex is "unknown"."""
+        """``(n, 4)`` age/sex features (None: the model lacks them); None age/sex: unknown."""
         if not self.uses_tabular:
             return None
         age = np.broadcast_to(np.asarray(-1.0 if age is None else age, np.float64), (n,))
@@ -108,38 +85,29 @@ class TrainedModel:
 
     def logits(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and, for a model that
-        fuses age and sex, their ``(N, 4)`` features: `tabular_inputs`; None = unknown).
+        """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and their ``(N, 4)`` age/sex
+        `tabular_inputs`; None: unknown), in batches zero-padded to `padded_rows`."""
+        return self._run(self.programs.logits, self._samples(signals), batch_size,
+                         tabular_inputs)
 
-        Runs the `logits` program in batches of at most `batch_size`, each zero-padded to a
-        power of two (capped at `batch_size`): a single record's few samples run as a small
-        batch instead of a padded full one, and inputs of any length share at most
-        ``log2(batch_size) + 2`` compiled programs, each traced once per process.
-        """
+    def _samples(self, signals: np.ndarray) -> np.ndarray:
         signals = np.asarray(signals, np.float32)
         if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
             raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
                              f"{self.input_shape[1]}), got {signals.shape}")
-        return self._run(self.programs.logits, signals, batch_size, tabular_inputs)
+        return signals
 
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
-        """Class probabilities ``(N, K)`` of model-ready samples ``(N, T, C)``: softmax, or
-        a sigmoid per class for a multi-label model (`tabular_inputs` as in `logits`).
-
-        Runs the `eval` program, the one training evaluated with, in batches as `logits`
-        does. A run trained on crops (`windowing`) takes whole records (T at least its
-        input length, e.g. the dataset's `spec.sample_length`) and, as its evaluation
-        did, aggregates each record's window probabilities (max for the benchmark
-        suite's protocol); `batch_size` then counts records."""
-        signals = np.asarray(signals, np.float32)
+        """Class probabilities ``(N, K)`` (the `eval` program), as `logits`; a run trained on
+        crops (`windowing`) takes whole records ``(N, T, C)`` and aggregates their windows."""
         if self.windowing is None:
-            if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
-                raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
+            signals = self._samples(signals)
+        else:
+            signals = np.asarray(signals, np.float32)
+            if signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
+                raise ValueError(f"expected records of shape (N, T, "
                                  f"{self.input_shape[1]}), got {signals.shape}")
-        elif signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
-            raise ValueError(f"expected records of shape (N, T, "
-                             f"{self.input_shape[1]}), got {signals.shape}")
         return self._run(self.programs.eval, signals, batch_size, tabular_inputs)
 
     def _run(self, program: Callable[..., jax.Array], signals: np.ndarray, batch_size: int,
@@ -172,24 +140,16 @@ def padded_rows(rows: int, batch_size: int) -> int:
 
 
 def quiet_orbax() -> None:
-    """Hides Orbax's informational warnings (e.g. that a read-only directory is read only)
-    from a command line's output; its errors stay."""
+    """Hides Orbax's informational warnings from a command line's output."""
     logging_utils.quiet_orbax(logging.ERROR)
-
-
-# --- finding the run ------------------------------------------------------------------------
 
 
 def seed_run_dirs(workdir: str | os.PathLike) -> dict[int, epath.Path]:
     """``{seed: workdir/seed_<seed>}`` of a multi-seed workdir (empty for a single run)."""
     workdir = paths.as_path(workdir)
-    runs = {}
-    if workdir.is_dir():
-        for child in workdir.iterdir():
-            match = _SEED_DIR.match(child.name)
-            if match and child.is_dir():
-                runs[int(match.group(1))] = child
-    return dict(sorted(runs.items()))
+    children = workdir.iterdir() if workdir.is_dir() else ()
+    return dict(sorted((int(match.group(1)), child) for child in children
+                       if (match := _SEED_DIR.match(child.name)) and child.is_dir()))
 
 
 def _validation_score(run_dir: epath.Path) -> float:
@@ -203,12 +163,8 @@ def _validation_score(run_dir: epath.Path) -> float:
 
 
 def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epath.Path:
-    """The run directory to load: `workdir` itself, or one of its ``seed_<s>/`` runs.
-
-    For a multi-seed workdir, `seed` picks the run; None takes the seed with the best
-    validation `train.selection_metric` in its ``results.json`` (the first seed on ties
-    or when none has results yet). Raises FileNotFoundError when there is no run.
-    """
+    """`workdir`, or its ``seed_<seed>/`` run (None: the best validation selection metric,
+    the first seed on ties); FileNotFoundError when there is no run."""
     workdir = paths.as_path(workdir)
     seeds = seed_run_dirs(workdir)
     if seed is not None:
@@ -243,36 +199,9 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     return config
 
 
-# --- restoring ------------------------------------------------------------------------------
-
-
-def restore_state(run_dir: str | os.PathLike, abstract: steps.TrainState,
-                  step: int | None = None) -> tuple[steps.TrainState, dict[str, Any], int]:
-    """Restores the best (or the given) checkpoint of `run_dir` read-only
-    (`checkpointing.Checkpointer`).
-
-    Returns ``(state, meta, step)``. Raises FileNotFoundError when the run has no
-    best-epoch checkpoint (only epoch ends hold SWA parameters that were evaluated).
-    """
-    directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
-    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
-        if step is None:
-            step = checkpointer.best_step()
-            if step is None:
-                raise FileNotFoundError(
-                    f"{directory} holds no best-epoch checkpoint (steps "
-                    f"{checkpointer.all_steps()}): no epoch has ended with a finite "
-                    "validation F1 yet; train at least one epoch first")
-        restored = checkpointer.restore(step, abstract)
-    return restored.state, restored.meta, int(step)
-
-
 def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
                           ) -> TrainedModel | None:
-    """`load` for a command line: Orbax's chatter hidden, and a missing or unusable run
-    printed as ``error: ...`` on stderr (None returned; the caller picks the exit status)."""
+    """`load`, or None after printing ``error: ...`` on stderr (Orbax quiet)."""
     quiet_orbax()
     try:
         return load(workdir, seed=seed)
@@ -283,13 +212,8 @@ def load_for_command_line(workdir: str | os.PathLike, seed: int | None = None
 
 def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | None = None
          ) -> TrainedModel:
-    """The best checkpoint's SWA parameters of a training workdir as a `TrainedModel`.
-
-    Args:
-      workdir: the ``--workdir`` of a training run (single or multi-seed).
-      seed: for a multi-seed workdir, which seed's run (default: best validation selection metric).
-      step: restore this checkpoint step instead of the best one.
-    """
+    """The best (or `step`'s) checkpoint's SWA parameters of a training workdir (single or
+    multi-seed: `resolve_run_dir`) as a `TrainedModel`."""
     run_dir = resolve_run_dir(workdir, seed)
     config = read_config(run_dir)
     spec = dataset_inputs.record_preparation(config.dataset.name, config.dataset.builder_config,
@@ -307,11 +231,23 @@ def load(workdir: str | os.PathLike, *, seed: int | None = None, step: int | Non
     # the run was trained on.
     mesh = sharding.create_mesh((1, 1), devices=jax.devices()[:1])
     programs = steps.programs(config, mesh)
-    state, meta, step = restore_state(run_dir, programs.abstract_state, step)
-    if int(jax.device_get(state.swa_count)) == 0:
+    directory = paths.as_path(run_dir) / checkpointing.CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: no checkpoints in {run_dir}")
+    # Read-only; only epoch ends (the best one by default) hold evaluated SWA parameters.
+    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
+        if step is None:
+            step = checkpointer.best_step()
+            if step is None:
+                raise FileNotFoundError(
+                    f"{directory} holds no best-epoch checkpoint (steps "
+                    f"{checkpointer.all_steps()}): no epoch has ended with a finite "
+                    "validation F1 yet; train at least one epoch first")
+        restored = checkpointer.restore(step, programs.abstract_state)
+    if int(jax.device_get(restored.state.swa_count)) == 0:
         raise ValueError(f"checkpoint {step} of {run_dir} has no SWA average yet")
-    epoch = meta.get("epoch")
-    return TrainedModel(config=config, run_dir=run_dir, step=step,
+    epoch = restored.meta.get("epoch")
+    return TrainedModel(config=config, run_dir=run_dir, step=int(step),
                         epoch=None if epoch is None else int(epoch),
-                        params=state.swa_params, rngs=state.rngs, spec=spec,
+                        params=restored.state.swa_params, rngs=restored.state.rngs, spec=spec,
                         programs=programs)

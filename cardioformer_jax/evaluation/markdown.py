@@ -22,9 +22,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def ci(intervals: Mapping[str, Mapping[str, Any]] | None, name: str) -> str:
-    """``"lower–upper"`` in percent, or "n/a" without an interval. A macro interval over
-    fewer classes than its metric (too-rare classes left out) says so, with the point
-    estimate over its own classes: the quantity the interval describes."""
+    """``"lower–upper"`` in percent, or "n/a"; a macro interval over fewer classes than
+    its metric (too-rare ones left out) says so, with its own classes' point estimate."""
     if not intervals or not intervals.get(name):
         return "n/a"
     interval = intervals[name]

@@ -1,7 +1,4 @@
-"""Class probabilities of raw WFDB records with a trained model.
-
-The library of ``python -m cardioformer_jax.predict``; docs/usage.md, "After training".
-"""
+"""Class probabilities of raw WFDB records: the library of ``cardioformer_jax.predict``."""
 
 from __future__ import annotations
 
@@ -45,11 +42,8 @@ class Failure:
 
 
 def find_records(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Record paths (without extension) of the arguments, in order, without repeats.
-
-    A folder contributes every ``*.hea`` below it (sorted); a ``.hea``/``.dat`` file its
-    record; anything else is taken as a record path and checked when read.
-    """
+    """Record paths (without extension) of the arguments, in order, without repeats: every
+    ``*.hea`` below a folder (sorted), the record of a ``.hea``/``.dat``, else the path."""
     records: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -65,12 +59,8 @@ def predict_records(model: inference.TrainedModel, records: Sequence[str],
                     batch_size: int = inference.DEFAULT_BATCH_SIZE,
                     members: Sequence[inference.TrainedModel] = ()
                     ) -> list[Prediction | Failure]:
-    """Predicts every record; one `Prediction` or `Failure` per record, in order.
-
-    `members`: more runs with the same input contract; the probabilities are then the
-    mean over `model` and them (an ensemble). From 10 records on, progress on stderr (a bar
-    on an interactive terminal, plain lines in a log; `core.progress`).
-    """
+    """One `Prediction` or `Failure` per record, in order; with `members` (same input
+    contract) the mean probabilities of all (an ensemble). Progress from 10 records on."""
     for member in members:
         if member.spec != model.spec:
             raise ValueError(f"{member.run_dir} takes other inputs or classes than "
@@ -97,17 +87,12 @@ def to_json(model: inference.TrainedModel, results: Sequence[Prediction | Failur
             ) -> dict[str, Any]:
     """The machine-readable form printed by ``--json``."""
     names = list(model.spec.class_names)
-    records = []
-    for r in results:
-        if isinstance(r, Prediction):
-            records.append({
-                "record": r.record, "ok": True, "num_samples": r.num_samples,
+    records = [{"record": r.record, "ok": True, "num_samples": r.num_samples,
                 "probabilities": dict(zip(names, map(float, r.probabilities), strict=True)),
                 "predicted": r.predicted(names), "source_sampling_rate_hz": r.source_fs,
-                "ignored_leads": list(r.ignored_leads)})
-        else:
-            records.append({"record": r.record, "ok": False, "error": r.kind,
-                            "message": r.message})
+                "ignored_leads": list(r.ignored_leads)} if isinstance(r, Prediction)
+               else {"record": r.record, "ok": False, "error": r.kind, "message": r.message}
+               for r in results]
     return {
         "run_dir": str(model.run_dir), "checkpoint_step": model.step, "epoch": model.epoch,
         "dataset": model.spec.dataset, "classes": names,
@@ -139,9 +124,8 @@ def run_cli(workdir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             paths: Iterable[str | os.PathLike[str]], *,
             as_json: bool = False, seed: int | None = None,
             batch_size: int = inference.DEFAULT_BATCH_SIZE) -> int:
-    """The command line: predicts the records of `paths`, prints the table (or JSON, with
-    `as_json`) to stdout and one line per failed record to stderr; returns the exit status.
-    Several workdirs: their mean probabilities (an ensemble)."""
+    """The command line: the records' table (or JSON) on stdout, failures on stderr, the
+    mean of several workdirs' probabilities (an ensemble); returns the exit status."""
     workdirs = [workdir] if isinstance(workdir, (str, os.PathLike)) else list(workdir)
     loaded = [inference.load_for_command_line(w, seed=seed) for w in workdirs]
     if any(m is None for m in loaded):

@@ -1,7 +1,4 @@
-"""A report on a trained run's best checkpoint: the library of ``cardioformer_jax.evaluate``.
-
-docs/training.md, "Evaluation artefacts".
-"""
+"""A run's report: the library of ``cardioformer_jax.evaluate`` (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -9,14 +6,14 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 from etils import epath
 
-from cardioformer_jax.core import logging_utils, paths
+from cardioformer_jax.core import logging_utils, metrics, paths
 from cardioformer_jax.data import datasets
 from cardioformer_jax.evaluation import analysis, challenge_report, inference, task_reports
 from cardioformer_jax.evaluation.markdown import pct as _pct
@@ -44,10 +41,14 @@ def _with_data_dir(config: ml_collections.ConfigDict, data_dir: str | None
     return config
 
 
+def as_text(value: Any) -> str:
+    """A string feature (bytes from TFDS) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def split_predictions(model: inference.TrainedModel, split: str, data_dir: str | None = None
                       ) -> SplitPredictions:
-    """Probabilities of every example of `split` (`steps.predict`, the evaluation the
-    training loop runs) with the examples' record, subject, age and sex."""
+    """Every example of `split` with its probabilities (`steps.predict`) and metadata."""
     config = _with_data_dir(model.config, data_dir)
     programs = steps.programs(config, model.mesh)
     out = steps.predict(programs.eval, model.params, model.rngs, config, split, model.mesh,
@@ -59,16 +60,12 @@ def split_predictions(model: inference.TrainedModel, split: str, data_dir: str |
     def field(name: str, default: float, dtype: Any) -> np.ndarray:
         return np.asarray([row.get(name, default) for row in rows], dtype=dtype)
 
-    record_ids = np.asarray([r["record_id"].decode() if isinstance(r["record_id"], bytes)
-                             else str(r["record_id"]) for r in rows], dtype=object)
+    record_ids = np.asarray([as_text(r["record_id"]) for r in rows], dtype=object)
     return SplitPredictions(
         probs=np.asarray(out["probs"], np.float64), labels=np.asarray(out["label"], np.int64),
         record_ids=record_ids, subject_ids=field("subject_id", -1, np.int64),
         ages=field("age", -1.0, np.float64), sexes=field("sex", -1, np.int64),
         segments=field("segment", -1, np.int64))
-
-
-# --- the whole evaluation -------------------------------------------------------------------
 
 
 def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | None:
@@ -78,59 +75,34 @@ def _training_results(run_dir: epath.Path, split: str) -> dict[str, float] | Non
         return None
 
 
-def report_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
-    """``(report.md, evaluation.json)`` of `split` (suffixed for splits other than test)."""
-    workdir = paths.resolve_path(workdir)
+ARTEFACTS = ("report.md", "evaluation.json", "predictions.csv", "MODEL_CARD.md")
+
+
+def split_files(directory: epath.Path, split: str, names: Sequence[str] = ARTEFACTS
+                ) -> list[epath.Path]:
+    """`names` in `directory`, suffixed ``_<split>`` for splits other than test."""
     suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    return workdir / f"report{suffix}.md", workdir / f"evaluation{suffix}.json"
+    return [directory / f"{stem}{suffix}{ext}" for stem, ext in map(os.path.splitext, names)]
 
 
-def artefact_paths(workdir: str | os.PathLike, split: str) -> tuple[epath.Path, epath.Path]:
-    """``(predictions.csv, MODEL_CARD.md)`` of `split`, beside evaluation.json and
-    report.md (suffixed for splits other than test)."""
-    workdir = paths.resolve_path(workdir)
-    suffix = "" if split == train.TEST_SPLIT else f"_{split}"
-    return workdir / f"predictions{suffix}.csv", workdir / f"MODEL_CARD{suffix}.md"
-
-
-def _evaluation_head(workdir: epath.Path, detail_dir: epath.Path, split: str,
-                     model: inference.TrainedModel, dataset: str, detail: dict[str, Any],
-                     data: dict[str, Any], comparison: dict[str, Any],
-                     predictions_path: epath.Path) -> dict[str, Any]:
-    """What every evaluation.json starts with: the run, the split, the data, the details."""
+def evaluation_head(workdir: str | os.PathLike, model: inference.TrainedModel, split: str,
+                    dataset: str, detail: dict[str, Any], predictions_path: epath.Path,
+                    **sections: Any) -> dict[str, Any]:
+    """What every evaluation.json holds: the run, the split, the details, `sections`."""
     return {
-        "workdir": str(workdir), "run_dir": str(detail_dir), "split": split,
-        "dataset": dataset,
+        "workdir": str(paths.resolve_path(workdir)), "run_dir": str(model.run_dir),
+        "split": split, "dataset": dataset,
         "model_name": model.config.model_name,
         "selection_metric": model.config.train.selection_metric,
         "seed": int(model.config.seed), "step": model.step, "epoch": model.epoch,
-        "classes": list(model.spec.class_names), "detail": detail,
-        "training_results": _training_results(detail_dir, split),
-        "data": data, "paper_comparison": comparison,
+        "classes": list(model.spec.class_names), "detail": detail, **sections,
         "predictions_file": predictions_path.name,
     }
 
 
-def _per_seed_metrics(workdir: epath.Path, seeds: Mapping[int, epath.Path],
-                      model: inference.TrainedModel, predictions: SplitPredictions,
-                      split: str, data_dir: str | None,
-                      score: Callable[[SplitPredictions], dict[str, float]]
-                      ) -> dict[int, dict[str, float]]:
-    """`score` of every seed's run on `split` (the detailed seed's predictions reused)."""
-    per_seed = {}
-    for s in seeds:
-        if int(model.config.seed) == s:
-            per_seed[s] = score(predictions)
-        else:
-            per_seed[s] = score(split_predictions(inference.load(workdir, seed=s), split,
-                                                  data_dir))
-    return per_seed
-
-
 def _dataset_facts(model: inference.TrainedModel, split: str, data_dir: str | None
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What the model card says of the dataset the run was trained on, as built, and
-    `analysis.paper_comparison` for it."""
+    """The model card's facts of the run's dataset, as built, and its paper comparison."""
     config = _with_data_dir(model.config, data_dir)
     builder_config = config.dataset.builder_config or None
     builder = datasets.load_builder(config.dataset.name, config.dataset.data_dir, builder_config)
@@ -150,57 +122,55 @@ def evaluate_workdir(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, 
                      seed: int | None = None, data_dir: str | None = None,
                      bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES
                      ) -> dict[str, Any]:
-    """Evaluates a training workdir, writes the task's report (`task_reports`), JSON,
-    per-example predictions and model card; returns the JSON. `bootstrap_resamples` = 0:
-    no confidence intervals."""
+    """Evaluates a workdir, writes report.md, evaluation.json, predictions.csv and the
+    model card (`bootstrap_resamples` = 0: no intervals); returns the JSON."""
     workdir = paths.resolve_path(workdir)
     seeds = inference.seed_run_dirs(workdir)
-    detail_dir = inference.resolve_run_dir(workdir, seed)
     model = inference.load(workdir, seed=seed)
     task = model.spec.task
     reports = task_reports.of(task)
-    class_names = list(model.spec.class_names)
     num_classes = model.num_classes
     predictions = split_predictions(model, split, data_dir)
-    detail = reports.detail(predictions, num_classes, bootstrap_resamples, class_names)
+    detail = reports.detail(predictions, num_classes, bootstrap_resamples,
+                            list(model.spec.class_names))
     data, comparison = _dataset_facts(model, split, data_dir)
-    predictions_path, card_path = artefact_paths(workdir, split)
-    evaluation = _evaluation_head(workdir, detail_dir, split, model,
-                                  reports.dataset_name(model.config, data), detail, data,
-                                  comparison, predictions_path)
+    report_path, json_path, predictions_path, card_path = split_files(workdir, split)
+    evaluation = evaluation_head(
+        workdir, model, split, reports.dataset_name(model.config, data), detail,
+        predictions_path, training_results=_training_results(model.run_dir, split), data=data,
+        paper_comparison=comparison)
     if seeds:
-        per_seed = _per_seed_metrics(
-            workdir, seeds, model, predictions, split, data_dir,
-            lambda p: task.metrics(p.probs, p.labels, num_classes))
+        runs = {s: predictions if int(model.config.seed) == s  # the detailed seed's, reused
+                else split_predictions(inference.load(workdir, seed=s), split, data_dir)
+                for s in seeds}
+        per_seed = {s: task.metrics(p.probs, p.labels, num_classes) for s, p in runs.items()}
         evaluation["seeds"] = list(seeds)
         evaluation["per_seed"] = per_seed
         evaluation.update(reports.seed_results(per_seed, evaluation))
     if challenge_report.is_challenge_run(model.config):
-        evaluation["challenge"] = _challenge_section(model, detail_dir, split, predictions,
-                                                     data_dir, bootstrap_resamples)
-    report_path, json_path = report_paths(workdir, split)
+        evaluation["challenge"] = _challenge_section(model, split, predictions, data_dir,
+                                                     bootstrap_resamples)
     reports.write_artefacts(evaluation, predictions, workdir, {
         "report": report_path, "predictions": predictions_path, "card": card_path})
     logging_utils.write_json(json_path, evaluation)
+    evaluation["report_path"] = str(report_path)
     return evaluation
 
 
-def _challenge_section(model: inference.TrainedModel, run_dir: epath.Path, split: str,
+def _challenge_section(model: inference.TrainedModel, split: str,
                        predictions: SplitPredictions, data_dir: str | None,
                        bootstrap_resamples: int) -> dict[str, Any]:
-    """`challenge_report.evaluate` of a cinc2021 run on `split`, at thresholds chosen on
-    validation (stored with the run)."""
+    """`challenge_report.evaluate` at thresholds chosen on validation (stored with the run)."""
     codes = challenge_report.class_codes(_with_data_dir(model.config, data_dir))
 
     def validation() -> tuple[np.ndarray, np.ndarray]:
-        held_out = (predictions if split == challenge_report.VALIDATION_SPLIT
-                    else split_predictions(model, challenge_report.VALIDATION_SPLIT, data_dir))
-        return challenge_report.record_level(held_out.probs, held_out.labels,
-                                             held_out.record_ids)
+        held_out = (predictions if split == train.VALIDATION_SPLIT
+                    else split_predictions(model, train.VALIDATION_SPLIT, data_dir))
+        return metrics.record_level(held_out.probs, held_out.labels, held_out.record_ids)[:2]
 
-    chosen = challenge_report.thresholds(run_dir, model.step, codes, validation)
-    probs, targets = challenge_report.record_level(predictions.probs, predictions.labels,
-                                                   predictions.record_ids)
+    chosen = challenge_report.thresholds(model.run_dir, model.step, codes, validation)
+    probs, targets, _ = metrics.record_level(predictions.probs, predictions.labels,
+                                             predictions.record_ids)
     return challenge_report.evaluate(probs, targets, codes, chosen, model.spec.class_names,
                                      bootstrap_resamples=bootstrap_resamples)
 
@@ -209,8 +179,7 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
             data_dir: str | None = None,
             bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
             dataset: str | None = None) -> int:
-    """The command line: `evaluate_workdir` and a one-line summary on stdout (an unusable
-    workdir or dataset: ``error: ...`` on stderr); returns the exit status."""
+    """The command line: `evaluate_workdir` and a summary line; returns the exit status."""
     inference.quiet_orbax()
     try:
         if dataset:
@@ -228,8 +197,8 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
         print(f"error: {err}", file=sys.stderr)
         return 1
     segment = evaluation["detail"]["segment"]
+    where = evaluation["report_path"]
     if "fmax" in segment:  # multi-label or external: macro AUROC and Fmax
-        where = evaluation.get("report_path") or report_paths(workdir, split)[0]
         label = "external " if evaluation.get("external") else ""
         print(f"{where}: {label}{evaluation['split']} macro AUROC {_pct(segment['auroc'])}, "
               f"Fmax {_pct(segment['fmax'])}")
@@ -238,8 +207,7 @@ def run_cli(workdir: str | os.PathLike, split: str = train.TEST_SPLIT, *, seed: 
             print(f"Challenge 2021: score {c['score']:.3f}, F-measure {c['f_measure']:.3f}, "
                   f"accuracy {c['accuracy']:.3f} ({c['num_recordings']} recordings)")
         return 0
-    report, _ = report_paths(workdir, split)
-    print(f"{report}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
+    print(f"{where}: {evaluation['split']} AUROC {_pct(segment['auroc'])}, F1 "
           f"{_pct(segment['f1'])}, accuracy {_pct(segment['accuracy'])}, ECE "
           f"{evaluation['detail']['ece']:.4f}")
     for row in evaluation.get("seed_summary", ()):

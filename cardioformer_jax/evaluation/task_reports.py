@@ -1,17 +1,12 @@
-"""Each task's evaluation: its numbers, prediction columns and report (docs/training.md).
-
-`of(task)` is the report implementation of a `core.tasks` task: `SingleLabel` (calibration,
-confusion, per-class curves) or `MultiLabel` (macro AUROC / Fmax per example and record).
-"""
+"""Each `core.tasks` task's evaluation numbers, CSV and report (docs/training.md)."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -20,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from cardioformer_jax.core import metrics, paths, tasks
-from cardioformer_jax.evaluation import analysis, bootstrap, challenge_report, report_render
+from cardioformer_jax.evaluation import analysis, challenge_report, report_render
 from cardioformer_jax.evaluation.markdown import table
 
 if TYPE_CHECKING:
@@ -33,61 +28,43 @@ def _fit(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(C=META_LEARNER_C, max_iter=2000).fit(x, y)
 
 
-@dataclasses.dataclass(frozen=True)
+def _bootstrap(analyse: Callable[..., dict[str, Any]], p: np.ndarray, y: np.ndarray,
+               record_ids: np.ndarray, subject_ids: np.ndarray, resamples: int,
+               names: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``"bootstrap"`` section: `analyse(probs, truth, clusters)` of examples and records,
+    subjects as clusters when all known; sets each of `rows` its ``"auroc_ci"``."""
+    subject_ids = np.asarray(subject_ids)
+    by_subject = bool((subject_ids >= 0).all())
+    _, first = np.unique(record_ids, return_index=True)
+    record_p, record_y, _ = metrics.record_level(p, y, record_ids)
+    boots = {level: analyse(probs, truth, clusters if by_subject else None)
+             for level, probs, truth, clusters in (("segment", p, y, subject_ids),
+                                                   ("record", record_p, record_y,
+                                                    subject_ids[first]))}
+    for row, interval in zip(rows, boots["segment"]["per_class_auroc"], strict=True):
+        row["auroc_ci"] = interval
+    return {
+        "resamples": resamples, "seed": analysis.BOOTSTRAP_SEED,
+        "level": analysis.BOOTSTRAP_LEVEL,
+        "unit": "subject" if by_subject else "example",
+        **{level: b["intervals"] for level, b in boots.items()},
+        "redrawn": {level: b["redrawn"] for level, b in boots.items()},
+        "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
+                     for level, b in boots.items()},
+    }
+
+
 class SingleLabel:
     """Softmax over exclusive classes: the paper's report, calibration included."""
 
-    task: ClassVar[tasks.Task] = tasks.SINGLE_LABEL
     reported: ClassVar[tuple[str, ...]] = analysis.REPORTED_METRICS
-
-    @staticmethod
-    def _record_subjects(predictions: SplitPredictions) -> np.ndarray:
-        """The subject of each record, in the sorted record order of `metrics.record_level`."""
-        _, first = np.unique(predictions.record_ids, return_index=True)
-        return predictions.subject_ids[first]
-
-    @staticmethod
-    def bootstrap(predictions: SplitPredictions, num_classes: int,
-                  num_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
-                  seed: int = analysis.BOOTSTRAP_SEED,
-                  class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Bootstrap confidence intervals of the segment- and record-level metrics (and ECE),
-        resampling subjects when the dataset records them, else examples (records); resamples
-        lacking a resamplable class are redrawn (`bootstrap.bootstrap_resamples`). Besides the
-        intervals: ``"redrawn"`` and ``"too_rare"`` (``{class name: reason}``) per level, and
-        ``"per_class_auroc"`` (segment level, one interval or None per class)."""
-        p, y = predictions.probs, predictions.labels
-        names = (list(class_names) if class_names is not None
-                 else [str(c) for c in range(num_classes)])
-        by_subject = bool((predictions.subject_ids >= 0).all())
-        record_probs, record_labels, _ = metrics.record_level(p, y, predictions.record_ids)
-        options = {"num_resamples": num_resamples, "seed": seed}
-        boots = {
-            "segment": analysis.bootstrap_analysis(
-                p, y, num_classes, clusters=predictions.subject_ids if by_subject else None,
-                **options),
-            "record": analysis.bootstrap_analysis(
-                record_probs, record_labels, num_classes,
-                clusters=SingleLabel._record_subjects(predictions) if by_subject else None,
-                **options),
-        }
-        return {
-            "resamples": num_resamples, "seed": seed, "level": analysis.BOOTSTRAP_LEVEL,
-            "unit": "subject" if by_subject else "example",
-            **{level: b["intervals"] for level, b in boots.items()},
-            "redrawn": {level: b["redrawn"] for level, b in boots.items()},
-            "too_rare": {level: {names[c]: reason for c, reason in b["too_rare"].items()}
-                         for level, b in boots.items()},
-            "per_class_auroc": boots["segment"]["per_class_auroc"],
-        }
 
     @staticmethod
     def detail(predictions: SplitPredictions, num_classes: int,
                bootstrap_resamples: int = analysis.BOOTSTRAP_RESAMPLES,
                class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Every number of the report's detailed sections (see `analysis`); with
-        `bootstrap_resamples` > 0 also their bootstrap confidence intervals (`bootstrap`),
-        each per-class row then carrying its AUROC interval (``"auroc_ci"``)."""
+        """Every number of the report (see `analysis`); with `bootstrap_resamples` > 0 also
+        intervals (`_bootstrap`, with ``"per_class_auroc"``: one or None per class)."""
         p, y = predictions.probs, predictions.labels
         out: dict[str, Any] = {
             "num_examples": int(y.size),
@@ -100,20 +77,17 @@ class SingleLabel:
             "confusion": analysis.confusion_matrix(p, y).tolist(),
             "per_class": analysis.per_class_metrics(p, y),
         }
-        sex = analysis.sex_groups(predictions.sexes)
-        if (sex != analysis.UNKNOWN).any():
-            out["by_sex"] = analysis.metrics_by_group(p, y, sex, num_classes,
-                                                      order=list(analysis.SEX_NAMES.values()))
-        age = analysis.age_bands(predictions.ages)
-        if (age != analysis.UNKNOWN).any():
-            out["by_age"] = analysis.metrics_by_group(
-                p, y, age, num_classes, order=[name for name, _, _ in analysis.AGE_BANDS])
+        out.update(analysis.by_subgroup(predictions.sexes, predictions.ages, lambda m: {
+            "n": float(m.sum()),
+            **metrics.classification_metrics(p[m], y[m], num_classes=num_classes)}))
         if bootstrap_resamples > 0:
-            out["bootstrap"] = SingleLabel.bootstrap(predictions, num_classes,
-                                                     bootstrap_resamples, class_names=class_names)
-            for row, interval in zip(out["per_class"], out["bootstrap"]["per_class_auroc"],
-                                     strict=True):
-                row["auroc_ci"] = interval
+            out["bootstrap"] = _bootstrap(
+                lambda p, y, clusters: analysis.bootstrap_analysis(
+                    p, y, num_classes, clusters=clusters, num_resamples=bootstrap_resamples),
+                p, y, predictions.record_ids, predictions.subject_ids, bootstrap_resamples,
+                list(map(str, range(num_classes)) if class_names is None else class_names),
+                out["per_class"])
+            out["bootstrap"]["per_class_auroc"] = [row["auroc_ci"] for row in out["per_class"]]
         return out
 
     @staticmethod
@@ -184,11 +158,9 @@ class SingleLabel:
         files["card"].write_text(report_render.render_model_card(evaluation, classes))
 
 
-@dataclasses.dataclass(frozen=True)
 class MultiLabel:
     """A sigmoid per class (the PTB-XL benchmark, cinc2021, external validation)."""
 
-    task: ClassVar[tasks.Task] = tasks.MULTI_LABEL
     reported: ClassVar[tuple[str, ...]] = report_render.MULTILABEL_REPORTED
 
     @staticmethod
@@ -198,26 +170,18 @@ class MultiLabel:
                            seed: int = analysis.BOOTSTRAP_SEED,
                            level: float = analysis.BOOTSTRAP_LEVEL) -> dict[str, Any]:
         """Percentile bootstrap intervals of `metrics.MULTILABEL_KEYS` and of each class's
-        AUROC, from `bootstrap.bootstrap_resamples` (examples, or whole `clusters`, drawn with
-        replacement; resamples lacking a resamplable class redrawn). The result is that of
-        `analysis.bootstrap_analysis`: macro AUROC/AUPRC intervals are over the resamplable
-        classes, with their ``"point"`` over the same classes and the others in
-        ``"too_rare"``."""
+        AUROC; the result is that of `analysis.bootstrap_analysis`."""
         probs = np.asarray(probs, np.float64)
         targets = np.asarray(targets, np.int64)
-        if not 0 < level < 1:
-            raise ValueError(f"level must lie in (0, 1), got {level}")
-        draws = bootstrap.bootstrap_resamples(targets, num_resamples, np.random.default_rng(seed),
-                                            clusters=clusters)
-        n = probs.shape[0]
-        values: dict[str, list[np.ndarray]] = {}
-        for weights in draws.blocks(max(1, 2_000_000 // max(1, n * probs.shape[1]))):
-            for key, v in metrics.weighted_multilabel_metrics(
-                    probs, targets, weights, classes=draws.classes, per_class=True).items():
-                values.setdefault(key, []).append(v)
-        point = metrics.weighted_multilabel_metrics(probs, targets, np.ones((1, n)),
-                                                    classes=draws.classes)
-        return analysis.resampled_summary(values, level, draws, point)
+
+        def weighted(weights: np.ndarray, classes: np.ndarray, per_class: bool
+                     ) -> dict[str, np.ndarray]:
+            return metrics.weighted_multilabel_metrics(probs, targets, weights,
+                                                       classes=classes, per_class=per_class)
+
+        return analysis.resampled_analysis(
+            targets, weighted, clusters=clusters, num_resamples=num_resamples, seed=seed,
+            level=level, block=max(1, 2_000_000 // max(1, probs.size)))
 
     @staticmethod
     def analyse(probs: np.ndarray, targets: np.ndarray, expressible: np.ndarray, *,
@@ -226,9 +190,8 @@ class MultiLabel:
                 class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Every number of a multi-label report (docs/training.md, "Multi-label runs").
 
-        `probs` ``(N, K)``, `targets` ``(N, K)`` 0/1 (ignored where not `expressible`),
-        `expressible` ``(K,)`` bool; ids and demographics ``(N,)`` (-1 unknown);
-        `class_names` name the too-rare classes of the bootstrap (default: the indices).
+        `targets` ``(N, K)`` 0/1 (ignored where not `expressible` ``(K,)``); ids and demographics
+        ``(N,)`` (-1 unknown); `class_names` name the too-rare classes (default: the indices).
         """
         probs = np.asarray(probs, np.float64)
         targets = np.asarray(targets, np.int64)
@@ -242,18 +205,14 @@ class MultiLabel:
                              f"{probs.shape[1]} classes")
         p, y = probs[:, expressible], targets[:, expressible]
         record_probs, record_targets, ids = metrics.record_level(p, y, np.asarray(record_ids))
-        per_class = []
         aurocs = metrics.per_class_auroc(probs, np.where(expressible, targets, 0))
-        for k in range(probs.shape[1]):
-            if not expressible[k]:
-                per_class.append({"expressible": False, "support": None, "auroc": math.nan,
-                                  "ap": math.nan})
-                continue
-            support = int(targets[:, k].sum())
-            ap = (float(average_precision_score(targets[:, k], probs[:, k]))
-                  if support else math.nan)
-            per_class.append({"expressible": True, "support": support,
-                              "auroc": float(aurocs[k]), "ap": ap})
+        support = targets.sum(axis=0)
+        per_class = [
+            {"expressible": True, "support": int(support[k]), "auroc": float(aurocs[k]),
+             "ap": float(average_precision_score(targets[:, k], probs[:, k]))
+             if support[k] else math.nan} if expressible[k] else
+            {"expressible": False, "support": None, "auroc": math.nan, "ap": math.nan}
+            for k in range(probs.shape[1])]
         out: dict[str, Any] = {
             "num_examples": int(p.shape[0]),
             "num_records": int(ids.size),
@@ -263,40 +222,15 @@ class MultiLabel:
                        **metrics.multilabel_metrics(record_probs, record_targets)},
             "per_class": per_class,
         }
-        for key, groups, order in (
-                ("by_sex", analysis.sex_groups(sexes), list(analysis.SEX_NAMES.values())),
-                ("by_age", analysis.age_bands(ages), [n for n, _, _ in analysis.AGE_BANDS])):
-            rows = {}
-            for name in order:
-                mask = groups == name
-                if mask.any():
-                    rows[name] = {"n": float(mask.sum()),
-                                  **metrics.multilabel_metrics(p[mask], y[mask])}
-            if rows:
-                out[key] = rows
+        out.update(analysis.by_subgroup(sexes, ages, lambda m: {
+            "n": float(m.sum()), **metrics.multilabel_metrics(p[m], y[m])}))
         if bootstrap_resamples > 0:
-            subject_ids = np.asarray(subject_ids)
-            by_subject = bool((subject_ids >= 0).all())
-            _, first = np.unique(record_ids, return_index=True)
-            options = {"num_resamples": bootstrap_resamples}
             columns = np.flatnonzero(expressible)  # model class of each evaluated column
-            boots = {
-                "segment": MultiLabel.bootstrap_analysis(
-                    p, y, clusters=subject_ids if by_subject else None, **options),
-                "record": MultiLabel.bootstrap_analysis(record_probs, record_targets,
-                                             clusters=subject_ids[first] if by_subject else None,
-                                             **options)}
-            out["bootstrap"] = {
-                "resamples": bootstrap_resamples, "seed": analysis.BOOTSTRAP_SEED,
-                "level": analysis.BOOTSTRAP_LEVEL, "unit": "subject" if by_subject else "example",
-                **{level: b["intervals"] for level, b in boots.items()},
-                "redrawn": {level: b["redrawn"] for level, b in boots.items()},
-                "too_rare": {level: {class_names[columns[c]]: reason
-                                     for c, reason in b["too_rare"].items()}
-                             for level, b in boots.items()},
-            }
-            for c, interval in zip(columns, boots["segment"]["per_class_auroc"], strict=True):
-                per_class[c]["auroc_ci"] = interval
+            out["bootstrap"] = _bootstrap(
+                lambda p, y, clusters: MultiLabel.bootstrap_analysis(
+                    p, y, clusters=clusters, num_resamples=bootstrap_resamples),
+                p, y, np.asarray(record_ids), subject_ids, bootstrap_resamples,
+                [class_names[c] for c in columns], [per_class[c] for c in columns])
         return out
 
     @staticmethod
@@ -305,9 +239,8 @@ class MultiLabel:
                               record_ids: np.ndarray, subject_ids: np.ndarray,
                               segments: np.ndarray, sources: np.ndarray | None = None
                               ) -> epath.Path:
-        """One row per example: ids, ``true_<class>`` (0/1, empty where the data cannot
-        express the class) and ``p_<class>`` per class; with `sources`, a ``source`` column
-        (the example's source database, external validation). Local or a URL."""
+        """One row per example: ids[, ``source``], ``true_<class>`` (0/1, empty where not
+        expressible) and ``p_<class>`` per class. Local or a URL."""
         path = paths.as_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()

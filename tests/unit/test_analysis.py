@@ -65,8 +65,10 @@ def test_groups_skip_unknown_and_equal_direct_computation():
     probs = rng.dirichlet(np.ones(3), 60)
     labels = rng.integers(0, 3, 60)
     sexes = np.array([0, 1, -1] * 20)
-    groups = analysis.metrics_by_group(probs, labels, analysis.sex_groups(sexes), 3,
-                                       order=["male", "female"])
+    groups = analysis.by_subgroup(sexes, np.full(60, -1.0), lambda m: {
+        "n": float(m.sum()), **metrics.classification_metrics(probs[m], labels[m], num_classes=3)})
+    assert list(groups) == ["by_sex"]
+    groups = groups["by_sex"]
     assert list(groups) == ["male", "female"]
     for name, code in (("male", 0), ("female", 1)):
         mask = sexes == code
