@@ -12,24 +12,11 @@ import jax.numpy as jnp
 
 
 def swa_update(avg_params: Any, new_params: Any, n_averaged: int | jax.Array) -> Any:
-    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees.
+    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees (same structure).
 
-    ``avg_{n+1} = avg_n + (p - avg_n) / (n + 1)``, so after k updates the result is the
-    arithmetic mean of the k pytrees. With ``n_averaged == 0`` the result is exactly
-    ``new_params`` (whatever ``avg_params`` holds, e.g. an uninitialised copy).
-
-    Works on any pytree with matching structure (dicts, ``nnx.State``, ...). Floating
-    leaves are averaged in at least float32 (bf16 running means drift otherwise) and cast
-    back to their dtype; non-floating leaves (integer counters, RNG keys) are taken from
-    ``new_params`` since averaging them is meaningless.
-
-    Args:
-      avg_params: current average (pytree).
-      new_params: parameters to add (same structure).
-      n_averaged: number of pytrees already in the average (Python int or traced scalar).
-
-    Returns:
-      The new average, same structure and dtypes as ``avg_params``.
+    With ``n_averaged == 0`` the result is exactly ``new_params``. Floating leaves are
+    averaged in at least float32 (bf16 running means drift otherwise) and cast back;
+    non-floating leaves (counters, RNG keys) are taken from ``new_params``.
     """
     n = jnp.asarray(n_averaged, dtype=jnp.float32)
 
