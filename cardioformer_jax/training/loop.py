@@ -63,17 +63,12 @@ class StepLog:
 
 
 class Progress:
-    """``step N/total``, percentage and ETA for the training log lines (`format_progress`).
-
-    The clock starts at the first `describe` call, which the loop makes right after this
-    process's first step: the rate then leaves out that step's compilation (and, in a
-    resumed run, the steps done before). Evaluation and checkpointing between epochs stay
-    in the rate, so the ETA estimates when the run ends, not pure training time.
-    """
+    """``step N/total``, percentage and ETA of the training log lines (docs/training.md,
+    "Logs"): the clock starts at the first `describe`, after this process's first step."""
 
     def __init__(self, total_steps: int) -> None:
         self.total_steps = total_steps
-        self.clock_step: int | None = None  # the step at which the clock started
+        self.clock_step: int | None = None
         self.clock_start = 0.0
 
     def describe(self, step: int) -> str:
@@ -107,9 +102,8 @@ def check_finite(values: Mapping[str, np.ndarray], first_step: int, epoch: int,
 def train_scalars(values: Mapping[str, np.ndarray], first_step: int, elapsed: float,
                   epoch: int, train_config: ml_collections.ConfigDict, nonfinite_steps: int
                   ) -> dict[str, float | int]:
-    """The training log's scalars of the steps in `values` (``loss``, ``grad_norm`` per
-    step, fetched after `elapsed` seconds): means over the finite steps, throughput,
-    epoch and the run's count of dropped updates. Warns about skipped steps."""
+    """The training log's scalars of the steps in `values` (means over the finite steps,
+    throughput over `elapsed` seconds); warns about skipped steps."""
     n = values["loss"].size
     finite = _finite_steps(values)
     scalars = {
@@ -137,8 +131,6 @@ def _nonfinite_steps(state: steps.TrainState) -> np.ndarray:
 
 @dataclasses.dataclass
 class _Seed:
-    """What the loop keeps per seed: its folder, writers, data and early-stopping state."""
-
     seed: int
     label: str  # names the seed in log lines: "" when it trains alone
     config: ml_collections.ConfigDict
@@ -228,13 +220,11 @@ def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLik
                 allow_config_change: Sequence[str] = (),
                 evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
                 on_epoch_end: EpochEndFn | None = None) -> list[dict[str, Any]]:
-    """The docs/training.md protocol for each ``(config, run folder)`` of `runs` (one
-    seed's config each, differing only in the seed), trained together, resuming what is
-    there; returns each seed's ``results.json`` contents.
+    """The docs/training.md protocol for each ``(config, run folder)`` of `runs` (seeds of
+    one config), trained together, resuming what is there; returns each ``results.json``.
 
-    A resumed run refuses config changes that alter what it computes unless
-    `allow_config_change` names them (`checkpointing.check_run_config`). `evaluate_splits`
-    without the test split (tuning) never reads it: ``"test"`` is then None.
+    `allow_config_change`: see `checkpointing.check_run_config`. `evaluate_splits` without
+    the test split (tuning) never reads it: ``"test"`` is then None.
     """
     if VALIDATION_SPLIT not in evaluate_splits:
         raise ValueError(f"evaluate_splits={tuple(evaluate_splits)} must include "
@@ -425,30 +415,17 @@ def _log_train(log: StepLog, runs: Sequence[_Seed], epoch: int,
 
 def _finish(run: _Seed, state: steps.TrainState, index: int, epochs_completed: int,
             dataset: Mapping[str, Any] | None) -> None:
-    """Waits for the seed's checkpoints and writes its results (`write_seed_result`)."""
+    """Waits for the seed's checkpoints, then writes its ``results.json`` (process 0) and
+    closing log line."""
     run.checkpoints.wait_until_finished()
-    run.result = write_seed_result(
-        run.config, run.run_dir, best=run.best, epochs_completed=epochs_completed,
-        stopped_early=run.early.should_stop, nonfinite_steps=int(_nonfinite_steps(state)[index]),
-        dataset=dataset)
-
-
-def write_seed_result(config: ml_collections.ConfigDict, run_dir: epath.Path, *,
-                      best: Mapping[str, Any] | None, epochs_completed: int,
-                      stopped_early: bool, nonfinite_steps: int,
-                      dataset: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One seed's ``results.json`` (process 0 writes it) and closing log line; returns it.
-
-    `best`: ``{"epoch", "step", "validation", "test"}`` of the best epoch (None before
-    one was evaluated).
-    """
+    best, run_dir = run.best, run.run_dir
     result = {
-        "seed": int(config.seed),
+        "seed": int(run.config.seed),
         "best_epoch": None if best is None else best["epoch"],
         "best_step": None if best is None else best["step"],
         "epochs_completed": int(epochs_completed),
-        "stopped_early": bool(stopped_early),
-        "nonfinite_steps": int(nonfinite_steps),
+        "stopped_early": bool(run.early.should_stop),
+        "nonfinite_steps": int(_nonfinite_steps(state)[index]),
         "validation": None if best is None else best[VALIDATION_SPLIT],
         "test": None if best is None else best.get(TEST_SPLIT),
         # What produced these numbers: every config the run started or resumed with
@@ -463,4 +440,4 @@ def write_seed_result(config: ml_collections.ConfigDict, run_dir: epath.Path, *,
         logging_utils.write_json(run_dir / RESULTS_FILE, result)
         logging.info("%s", logging_utils.format_run_summary(
             result["best_epoch"], result["test"], run_dir / RESULTS_FILE))
-    return result
+    run.result = result
