@@ -95,16 +95,9 @@ class Restored:
 
 
 class Checkpointer:
-    """The run's `CheckpointManager` (see the module docstring).
-
-    Args:
-      directory: where the step directories go (created): a local path or a URL such as
-        ``gs://bucket/run/checkpoints`` (see `paths.resolve_path`).
-      keep: how many of the latest checkpoints to keep (the best epoch's is kept as well).
-      async_save: write in a background thread (the default for training).
-      read_only: open an existing directory for reading only (inference): nothing is
-        created, saved, deleted or moved, and a run still training keeps its temporary
-        files.
+    """The run's `CheckpointManager` in `directory` (a path or URL, `paths.resolve_path`),
+    keeping the `keep` latest steps and the best epoch's. `read_only` (inference): nothing
+    is created, saved, deleted or moved, and a run still training keeps its temporary files.
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
@@ -153,9 +146,8 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def set_aside(self, step: int, folder: str = UNREADABLE_DIR) -> str:
-        """Moves the directory of `step` out of the manager's view into
-        ``<run dir>/<folder>/`` (default ``unreadable_checkpoints``; kept for inspection,
-        never deleted)."""
+        """Moves the directory of `step` out of the manager's view into ``<run
+        dir>/<folder>/`` (kept for inspection, never deleted); returns where."""
         self._check_writable("set a checkpoint aside")
         source = self.directory / str(step)
         target_dir = self.directory.parent / folder
@@ -167,11 +159,8 @@ class Checkpointer:
 
     def restore_latest_readable(self, abstract_state: Any, data_iterator: Any = None
                                 ) -> Restored | None:
-        """Restores the newest checkpoint that reads; None when there is none at all.
-
-        An unreadable step (truncated or corrupt files) is set aside with a warning naming
-        it and the error, and the next older one is tried. Raises RuntimeError, listing
-        each failure, when none of the steps can be read.
+        """Restores the newest checkpoint that reads (unreadable ones are set aside with a
+        warning); None when there is none, RuntimeError listing each failure when none reads.
         """
         failures = []
         for step in sorted(self.all_steps(), reverse=True):
@@ -193,9 +182,8 @@ class Checkpointer:
              *, best_epoch_rank: int | None = None) -> None:
         """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
 
-        `best_epoch_rank`: the epoch number if this is the end of an improving epoch (see
-        the module docstring). Returns once the state is copied off the devices, so the
-        caller may donate its buffers.
+        `best_epoch_rank`: the epoch number at the end of an improving epoch. Returns once
+        the state is copied off the devices, so the caller may donate its buffers.
         """
         self._check_writable("save")
         items = {
@@ -223,18 +211,10 @@ class Checkpointer:
         state = _data_to_keys(restored["state"], abstract_state)
         return Restored(step=step, state=state, meta=dict(restored["meta"]))
 
-    def read_meta(self, step: int) -> dict[str, Any]:
-        """The JSON metadata of `step` alone (no arrays or data iterator are read)."""
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"])
-
     def wait_until_finished(self) -> None:
-        """Blocks until the background writes are on disk."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Waits for pending writes and releases the manager's threads."""
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:
@@ -282,18 +262,13 @@ def config_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict,
                      allow: Sequence[str] = (),
                      dataset: Mapping[str, Any] | None = None) -> list[str]:
-    """Saves ``config.json`` in a new run directory, or checks a resumed run against it.
+    """Saves ``config.json`` in a new run directory, or checks a resumed run against it
+    (docs/training.md, "Resuming"); returns the changed fields. Only process 0 writes.
 
-    Raises ValueError naming each differing field of `INCOMPATIBLE_FIELDS` when the run
-    directory holds a run of another dataset or model shape (resuming would fail with an
-    obscure shape error or silently mix two experiments), and each changed field outside
-    `RESUMABLE_CHANGES` that `allow` does not name (a learning rate, dropout, dtype, data
-    directory, mesh, ... would change what the run computes from then on). Each start is
-    appended to ``config_history.jsonl`` with the fields it changed; ``config.json`` holds
-    the config in force. `dataset` (`input_pipeline.dataset_identity`) is kept in
-    ``dataset.json``; resuming on a dataset with another fingerprint (another build, other
-    source files, other preparation) is refused unless `allow` names
-    ``dataset.fingerprint``. Only process 0 writes. Returns the changed fields.
+    Raises `ResumeConfigError` naming each changed field of `INCOMPATIBLE_FIELDS`, each
+    one outside `RESUMABLE_CHANGES` that `allow` does not name, and another `dataset`
+    fingerprint (`input_pipeline.dataset_identity`) unless `allow` names
+    ``dataset.fingerprint``.
     """
     run_dir = paths.resolve_path(run_dir)
     path = run_dir / CONFIG_FILE

@@ -29,18 +29,11 @@ EXPLICIT_VARS: tuple[str, str, str] = (
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What `maybe_initialize` does, and why.
+    """What `maybe_initialize` does, and why (`reason`: a sentence for the log).
 
-    Attributes:
-      initialize: whether to call ``jax.distributed.initialize``.
-      source: ``"explicit"``, ``"slurm"``, ``"openmpi"``, ``"cloud-tpu"``, ``"forced"``
-        (JAX's auto-detection on request), ``"single"`` (nothing to do) or ``"already"``
-        (initialised before this call).
-      reason: one human-readable sentence for the log.
-      coordinator_address, num_processes, process_id: the arguments passed to JAX; None
-        lets JAX detect the value from the cluster environment.
-      cluster_detection_method: ``"deactivate"`` for purely explicit values (JAX must not
-        restrict the local devices because of some unrelated cluster variable), else None.
+    `source`: ``"explicit"``, ``"slurm"``, ``"openmpi"``, ``"cloud-tpu"``, ``"forced"``
+    (JAX's auto-detection on request), ``"single"`` or ``"already"`` (initialised before).
+    The rest are JAX's arguments; None lets JAX detect the value.
     """
 
     initialize: bool
@@ -49,6 +42,8 @@ class Plan:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # "deactivate" for purely explicit values: JAX must not restrict the local devices
+    # because of some unrelated cluster variable.
     cluster_detection_method: str | None = None
 
     def initialize_kwargs(self) -> dict[str, object]:
@@ -120,18 +115,10 @@ def plan(
 ) -> Plan:
     """Decides what `maybe_initialize` does (pure: reads only its arguments).
 
-    Args:
-      env: the environment (``os.environ``).
-      coordinator_address, num_processes, process_id: explicit values (command-line
-        flags); each overrides its ``JAX_*`` environment variable.
-      cloud_tpu_worker_count: returns the number of TPU VM workers (processes) when this
-        is a Cloud TPU VM, else None; called only when nothing above decided.
-      force: initialise even when no multi-process environment is found, letting JAX's
-        own auto-detection try (e.g. Kubernetes, mpi4py).
-
-    Raises:
-      ValueError: contradictory or incomplete explicit values (e.g. a process count but
-        no process id outside a cluster), malformed numbers or addresses.
+    The explicit values (flags) override their ``JAX_*`` variables in `env`;
+    `cloud_tpu_worker_count` is called only when nothing else decided; `force` lets JAX's
+    own auto-detection try when no environment is recognised. ValueError for
+    contradictory, incomplete or malformed values.
     """
     coordinator = coordinator_address or env.get(EXPLICIT_VARS[0]) or None
     count = num_processes if num_processes is not None else _int(
@@ -243,14 +230,10 @@ def cloud_tpu_worker_count(
     metadata: Callable[[str], str | None] = gce_metadata,
 ) -> int | None:
     """Processes of this Cloud TPU slice (all slices of a multislice), or None when this is
-    not a Cloud TPU VM.
+    not a Cloud TPU VM (`on_tpu_vm`: then no network call is made).
 
-    Only a machine with TPU chips on its PCI bus and libtpu installed counts as a TPU VM;
-    only there are GKE's variables (``TPU_WORKER_HOSTNAMES``) or, on GCE, the metadata
-    server's ``worker-network-endpoints`` consulted, so a plain machine makes no network
-    call. Workers of one slice times ``MEGASCALE_NUM_SLICES`` (1 when unset). A TPU VM
-    whose worker list cannot be read raises RuntimeError instead of silently training one
-    process per worker, each on its own.
+    RuntimeError when the worker list cannot be read, rather than training one process
+    per worker, each on its own.
     """
     env = os.environ if env is None else env
     if not on_tpu_vm():
@@ -277,11 +260,9 @@ def maybe_initialize(
     force: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Calls ``jax.distributed.initialize`` when this is one process of many (see the
-    module docstring); logs the decision. Idempotent: later calls return the first plan.
-
-    Raises RuntimeError when initialisation is needed but the devices were already used.
-    """
+    """Calls ``jax.distributed.initialize`` when this is one process of many (`plan`) and
+    logs why; later calls return the first plan. RuntimeError when the devices were
+    already used."""
     global _PLAN
     if _PLAN is not None:
         return _PLAN
