@@ -41,37 +41,15 @@ _MAX_LISTED = 20
 # Layout conversions, reference <-> NNX.
 
 
-def _patch_to_nnx(w: np.ndarray) -> np.ndarray:
-    return w[:, 0].transpose(2, 1, 0)  # Conv2d (D, 1, C, p) -> (p, C, D)
-
-
-def _patch_to_torch(k: np.ndarray) -> np.ndarray:
-    return k.transpose(2, 1, 0)[:, None]
-
-
-def _conv1x1_to_nnx(w: np.ndarray) -> np.ndarray:
-    return w[:, :, 0].T  # Conv1d (out, in, 1) -> (in, out)
-
-
-def _conv1x1_to_torch(k: np.ndarray) -> np.ndarray:
-    return k.T[:, :, None]
-
-
-def _identity(a: np.ndarray) -> np.ndarray:
-    return a
-
-
-def _transpose(a: np.ndarray) -> np.ndarray:
-    return a.T  # Linear (out, in) <-> (in, out)
-
-
+# Kind of slot: (reference -> NNX, NNX -> reference); docs/pytorch_checkpoints.md.
 _CONVERSIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
                               Callable[[np.ndarray], np.ndarray]]] = {
-    "patch": (_patch_to_nnx, _patch_to_torch),
+    # Conv2d (D, 1, C, p) <-> (p, C, D)
+    "patch": (lambda w: w[:, 0].transpose(2, 1, 0), lambda k: k.transpose(2, 1, 0)[:, None]),
     "row": (lambda w: w[0], lambda k: k[None]),  # learnable embedding (1, D) <-> (D,)
-    "linear": (_transpose, _transpose),
-    "conv1x1": (_conv1x1_to_nnx, _conv1x1_to_torch),
-    "copy": (_identity, _identity),
+    "linear": (lambda w: w.T, lambda k: k.T),  # Linear (out, in) <-> (in, out)
+    "conv1x1": (lambda w: w[:, :, 0].T, lambda k: k.T[:, :, None]),  # Conv1d (out, in, 1)
+    "copy": (lambda a: a, lambda a: a),
 }
 
 
@@ -151,11 +129,8 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
 
 
 def _checked_slots(model: Cardioformer) -> tuple[list[_Slot], dict[tuple, Any]]:
-    """The slots and the model's parameters, verified to cover every parameter exactly once.
-
-    Guards against ``model.py`` growing or renaming a parameter without this mapping
-    following: an import would otherwise leave it at its random initial value silently.
-    """
+    """The slots and the model's parameters, verified to cover every parameter exactly once
+    (else a parameter ``model.py`` added or renamed would silently keep its random value)."""
     config = model.config
     slots = _slots(config, model.layout)
     params = {tuple(path): var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -237,12 +212,10 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Reads a reference state_dict into NumPy arrays.
+    """Reads a reference state_dict into NumPy arrays (docs/pytorch_checkpoints.md).
 
-    ``source`` is a ``.pth``/``.pt`` file (read with ``torch.load(..., weights_only=True)``;
-    needs the ``[torch]`` extra), an ``.npz`` file, or an in-memory mapping of NumPy arrays
-    or tensors. A checkpoint dict wrapping the state_dict (under ``"model"``,
-    ``"state_dict"``, ...) is unwrapped and a DataParallel ``module.`` prefix stripped.
+    ``source``: a ``.pth``/``.pt`` file (needs the ``[torch]`` extra), an ``.npz`` file, or
+    a mapping of arrays or tensors; wrapping dicts and ``module.`` prefixes are removed.
     """
     if isinstance(source, Mapping):
         raw = source
@@ -364,12 +337,10 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
 
 def import_reference_weights(model: Cardioformer,
                              source: str | os.PathLike | Mapping[str, Any]) -> None:
-    """Loads the reference's weights into ``model`` in place.
+    """Loads the reference's weights (``load_torch_state_dict``'s `source`) into ``model``.
 
-    ``source`` is anything ``load_torch_state_dict`` reads. The names and shapes must match
-    the model's config exactly (the ``pe`` buffer may be absent; if present it must be the
-    sinusoidal table this port computes); otherwise a ``ValueError`` lists every problem.
-    ``n_heads`` leaves no trace in the weights and cannot be checked: it must be right.
+    Names and shapes must match the config exactly (``pe``, if present, must be our
+    sinusoidal table), else ValueError lists every problem. ``n_heads`` cannot be checked.
     """
     state_dict = load_torch_state_dict(source)
     slots, params = _checked_slots(model)
@@ -386,11 +357,8 @@ def import_reference_weights(model: Cardioformer,
 def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
                          source: str | os.PathLike | Mapping[str, Any], *,
                          rngs: nnx.Rngs | None = None) -> Cardioformer:
-    """A new ``Cardioformer`` for ``config`` holding the reference's weights.
-
-    ``rngs`` seeds the dropout stream (and the throw-away initial weights); default seed 0.
-    The model is in train mode as usual for NNX; call ``model.eval()`` for inference.
-    """
+    """A new ``Cardioformer`` for ``config`` holding the reference's weights, in train mode
+    (``rngs``, default seed 0, seeds its dropout stream)."""
     model = Cardioformer(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
     import_reference_weights(model, source)
     return model
@@ -423,12 +391,8 @@ def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:
 
 def save_params(model: Cardioformer, directory: str | os.PathLike, *,
                 overwrite: bool = False) -> Path:
-    """Saves ``nnx.state(model, nnx.Param)`` with Orbax's StandardCheckpointer.
-
-    Restore with ``StandardCheckpointer().restore(directory, nnx.state(abstract_model,
-    nnx.Param))`` where ``abstract_model = nnx.eval_shape(lambda: Cardioformer(config,
-    rngs=nnx.Rngs(0)))``, then ``nnx.update(model, restored)``.
-    """
+    """Saves ``nnx.state(model, nnx.Param)`` with Orbax's StandardCheckpointer (restoring:
+    docs/pytorch_checkpoints.md)."""
     import orbax.checkpoint as ocp  # only the CLI path needs it; it is slow to import
 
     directory = _destination(directory, overwrite)
