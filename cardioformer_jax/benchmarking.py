@@ -72,10 +72,21 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def seconds_per_call(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn` (which must wait for its result), after
+    one warm-up call."""
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable, float, Any]:
-    """`program` compiled ahead of time for (`state`, `batch`) (the same executable, with
-    its shardings and donated state, that the jitted call runs), the compile seconds, and
-    the state after one warm-up step."""
+    """`program` compiled ahead of time for (`state`, `batch`) (the jitted call's very
+    executable), the compile seconds, and the state after one warm-up step."""
     start = time.perf_counter()
     step = program.lower(state, batch).compile()
     seconds = time.perf_counter() - start
@@ -86,12 +97,10 @@ def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable
 
 def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
                   num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
-    """Seconds of each of ``num_steps`` training steps, without a host sync between them.
+    """Seconds of each of ``num_steps`` training steps, the final state and the last loss.
 
-    Every step is dispatched first, as the training loop does; each step's duration is
-    then the gap between the moments its loss and the previous one become ready (the
-    donated state makes the steps run one after the other). Returns the seconds, the final
-    state and the last loss.
+    Every step is dispatched first, as the training loop does; a step's duration is the
+    gap between its loss and the previous one becoming ready (the donated state orders them).
     """
     start = time.perf_counter()
     losses = []
@@ -106,10 +115,8 @@ def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, j
 
 
 def train_speed_fields(batch: int, step_seconds: Sequence[float]) -> dict[str, Any]:
-    """Mean step seconds and training samples/s (mean, median, slowest and fastest step).
-
-    Shared with ``torch_reference`` so that both report the same fields the same way.
-    """
+    """Mean step seconds and training samples/s (mean, median, slowest and fastest step);
+    ``torch_reference`` reports the same fields."""
     step_seconds = np.asarray(step_seconds, np.float64)
     mean = float(step_seconds.mean())
     return {
@@ -137,12 +144,8 @@ def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
     model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
     sample = _random_batch(config, 1, rng, one_device, evaluation=True)
     forward = single.eval.lower(params, model_rngs, sample).compile()
-    jax.block_until_ready(forward(params, model_rngs, sample))
-    seconds = []
-    for _ in range(20):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(params, model_rngs, sample))
-        seconds.append(time.perf_counter() - start)
+    seconds = seconds_per_call(
+        lambda: jax.block_until_ready(forward(params, model_rngs, sample)), 20)
     return round(float(np.median(seconds)) * 1e3, 3)
 
 
@@ -164,15 +167,6 @@ def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
                     "batch_size", "train_samples_per_second", "mfu", "compile_seconds",
                     "eval_samples_per_second", "peak_device_memory_mib")}
     return {"runs": runs, "best_by_dtype": best}
-
-
-def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                      batch: Mapping[str, jax.Array]) -> float:
-    """Training FLOPs per sample the model needs (`aot.analysis.model_flops_per_sample`:
-    XLA's cost analysis, layers unrolled, no remat), lowered for the batch's rows."""
-    del mesh  # the count per sample does not depend on it
-    rows = next(iter(batch.values())).shape[0]
-    return analysis.model_flops_per_sample(config, rows)
 
 
 def mib_per_device(tree: Any) -> dict[str, float]:
@@ -201,10 +195,8 @@ def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_steps: int,
         peak_tflops: float = 0.0, latency: bool = True) -> dict[str, Any]:
-    """Runs every measurement of `config`'s model and returns the JSON-ready results.
-
-    `batch` and `eval_batch` replace ``config.train.batch_size`` and ``eval_batch_size``;
-    both must divide over the config's mesh (``mesh.shape``, default every device).
+    """Runs every measurement of `config`'s model at `batch` and `eval_batch` (both must
+    divide over the config's mesh) and returns the JSON-ready results (docs/benchmarks.md).
     ``latency=False`` skips the single-sample latency (reported as None).
     """
     config = _benchmark_config(config, batch, eval_batch)
@@ -239,7 +231,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
 
     latency_ms = _latency_ms(config, state, devices[0], rng) if latency else None
 
-    flops = _flops_per_sample(config, mesh, train_batch)
+    flops = analysis.model_flops_per_sample(config, batch)
     achieved = flops * batch / train_step_seconds
     kind = devices[0].device_kind
     dtype = getattr(spec, "dtype", "float32")

@@ -20,7 +20,7 @@ import ml_collections
 from cardioformer_jax import models
 from cardioformer_jax.aot.targets import Target
 from cardioformer_jax.core import sharding, tasks
-from cardioformer_jax.data import windows
+from cardioformer_jax.data import tabular, windows
 from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.training import steps
 
@@ -41,8 +41,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
 def for_target(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
                ) -> ml_collections.ConfigDict:
     """A copy of `config` as it runs on `target`: ``kernels='auto'`` resolved for the
-    target's platform (not this host's), and the global train and eval batch sizes set
-    to `per_device_batch` times the devices the batch is split over."""
+    target's platform, train and eval batches `per_device_batch` per device."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.kernels = resolve_kernels(config.model.kernels, target.platform)
     config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
@@ -74,9 +73,8 @@ CROPS_RECORD_SECONDS = 10.0
 
 def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.sharding.Mesh,
                    evaluation: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
-    """The shapes of a global batch of `rows` as the input pipeline feeds it (split over
-    the mesh like `sharding.global_batch`); an `evaluation` batch of a crops config holds
-    whole records of `CROPS_RECORD_SECONDS`."""
+    """The shapes of a global batch of `rows` as the input pipeline feeds it, split over the
+    mesh; an `evaluation` batch of a crops config holds records of `CROPS_RECORD_SECONDS`."""
     model = config.model
     data = sharding.data_sharding(mesh)
 
@@ -86,7 +84,6 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
     length = config.input.seq_len
     windowing = windows.from_config(config)
     if evaluation and windowing is not None:
-        # The crops protocol evaluates whole records, cut into windows on the device.
         length = round(CROPS_RECORD_SECONDS * config.input.seq_len
                        / float(config.input.crop_seconds))
     batch = {"signal": shape((rows, length, config.input.num_channels), jnp.float32)}
@@ -94,17 +91,16 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
     batch["label"] = shape((rows, *task.label_shape(config.dataset.num_classes)),
                            task.label_dtype)
     if model.tabular != "none":
-        batch["tabular"] = shape((rows, 4), jnp.float32)
+        batch["tabular"] = shape((rows, len(tabular.TABULAR_FEATURES)), jnp.float32)
     if evaluation:
         batch["mask"] = shape((rows,), jnp.int32)
     return batch
 
 
 def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> float:
-    """Training FLOPs per sample the model needs (as MFU counts them): XLA's cost analysis
-    of the unoptimised training step for `rows` samples on one CPU device, with every
-    encoder layer unrolled (cost analysis counts a loop body once) and without the
-    forward pass that remat repeats."""
+    """Training FLOPs per sample the model needs (as MFU counts them): XLA's cost analysis of
+    the training step for `rows` samples on one CPU device, every encoder layer unrolled
+    (cost analysis counts a loop body once), without remat's repeated forward pass."""
     config = ml_collections.ConfigDict(config.to_dict())
     spec = models.network_config(config)
     if isinstance(spec, models.CardioformerConfig):
@@ -121,9 +117,8 @@ def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> floa
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Collectives of a compiled HLO module by kind: instruction count and result bytes.
 
-    Each instruction counts once as written, so one inside a loop body (the scanned
-    encoder layers) counts once, not once per iteration. An asynchronous pair counts by its
-    ``-start``; its bytes are those of the result it delivers.
+    Each instruction counts once as written (a loop body's once, not per iteration); an
+    asynchronous pair counts by its ``-start``, with the bytes of the result it delivers.
     """
     found: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
     for line in hlo_text.splitlines():
@@ -157,10 +152,12 @@ def memory(compiled: Any, capacity: float) -> dict[str, Any]:
     }
     total = (parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"]
              + parts["code"])
-    return {"bytes": {**parts, "total": total}, "total_gib": round(total / 2**30, 3),
-            "device_memory_gib": round(capacity / 2**30, 3),
-            "headroom_gib": round((capacity - total) / 2**30, 3),
-            "fits": bool(total <= capacity)}
+    return {"bytes": {**parts, "total": total}, **_fit_fields(total, capacity)}
+
+
+def _fit_fields(total: float, capacity: float) -> dict[str, Any]:
+    return {"total_gib": round(total / 2**30, 3), "device_memory_gib": round(capacity / 2**30, 3),
+            "headroom_gib": round((capacity - total) / 2**30, 3), "fits": bool(total <= capacity)}
 
 
 def _cost(compiled: Any) -> dict[str, float] | None:
@@ -183,9 +180,7 @@ class DoesNotFit:
         match = _HBM_OOM.search(self.message)
         required = _bytes(*match.group(1, 2)) if match else math.nan
         return {"bytes": {"temporaries": required, "total": required},
-                "total_gib": round(required / 2**30, 3),
-                "device_memory_gib": round(capacity / 2**30, 3),
-                "headroom_gib": round((capacity - required) / 2**30, 3), "fits": False,
+                **_fit_fields(required, capacity), "fits": False,
                 "compiler_error": self.message.strip().splitlines()[0][:500]}
 
 
@@ -361,12 +356,8 @@ def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
 
 def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: Any,
                   model_flops_per_sample: float) -> dict[str, Any]:
-    """The TPU compiler's estimate of the train step's time, loop-aware.
-
-    The compiler's cost analysis (FLOPs and ``optimal_seconds`` alike) counts a loop body
-    once, so the estimate comes from the same step compiled with every encoder layer
-    unrolled (`model.scan_unroll = e_layers`); a non-positive estimate (as v5e returns) is
-    reported as absent. These are the compiler's estimates, not measurements.
+    """The TPU compiler's estimate of the train step's time, from the step compiled with
+    every encoder layer unrolled (its cost analysis counts a loop body once); docs/scaling.md.
     """
     spec = models.network_config(config)
     unrolled = compiled

@@ -11,7 +11,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -184,9 +183,7 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
                   threads: int = 0) -> dict[str, Any]:
     """Seconds per training step on random inputs, as a dict: Adam and global-norm clipping at
     the defaults of `train.learning_rate` and `train.grad_clip_norm`, fixed here.
-
-    ``threads`` > 0 sets PyTorch's intra-op thread count (default: PyTorch's own choice).
-    """
+    ``threads`` > 0 sets PyTorch's intra-op thread count."""
     torch = _import_torch()
     config = CardioformerConfig.from_config(config)
     if steps < 1:
@@ -206,12 +203,7 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
         optimizer.step()
         return loss.item()
 
-    step()  # warm-up
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
+    seconds = benchmarking.seconds_per_call(step, steps)
     return {
         "framework": f"torch {torch.__version__}",
         "threads": torch.get_num_threads(),
@@ -224,11 +216,8 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
 
 def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: int, repeats: int,
                    threads: int = 0) -> dict[str, Any]:
-    """Eval-mode samples/s at `eval_batch` and one-sample latency, under ``no_grad``.
-
-    Field names as in `benchmarking.run`; `repeats` timed calls of each after
-    one warm-up (the latency is their median).
-    """
+    """Eval-mode samples/s at `eval_batch` and one-sample latency (the median), under
+    ``no_grad``, with `benchmarking.run`'s field names; `repeats` timed calls of each."""
     torch = _import_torch()
     config = CardioformerConfig.from_config(config)
     if repeats < 1:
@@ -239,14 +228,8 @@ def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: i
 
     def seconds(rows: int) -> list[float]:
         x = torch.randn(rows, config.seq_len, config.num_channels)
-        times = []
         with torch.no_grad():
-            model(x)  # warm-up
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - start)
-        return times
+            return benchmarking.seconds_per_call(lambda: model(x), repeats)
 
     batch_seconds = seconds(eval_batch)
     return {
@@ -267,11 +250,8 @@ _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
 
 def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
                       num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
-    """This port against the PyTorch re-creation of the reference (``[torch]`` extra): per
-    round the reference's training, evaluation and latency, then `benchmarking.run`'s,
-    each in a fresh child process (so that neither inherits the other's memory, threads or
-    compilation cache). Ratios are this port's speed over the reference's (latency: the reference's
-    time over this port's), so > 1 means this port is faster.
+    """This port against the PyTorch re-creation of the reference (``[torch]`` extra), each
+    in a fresh child process per round (docs/benchmarks.md); ratios > 1: this port is faster.
     """
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
