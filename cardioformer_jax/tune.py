@@ -65,16 +65,12 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        import jax
+        import logging as std_logging
 
         from cardioformer_jax.core import logging_utils
+        from cardioformer_jax.training import train
 
-        path = cache_dir.value
-        if path is None:
-            path = jax.config.jax_compilation_cache_dir or "~/.cache/cardioformer_jax/xla"
-        if path:
-            jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
-        import logging as std_logging
+        train.set_compilation_cache(cache_dir.value)
 
         logging_utils.quiet_orbax(std_logging.WARNING, logging.get_absl_handler())
         try:

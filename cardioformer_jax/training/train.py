@@ -1,7 +1,5 @@
-"""Training and evaluation of a config's seeds (docs/training.md), from one CPU to a
-multi-host mesh: `train_and_evaluate` picks the seeds, `loop.train_seeds` trains them
-(one at a time, or together in one vectorised program) and this module aggregates them.
-"""
+"""Training and evaluation of a config's seeds (docs/training.md): `train_and_evaluate`
+picks the seeds, `loop.train_seeds` trains them and this module aggregates them."""
 
 from __future__ import annotations
 
@@ -21,6 +19,16 @@ from cardioformer_jax.training import loop
 # The commands and the evaluation read these from here.
 RESULTS_FILE = loop.RESULTS_FILE
 TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = loop.TRAIN_SPLIT, loop.VALIDATION_SPLIT, loop.TEST_SPLIT
+DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
+
+
+def set_compilation_cache(path: str | None) -> None:
+    """Turns on JAX's persistent compilation cache in `path` (None: $JAX_COMPILATION_CACHE_DIR,
+    else `DEFAULT_CACHE_DIR`; '': off)."""
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR
+    if path:
+        jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
 
 
 def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -35,15 +43,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        allow_config_change: Sequence[str] = (),
                        evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
                        on_epoch_end: loop.EpochEndFn | None = None) -> dict[str, Any]:
-    """Validates `config`, prepares the data and runs every seed; returns the results.
+    """Validates `config`, prepares the data and runs (or resumes) every seed; returns the
+    run's ``results.json`` (several seeds: ``seed_<s>/`` folders, docs/training.md).
 
-    With ``config.seeds == 1`` the run lives in `workdir` and the result is its
-    ``results.json``. With more, seed ``s`` runs in ``workdir/seed_<s>`` and
-    ``workdir/results.json`` holds each seed's test metrics and, per metric, their mean
-    and std (`metrics.aggregate_seeds`). Rerunning the same command resumes.
-    `evaluate_fn`, `evaluate_splits` and `on_epoch_end`: see `loop.train_seeds` (one seed
-    only without the test split: the seeds' aggregate is of test metrics; with either
-    callback the seeds train one after another).
+    The other arguments: `loop.train_seeds` (with a callback the seeds train one after
+    another; without the test split only one seed).
     """
     config_lib.validate_config(config)
     if config.seeds > 1 and TEST_SPLIT not in evaluate_splits:
