@@ -5,7 +5,6 @@ docs/tuning.md, "Outputs".
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pprint
 import warnings
@@ -52,10 +51,7 @@ def best_config_source(config: ml_collections.ConfigDict, header: str) -> str:
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     """``get_config()`` of a config file, imported as ``--config=path`` would."""
-    spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return search.import_file(path, "_config").get_config()
 
 
 def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -71,14 +67,6 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds")
-
-
-def _counted_study(study: optuna.Study, counted: list[optuna.trial.FrozenTrial]
-                   ) -> optuna.Study:
-    """An in-memory study of the budget's trials, for the plots and importances."""
-    view = optuna.create_study(study_name=study.study_name, direction="maximize")
-    view.add_trials(counted)
-    return view
 
 
 def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float] | None, str]:
@@ -180,9 +168,8 @@ def write_outputs(study: optuna.Study, counted: list[optuna.trial.FrozenTrial],
                   best: optuna.trial.FrozenTrial | None, base: ml_collections.ConfigDict,
                   space: search.SearchSpace, workdir: Path, *, url: str, search_path: Path,
                   budget: int) -> dict[str, Any]:
-    """Writes ``best_config.py``, ``best_trial.json`` and ``tuning_report.md`` (see the
-    module docstring) for the budget's trials `counted`; returns ``best_trial.json``'s
-    content."""
+    """Writes the outputs (docs/tuning.md) for the budget's trials `counted`; returns
+    ``best_trial.json``'s content."""
     metric = base.train.selection_metric
     summary: dict[str, Any] = {
         "study": study.study_name, "storage": public_url(url),
@@ -201,7 +188,9 @@ def write_outputs(study: optuna.Study, counted: list[optuna.trial.FrozenTrial],
             raise AssertionError(f"{path} does not reproduce the tuned config")
         summary["best_config"] = os.fspath(path)
         summary["best"] = _trial_summary(best)
-    view = _counted_study(study, counted)
+    # An in-memory study of the budget's trials, for the plots and importances.
+    view = optuna.create_study(study_name=study.study_name, direction="maximize")
+    view.add_trials(counted)
     history, importances, note = _plots(view, workdir / PLOTS)
     summary["importances"] = importances
     logging_utils.write_json(workdir / BEST_TRIAL, summary)
