@@ -37,8 +37,7 @@ _PE_ATOL = 1e-4
 _MAX_LISTED = 20
 
 
-# ---------------------------------------------------------------------------------------------
-# Layout conversions, reference <-> NNX.
+# --- layout conversions, reference <-> NNX ------------------------------------------------
 
 
 # Kind of slot: (reference -> NNX, NNX -> reference); docs/pytorch_checkpoints.md.
@@ -168,8 +167,7 @@ def _pe_length(config: CardioformerConfig) -> int:
     return max(REFERENCE_PE_LENGTH, max(config.num_patches(p) for p in config.patch_lens))
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading checkpoints.
+# --- reading checkpoints ------------------------------------------------------------------
 
 
 def _import_torch():
@@ -236,8 +234,7 @@ def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict
     return {str(name): _to_numpy(value) for name, value in _unwrap(raw).items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# Import and export.
+# --- import and export --------------------------------------------------------------------
 
 
 def _checkpoint_summary(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -377,8 +374,7 @@ def export_reference_state_dict(model: Cardioformer) -> dict[str, np.ndarray]:
     return {name: out[name] for name in expected_reference_shapes(config)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line.
+# --- command line -------------------------------------------------------------------------
 
 
 def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:
