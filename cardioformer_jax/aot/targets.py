@@ -97,15 +97,10 @@ def accelerator_topology(accelerator_type: str) -> str:
         if chips < 4 or chips & (chips - 1):
             raise ValueError(f"{accelerator_type}: expected a power of two of at least 8 cores")
         while shape[0] * shape[1] * shape[2] < chips:  # 2x2x2, 2x2x4, 2x4x4, 4x4x4, ...
-            if shape[2] == 1:
-                axis = 2
-            elif shape[1] < shape[2]:
-                axis = 1
-            elif shape[0] < shape[1]:
-                axis = 0
+            if shape[2] == 1 or shape[0] == shape[1] == shape[2]:
+                shape[2] *= 2
             else:
-                axis = 2
-            shape[axis] *= 2
+                shape[1 if shape[1] < shape[2] else 0] *= 2
     else:
         chips, shape = number, [1, 1]
         if chips & (chips - 1):
