@@ -1,7 +1,4 @@
-"""Import (and export) the PyTorch reference's weights (docs/pytorch_checkpoints.md).
-
-One list of slots drives import, export and the shape checks, so the two directions agree.
-"""
+"""Import and export the PyTorch reference's weights (docs/pytorch_checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -66,7 +63,8 @@ class _Slot:
 
 def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
     """Every reference parameter (the ``pe`` buffer aside), in the documented listing order."""
-    d, ff = config.d_model, config.d_ff
+    d = config.d_model
+    size = {"d_model": d, "d_ff": config.d_ff}
     # Position of each granularity inside its patch-length group.
     where = {member: (group, j) for group, members in enumerate(layout.group_members)
              for j, member in enumerate(members)}
@@ -107,14 +105,11 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
         for r in (1, 2, 3):
             block = f"{prefix}.resblock{r}"
             path = ("layers", f"resblock{r}")
-            slots.append(_Slot(f"{block}.conv1.weight", (ff, d, 1), (*path, "conv1", "kernel"),
-                               (layer,), "conv1x1", ("d_ff", "d_model", "")))
-            slots.append(_Slot(f"{block}.conv1.bias", (ff,), (*path, "conv1", "bias"),
-                               (layer,), "copy", ("d_ff",)))
-            slots.append(_Slot(f"{block}.conv2.weight", (d, ff, 1), (*path, "conv2", "kernel"),
-                               (layer,), "conv1x1", ("d_model", "d_ff", "")))
-            slots.append(_Slot(f"{block}.conv2.bias", (d,), (*path, "conv2", "bias"),
-                               (layer,), "copy", ("d_model",)))
+            for conv, out, inp in (("conv1", "d_ff", "d_model"), ("conv2", "d_model", "d_ff")):
+                slots.append(_Slot(f"{block}.{conv}.weight", (size[out], size[inp], 1),
+                                   (*path, conv, "kernel"), (layer,), "conv1x1", (out, inp, "")))
+                slots.append(_Slot(f"{block}.{conv}.bias", (size[out],), (*path, conv, "bias"),
+                                   (layer,), "copy", (out,)))
             layer_norm(f"{block}.norm", (*path, "norm"), (layer,))
         layer_norm(f"{prefix}.norm1", ("layers", "norm1"), (layer,))
         layer_norm(f"{prefix}.norm2", ("layers", "norm2"), (layer,))
@@ -312,12 +307,10 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
     if not (missing or unexpected or misshaped or pe_problem):
         return
     parts = ["the reference state_dict does not fit this model config:"]
-    if missing:
-        parts.append(f"  {len(missing)} missing tensor(s):{_listed(missing)}")
-    if unexpected:
-        parts.append(f"  {len(unexpected)} unexpected tensor(s):{_listed(unexpected)}")
-    if misshaped:
-        parts.append(f"  {len(misshaped)} mis-shaped tensor(s):{_listed(misshaped)}")
+    for what, names in (("missing", missing), ("unexpected", unexpected),
+                        ("mis-shaped", misshaped)):
+        if names:
+            parts.append(f"  {len(names)} {what} tensor(s):{_listed(names)}")
     if pe_problem:
         parts.append(f"  {pe_problem}")
     found, ours = _checkpoint_summary(state_dict), _config_summary(config)
