@@ -1,7 +1,4 @@
-"""The benchmark's measurements: speed of training on this machine (docs/benchmarks.md).
-
-`run` times the very programs a training run executes (`training.steps.programs`).
-"""
+"""The benchmark's measurements of the very programs training runs (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""The training programs compiled for a `targets.Target`, and what the compiler says of them.
-
-docs/scaling.md.
-"""
+"""Programs compiled for a `targets.Target` and what the compiler says of them (docs/scaling.md)."""
 
 from __future__ import annotations
 

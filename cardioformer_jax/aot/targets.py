@@ -1,7 +1,4 @@
-"""Accelerator targets for ahead-of-time compiles: a TPU slice or GPU node described, not present.
-
-Target names (``tpu:v5p:2x2x1``, ``gpu:h100:8``, ...): docs/usage.md, "Accelerators, compiled here".
-"""
+"""Accelerator targets (``tpu:v5p:2x2x1``, ...), described, not present (docs/usage.md)."""
 
 from __future__ import annotations
 

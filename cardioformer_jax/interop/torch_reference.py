@@ -1,7 +1,4 @@
-"""The reference's model structure in PyTorch, for checking the import and timing the original.
-
-Needs the ``[torch]`` extra; docs/usage.md, "PyTorch checkpoints", and docs/benchmarks.md.
-"""
+"""The reference model re-created in PyTorch (``[torch]`` extra), for the import and timings."""
 
 from __future__ import annotations
 

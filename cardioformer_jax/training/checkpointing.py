@@ -1,8 +1,4 @@
-"""Orbax checkpoints of a training run: resumable at any step, best epoch kept.
-
-What a checkpoint holds, which steps are kept, config checks on resume and unreadable
-checkpoints: docs/training.md, "Resuming".
-"""
+"""Orbax checkpoints of a training run, resumable at any step (docs/training.md, "Resuming")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Early stopping on a validation metric, as a checkpointable immutable dataclass.
-
-docs/training.md, "Protocol".
-"""
+"""Early stopping on a validation metric, checkpointable (docs/training.md, "Protocol")."""
 
 from __future__ import annotations
 

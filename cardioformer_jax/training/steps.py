@@ -1,7 +1,4 @@
-"""The jitted programs of training: state, step, SWA, evaluation (docs/training.md).
-
-Training, the benchmark and inference all run these same programs.
-"""
+"""The jitted programs of training, the benchmark and inference (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Stochastic weight averaging: equal-weight running mean of parameter pytrees.
-
-Elementwise, so jit-friendly and sharding-preserving; docs/training.md, "Protocol".
-"""
+"""Stochastic weight averaging: equal-weight running mean of pytrees (docs/training.md)."""
 
 from __future__ import annotations
 

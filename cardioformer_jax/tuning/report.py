@@ -1,7 +1,4 @@
-"""The tuner's outputs: ``best_config.py``, ``best_trial.json``, ``tuning_report.md``.
-
-docs/tuning.md, "Outputs".
-"""
+"""The tuner's outputs (docs/tuning.md, "Outputs")."""
 
 from __future__ import annotations
 

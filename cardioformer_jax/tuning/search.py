@@ -1,7 +1,4 @@
-"""Search spaces: Python files defining ``search_space(trial, config) -> None``.
-
-docs/tuning.md, "Search spaces".
-"""
+"""Search spaces: files defining ``search_space(trial, config) -> None`` (docs/tuning.md)."""
 
 from __future__ import annotations
 

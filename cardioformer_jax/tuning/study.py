@@ -1,7 +1,4 @@
-"""The study, its objective and the worker loop of `cardioformer_jax.tune`.
-
-Storage, dead workers, pruning and the trial budget: docs/tuning.md.
-"""
+"""The study, its objective and the worker loop of `cardioformer_jax.tune` (docs/tuning.md)."""
 
 from __future__ import annotations
 
