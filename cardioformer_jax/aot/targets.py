@@ -107,12 +107,6 @@ def accelerator_topology(accelerator_type: str) -> str:
     return f"{generation}:{'x'.join(str(d) for d in shape)}"
 
 
-def _topologies():
-    from jax.experimental import topologies
-
-    return topologies
-
-
 def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
     try:
         import libtpu  # noqa: F401  (the TPU compiler)
@@ -123,8 +117,10 @@ def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
     # Compiling needs no exclusive hold on TPU chips: let other processes load libtpu too
     # (by default the first process to load it locks it for itself).
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+
     kwargs = {"num_slices": slices} if slices > 1 else {}
-    description = _topologies().get_topology_desc(
+    description = topologies.get_topology_desc(
         topology_name=f"{generation}:{topology}", platform="tpu", **kwargs)
     devices = tuple(description.devices)
     chips = math.prod(int(d) for d in topology.split("x")) * slices
@@ -137,10 +133,12 @@ def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
 
 
 def _gpu(name: str, model: str, hosts: int, per_host: int) -> Target:
+    from jax.experimental import topologies
+
     description_name = GPU_MODELS[model]["description"]
     config = gpu_target_config(description_name)
     memory = re.search(r"device_memory_size:\s*(\d+)", config)
-    topology = _topologies().get_topology_desc(
+    topology = topologies.get_topology_desc(
         platform="cuda", target_config=config, topology=f"1x{hosts}x{per_host}")
     devices = tuple(topology.devices)
     return Target(name=name, platform="gpu", devices=devices,
