@@ -53,21 +53,15 @@ class Settings:
     max_retry: int = 3  # retries of a dead worker's trial
 
     def __post_init__(self) -> None:
-        problems = [message for ok, message in [
-            (self.trials >= 1, f"trials={self.trials} must be >= 1"),
-            (self.worker >= 0, f"worker={self.worker} must be >= 0"),
-            (self.pruner in PRUNERS, f"pruner={self.pruner!r} must be one of {PRUNERS}"),
-            (self.pruner_startup_trials >= 0,
-             f"pruner_startup_trials={self.pruner_startup_trials} must be >= 0"),
-            (self.pruner_warmup_epochs >= 0,
-             f"pruner_warmup_epochs={self.pruner_warmup_epochs} must be >= 0"),
-            (self.heartbeat_interval >= 1,
-             f"heartbeat_interval={self.heartbeat_interval} must be >= 1"),
-            (self.grace_period > self.heartbeat_interval,
-             f"grace_period={self.grace_period} must exceed heartbeat_interval="
-             f"{self.heartbeat_interval}"),
-            (self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0"),
-        ] if not ok]
+        minimum = {"trials": 1, "worker": 0, "pruner_startup_trials": 0,
+                   "pruner_warmup_epochs": 0, "heartbeat_interval": 1, "max_retry": 0}
+        problems = [f"{name}={getattr(self, name)} must be >= {low}"
+                    for name, low in minimum.items() if getattr(self, name) < low]
+        if self.pruner not in PRUNERS:
+            problems.append(f"pruner={self.pruner!r} must be one of {PRUNERS}")
+        if not self.grace_period > self.heartbeat_interval:
+            problems.append(f"grace_period={self.grace_period} must exceed "
+                            f"heartbeat_interval={self.heartbeat_interval}")
         if problems:
             raise ValueError("invalid tuning settings: " + "; ".join(problems))
 
