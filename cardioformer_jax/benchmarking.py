@@ -29,13 +29,17 @@ _KNOWN_PEAK_TFLOPS = {
 }
 
 
-def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch: int
-                      ) -> ml_collections.ConfigDict:
-    """A copy of `config` with the benchmark's batch sizes (`steps.check_fits` reads them)."""
+def _setup(config: ml_collections.ConfigDict, batch: int, eval_batch: int
+           ) -> tuple[ml_collections.ConfigDict, jax.sharding.Mesh, np.random.Generator,
+                      dict[str, jax.Array]]:
+    """The config at the benchmark's batches, its checked mesh, the rng and a training batch."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.train.batch_size = batch
     config.train.eval_batch_size = eval_batch
-    return config
+    mesh = sharding.mesh_from_config(config)
+    steps.check_fits(config, mesh)
+    rng = np.random.default_rng(0)
+    return config, mesh, rng, _random_batch(config, batch, rng, mesh)
 
 
 def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
@@ -70,8 +74,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def seconds_per_call(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Seconds of each of `repeats` calls of `fn` (which must wait for its result), after
-    one warm-up call."""
+    """Seconds of each of `repeats` calls of `fn` (which waits), after one warm-up."""
     fn()
     seconds = []
     for _ in range(repeats):
@@ -82,8 +85,7 @@ def seconds_per_call(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 
 def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable, float, Any]:
-    """`program` compiled ahead of time for (`state`, `batch`) (the jitted call's very
-    executable), the compile seconds, and the state after one warm-up step."""
+    """`program` compiled for (`state`, `batch`), the seconds, the state after one step."""
     start = time.perf_counter()
     step = program.lower(state, batch).compile()
     seconds = time.perf_counter() - start
@@ -133,8 +135,7 @@ def peak_host_memory_mib() -> float:
 
 def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
                 device: jax.Device, rng: np.random.Generator) -> float:
-    """Median milliseconds of the compiled evaluation program on one sample and `device`
-    (where `inference.load` places a trained model)."""
+    """Median milliseconds of the compiled evaluation of one sample on `device`."""
     one_device = sharding.create_mesh((1, 1), devices=[device])
     single = steps.programs(config, one_device)
     params = jax.device_put(state.swa_params, single.shardings.swa_params)
@@ -167,8 +168,7 @@ def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
 
 
 def mib_per_device(tree: Any) -> dict[str, float]:
-    """MiB of `tree`'s arrays held by each of this process's devices (shards of a sharded
-    array count on the device holding them; a replicated array counts on every device)."""
+    """MiB of `tree`'s arrays (shards, replicas) held by each of this process's devices."""
     held: dict[str, int] = {}
     for leaf in jax.tree.leaves(tree):
         for shard in getattr(leaf, "addressable_shards", ()):
@@ -196,13 +196,9 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
     divide over the config's mesh) and returns the JSON-ready results (docs/benchmarks.md).
     ``latency=False`` skips the single-sample latency (reported as None).
     """
-    config = _benchmark_config(config, batch, eval_batch)
+    config, mesh, rng, train_batch = _setup(config, batch, eval_batch)
     spec = models.network_config(config)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
     devices = list(mesh.devices.flat)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
 
     start = time.perf_counter()
     state, programs = steps.create_train_state(config, mesh)
@@ -282,11 +278,7 @@ def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
     """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
     against together (`steps.seed_programs`: one vmapped step for all): seconds per step,
     training samples/s over all seeds, compile times and the speed-up."""
-    config = _benchmark_config(config, batch, batch)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
+    config, mesh, rng, train_batch = _setup(config, batch, batch)
     state, one = steps.create_train_state(config, mesh)
     step, one_compile, state = _compile_and_warm_up(one.train, state, train_batch)
     one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)
