@@ -37,8 +37,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
 
 def for_target(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
                ) -> ml_collections.ConfigDict:
-    """A copy of `config` as it runs on `target`: ``kernels='auto'`` resolved for the
-    target's platform, train and eval batches `per_device_batch` per device."""
+    """A copy of `config` as it runs on `target`, with `per_device_batch` per device."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.kernels = resolve_kernels(config.model.kernels, target.platform)
     config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
@@ -49,8 +48,7 @@ def for_target(config: ml_collections.ConfigDict, target: Target, per_device_bat
 
 
 def config_per_device_batch(config: ml_collections.ConfigDict, target: Target) -> int:
-    """The config's global ``train.batch_size`` per device of the target's mesh (ValueError
-    when the devices do not divide it)."""
+    """The config's ``train.batch_size`` per device of the target (or ValueError)."""
     divisor = sharding.batch_divisor(mesh_for(config, target))
     size = int(config.train.batch_size)
     if size % divisor or size < divisor:
@@ -136,8 +134,7 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
 
 
 def memory(compiled: Any, capacity: float) -> dict[str, Any]:
-    """Per-device bytes of a compiled program (`Compiled.memory_analysis`) and whether
-    they fit `capacity` bytes. Donated arguments that become outputs count once."""
+    """Per-device bytes of a compiled program and whether they fit `capacity` bytes."""
     stats = compiled.memory_analysis()
     stats = stats[0] if isinstance(stats, list) else stats
     parts = {
@@ -168,8 +165,7 @@ def _cost(compiled: Any) -> dict[str, float] | None:
 
 @dataclasses.dataclass(frozen=True)
 class DoesNotFit:
-    """A program the compiler refused for want of device memory (the TPU compiler does;
-    the GPU compiler compiles it anyway), with the compiler's message."""
+    """A program the (TPU) compiler refused for want of device memory, with its message."""
 
     message: str
 
@@ -189,8 +185,7 @@ def _bytes(number: str, unit: str) -> float:
 
 
 def _compile(fn: Any, *args: Any) -> tuple[Any, float]:
-    """``(compiled, seconds)``, or ``(DoesNotFit, seconds)`` when the compiler refuses
-    the program because it cannot fit the device memory."""
+    """``(compiled or DoesNotFit, seconds)``: DoesNotFit when memory refuses the program."""
     start = time.perf_counter()
     try:
         compiled = fn.lower(*args).compile()
@@ -238,8 +233,7 @@ def train_fits(config: ml_collections.ConfigDict, target: Target, per_device_bat
 def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
                          start: int = 64, granularity: int = 8, limit: int = 1 << 16
                          ) -> dict[str, Any]:
-    """The largest per-device batch (a multiple of `granularity`, at most `limit`) whose
-    train step fits the target (`largest_fitting`). Returns it with the batches tried."""
+    """`largest_fitting` per-device batch of the train step, with the batches tried."""
     tried: dict[int, bool] = {}
 
     def fits(batch: int) -> bool:

@@ -347,8 +347,7 @@ def import_reference_weights(model: Cardioformer,
 def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
                          source: str | os.PathLike | Mapping[str, Any], *,
                          rngs: nnx.Rngs | None = None) -> Cardioformer:
-    """A new ``Cardioformer`` for ``config`` holding the reference's weights, in train mode
-    (``rngs``, default seed 0, seeds its dropout stream)."""
+    """A new ``Cardioformer`` for ``config`` holding the reference's weights (train mode)."""
     model = Cardioformer(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
     import_reference_weights(model, source)
     return model
@@ -380,8 +379,7 @@ def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:
 
 def save_params(model: Cardioformer, directory: str | os.PathLike, *,
                 overwrite: bool = False) -> Path:
-    """Saves ``nnx.state(model, nnx.Param)`` with Orbax's StandardCheckpointer (restoring:
-    docs/pytorch_checkpoints.md)."""
+    """Saves ``nnx.state(model, nnx.Param)`` with Orbax (docs/pytorch_checkpoints.md)."""
     import orbax.checkpoint as ocp  # only the CLI path needs it; it is slow to import
 
     directory = _destination(directory, overwrite)
@@ -395,8 +393,7 @@ def save_params(model: Cardioformer, directory: str | os.PathLike, *,
 def convert(config: CardioformerConfig | Mapping[str, Any],
             checkpoint: str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
             overwrite: bool = False) -> Cardioformer:
-    """Imports ``checkpoint`` for ``config`` (`models.network_config` of a config) and saves it
-    to ``out``."""
+    """Imports ``checkpoint`` for ``config`` (`models.network_config`), saves it to ``out``."""
     _destination(out, overwrite)  # fail before the slow part
     state_dict = load_torch_state_dict(checkpoint)
     model = load_reference_model(config, state_dict)

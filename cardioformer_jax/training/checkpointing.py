@@ -38,8 +38,7 @@ UNREADABLE_DIR = "unreadable_checkpoints"
 
 
 class ResumeConfigError(ValueError):
-    """A run directory's checkpoints do not belong with this config (see
-    `check_run_config`); the message names each field and what to do."""
+    """A run directory's checkpoints do not fit this config (`check_run_config`)."""
 
 
 def _best_rank(metrics: Mapping[str, Any]) -> float:
@@ -142,8 +141,7 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def set_aside(self, step: int, folder: str = UNREADABLE_DIR) -> str:
-        """Moves the directory of `step` out of the manager's view into ``<run
-        dir>/<folder>/`` (kept for inspection, never deleted); returns where."""
+        """Moves `step` out of the manager's view into ``<run dir>/<folder>/``; returns where."""
         self._check_writable("set a checkpoint aside")
         source = self.directory / str(step)
         target_dir = self.directory.parent / folder
@@ -195,8 +193,7 @@ class Checkpointer:
                            force=True)
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Restored:
-        """Restores `step` into the shapes, dtypes and shardings of `abstract_state` (a
-        pytree of `jax.ShapeDtypeStruct`) and, if given, the data iterator in place."""
+        """Restores `step` placed like `abstract_state`, and the data iterator in place."""
         items = {
             "state": ocp.args.StandardRestore(_abstract_keys_to_data(abstract_state)),
             "meta": ocp.args.JsonRestore(),
@@ -339,8 +336,7 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def tree_equal(a: Any, b: Any) -> bool:
-    """Whether two pytrees have the same structure and bitwise-equal leaves (for tests
-    and resume checks); typed keys compare by their key data."""
+    """Whether two pytrees have equal structure and bitwise-equal leaves (keys: key data)."""
     a, b = _keys_to_data(a), _keys_to_data(b)
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False

@@ -40,8 +40,7 @@ EpochEndFn = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
 class StepLog:
-    """Device scalars of recent steps, fetched only at log/checkpoint points so the
-    host never waits for the device between steps."""
+    """Device scalars of recent steps, fetched only at log and checkpoint points."""
 
     def __init__(self) -> None:
         self.first_step = 0
@@ -155,8 +154,7 @@ class _Restored:
 
 def _early_stopping(meta: Mapping[str, Any], train_config: ml_collections.ConfigDict
                     ) -> EarlyStopping:
-    """The checkpoint's early-stopping progress under the config's rules (they can only
-    differ when the user allowed the change)."""
+    """The checkpoint's early-stopping progress under the config's patience and delta."""
     early = EarlyStopping(patience=train_config.patience, min_delta=train_config.min_delta)
     if "early_stopping" not in meta:
         return early
@@ -415,8 +413,7 @@ def _log_train(log: StepLog, runs: Sequence[_Seed], epoch: int,
 
 def _finish(run: _Seed, state: steps.TrainState, index: int, epochs_completed: int,
             dataset: Mapping[str, Any] | None) -> None:
-    """Waits for the seed's checkpoints, then writes its ``results.json`` (process 0) and
-    closing log line."""
+    """Waits for the seed's checkpoints, writes its ``results.json`` and closing log line."""
     run.checkpoints.wait_until_finished()
     best, run_dir = run.best, run.run_dir
     result = {

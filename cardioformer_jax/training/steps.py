@@ -77,8 +77,7 @@ def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
 
 def _init_fn(network: models.NetworkConfig, grad_clip_norm: float
              ) -> Callable[[jax.Array, jax.Array], TrainState]:
-    """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
-    only in them share one compilation."""
+    """``init(seed, learning_rate)``: arguments, so runs differing in them share a compile."""
 
     def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
         model = models.build_model(network, rngs=_model_rngs(seed))
@@ -203,8 +202,7 @@ class Programs:
 
 
 def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Programs:
-    """The `Programs` of the config's model on `mesh`, built once per process (runs of the
-    same model shapes reuse them)."""
+    """The `Programs` of the config's model on `mesh`, built once per process (cached)."""
     return _programs(models.network_config(config),
                      float(config.train.grad_clip_norm), mesh,
                      tasks.from_config(config),

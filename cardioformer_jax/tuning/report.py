@@ -165,8 +165,7 @@ def write_outputs(study: optuna.Study, counted: list[optuna.trial.FrozenTrial],
                   best: optuna.trial.FrozenTrial | None, base: ml_collections.ConfigDict,
                   space: search.SearchSpace, workdir: Path, *, url: str, search_path: Path,
                   budget: int) -> dict[str, Any]:
-    """Writes the outputs (docs/tuning.md) for the budget's trials `counted`; returns
-    ``best_trial.json``'s content."""
+    """Writes the outputs (docs/tuning.md) of the trials `counted`; returns the summary."""
     metric = base.train.selection_metric
     summary: dict[str, Any] = {
         "study": study.study_name, "storage": public_url(url),
