@@ -96,11 +96,9 @@ def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable
 
 def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
                   num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
-    """Seconds of each of ``num_steps`` training steps, the final state and the last loss.
-
-    Every step is dispatched first, as the training loop does; a step's duration is the
-    gap between its loss and the previous one becoming ready (the donated state orders them).
-    """
+    """Seconds of each of ``num_steps`` training steps, all dispatched first as the loop does
+    (a step's time: the gap between its loss and the previous one becoming ready), the final
+    state and the last loss."""
     start = time.perf_counter()
     losses = []
     for _ in range(num_steps):

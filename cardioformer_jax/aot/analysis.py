@@ -110,11 +110,8 @@ def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> floa
 
 
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
-    """Collectives of a compiled HLO module by kind: instruction count and result bytes.
-
-    Each instruction counts once as written (a loop body's once, not per iteration); an
-    asynchronous pair counts by its ``-start``, with the bytes of the result it delivers.
-    """
+    """Collectives of a compiled HLO module by kind: instruction count and result bytes. Each
+    counts once as written (a loop body's once); an asynchronous pair by its ``-start``."""
     found: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
     for line in hlo_text.splitlines():
         match = _INSTRUCTION.search(line)

@@ -205,11 +205,8 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Reads a reference state_dict into NumPy arrays (docs/pytorch_checkpoints.md).
-
-    ``source``: a ``.pth``/``.pt`` file (needs the ``[torch]`` extra), an ``.npz`` file, or
-    a mapping of arrays or tensors; wrapping dicts and ``module.`` prefixes are removed.
-    """
+    """A reference state_dict as NumPy arrays, from a ``.pth``/``.pt`` file (``[torch]`` extra),
+    an ``.npz`` file or a mapping, unwrapped (docs/pytorch_checkpoints.md, "Usage")."""
     if isinstance(source, Mapping):
         raw = source
     else:
@@ -327,11 +324,9 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
 
 def import_reference_weights(model: Cardioformer,
                              source: str | os.PathLike | Mapping[str, Any]) -> None:
-    """Loads the reference's weights (``load_torch_state_dict``'s `source`) into ``model``.
-
-    Names and shapes must match the config exactly (``pe``, if present, must be our
-    sinusoidal table), else ValueError lists every problem. ``n_heads`` cannot be checked.
-    """
+    """Loads the reference's weights (``load_torch_state_dict``'s `source`) into ``model``:
+    names and shapes must match the config exactly (``pe`` must be our table), else ValueError
+    lists every problem. ``n_heads`` cannot be checked."""
     state_dict = load_torch_state_dict(source)
     slots, params = _checked_slots(model)
     _validate(state_dict, slots, model.config)

@@ -174,11 +174,9 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: Mapping[str, Any], data_iterator: Any = None,
              *, best_epoch_rank: int | None = None) -> None:
-        """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
-
-        `best_epoch_rank`: the epoch number at the end of an improving epoch. Returns once
-        the state is copied off the devices, so the caller may donate its buffers.
-        """
+        """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`
+        (`best_epoch_rank`: the epoch number at the end of an improving epoch). Returns once the
+        state is copied off the devices, so the caller may donate its buffers."""
         self._check_writable("save")
         items = {
             "state": ocp.args.StandardSave(_keys_to_data(state)),
@@ -257,12 +255,8 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
                      dataset: Mapping[str, Any] | None = None) -> list[str]:
     """Saves ``config.json`` in a new run directory, or checks a resumed run against it
     (docs/training.md, "Resuming"); returns the changed fields. Only process 0 writes.
-
-    Raises `ResumeConfigError` naming each changed field of `INCOMPATIBLE_FIELDS`, each
-    one outside `RESUMABLE_CHANGES` that `allow` does not name, and another `dataset`
-    fingerprint (`input_pipeline.dataset_identity`) unless `allow` names
-    ``dataset.fingerprint``.
-    """
+    `ResumeConfigError` for a changed field of `INCOMPATIBLE_FIELDS`, one outside
+    `RESUMABLE_CHANGES` that `allow` does not name, or another `dataset` fingerprint."""
     run_dir = paths.resolve_path(run_dir)
     path = run_dir / CONFIG_FILE
     current = json.loads(config.to_json_best_effort())

@@ -29,12 +29,9 @@ EXPLICIT_VARS: tuple[str, str, str] = (
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What `maybe_initialize` does, and why (`reason`: a sentence for the log).
-
-    `source`: ``"explicit"``, ``"slurm"``, ``"openmpi"``, ``"cloud-tpu"``, ``"forced"``
-    (JAX's auto-detection on request), ``"single"`` or ``"already"`` (initialised before).
-    The rest are JAX's arguments; None lets JAX detect the value.
-    """
+    """What `maybe_initialize` does, and why; `source`: ``"explicit"``, ``"slurm"``,
+    ``"openmpi"``, ``"cloud-tpu"``, ``"forced"`` (JAX's auto-detection on request), ``"single"``
+    or ``"already"``. The rest are JAX's arguments; None lets JAX detect the value."""
 
     initialize: bool
     source: str
@@ -113,13 +110,9 @@ def plan(
     cloud_tpu_worker_count: Callable[[], int | None] = lambda: None,
     force: bool = False,
 ) -> Plan:
-    """Decides what `maybe_initialize` does (pure: reads only its arguments).
-
-    The explicit values (flags) override their ``JAX_*`` variables in `env`;
-    `cloud_tpu_worker_count` is called only when nothing else decided; `force` lets JAX's
-    own auto-detection try when no environment is recognised. ValueError for
-    contradictory, incomplete or malformed values.
-    """
+    """Decides what `maybe_initialize` does from its arguments alone: explicit values override
+    their ``JAX_*`` variables; `cloud_tpu_worker_count` is asked last; `force` lets JAX's own
+    detection try. ValueError for contradictory, incomplete or malformed values."""
     coordinator = coordinator_address or env.get(EXPLICIT_VARS[0]) or None
     count = num_processes if num_processes is not None else _int(
         env.get(EXPLICIT_VARS[1]), EXPLICIT_VARS[1])
@@ -229,12 +222,8 @@ def cloud_tpu_worker_count(
     on_tpu_vm: Callable[[], bool] = on_cloud_tpu_vm,
     metadata: Callable[[str], str | None] = gce_metadata,
 ) -> int | None:
-    """Processes of this Cloud TPU slice (all slices of a multislice), or None when this is
-    not a Cloud TPU VM (`on_tpu_vm`: then no network call is made).
-
-    RuntimeError when the worker list cannot be read, rather than training one process
-    per worker, each on its own.
-    """
+    """Processes of this Cloud TPU slice (all slices of a multislice); None off a Cloud TPU VM
+    (`on_tpu_vm`; no network call then). RuntimeError when the worker list cannot be read."""
     env = os.environ if env is None else env
     if not on_tpu_vm():
         return None

@@ -220,10 +220,8 @@ def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLik
                 on_epoch_end: EpochEndFn | None = None) -> list[dict[str, Any]]:
     """The docs/training.md protocol for each ``(config, run folder)`` of `runs` (seeds of
     one config), trained together, resuming what is there; returns each ``results.json``.
-
-    `allow_config_change`: see `checkpointing.check_run_config`. `evaluate_splits` without
-    the test split (tuning) never reads it: ``"test"`` is then None.
-    """
+    `allow_config_change`: `checkpointing.check_run_config`. Without the test split in
+    `evaluate_splits` (tuning) it is never read: ``"test"`` is then None."""
     if VALIDATION_SPLIT not in evaluate_splits:
         raise ValueError(f"evaluate_splits={tuple(evaluate_splits)} must include "
                          f"{VALIDATION_SPLIT!r}: early stopping follows it")

@@ -55,12 +55,9 @@ class StepDefinition:
 
 def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
                      ) -> optax.GradientTransformation:
-    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam.
-
-    The learning rate lives in the optimizer state (`learning_rate` is only its initial
-    value), not compiled in: runs differing only in it share compilations, and a resumed
-    run can take the config's (`set_learning_rate`).
-    """
+    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam. The
+    learning rate lives in the optimizer state (`learning_rate` is its initial value), so runs
+    differing only in it share compilations and a resume can set it (`set_learning_rate`)."""
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
     # No clipping is a clip at infinity: the optimizer state keeps one structure, so a
     # resumed run may switch clipping on or off (with --allow_config_change).
@@ -117,11 +114,8 @@ def step_definition(network: models.NetworkConfig, grad_clip_norm: float,
 def train_step(definition: StepDefinition, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)[, "tabular"]}``;
-    returns the new state and ``{"loss", "grad_norm"}``.
-
-    A step whose loss or gradients are not finite leaves the parameters and Adam state as
-    they were (the random stream still advances) and counts in ``nonfinite_steps``.
-    """
+    returns the new state and ``{"loss", "grad_norm"}``. A step whose loss or gradients are not
+    finite leaves the parameters and Adam state as they were and counts in ``nonfinite_steps``."""
 
     def loss_fn(params: nnx.State, rngs: nnx.State) -> tuple[jax.Array, nnx.State]:
         # copy=True: fresh Variables owned by this trace, so the model may advance its
@@ -183,11 +177,8 @@ def swa_epoch_update(state: TrainState) -> TrainState:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Programs:
-    """The jitted programs of one model on one mesh, with their shardings pinned.
-
-    `init` creates the state directly sharded; `train` and `swa` donate the state; `eval`
-    and `logits` return outputs split like the batch (`sharding.data_sharding`).
-    """
+    """The jitted programs of one model on one mesh, shardings pinned: `init` creates the state
+    sharded, `train` and `swa` donate it, `eval` and `logits` are split like the batch."""
 
     definition: StepDefinition
     mesh: jax.sharding.Mesh
@@ -243,13 +234,10 @@ def _programs(network: models.NetworkConfig, grad_clip_norm: float, mesh: jax.sh
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SeedPrograms:
-    """The programs of K seeds trained together, states stacked on a leading axis, each
-    program the one-seed one under `jax.vmap` (docs/training.md, "Seeds in one program").
-
-    `train` takes a tuple of K batches; `eval` scores one batch with every seed: ``(B, K,
-    classes)``; `take(state, i)` is seed ``i``'s state, `stack(*states)` the reverse. For
-    K = 1: the one-seed programs themselves, `take` and `stack` the identity.
-    """
+    """The programs of K seeds trained together (docs/training.md, "Seeds in one program"):
+    states stacked on a leading axis, each program the one-seed one under `jax.vmap`. `train`
+    takes K batches; `eval` scores one batch with every seed: ``(B, K, classes)``; `take(state,
+    i)` is seed ``i``'s state, `stack` the reverse. K = 1: the one-seed programs themselves."""
 
     one: Programs  # the one-seed programs: init, abstract state, shardings
     num_seeds: int
@@ -335,11 +323,8 @@ def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -
 def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh,
             progress: bool = False) -> dict[str, np.ndarray]:
-    """Probabilities of every example of `split` exactly once, on every process.
-
-    Returns ``{"probs" (N, K), "label" (N,) or multi-hot (N, K), "index" (N,)}`` in split
-    order; RuntimeError if the batches did not cover each example once.
-    """
+    """Probabilities of every example of `split` exactly once, on every process: ``{"probs" (N,
+    K), "label" (N,) or (N, K), "index" (N,)}`` in split order (else RuntimeError)."""
     in_flight: collections.deque[jax.Array] = collections.deque()
     probs, host = [], []
     for batch in eval_input.eval_batches(config, split, mesh, progress=progress):

@@ -9,12 +9,9 @@ import jax.numpy as jnp
 
 
 def swa_update(avg_params: Any, new_params: Any, n_averaged: int | jax.Array) -> Any:
-    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees (same structure).
-
-    With ``n_averaged == 0`` the result is exactly ``new_params``. Floating leaves are
-    averaged in at least float32 (bf16 running means drift otherwise) and cast back;
-    non-floating leaves (counters, RNG keys) are taken from ``new_params``.
-    """
+    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees (exactly
+    ``new_params`` for 0). Floating leaves are averaged in at least float32 (bf16 means drift)
+    and cast back; others (counters, RNG keys) are taken from ``new_params``."""
     n = jnp.asarray(n_averaged, dtype=jnp.float32)
 
     def update(avg: jax.Array, new: jax.Array) -> jax.Array:

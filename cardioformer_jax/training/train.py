@@ -43,12 +43,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        allow_config_change: Sequence[str] = (),
                        evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
                        on_epoch_end: loop.EpochEndFn | None = None) -> dict[str, Any]:
-    """Validates `config`, prepares the data and runs (or resumes) every seed; returns the
-    run's ``results.json`` (several seeds: ``seed_<s>/`` folders, docs/training.md).
-
-    The other arguments: `loop.train_seeds` (with a callback the seeds train one after
-    another; without the test split only one seed).
-    """
+    """Validates `config`, prepares the data and runs (or resumes) every seed (several seeds:
+    ``seed_<s>/`` folders, docs/training.md); returns ``results.json``. The other arguments:
+    `loop.train_seeds` (with a callback the seeds train one after another)."""
     config_lib.validate_config(config)
     if config.seeds > 1 and TEST_SPLIT not in evaluate_splits:
         raise ValueError("evaluate_splits without the test split needs config.seeds == 1")
