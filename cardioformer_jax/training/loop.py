@@ -146,12 +146,6 @@ class _Seed:
         return self.result is None
 
 
-@dataclasses.dataclass
-class _Restored:
-    state: steps.TrainState | None
-    meta: dict[str, Any]
-
-
 def _early_stopping(meta: Mapping[str, Any], train_config: ml_collections.ConfigDict
                     ) -> EarlyStopping:
     """The checkpoint's early-stopping progress under the config's patience and delta."""
@@ -172,14 +166,12 @@ def _finished(meta: Mapping[str, Any], early: EarlyStopping,
 
 
 def _restore(runs: Sequence[_Seed], one: steps.Programs,
-             train_config: ml_collections.ConfigDict) -> list[_Restored]:
+             train_config: ml_collections.ConfigDict) -> list[checkpointing.Restored]:
     """Each seed's newest readable checkpoint, with the unfinished seeds brought to the
     newest step they all hold (docs/training.md); a seed without one: None."""
     initial_positions = [run.train_input.get_state() for run in runs] if len(runs) > 1 else []
-    restored = []
-    for run in runs:
-        got = run.checkpoints.restore_latest_readable(one.abstract_state, run.train_input)
-        restored.append(_Restored(None, {}) if got is None else _Restored(got.state, got.meta))
+    restored = [run.checkpoints.restore_latest_readable(one.abstract_state, run.train_input)
+                or checkpointing.Restored(0, None, {}) for run in runs]
     unfinished = [i for i, (run, r) in enumerate(zip(runs, restored, strict=True))
                   if r.state is None
                   or not _finished(r.meta, _early_stopping(r.meta, train_config), train_config)]
@@ -202,11 +194,10 @@ def _restore(runs: Sequence[_Seed], one: steps.Programs,
                             "the other seeds resume from; moved to %s", run.seed, newer,
                             common, moved)
         if common:
-            got = run.checkpoints.restore(common, one.abstract_state, run.train_input)
-            restored[i] = _Restored(got.state, got.meta)
+            restored[i] = run.checkpoints.restore(common, one.abstract_state, run.train_input)
         else:
             run.train_input.set_state(initial_positions[i])
-            restored[i] = _Restored(None, {})
+            restored[i] = checkpointing.Restored(0, None, {})
     return restored
 
 
