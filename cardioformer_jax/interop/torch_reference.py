@@ -257,11 +257,9 @@ def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch:
         reference = _measure_in_subprocess("reference", config, batch, eval_batch, num_steps,
                                            threads)
         ours = _measure_in_subprocess("this_port", config, batch, eval_batch, num_steps)
-        ratios = {}
-        for name, larger_is_better in _COMPARED.items():
-            ratio = ours[name] / reference[name] if larger_is_better else (
-                reference[name] / ours[name])
-            ratios[name] = round(ratio, 2)
+        ratios = {name: round(ours[name] / reference[name] if larger_is_better
+                              else reference[name] / ours[name], 2)
+                  for name, larger_is_better in _COMPARED.items()}
         results.append({"reference": reference, "this_port": ours, "ratios": ratios})
     return {"rounds": results,
             "ratios_by_round": {name: [r["ratios"][name] for r in results]
