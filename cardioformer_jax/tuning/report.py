@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pprint
 import warnings
@@ -69,8 +70,6 @@ def _iso(value: Any) -> str | None:
 def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float] | None, str]:
     """Writes the PNGs; returns the history file, the importances (None: too few trials or
     no spread) and a note on what is missing."""
-    import matplotlib.pyplot as plt
-
     complete = view.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     plots.mkdir(parents=True, exist_ok=True)
     history = importances = None
@@ -80,7 +79,6 @@ def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float
         if complete:
             ax = optuna.visualization.matplotlib.plot_optimization_history(view)
             _save(ax.figure, plots / HISTORY_PNG)
-            plt.close(ax.figure)
             history = f"{PLOTS}/{HISTORY_PNG}"
         if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
             note = (f"Parameter importances need {MIN_TRIALS_FOR_IMPORTANCES} complete trials; "
@@ -92,18 +90,20 @@ def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float
                 ax = optuna.visualization.matplotlib.plot_param_importances(
                     view, evaluator=evaluator)
                 _save(ax.figure, plots / IMPORTANCES_PNG)
-                plt.close(ax.figure)
             except (RuntimeError, ValueError) as error:  # e.g. no parameter varies
                 importances, note = None, f"No parameter importances: {error}"
     return history, importances, note
 
 
 def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     figure.set_size_inches(8, 5)
     figure.tight_layout()
     partial = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     figure.savefig(partial, dpi=110)
     os.replace(partial, path)
+    plt.close(figure)
 
 
 def _format(value: Any) -> str:
@@ -114,9 +114,7 @@ def _markdown(study: optuna.Study, summary: dict[str, Any], trials: list[dict[st
               history: str | None, importances: dict[str, float] | None, note: str) -> str:
     best = summary["best"]
     metric = summary["selection_metric"]
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
     lines = [
         f"# Tuning report: study `{summary['study']}`", "",
         f"- storage: `{summary['storage']}`",
