@@ -34,9 +34,6 @@ _PE_ATOL = 1e-4
 _MAX_LISTED = 20
 
 
-# --- layout conversions, reference <-> NNX ------------------------------------------------
-
-
 # Kind of slot: (reference -> NNX, NNX -> reference); docs/pytorch_checkpoints.md.
 _CONVERSIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
                               Callable[[np.ndarray], np.ndarray]]] = {
@@ -162,9 +159,6 @@ def _pe_length(config: CardioformerConfig) -> int:
     return max(REFERENCE_PE_LENGTH, max(config.num_patches(p) for p in config.patch_lens))
 
 
-# --- reading checkpoints ------------------------------------------------------------------
-
-
 def _import_torch():
     try:
         import torch
@@ -224,9 +218,6 @@ def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict
                     f"{path} holds a {type(raw).__name__}, not a state_dict; save the "
                     "reference with torch.save(model.state_dict(), path)")
     return {str(name): _to_numpy(value) for name, value in _unwrap(raw).items()}
-
-
-# --- import and export --------------------------------------------------------------------
 
 
 def _checkpoint_summary(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -359,9 +350,6 @@ def export_reference_state_dict(model: Cardioformer) -> dict[str, np.ndarray]:
         out[slot.name] = np.ascontiguousarray(to_torch(values[slot.path][slot.index]))
     out[PE_NAME] = sinusoidal_position_encoding(_pe_length(config), config.d_model)[None]
     return {name: out[name] for name in expected_reference_shapes(config)}
-
-
-# --- command line -------------------------------------------------------------------------
 
 
 def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:

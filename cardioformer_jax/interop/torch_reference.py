@@ -237,9 +237,6 @@ def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: i
     }
 
 
-# --- this port against the re-creation, each in a child process -------------------------
-
-
 # Figures compared with the PyTorch re-creation, and whether larger is better.
 _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
              "inference_latency_ms": False}

@@ -46,11 +46,8 @@ def _best_rank(metrics: Mapping[str, Any]) -> float:
     return value if math.isfinite(value) else -1.0
 
 
-# --- typed PRNG keys ------------------------------------------------------------------------
 # Orbax's standard handler stores plain arrays; typed keys (the model's `RngKey`, dtype
 # key<fry>) go to disk as their raw uint32 key data and are re-wrapped on restore.
-
-
 def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -75,9 +72,6 @@ def _data_to_keys(tree: Any, abstract: Any) -> Any:
     return jax.tree.map(
         lambda x, a: jax.random.wrap_key_data(x, dtype=a.dtype) if _is_key(a) else x,
         tree, abstract)
-
-
-# --- the manager ----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -213,9 +207,6 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- the run's config -----------------------------------------------------------------------
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:

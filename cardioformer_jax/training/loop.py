@@ -36,9 +36,6 @@ EvaluateFn = Callable[["steps.TrainState", str, int], Mapping[str, float]]
 EpochEndFn = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
-# --- logging and the non-finite check ---------------------------------------------------------
-
-
 class StepLog:
     """Device scalars of recent steps, fetched only at log and checkpoint points."""
 
@@ -125,9 +122,6 @@ def _nonfinite_steps(state: steps.TrainState) -> np.ndarray:
     return np.asarray(jax.device_get(state.nonfinite_steps)).reshape(-1)
 
 
-# --- one seed's bookkeeping -----------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class _Seed:
     seed: int
@@ -199,9 +193,6 @@ def _restore(runs: Sequence[_Seed], one: steps.Programs,
             run.train_input.set_state(initial_positions[i])
             restored[i] = checkpointing.Restored(0, None, {})
     return restored
-
-
-# --- the loop -------------------------------------------------------------------------------
 
 
 def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLike]], *,

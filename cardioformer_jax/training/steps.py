@@ -50,9 +50,6 @@ class StepDefinition:
     windowing: windows.Windowing | None = None
 
 
-# --- state ----------------------------------------------------------------------------------
-
-
 def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
                      ) -> optax.GradientTransformation:
     """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam. The
@@ -106,9 +103,6 @@ def step_definition(network: models.NetworkConfig, grad_clip_norm: float,
     return StepDefinition(graphdef=graphdef, eval_graphdef=nnx.graphdef(model),
                           tx=create_optimizer(grad_clip_norm), config=network,
                           task=task, windowing=windowing)
-
-
-# --- steps ----------------------------------------------------------------------------------
 
 
 def train_step(definition: StepDefinition, state: TrainState, batch: Mapping[str, jax.Array]
@@ -170,9 +164,6 @@ def swa_epoch_update(state: TrainState) -> TrainState:
     return state.replace(swa_params=swa.swa_update(state.swa_params, state.params,
                                                    state.swa_count),
                          swa_count=state.swa_count + 1)
-
-
-# --- the compiled programs ------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -317,9 +308,6 @@ def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -
     return state.replace(opt_state=optax.tree.set(state.opt_state, learning_rate=value))
 
 
-# --- evaluation -----------------------------------------------------------------------------
-
-
 def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh,
             progress: bool = False) -> dict[str, np.ndarray]:
@@ -354,9 +342,6 @@ def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
     # A count: logged as 1360, not 1360.0.
     result["num_examples"] = int(labels.shape[0])
     return result
-
-
-# --- checks before training -----------------------------------------------------------------
 
 
 def check_fits(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
