@@ -44,9 +44,7 @@ def _setup(config: ml_collections.ConfigDict, batch: int, eval_batch: int
 
 def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
                   mesh: jax.sharding.Mesh, evaluation: bool = False) -> dict[str, jax.Array]:
-    """A global batch of `rows` random examples, split over `mesh` like the input pipeline's
-    (``{"signal", "label"}``, ``"tabular"`` for age/sex fusion; evaluation batches also
-    carry ``"mask"``)."""
+    """A global batch of `rows` random examples, split over `mesh` like the pipeline's."""
     model = config.model
     if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
         rows //= jax.process_count()  # each process feeds its own rows
@@ -147,8 +145,7 @@ def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
 
 def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
           dtypes: Sequence[str], num_steps: int, peak_tflops: float = 0.0) -> dict[str, Any]:
-    """`run` for every compute dtype and batch size (evaluation at the same batch; the
-    latency once per dtype), and the best training throughput per dtype."""
+    """`run` per compute dtype and batch size, and the best training throughput per dtype."""
     runs, best = [], {}
     for dtype in dtypes:
         dtype_config = ml_collections.ConfigDict(config.to_dict())
@@ -175,8 +172,7 @@ def mib_per_device(tree: Any) -> dict[str, float]:
 
 
 def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
-    """Parameter and whole-state memory: in all, and on the most loaded device (an
-    ``fsdp`` mesh axis divides the sharded weights and their Adam moments over it)."""
+    """Parameter and whole-state MiB: in all, and on the most loaded device."""
     def total(tree: Any) -> float:
         return round(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)) / 2**20, 3)
 
@@ -273,9 +269,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
 
 def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
                 num_seeds: int) -> dict[str, Any]:
-    """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
-    against together (`steps.seed_programs`: one vmapped step for all): seconds per step,
-    training samples/s over all seeds, compile times and the speed-up."""
+    """`num_seeds` seeds trained one after another against together (docs/benchmarks.md)."""
     config, mesh, rng, train_batch = _setup(config, batch, batch)
     state, one = steps.create_train_state(config, mesh)
     step, one_compile, state = _compile_and_warm_up(one.train, state, train_batch)

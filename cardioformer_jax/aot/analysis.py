@@ -93,9 +93,7 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
 
 
 def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> float:
-    """Training FLOPs per sample the model needs (as MFU counts them): XLA's cost analysis of
-    the training step for `rows` samples on one CPU device, every encoder layer unrolled
-    (cost analysis counts a loop body once), without remat's repeated forward pass."""
+    """Training FLOPs per sample (MFU's): XLA's count, layers unrolled, no remat."""
     config = ml_collections.ConfigDict(config.to_dict())
     spec = models.network_config(config)
     if isinstance(spec, models.CardioformerConfig):
@@ -329,8 +327,7 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
 
 
 def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
-    """What the float32 or bfloat16 matmuls of the programs really compute in on `target`
-    (JAX's ``jax_default_matmul_precision``, set by JAX_DEFAULT_MATMUL_PRECISION)."""
+    """What the programs' matmuls compute in on `target` (jax_default_matmul_precision)."""
     setting = jax.config.jax_default_matmul_precision or "default"
     if config.model.dtype == "bfloat16":
         return f"{setting}: bfloat16 inputs, float32 accumulation"
@@ -344,9 +341,7 @@ def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
 
 def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: Any,
                   model_flops_per_sample: float) -> dict[str, Any]:
-    """The TPU compiler's estimate of the train step's time, from the step compiled with
-    every encoder layer unrolled (its cost analysis counts a loop body once); docs/scaling.md.
-    """
+    """The TPU compiler's step-time estimate, of the step with its layers unrolled."""
     spec = models.network_config(config)
     unrolled = compiled
     seconds_compile = 0.0

@@ -149,9 +149,7 @@ def _gpu(name: str, model: str, hosts: int, per_host: int) -> Target:
 
 @functools.cache
 def gpu_target_config(description_name: str) -> str:
-    """The GPU target description (a ``GpuTargetConfigProto`` in text form) named
-    `description_name`, read from the installed CUDA plugin's binary, which embeds the
-    descriptions XLA publishes for the GPUs it supports."""
+    """The ``GpuTargetConfigProto`` text of a GPU, read from the CUDA plugin's binary."""
     import jaxlib
 
     for cuda in ("13", "12"):  # the [aot] extra's plugin, or a GPU install's

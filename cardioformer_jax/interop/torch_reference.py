@@ -283,8 +283,7 @@ def _measure_in_subprocess(which: str, config: ml_collections.ConfigDict, batch:
 
 def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps: int,
             threads: int = 0) -> dict[str, Any]:
-    """One side of `compare_reference` in this process: ``"this_port"`` (`benchmarking.run`) or
-    ``"reference"`` (the PyTorch re-creation's training, evaluation and latency)."""
+    """One side (``"this_port"`` or ``"reference"``) of `compare_reference`, here."""
     config = ml_collections.ConfigDict(json.loads(Path(config_path).read_text()))
     if which == "this_port":
         return benchmarking.run(config, batch, eval_batch, num_steps)

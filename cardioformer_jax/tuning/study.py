@@ -145,8 +145,7 @@ def budget_trials(study: optuna.Study, trials: int) -> list[optuna.trial.FrozenT
 
 
 def _taken(study: optuna.Study) -> int:
-    """Finished trials plus those running now. Trials of dead workers are failed first
-    (their retries then wait for a worker), so they do not hold the budget."""
+    """Finished plus running trials (dead workers' trials failed first: no budget held)."""
     optuna.storages.fail_stale_trials(study)
     return len(study.get_trials(deepcopy=False, states=TAKEN))
 
@@ -157,9 +156,7 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
 
 
 def _prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
-    """Synthetic configs: the twin is built once in ``workdir/data`` (a file lock keeps the
-    workers of one machine from building it together) and every trial reads that build,
-    instead of writing a twin of its own into its run folder."""
+    """Synthetic configs: the twin built once, under a file lock, in ``workdir/data``."""
     if config.dataset.synthetic_patients <= 0:
         return config
     with open(workdir / "data.lock", "w") as lock:
