@@ -65,17 +65,13 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
     # Position of each granularity inside its patch-length group.
     where = {member: (group, j) for group, members in enumerate(layout.group_members)
              for j, member in enumerate(members)}
-    slots = []
-    for g, p in enumerate(config.patch_lens):
-        group, j = where[g]
-        channels = ("num_channels (or single_channel)",)
-        slots.append(_Slot(
-            f"enc_embedding.value_embeddings.{g}.tokenConv.weight",
-            (d, 1, config.patch_channels, p), ("patch_kernels", group), (j,), "patch",
-            ("d_model", "", *channels, f"patch_lens[{g}]")))
-    for g in range(config.num_granularities):
-        slots.append(_Slot(f"enc_embedding.learnable_embeddings.{g}", (1, d),
-                           ("granularity_embeddings",), (g,), "row", ("", "d_model")))
+    slots = [_Slot(f"enc_embedding.value_embeddings.{g}.tokenConv.weight",
+                   (d, 1, config.patch_channels, p), ("patch_kernels", where[g][0]),
+                   (where[g][1],), "patch",
+                   ("d_model", "", "num_channels (or single_channel)", f"patch_lens[{g}]"))
+             for g, p in enumerate(config.patch_lens)]
+    slots += [_Slot(f"enc_embedding.learnable_embeddings.{g}", (1, d), ("granularity_embeddings",),
+                    (g,), "row", ("", "d_model")) for g in range(config.num_granularities)]
 
     def attention(prefix: str, path: tuple[str | int, ...], index: tuple[int, ...]) -> None:
         for proj in ("query", "key", "value", "out"):
@@ -187,14 +183,12 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
         if inner is None:
             break
         checkpoint = inner
-    keys = list(checkpoint)
-    changed = True
-    while keys and changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(isinstance(k, str) and k.startswith(prefix) for k in keys):
-                checkpoint = {k[len(prefix):]: v for k, v in checkpoint.items()}
-                keys, changed = list(checkpoint), True
+    while checkpoint:
+        prefix = next((p for p in _WRAPPER_PREFIXES
+                       if all(isinstance(k, str) and k.startswith(p) for k in checkpoint)), None)
+        if prefix is None:
+            break
+        checkpoint = {k[len(prefix):]: v for k, v in checkpoint.items()}
     return checkpoint
 
 
