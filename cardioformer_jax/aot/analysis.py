@@ -216,15 +216,6 @@ def compile_train(config: ml_collections.ConfigDict, target: Target) -> tuple[An
                     abstract_batch(config, config.train.batch_size, mesh))
 
 
-def train_fits(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
-               ) -> bool:
-    """Whether the train step at `per_device_batch` fits the target's device memory."""
-    compiled, _ = compile_train(for_target(config, target, per_device_batch), target)
-    if isinstance(compiled, DoesNotFit):
-        return False
-    return memory(compiled, target.device_memory_bytes)["fits"]
-
-
 def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
                          start: int = 64, granularity: int = 8, limit: int = 1 << 16
                          ) -> dict[str, Any]:
@@ -232,7 +223,9 @@ def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
     tried: dict[int, bool] = {}
 
     def fits(batch: int) -> bool:
-        tried[batch] = train_fits(config, target, batch)
+        compiled, _ = compile_train(for_target(config, target, batch), target)
+        tried[batch] = (not isinstance(compiled, DoesNotFit)
+                        and memory(compiled, target.device_memory_bytes)["fits"])
         return tried[batch]
 
     best = largest_fitting(fits, start, granularity, limit)

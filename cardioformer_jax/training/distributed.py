@@ -45,10 +45,9 @@ class Plan:
 
     def initialize_kwargs(self) -> dict[str, object]:
         """Keyword arguments of ``jax.distributed.initialize`` (None values left out)."""
-        kwargs = {"coordinator_address": self.coordinator_address,
-                  "num_processes": self.num_processes, "process_id": self.process_id,
-                  "cluster_detection_method": self.cluster_detection_method}
-        return {k: v for k, v in kwargs.items() if v is not None}
+        kwargs = dataclasses.asdict(self)
+        return {k: v for k, v in kwargs.items()
+                if v is not None and k not in ("initialize", "source", "reason")}
 
 
 @dataclasses.dataclass(frozen=True)
