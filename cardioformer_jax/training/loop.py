@@ -44,9 +44,6 @@ class StepLog:
         self.values: list[dict[str, jax.Array]] = []
         self.start = time.perf_counter()
 
-    def add(self, step_metrics: dict[str, jax.Array]) -> None:
-        self.values.append(step_metrics)
-
     def fetch(self) -> tuple[int, dict[str, np.ndarray], float]:
         """(first step number, stacked host values, seconds since the last fetch); resets."""
         host = jax.device_get(self.values)
@@ -303,7 +300,7 @@ def _loop(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
             # Every slot gets a batch (the shapes are fixed); a finished seed's is unused.
             batches = tuple(next(run.train_input) for run in runs)
             state, step_metrics = compiled.train(state, batches)
-            log.add(step_metrics)
+            log.values.append(step_metrics)
             step += 1
             step_in_epoch += 1
             # Also right after this process's first step: that log's throughput holds
