@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import re
 import time
@@ -237,13 +238,7 @@ def largest_fitting(fits: Callable[[int], bool], start: int, granularity: int, l
     """The largest multiple of `granularity` up to `limit` for which `fits` holds, assuming
     it holds below some size and not above: doubling from `start`, then bisection; each
     size is tried once. 0 when not even `granularity` fits."""
-    tried: dict[int, bool] = {}
-
-    def check(batch: int) -> bool:
-        if batch not in tried:
-            tried[batch] = fits(batch)
-        return tried[batch]
-
+    check = functools.cache(fits)
     low, high = 0, None  # the largest size that fits (0: none yet), the smallest that not
     batch = min(max(granularity, start // granularity * granularity), limit)
     while True:

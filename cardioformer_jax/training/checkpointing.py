@@ -313,10 +313,8 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
 
 def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out.extend(_changed_fields(old.get(key), new.get(key), f"{prefix}{key}."))
-        return out
+        return [field for key in sorted(set(old) | set(new))
+                for field in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [] if _normalise(old) == _normalise(new) else [prefix[:-1]]
 
 
