@@ -31,13 +31,6 @@ def set_compilation_cache(path: str | None) -> None:
         jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
 
 
-def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.seed = seed
-    config.seeds = 1
-    return config
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        evaluate_fn: loop.EvaluateFn | None = None,
                        allow_config_change: Sequence[str] = (),
@@ -56,7 +49,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if config.seeds == 1:
         return loop.train_seeds([(config, workdir)], **kwargs)[0]
     seeds = [config.seed + i for i in range(config.seeds)]
-    runs = [(seed_config(config, s), workdir / f"seed_{s}") for s in seeds]
+    runs = [(ml_collections.ConfigDict({**config.to_dict(), "seed": s, "seeds": 1}),
+             workdir / f"seed_{s}") for s in seeds]
     if config.train.vectorize_seeds and evaluate_fn is None and on_epoch_end is None:
         logging.info("seeds %s trained together in one program", seeds)
         per_seed = dict(zip(seeds, loop.train_seeds(runs, **kwargs), strict=True))
