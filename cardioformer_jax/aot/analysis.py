@@ -279,7 +279,6 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
     config = for_target(config, target, per_device_batch)
     mesh = mesh_for(config, target)
     train, seconds = compile_train(config, target)  # checks the batch against the mesh
-    programs = steps.programs(config, mesh)  # the same programs, from the cache
     rows = config.train.batch_size
     out: dict[str, Any] = {
         "target": target.name, "platform": target.platform, "device_kind": target.device_kind,
@@ -291,20 +290,20 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
         "device_memory_gib": round(target.device_memory_bytes / 2**30, 3),
         "matmul_precision": matmul_precision(config, target),
     }
+
+    def evaluation(on: jax.sharding.Mesh, batch_rows: int) -> dict[str, Any]:
+        programs = steps.programs(config, on)  # on the train mesh: from the cache
+        state = programs.abstract_state
+        compiled = _compile(programs.eval, state.swa_params, state.rngs,
+                            abstract_batch(config, batch_rows, on, evaluation=True))
+        return _program_fields(*compiled, target, batch_rows)
+
     out["programs"] = {"train": _program_fields(train, seconds, target, rows)}
     if "eval" in programs_to_compile:
-        evaluation, eval_seconds = _compile(
-            programs.eval, programs.abstract_state.swa_params, programs.abstract_state.rngs,
-            abstract_batch(config, rows, mesh, evaluation=True))
-        out["programs"]["eval"] = _program_fields(evaluation, eval_seconds, target, rows)
+        out["programs"]["eval"] = evaluation(mesh, rows)
     if "predict" in programs_to_compile:
         one = sharding.create_mesh((1, 1), devices=target.devices[:1])
-        single = steps.programs(config, one)
-        predict, predict_seconds = _compile(single.eval, single.abstract_state.swa_params,
-                                            single.abstract_state.rngs,
-                                            abstract_batch(config, PREDICT_ROWS, one, True))
-        out["programs"]["predict"] = {
-            **_program_fields(predict, predict_seconds, target, PREDICT_ROWS), "devices": 1}
+        out["programs"]["predict"] = {**evaluation(one, PREDICT_ROWS), "devices": 1}
     flops = model_flops_per_sample(config, per_device_batch)
     out["model_flops_per_sample"] = flops
     out["estimate"] = (_tpu_estimate(config, target, train, flops)
