@@ -40,6 +40,7 @@ _ALLOW_CHANGE = flags.DEFINE_list(
     "computes. Shapes, dataset and seed can never change.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
