@@ -166,18 +166,15 @@ class DoesNotFit:
     message: str
 
     def fields(self, capacity: float) -> dict[str, Any]:
-        match = _HBM_OOM.search(self.message)
-        required = _bytes(*match.group(1, 2)) if match else math.nan
+        match = _HBM_OOM.search(self.message)  # e.g. "(17.5G)": number and unit
+        required = (float(match[1]) * 1024 ** "_KMGT".index(match[2] or "_") if match
+                    else math.nan)
         return {"bytes": {"temporaries": required, "total": required},
                 **_fit_fields(required, capacity), "fits": False,
                 "compiler_error": self.message.strip().splitlines()[0][:500]}
 
 
 _HBM_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\)")
-
-
-def _bytes(number: str, unit: str) -> float:
-    return float(number) * 1024 ** "_KMGT".index(unit or "_")
 
 
 def _compile(fn: Any, *args: Any) -> tuple[Any, float]:

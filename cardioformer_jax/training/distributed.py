@@ -67,14 +67,13 @@ def _int(value: str | int | None, what: str) -> int | None:
         raise ValueError(f"{what}={value!r} is not an integer") from None
 
 
-def _check_address(address: str, what: str) -> str:
+def _check_address(address: str, what: str) -> None:
     # host:port, host may be a name, an IPv4 address or a bracketed IPv6 address.
     if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}", address):
         raise ValueError(f"{what}={address!r} must be HOST:PORT (e.g. 10.0.0.1:1234)")
     port = int(address.rsplit(":", 1)[1])
     if not 0 < port < 65536:
         raise ValueError(f"{what}={address!r}: port {port} is not in 1-65535")
-    return address
 
 
 def _slurm(env: Mapping[str, str]) -> tuple[_Cluster | None, str | None]:
