@@ -8,7 +8,6 @@ The measurements are `cardioformer_jax.benchmarking`; docs/usage.md, "Benchmark"
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -70,8 +69,7 @@ def _main() -> None:
         else:
             results = benchmarking.run(config, batch.value, eval_batch.value, num_steps.value,
                                        peak.value)
-        json.dump(results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print(json.dumps(results, indent=2))
 
     app.run(main, flags_parser=config_lib.parse_flags)
 

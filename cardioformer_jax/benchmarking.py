@@ -1,7 +1,4 @@
-"""The benchmark's measurements: speed of training on this machine (docs/benchmarks.md).
-
-`run` times the very programs a training run executes (`training.steps.programs`).
-"""
+"""The benchmark's measurements of the very programs training runs (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -32,20 +29,22 @@ _KNOWN_PEAK_TFLOPS = {
 }
 
 
-def _benchmark_config(config: ml_collections.ConfigDict, batch: int, eval_batch: int
-                      ) -> ml_collections.ConfigDict:
-    """A copy of `config` with the benchmark's batch sizes (`steps.check_fits` reads them)."""
+def _setup(config: ml_collections.ConfigDict, batch: int, eval_batch: int
+           ) -> tuple[ml_collections.ConfigDict, jax.sharding.Mesh, np.random.Generator,
+                      dict[str, jax.Array]]:
+    """The config at the benchmark's batches, its checked mesh, the rng and a training batch."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.train.batch_size = batch
     config.train.eval_batch_size = eval_batch
-    return config
+    mesh = sharding.mesh_from_config(config)
+    steps.check_fits(config, mesh)
+    rng = np.random.default_rng(0)
+    return config, mesh, rng, _random_batch(config, batch, rng, mesh)
 
 
 def _random_batch(config: ml_collections.ConfigDict, rows: int, rng: np.random.Generator,
                   mesh: jax.sharding.Mesh, evaluation: bool = False) -> dict[str, jax.Array]:
-    """A global batch of `rows` random examples, split over `mesh` like the input pipeline's
-    (``{"signal", "label"}``, ``"tabular"`` for age/sex fusion; evaluation batches also
-    carry ``"mask"``)."""
+    """A global batch of `rows` random examples, split over `mesh` like the pipeline's."""
     model = config.model
     if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
         rows //= jax.process_count()  # each process feeds its own rows
@@ -72,10 +71,19 @@ def _timed(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def seconds_per_call(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn` (which waits), after one warm-up."""
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable, float, Any]:
-    """`program` compiled ahead of time for (`state`, `batch`) (the same executable, with
-    its shardings and donated state, that the jitted call runs), the compile seconds, and
-    the state after one warm-up step."""
+    """`program` compiled for (`state`, `batch`), the seconds, the state after one step."""
     start = time.perf_counter()
     step = program.lower(state, batch).compile()
     seconds = time.perf_counter() - start
@@ -86,13 +94,9 @@ def _compile_and_warm_up(program: Any, state: Any, batch: Any) -> tuple[Callable
 
 def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, jax.Array],
                   num_steps: int) -> tuple[np.ndarray, steps.TrainState, jax.Array]:
-    """Seconds of each of ``num_steps`` training steps, without a host sync between them.
-
-    Every step is dispatched first, as the training loop does; each step's duration is
-    then the gap between the moments its loss and the previous one become ready (the
-    donated state makes the steps run one after the other). Returns the seconds, the final
-    state and the last loss.
-    """
+    """Seconds of each of ``num_steps`` training steps, all dispatched first as the loop does
+    (a step's time: the gap between its loss and the previous one becoming ready), the final
+    state and the last loss."""
     start = time.perf_counter()
     losses = []
     for _ in range(num_steps):
@@ -106,10 +110,8 @@ def _step_seconds(step: Callable, state: steps.TrainState, batch: Mapping[str, j
 
 
 def train_speed_fields(batch: int, step_seconds: Sequence[float]) -> dict[str, Any]:
-    """Mean step seconds and training samples/s (mean, median, slowest and fastest step).
-
-    Shared with ``torch_reference`` so that both report the same fields the same way.
-    """
+    """Mean step seconds and training samples/s (mean, median, slowest and fastest step);
+    ``torch_reference`` reports the same fields."""
     step_seconds = np.asarray(step_seconds, np.float64)
     mean = float(step_seconds.mean())
     return {
@@ -129,27 +131,21 @@ def peak_host_memory_mib() -> float:
 
 def _latency_ms(config: ml_collections.ConfigDict, state: steps.TrainState,
                 device: jax.Device, rng: np.random.Generator) -> float:
-    """Median milliseconds of the compiled evaluation program on one sample and `device`
-    (where `inference.load` places a trained model)."""
+    """Median milliseconds of the compiled evaluation of one sample on `device`."""
     one_device = sharding.create_mesh((1, 1), devices=[device])
     single = steps.programs(config, one_device)
     params = jax.device_put(state.swa_params, single.shardings.swa_params)
     model_rngs = jax.device_put(state.rngs, single.shardings.rngs)
     sample = _random_batch(config, 1, rng, one_device, evaluation=True)
     forward = single.eval.lower(params, model_rngs, sample).compile()
-    jax.block_until_ready(forward(params, model_rngs, sample))
-    seconds = []
-    for _ in range(20):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(params, model_rngs, sample))
-        seconds.append(time.perf_counter() - start)
+    seconds = seconds_per_call(
+        lambda: jax.block_until_ready(forward(params, model_rngs, sample)), 20)
     return round(float(np.median(seconds)) * 1e3, 3)
 
 
 def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
           dtypes: Sequence[str], num_steps: int, peak_tflops: float = 0.0) -> dict[str, Any]:
-    """`run` for every compute dtype and batch size (evaluation at the same batch; the
-    latency once per dtype), and the best training throughput per dtype."""
+    """`run` per compute dtype and batch size, and the best training throughput per dtype."""
     runs, best = [], {}
     for dtype in dtypes:
         dtype_config = ml_collections.ConfigDict(config.to_dict())
@@ -166,18 +162,8 @@ def sweep(config: ml_collections.ConfigDict, batch_sizes: Sequence[int],
     return {"runs": runs, "best_by_dtype": best}
 
 
-def _flops_per_sample(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                      batch: Mapping[str, jax.Array]) -> float:
-    """Training FLOPs per sample the model needs (`aot.analysis.model_flops_per_sample`:
-    XLA's cost analysis, layers unrolled, no remat), lowered for the batch's rows."""
-    del mesh  # the count per sample does not depend on it
-    rows = next(iter(batch.values())).shape[0]
-    return analysis.model_flops_per_sample(config, rows)
-
-
 def mib_per_device(tree: Any) -> dict[str, float]:
-    """MiB of `tree`'s arrays held by each of this process's devices (shards of a sharded
-    array count on the device holding them; a replicated array counts on every device)."""
+    """MiB of `tree`'s arrays (shards, replicas) held by each of this process's devices."""
     held: dict[str, int] = {}
     for leaf in jax.tree.leaves(tree):
         for shard in getattr(leaf, "addressable_shards", ()):
@@ -186,8 +172,7 @@ def mib_per_device(tree: Any) -> dict[str, float]:
 
 
 def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
-    """Parameter and whole-state memory: in all, and on the most loaded device (an
-    ``fsdp`` mesh axis divides the sharded weights and their Adam moments over it)."""
+    """Parameter and whole-state MiB: in all, and on the most loaded device."""
     def total(tree: Any) -> float:
         return round(sum(leaf.nbytes for leaf in jax.tree.leaves(tree)) / 2**20, 3)
 
@@ -201,19 +186,13 @@ def _memory_fields(state: steps.TrainState) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_steps: int,
         peak_tflops: float = 0.0, latency: bool = True) -> dict[str, Any]:
-    """Runs every measurement of `config`'s model and returns the JSON-ready results.
-
-    `batch` and `eval_batch` replace ``config.train.batch_size`` and ``eval_batch_size``;
-    both must divide over the config's mesh (``mesh.shape``, default every device).
+    """Runs every measurement of `config`'s model at `batch` and `eval_batch` (both must
+    divide over the config's mesh) and returns the JSON-ready results (docs/benchmarks.md).
     ``latency=False`` skips the single-sample latency (reported as None).
     """
-    config = _benchmark_config(config, batch, eval_batch)
+    config, mesh, rng, train_batch = _setup(config, batch, eval_batch)
     spec = models.network_config(config)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
     devices = list(mesh.devices.flat)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
 
     start = time.perf_counter()
     state, programs = steps.create_train_state(config, mesh)
@@ -239,7 +218,7 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
 
     latency_ms = _latency_ms(config, state, devices[0], rng) if latency else None
 
-    flops = _flops_per_sample(config, mesh, train_batch)
+    flops = analysis.model_flops_per_sample(config, batch)
     achieved = flops * batch / train_step_seconds
     kind = devices[0].device_kind
     dtype = getattr(spec, "dtype", "float32")
@@ -290,14 +269,8 @@ def run(config: ml_collections.ConfigDict, batch: int, eval_batch: int, num_step
 
 def seeds_speed(config: ml_collections.ConfigDict, batch: int, num_steps: int,
                 num_seeds: int) -> dict[str, Any]:
-    """`num_seeds` seeds trained one after another (the one-seed step, once per seed)
-    against together (`steps.seed_programs`: one vmapped step for all): seconds per step,
-    training samples/s over all seeds, compile times and the speed-up."""
-    config = _benchmark_config(config, batch, batch)
-    mesh = sharding.mesh_from_config(config)
-    steps.check_fits(config, mesh)
-    rng = np.random.default_rng(0)
-    train_batch = _random_batch(config, batch, rng, mesh)
+    """`num_seeds` seeds trained one after another against together (docs/benchmarks.md)."""
+    config, mesh, rng, train_batch = _setup(config, batch, batch)
     state, one = steps.create_train_state(config, mesh)
     step, one_compile, state = _compile_and_warm_up(one.train, state, train_batch)
     one_seconds, state, _ = _step_seconds(step, state, train_batch, num_steps)

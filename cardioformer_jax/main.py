@@ -40,16 +40,6 @@ _ALLOW_CHANGE = flags.DEFINE_list(
     "computes. Shapes, dataset and seed can never change.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
-
-
-def _set_compilation_cache() -> None:
-    path = _CACHE_DIR.value
-    if path is None:
-        path = jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR
-    if path:
-        jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
-
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -61,7 +51,7 @@ def main(argv: list[str]) -> None:
                                  force=_DISTRIBUTED.value)
     if jax.process_index() != 0:
         logging.set_verbosity(logging.WARNING)  # process 0 reports for everyone
-    _set_compilation_cache()
+    train.set_compilation_cache(_CACHE_DIR.value)
     logging.info("JAX %s, %d processes, devices: %s", jax.__version__, jax.process_count(),
                  jax.devices())
     try:

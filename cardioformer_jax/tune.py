@@ -38,26 +38,23 @@ def _main() -> None:
     search = paths.DEFINE_path(
         "search", None, "Search-space file defining search_space(trial, config) (default: "
         "configs/search/<model_name>.py).")
-    seed = flags.DEFINE_integer("seed", defaults.seed, "Seed of the TPE sampler.")
-    worker = flags.DEFINE_integer(
-        "worker", defaults.worker, "This worker's index (0, 1, ...): concurrent workers need "
-        "distinct ones, or their samplers propose the same first trials.", lower_bound=0)
     pruner = flags.DEFINE_enum("pruner", defaults.pruner, list(study.PRUNERS),
                                "Pruning of trials on their per-epoch validation metric.")
-    startup = flags.DEFINE_integer(
-        "pruner_startup_trials", defaults.pruner_startup_trials,
-        "No pruning before this many trials have finished.", lower_bound=0)
-    warmup = flags.DEFINE_integer(
-        "pruner_warmup_epochs", defaults.pruner_warmup_epochs,
-        "No trial is pruned before it has reported this many epochs.", lower_bound=0)
-    heartbeat = flags.DEFINE_integer(
-        "heartbeat_interval", defaults.heartbeat_interval,
-        "Seconds between a running trial's heartbeats.", lower_bound=1)
-    grace = flags.DEFINE_integer(
-        "grace_period", defaults.grace_period, "Seconds without a heartbeat after which a "
-        "trial's worker counts as dead: its trial is failed and retried.", lower_bound=2)
-    max_retry = flags.DEFINE_integer(
-        "max_retry", defaults.max_retry, "Retries of a dead worker's trial.", lower_bound=0)
+    integers = {  # Settings field: (lower bound, help); the default is the field's
+        "seed": (None, "Seed of the TPE sampler."),
+        "worker": (0, "This worker's index (0, 1, ...): concurrent workers need distinct ones, "
+                   "or their samplers propose the same first trials."),
+        "pruner_startup_trials": (0, "No pruning before this many trials have finished."),
+        "pruner_warmup_epochs": (0, "No trial is pruned before it has reported this many "
+                                 "epochs."),
+        "heartbeat_interval": (1, "Seconds between a running trial's heartbeats."),
+        "grace_period": (2, "Seconds without a heartbeat after which a trial's worker counts "
+                         "as dead: its trial is failed and retried."),
+        "max_retry": (0, "Retries of a dead worker's trial."),
+    }
+    integer_flags = {name: flags.DEFINE_integer(name, getattr(defaults, name), text,
+                                                lower_bound=low)
+                     for name, (low, text) in integers.items()}
     cache_dir = paths.DEFINE_path(
         "compilation_cache_dir", None, "Persistent XLA compilation cache ('' disables). "
         "Default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/cardioformer_jax/xla.")
@@ -65,25 +62,19 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        import jax
+        import logging as std_logging
 
         from cardioformer_jax.core import logging_utils
+        from cardioformer_jax.training import train
 
-        path = cache_dir.value
-        if path is None:
-            path = jax.config.jax_compilation_cache_dir or "~/.cache/cardioformer_jax/xla"
-        if path:
-            jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
-        import logging as std_logging
+        train.set_compilation_cache(cache_dir.value)
 
         logging_utils.quiet_orbax(std_logging.WARNING, logging.get_absl_handler())
         try:
             settings = study.Settings(
                 trials=trials.value, storage=storage.value, study_name=study_name.value,
-                search=search.value, seed=seed.value, worker=worker.value,
-                pruner=pruner.value, pruner_startup_trials=startup.value,
-                pruner_warmup_epochs=warmup.value, heartbeat_interval=heartbeat.value,
-                grace_period=grace.value, max_retry=max_retry.value)
+                search=search.value, pruner=pruner.value,
+                **{name: flag.value for name, flag in integer_flags.items()})
             summary = study.run(config.value, workdir.value, settings)
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)

@@ -1,4 +1,1 @@
-"""Ahead-of-time compiles for accelerators this machine does not have (docs/scaling.md).
-
-The command is ``python -m cardioformer_jax.aot``.
-"""
+"""Ahead-of-time compiles for accelerators not present: ``python -m cardioformer_jax.aot``."""

@@ -49,9 +49,8 @@ def main() -> None:
             search = analysis.max_per_device_batch(config, target)
             per_device = search["max_per_device_batch"]
             if per_device == 0:
-                json.dump({"target": target.name, "fits": False, "batch_search": search},
-                          sys.stdout, indent=2)
-                sys.stdout.write("\n")
+                print(json.dumps({"target": target.name, "fits": False,
+                                  "batch_search": search}, indent=2))
                 sys.exit(1)
         elif batch.value == "config":
             try:
@@ -70,8 +69,7 @@ def main() -> None:
             raise app.UsageError(str(error)) from error
         if search is not None:
             result["batch_search"] = search
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print(json.dumps(result, indent=2))
         print(analysis.summary(result), file=sys.stderr)
         if not result["fits"]:
             sys.exit(1)

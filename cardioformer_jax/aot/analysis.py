@@ -1,12 +1,10 @@
-"""The training programs compiled for a `targets.Target`, and what the compiler says of them.
-
-docs/scaling.md.
-"""
+"""Programs compiled for a `targets.Target` and what the compiler says of them (docs/scaling.md)."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import re
 import time
@@ -20,7 +18,7 @@ import ml_collections
 from cardioformer_jax import models
 from cardioformer_jax.aot.targets import Target
 from cardioformer_jax.core import sharding, tasks
-from cardioformer_jax.data import windows
+from cardioformer_jax.data import tabular, windows
 from cardioformer_jax.ops import resolve_kernels
 from cardioformer_jax.training import steps
 
@@ -40,9 +38,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
 
 def for_target(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
                ) -> ml_collections.ConfigDict:
-    """A copy of `config` as it runs on `target`: ``kernels='auto'`` resolved for the
-    target's platform (not this host's), and the global train and eval batch sizes set
-    to `per_device_batch` times the devices the batch is split over."""
+    """A copy of `config` as it runs on `target`, with `per_device_batch` per device."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.kernels = resolve_kernels(config.model.kernels, target.platform)
     config.resnet.kernels = resolve_kernels(config.resnet.kernels, target.platform)
@@ -53,8 +49,7 @@ def for_target(config: ml_collections.ConfigDict, target: Target, per_device_bat
 
 
 def config_per_device_batch(config: ml_collections.ConfigDict, target: Target) -> int:
-    """The config's global ``train.batch_size`` per device of the target's mesh (ValueError
-    when the devices do not divide it)."""
+    """The config's ``train.batch_size`` per device of the target (or ValueError)."""
     divisor = sharding.batch_divisor(mesh_for(config, target))
     size = int(config.train.batch_size)
     if size % divisor or size < divisor:
@@ -74,9 +69,8 @@ CROPS_RECORD_SECONDS = 10.0
 
 def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.sharding.Mesh,
                    evaluation: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
-    """The shapes of a global batch of `rows` as the input pipeline feeds it (split over
-    the mesh like `sharding.global_batch`); an `evaluation` batch of a crops config holds
-    whole records of `CROPS_RECORD_SECONDS`."""
+    """The shapes of a global batch of `rows` as the input pipeline feeds it, split over the
+    mesh; an `evaluation` batch of a crops config holds records of `CROPS_RECORD_SECONDS`."""
     model = config.model
     data = sharding.data_sharding(mesh)
 
@@ -86,7 +80,6 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
     length = config.input.seq_len
     windowing = windows.from_config(config)
     if evaluation and windowing is not None:
-        # The crops protocol evaluates whole records, cut into windows on the device.
         length = round(CROPS_RECORD_SECONDS * config.input.seq_len
                        / float(config.input.crop_seconds))
     batch = {"signal": shape((rows, length, config.input.num_channels), jnp.float32)}
@@ -94,17 +87,14 @@ def abstract_batch(config: ml_collections.ConfigDict, rows: int, mesh: jax.shard
     batch["label"] = shape((rows, *task.label_shape(config.dataset.num_classes)),
                            task.label_dtype)
     if model.tabular != "none":
-        batch["tabular"] = shape((rows, 4), jnp.float32)
+        batch["tabular"] = shape((rows, len(tabular.TABULAR_FEATURES)), jnp.float32)
     if evaluation:
         batch["mask"] = shape((rows,), jnp.int32)
     return batch
 
 
 def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> float:
-    """Training FLOPs per sample the model needs (as MFU counts them): XLA's cost analysis
-    of the unoptimised training step for `rows` samples on one CPU device, with every
-    encoder layer unrolled (cost analysis counts a loop body once) and without the
-    forward pass that remat repeats."""
+    """Training FLOPs per sample (MFU's): XLA's count, layers unrolled, no remat."""
     config = ml_collections.ConfigDict(config.to_dict())
     spec = models.network_config(config)
     if isinstance(spec, models.CardioformerConfig):
@@ -119,12 +109,8 @@ def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> floa
 
 
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
-    """Collectives of a compiled HLO module by kind: instruction count and result bytes.
-
-    Each instruction counts once as written, so one inside a loop body (the scanned
-    encoder layers) counts once, not once per iteration. An asynchronous pair counts by its
-    ``-start``; its bytes are those of the result it delivers.
-    """
+    """Collectives of a compiled HLO module by kind: instruction count and result bytes. Each
+    counts once as written (a loop body's once); an asynchronous pair by its ``-start``."""
     found: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
     for line in hlo_text.splitlines():
         match = _INSTRUCTION.search(line)
@@ -144,8 +130,7 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
 
 
 def memory(compiled: Any, capacity: float) -> dict[str, Any]:
-    """Per-device bytes of a compiled program (`Compiled.memory_analysis`) and whether
-    they fit `capacity` bytes. Donated arguments that become outputs count once."""
+    """Per-device bytes of a compiled program and whether they fit `capacity` bytes."""
     stats = compiled.memory_analysis()
     stats = stats[0] if isinstance(stats, list) else stats
     parts = {
@@ -157,10 +142,12 @@ def memory(compiled: Any, capacity: float) -> dict[str, Any]:
     }
     total = (parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"]
              + parts["code"])
-    return {"bytes": {**parts, "total": total}, "total_gib": round(total / 2**30, 3),
-            "device_memory_gib": round(capacity / 2**30, 3),
-            "headroom_gib": round((capacity - total) / 2**30, 3),
-            "fits": bool(total <= capacity)}
+    return {"bytes": {**parts, "total": total}, **_fit_fields(total, capacity)}
+
+
+def _fit_fields(total: float, capacity: float) -> dict[str, Any]:
+    return {"total_gib": round(total / 2**30, 3), "device_memory_gib": round(capacity / 2**30, 3),
+            "headroom_gib": round((capacity - total) / 2**30, 3), "fits": bool(total <= capacity)}
 
 
 def _cost(compiled: Any) -> dict[str, float] | None:
@@ -174,31 +161,24 @@ def _cost(compiled: Any) -> dict[str, float] | None:
 
 @dataclasses.dataclass(frozen=True)
 class DoesNotFit:
-    """A program the compiler refused for want of device memory (the TPU compiler does;
-    the GPU compiler compiles it anyway), with the compiler's message."""
+    """A program the (TPU) compiler refused for want of device memory, with its message."""
 
     message: str
 
     def fields(self, capacity: float) -> dict[str, Any]:
-        match = _HBM_OOM.search(self.message)
-        required = _bytes(*match.group(1, 2)) if match else math.nan
+        match = _HBM_OOM.search(self.message)  # e.g. "(17.5G)": number and unit
+        required = (float(match[1]) * 1024 ** "_KMGT".index(match[2] or "_") if match
+                    else math.nan)
         return {"bytes": {"temporaries": required, "total": required},
-                "total_gib": round(required / 2**30, 3),
-                "device_memory_gib": round(capacity / 2**30, 3),
-                "headroom_gib": round((capacity - required) / 2**30, 3), "fits": False,
+                **_fit_fields(required, capacity), "fits": False,
                 "compiler_error": self.message.strip().splitlines()[0][:500]}
 
 
 _HBM_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\)")
 
 
-def _bytes(number: str, unit: str) -> float:
-    return float(number) * 1024 ** "_KMGT".index(unit or "_")
-
-
 def _compile(fn: Any, *args: Any) -> tuple[Any, float]:
-    """``(compiled, seconds)``, or ``(DoesNotFit, seconds)`` when the compiler refuses
-    the program because it cannot fit the device memory."""
+    """``(compiled or DoesNotFit, seconds)``: DoesNotFit when memory refuses the program."""
     start = time.perf_counter()
     try:
         compiled = fn.lower(*args).compile()
@@ -234,24 +214,16 @@ def compile_train(config: ml_collections.ConfigDict, target: Target) -> tuple[An
                     abstract_batch(config, config.train.batch_size, mesh))
 
 
-def train_fits(config: ml_collections.ConfigDict, target: Target, per_device_batch: int
-               ) -> bool:
-    """Whether the train step at `per_device_batch` fits the target's device memory."""
-    compiled, _ = compile_train(for_target(config, target, per_device_batch), target)
-    if isinstance(compiled, DoesNotFit):
-        return False
-    return memory(compiled, target.device_memory_bytes)["fits"]
-
-
 def max_per_device_batch(config: ml_collections.ConfigDict, target: Target,
                          start: int = 64, granularity: int = 8, limit: int = 1 << 16
                          ) -> dict[str, Any]:
-    """The largest per-device batch (a multiple of `granularity`, at most `limit`) whose
-    train step fits the target (`largest_fitting`). Returns it with the batches tried."""
+    """`largest_fitting` per-device batch of the train step, with the batches tried."""
     tried: dict[int, bool] = {}
 
     def fits(batch: int) -> bool:
-        tried[batch] = train_fits(config, target, batch)
+        compiled, _ = compile_train(for_target(config, target, batch), target)
+        tried[batch] = (not isinstance(compiled, DoesNotFit)
+                        and memory(compiled, target.device_memory_bytes)["fits"])
         return tried[batch]
 
     best = largest_fitting(fits, start, granularity, limit)
@@ -263,13 +235,7 @@ def largest_fitting(fits: Callable[[int], bool], start: int, granularity: int, l
     """The largest multiple of `granularity` up to `limit` for which `fits` holds, assuming
     it holds below some size and not above: doubling from `start`, then bisection; each
     size is tried once. 0 when not even `granularity` fits."""
-    tried: dict[int, bool] = {}
-
-    def check(batch: int) -> bool:
-        if batch not in tried:
-            tried[batch] = fits(batch)
-        return tried[batch]
-
+    check = functools.cache(fits)
     low, high = 0, None  # the largest size that fits (0: none yet), the smallest that not
     batch = min(max(granularity, start // granularity * granularity), limit)
     while True:
@@ -310,7 +276,6 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
     config = for_target(config, target, per_device_batch)
     mesh = mesh_for(config, target)
     train, seconds = compile_train(config, target)  # checks the batch against the mesh
-    programs = steps.programs(config, mesh)  # the same programs, from the cache
     rows = config.train.batch_size
     out: dict[str, Any] = {
         "target": target.name, "platform": target.platform, "device_kind": target.device_kind,
@@ -322,20 +287,20 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
         "device_memory_gib": round(target.device_memory_bytes / 2**30, 3),
         "matmul_precision": matmul_precision(config, target),
     }
+
+    def evaluation(on: jax.sharding.Mesh, batch_rows: int) -> dict[str, Any]:
+        programs = steps.programs(config, on)  # on the train mesh: from the cache
+        state = programs.abstract_state
+        compiled = _compile(programs.eval, state.swa_params, state.rngs,
+                            abstract_batch(config, batch_rows, on, evaluation=True))
+        return _program_fields(*compiled, target, batch_rows)
+
     out["programs"] = {"train": _program_fields(train, seconds, target, rows)}
     if "eval" in programs_to_compile:
-        evaluation, eval_seconds = _compile(
-            programs.eval, programs.abstract_state.swa_params, programs.abstract_state.rngs,
-            abstract_batch(config, rows, mesh, evaluation=True))
-        out["programs"]["eval"] = _program_fields(evaluation, eval_seconds, target, rows)
+        out["programs"]["eval"] = evaluation(mesh, rows)
     if "predict" in programs_to_compile:
         one = sharding.create_mesh((1, 1), devices=target.devices[:1])
-        single = steps.programs(config, one)
-        predict, predict_seconds = _compile(single.eval, single.abstract_state.swa_params,
-                                            single.abstract_state.rngs,
-                                            abstract_batch(config, PREDICT_ROWS, one, True))
-        out["programs"]["predict"] = {
-            **_program_fields(predict, predict_seconds, target, PREDICT_ROWS), "devices": 1}
+        out["programs"]["predict"] = {**evaluation(one, PREDICT_ROWS), "devices": 1}
     flops = model_flops_per_sample(config, per_device_batch)
     out["model_flops_per_sample"] = flops
     out["estimate"] = (_tpu_estimate(config, target, train, flops)
@@ -346,8 +311,7 @@ def report(config: ml_collections.ConfigDict, target: Target, per_device_batch: 
 
 
 def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
-    """What the float32 or bfloat16 matmuls of the programs really compute in on `target`
-    (JAX's ``jax_default_matmul_precision``, set by JAX_DEFAULT_MATMUL_PRECISION)."""
+    """What the programs' matmuls compute in on `target` (jax_default_matmul_precision)."""
     setting = jax.config.jax_default_matmul_precision or "default"
     if config.model.dtype == "bfloat16":
         return f"{setting}: bfloat16 inputs, float32 accumulation"
@@ -361,13 +325,7 @@ def matmul_precision(config: ml_collections.ConfigDict, target: Target) -> str:
 
 def _tpu_estimate(config: ml_collections.ConfigDict, target: Target, compiled: Any,
                   model_flops_per_sample: float) -> dict[str, Any]:
-    """The TPU compiler's estimate of the train step's time, loop-aware.
-
-    The compiler's cost analysis (FLOPs and ``optimal_seconds`` alike) counts a loop body
-    once, so the estimate comes from the same step compiled with every encoder layer
-    unrolled (`model.scan_unroll = e_layers`); a non-positive estimate (as v5e returns) is
-    reported as absent. These are the compiler's estimates, not measurements.
-    """
+    """The TPU compiler's step-time estimate, of the step with its layers unrolled."""
     spec = models.network_config(config)
     unrolled = compiled
     seconds_compile = 0.0

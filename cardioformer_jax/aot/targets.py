@@ -1,7 +1,4 @@
-"""Accelerator targets for ahead-of-time compiles: a TPU slice or GPU node described, not present.
-
-Target names (``tpu:v5p:2x2x1``, ``gpu:h100:8``, ...): docs/usage.md, "Accelerators, compiled here".
-"""
+"""Accelerator targets (``tpu:v5p:2x2x1``, ...), described, not present (docs/usage.md)."""
 
 from __future__ import annotations
 
@@ -97,15 +94,10 @@ def accelerator_topology(accelerator_type: str) -> str:
         if chips < 4 or chips & (chips - 1):
             raise ValueError(f"{accelerator_type}: expected a power of two of at least 8 cores")
         while shape[0] * shape[1] * shape[2] < chips:  # 2x2x2, 2x2x4, 2x4x4, 4x4x4, ...
-            if shape[2] == 1:
-                axis = 2
-            elif shape[1] < shape[2]:
-                axis = 1
-            elif shape[0] < shape[1]:
-                axis = 0
+            if shape[2] == 1 or shape[0] == shape[1] == shape[2]:
+                shape[2] *= 2
             else:
-                axis = 2
-            shape[axis] *= 2
+                shape[1 if shape[1] < shape[2] else 0] *= 2
     else:
         chips, shape = number, [1, 1]
         if chips & (chips - 1):
@@ -113,12 +105,6 @@ def accelerator_topology(accelerator_type: str) -> str:
         while shape[0] * shape[1] < chips:  # 1x2, 2x2, 2x4, 4x4, 4x8, ...
             shape[0 if shape[0] < shape[1] else 1] *= 2
     return f"{generation}:{'x'.join(str(d) for d in shape)}"
-
-
-def _topologies():
-    from jax.experimental import topologies
-
-    return topologies
 
 
 def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
@@ -131,8 +117,10 @@ def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
     # Compiling needs no exclusive hold on TPU chips: let other processes load libtpu too
     # (by default the first process to load it locks it for itself).
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+
     kwargs = {"num_slices": slices} if slices > 1 else {}
-    description = _topologies().get_topology_desc(
+    description = topologies.get_topology_desc(
         topology_name=f"{generation}:{topology}", platform="tpu", **kwargs)
     devices = tuple(description.devices)
     chips = math.prod(int(d) for d in topology.split("x")) * slices
@@ -145,10 +133,12 @@ def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
 
 
 def _gpu(name: str, model: str, hosts: int, per_host: int) -> Target:
+    from jax.experimental import topologies
+
     description_name = GPU_MODELS[model]["description"]
     config = gpu_target_config(description_name)
     memory = re.search(r"device_memory_size:\s*(\d+)", config)
-    topology = _topologies().get_topology_desc(
+    topology = topologies.get_topology_desc(
         platform="cuda", target_config=config, topology=f"1x{hosts}x{per_host}")
     devices = tuple(topology.devices)
     return Target(name=name, platform="gpu", devices=devices,
@@ -159,9 +149,7 @@ def _gpu(name: str, model: str, hosts: int, per_host: int) -> Target:
 
 @functools.cache
 def gpu_target_config(description_name: str) -> str:
-    """The GPU target description (a ``GpuTargetConfigProto`` in text form) named
-    `description_name`, read from the installed CUDA plugin's binary, which embeds the
-    descriptions XLA publishes for the GPUs it supports."""
+    """The ``GpuTargetConfigProto`` text of a GPU, read from the CUDA plugin's binary."""
     import jaxlib
 
     for cuda in ("13", "12"):  # the [aot] extra's plugin, or a GPU install's

@@ -1,7 +1,4 @@
-"""Import (and export) the PyTorch reference's weights (docs/pytorch_checkpoints.md).
-
-One list of slots drives import, export and the shape checks, so the two directions agree.
-"""
+"""Import and export the PyTorch reference's weights (docs/pytorch_checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -37,41 +34,15 @@ _PE_ATOL = 1e-4
 _MAX_LISTED = 20
 
 
-# ---------------------------------------------------------------------------------------------
-# Layout conversions, reference <-> NNX.
-
-
-def _patch_to_nnx(w: np.ndarray) -> np.ndarray:
-    return w[:, 0].transpose(2, 1, 0)  # Conv2d (D, 1, C, p) -> (p, C, D)
-
-
-def _patch_to_torch(k: np.ndarray) -> np.ndarray:
-    return k.transpose(2, 1, 0)[:, None]
-
-
-def _conv1x1_to_nnx(w: np.ndarray) -> np.ndarray:
-    return w[:, :, 0].T  # Conv1d (out, in, 1) -> (in, out)
-
-
-def _conv1x1_to_torch(k: np.ndarray) -> np.ndarray:
-    return k.T[:, :, None]
-
-
-def _identity(a: np.ndarray) -> np.ndarray:
-    return a
-
-
-def _transpose(a: np.ndarray) -> np.ndarray:
-    return a.T  # Linear (out, in) <-> (in, out)
-
-
+# Kind of slot: (reference -> NNX, NNX -> reference); docs/pytorch_checkpoints.md.
 _CONVERSIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
                               Callable[[np.ndarray], np.ndarray]]] = {
-    "patch": (_patch_to_nnx, _patch_to_torch),
+    # Conv2d (D, 1, C, p) <-> (p, C, D)
+    "patch": (lambda w: w[:, 0].transpose(2, 1, 0), lambda k: k.transpose(2, 1, 0)[:, None]),
     "row": (lambda w: w[0], lambda k: k[None]),  # learnable embedding (1, D) <-> (D,)
-    "linear": (_transpose, _transpose),
-    "conv1x1": (_conv1x1_to_nnx, _conv1x1_to_torch),
-    "copy": (_identity, _identity),
+    "linear": (lambda w: w.T, lambda k: k.T),  # Linear (out, in) <-> (in, out)
+    "conv1x1": (lambda w: w[:, :, 0].T, lambda k: k.T[:, :, None]),  # Conv1d (out, in, 1)
+    "copy": (lambda a: a, lambda a: a),
 }
 
 
@@ -89,21 +60,18 @@ class _Slot:
 
 def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
     """Every reference parameter (the ``pe`` buffer aside), in the documented listing order."""
-    d, ff = config.d_model, config.d_ff
+    d = config.d_model
+    size = {"d_model": d, "d_ff": config.d_ff}
     # Position of each granularity inside its patch-length group.
     where = {member: (group, j) for group, members in enumerate(layout.group_members)
              for j, member in enumerate(members)}
-    slots = []
-    for g, p in enumerate(config.patch_lens):
-        group, j = where[g]
-        channels = ("num_channels (or single_channel)",)
-        slots.append(_Slot(
-            f"enc_embedding.value_embeddings.{g}.tokenConv.weight",
-            (d, 1, config.patch_channels, p), ("patch_kernels", group), (j,), "patch",
-            ("d_model", "", *channels, f"patch_lens[{g}]")))
-    for g in range(config.num_granularities):
-        slots.append(_Slot(f"enc_embedding.learnable_embeddings.{g}", (1, d),
-                           ("granularity_embeddings",), (g,), "row", ("", "d_model")))
+    slots = [_Slot(f"enc_embedding.value_embeddings.{g}.tokenConv.weight",
+                   (d, 1, config.patch_channels, p), ("patch_kernels", where[g][0]),
+                   (where[g][1],), "patch",
+                   ("d_model", "", "num_channels (or single_channel)", f"patch_lens[{g}]"))
+             for g, p in enumerate(config.patch_lens)]
+    slots += [_Slot(f"enc_embedding.learnable_embeddings.{g}", (1, d), ("granularity_embeddings",),
+                    (g,), "row", ("", "d_model")) for g in range(config.num_granularities)]
 
     def attention(prefix: str, path: tuple[str | int, ...], index: tuple[int, ...]) -> None:
         for proj in ("query", "key", "value", "out"):
@@ -130,14 +98,11 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
         for r in (1, 2, 3):
             block = f"{prefix}.resblock{r}"
             path = ("layers", f"resblock{r}")
-            slots.append(_Slot(f"{block}.conv1.weight", (ff, d, 1), (*path, "conv1", "kernel"),
-                               (layer,), "conv1x1", ("d_ff", "d_model", "")))
-            slots.append(_Slot(f"{block}.conv1.bias", (ff,), (*path, "conv1", "bias"),
-                               (layer,), "copy", ("d_ff",)))
-            slots.append(_Slot(f"{block}.conv2.weight", (d, ff, 1), (*path, "conv2", "kernel"),
-                               (layer,), "conv1x1", ("d_model", "d_ff", "")))
-            slots.append(_Slot(f"{block}.conv2.bias", (d,), (*path, "conv2", "bias"),
-                               (layer,), "copy", ("d_model",)))
+            for conv, out, inp in (("conv1", "d_ff", "d_model"), ("conv2", "d_model", "d_ff")):
+                slots.append(_Slot(f"{block}.{conv}.weight", (size[out], size[inp], 1),
+                                   (*path, conv, "kernel"), (layer,), "conv1x1", (out, inp, "")))
+                slots.append(_Slot(f"{block}.{conv}.bias", (size[out],), (*path, conv, "bias"),
+                                   (layer,), "copy", (out,)))
             layer_norm(f"{block}.norm", (*path, "norm"), (layer,))
         layer_norm(f"{prefix}.norm1", ("layers", "norm1"), (layer,))
         layer_norm(f"{prefix}.norm2", ("layers", "norm2"), (layer,))
@@ -151,11 +116,8 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
 
 
 def _checked_slots(model: Cardioformer) -> tuple[list[_Slot], dict[tuple, Any]]:
-    """The slots and the model's parameters, verified to cover every parameter exactly once.
-
-    Guards against ``model.py`` growing or renaming a parameter without this mapping
-    following: an import would otherwise leave it at its random initial value silently.
-    """
+    """The slots and the model's parameters, verified to cover every parameter exactly once
+    (else a parameter ``model.py`` added or renamed would silently keep its random value)."""
     config = model.config
     slots = _slots(config, model.layout)
     params = {tuple(path): var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -193,10 +155,6 @@ def _pe_length(config: CardioformerConfig) -> int:
     return max(REFERENCE_PE_LENGTH, max(config.num_patches(p) for p in config.patch_lens))
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading checkpoints.
-
-
 def _import_torch():
     try:
         import torch
@@ -225,25 +183,18 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
         if inner is None:
             break
         checkpoint = inner
-    keys = list(checkpoint)
-    changed = True
-    while keys and changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(isinstance(k, str) and k.startswith(prefix) for k in keys):
-                checkpoint = {k[len(prefix):]: v for k, v in checkpoint.items()}
-                keys, changed = list(checkpoint), True
+    while checkpoint:
+        prefix = next((p for p in _WRAPPER_PREFIXES
+                       if all(isinstance(k, str) and k.startswith(p) for k in checkpoint)), None)
+        if prefix is None:
+            break
+        checkpoint = {k[len(prefix):]: v for k, v in checkpoint.items()}
     return checkpoint
 
 
 def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Reads a reference state_dict into NumPy arrays.
-
-    ``source`` is a ``.pth``/``.pt`` file (read with ``torch.load(..., weights_only=True)``;
-    needs the ``[torch]`` extra), an ``.npz`` file, or an in-memory mapping of NumPy arrays
-    or tensors. A checkpoint dict wrapping the state_dict (under ``"model"``,
-    ``"state_dict"``, ...) is unwrapped and a DataParallel ``module.`` prefix stripped.
-    """
+    """A reference state_dict as NumPy arrays, from a ``.pth``/``.pt`` file (``[torch]`` extra),
+    an ``.npz`` file or a mapping, unwrapped (docs/pytorch_checkpoints.md, "Usage")."""
     if isinstance(source, Mapping):
         raw = source
     else:
@@ -261,10 +212,6 @@ def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict
                     f"{path} holds a {type(raw).__name__}, not a state_dict; save the "
                     "reference with torch.save(model.state_dict(), path)")
     return {str(name): _to_numpy(value) for name, value in _unwrap(raw).items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Import and export.
 
 
 def _checkpoint_summary(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -342,12 +289,10 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
     if not (missing or unexpected or misshaped or pe_problem):
         return
     parts = ["the reference state_dict does not fit this model config:"]
-    if missing:
-        parts.append(f"  {len(missing)} missing tensor(s):{_listed(missing)}")
-    if unexpected:
-        parts.append(f"  {len(unexpected)} unexpected tensor(s):{_listed(unexpected)}")
-    if misshaped:
-        parts.append(f"  {len(misshaped)} mis-shaped tensor(s):{_listed(misshaped)}")
+    for what, names in (("missing", missing), ("unexpected", unexpected),
+                        ("mis-shaped", misshaped)):
+        if names:
+            parts.append(f"  {len(names)} {what} tensor(s):{_listed(names)}")
     if pe_problem:
         parts.append(f"  {pe_problem}")
     found, ours = _checkpoint_summary(state_dict), _config_summary(config)
@@ -364,13 +309,9 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
 
 def import_reference_weights(model: Cardioformer,
                              source: str | os.PathLike | Mapping[str, Any]) -> None:
-    """Loads the reference's weights into ``model`` in place.
-
-    ``source`` is anything ``load_torch_state_dict`` reads. The names and shapes must match
-    the model's config exactly (the ``pe`` buffer may be absent; if present it must be the
-    sinusoidal table this port computes); otherwise a ``ValueError`` lists every problem.
-    ``n_heads`` leaves no trace in the weights and cannot be checked: it must be right.
-    """
+    """Loads the reference's weights (``load_torch_state_dict``'s `source`) into ``model``:
+    names and shapes must match the config exactly (``pe`` must be our table), else ValueError
+    lists every problem. ``n_heads`` cannot be checked."""
     state_dict = load_torch_state_dict(source)
     slots, params = _checked_slots(model)
     _validate(state_dict, slots, model.config)
@@ -386,11 +327,7 @@ def import_reference_weights(model: Cardioformer,
 def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
                          source: str | os.PathLike | Mapping[str, Any], *,
                          rngs: nnx.Rngs | None = None) -> Cardioformer:
-    """A new ``Cardioformer`` for ``config`` holding the reference's weights.
-
-    ``rngs`` seeds the dropout stream (and the throw-away initial weights); default seed 0.
-    The model is in train mode as usual for NNX; call ``model.eval()`` for inference.
-    """
+    """A new ``Cardioformer`` for ``config`` holding the reference's weights (train mode)."""
     model = Cardioformer(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
     import_reference_weights(model, source)
     return model
@@ -409,10 +346,6 @@ def export_reference_state_dict(model: Cardioformer) -> dict[str, np.ndarray]:
     return {name: out[name] for name in expected_reference_shapes(config)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
 def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:
     directory = Path(directory).expanduser().absolute()  # Orbax wants an absolute path
     if directory.exists() and not overwrite:
@@ -423,12 +356,7 @@ def _destination(directory: str | os.PathLike, overwrite: bool) -> Path:
 
 def save_params(model: Cardioformer, directory: str | os.PathLike, *,
                 overwrite: bool = False) -> Path:
-    """Saves ``nnx.state(model, nnx.Param)`` with Orbax's StandardCheckpointer.
-
-    Restore with ``StandardCheckpointer().restore(directory, nnx.state(abstract_model,
-    nnx.Param))`` where ``abstract_model = nnx.eval_shape(lambda: Cardioformer(config,
-    rngs=nnx.Rngs(0)))``, then ``nnx.update(model, restored)``.
-    """
+    """Saves ``nnx.state(model, nnx.Param)`` with Orbax (docs/pytorch_checkpoints.md)."""
     import orbax.checkpoint as ocp  # only the CLI path needs it; it is slow to import
 
     directory = _destination(directory, overwrite)
@@ -442,8 +370,7 @@ def save_params(model: Cardioformer, directory: str | os.PathLike, *,
 def convert(config: CardioformerConfig | Mapping[str, Any],
             checkpoint: str | os.PathLike | Mapping[str, Any], out: str | os.PathLike, *,
             overwrite: bool = False) -> Cardioformer:
-    """Imports ``checkpoint`` for ``config`` (`models.network_config` of a config) and saves it
-    to ``out``."""
+    """Imports ``checkpoint`` for ``config`` (`models.network_config`), saves it to ``out``."""
     _destination(out, overwrite)  # fail before the slow part
     state_dict = load_torch_state_dict(checkpoint)
     model = load_reference_model(config, state_dict)

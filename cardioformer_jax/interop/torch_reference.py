@@ -1,7 +1,4 @@
-"""The reference's model structure in PyTorch, for checking the import and timing the original.
-
-Needs the ``[torch]`` extra; docs/usage.md, "PyTorch checkpoints", and docs/benchmarks.md.
-"""
+"""The reference model re-created in PyTorch (``[torch]`` extra), for the import and timings."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -184,9 +180,7 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
                   threads: int = 0) -> dict[str, Any]:
     """Seconds per training step on random inputs, as a dict: Adam and global-norm clipping at
     the defaults of `train.learning_rate` and `train.grad_clip_norm`, fixed here.
-
-    ``threads`` > 0 sets PyTorch's intra-op thread count (default: PyTorch's own choice).
-    """
+    ``threads`` > 0 sets PyTorch's intra-op thread count."""
     torch = _import_torch()
     config = CardioformerConfig.from_config(config)
     if steps < 1:
@@ -206,12 +200,7 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
         optimizer.step()
         return loss.item()
 
-    step()  # warm-up
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
+    seconds = benchmarking.seconds_per_call(step, steps)
     return {
         "framework": f"torch {torch.__version__}",
         "threads": torch.get_num_threads(),
@@ -224,11 +213,8 @@ def time_training(config: CardioformerConfig | Mapping[str, Any], batch: int, st
 
 def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: int, repeats: int,
                    threads: int = 0) -> dict[str, Any]:
-    """Eval-mode samples/s at `eval_batch` and one-sample latency, under ``no_grad``.
-
-    Field names as in `benchmarking.run`; `repeats` timed calls of each after
-    one warm-up (the latency is their median).
-    """
+    """Eval-mode samples/s at `eval_batch` and one-sample latency (the median), under
+    ``no_grad``, with `benchmarking.run`'s field names; `repeats` timed calls of each."""
     torch = _import_torch()
     config = CardioformerConfig.from_config(config)
     if repeats < 1:
@@ -239,14 +225,8 @@ def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: i
 
     def seconds(rows: int) -> list[float]:
         x = torch.randn(rows, config.seq_len, config.num_channels)
-        times = []
         with torch.no_grad():
-            model(x)  # warm-up
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - start)
-        return times
+            return benchmarking.seconds_per_call(lambda: model(x), repeats)
 
     batch_seconds = seconds(eval_batch)
     return {
@@ -257,9 +237,6 @@ def time_inference(config: CardioformerConfig | Mapping[str, Any], eval_batch: i
     }
 
 
-# --- this port against the re-creation, each in a child process -------------------------
-
-
 # Figures compared with the PyTorch re-creation, and whether larger is better.
 _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
              "inference_latency_ms": False}
@@ -267,11 +244,8 @@ _COMPARED = {"train_samples_per_second": True, "eval_samples_per_second": True,
 
 def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch: int,
                       num_steps: int, rounds: int = 1, threads: int = 0) -> dict[str, Any]:
-    """This port against the PyTorch re-creation of the reference (``[torch]`` extra): per
-    round the reference's training, evaluation and latency, then `benchmarking.run`'s,
-    each in a fresh child process (so that neither inherits the other's memory, threads or
-    compilation cache). Ratios are this port's speed over the reference's (latency: the reference's
-    time over this port's), so > 1 means this port is faster.
+    """This port against the PyTorch re-creation of the reference (``[torch]`` extra), each
+    in a fresh child process per round (docs/benchmarks.md); ratios > 1: this port is faster.
     """
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
@@ -280,11 +254,9 @@ def compare_reference(config: ml_collections.ConfigDict, batch: int, eval_batch:
         reference = _measure_in_subprocess("reference", config, batch, eval_batch, num_steps,
                                            threads)
         ours = _measure_in_subprocess("this_port", config, batch, eval_batch, num_steps)
-        ratios = {}
-        for name, larger_is_better in _COMPARED.items():
-            ratio = ours[name] / reference[name] if larger_is_better else (
-                reference[name] / ours[name])
-            ratios[name] = round(ratio, 2)
+        ratios = {name: round(ours[name] / reference[name] if larger_is_better
+                              else reference[name] / ours[name], 2)
+                  for name, larger_is_better in _COMPARED.items()}
         results.append({"reference": reference, "this_port": ours, "ratios": ratios})
     return {"rounds": results,
             "ratios_by_round": {name: [r["ratios"][name] for r in results]
@@ -311,8 +283,7 @@ def _measure_in_subprocess(which: str, config: ml_collections.ConfigDict, batch:
 
 def measure(which: str, config_path: str, batch: int, eval_batch: int, num_steps: int,
             threads: int = 0) -> dict[str, Any]:
-    """One side of `compare_reference` in this process: ``"this_port"`` (`benchmarking.run`) or
-    ``"reference"`` (the PyTorch re-creation's training, evaluation and latency)."""
+    """One side (``"this_port"`` or ``"reference"``) of `compare_reference`, here."""
     config = ml_collections.ConfigDict(json.loads(Path(config_path).read_text()))
     if which == "this_port":
         return benchmarking.run(config, batch, eval_batch, num_steps)

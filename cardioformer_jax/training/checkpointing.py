@@ -1,8 +1,4 @@
-"""Orbax checkpoints of a training run: resumable at any step, best epoch kept.
-
-What a checkpoint holds, which steps are kept, config checks on resume and unreadable
-checkpoints: docs/training.md, "Resuming".
-"""
+"""Orbax checkpoints of a training run, resumable at any step (docs/training.md, "Resuming")."""
 
 from __future__ import annotations
 
@@ -42,8 +38,7 @@ UNREADABLE_DIR = "unreadable_checkpoints"
 
 
 class ResumeConfigError(ValueError):
-    """A run directory's checkpoints do not belong with this config (see
-    `check_run_config`); the message names each field and what to do."""
+    """A run directory's checkpoints do not fit this config (`check_run_config`)."""
 
 
 def _best_rank(metrics: Mapping[str, Any]) -> float:
@@ -51,11 +46,8 @@ def _best_rank(metrics: Mapping[str, Any]) -> float:
     return value if math.isfinite(value) else -1.0
 
 
-# --- typed PRNG keys ------------------------------------------------------------------------
 # Orbax's standard handler stores plain arrays; typed keys (the model's `RngKey`, dtype
 # key<fry>) go to disk as their raw uint32 key data and are re-wrapped on restore.
-
-
 def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -82,9 +74,6 @@ def _data_to_keys(tree: Any, abstract: Any) -> Any:
         tree, abstract)
 
 
-# --- the manager ----------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class Restored:
     """What `Checkpointer.restore` returns."""
@@ -95,16 +84,9 @@ class Restored:
 
 
 class Checkpointer:
-    """The run's `CheckpointManager` (see the module docstring).
-
-    Args:
-      directory: where the step directories go (created): a local path or a URL such as
-        ``gs://bucket/run/checkpoints`` (see `paths.resolve_path`).
-      keep: how many of the latest checkpoints to keep (the best epoch's is kept as well).
-      async_save: write in a background thread (the default for training).
-      read_only: open an existing directory for reading only (inference): nothing is
-        created, saved, deleted or moved, and a run still training keeps its temporary
-        files.
+    """The run's `CheckpointManager` in `directory` (a path or URL, `paths.resolve_path`),
+    keeping the `keep` latest steps and the best epoch's. `read_only` (inference): nothing
+    is created, saved, deleted or moved, and a run still training keeps its temporary files.
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
@@ -153,9 +135,7 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def set_aside(self, step: int, folder: str = UNREADABLE_DIR) -> str:
-        """Moves the directory of `step` out of the manager's view into
-        ``<run dir>/<folder>/`` (default ``unreadable_checkpoints``; kept for inspection,
-        never deleted)."""
+        """Moves `step` out of the manager's view into ``<run dir>/<folder>/``; returns where."""
         self._check_writable("set a checkpoint aside")
         source = self.directory / str(step)
         target_dir = self.directory.parent / folder
@@ -167,11 +147,8 @@ class Checkpointer:
 
     def restore_latest_readable(self, abstract_state: Any, data_iterator: Any = None
                                 ) -> Restored | None:
-        """Restores the newest checkpoint that reads; None when there is none at all.
-
-        An unreadable step (truncated or corrupt files) is set aside with a warning naming
-        it and the error, and the next older one is tried. Raises RuntimeError, listing
-        each failure, when none of the steps can be read.
+        """Restores the newest checkpoint that reads (unreadable ones are set aside with a
+        warning); None when there is none, RuntimeError listing each failure when none reads.
         """
         failures = []
         for step in sorted(self.all_steps(), reverse=True):
@@ -191,12 +168,9 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: Mapping[str, Any], data_iterator: Any = None,
              *, best_epoch_rank: int | None = None) -> None:
-        """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`.
-
-        `best_epoch_rank`: the epoch number if this is the end of an improving epoch (see
-        the module docstring). Returns once the state is copied off the devices, so the
-        caller may donate its buffers.
-        """
+        """Starts saving `state`, `meta` (JSON) and the data iterator's position at `step`
+        (`best_epoch_rank`: the epoch number at the end of an improving epoch). Returns once the
+        state is copied off the devices, so the caller may donate its buffers."""
         self._check_writable("save")
         items = {
             "state": ocp.args.StandardSave(_keys_to_data(state)),
@@ -211,8 +185,7 @@ class Checkpointer:
                            force=True)
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Restored:
-        """Restores `step` into the shapes, dtypes and shardings of `abstract_state` (a
-        pytree of `jax.ShapeDtypeStruct`) and, if given, the data iterator in place."""
+        """Restores `step` placed like `abstract_state`, and the data iterator in place."""
         items = {
             "state": ocp.args.StandardRestore(_abstract_keys_to_data(abstract_state)),
             "meta": ocp.args.JsonRestore(),
@@ -223,18 +196,10 @@ class Checkpointer:
         state = _data_to_keys(restored["state"], abstract_state)
         return Restored(step=step, state=state, meta=dict(restored["meta"]))
 
-    def read_meta(self, step: int) -> dict[str, Any]:
-        """The JSON metadata of `step` alone (no arrays or data iterator are read)."""
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"])
-
     def wait_until_finished(self) -> None:
-        """Blocks until the background writes are on disk."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Waits for pending writes and releases the manager's threads."""
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:
@@ -242,9 +207,6 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- the run's config -----------------------------------------------------------------------
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
@@ -282,19 +244,10 @@ def config_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDict,
                      allow: Sequence[str] = (),
                      dataset: Mapping[str, Any] | None = None) -> list[str]:
-    """Saves ``config.json`` in a new run directory, or checks a resumed run against it.
-
-    Raises ValueError naming each differing field of `INCOMPATIBLE_FIELDS` when the run
-    directory holds a run of another dataset or model shape (resuming would fail with an
-    obscure shape error or silently mix two experiments), and each changed field outside
-    `RESUMABLE_CHANGES` that `allow` does not name (a learning rate, dropout, dtype, data
-    directory, mesh, ... would change what the run computes from then on). Each start is
-    appended to ``config_history.jsonl`` with the fields it changed; ``config.json`` holds
-    the config in force. `dataset` (`input_pipeline.dataset_identity`) is kept in
-    ``dataset.json``; resuming on a dataset with another fingerprint (another build, other
-    source files, other preparation) is refused unless `allow` names
-    ``dataset.fingerprint``. Only process 0 writes. Returns the changed fields.
-    """
+    """Saves ``config.json`` in a new run directory, or checks a resumed run against it
+    (docs/training.md, "Resuming"); returns the changed fields. Only process 0 writes.
+    `ResumeConfigError` for a changed field of `INCOMPATIBLE_FIELDS`, one outside
+    `RESUMABLE_CHANGES` that `allow` does not name, or another `dataset` fingerprint."""
     run_dir = paths.resolve_path(run_dir)
     path = run_dir / CONFIG_FILE
     current = json.loads(config.to_json_best_effort())
@@ -360,16 +313,13 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
 
 def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out.extend(_changed_fields(old.get(key), new.get(key), f"{prefix}{key}."))
-        return out
+        return [field for key in sorted(set(old) | set(new))
+                for field in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [] if _normalise(old) == _normalise(new) else [prefix[:-1]]
 
 
 def tree_equal(a: Any, b: Any) -> bool:
-    """Whether two pytrees have the same structure and bitwise-equal leaves (for tests
-    and resume checks); typed keys compare by their key data."""
+    """Whether two pytrees have equal structure and bitwise-equal leaves (keys: key data)."""
     a, b = _keys_to_data(a), _keys_to_data(b)
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False

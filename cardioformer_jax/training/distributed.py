@@ -29,19 +29,9 @@ EXPLICIT_VARS: tuple[str, str, str] = (
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What `maybe_initialize` does, and why.
-
-    Attributes:
-      initialize: whether to call ``jax.distributed.initialize``.
-      source: ``"explicit"``, ``"slurm"``, ``"openmpi"``, ``"cloud-tpu"``, ``"forced"``
-        (JAX's auto-detection on request), ``"single"`` (nothing to do) or ``"already"``
-        (initialised before this call).
-      reason: one human-readable sentence for the log.
-      coordinator_address, num_processes, process_id: the arguments passed to JAX; None
-        lets JAX detect the value from the cluster environment.
-      cluster_detection_method: ``"deactivate"`` for purely explicit values (JAX must not
-        restrict the local devices because of some unrelated cluster variable), else None.
-    """
+    """What `maybe_initialize` does, and why; `source`: ``"explicit"``, ``"slurm"``,
+    ``"openmpi"``, ``"cloud-tpu"``, ``"forced"`` (JAX's auto-detection on request), ``"single"``
+    or ``"already"``. The rest are JAX's arguments; None lets JAX detect the value."""
 
     initialize: bool
     source: str
@@ -49,14 +39,15 @@ class Plan:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # "deactivate" for purely explicit values: JAX must not restrict the local devices
+    # because of some unrelated cluster variable.
     cluster_detection_method: str | None = None
 
     def initialize_kwargs(self) -> dict[str, object]:
         """Keyword arguments of ``jax.distributed.initialize`` (None values left out)."""
-        kwargs = {"coordinator_address": self.coordinator_address,
-                  "num_processes": self.num_processes, "process_id": self.process_id,
-                  "cluster_detection_method": self.cluster_detection_method}
-        return {k: v for k, v in kwargs.items() if v is not None}
+        kwargs = dataclasses.asdict(self)
+        return {k: v for k, v in kwargs.items()
+                if v is not None and k not in ("initialize", "source", "reason")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +67,13 @@ def _int(value: str | int | None, what: str) -> int | None:
         raise ValueError(f"{what}={value!r} is not an integer") from None
 
 
-def _check_address(address: str, what: str) -> str:
+def _check_address(address: str, what: str) -> None:
     # host:port, host may be a name, an IPv4 address or a bracketed IPv6 address.
     if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}", address):
         raise ValueError(f"{what}={address!r} must be HOST:PORT (e.g. 10.0.0.1:1234)")
     port = int(address.rsplit(":", 1)[1])
     if not 0 < port < 65536:
         raise ValueError(f"{what}={address!r}: port {port} is not in 1-65535")
-    return address
 
 
 def _slurm(env: Mapping[str, str]) -> tuple[_Cluster | None, str | None]:
@@ -118,21 +108,9 @@ def plan(
     cloud_tpu_worker_count: Callable[[], int | None] = lambda: None,
     force: bool = False,
 ) -> Plan:
-    """Decides what `maybe_initialize` does (pure: reads only its arguments).
-
-    Args:
-      env: the environment (``os.environ``).
-      coordinator_address, num_processes, process_id: explicit values (command-line
-        flags); each overrides its ``JAX_*`` environment variable.
-      cloud_tpu_worker_count: returns the number of TPU VM workers (processes) when this
-        is a Cloud TPU VM, else None; called only when nothing above decided.
-      force: initialise even when no multi-process environment is found, letting JAX's
-        own auto-detection try (e.g. Kubernetes, mpi4py).
-
-    Raises:
-      ValueError: contradictory or incomplete explicit values (e.g. a process count but
-        no process id outside a cluster), malformed numbers or addresses.
-    """
+    """Decides what `maybe_initialize` does from its arguments alone: explicit values override
+    their ``JAX_*`` variables; `cloud_tpu_worker_count` is asked last; `force` lets JAX's own
+    detection try. ValueError for contradictory, incomplete or malformed values."""
     coordinator = coordinator_address or env.get(EXPLICIT_VARS[0]) or None
     count = num_processes if num_processes is not None else _int(
         env.get(EXPLICIT_VARS[1]), EXPLICIT_VARS[1])
@@ -242,16 +220,8 @@ def cloud_tpu_worker_count(
     on_tpu_vm: Callable[[], bool] = on_cloud_tpu_vm,
     metadata: Callable[[str], str | None] = gce_metadata,
 ) -> int | None:
-    """Processes of this Cloud TPU slice (all slices of a multislice), or None when this is
-    not a Cloud TPU VM.
-
-    Only a machine with TPU chips on its PCI bus and libtpu installed counts as a TPU VM;
-    only there are GKE's variables (``TPU_WORKER_HOSTNAMES``) or, on GCE, the metadata
-    server's ``worker-network-endpoints`` consulted, so a plain machine makes no network
-    call. Workers of one slice times ``MEGASCALE_NUM_SLICES`` (1 when unset). A TPU VM
-    whose worker list cannot be read raises RuntimeError instead of silently training one
-    process per worker, each on its own.
-    """
+    """Processes of this Cloud TPU slice (all slices of a multislice); None off a Cloud TPU VM
+    (`on_tpu_vm`; no network call then). RuntimeError when the worker list cannot be read."""
     env = os.environ if env is None else env
     if not on_tpu_vm():
         return None
@@ -277,11 +247,9 @@ def maybe_initialize(
     force: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Calls ``jax.distributed.initialize`` when this is one process of many (see the
-    module docstring); logs the decision. Idempotent: later calls return the first plan.
-
-    Raises RuntimeError when initialisation is needed but the devices were already used.
-    """
+    """Calls ``jax.distributed.initialize`` when this is one process of many (`plan`) and
+    logs why; later calls return the first plan. RuntimeError when the devices were
+    already used."""
     global _PLAN
     if _PLAN is not None:
         return _PLAN

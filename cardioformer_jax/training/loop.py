@@ -36,20 +36,13 @@ EvaluateFn = Callable[["steps.TrainState", str, int], Mapping[str, float]]
 EpochEndFn = Callable[[int, Mapping[str, Mapping[str, float]]], None]
 
 
-# --- logging and the non-finite check ---------------------------------------------------------
-
-
 class StepLog:
-    """Device scalars of recent steps, fetched only at log/checkpoint points so the
-    host never waits for the device between steps."""
+    """Device scalars of recent steps, fetched only at log and checkpoint points."""
 
     def __init__(self) -> None:
         self.first_step = 0
         self.values: list[dict[str, jax.Array]] = []
         self.start = time.perf_counter()
-
-    def add(self, step_metrics: dict[str, jax.Array]) -> None:
-        self.values.append(step_metrics)
 
     def fetch(self) -> tuple[int, dict[str, np.ndarray], float]:
         """(first step number, stacked host values, seconds since the last fetch); resets."""
@@ -63,17 +56,12 @@ class StepLog:
 
 
 class Progress:
-    """``step N/total``, percentage and ETA for the training log lines (`format_progress`).
-
-    The clock starts at the first `describe` call, which the loop makes right after this
-    process's first step: the rate then leaves out that step's compilation (and, in a
-    resumed run, the steps done before). Evaluation and checkpointing between epochs stay
-    in the rate, so the ETA estimates when the run ends, not pure training time.
-    """
+    """``step N/total``, percentage and ETA of the training log lines (docs/training.md,
+    "Logs"): the clock starts at the first `describe`, after this process's first step."""
 
     def __init__(self, total_steps: int) -> None:
         self.total_steps = total_steps
-        self.clock_step: int | None = None  # the step at which the clock started
+        self.clock_step: int | None = None
         self.clock_start = 0.0
 
     def describe(self, step: int) -> str:
@@ -107,9 +95,8 @@ def check_finite(values: Mapping[str, np.ndarray], first_step: int, epoch: int,
 def train_scalars(values: Mapping[str, np.ndarray], first_step: int, elapsed: float,
                   epoch: int, train_config: ml_collections.ConfigDict, nonfinite_steps: int
                   ) -> dict[str, float | int]:
-    """The training log's scalars of the steps in `values` (``loss``, ``grad_norm`` per
-    step, fetched after `elapsed` seconds): means over the finite steps, throughput,
-    epoch and the run's count of dropped updates. Warns about skipped steps."""
+    """The training log's scalars of the steps in `values` (means over the finite steps,
+    throughput over `elapsed` seconds); warns about skipped steps."""
     n = values["loss"].size
     finite = _finite_steps(values)
     scalars = {
@@ -132,13 +119,8 @@ def _nonfinite_steps(state: steps.TrainState) -> np.ndarray:
     return np.asarray(jax.device_get(state.nonfinite_steps)).reshape(-1)
 
 
-# --- one seed's bookkeeping -----------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class _Seed:
-    """What the loop keeps per seed: its folder, writers, data and early-stopping state."""
-
     seed: int
     label: str  # names the seed in log lines: "" when it trains alone
     config: ml_collections.ConfigDict
@@ -155,16 +137,9 @@ class _Seed:
         return self.result is None
 
 
-@dataclasses.dataclass
-class _Restored:
-    state: steps.TrainState | None
-    meta: dict[str, Any]
-
-
 def _early_stopping(meta: Mapping[str, Any], train_config: ml_collections.ConfigDict
                     ) -> EarlyStopping:
-    """The checkpoint's early-stopping progress under the config's rules (they can only
-    differ when the user allowed the change)."""
+    """The checkpoint's early-stopping progress under the config's patience and delta."""
     early = EarlyStopping(patience=train_config.patience, min_delta=train_config.min_delta)
     if "early_stopping" not in meta:
         return early
@@ -182,14 +157,12 @@ def _finished(meta: Mapping[str, Any], early: EarlyStopping,
 
 
 def _restore(runs: Sequence[_Seed], one: steps.Programs,
-             train_config: ml_collections.ConfigDict) -> list[_Restored]:
+             train_config: ml_collections.ConfigDict) -> list[checkpointing.Restored]:
     """Each seed's newest readable checkpoint, with the unfinished seeds brought to the
     newest step they all hold (docs/training.md); a seed without one: None."""
     initial_positions = [run.train_input.get_state() for run in runs] if len(runs) > 1 else []
-    restored = []
-    for run in runs:
-        got = run.checkpoints.restore_latest_readable(one.abstract_state, run.train_input)
-        restored.append(_Restored(None, {}) if got is None else _Restored(got.state, got.meta))
+    restored = [run.checkpoints.restore_latest_readable(one.abstract_state, run.train_input)
+                or checkpointing.Restored(0, None, {}) for run in runs]
     unfinished = [i for i, (run, r) in enumerate(zip(runs, restored, strict=True))
                   if r.state is None
                   or not _finished(r.meta, _early_stopping(r.meta, train_config), train_config)]
@@ -212,15 +185,11 @@ def _restore(runs: Sequence[_Seed], one: steps.Programs,
                             "the other seeds resume from; moved to %s", run.seed, newer,
                             common, moved)
         if common:
-            got = run.checkpoints.restore(common, one.abstract_state, run.train_input)
-            restored[i] = _Restored(got.state, got.meta)
+            restored[i] = run.checkpoints.restore(common, one.abstract_state, run.train_input)
         else:
             run.train_input.set_state(initial_positions[i])
-            restored[i] = _Restored(None, {})
+            restored[i] = checkpointing.Restored(0, None, {})
     return restored
-
-
-# --- the loop -------------------------------------------------------------------------------
 
 
 def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLike]], *,
@@ -228,14 +197,10 @@ def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLik
                 allow_config_change: Sequence[str] = (),
                 evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
                 on_epoch_end: EpochEndFn | None = None) -> list[dict[str, Any]]:
-    """The docs/training.md protocol for each ``(config, run folder)`` of `runs` (one
-    seed's config each, differing only in the seed), trained together, resuming what is
-    there; returns each seed's ``results.json`` contents.
-
-    A resumed run refuses config changes that alter what it computes unless
-    `allow_config_change` names them (`checkpointing.check_run_config`). `evaluate_splits`
-    without the test split (tuning) never reads it: ``"test"`` is then None.
-    """
+    """The docs/training.md protocol for each ``(config, run folder)`` of `runs` (seeds of
+    one config), trained together, resuming what is there; returns each ``results.json``.
+    `allow_config_change`: `checkpointing.check_run_config`. Without the test split in
+    `evaluate_splits` (tuning) it is never read: ``"test"`` is then None."""
     if VALIDATION_SPLIT not in evaluate_splits:
         raise ValueError(f"evaluate_splits={tuple(evaluate_splits)} must include "
                          f"{VALIDATION_SPLIT!r}: early stopping follows it")
@@ -335,7 +300,7 @@ def _loop(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
             # Every slot gets a batch (the shapes are fixed); a finished seed's is unused.
             batches = tuple(next(run.train_input) for run in runs)
             state, step_metrics = compiled.train(state, batches)
-            log.add(step_metrics)
+            log.values.append(step_metrics)
             step += 1
             step_in_epoch += 1
             # Also right after this process's first step: that log's throughput holds
@@ -425,30 +390,16 @@ def _log_train(log: StepLog, runs: Sequence[_Seed], epoch: int,
 
 def _finish(run: _Seed, state: steps.TrainState, index: int, epochs_completed: int,
             dataset: Mapping[str, Any] | None) -> None:
-    """Waits for the seed's checkpoints and writes its results (`write_seed_result`)."""
+    """Waits for the seed's checkpoints, writes its ``results.json`` and closing log line."""
     run.checkpoints.wait_until_finished()
-    run.result = write_seed_result(
-        run.config, run.run_dir, best=run.best, epochs_completed=epochs_completed,
-        stopped_early=run.early.should_stop, nonfinite_steps=int(_nonfinite_steps(state)[index]),
-        dataset=dataset)
-
-
-def write_seed_result(config: ml_collections.ConfigDict, run_dir: epath.Path, *,
-                      best: Mapping[str, Any] | None, epochs_completed: int,
-                      stopped_early: bool, nonfinite_steps: int,
-                      dataset: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One seed's ``results.json`` (process 0 writes it) and closing log line; returns it.
-
-    `best`: ``{"epoch", "step", "validation", "test"}`` of the best epoch (None before
-    one was evaluated).
-    """
+    best, run_dir = run.best, run.run_dir
     result = {
-        "seed": int(config.seed),
+        "seed": int(run.config.seed),
         "best_epoch": None if best is None else best["epoch"],
         "best_step": None if best is None else best["step"],
         "epochs_completed": int(epochs_completed),
-        "stopped_early": bool(stopped_early),
-        "nonfinite_steps": int(nonfinite_steps),
+        "stopped_early": bool(run.early.should_stop),
+        "nonfinite_steps": int(_nonfinite_steps(state)[index]),
         "validation": None if best is None else best[VALIDATION_SPLIT],
         "test": None if best is None else best.get(TEST_SPLIT),
         # What produced these numbers: every config the run started or resumed with
@@ -463,4 +414,4 @@ def write_seed_result(config: ml_collections.ConfigDict, run_dir: epath.Path, *,
         logging_utils.write_json(run_dir / RESULTS_FILE, result)
         logging.info("%s", logging_utils.format_run_summary(
             result["best_epoch"], result["test"], run_dir / RESULTS_FILE))
-    return result
+    run.result = result

@@ -1,7 +1,4 @@
-"""The jitted programs of training: state, step, SWA, evaluation (docs/training.md).
-
-Training, the benchmark and inference all run these same programs.
-"""
+"""The jitted programs of training, the benchmark and inference (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -29,25 +26,15 @@ from cardioformer_jax.training import swa
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything on the devices that a training run updates.
+    """Everything on the devices that a training run updates."""
 
-    Attributes:
-      step: optimizer steps taken (int32 scalar).
-      params: the model's `nnx.Param` variables.
-      opt_state: the optax state (Adam moments mirror `params`).
-      rngs: the model's random streams (dropout/augmentation key and counter).
-      swa_params: equal-weight average of the parameters at the ends of epochs.
-      swa_count: epochs in the average.
-      nonfinite_steps: updates dropped because the loss or gradients were not finite.
-    """
-
-    step: jax.Array
-    params: nnx.State
+    step: jax.Array  # optimizer steps taken (int32 scalar)
+    params: nnx.State  # the model's `nnx.Param` variables
     opt_state: optax.OptState
-    rngs: nnx.State
-    swa_params: nnx.State
-    swa_count: jax.Array
-    nonfinite_steps: jax.Array
+    rngs: nnx.State  # the model's random streams (dropout/augmentation key and counter)
+    swa_params: nnx.State  # equal-weight average of the parameters at the ends of epochs
+    swa_count: jax.Array  # epochs in the average
+    nonfinite_steps: jax.Array  # updates dropped: loss or gradients not finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +50,11 @@ class StepDefinition:
     windowing: windows.Windowing | None = None
 
 
-# --- state ----------------------------------------------------------------------------------
-
-
 def create_optimizer(grad_clip_norm: float, learning_rate: float | jax.Array = 0.0
                      ) -> optax.GradientTransformation:
-    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam.
-
-    Same order as PyTorch's ``clip_grad_norm_`` before ``Adam.step``. The learning rate is
-    a value in the optimizer state (`optax.inject_hyperparams`): `learning_rate` only sets
-    its initial value in ``tx.init``, updates read the state's. So it is not a constant
-    compiled into the programs: runs that differ only in it share their compilations,
-    and a resumed run can take the config's (`set_learning_rate`).
-    """
+    """docs/training.md: clipping at the global gradient norm (<= 0: none), then Adam. The
+    learning rate lives in the optimizer state (`learning_rate` is its initial value), so runs
+    differing only in it share compilations and a resume can set it (`set_learning_rate`)."""
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
     # No clipping is a clip at infinity: the optimizer state keeps one structure, so a
     # resumed run may switch clipping on or off (with --allow_config_change).
@@ -92,8 +71,7 @@ def _model_rngs(seed: int | jax.Array) -> nnx.Rngs:
 
 def _init_fn(network: models.NetworkConfig, grad_clip_norm: float
              ) -> Callable[[jax.Array, jax.Array], TrainState]:
-    """``init(seed, learning_rate)``: arguments, not constants, so that runs differing
-    only in them share one compilation."""
+    """``init(seed, learning_rate)``: arguments, so runs differing in them share a compile."""
 
     def init(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
         model = models.build_model(network, rngs=_model_rngs(seed))
@@ -127,19 +105,11 @@ def step_definition(network: models.NetworkConfig, grad_clip_norm: float,
                           task=task, windowing=windowing)
 
 
-# --- steps ----------------------------------------------------------------------------------
-
-
 def train_step(definition: StepDefinition, state: TrainState, batch: Mapping[str, jax.Array]
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)}`` (plus
-    ``"tabular": (B, 4)`` for a model that fuses age and sex: the model reads the batch).
-
-    A step whose loss or gradients are not finite leaves the parameters and Adam state as
-    they were (the random stream still advances) and counts itself in
-    ``nonfinite_steps``; whether training then stops is the loop's decision
-    (``train.nan_policy``). Returns the new state and ``{"loss", "grad_norm"}``.
-    """
+    """One optimizer step on a batch ``{"signal": (B, T, C), "label": (B,)[, "tabular"]}``;
+    returns the new state and ``{"loss", "grad_norm"}``. A step whose loss or gradients are not
+    finite leaves the parameters and Adam state as they were and counts in ``nonfinite_steps``."""
 
     def loss_fn(params: nnx.State, rngs: nnx.State) -> tuple[jax.Array, nnx.State]:
         # copy=True: fresh Variables owned by this trace, so the model may advance its
@@ -164,21 +134,16 @@ def train_step(definition: StepDefinition, state: TrainState, batch: Mapping[str
 
 def logits_step(definition: StepDefinition, params: nnx.State, rngs: nnx.State,
                 batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Logits ``(B, K)`` (float32) of the model in eval mode on model-ready samples
-    ``{"signal": (B, L, C)[, "tabular": (B, 4)]}``: no windows cut, no activation (what
-    inference's `logits` and the exported model compute)."""
+    """Logits ``(B, K)`` (float32) in eval mode of model-ready samples ``{"signal": (B, L,
+    C)[, "tabular"]}``: no windows cut, no activation (inference's `logits`, the export)."""
     model = nnx.merge(definition.eval_graphdef, params, rngs, copy=True)
     return model(batch).astype(jnp.float32)
 
 
 def eval_step(definition: StepDefinition, params: nnx.State, rngs: nnx.State,
               batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Class probabilities ``(B, K)`` (float32) of the model in eval mode (the task's).
-
-    With `definition.windowing` the batch holds whole records ``(B, T, C)``: the model
-    scores their W windows as one ``(B * W, L, C)`` batch and a record's probabilities
-    are the max (or mean) over its windows.
-    """
+    """Class probabilities ``(B, K)`` (float32) of the model in eval mode; with
+    `definition.windowing`, of whole records over their windows (docs/training.md)."""
     windowing = definition.windowing
     if windowing is None:
         return definition.task.probabilities(logits_step(definition, params, rngs, batch))
@@ -201,19 +166,10 @@ def swa_epoch_update(state: TrainState) -> TrainState:
                          swa_count=state.swa_count + 1)
 
 
-# --- the compiled programs ------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Programs:
-    """The jitted programs of one model on one mesh, with their shardings pinned.
-
-    `init(seed, learning_rate)` creates the state directly sharded (no host copy of the
-    weights); `train(state, batch)` and `swa(state)` donate the state; `eval(params, rngs,
-    batch)` returns probabilities split like the batch, `logits(params, rngs, batch)` the
-    logits of model-ready samples (`logits_step`). The batch is split over every
-    device (`sharding.data_sharding`), the state placed by `sharding.DEFAULT_RULES`.
-    """
+    """The jitted programs of one model on one mesh, shardings pinned: `init` creates the state
+    sharded, `train` and `swa` donate it, `eval` and `logits` are split like the batch."""
 
     definition: StepDefinition
     mesh: jax.sharding.Mesh
@@ -228,9 +184,7 @@ class Programs:
 
 
 def programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Programs:
-    """The `Programs` of the config's model on `mesh`, built once per process: runs of the
-    same model (other seeds, learning rates, datasets of the same shape) reuse them, so
-    they are neither traced nor compiled again."""
+    """The `Programs` of the config's model on `mesh`, built once per process (cached)."""
     return _programs(models.network_config(config),
                      float(config.train.grad_clip_norm), mesh,
                      tasks.from_config(config),
@@ -271,16 +225,10 @@ def _programs(network: models.NetworkConfig, grad_clip_norm: float, mesh: jax.sh
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SeedPrograms:
-    """The programs of K seeds trained together: the state of the K seeds stacked along a
-    leading axis, every program the one-seed program under `jax.vmap` (docs/training.md).
-
-    `train(state, batches)` takes one batch per seed (a tuple) and returns per-seed
-    ``{"loss", "grad_norm"}`` of shape ``(K,)``; `eval(params, rngs, batch)` scores one
-    batch with every seed, probabilities ``(B, K, classes)`` split like the batch (so
-    `predict` gathers them as rows); `take(state, i)` is seed ``i``'s state, placed like a
-    one-seed state; `stack(*states)` the reverse. For K = 1 they are the one-seed programs
-    themselves (scalar metrics, ``(B, classes)``), `take` and `stack` the identity.
-    """
+    """The programs of K seeds trained together (docs/training.md, "Seeds in one program"):
+    states stacked on a leading axis, each program the one-seed one under `jax.vmap`. `train`
+    takes K batches; `eval` scores one batch with every seed: ``(B, K, classes)``; `take(state,
+    i)` is seed ``i``'s state, `stack` the reverse. K = 1: the one-seed programs themselves."""
 
     one: Programs  # the one-seed programs: init, abstract state, shardings
     num_seeds: int
@@ -344,15 +292,13 @@ def seed_programs(one: Programs, num_seeds: int) -> SeedPrograms:
 
 def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                        ) -> tuple[TrainState, Programs]:
-    """A fresh state of the config's model and seed, created sharded on `mesh`, and the
-    programs that update it."""
+    """A fresh state of the config's model and seed, sharded on `mesh`, and its programs."""
     compiled = programs(config, mesh)
     return compiled.init(*init_args(config)), compiled
 
 
 def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -> TrainState:
-    """The state with the optimizer's learning rate set to `learning_rate` (placed like
-    the one it replaces)."""
+    """The state with the optimizer's learning rate set to `learning_rate`."""
     current = optax.tree.get(state.opt_state, "learning_rate")
     wanted = jnp.asarray(learning_rate, current.dtype)
     if float(current) == float(wanted):
@@ -362,20 +308,11 @@ def set_learning_rate(state: TrainState, learning_rate: float, shardings: Any) -
     return state.replace(opt_state=optax.tree.set(state.opt_state, learning_rate=value))
 
 
-# --- evaluation -----------------------------------------------------------------------------
-
-
 def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.State,
             config: ml_collections.ConfigDict, split: str, mesh: jax.sharding.Mesh,
             progress: bool = False) -> dict[str, np.ndarray]:
-    """Probabilities of every example of `split` exactly once, on every process.
-
-    Returns ``{"probs" (N, K), "label" (N,) or multi-hot (N, K), "index" (N,)}`` in split
-    order (padding rows
-    removed). ``progress``: a progress bar on an interactive terminal
-    (`eval_input.eval_batches`). Raises RuntimeError if the batches did not cover each
-    example once.
-    """
+    """Probabilities of every example of `split` exactly once, on every process: ``{"probs" (N,
+    K), "label" (N,) or (N, K), "index" (N,)}`` in split order (else RuntimeError)."""
     in_flight: collections.deque[jax.Array] = collections.deque()
     probs, host = [], []
     for batch in eval_input.eval_batches(config, split, mesh, progress=progress):
@@ -400,15 +337,11 @@ def predict(eval_fn: Callable[..., jax.Array], params: nnx.State, rngs: nnx.Stat
 
 def prediction_metrics(config: ml_collections.ConfigDict, probs: np.ndarray,
                        labels: np.ndarray) -> dict[str, float]:
-    """The task's metrics (docs/training.md) of probabilities ``(N, K)`` against `labels`
-    (`predict`)."""
+    """The task's metrics (docs/training.md) of probabilities ``(N, K)`` and `labels`."""
     result = tasks.from_config(config).metrics(probs, labels, config.dataset.num_classes)
     # A count: logged as 1360, not 1360.0.
     result["num_examples"] = int(labels.shape[0])
     return result
-
-
-# --- checks before training -----------------------------------------------------------------
 
 
 def check_fits(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:

@@ -1,7 +1,4 @@
-"""Stochastic weight averaging: equal-weight running mean of parameter pytrees.
-
-Elementwise, so jit-friendly and sharding-preserving; docs/training.md, "Protocol".
-"""
+"""Stochastic weight averaging: equal-weight running mean of pytrees (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -12,25 +9,9 @@ import jax.numpy as jnp
 
 
 def swa_update(avg_params: Any, new_params: Any, n_averaged: int | jax.Array) -> Any:
-    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees.
-
-    ``avg_{n+1} = avg_n + (p - avg_n) / (n + 1)``, so after k updates the result is the
-    arithmetic mean of the k pytrees. With ``n_averaged == 0`` the result is exactly
-    ``new_params`` (whatever ``avg_params`` holds, e.g. an uninitialised copy).
-
-    Works on any pytree with matching structure (dicts, ``nnx.State``, ...). Floating
-    leaves are averaged in at least float32 (bf16 running means drift otherwise) and cast
-    back to their dtype; non-floating leaves (integer counters, RNG keys) are taken from
-    ``new_params`` since averaging them is meaningless.
-
-    Args:
-      avg_params: current average (pytree).
-      new_params: parameters to add (same structure).
-      n_averaged: number of pytrees already in the average (Python int or traced scalar).
-
-    Returns:
-      The new average, same structure and dtypes as ``avg_params``.
-    """
+    """Adds ``new_params`` to a running average of ``n_averaged`` pytrees (exactly
+    ``new_params`` for 0). Floating leaves are averaged in at least float32 (bf16 means drift)
+    and cast back; others (counters, RNG keys) are taken from ``new_params``."""
     n = jnp.asarray(n_averaged, dtype=jnp.float32)
 
     def update(avg: jax.Array, new: jax.Array) -> jax.Array:

@@ -1,7 +1,5 @@
-"""Training and evaluation of a config's seeds (docs/training.md), from one CPU to a
-multi-host mesh: `train_and_evaluate` picks the seeds, `loop.train_seeds` trains them
-(one at a time, or together in one vectorised program) and this module aggregates them.
-"""
+"""Training and evaluation of a config's seeds (docs/training.md): `train_and_evaluate`
+picks the seeds, `loop.train_seeds` trains them and this module aggregates them."""
 
 from __future__ import annotations
 
@@ -21,13 +19,16 @@ from cardioformer_jax.training import loop
 # The commands and the evaluation read these from here.
 RESULTS_FILE = loop.RESULTS_FILE
 TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = loop.TRAIN_SPLIT, loop.VALIDATION_SPLIT, loop.TEST_SPLIT
+DEFAULT_CACHE_DIR = "~/.cache/cardioformer_jax/xla"
 
 
-def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.seed = seed
-    config.seeds = 1
-    return config
+def set_compilation_cache(path: str | None) -> None:
+    """Turns on JAX's persistent compilation cache in `path` (None: $JAX_COMPILATION_CACHE_DIR,
+    else `DEFAULT_CACHE_DIR`; '': off)."""
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR
+    if path:
+        jax.config.update("jax_compilation_cache_dir", paths.expand_path(path))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
@@ -35,16 +36,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        allow_config_change: Sequence[str] = (),
                        evaluate_splits: Sequence[str] = (VALIDATION_SPLIT, TEST_SPLIT),
                        on_epoch_end: loop.EpochEndFn | None = None) -> dict[str, Any]:
-    """Validates `config`, prepares the data and runs every seed; returns the results.
-
-    With ``config.seeds == 1`` the run lives in `workdir` and the result is its
-    ``results.json``. With more, seed ``s`` runs in ``workdir/seed_<s>`` and
-    ``workdir/results.json`` holds each seed's test metrics and, per metric, their mean
-    and std (`metrics.aggregate_seeds`). Rerunning the same command resumes.
-    `evaluate_fn`, `evaluate_splits` and `on_epoch_end`: see `loop.train_seeds` (one seed
-    only without the test split: the seeds' aggregate is of test metrics; with either
-    callback the seeds train one after another).
-    """
+    """Validates `config`, prepares the data and runs (or resumes) every seed (several seeds:
+    ``seed_<s>/`` folders, docs/training.md); returns ``results.json``. The other arguments:
+    `loop.train_seeds` (with a callback the seeds train one after another)."""
     config_lib.validate_config(config)
     if config.seeds > 1 and TEST_SPLIT not in evaluate_splits:
         raise ValueError("evaluate_splits without the test split needs config.seeds == 1")
@@ -55,7 +49,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if config.seeds == 1:
         return loop.train_seeds([(config, workdir)], **kwargs)[0]
     seeds = [config.seed + i for i in range(config.seeds)]
-    runs = [(seed_config(config, s), workdir / f"seed_{s}") for s in seeds]
+    runs = [(ml_collections.ConfigDict({**config.to_dict(), "seed": s, "seeds": 1}),
+             workdir / f"seed_{s}") for s in seeds]
     if config.train.vectorize_seeds and evaluate_fn is None and on_epoch_end is None:
         logging.info("seeds %s trained together in one program", seeds)
         per_seed = dict(zip(seeds, loop.train_seeds(runs, **kwargs), strict=True))

@@ -1,11 +1,8 @@
-"""The tuner's outputs: ``best_config.py``, ``best_trial.json``, ``tuning_report.md``.
-
-docs/tuning.md, "Outputs".
-"""
+"""The tuner's outputs (docs/tuning.md, "Outputs")."""
 
 from __future__ import annotations
 
-import importlib.util
+import collections
 import os
 import pprint
 import warnings
@@ -52,10 +49,7 @@ def best_config_source(config: ml_collections.ConfigDict, header: str) -> str:
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     """``get_config()`` of a config file, imported as ``--config=path`` would."""
-    spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return search.import_file(path, "_config").get_config()
 
 
 def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -73,19 +67,9 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds")
 
 
-def _counted_study(study: optuna.Study, counted: list[optuna.trial.FrozenTrial]
-                   ) -> optuna.Study:
-    """An in-memory study of the budget's trials, for the plots and importances."""
-    view = optuna.create_study(study_name=study.study_name, direction="maximize")
-    view.add_trials(counted)
-    return view
-
-
 def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float] | None, str]:
     """Writes the PNGs; returns the history file, the importances (None: too few trials or
     no spread) and a note on what is missing."""
-    import matplotlib.pyplot as plt
-
     complete = view.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     plots.mkdir(parents=True, exist_ok=True)
     history = importances = None
@@ -95,7 +79,6 @@ def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float
         if complete:
             ax = optuna.visualization.matplotlib.plot_optimization_history(view)
             _save(ax.figure, plots / HISTORY_PNG)
-            plt.close(ax.figure)
             history = f"{PLOTS}/{HISTORY_PNG}"
         if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
             note = (f"Parameter importances need {MIN_TRIALS_FOR_IMPORTANCES} complete trials; "
@@ -107,18 +90,20 @@ def _plots(view: optuna.Study, plots: Path) -> tuple[str | None, dict[str, float
                 ax = optuna.visualization.matplotlib.plot_param_importances(
                     view, evaluator=evaluator)
                 _save(ax.figure, plots / IMPORTANCES_PNG)
-                plt.close(ax.figure)
             except (RuntimeError, ValueError) as error:  # e.g. no parameter varies
                 importances, note = None, f"No parameter importances: {error}"
     return history, importances, note
 
 
 def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     figure.set_size_inches(8, 5)
     figure.tight_layout()
     partial = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     figure.savefig(partial, dpi=110)
     os.replace(partial, path)
+    plt.close(figure)
 
 
 def _format(value: Any) -> str:
@@ -129,9 +114,7 @@ def _markdown(study: optuna.Study, summary: dict[str, Any], trials: list[dict[st
               history: str | None, importances: dict[str, float] | None, note: str) -> str:
     best = summary["best"]
     metric = summary["selection_metric"]
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
     lines = [
         f"# Tuning report: study `{summary['study']}`", "",
         f"- storage: `{summary['storage']}`",
@@ -180,9 +163,7 @@ def write_outputs(study: optuna.Study, counted: list[optuna.trial.FrozenTrial],
                   best: optuna.trial.FrozenTrial | None, base: ml_collections.ConfigDict,
                   space: search.SearchSpace, workdir: Path, *, url: str, search_path: Path,
                   budget: int) -> dict[str, Any]:
-    """Writes ``best_config.py``, ``best_trial.json`` and ``tuning_report.md`` (see the
-    module docstring) for the budget's trials `counted`; returns ``best_trial.json``'s
-    content."""
+    """Writes the outputs (docs/tuning.md) of the trials `counted`; returns the summary."""
     metric = base.train.selection_metric
     summary: dict[str, Any] = {
         "study": study.study_name, "storage": public_url(url),
@@ -201,7 +182,9 @@ def write_outputs(study: optuna.Study, counted: list[optuna.trial.FrozenTrial],
             raise AssertionError(f"{path} does not reproduce the tuned config")
         summary["best_config"] = os.fspath(path)
         summary["best"] = _trial_summary(best)
-    view = _counted_study(study, counted)
+    # An in-memory study of the budget's trials, for the plots and importances.
+    view = optuna.create_study(study_name=study.study_name, direction="maximize")
+    view.add_trials(counted)
     history, importances, note = _plots(view, workdir / PLOTS)
     summary["importances"] = importances
     logging_utils.write_json(workdir / BEST_TRIAL, summary)

@@ -1,7 +1,4 @@
-"""Search spaces: Python files defining ``search_space(trial, config) -> None``.
-
-docs/tuning.md, "Search spaces".
-"""
+"""Search spaces: files defining ``search_space(trial, config) -> None`` (docs/tuning.md)."""
 
 from __future__ import annotations
 
@@ -37,13 +34,18 @@ def load(path: str | os.PathLike) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"search space file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_search_space_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    function = getattr(module, "search_space", None)
+    function = getattr(import_file(path, "_search_space"), "search_space", None)
     if not callable(function):
         raise ValueError(f"{path} defines no search_space(trial, config) function")
     return function
+
+
+def import_file(path: str | os.PathLike, prefix: str) -> Any:
+    """The Python file at `path`, imported as module ``<prefix>_<stem>``."""
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def trial_config(space: SearchSpace, trial: optuna.Trial | optuna.trial.FixedTrial,

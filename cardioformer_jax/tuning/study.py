@@ -1,7 +1,4 @@
-"""The study, its objective and the worker loop of `cardioformer_jax.tune`.
-
-Storage, dead workers, pruning and the trial budget: docs/tuning.md.
-"""
+"""The study, its objective and the worker loop of `cardioformer_jax.tune` (docs/tuning.md)."""
 
 from __future__ import annotations
 
@@ -56,21 +53,15 @@ class Settings:
     max_retry: int = 3  # retries of a dead worker's trial
 
     def __post_init__(self) -> None:
-        problems = [message for ok, message in [
-            (self.trials >= 1, f"trials={self.trials} must be >= 1"),
-            (self.worker >= 0, f"worker={self.worker} must be >= 0"),
-            (self.pruner in PRUNERS, f"pruner={self.pruner!r} must be one of {PRUNERS}"),
-            (self.pruner_startup_trials >= 0,
-             f"pruner_startup_trials={self.pruner_startup_trials} must be >= 0"),
-            (self.pruner_warmup_epochs >= 0,
-             f"pruner_warmup_epochs={self.pruner_warmup_epochs} must be >= 0"),
-            (self.heartbeat_interval >= 1,
-             f"heartbeat_interval={self.heartbeat_interval} must be >= 1"),
-            (self.grace_period > self.heartbeat_interval,
-             f"grace_period={self.grace_period} must exceed heartbeat_interval="
-             f"{self.heartbeat_interval}"),
-            (self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0"),
-        ] if not ok]
+        minimum = {"trials": 1, "worker": 0, "pruner_startup_trials": 0,
+                   "pruner_warmup_epochs": 0, "heartbeat_interval": 1, "max_retry": 0}
+        problems = [f"{name}={getattr(self, name)} must be >= {low}"
+                    for name, low in minimum.items() if getattr(self, name) < low]
+        if self.pruner not in PRUNERS:
+            problems.append(f"pruner={self.pruner!r} must be one of {PRUNERS}")
+        if not self.grace_period > self.heartbeat_interval:
+            problems.append(f"grace_period={self.grace_period} must exceed "
+                            f"heartbeat_interval={self.heartbeat_interval}")
         if problems:
             raise ValueError("invalid tuning settings: " + "; ".join(problems))
 
@@ -154,8 +145,7 @@ def budget_trials(study: optuna.Study, trials: int) -> list[optuna.trial.FrozenT
 
 
 def _taken(study: optuna.Study) -> int:
-    """Finished trials plus those running now. Trials of dead workers are failed first
-    (their retries then wait for a worker), so they do not hold the budget."""
+    """Finished plus running trials (dead workers' trials failed first: no budget held)."""
     optuna.storages.fail_stale_trials(study)
     return len(study.get_trials(deepcopy=False, states=TAKEN))
 
@@ -166,9 +156,7 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
 
 
 def _prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
-    """Synthetic configs: the twin is built once in ``workdir/data`` (a file lock keeps the
-    workers of one machine from building it together) and every trial reads that build,
-    instead of writing a twin of its own into its run folder."""
+    """Synthetic configs: the twin built once, under a file lock, in ``workdir/data``."""
     if config.dataset.synthetic_patients <= 0:
         return config
     with open(workdir / "data.lock", "w") as lock:
