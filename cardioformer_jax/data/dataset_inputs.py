@@ -205,8 +205,3 @@ def prepare_record(path: str | os.PathLike[str], spec: RecordPreparation) -> Pre
     age, sex = labels.ptb_age_sex(record.comments)
     return PreparedRecord(samples=preprocessing.standardize(samples), source_fs=record.fs,
                           ignored_leads=ignored, age=age, sex=sex)
-
-
-def prepare_samples(path: str | os.PathLike[str], spec: RecordPreparation) -> np.ndarray:
-    """`prepare_record`'s samples ``(k, sample_length, len(lead_names))``."""
-    return prepare_record(path, spec).samples

@@ -195,14 +195,6 @@ def challenge_score_parts(labels: np.ndarray, outputs: np.ndarray, *,
     return {"score": score, "observed": observed, "correct": correct, "inactive": inactive}
 
 
-def challenge_score(labels: np.ndarray, outputs: np.ndarray, *,
-                    weights: np.ndarray | None = None,
-                    normal_index: int | None = None) -> float:
-    """`challenge_score_parts`' ``"score"``."""
-    return challenge_score_parts(labels, outputs, weights=weights,
-                                 normal_index=normal_index)["score"]
-
-
 def f_measure(labels: np.ndarray, outputs: np.ndarray) -> tuple[float, np.ndarray]:
     """(macro, per-class ``(K,)``) Challenge F-measure ``2TP / (2TP + FP + FN)``: NaN where
     the denominator is 0; macro = mean of the defined classes (NaN when none is)."""

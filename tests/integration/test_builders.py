@@ -560,7 +560,7 @@ def test_ptb_reference_beats_config_cuts_beats_as_the_reference_everywhere():
     spec = dataset_inputs.record_preparation("ptb", "reference_beats-b0.6-0.8")
     assert spec.beat_rule == "reference" and spec.describe()["beat_rule"] == "reference"
     assert dataset_inputs.record_preparation("ptb").beat_rule == "port"
-    np.testing.assert_allclose(dataset_inputs.prepare_samples(fx.REAL_PTB_RECORD, spec),
+    np.testing.assert_allclose(dataset_inputs.prepare_record(fx.REAL_PTB_RECORD, spec).samples,
                                pp.standardize(want), atol=1e-5)
     with pytest.raises(ValueError, match="unknown beat_rule"):
         common.EcgConfig(name="x", beat_rule="median")

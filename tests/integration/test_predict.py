@@ -82,7 +82,7 @@ def test_leads_matched_ignoring_case_and_reordered():
 
 
 def test_real_ptb_record_prepared_as_the_builder_does(ptb_model):
-    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    samples = dataset_inputs.prepare_record(REAL, ptb_model.spec).samples
     # The PTB builder's samples of this record, standardised as the input pipeline does.
     built = pp.record_heartbeats(REAL, expected_fs=1000, expected_leads=15)
     np.testing.assert_array_equal(samples, pp.standardize(built))
@@ -95,8 +95,8 @@ def test_ptbxl_segments_equal_the_built_dataset(tiny_ptbxl):
     record_id = source[0]["record_id"].decode()
     built = sorted((int(source[i]["segment"]), source[i]["signal"]) for i in range(len(source))
                    if source[i]["record_id"].decode() == record_id)
-    samples = dataset_inputs.prepare_samples(manual_dir / record_id,
-                                             dataset_inputs.record_preparation("ptbxl"))
+    samples = dataset_inputs.prepare_record(manual_dir / record_id,
+                                            dataset_inputs.record_preparation("ptbxl")).samples
     np.testing.assert_array_equal(samples, pp.standardize(np.stack([s for _, s in built])))
 
 
@@ -113,7 +113,7 @@ def test_real_record_probabilities(ptb_run, ptb_model, capsys):
     probabilities = np.array(list(record["probabilities"].values()))
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-6)
     # The mean over the record's heartbeats of the model's own probabilities.
-    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    samples = dataset_inputs.prepare_record(REAL, ptb_model.spec).samples
     assert record["num_samples"] == len(samples)
     np.testing.assert_allclose(probabilities, ptb_model.probabilities(samples).mean(0),
                                rtol=1e-6)
@@ -154,8 +154,8 @@ def test_other_sampling_rates_are_resampled(ptb_model, real_signal, tmp_path, fs
     path = fx.write_record(tmp_path, f"rec{fs}", resampled[:, order], fs, leads=names)
     reference = fx.write_record(tmp_path, "rec1000", real_signal, 1000, leads=fx.LEADS_15)
 
-    samples = dataset_inputs.prepare_samples(path, ptb_model.spec)
-    expected = dataset_inputs.prepare_samples(reference, ptb_model.spec)
+    samples = dataset_inputs.prepare_record(path, ptb_model.spec).samples
+    expected = dataset_inputs.prepare_record(reference, ptb_model.spec).samples
     # Same heartbeats, up to the anti-aliasing filter of the test's own resampling.
     assert abs(len(samples) - len(expected)) <= 1
     n = min(len(samples), len(expected))
@@ -177,7 +177,7 @@ def test_reordered_and_extra_leads_give_identical_samples(ptb_model, real_signal
     plain = fx.write_record(tmp_path, "plain", real_signal, 1000, leads=fx.LEADS_15)
     prepared = dataset_inputs.prepare_record(shuffled, ptb_model.spec)
     np.testing.assert_array_equal(prepared.samples,
-                                  dataset_inputs.prepare_samples(plain, ptb_model.spec))
+                                  dataset_inputs.prepare_record(plain, ptb_model.spec).samples)
     assert prepared.ignored_leads == ("EXTRA",) and prepared.source_fs == 1000
 
 
@@ -256,7 +256,7 @@ def test_export_round_trip(ptb_run, ptb_model, tmp_path, capsys):
     assert meta["class_names"] == ["healthy control", "myocardial infarction"]
     assert meta["preparation"]["mode"] == "beats" and meta["platforms"] == ["cpu"]
 
-    samples = dataset_inputs.prepare_samples(REAL, ptb_model.spec)
+    samples = dataset_inputs.prepare_record(REAL, ptb_model.spec).samples
     forward = jax.jit(export.model_function(ptb_model))
     for batch in (samples[:1], samples):  # the batch size is symbolic
         # Round-off only: in process an even batch runs as parallel chains, the exported

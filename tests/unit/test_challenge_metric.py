@@ -54,7 +54,7 @@ def test_hand_computed_score_on_three_classes():
     assert _frac(parts["correct"]) == Fraction(9, 2)
     assert _frac(parts["inactive"]) == Fraction(29, 24)
     assert parts["score"] == pytest.approx(15 / 79, abs=1e-12)
-    assert ch.challenge_score(L3, O3, weights=W3, normal_index=2) == parts["score"]
+    assert ch.challenge_score_parts(L3, O3, weights=W3, normal_index=2)["score"] == parts["score"]
 
 
 def test_hand_computed_f_measure_and_accuracy():
@@ -77,14 +77,14 @@ def test_perfect_outputs_score_one_normal_only_scores_zero():
     rng = np.random.default_rng(0)
     labels = rng.random((40, len(classes))) < 0.1
     labels[~labels.any(axis=1), classes.index(ch.NORMAL_CODE)] = True
-    assert ch.challenge_score(labels, labels) == pytest.approx(1.0, abs=1e-12)
+    assert ch.challenge_score_parts(labels, labels)["score"] == pytest.approx(1.0, abs=1e-12)
     normal = np.zeros_like(labels)
     normal[:, classes.index(ch.NORMAL_CODE)] = True
-    assert ch.challenge_score(labels, normal) == pytest.approx(0.0, abs=1e-12)
+    assert ch.challenge_score_parts(labels, normal)["score"] == pytest.approx(0.0, abs=1e-12)
     # Outputting nothing scores below the normal-only baseline here.
-    assert ch.challenge_score(labels, np.zeros_like(labels)) < 0
+    assert ch.challenge_score_parts(labels, np.zeros_like(labels))["score"] < 0
     # Degenerate: every recording normal alone -> correct == inactive -> 0.0.
-    assert ch.challenge_score(normal, normal) == 0.0
+    assert ch.challenge_score_parts(normal, normal)["score"] == 0.0
 
 
 def test_score_matches_a_plain_loop_over_recordings():
@@ -178,12 +178,12 @@ def test_either_code_of_a_pair_is_the_same_class():
 
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"outputs must be 0/1; outputs\[1, 0\] is"):
-        ch.challenge_score(L3, np.array([[1, 0, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]]),
-                           weights=W3, normal_index=2)
+        ch.challenge_score_parts(L3, np.array([[1, 0, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]]),
+                                 weights=W3, normal_index=2)
     with pytest.raises(ValueError, match="labels has 3 classes, expected 26"):
-        ch.challenge_score(L3, O3)
+        ch.challenge_score_parts(L3, O3)
     with pytest.raises(ValueError, match="normal_index"):
-        ch.challenge_score(L3, O3, weights=W3)
+        ch.challenge_score_parts(L3, O3, weights=W3)
     with pytest.raises(ValueError, match=r"labels \(4, 3\) and outputs \(3, 3\)"):
         ch.accuracy(L3, O3[:3])
 
@@ -287,7 +287,7 @@ def test_weighted_metrics_match_the_plain_ones_on_every_resample():
         # A resample is the data set with each recording repeated as often as drawn.
         picked = np.repeat(np.arange(40), weights.astype(int))
         assert values["score"][row] == pytest.approx(
-            ch.challenge_score(labels[picked], outputs[picked]), abs=1e-12)
+            ch.challenge_score_parts(labels[picked], outputs[picked])["score"], abs=1e-12)
         assert values["f_measure"][row] == pytest.approx(
             ch.f_measure(labels[picked], outputs[picked])[0], abs=1e-12)
         assert values["accuracy"][row] == pytest.approx(

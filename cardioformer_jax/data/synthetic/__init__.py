@@ -4,20 +4,11 @@
 holds the vocabulary; docs/data.md, "Synthetic twins".
 """
 
-from cardioformer_jax.data.synthetic.codes import (
-    MIMIC_LEADS,
-    PTBXL_LEADS,
-    RHYTHMS,
-    SCP_COLUMNS,
-    SUPERCLASS_CODES,
-    scp_statements,
-)
-from cardioformer_jax.data.synthetic.plans import MIMIC_MAX_SUBJECT_ID, plan_mimic, plan_ptbxl
+from cardioformer_jax.data.synthetic.codes import MIMIC_LEADS, SCP_COLUMNS, scp_statements
+from cardioformer_jax.data.synthetic.plans import plan_mimic, plan_ptbxl
 from cardioformer_jax.data.synthetic.signals import synthesize_ecg
 from cardioformer_jax.data.synthetic.writers import (
     LAYOUTS,
-    MEASUREMENT_COLUMNS,
-    PTBXL_COLUMNS,
     SYNTHETIC_MARKER,
     describe_twin,
     write_mimic_twin,
@@ -27,14 +18,8 @@ from cardioformer_jax.data.synthetic.writers import (
 
 __all__ = [
     "LAYOUTS",
-    "MEASUREMENT_COLUMNS",
     "MIMIC_LEADS",
-    "MIMIC_MAX_SUBJECT_ID",
-    "PTBXL_COLUMNS",
-    "PTBXL_LEADS",
-    "RHYTHMS",
     "SCP_COLUMNS",
-    "SUPERCLASS_CODES",
     "SYNTHETIC_MARKER",
     "describe_twin",
     "plan_mimic",
