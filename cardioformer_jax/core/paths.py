@@ -93,6 +93,4 @@ def resolve_path(path: PathLike) -> epath.Path:
 
 def as_path(path: PathLike) -> epath.Path:
     """`resolve_path` without making a local path absolute (messages show it as typed)."""
-    if is_url(path):
-        return resolve_path(path)
-    return epath.Path(expand_path(path))
+    return resolve_path(path) if is_url(path) else epath.Path(expand_path(path))

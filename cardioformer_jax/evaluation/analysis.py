@@ -149,17 +149,13 @@ def age_bands(ages: np.ndarray) -> np.ndarray:
     return out
 
 
-def sex_groups(sexes: np.ndarray) -> np.ndarray:
-    """``0 -> "male"``, ``1 -> "female"``, anything else (-1) -> "unknown"."""
-    return np.asarray([SEX_NAMES.get(int(s), UNKNOWN) for s in np.asarray(sexes)], dtype=object)
-
-
 def by_subgroup(sexes: np.ndarray, ages: np.ndarray, score: Callable[[np.ndarray], Any]
                 ) -> dict[str, dict[str, Any]]:
     """``{"by_sex": {group: score(mask)}, "by_age": ...}`` over the known groups with
     examples, in `SEX_NAMES` / `AGE_BANDS` order (a key without groups left out)."""
     out = {}
-    for key, groups, order in (("by_sex", sex_groups(sexes), SEX_NAMES.values()),
+    sex_groups = np.asarray([SEX_NAMES.get(int(s), UNKNOWN) for s in np.asarray(sexes)], object)
+    for key, groups, order in (("by_sex", sex_groups, SEX_NAMES.values()),
                                ("by_age", age_bands(ages), [n for n, _, _ in AGE_BANDS])):
         rows = {name: score(groups == name) for name in order if (groups == name).any()}
         if rows:

@@ -101,18 +101,14 @@ class Checkpointer:
             policy = checkpoint_managers.AnyPreservationPolicy([
                 checkpoint_managers.LatestN(n=keep),
                 checkpoint_managers.BestN(get_metric_fn=_best_rank, n=1,
-                                          keep_checkpoints_without_metrics=False),
-            ])
+                                          keep_checkpoints_without_metrics=False)])
             options = ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
                 # Set so that Orbax writes the metrics and `best_step()` ranks by them;
                 # which steps are deleted is decided by `preservation_policy` alone.
-                best_fn=_best_rank,
-                best_mode="max",
-                enable_async_checkpointing=async_save,
+                best_fn=_best_rank, best_mode="max", enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,  # leftovers of a save killed half-way
-                create=True,
-            )
+                create=True)
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta", "data"))
 

@@ -225,20 +225,17 @@ def train_seeds(runs: Sequence[tuple[ml_collections.ConfigDict, str | os.PathLik
         for seed_config, run_dir in runs:
             train_input = input_pipeline.create_train_input(seed_config, mesh)
             stack.callback(train_input.close)
-            checkpoints = checkpointing.Checkpointer(
+            checkpoints = stack.enter_context(checkpointing.Checkpointer(
                 run_dir / checkpointing.CHECKPOINT_DIR, keep=train_config.keep_checkpoints,
-                async_save=train_config.async_checkpointing)
-            stack.callback(checkpoints.close)
-            writer = logging_utils.MetricWriter(run_dir)
-            stack.callback(writer.close)
+                async_save=train_config.async_checkpointing))
+            writer = stack.enter_context(logging_utils.MetricWriter(run_dir))
             seed = int(seed_config.seed)
             seeds.append(_Seed(seed=seed, label=f"seed {seed}" if len(runs) > 1 else "",
                                config=seed_config, run_dir=run_dir, checkpoints=checkpoints,
                                writer=writer, train_input=train_input,
                                early=_early_stopping({}, train_config)))
-        steps_per_epoch = seeds[0].train_input.steps_per_epoch
-        if train_config.steps_per_epoch > 0:
-            steps_per_epoch = train_config.steps_per_epoch
+        steps_per_epoch = (train_config.steps_per_epoch if train_config.steps_per_epoch > 0
+                           else seeds[0].train_input.steps_per_epoch)
         return _loop(config, mesh, compiled, seeds, steps_per_epoch, dataset,
                      evaluate_fn=evaluate_fn, evaluate_splits=evaluate_splits,
                      on_epoch_end=on_epoch_end)
