@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cardioformer_jax.data import preprocessing
 from cardioformer_jax.data.preprocessing import RecordError, match_leads
 
 LEADS_12: tuple[str, ...] = (
@@ -110,19 +111,10 @@ class ChallengeRecord:
     notes: tuple[str, ...] = ()
 
 
-def _strip_extension(path: str) -> str:
-    for ext in (".hea", ".mat"):
-        if path.endswith(ext):
-            return path[: -len(ext)]
-    return path
-
-
 def _int_or_none(text: str | None) -> int | None:
-    if text is None:
-        return None
     try:
         return int(text)
-    except ValueError:
+    except (TypeError, ValueError):  # None, or not an integer
         return None
 
 
@@ -130,12 +122,11 @@ def _parse_record_line(path: str, line: str) -> tuple[str, int, float, int, list
     fields = line.split()
     if len(fields) < 2:
         raise RecordError(path, "bad_header", f"record line {line!r} has no signal count")
-    quirks = []
-    name = fields[0].split("/")[0]
-    if "/" in fields[0]:
+    name = fields[0]
+    if "/" in name:
         raise RecordError(path, "unsupported", "multi-segment records are not supported")
-    if name.endswith((".mat", ".hea", ".dat")):
-        quirks.append("record_line_2020")
+    quirk_2020 = name.endswith((".mat", ".hea", ".dat"))
+    if quirk_2020:
         name = name[:-4]
     try:
         n_sig = int(fields[1])
@@ -149,9 +140,7 @@ def _parse_record_line(path: str, line: str) -> tuple[str, int, float, int, list
     rest = fields[4:]
     wfdb_like = (not rest or (_WFDB_TIME_RE.match(rest[0]) and (
         len(rest) == 1 or (len(rest) == 2 and _WFDB_DATE_RE.match(rest[1])))))
-    if not wfdb_like and "record_line_2020" not in quirks:
-        quirks.append("record_line_2020")
-    return name, n_sig, fs, n_samples, quirks
+    return name, n_sig, fs, n_samples, ["record_line_2020"] if quirk_2020 or not wfdb_like else []
 
 
 def _parse_signal_line(path: str, line: str) -> SignalSpec:
@@ -193,7 +182,7 @@ def _parse_signal_line(path: str, line: str) -> SignalSpec:
 
 def parse_header(path: str | os.PathLike[str]) -> ChallengeHeader:
     """Parses ``path.hea`` (path with or without extension); RecordError when unusable."""
-    path = _strip_extension(os.fspath(path))
+    path = preprocessing.strip_extension(path, (".hea", ".mat"))
     try:
         with open(path + ".hea", encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -204,11 +193,9 @@ def parse_header(path: str | os.PathLike[str]) -> ChallengeHeader:
     comments, lines = [], []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line:
-            continue
         if line.startswith("#"):
             comments.append(line[1:].strip())
-        else:
+        elif line:
             lines.append(line.split("#", 1)[0].strip())
     if not lines:
         raise RecordError(path, "bad_header", "the header has no record line")
@@ -231,16 +218,10 @@ def _load_val(path: str, header: ChallengeHeader) -> np.ndarray:
     file_name = files.pop()
     if not file_name.lower().endswith(".mat"):
         raise RecordError(path, "unsupported", f"signal file {file_name} is not a .mat file")
-    mat_path = os.path.join(os.path.dirname(path), file_name)
-    if not os.path.isfile(mat_path):
-        raise RecordError(path, "missing_file", f"signal file {mat_path} does not exist")
-    spec = header.signals[0]
+    spec, expected = header.signals[0], None
     if spec.fmt == "16" and spec.byte_offset is not None and header.n_samples > 0:
         expected = spec.byte_offset + 2 * len(header.signals) * header.n_samples
-        actual = os.path.getsize(mat_path)
-        if actual < expected:
-            raise RecordError(path, "truncated",
-                              f"{file_name} has {actual} bytes, the header implies {expected}")
+    mat_path = preprocessing.check_signal_file(path, file_name, expected, exact=False)
     try:
         val = scipy.io.loadmat(mat_path)["val"]
     except KeyError as err:
@@ -263,31 +244,10 @@ def _load_val(path: str, header: ChallengeHeader) -> np.ndarray:
     return val.T
 
 
-def _check_header_fields(path: str, header: ChallengeHeader, digital: np.ndarray) -> None:
-    if not np.issubdtype(digital.dtype, np.integer):
-        return
-    for c, spec in enumerate(header.signals):
-        if spec.init_value is not None and len(digital) and int(digital[0, c]) != spec.init_value:
-            raise RecordError(path, "header_mismatch",
-                              f"lead {spec.name}: first sample {int(digital[0, c])}, the header "
-                              f"says {spec.init_value}")
-        if spec.checksum is not None:
-            actual = int(np.sum(digital[:, c], dtype=np.int64) % 65536)
-            if actual != spec.checksum % 65536:
-                raise RecordError(path, "header_mismatch",
-                                  f"lead {spec.name}: the data's checksum {actual} is not the "
-                                  f"header's {spec.checksum}")
-
-
 def record_amplitude(signal: np.ndarray) -> float:
     """Median over leads of each lead's 1st-99th percentile range (signal's units)."""
     low, high = np.percentile(signal, [1.0, 99.0], axis=0)
     return float(np.median(high - low))
-
-
-def _plausible(amplitude: float) -> bool:
-    low, high = PLAUSIBLE_AMPLITUDE_MV
-    return low <= amplitude <= high
 
 
 def physical_signal(path: str, header: ChallengeHeader, digital: np.ndarray
@@ -307,15 +267,12 @@ def physical_signal(path: str, header: ChallengeHeader, digital: np.ndarray
         scale.append(_UNITS_TO_MV[unit])
     gains = np.asarray([s.gain for s in header.signals], dtype=np.float64)
     baselines = np.asarray([s.baseline for s in header.signals], dtype=np.float64)
-    scale = np.asarray(scale)
     bogus = np.isin(gains, KNOWN_BOGUS_GAINS)
-    notes: list[str] = []
+    notes: tuple[str, ...] = ()
     if bogus.any():
+        notes = ("gain_corrected", *sorted({f"gain_corrected_{g:g}" for g in gains[bogus]}))
         gains = np.where(bogus, TRUE_GAIN, gains)
-        notes.append("gain_corrected")
-        notes += sorted({f"gain_corrected_{g:g}" for g in
-                         (s.gain for s, b in zip(header.signals, bogus, strict=True) if b)})
-    return (digital - baselines) / gains * scale, tuple(notes)
+    return (digital - baselines) / gains * np.asarray(scale), notes
 
 
 def check_amplitude(path: str, header: ChallengeHeader, signal: np.ndarray,
@@ -323,8 +280,8 @@ def check_amplitude(path: str, header: ChallengeHeader, signal: np.ndarray,
     """RecordError ``implausible_amplitude`` when `record_amplitude(signal)` (mV) is outside
     `PLAUSIBLE_AMPLITUDE_MV` (`GAIN_RULE`)."""
     amplitude = record_amplitude(signal)
-    if not _plausible(amplitude):
-        low, high = PLAUSIBLE_AMPLITUDE_MV
+    low, high = PLAUSIBLE_AMPLITUDE_MV
+    if not low <= amplitude <= high:
         stated = ", ".join(sorted({f"{s.gain:g}" for s in header.signals}))
         corrected = ", known bogus gains read at 1000" if "gain_corrected" in notes else ""
         raise RecordError(
@@ -343,31 +300,19 @@ def read_record(
     """Reads a Challenge record in mV, its leads matched by name (any case) to `lead_names`
     and returned in that order (None: as stored). Raises `RecordError` (docs/data.md,
     "CinC 2021")."""
-    path = _strip_extension(os.fspath(path))
+    path = preprocessing.strip_extension(path, (".hea", ".mat"))
     header = parse_header(path)
-    order = None
-    if lead_names is not None:
-        order = match_leads(header.lead_names, lead_names, path)
+    order = None if lead_names is None else match_leads(header.lead_names, lead_names, path)
     digital = _load_val(path, header)
     if not len(digital):
         raise RecordError(path, "too_short", "the record has no samples")
-    if min_seconds is not None and len(digital) < min_seconds * header.fs:
-        raise RecordError(path, "too_short",
-                          f"{len(digital) / header.fs:.3f} s long, at least {min_seconds} s "
-                          "needed")
-    _check_header_fields(path, header, digital)
+    preprocessing.check_duration(path, len(digital), header.fs, min_seconds)
+    if np.issubdtype(digital.dtype, np.integer):  # float data: no checksum to compare
+        preprocessing.check_header_samples(
+            path, header.lead_names, digital, [s.init_value for s in header.signals],
+            [s.checksum for s in header.signals])
     signal, notes = physical_signal(path, header, digital)
-    names = header.lead_names
-    if order is not None:
-        signal = signal[:, order]
-        names = tuple(names[i] for i in order)
-    nan_leads = [names[c] for c in np.flatnonzero(~np.isfinite(signal).all(axis=0))]
-    if nan_leads:
-        raise RecordError(path, "nan_lead", f"NaN / invalid samples in leads {nan_leads}")
-    flat = np.ptp(signal, axis=0) == 0
-    if flat.any():
-        raise RecordError(path, "flat_lead",
-                          f"flat-line (constant) leads {[names[c] for c in np.flatnonzero(flat)]}")
+    signal, names = preprocessing.checked_leads(path, signal, header.lead_names, order)
     check_amplitude(path, header, signal, notes)
     return ChallengeRecord(path=path, signal=signal, fs=header.fs, lead_names=names,
                            header=header, notes=notes)

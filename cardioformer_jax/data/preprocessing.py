@@ -63,61 +63,86 @@ class WfdbRecord:
     comments: tuple[str, ...]
 
 
+def strip_extension(path: str | os.PathLike[str], extensions: tuple[str, ...]) -> str:
+    """`path` without its extension when that is one of `extensions` (4 characters each)."""
+    path = os.fspath(path)
+    return path[:-4] if path.endswith(extensions) else path
+
+
+def check_signal_file(path: str, file_name: str, expected: int | None = None, detail: str = "",
+                      exact: bool = True) -> str:
+    """The path of the record's signal file `file_name`; `RecordError` ``missing_file`` when
+    it does not exist, ``truncated`` when shorter than `expected` bytes, ``header_mismatch``
+    when longer and `exact` (wfdb ignores trailing bytes and calls a short file only "Samples
+    were not loaded correctly"). `detail` ends the size messages."""
+    file_path = os.path.join(os.path.dirname(path), file_name)
+    if not os.path.isfile(file_path):
+        raise RecordError(path, "missing_file", f"signal file {file_path} does not exist")
+    actual = os.path.getsize(file_path)
+    if expected is not None and actual < expected:
+        raise RecordError(path, "truncated",
+                          f"{file_name} has {actual} bytes, the header implies {expected}{detail}")
+    if expected is not None and exact and actual > expected:
+        raise RecordError(path, "header_mismatch", f"{file_name} has {actual} bytes but the "
+                          f"header implies only {expected}{detail}")
+    return file_path
+
+
+def check_duration(path: str | os.PathLike[str], n_samples: int, fs: float,
+                   min_seconds: float | None) -> None:
+    """`RecordError` ``too_short`` when `n_samples` at `fs` Hz last less than `min_seconds`."""
+    if min_seconds is not None and n_samples < min_seconds * fs:
+        raise RecordError(path, "too_short",
+                          f"{n_samples / fs:.3f} s long, at least {min_seconds} s needed")
+
+
+def check_header_samples(path: str, names: Sequence[str], digital: np.ndarray,
+                         init_values: Sequence[int | None],
+                         checksums: Sequence[int | None]) -> None:
+    """`RecordError` ``header_mismatch`` when a lead's first digital sample or checksum (sum
+    modulo 65536) is not the one its header states (None: not stated)."""
+    for c, (name, init, checksum) in enumerate(zip(names, init_values, checksums, strict=True)):
+        first = int(digital[0, c])
+        if init is not None and first != int(init):
+            raise RecordError(path, "header_mismatch",
+                              f"lead {name}: first sample {first}, the header says {init}")
+        actual = int(np.sum(digital[:, c], dtype=np.int64) % 65536)
+        if checksum is not None and actual != int(checksum) % 65536:
+            raise RecordError(path, "header_mismatch", f"lead {name}: the data's checksum "
+                              f"{actual} is not the header's {checksum}")
+
+
+def checked_leads(path: str, signal: np.ndarray, names: Sequence[str],
+                  order: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The columns `order` (None: all) of a physical `(n, C)` signal and their `names`;
+    `RecordError` ``nan_lead`` when one holds a NaN / invalid sample, ``flat_lead`` when one
+    is constant."""
+    if order is not None:
+        signal, names = signal[:, order], [names[i] for i in order]
+    nan_leads = [names[c] for c in np.flatnonzero(~np.isfinite(signal).all(axis=0))]
+    if nan_leads:
+        raise RecordError(path, "nan_lead", f"NaN / invalid samples in leads {nan_leads}")
+    flat = [names[c] for c in np.flatnonzero(np.ptp(signal, axis=0) == 0)]
+    if flat:
+        raise RecordError(path, "flat_lead", f"flat-line (constant) leads {flat}")
+    return signal, tuple(names)
+
+
 def _check_signal_files(path: str, header: wfdb.Record) -> None:
-    """Checks that every signal file exists and has exactly the size the header implies:
-    wfdb ignores trailing bytes and calls a short file only "Samples were not loaded
-    correctly"."""
-    directory = os.path.dirname(path)
+    """`check_signal_file` on each file the header names, sizes by `_BYTES_PER_SAMPLE`."""
     by_file: dict[str, list[int]] = {}
     for index, file_name in enumerate(header.file_name):
         by_file.setdefault(file_name, []).append(index)
     for file_name, channels in by_file.items():
-        file_path = os.path.join(directory, file_name)
-        if not os.path.isfile(file_path):
-            raise RecordError(path, "missing_file", f"signal file {file_path} does not exist")
         formats = {header.fmt[c] for c in channels}
         if len(formats) != 1 or (fmt := formats.pop()) not in _BYTES_PER_SAMPLE:
+            check_signal_file(path, file_name)
             continue
         frame = sum((header.samps_per_frame[c] or 1) for c in channels)
         offset = header.byte_offset[channels[0]] or 0
         expected = offset + math.ceil(header.sig_len * frame * _BYTES_PER_SAMPLE[fmt])
-        actual = os.path.getsize(file_path)
-        if actual < expected:
-            raise RecordError(
-                path,
-                "truncated",
-                f"{file_name} has {actual} bytes, the header implies {expected} "
-                f"({header.sig_len} samples x {frame} signals in format {fmt})",
-            )
-        if actual > expected:
-            raise RecordError(
-                path,
-                "header_mismatch",
-                f"{file_name} has {actual} bytes but the header implies only {expected} "
-                f"({header.sig_len} samples x {frame} signals in format {fmt})",
-            )
-
-
-def _check_header_fields(path: str, record: wfdb.Record) -> None:
-    """Compares the header's initial values and checksums with the digital samples."""
-    digital = record.d_signal
-    for c, name in enumerate(record.sig_name):
-        init = record.init_value[c] if record.init_value else None
-        if init is not None and int(digital[0, c]) != int(init):
-            raise RecordError(
-                path,
-                "header_mismatch",
-                f"lead {name}: first sample {int(digital[0, c])} but the header says {init}",
-            )
-        checksum = record.checksum[c] if record.checksum else None
-        if checksum is not None:
-            actual = int(np.sum(digital[:, c], dtype=np.int64) % 65536)
-            if actual != int(checksum) % 65536:
-                raise RecordError(
-                    path,
-                    "header_mismatch",
-                    f"lead {name}: checksum of the data does not match the header's {checksum}",
-                )
+        check_signal_file(path, file_name, expected,
+                          f" ({header.sig_len} samples x {frame} signals in format {fmt})")
 
 
 def _diagnose_read_failure(path: str, err: Exception) -> RecordError:
@@ -168,9 +193,7 @@ def read_record(
     `.dat` and `.xyz`). With `lead_names`, leads are taken by name (`match_leads`) and the
     lead count is not checked. Raises `RecordError`.
     """
-    path = os.fspath(path)
-    if path.endswith((".hea", ".dat")):
-        path = path[:-4]
+    path = strip_extension(path, (".hea", ".dat"))
     if not os.path.isfile(path + ".hea"):
         raise RecordError(path, "missing_record", f"header {path}.hea does not exist")
     # The header is parsed once, by rdrecord: wfdb's header parser costs ~5 ms (pandas),
@@ -194,34 +217,21 @@ def read_record(
         )
     if any((s or 1) != 1 for s in record.samps_per_frame):
         raise RecordError(path, "unsupported", "multi-frequency records are not supported")
-    if min_seconds is not None and record.sig_len < min_seconds * record.fs:
-        raise RecordError(
-            path,
-            "too_short",
-            f"{record.sig_len / record.fs:.3f} s long, at least {min_seconds} s needed",
-        )
+    check_duration(path, record.sig_len, record.fs, min_seconds)
     _check_signal_files(path, record)
     if record.d_signal.shape != (record.sig_len, record.n_sig):
         raise RecordError(path, "header_mismatch", "sample array does not match the header")
-    _check_header_fields(path, record)
+    unstated = [None] * record.n_sig
+    check_header_samples(path, record.sig_name, record.d_signal,
+                         record.init_value or unstated, record.checksum or unstated)
     # dac() maps each format's "invalid sample" code to NaN, so gaps surface as NaN here.
     signal = np.asarray(record.dac(return_res=64), dtype=np.float64)
-    names = list(record.sig_name)
-    if order is not None:
-        signal, names = signal[:, order], [names[i] for i in order]
-
-    nan_leads = [names[c] for c in np.flatnonzero(np.isnan(signal).any(axis=0))]
-    if nan_leads:
-        raise RecordError(path, "nan_lead", f"NaN / invalid samples in leads {nan_leads}")
-    flat = np.ptp(signal, axis=0) == 0
-    if flat.any():
-        flat_names = [names[c] for c in np.flatnonzero(flat)]
-        raise RecordError(path, "flat_lead", f"flat-line (constant) leads {flat_names}")
+    signal, names = checked_leads(path, signal, record.sig_name, order)
     return WfdbRecord(
         path=path,
         signal=signal,
         fs=float(record.fs),
-        lead_names=tuple(names),
+        lead_names=names,
         units=tuple(record.units[i] for i in order) if order is not None else tuple(record.units),
         comments=tuple(record.comments or ()),
     )
@@ -253,9 +263,8 @@ def standardize(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Per-lead standardisation over the time `axis` (docs/data.md per record, docs/model.md
     per sample): mean 0, population std 1, a constant lead zeros; float32."""
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=axis, keepdims=True)
-    centred = x - mean
-    std = np.sqrt(np.mean(centred * centred, axis=axis, keepdims=True))
+    centred = x - x.mean(axis=axis, keepdims=True)
+    std = x.std(axis=axis, keepdims=True)
     # Exact constancy (max == min) rather than a std threshold: round-off makes the std of
     # a constant lead tiny but non-zero, and dividing by it would amplify noise.
     constant = np.ptp(x, axis=axis, keepdims=True) == 0
@@ -303,17 +312,12 @@ def record_segments(
 ) -> np.ndarray:
     """Windows of a record at `target_fs`: `(k, length, C)` float32 (docs/data.md; the PTB-XL
     benchmark's are whole 10 s records). Records shorter than one window are refused."""
-    prepared = prepare_record(
+    record = read_record(
         path, expected_fs=expected_fs, expected_leads=expected_leads,
-        min_seconds=length / target_fs, lead_names=lead_names, target_fs=target_fs,
+        min_seconds=length / target_fs, lead_names=lead_names,
     )
-    segments = segment(prepared, length)
-    if len(segments) == 0:
-        # A record of exactly one window's duration can lose its last sample to the
-        # floor() of the resampled length.
-        raise RecordError(path, "too_short",
-                          f"shorter than one window of {length} samples at {target_fs} Hz")
-    return segments
+    return signal_segments(record.signal, record.fs, path=path, target_fs=target_fs,
+                           length=length)
 
 
 def signal_segments(
@@ -327,12 +331,11 @@ def signal_segments(
     """`record_segments` for a signal already read in physical units `(n, C)` at `fs`
     (e.g. by `challenge_format`): windows `(k, length, C)` float32; a signal shorter than
     one window is a ``too_short`` `RecordError`."""
-    if signal.shape[0] < length / target_fs * fs:
-        raise RecordError(path, "too_short",
-                          f"{signal.shape[0] / fs:.3f} s long, at least {length / target_fs} s "
-                          "needed")
+    check_duration(path, signal.shape[0], fs, length / target_fs)
     segments = segment(prepare_signal(signal, fs, target_fs), length)
     if len(segments) == 0:
+        # A record of exactly one window's duration can lose its last sample to the
+        # floor() of the resampled length.
         raise RecordError(path, "too_short",
                           f"shorter than one window of {length} samples at {target_fs} Hz")
     return segments
@@ -382,6 +385,8 @@ def heartbeats(
                               f"a lead has fewer than two R peaks (counts {counts})")
         rr = float(np.median([np.median(np.diff(p)) for p in peaks]))
         n_beats = int(np.median(counts))
+        rr_int = int(round(rr))
+        half_before, half_after = rr_int // 2, rr_int - rr_int // 2
     else:
         lead_rr = [float(np.median(np.diff(p))) for p in peaks if len(p) >= 2]
         if not lead_rr:
@@ -389,13 +394,9 @@ def heartbeats(
                               f"no lead has two R peaks (counts {counts})")
         rr = float(np.median(lead_rr))
         n_beats = max(counts)
+        half_before = half_after = int(rr / 2)
     if rr > max_rr:
         raise RecordError(path, "rr_too_long", f"RR interval {rr:g} samples exceeds {max_rr}")
-    if rule == "port":
-        rr_int = int(round(rr))
-        half_before, half_after = rr_int // 2, rr_int - rr_int // 2
-    else:
-        half_before = half_after = int(rr / 2)
     beats = np.zeros((n_beats, beat_length, n_leads), dtype=np.float32)
     for k in range(n_beats):
         r = int(np.median([p[k] for p in peaks if len(p) > k]))
