@@ -103,8 +103,7 @@ def model_flops_per_sample(config: ml_collections.ConfigDict, rows: int) -> floa
     mesh = sharding.create_mesh((1, 1), devices=jax.devices("cpu")[:1])
     programs = steps.programs(config, mesh)
     batch = abstract_batch(config, rows, mesh)
-    cost = programs.train.lower(programs.abstract_state, batch).cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    cost = _cost(programs.train.lower(programs.abstract_state, batch))
     return float(cost["flops"]) / rows if cost and "flops" in cost else math.nan
 
 
@@ -129,17 +128,17 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     return dict(sorted(found.items()))
 
 
+# `memory`'s parts: the fields ``<field>_size_in_bytes`` of XLA's memory analysis.
+_MEMORY_PARTS = {"arguments": "argument", "outputs": "output", "aliased": "alias",
+                 "temporaries": "temp", "code": "generated_code"}
+
+
 def memory(compiled: Any, capacity: float) -> dict[str, Any]:
     """Per-device bytes of a compiled program and whether they fit `capacity` bytes."""
     stats = compiled.memory_analysis()
     stats = stats[0] if isinstance(stats, list) else stats
-    parts = {
-        "arguments": int(stats.argument_size_in_bytes),
-        "outputs": int(stats.output_size_in_bytes),
-        "aliased": int(stats.alias_size_in_bytes),
-        "temporaries": int(stats.temp_size_in_bytes),
-        "code": int(stats.generated_code_size_in_bytes),
-    }
+    parts = {name: int(getattr(stats, f"{field}_size_in_bytes"))
+             for name, field in _MEMORY_PARTS.items()}
     total = (parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"]
              + parts["code"])
     return {"bytes": {**parts, "total": total}, **_fit_fields(total, capacity)}
@@ -236,22 +235,18 @@ def largest_fitting(fits: Callable[[int], bool], start: int, granularity: int, l
     it holds below some size and not above: doubling from `start`, then bisection; each
     size is tried once. 0 when not even `granularity` fits."""
     check = functools.cache(fits)
-    low, high = 0, None  # the largest size that fits (0: none yet), the smallest that not
-    batch = min(max(granularity, start // granularity * granularity), limit)
-    while True:
-        if check(batch):
-            low = batch
-            if batch >= limit:
-                return low
-            batch = min(batch * 2 // granularity * granularity, limit)
-        else:
-            high = batch
-            break
+    # The largest size that fits (0: none yet), the next one to try (at last: the smallest
+    # that does not fit).
+    low, high = 0, min(max(granularity, start // granularity * granularity), limit)
+    while check(high):
+        low = high
+        if high >= limit:
+            return low
+        high = min(high * 2 // granularity * granularity, limit)
     if low == 0 and high > granularity:
-        if check(granularity):
-            low = granularity
-        else:
+        if not check(granularity):
             return 0
+        low = granularity
     while high - low > granularity:
         middle = (low + high) // 2 // granularity * granularity
         if check(middle):

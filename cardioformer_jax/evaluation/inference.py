@@ -87,27 +87,24 @@ class TrainedModel:
                tabular_inputs: np.ndarray | None = None) -> np.ndarray:
         """Logits ``(N, K)`` of model-ready samples ``(N, T, C)`` (and their ``(N, 4)`` age/sex
         `tabular_inputs`; None: unknown), in batches zero-padded to `padded_rows`."""
-        return self._run(self.programs.logits, self._samples(signals), batch_size,
+        return self._run(self.programs.logits, self._samples(signals, False), batch_size,
                          tabular_inputs)
 
-    def _samples(self, signals: np.ndarray) -> np.ndarray:
+    def _samples(self, signals: np.ndarray, records: bool) -> np.ndarray:
+        """`signals` as float32 samples ``(N, T, C)``, or whole `records` ``(N, any, C)``."""
         signals = np.asarray(signals, np.float32)
-        if signals.ndim != 3 or signals.shape[1:] != self.input_shape:
-            raise ValueError(f"expected samples of shape (N, {self.input_shape[0]}, "
-                             f"{self.input_shape[1]}), got {signals.shape}")
+        length, channels = self.input_shape
+        if signals.ndim != 3 or signals.shape[2] != channels or (
+                not records and signals.shape[1] != length):
+            raise ValueError(f"expected {'records' if records else 'samples'} of shape (N, "
+                             f"{'T' if records else length}, {channels}), got {signals.shape}")
         return signals
 
     def probabilities(self, signals: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
                       tabular_inputs: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` (the `eval` program), as `logits`; a run trained on
         crops (`windowing`) takes whole records ``(N, T, C)`` and aggregates their windows."""
-        if self.windowing is None:
-            signals = self._samples(signals)
-        else:
-            signals = np.asarray(signals, np.float32)
-            if signals.ndim != 3 or signals.shape[2] != self.input_shape[1]:
-                raise ValueError(f"expected records of shape (N, T, "
-                                 f"{self.input_shape[1]}), got {signals.shape}")
+        signals = self._samples(signals, records=self.windowing is not None)
         return self._run(self.programs.eval, signals, batch_size, tabular_inputs)
 
     def _run(self, program: Callable[..., jax.Array], signals: np.ndarray, batch_size: int,
@@ -122,12 +119,11 @@ class TrainedModel:
         outputs = []
         for start in range(0, n, batch_size):
             chunk = signals[start:start + batch_size]
-            rows = padded_rows(len(chunk), batch_size)
-            batch = {"signal": np.zeros((rows, *chunk.shape[1:]), np.float32)}
-            batch["signal"][:len(chunk)] = chunk
+            pad = [(0, padded_rows(len(chunk), batch_size) - len(chunk)), (0, 0)]
+            batch = {"signal": np.pad(chunk, pad + [(0, 0)])}
             if tabular_inputs is not None:
-                batch["tabular"] = np.zeros((rows, tabular_inputs.shape[1]), np.float32)
-                batch["tabular"][:len(chunk)] = tabular_inputs[start:start + batch_size]
+                rows = np.asarray(tabular_inputs[start:start + batch_size], np.float32)
+                batch["tabular"] = np.pad(rows, pad)
             outputs.append(np.asarray(program(self.params, self.rngs, batch))[:len(chunk)])
         if not outputs:
             return np.zeros((0, self.num_classes), np.float32)
