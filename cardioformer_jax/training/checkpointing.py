@@ -62,8 +62,7 @@ def _abstract_keys_to_data(tree: Any) -> Any:
             return x
         data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
         # A key's PartitionSpec leaves the extra trailing key-data dimension whole.
-        sharding = getattr(x, "sharding", None)
-        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+        return data.update(sharding=getattr(x, "sharding", None))
 
     return jax.tree.map(convert, tree)
 
@@ -317,7 +316,5 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
 def tree_equal(a: Any, b: Any) -> bool:
     """Whether two pytrees have equal structure and bitwise-equal leaves (keys: key data)."""
     a, b = _keys_to_data(a), _keys_to_data(b)
-    if jax.tree.structure(a) != jax.tree.structure(b):
-        return False
-    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a),
-                                                              jax.tree.leaves(b), strict=True))
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
