@@ -171,11 +171,10 @@ def resume_fields(rule: str) -> tuple[str, ...]:
 
 def fields_table() -> str:
     """`FIELDS` as the Markdown table of docs/training.md."""
-    rows = ["| field | default | accepts | on resume | meaning |", "|---|---|---|---|---|"]
-    for name, field in FIELDS.items():
-        rows.append(f"| `{name}` | `{field.default!r}` | {field.accepts()} | {field.resume} | "
-                    f"{field.doc} |")
-    return "\n".join(rows)
+    return "\n".join([
+        "| field | default | accepts | on resume | meaning |", "|---|---|---|---|---|",
+        *(f"| `{name}` | `{field.default!r}` | {field.accepts()} | {field.resume} | {field.doc} |"
+          for name, field in FIELDS.items())])
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -222,14 +222,10 @@ def _format_number(value: Any, digits: int) -> str:
     return str(number) if isinstance(number, int) else f"{number:.{digits}f}"
 
 
-def log_scalars(
-    scalars: Mapping[str, Any], step: int | None = None, split: str | None = None,
-    digits: int = 4, progress: str | None = None,
-) -> None:
-    """Logs ``format_scalars(...)`` with absl at INFO level, on process 0 only."""
+def log_scalars(scalars: Mapping[str, Any], **kwargs: Any) -> None:
+    """Logs ``format_scalars(scalars, **kwargs)`` with absl at INFO level, on process 0 only."""
     if jax.process_index() == 0:
-        logging.info("%s", format_scalars(scalars, step=step, split=split, digits=digits,
-                                          progress=progress))
+        logging.info("%s", format_scalars(scalars, **kwargs))
 
 
 def format_progress(step: int, total: int | None, elapsed_seconds: float,

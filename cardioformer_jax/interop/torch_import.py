@@ -217,11 +217,9 @@ def load_torch_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict
 def _checkpoint_summary(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Config fields the checkpoint's names and shapes reveal (for error hints)."""
     found: dict[str, Any] = {}
-    convs = {}
-    for name, value in state_dict.items():
-        match = re.fullmatch(r"enc_embedding\.value_embeddings\.(\d+)\.tokenConv\.weight", name)
-        if match and value.ndim == 4:
-            convs[int(match.group(1))] = value.shape
+    convs = {int(m.group(1)): value.shape for name, value in state_dict.items()
+             if (m := re.fullmatch(r"enc_embedding\.value_embeddings\.(\d+)\.tokenConv\.weight",
+                                   name)) and value.ndim == 4}
     if convs and sorted(convs) == list(range(len(convs))):
         shapes = [convs[g] for g in range(len(convs))]
         found["patch_lens"] = tuple(int(s[3]) for s in shapes)

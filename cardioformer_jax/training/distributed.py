@@ -25,6 +25,7 @@ SLURM_VARS: tuple[str, ...] = (
 OMPI_URI = "OMPI_MCA_orte_hnp_uri"
 EXPLICIT_VARS: tuple[str, str, str] = (
     "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+_EXPLICIT_ARGS = ("coordinator_address", "num_processes", "process_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +117,8 @@ def plan(
         env.get(EXPLICIT_VARS[1]), EXPLICIT_VARS[1])
     rank = process_id if process_id is not None else _int(
         env.get(EXPLICIT_VARS[2]), EXPLICIT_VARS[2])
-    explicit = [name for name, value in zip(
-        ("coordinator_address", "num_processes", "process_id"), (coordinator, count, rank),
-        strict=True) if value is not None]
+    given = dict(zip(_EXPLICIT_ARGS, (coordinator, count, rank), strict=True))
+    explicit = [name for name, value in given.items() if value is not None]
     if coordinator is not None:
         _check_address(coordinator, "coordinator_address")
     if count is not None and count < 1:
@@ -135,8 +135,7 @@ def plan(
                                f"Cloud TPU VM with {workers} worker(s)")
 
     if explicit and cluster is None and len(explicit) < 3:
-        missing = [n for n in ("coordinator_address", "num_processes", "process_id")
-                   if n not in explicit]
+        missing = [name for name, value in given.items() if value is None]
         raise ValueError(
             f"multi-process run: {', '.join(explicit)} given but {', '.join(missing)} "
             f"missing, and no SLURM/Open MPI/Cloud TPU environment to take them from; pass "
@@ -187,15 +186,13 @@ def on_cloud_tpu_vm() -> bool:
     return importlib.util.find_spec("libtpu") is not None and tpu_chips_present()
 
 
-def gce_metadata(key: str, env: Mapping[str, str] | None = None,
-                 timeout_s: float = 5.0) -> str | None:
+def gce_metadata(key: str) -> str | None:
     """An instance attribute from the GCE metadata server (link-local), None if absent."""
-    env = os.environ if env is None else env
-    host = env.get("GCE_METADATA_IP", "metadata.google.internal")
+    host = os.environ.get("GCE_METADATA_IP", "metadata.google.internal")
     request = urllib.request.Request(_METADATA_URL.format(host=host, key=key),
                                      headers={"Metadata-Flavor": "Google"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
             return response.read().decode()
     except (urllib.error.URLError, OSError):
         return None
