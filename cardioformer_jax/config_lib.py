@@ -234,15 +234,9 @@ def with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
 
 def moved_override_problems(argv: Sequence[str]) -> list[str]:
     """Problems of the overrides in `argv` naming a field where it was (`MOVED_FIELDS`)."""
-    problems = []
-    for arg in argv:
-        match = re.match(r"^--?(\w+)\.([\w.]+)(=|$)", arg)
-        if match and match.group(2) in MOVED_FIELDS:
-            flag = match.group(1)
-            problems.append(f"--{flag}.{match.group(2)} is now --{flag}."
-                            f"{MOVED_FIELDS[match.group(2)]} (the input sizes are outside "
-                            f"the network's section)")
-    return problems
+    matches = (re.match(r"^--?(\w+)\.([\w.]+)(=|$)", arg) for arg in argv)
+    return [f"--{m[1]}.{m[2]} is now --{m[1]}.{MOVED_FIELDS[m[2]]} (the input sizes are "
+            f"outside the network's section)" for m in matches if m and m[2] in MOVED_FIELDS]
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import math
 import os
 import re
@@ -152,16 +153,14 @@ def gpu_target_config(description_name: str) -> str:
     """The ``GpuTargetConfigProto`` text of a GPU, read from the CUDA plugin's binary."""
     import jaxlib
 
-    for cuda in ("13", "12"):  # the [aot] extra's plugin, or a GPU install's
-        try:
-            plugin = importlib.import_module(f"jax_plugins.xla_cuda{cuda}")
-            break
-        except ImportError:
-            continue
-    else:
+    # The [aot] extra's plugin, or a GPU install's.
+    cuda = next((cuda for cuda in ("13", "12")
+                 if importlib.util.find_spec(f"jax_plugins.xla_cuda{cuda}")), None)
+    if cuda is None:
         raise RuntimeError(
             "GPU targets need the CUDA compiler plugin: python -m pip install -c "
             "requirements/lock.txt -e \".[aot]\" (Python 3.12+, jax 0.12+)")
+    plugin = importlib.import_module(f"jax_plugins.xla_cuda{cuda}")
     plugin_version = importlib.metadata.version(f"jax-cuda{cuda}-plugin")
     if plugin_version != jaxlib.__version__:
         raise RuntimeError(f"the CUDA plugin is {plugin_version} but jaxlib is "

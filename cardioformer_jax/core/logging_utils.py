@@ -120,12 +120,11 @@ class MetricWriter:
             raise ValueError(f"{self.jsonl_path} is a URL: objects cannot be appended to, "
                              f"use jsonl_mode='rewrite'")
         self.sync_seconds = float(sync_seconds)
-        self._open = False
         self._jsonl = None  # "append": the open file
         self._chunks: list[str] = []  # "rewrite": the whole file's text
         self._dirty = False
         self._last_sync = -math.inf
-        self._tb = None
+        self._tb = None  # None once closed
         if not self.enabled:
             return
         # Imported here: non-writing processes never touch tensorboardX.
@@ -138,7 +137,6 @@ class MetricWriter:
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         elif self.jsonl_path.exists():
             self._chunks.append(self.jsonl_path.read_text(encoding="utf-8"))
-        self._open = True
 
     def write_scalars(
         self, step: int, scalars: Mapping[str, Any], split: str | None = None
@@ -146,7 +144,7 @@ class MetricWriter:
         """Writes a dict of scalars (Python, numpy or jax) for ``step`` under ``split``."""
         if not self.enabled:
             return
-        if not self._open:
+        if self._tb is None:
             raise RuntimeError("MetricWriter is closed")
         values = {str(k): _to_number(v) for k, v in scalars.items()}
         clash = set(values) & set(_RESERVED_KEYS)
@@ -193,7 +191,6 @@ class MetricWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
-        self._open = False
         if self._dirty:
             self._sync()
 
