@@ -143,12 +143,10 @@ def _checked_slots(model: Cardioformer) -> tuple[list[_Slot], dict[tuple, Any]]:
 def expected_reference_shapes(config: CardioformerConfig | Mapping[str, Any]) -> dict[str, tuple]:
     """Reference ``state_dict`` names and shapes for ``config``, the ``pe`` buffer included."""
     config = CardioformerConfig.from_config(config)
-    shapes = {slot.name: slot.shape for slot in _slots(config, TokenLayout.from_config(config))}
-    shapes[PE_NAME] = (1, _pe_length(config), config.d_model)
+    shapes = [(slot.name, slot.shape) for slot in _slots(config, TokenLayout.from_config(config))]
     # Reference order: the buffer sits between the patch convolutions and the embeddings.
-    names = list(shapes)
-    names.insert(config.num_granularities, names.pop())
-    return {name: shapes[name] for name in names}
+    shapes.insert(config.num_granularities, (PE_NAME, (1, _pe_length(config), config.d_model)))
+    return dict(shapes)
 
 
 def _pe_length(config: CardioformerConfig) -> int:
@@ -323,10 +321,9 @@ def import_reference_weights(model: Cardioformer,
 
 
 def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
-                         source: str | os.PathLike | Mapping[str, Any], *,
-                         rngs: nnx.Rngs | None = None) -> Cardioformer:
+                         source: str | os.PathLike | Mapping[str, Any]) -> Cardioformer:
     """A new ``Cardioformer`` for ``config`` holding the reference's weights (train mode)."""
-    model = Cardioformer(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    model = Cardioformer(config, rngs=nnx.Rngs(0))
     import_reference_weights(model, source)
     return model
 

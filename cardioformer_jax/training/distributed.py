@@ -59,13 +59,15 @@ class _Cluster:
     detail: str
 
 
-def _int(value: str | int | None, what: str) -> int | None:
-    if value is None or value == "":
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    """The environment variable `name` as an integer; None when unset or empty."""
+    value = env.get(name)
+    if not value:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}={value!r} is not an integer") from None
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
 
 
 def _check_address(address: str, what: str) -> None:
@@ -85,8 +87,7 @@ def _slurm(env: Mapping[str, str]) -> tuple[_Cluster | None, str | None]:
     if missing:
         return None, (f"SLURM job {env['SLURM_JOB_ID']} but not an srun step ({', '.join(missing)} "
                       f"unset): start one process per task with srun")
-    count = _int(env["SLURM_NTASKS"], "SLURM_NTASKS")
-    rank = _int(env["SLURM_PROCID"], "SLURM_PROCID")
+    count, rank = _int(env, "SLURM_NTASKS"), _int(env, "SLURM_PROCID")
     detail = (f"SLURM job {env['SLURM_JOB_ID']}: task {rank} of {count} on nodes "
               f"{env['SLURM_STEP_NODELIST']} (local id {env['SLURM_LOCALID']})")
     return _Cluster("slurm", count, rank, detail), None
@@ -95,8 +96,8 @@ def _slurm(env: Mapping[str, str]) -> tuple[_Cluster | None, str | None]:
 def _openmpi(env: Mapping[str, str]) -> _Cluster | None:
     if OMPI_URI not in env:
         return None
-    count = _int(env.get("OMPI_COMM_WORLD_SIZE"), "OMPI_COMM_WORLD_SIZE") or 1
-    rank = _int(env.get("OMPI_COMM_WORLD_RANK"), "OMPI_COMM_WORLD_RANK")
+    count = _int(env, "OMPI_COMM_WORLD_SIZE") or 1
+    rank = _int(env, "OMPI_COMM_WORLD_RANK")
     return _Cluster("openmpi", count, rank, f"Open MPI: rank {rank} of {count}")
 
 
@@ -113,10 +114,8 @@ def plan(
     their ``JAX_*`` variables; `cloud_tpu_worker_count` is asked last; `force` lets JAX's own
     detection try. ValueError for contradictory, incomplete or malformed values."""
     coordinator = coordinator_address or env.get(EXPLICIT_VARS[0]) or None
-    count = num_processes if num_processes is not None else _int(
-        env.get(EXPLICIT_VARS[1]), EXPLICIT_VARS[1])
-    rank = process_id if process_id is not None else _int(
-        env.get(EXPLICIT_VARS[2]), EXPLICIT_VARS[2])
+    count = num_processes if num_processes is not None else _int(env, EXPLICIT_VARS[1])
+    rank = process_id if process_id is not None else _int(env, EXPLICIT_VARS[2])
     given = dict(zip(_EXPLICIT_ARGS, (coordinator, count, rank), strict=True))
     explicit = [name for name, value in given.items() if value is not None]
     if coordinator is not None:
