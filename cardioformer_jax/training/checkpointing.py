@@ -213,13 +213,6 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _normalise(value: Any) -> Any:
-    # JSON turns tuples into lists; compare both the same way.
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    return value
-
-
 def config_digest(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
     """SHA-256 of a config's canonical JSON: names exactly which config produced a result."""
     if isinstance(config, ml_collections.ConfigDict):
@@ -254,11 +247,10 @@ def check_run_config(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
         # Fields added since the run was saved have their defaults.
         saved = json.loads(config_lib.with_defaults(json.loads(path.read_text()))
                            .to_json_best_effort())
-        conflicts = []
-        for field in INCOMPATIBLE_FIELDS:
-            old, new = _normalise(_lookup(saved, field)), _normalise(_lookup(current, field))
-            if old != new:
-                conflicts.append(f"{field}: {old!r} in the checkpoint, {new!r} now")
+        # Both from JSON (tuples are lists in each): compared as they are.
+        conflicts = [f"{field}: {old!r} in the checkpoint, {new!r} now"
+                     for field in INCOMPATIBLE_FIELDS
+                     if (old := _lookup(saved, field)) != (new := _lookup(current, field))]
         if conflicts:
             raise ResumeConfigError(
                 f"{run_dir} holds checkpoints of an incompatible run ("
@@ -310,7 +302,7 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         return [field for key in sorted(set(old) | set(new))
                 for field in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if _normalise(old) == _normalise(new) else [prefix[:-1]]
+    return [] if old == new else [prefix[:-1]]
 
 
 def tree_equal(a: Any, b: Any) -> bool:
