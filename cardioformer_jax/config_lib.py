@@ -210,16 +210,15 @@ def migrate(saved: dict[str, Any]) -> dict[str, Any]:
     model = saved.get("model")
     if not isinstance(model, dict):
         return saved
-    for old, new in MOVED_FIELDS.items():
-        key = old.split(".")[1]
+    for key, new in INPUT_SIZES.items():
         if key not in model:
             continue
         value = model.pop(key)
         section, name = new.split(".")
         target = saved.setdefault(section, {})
         if name in target and target[name] != value:
-            raise ValueError(f"the saved config has {old}={value!r} and {new}="
-                             f"{target[name]!r}; {old} is {new} now")
+            raise ValueError(f"the saved config has model.{key}={value!r} and {new}="
+                             f"{target[name]!r}; model.{key} is {new} now")
         target[name] = value
     return saved
 

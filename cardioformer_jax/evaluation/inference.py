@@ -166,10 +166,9 @@ def resolve_run_dir(workdir: str | os.PathLike, seed: int | None = None) -> epat
     if seed is not None:
         if seed in seeds:
             return seeds[seed]
-        if not seeds and (workdir / checkpointing.CONFIG_FILE).is_file():
-            saved = json.loads((workdir / checkpointing.CONFIG_FILE).read_text())
-            if int(config_lib.with_defaults(saved).seed) == seed:
-                return workdir
+        if (not seeds and (workdir / checkpointing.CONFIG_FILE).is_file()
+                and int(read_config(workdir).seed) == seed):
+            return workdir
         raise FileNotFoundError(f"no run of seed {seed} in {workdir} (seeds: "
                                 f"{sorted(seeds) or 'a single run'})")
     if seeds:

@@ -6,6 +6,7 @@ docs/usage.md, "Training" (multi-host).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -172,11 +173,9 @@ _METADATA_URL = "http://{host}/computeMetadata/v1/instance/attributes/{key}"
 def tpu_chips_present(pci_devices: str | os.PathLike[str] = "/sys/bus/pci/devices") -> bool:
     """Whether the PCI bus holds a Google TPU chip (a local file read, no network)."""
     for vendor in pathlib.Path(pci_devices).glob("*/vendor"):
-        try:
+        with contextlib.suppress(OSError):
             if vendor.read_text().strip().lower() == GOOGLE_PCI_VENDOR:
                 return True
-        except OSError:
-            continue
     return False
 
 
