@@ -73,18 +73,21 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
     slots += [_Slot(f"enc_embedding.learnable_embeddings.{g}", (1, d), ("granularity_embeddings",),
                     (g,), "row", ("", "d_model")) for g in range(config.num_granularities)]
 
+    def pair(name: str, path: tuple[str | int, ...], index: tuple[int, ...], kind: str,
+             shape: tuple[int, ...], fields: tuple[str, ...],
+             leaves: tuple[str, str] = ("kernel", "bias")) -> None:
+        # The bias: as long as the weight's first axis.
+        slots.append(_Slot(f"{name}.weight", shape, (*path, leaves[0]), index, kind, fields))
+        slots.append(_Slot(f"{name}.bias", shape[:1], (*path, leaves[1]), index, "copy",
+                           fields[:1]))
+
     def attention(prefix: str, path: tuple[str | int, ...], index: tuple[int, ...]) -> None:
         for proj in ("query", "key", "value", "out"):
-            slots.append(_Slot(f"{prefix}.{proj}_projection.weight", (d, d),
-                               (*path, f"{proj}_kernel"), index, "linear",
-                               ("d_model", "d_model")))
-            slots.append(_Slot(f"{prefix}.{proj}_projection.bias", (d,),
-                               (*path, f"{proj}_bias"), index, "copy", ("d_model",)))
+            pair(f"{prefix}.{proj}_projection", path, index, "linear", (d, d),
+                 ("d_model", "d_model"), (f"{proj}_kernel", f"{proj}_bias"))
 
     def layer_norm(name: str, path: tuple[str | int, ...], index: tuple[int, ...]) -> None:
-        slots.append(_Slot(f"{name}.weight", (d,), (*path, "scale"), index, "copy",
-                           ("d_model",)))
-        slots.append(_Slot(f"{name}.bias", (d,), (*path, "bias"), index, "copy", ("d_model",)))
+        pair(name, path, index, "copy", (d,), ("d_model",), ("scale", "bias"))
 
     for layer in range(config.e_layers):
         prefix = f"encoder.attn_layers.{layer}"
@@ -99,19 +102,15 @@ def _slots(config: CardioformerConfig, layout: TokenLayout) -> list[_Slot]:
             block = f"{prefix}.resblock{r}"
             path = ("layers", f"resblock{r}")
             for conv, out, inp in (("conv1", "d_ff", "d_model"), ("conv2", "d_model", "d_ff")):
-                slots.append(_Slot(f"{block}.{conv}.weight", (size[out], size[inp], 1),
-                                   (*path, conv, "kernel"), (layer,), "conv1x1", (out, inp, "")))
-                slots.append(_Slot(f"{block}.{conv}.bias", (size[out],), (*path, conv, "bias"),
-                                   (layer,), "copy", (out,)))
+                pair(f"{block}.{conv}", (*path, conv), (layer,), "conv1x1",
+                     (size[out], size[inp], 1), (out, inp, ""))
             layer_norm(f"{block}.norm", (*path, "norm"), (layer,))
         layer_norm(f"{prefix}.norm1", ("layers", "norm1"), (layer,))
         layer_norm(f"{prefix}.norm2", ("layers", "norm2"), (layer,))
     layer_norm("encoder.norm", ("norm",), ())
     head_fields = "seq_len / patch_lens / d_model / single_channel (head features)"
-    slots.append(_Slot("projection.weight", (config.num_classes, config.head_features),
-                       ("projection", "kernel"), (), "linear", ("num_classes", head_fields)))
-    slots.append(_Slot("projection.bias", (config.num_classes,), ("projection", "bias"), (),
-                       "copy", ("num_classes",)))
+    pair("projection", ("projection",), (), "linear", (config.num_classes, config.head_features),
+         ("num_classes", head_fields))
     return slots
 
 

@@ -73,10 +73,8 @@ def storage_url(workdir: str | os.PathLike, storage: str | None) -> str:
 
 def make_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
     """The study database with heartbeats and retries of dead workers' trials."""
-    engine_kwargs = {}
-    if url.startswith("sqlite"):
-        # Several local workers write one file: wait for the lock instead of failing.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+    # Several local workers write one SQLite file: wait for the lock instead of failing.
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats and retries: experimental in Optuna
