@@ -136,8 +136,7 @@ def _tpu(name: str, generation: str, topology: str, slices: int) -> Target:
 def _gpu(name: str, model: str, hosts: int, per_host: int) -> Target:
     from jax.experimental import topologies
 
-    description_name = GPU_MODELS[model]["description"]
-    config = gpu_target_config(description_name)
+    config = gpu_target_config(GPU_MODELS[model]["description"])
     memory = re.search(r"device_memory_size:\s*(\d+)", config)
     topology = topologies.get_topology_desc(
         platform="cuda", target_config=config, topology=f"1x{hosts}x{per_host}")

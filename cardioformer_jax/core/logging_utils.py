@@ -66,7 +66,7 @@ def quiet_orbax(min_level: int, target: std_logging.Filterer | None = None) -> N
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Writes ``obj`` as strict JSON (`to_jsonable`) with `write_text_atomic`."""
-    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, sort_keys=False)
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
     write_text_atomic(path, text + "\n")
 
 
@@ -87,8 +87,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 class MetricWriter:

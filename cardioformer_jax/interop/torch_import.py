@@ -296,8 +296,7 @@ def _validate(state_dict: Mapping[str, np.ndarray], slots: list[_Slot],
     if disagreements:
         parts.append("  the checkpoint looks like a different configuration:"
                      + _listed(disagreements))
-    if "channels per patch" in found and found["channels per patch"] != ours[
-            "channels per patch"]:
+    if any(d.startswith("channels per patch:") for d in disagreements):
         parts.append("  (one channel per patch is the single_channel ablation)")
     raise ValueError("\n".join(parts))
 

@@ -47,8 +47,7 @@ class Plan:
 
     def initialize_kwargs(self) -> dict[str, object]:
         """Keyword arguments of ``jax.distributed.initialize`` (None values left out)."""
-        kwargs = dataclasses.asdict(self)
-        return {k: v for k, v in kwargs.items()
+        return {k: v for k, v in dataclasses.asdict(self).items()
                 if v is not None and k not in ("initialize", "source", "reason")}
 
 
