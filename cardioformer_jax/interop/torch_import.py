@@ -319,9 +319,10 @@ def import_reference_weights(model: Cardioformer,
 
 
 def load_reference_model(config: CardioformerConfig | Mapping[str, Any],
-                         source: str | os.PathLike | Mapping[str, Any]) -> Cardioformer:
+                         source: str | os.PathLike | Mapping[str, Any], *,
+                         rngs: nnx.Rngs | None = None) -> Cardioformer:
     """A new ``Cardioformer`` for ``config`` holding the reference's weights (train mode)."""
-    model = Cardioformer(config, rngs=nnx.Rngs(0))
+    model = Cardioformer(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
     import_reference_weights(model, source)
     return model
 
