@@ -120,8 +120,8 @@ class MetricWriter:
                              f"use jsonl_mode='rewrite'")
         self.sync_seconds = float(sync_seconds)
         self._jsonl = None  # "append": the open file
-        self._chunks: list[str] = []  # "rewrite": the whole file's text
-        self._dirty = False
+        # "rewrite": the file's text as last written, then the lines not written yet.
+        self._chunks = [""]
         self._last_sync = -math.inf
         self._tb = None  # None once closed
         if not self.enabled:
@@ -135,7 +135,7 @@ class MetricWriter:
         if self.jsonl_mode == "append":
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         elif self.jsonl_path.exists():
-            self._chunks.append(self.jsonl_path.read_text(encoding="utf-8"))
+            self._chunks = [self.jsonl_path.read_text(encoding="utf-8")]
 
     def write_scalars(
         self, step: int, scalars: Mapping[str, Any], split: str | None = None
@@ -162,15 +162,13 @@ class MetricWriter:
             self._jsonl.flush()
         else:
             self._chunks.append(line)
-            self._dirty = True
             if time.monotonic() - self._last_sync >= self.sync_seconds:
                 self._sync()
 
     def _sync(self) -> None:
         text = "".join(self._chunks)
-        self._chunks = [text]
         write_text_atomic(self.jsonl_path, text)
-        self._dirty = False
+        self._chunks = [text]  # written: no longer pending
         self._last_sync = time.monotonic()
 
     def flush(self) -> None:
@@ -179,7 +177,7 @@ class MetricWriter:
             self._tb.flush()
         if self._jsonl is not None:
             self._jsonl.flush()
-        if self._dirty:
+        if len(self._chunks) > 1:
             self._sync()
 
     def close(self) -> None:
@@ -190,7 +188,7 @@ class MetricWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
-        if self._dirty:
+        if len(self._chunks) > 1:
             self._sync()
 
     def __enter__(self) -> MetricWriter:
